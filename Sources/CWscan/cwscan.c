@@ -1,0 +1,183 @@
+#include "CWscan.h"
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+#include <zlib.h>
+#include <openssl/evp.h>
+#include <cblas.h>
+#include <lapacke.h>
+#include <gvc.h>
+
+int wscan_cpu_has_x86_64_v3(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+#else
+    return 0;
+#endif
+}
+
+const char *wscan_openblas_coretype(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
+struct wscan_xxh3_state { XXH3_state_t *st; };
+wscan_xxh3_state *wscan_xxh3_new(void) {
+    wscan_xxh3_state *s = malloc(sizeof *s);
+    if (!s) return NULL;
+    s->st = XXH3_createState();
+    XXH3_128bits_reset(s->st);
+    return s;
+}
+void wscan_xxh3_free(wscan_xxh3_state *s) { if (s) { XXH3_freeState(s->st); free(s); } }
+void wscan_xxh3_update(wscan_xxh3_state *s, const void *d, size_t n) { XXH3_128bits_update(s->st, d, n); }
+void wscan_xxh3_digest(wscan_xxh3_state *s, uint64_t *hi, uint64_t *lo) {
+    XXH128_hash_t h = XXH3_128bits_digest(s->st); *hi = h.high64; *lo = h.low64;
+}
+void wscan_xxh3_128(const void *d, size_t n, uint64_t *hi, uint64_t *lo) {
+    XXH128_hash_t h = XXH3_128bits(d, n); *hi = h.high64; *lo = h.low64;
+}
+
+struct wscan_sha256_state { EVP_MD_CTX *ctx; };
+wscan_sha256_state *wscan_sha256_new(void) {
+    wscan_sha256_state *s = malloc(sizeof *s);
+    s->ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL);
+    return s;
+}
+void wscan_sha256_update(wscan_sha256_state *s, const void *d, size_t n) { EVP_DigestUpdate(s->ctx, d, n); }
+void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]) {
+    unsigned int len = 32; EVP_DigestFinal_ex(s->ctx, out, &len); EVP_MD_CTX_free(s->ctx); free(s);
+}
+
+int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
+    z_stream zs; memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) return -1;
+    size_t produced = 0; int rc = Z_OK;
+    const size_t chunk = (size_t)1 << 30;
+    zs.next_in = (Bytef *)src;
+    size_t inLeft = srcLen;
+    while (rc != Z_STREAM_END) {
+        if (zs.avail_in == 0 && inLeft > 0) { size_t c = inLeft < chunk ? inLeft : chunk; zs.avail_in = (uInt)c; inLeft -= c; }
+        if (produced >= dstCap) {
+            /* Probe: is there more output? */
+            uint8_t probe[1]; zs.next_out = probe; zs.avail_out = 1;
+            rc = inflate(&zs, Z_NO_FLUSH);
+            inflateEnd(&zs);
+            if (rc == Z_STREAM_END && zs.avail_out == 1) { *outLen = produced; return 0; }
+            return -2;
+        }
+        size_t room = dstCap - produced; if (room > chunk) room = chunk;
+        zs.next_out = dst + produced; zs.avail_out = (uInt)room;
+        rc = inflate(&zs, Z_NO_FLUSH);
+        produced += room - zs.avail_out;
+        if (rc == Z_STREAM_END) break;
+        if (rc != Z_OK) { inflateEnd(&zs); return -1; }
+        if (zs.avail_in == 0 && inLeft == 0 && zs.avail_out != 0) { inflateEnd(&zs); return -1; } /* truncated */
+    }
+    inflateEnd(&zs);
+    *outLen = produced;
+    return 0;
+}
+uint32_t wscan_crc32(uint32_t crc, const uint8_t *d, size_t n) {
+    while (n > 0) { uInt c = n > (1u << 30) ? (1u << 30) : (uInt)n; crc = (uint32_t)crc32(crc, d, c); d += c; n -= c; }
+    return crc;
+}
+
+void wscan_sgemm(int tA, int tB, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc) {
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void wscan_dgemm(int tA, int tB, int m, int n, int k, double alpha, const double *a, int lda,
+                 const double *b, int ldb, double beta, double *c, int ldc) {
+    cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* Row-major m x n == column-major n x m (the transpose): same singular values. */
+int wscan_sgesdd_values(int m, int n, float *a, float *s) {
+    lapack_int M = n, N = m, lda = n, mn = M < N ? M : N, mx = M > N ? M : N;
+    lapack_int liwork = 8 * mn;
+    long long lw = 3LL * mn + (mx > 7LL * mn ? mx : 7LL * mn) + 64;
+    float *work = malloc(sizeof(float) * (size_t)lw);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'N', M, N, a, lda, s, NULL, 1, NULL, 1, work, (lapack_int)lw, iwork);
+    free(work); free(iwork); return info;
+}
+int wscan_dgesdd_values(int m, int n, double *a, double *s) {
+    lapack_int M = n, N = m, lda = n, mn = M < N ? M : N, mx = M > N ? M : N;
+    lapack_int liwork = 8 * mn;
+    long long lw = 3LL * mn + (mx > 7LL * mn ? mx : 7LL * mn) + 64;
+    double *work = malloc(sizeof(double) * (size_t)lw);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'N', M, N, a, lda, s, NULL, 1, NULL, 1, work, (lapack_int)lw, iwork);
+    free(work); free(iwork); return info;
+}
+int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt) {
+    /* Column-major view: A^T (n x m) = V S U^T. Compute SVD of A^T in col-major: A^T = U' S V'^T,
+       then U' (n x k col-major) = V^T (k x n row-major) and V'^T (k x m col-major) = U (m x k row-major). */
+    lapack_int M = n, N = m, lda = n, mn = M < N ? M : N, mx = M > N ? M : N;
+    lapack_int liwork = 8 * mn;
+    long long lw = 3LL * mn * mn + (mx > 4LL * mn * mn + 4LL * mn ? mx : 4LL * mn * mn + 4LL * mn) + 64;
+    double *work = malloc(sizeof(double) * (size_t)lw);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', M, N, a, lda, s, vt, M, u, mn, work, (lapack_int)lw, iwork);
+    free(work); free(iwork); return info;
+}
+int wscan_dsyevd_values(int n, double *a, double *w) {
+    lapack_int lwork = 2 * n + 1, liwork = 1;
+    double *work = malloc(sizeof(double) * (size_t)lwork);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
+    free(work); free(iwork); return info;
+}
+int wscan_ssyevd_values(int n, float *a, float *w) {
+    lapack_int lwork = 2 * n + 1, liwork = 1;
+    float *work = malloc(sizeof(float) * (size_t)lwork);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
+    free(work); free(iwork); return info;
+}
+void wscan_openblas_set_threads(int n) { openblas_set_num_threads(n); }
+int wscan_openblas_get_threads(void) { return openblas_get_num_threads(); }
+const char *wscan_openblas_corename(void) { return openblas_get_corename(); }
+
+char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen) {
+    GVC_t *gvc = gvContext();
+    if (!gvc) { snprintf(err, errLen, "gvContext failed"); return NULL; }
+    Agraph_t *g = agmemread(dot);
+    if (!g) { snprintf(err, errLen, "DOT syntax error"); gvFreeContext(gvc); return NULL; }
+    if (gvLayout(gvc, g, "dot") != 0) {
+        snprintf(err, errLen, "layout failed (is the Graphviz plugin registry config6a present?)");
+        agclose(g); gvFreeContext(gvc); return NULL;
+    }
+    char *buf = NULL;
+#if defined(WSCAN_GV_SIZE_T)
+    size_t len = 0;
+#else
+    unsigned int len = 0;
+#endif
+    int rc = gvRenderData(gvc, g, "svg", &buf, &len);
+    char *out = NULL;
+    if (rc == 0 && buf) {
+        out = malloc((size_t)len + 1);
+        memcpy(out, buf, len); out[len] = 0; *outLen = len;
+        gvFreeRenderData(buf);
+    } else snprintf(err, errLen, "render failed");
+    gvFreeLayout(gvc, g); agclose(g); gvFreeContext(gvc);
+    return out;
+}
+void wscan_free(void *p) { free(p); }

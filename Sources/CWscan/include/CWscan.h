@@ -1,0 +1,51 @@
+#ifndef CWSCAN_H
+#define CWSCAN_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- CPU features ---- */
+int wscan_cpu_has_x86_64_v3(void);       /* AVX2 + FMA + F16C + BMI2 */
+const char *wscan_openblas_coretype(void); /* "SkylakeX", "Haswell", or NULL */
+
+/* ---- xxHash (XXH3-128, streaming) ---- */
+typedef struct wscan_xxh3_state wscan_xxh3_state;
+wscan_xxh3_state *wscan_xxh3_new(void);
+void wscan_xxh3_free(wscan_xxh3_state *s);
+void wscan_xxh3_update(wscan_xxh3_state *s, const void *data, size_t len);
+void wscan_xxh3_digest(wscan_xxh3_state *s, uint64_t *hi, uint64_t *lo);
+void wscan_xxh3_128(const void *data, size_t len, uint64_t *hi, uint64_t *lo);
+
+/* ---- SHA-256 (libcrypto EVP) ---- */
+typedef struct wscan_sha256_state wscan_sha256_state;
+wscan_sha256_state *wscan_sha256_new(void);
+void wscan_sha256_update(wscan_sha256_state *s, const void *data, size_t len);
+void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]); /* frees s */
+
+/* ---- zlib raw inflate (zip members) ---- */
+/* returns 0 on success with *outLen = produced bytes; -1 data error; -2 output would exceed outCap */
+int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
+uint32_t wscan_crc32(uint32_t crc, const uint8_t *data, size_t len);
+
+/* ---- BLAS / LAPACK ---- */
+void wscan_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+void wscan_dgemm(int transA, int transB, int m, int n, int k, double alpha, const double *a, int lda,
+                 const double *b, int ldb, double beta, double *c, int ldc);
+/* Singular values only (row-major m x n, destroyed). Workspace computed in integers (LAPACK 3.11 float-size bug). */
+int wscan_sgesdd_values(int m, int n, float *a, float *s);
+int wscan_dgesdd_values(int m, int n, double *a, double *s);
+/* Symmetric eigenvalues only (ascending), n x n row-major, destroyed. */
+int wscan_dsyevd_values(int n, double *a, double *w);
+int wscan_ssyevd_values(int n, float *a, float *w);
+/* Full thin SVD, row-major m x n: u (m x k), s (k), vt (k x n), k = min(m,n). */
+int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt);
+void wscan_openblas_set_threads(int n);
+int wscan_openblas_get_threads(void);
+const char *wscan_openblas_corename(void);
+
+/* ---- Graphviz ---- */
+/* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message. */
+char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen);
+void wscan_free(void *p);
+
+#endif

@@ -1,0 +1,96 @@
+import WscanKernels
+import WscanFormats
+import Foundation
+
+/// Per-tensor summary recorded in the catalog: statistics over decoded values and a content hash of the
+/// stored bytes (XXH3-128).
+public struct TensorSummary: Sendable {
+    public var stats: TensorStats?
+    public var hash: String
+    public var note: String?
+}
+
+public enum Summarizer {
+    /// Statistics and hash for one tensor. Undecodable tensors get a hash and a note, no statistics.
+    public static func summarize(_ ck: Checkpoint, _ t: TensorInfo) -> TensorSummary {
+        let raw = ck.bytes(of: t)
+        guard t.dtype.decodable else {
+            return TensorSummary(stats: nil, hash: XXH3Hasher.hash(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, raw.count),
+                                 note: t.note ?? "no decoder for \(t.dtype.rawValue)")
+        }
+        let hasher = XXH3Hasher()
+        var st = TensorStats()
+        let fast = t.dtype == .f32 && !t.bigEndian
+        do {
+            if fast, let base = raw.baseAddress {
+                // F32: statistics straight from the map, hash on the same cache-hot chunk.
+                let step = TensorData.chunkElements
+                let total = raw.count / 4
+                var i = 0
+                while i < total {
+                    let n = min(step, total - i)
+                    let p = base + i * 4
+                    hasher.update(p, n * 4)
+                    StatsKernel.accumulate(p.assumingMemoryBound(to: Float.self), n, into: &st)
+                    i += n
+                }
+                if raw.count % 4 != 0 { hasher.update(base + total * 4, raw.count % 4) }
+            } else {
+                var consumed = 0
+                let bytesPerChunk: (Int) -> Int = { n in
+                    if let b = t.dtype.block { return n / b.elements * b.bytes }
+                    return n * (t.dtype.bits ?? 8) / 8 * TensorData.lanes(t.dtype) / TensorData.lanes(t.dtype)
+                }
+                try TensorData.forEachChunk(ck, t) { chunk in
+                    let nElem = chunk.count / TensorData.lanes(t.dtype)
+                    let nb = min(bytesPerChunk(nElem), raw.count - consumed)
+                    if nb > 0, let b = raw.baseAddress { hasher.update(b + consumed, nb) }
+                    consumed += nb
+                    StatsKernel.accumulate(chunk.baseAddress!, chunk.count, into: &st)
+                }
+                if consumed < raw.count, let b = raw.baseAddress { hasher.update(b + consumed, raw.count - consumed) }
+            }
+        } catch {
+            return TensorSummary(stats: nil, hash: XXH3Hasher.hash(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, raw.count),
+                                 note: "\(error)")
+        }
+        // Strided views and padded storages: statistics over the stored run equal the tensor's only when the
+        // view covers it exactly; say so when it does not.
+        var note: String? = nil
+        if case .strided = t.layout, TensorData.storedElements(t) != t.elementCount {
+            note = "statistics cover the view's whole storage run"
+        }
+        return TensorSummary(stats: st, hash: hasher.hex(), note: note)
+    }
+
+    /// Summaries for all tensors, in parallel over tensors on all cores.
+    public static func summarizeAll(_ ck: Checkpoint, progress: (@Sendable (Int) -> Void)? = nil) -> [TensorSummary] {
+        let n = ck.tensors.count
+        let out = UnsafeMutableBufferPointer<TensorSummary?>.allocate(capacity: n)
+        out.initialize(repeating: nil)
+        defer { out.deallocate() }
+        // Largest first so that the two cores finish together.
+        let order = ck.tensors.indices.sorted { ck.tensors[$0].byteCount > ck.tensors[$1].byteCount }
+        let next = AtomicCounter()
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, n))
+        let outPtr = UnsafeSendable(out)
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                let k = next.next()
+                if k >= n { break }
+                let i = order[k]
+                outPtr.value[i] = summarize(ck, ck.tensors[i])
+                progress?(ck.tensors[i].byteCount)
+            }
+        }
+        return out.map { $0! }
+    }
+}
+
+final class AtomicCounter: @unchecked Sendable {
+    private var v = 0
+    private let lock = NSLock()
+    func next() -> Int { lock.lock(); defer { lock.unlock() }; let r = v; v += 1; return r }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable { let value: T; init(_ v: T) { value = v } }

@@ -1,0 +1,215 @@
+import Foundation
+import GRDB
+import WscanFormats
+import WscanKernels
+import WscanAnalysis
+
+/// The SQLite catalog (GRDB, WAL). One transaction per checkpoint, so a kill at any moment leaves either the
+/// previous or the new record of a checkpoint, never half of one.
+public final class Catalog: @unchecked Sendable {
+    public let path: String
+    public let db: DatabasePool
+
+    public init(path: String) throws {
+        self.path = path
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        db = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+            CREATE TABLE checkpoints (
+              id INTEGER PRIMARY KEY,
+              path TEXT NOT NULL UNIQUE,          -- file, or the shard index of a sharded model
+              name TEXT NOT NULL,                 -- display name (file name, or folder of a sharded model)
+              format TEXT,                        -- safetensors | safetensors-sharded | npy | npz | pytorch | gguf | pickle
+              status TEXT NOT NULL,               -- ok | error | unsafe
+              error TEXT,                         -- one-line reason when status != ok
+              tensor_count INTEGER NOT NULL DEFAULT 0,
+              param_count INTEGER NOT NULL DEFAULT 0,
+              bytes INTEGER NOT NULL DEFAULT 0,   -- total size of the checkpoint's files
+              dtypes TEXT,                        -- JSON {dtype: parameter count}
+              metadata TEXT,                      -- JSON {key: value} from the file (safetensors __metadata__, GGUF KV)
+              fingerprint TEXT,                   -- XXH3-128 over sorted (name, dtype, shape, content hash)
+              safety TEXT NOT NULL DEFAULT 'not-scanned', -- clean | findings | dangerous | not-scanned
+              warnings TEXT,                      -- JSON [string]
+              indexed_at REAL NOT NULL            -- unix time
+            );
+            CREATE TABLE files (
+              id INTEGER PRIMARY KEY,
+              checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+              path TEXT NOT NULL,
+              size INTEGER NOT NULL,
+              mtime REAL NOT NULL,
+              sha256 TEXT                         -- only with `wscan index --sha256`
+            );
+            CREATE INDEX files_ck ON files(checkpoint_id);
+            CREATE TABLE tensors (
+              id INTEGER PRIMARY KEY,
+              checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+              name TEXT NOT NULL,
+              shape TEXT NOT NULL,                -- JSON array, row-major
+              ndim INTEGER NOT NULL,
+              dtype TEXT NOT NULL,
+              file TEXT,                          -- file holding the bytes
+              offset INTEGER,                     -- byte offset in that file (NULL when compressed)
+              nbytes INTEGER NOT NULL,
+              layout TEXT NOT NULL DEFAULT 'C',   -- C | F | strided
+              hash TEXT NOT NULL,                 -- XXH3-128 of the stored bytes
+              count INTEGER NOT NULL,
+              mean REAL, std REAL, min REAL, max REAL, absmax REAL, l2 REAL,
+              zero_frac REAL, nan_count INTEGER, inf_count INTEGER,
+              note TEXT
+            );
+            CREATE INDEX tensors_ck ON tensors(checkpoint_id);
+            CREATE INDEX tensors_hash ON tensors(hash);
+            CREATE TABLE findings (
+              id INTEGER PRIMARY KEY,
+              checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+              severity TEXT NOT NULL, member TEXT NOT NULL, offset INTEGER NOT NULL, what TEXT NOT NULL, detail TEXT NOT NULL
+            );
+            CREATE INDEX findings_ck ON findings(checkpoint_id);
+            """)
+        }
+        return m
+    }
+
+    // MARK: writing
+
+    public struct FileState: Sendable { public var path: String; public var size: Int; public var mtime: Double; public var sha256: String? }
+
+    /// True when the catalog holds this checkpoint with the same files (path, size, mtime) — and SHA-256s if needed.
+    public func isUpToDate(path: String, needSHA: Bool) throws -> Bool {
+        try db.read { db in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [path]) else { return false }
+            let rows = try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256 FROM files WHERE checkpoint_id = ?", arguments: [id])
+            if rows.isEmpty { return false }
+            for r in rows {
+                let p: String = r["path"]
+                guard let cur = try? FileRef.stat(p) else { return false }
+                if cur.size != (r["size"] as Int) || cur.mtime != (r["mtime"] as Double) { return false }
+                if needSHA && (r["sha256"] as String?) == nil { return false }
+            }
+            // A sharded model may gain shards: the caller re-reads the index if its mtime changed (covered above).
+            return true
+        }
+    }
+
+    public static func displayName(_ path: String, format: Format?) -> String {
+        if format == .safetensorsSharded || path.hasSuffix(".index.json") {
+            return ((path as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        }
+        return (path as NSString).lastPathComponent
+    }
+
+    /// Records a successfully read checkpoint, replacing any previous record, in one transaction.
+    @discardableResult
+    public func record(_ ck: Checkpoint, summaries: [TensorSummary], sha256: [String?]? = nil, status: String = "ok",
+                       error: String? = nil) throws -> Int64 {
+        var dtypes: [String: Int] = [:]
+        for t in ck.tensors { dtypes[t.dtype.rawValue, default: 0] += t.elementCount }
+        let fp = Self.fingerprint(ck, summaries)
+        let safety: String
+        if ck.findings.isEmpty { safety = ck.format == .pytorch || ck.format == .pickle || ck.tensors.contains { $0.dtype == .object } ? "clean" : "not-applicable" }
+        else if ck.findings.contains(where: { $0.severity >= .high }) { safety = "dangerous" }
+        else { safety = "findings" }
+        return try db.write { db in
+            try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [ck.path])
+            try db.execute(sql: """
+                INSERT INTO checkpoints (path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
+                                         fingerprint, safety, warnings, indexed_at)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                """, arguments: [ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
+                                 ck.tensors.count, ck.parameterCount, ck.totalBytes, Self.json(dtypes), Self.json(ck.metadata),
+                                 fp, safety, Self.json(ck.warnings), Date().timeIntervalSince1970])
+            let id = db.lastInsertedRowID
+            for (i, f) in ck.files.enumerated() {
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256) VALUES (?,?,?,?,?)",
+                               arguments: [id, f.path, f.size, f.mtime, sha256?[i]])
+            }
+            let stmt = try db.makeStatement(sql: """
+                INSERT INTO tensors (checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count,
+                                     mean, std, min, max, absmax, l2, zero_frac, nan_count, inf_count, note)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                """)
+            for (t, s) in zip(ck.tensors, summaries) {
+                let st = s.stats
+                let layout: String
+                switch t.layout { case .contiguous: layout = "C"; case .fortran: layout = "F"; case .strided: layout = "strided" }
+                let file = t.fileIndex < ck.files.count ? ck.files[t.fileIndex].path : nil
+                let fin = (st?.finiteCount ?? 0) > 0
+                let values: [DatabaseValueConvertible?] = [
+                    id, t.name, Self.json(t.shape), t.shape.count, t.dtype.rawValue, file, t.fileOffset, t.byteCount, layout,
+                    s.hash, t.elementCount,
+                    fin ? st!.mean : nil, fin ? st!.std : nil, fin ? Double(st!.min) : nil, fin ? Double(st!.max) : nil,
+                    fin ? Double(st!.absMax) : nil, st.map { $0.l2Norm }, st.map { $0.zeroFraction },
+                    st?.nans, st?.infs, s.note ?? t.note,
+                ]
+                try stmt.execute(arguments: StatementArguments(values))
+            }
+            for f in ck.findings {
+                try db.execute(sql: "INSERT INTO findings (checkpoint_id, severity, member, offset, what, detail) VALUES (?,?,?,?,?,?)",
+                               arguments: [id, f.severity.rawValue, f.member, f.offset, f.what, f.detail])
+            }
+            return id
+        }
+    }
+
+    /// Records a file that could not be read (status error), so `wscan ls` shows it and the next run retries
+    /// only if it changed.
+    public func recordFailure(path: String, format: String?, error: String, files: [FileRef], findings: [Finding] = [],
+                              status: String = "error") throws {
+        try db.write { db in
+            try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [path])
+            try db.execute(sql: """
+                INSERT INTO checkpoints (path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?)
+                """, arguments: [path, Self.displayName(path, format: nil), format, status, error,
+                                 files.reduce(0) { $0 + $1.size },
+                                 findings.isEmpty ? "not-scanned" : (findings.contains { $0.severity >= .high } ? "dangerous" : "findings"),
+                                 Date().timeIntervalSince1970])
+            let id = db.lastInsertedRowID
+            for f in files {
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime) VALUES (?,?,?,?)", arguments: [id, f.path, f.size, f.mtime])
+            }
+            for f in findings {
+                try db.execute(sql: "INSERT INTO findings (checkpoint_id, severity, member, offset, what, detail) VALUES (?,?,?,?,?,?)",
+                               arguments: [id, f.severity.rawValue, f.member, f.offset, f.what, f.detail])
+            }
+        }
+    }
+
+    /// Drops checkpoints whose files are gone (or, with `under`, only those below these folders).
+    public func prune(under roots: [String]) throws -> [String] {
+        let rows = try db.read { db in try Row.fetchAll(db, sql: "SELECT id, path FROM checkpoints") }
+        var dropped: [String] = []
+        for r in rows {
+            let p: String = r["path"]
+            guard roots.isEmpty || roots.contains(where: { p.hasPrefix($0) }) else { continue }
+            if !FileManager.default.fileExists(atPath: p) {
+                try db.write { db in try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64]) }
+                dropped.append(p)
+            }
+        }
+        return dropped
+    }
+
+    static func fingerprint(_ ck: Checkpoint, _ s: [TensorSummary]) -> String {
+        let h = XXH3Hasher()
+        let items = zip(ck.tensors, s).map { "\($0.name)\u{1}\($0.dtype.rawValue)\u{1}\($0.shape)\u{1}\($1.hash)" }.sorted()
+        for it in items { var b = Array(it.utf8); b.append(0); b.withUnsafeBytes { h.update($0.baseAddress!, $0.count) } }
+        return h.hex()
+    }
+
+    static func json<T: Encodable>(_ v: T) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(v)) ?? Data("null".utf8), as: UTF8.self)
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import WscanFormats
+import WscanKernels
+import WscanAnalysis
+
+/// Catalogs checkpoints: discover, skip unchanged, read + validate, summarise in parallel, record in one
+/// transaction per checkpoint. A bad file is recorded with its reason and never stops the run.
+public final class Indexer {
+    public struct Options: Sendable {
+        public var sha256 = false
+        public var force = false
+        public var prune = false
+        public var trust = false
+        public init() {}
+    }
+
+    public enum Outcome: Sendable {
+        case indexed(path: String, tensors: Int, bytes: Int)
+        case skipped(path: String)
+        case failed(path: String, reason: String)
+    }
+
+    public struct Progress: Sendable {
+        public var filesDone: Int, filesTotal: Int, bytesDone: Int, bytesTotal: Int, current: String
+    }
+
+    public let catalog: Catalog
+    public let options: Options
+    public var onProgress: (@Sendable (Progress) -> Void)?
+    public var onOutcome: ((Outcome) -> Void)?
+
+    public init(catalog: Catalog, options: Options) { self.catalog = catalog; self.options = options }
+
+    public func run(paths: [String]) throws -> [Outcome] {
+        let (cks, missing) = CheckpointOpener.discover(paths)
+        var outcomes: [Outcome] = missing.map { .failed(path: $0, reason: "no such file or folder") }
+        missing.forEach { onOutcome?(.failed(path: $0, reason: "no such file or folder")) }
+        let sizes = cks.map { (try? FileRef.stat($0).size) ?? 0 }
+        let bytesTotal = sizes.reduce(0, +)
+        let done = ProgressState()
+        for (i, p) in cks.enumerated() {
+            let o = indexOne(p, progress: { b in
+                let d = done.add(b)
+                self.onProgress?(Progress(filesDone: i, filesTotal: cks.count, bytesDone: d, bytesTotal: bytesTotal, current: p))
+            })
+            done.set(sizes[0...i].reduce(0, +))
+            onProgress?(Progress(filesDone: i + 1, filesTotal: cks.count, bytesDone: done.value, bytesTotal: bytesTotal, current: p))
+            outcomes.append(o)
+            onOutcome?(o)
+        }
+        if options.prune {
+            let roots = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            _ = try catalog.prune(under: roots)
+        }
+        return outcomes
+    }
+
+    /// Indexes one checkpoint path (already discovered). Returns what happened.
+    public func indexOne(_ path: String, progress: (@Sendable (Int) -> Void)? = nil) -> Outcome {
+        do {
+            if !options.force, try catalog.isUpToDate(path: path, needSHA: options.sha256) { return .skipped(path: path) }
+        } catch { /* treat as not indexed */ }
+        let ck: Checkpoint
+        do {
+            ck = try CheckpointOpener.open(path, options: .init(trust: options.trust))
+        } catch {
+            let reason = (error as? FormatError)?.message ?? "\(error)"
+            let files = [(try? FileRef.stat(path)) ?? FileRef(path: path, size: 0, mtime: 0)]
+            let findings = (error as? UnsafeCheckpointError)?.findings ?? []
+            let status = findings.isEmpty ? "error" : "unsafe"
+            try? catalog.recordFailure(path: path, format: FormatDetector.sniff(path: path).rawValue, error: reason,
+                                       files: files, findings: findings, status: status)
+            return .failed(path: path, reason: reason)
+        }
+        for s in ck.storages { s.adviseSequential() }
+        let summaries = Summarizer.summarizeAll(ck, progress: progress)
+        var shas: [String?]? = nil
+        if options.sha256 {
+            shas = ck.files.map { f in
+                guard let st = try? Storage(mapping: f.path), let b = st.base else { return nil }
+                let h = SHA256Hasher()
+                var off = 0
+                while off < st.count { let n = min(1 << 24, st.count - off); h.update(b + off, n); off += n }
+                return h.hex()
+            }
+        }
+        do {
+            try catalog.record(ck, summaries: summaries, sha256: shas)
+        } catch {
+            return .failed(path: path, reason: "catalog write failed: \(error)")
+        }
+        return .indexed(path: path, tensors: ck.tensors.count, bytes: ck.totalBytes)
+    }
+}
+
+final class ProgressState: @unchecked Sendable {
+    private var v = 0
+    private let lock = NSLock()
+    func add(_ b: Int) -> Int { lock.lock(); defer { lock.unlock() }; v += b; return v }
+    func set(_ b: Int) { lock.lock(); v = b; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return v }
+}

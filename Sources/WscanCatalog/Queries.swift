@@ -1,0 +1,169 @@
+import Foundation
+import GRDB
+
+public struct CheckpointRow: Codable, Sendable {
+    public var id: Int64
+    public var path: String
+    public var name: String
+    public var format: String?
+    public var status: String
+    public var error: String?
+    public var tensorCount: Int
+    public var paramCount: Int
+    public var bytes: Int
+    public var dtypes: [String: Int]
+    public var metadata: [String: String]
+    public var fingerprint: String?
+    public var safety: String
+    public var warnings: [String]
+    public var indexedAt: Double
+
+    init(_ r: Row) {
+        id = r["id"]; path = r["path"]; name = r["name"]; format = r["format"]; status = r["status"]; error = r["error"]
+        tensorCount = r["tensor_count"]; paramCount = r["param_count"]; bytes = r["bytes"]
+        dtypes = Self.decode(r["dtypes"] as String?) ?? [:]
+        metadata = Self.decode(r["metadata"] as String?) ?? [:]
+        fingerprint = r["fingerprint"]; safety = r["safety"]
+        warnings = Self.decode(r["warnings"] as String?) ?? []
+        indexedAt = r["indexed_at"]
+    }
+
+    static func decode<T: Decodable>(_ s: String?) -> T? {
+        guard let s, let d = s.data(using: .utf8) else { return nil }
+        return try? JSONDecoder().decode(T.self, from: d)
+    }
+}
+
+public struct TensorRow: Codable, Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var dtype: String
+    public var file: String?
+    public var offset: Int?
+    public var nbytes: Int
+    public var layout: String
+    public var hash: String
+    public var count: Int
+    public var mean: Double?, std: Double?, min: Double?, max: Double?, absmax: Double?, l2: Double?
+    public var zeroFrac: Double?
+    public var nanCount: Int?, infCount: Int?
+    public var note: String?
+
+    init(_ r: Row) {
+        name = r["name"]; shape = CheckpointRow.decode(r["shape"] as String?) ?? []; dtype = r["dtype"]
+        file = r["file"]; offset = r["offset"]; nbytes = r["nbytes"]; layout = r["layout"]; hash = r["hash"]; count = r["count"]
+        mean = r["mean"]; std = r["std"]; min = r["min"]; max = r["max"]; absmax = r["absmax"]; l2 = r["l2"]
+        zeroFrac = r["zero_frac"]; nanCount = r["nan_count"]; infCount = r["inf_count"]; note = r["note"]
+    }
+}
+
+public struct FindingRow: Codable, Sendable {
+    public var severity: String, member: String, offset: Int, what: String, detail: String
+}
+
+public struct FileRow: Codable, Sendable {
+    public var path: String, size: Int, mtime: Double, sha256: String?
+}
+
+public struct DupeGroup: Codable, Sendable {
+    public var hash: String
+    public var nbytes: Int
+    public var dtype: String
+    public var shape: [Int]
+    public var members: [Member]
+    public struct Member: Codable, Sendable { public var checkpoint: String; public var tensor: String }
+}
+
+public enum CatalogError: Error, CustomStringConvertible {
+    case notFound(String), ambiguous(String, [String]), readOnly(String)
+    public var description: String {
+        switch self {
+        case let .notFound(s): return "no checkpoint matches '\(s)' in the catalog (index it first, or pass a path)"
+        case let .ambiguous(s, c): return "'\(s)' matches several checkpoints: \(c.prefix(5).joined(separator: ", "))"
+        case let .readOnly(s): return s
+        }
+    }
+}
+
+extension Catalog {
+    public func checkpoints() throws -> [CheckpointRow] {
+        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM checkpoints ORDER BY name, path").map(CheckpointRow.init) }
+    }
+
+    public func checkpoint(id: Int64) throws -> CheckpointRow? {
+        try db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM checkpoints WHERE id = ?", arguments: [id]).map(CheckpointRow.init) }
+    }
+
+    /// Resolves a user's reference: a catalog id (`#3` or `3`), an exact path, a display name, or a unique path suffix.
+    public func resolve(_ ref: String) throws -> CheckpointRow {
+        let all = try checkpoints()
+        let idText = ref.hasPrefix("#") ? String(ref.dropFirst()) : ref
+        if let id = Int64(idText), let r = all.first(where: { $0.id == id }) { return r }
+        let abs = URL(fileURLWithPath: ref).standardizedFileURL.path
+        if let r = all.first(where: { $0.path == abs || $0.path == ref }) { return r }
+        let byName = all.filter { $0.name == ref }
+        if byName.count == 1 { return byName[0] }
+        if byName.count > 1 { throw CatalogError.ambiguous(ref, byName.map(\.path)) }
+        let bySuffix = all.filter { $0.path.hasSuffix("/" + ref) }
+        if bySuffix.count == 1 { return bySuffix[0] }
+        if bySuffix.count > 1 { throw CatalogError.ambiguous(ref, bySuffix.map(\.path)) }
+        throw CatalogError.notFound(ref)
+    }
+
+    public func tensors(checkpoint id: Int64) throws -> [TensorRow] {
+        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM tensors WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map(TensorRow.init) }
+    }
+
+    public func files(checkpoint id: Int64) throws -> [FileRow] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256 FROM files WHERE checkpoint_id = ? ORDER BY id", arguments: [id])
+                .map { FileRow(path: $0["path"], size: $0["size"], mtime: $0["mtime"], sha256: $0["sha256"]) }
+        }
+    }
+
+    public func findings(checkpoint id: Int64) throws -> [FindingRow] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM findings WHERE checkpoint_id = ? ORDER BY offset", arguments: [id])
+                .map { FindingRow(severity: $0["severity"], member: $0["member"], offset: $0["offset"], what: $0["what"], detail: $0["detail"]) }
+        }
+    }
+
+    /// Read-only SQL: runs on a connection opened read-only, so no statement can change the catalog.
+    public func query(_ sql: String, limit: Int = 100_000) throws -> (columns: [String], rows: [[DatabaseValue]]) {
+        var config = Configuration()
+        config.readonly = true
+        let q = try DatabaseQueue(path: path, configuration: config)
+        return try q.read { db in
+            let stmt = try db.makeStatement(sql: sql)
+            let cols = stmt.columnNames
+            var rows: [[DatabaseValue]] = []
+            let cursor = try Row.fetchCursor(stmt)
+            while let r = try cursor.next() {
+                rows.append(r.databaseValues.map { $0 })
+                if rows.count >= limit { break }
+            }
+            return (cols, rows)
+        }
+    }
+
+    /// Tensors whose stored bytes hash identically across two or more places (within or across checkpoints).
+    public func dupes(minBytes: Int = 1) throws -> [DupeGroup] {
+        try db.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT t.hash, t.nbytes, t.dtype, t.shape, t.name, c.name AS ck, c.path AS ckpath
+                FROM tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
+                WHERE t.nbytes >= ? AND t.hash IN (SELECT hash FROM tensors WHERE nbytes >= ? GROUP BY hash HAVING COUNT(*) > 1)
+                ORDER BY t.nbytes DESC, t.hash, c.name, t.name
+                """, arguments: [minBytes, minBytes])
+            var groups: [DupeGroup] = []
+            for r in rows {
+                let h: String = r["hash"]
+                let m = DupeGroup.Member(checkpoint: r["ck"], tensor: r["name"])
+                if let last = groups.last, last.hash == h, last.dtype == (r["dtype"] as String) { groups[groups.count - 1].members.append(m) }
+                else { groups.append(DupeGroup(hash: h, nbytes: r["nbytes"], dtype: r["dtype"],
+                                               shape: CheckpointRow.decode(r["shape"] as String?) ?? [], members: [m])) }
+            }
+            return groups.filter { $0.members.count > 1 }
+        }
+    }
+}

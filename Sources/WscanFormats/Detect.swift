@@ -1,0 +1,102 @@
+import Foundation
+
+/// Format detection by content (magic bytes), with the file name only as a tie-breaker.
+public enum FormatDetector {
+    public enum Kind: String, Sendable { case safetensors, shardIndex, npy, zip, gguf, pickle, lfsPointer, unknown }
+
+    public static func sniff(path: String) -> Kind {
+        if path.hasSuffix(".safetensors.index.json") { return .shardIndex }
+        guard let fh = FileHandle(forReadingAtPath: path) else { return .unknown }
+        defer { try? fh.close() }
+        let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
+        return sniff(head: head, name: path)
+    }
+
+    public static func sniff(head: [UInt8], name: String) -> Kind {
+        func starts(_ s: [UInt8]) -> Bool { head.count >= s.count && Array(head.prefix(s.count)) == s }
+        if starts(Array("version https://git-lfs".utf8)) { return .lfsPointer }
+        if starts([0x93] + Array("NUMPY".utf8)) { return .npy }
+        if starts([0x50, 0x4B, 0x03, 0x04]) || starts([0x50, 0x4B, 0x05, 0x06]) { return .zip }
+        if starts(Array("GGUF".utf8)) { return .gguf }
+        if head.count >= 9, head[8] == UInt8(ascii: "{") { return .safetensors }
+        if head.count >= 2, head[0] == 0x80, (2...5).contains(head[1]) { return .pickle }
+        let lower = name.lowercased()
+        if lower.hasSuffix(".safetensors") { return .safetensors }   // let the reader report what is wrong
+        if lower.hasSuffix(".npy") { return .npy }
+        if lower.hasSuffix(".npz") || lower.hasSuffix(".pt") || lower.hasSuffix(".pth") || lower.hasSuffix(".ckpt") { return .zip }
+        if lower.hasSuffix(".gguf") { return .gguf }
+        if lower.hasSuffix(".pkl") || lower.hasSuffix(".pickle") || lower.hasSuffix(".joblib") || lower.hasSuffix(".bin") { return .pickle }
+        return .unknown
+    }
+
+    static let candidateExtensions = [".safetensors", ".npy", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".gguf",
+                                      ".pkl", ".pickle", ".joblib", ".safetensors.index.json"]
+
+    /// Whether a folder walk should consider this file (by name or, for extension-less files, by magic).
+    public static func isCandidate(_ path: String) -> Bool {
+        let l = path.lowercased()
+        if candidateExtensions.contains(where: { l.hasSuffix($0) }) { return true }
+        return false
+    }
+}
+
+/// Hooks for readers implemented by later layers of this module (PyTorch, GGUF, pickle scanning).
+public enum CheckpointOpener {
+    public struct Options: Sendable {
+        public var trust = false
+        public init(trust: Bool = false) { self.trust = trust }
+    }
+
+    public static func open(_ path: String, options: Options = Options()) throws -> Checkpoint {
+        switch FormatDetector.sniff(path: path) {
+        case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
+        case .shardIndex: return try ShardedSafetensorsReader.read(indexPath: path)
+        case .safetensors: return try SafetensorsReader.read(path: path)
+        case .npy: return try NpyReader.read(path: path)
+        case .zip: return try openZip(path, options: options)
+        case .gguf: return try GGUFReader.read(path: path)
+        case .pickle: return try PickleFileReader.read(path: path, options: options)
+        case .unknown: throw FormatError(.unsupported, "unrecognised file format")
+        }
+    }
+
+    static func openZip(_ path: String, options: Options) throws -> Checkpoint {
+        let st = try Storage(mapping: path)
+        let z = try ZipArchive(st)
+        if z.entries.contains(where: { $0.name.hasSuffix("data.pkl") || $0.name.hasSuffix("/version") || $0.name == "version" }) {
+            return try TorchReader.read(path: path, archive: z, options: options)
+        }
+        return try NpzReader.read(path: path)
+    }
+
+    /// Expands paths (files or folders, recursively) into checkpoint paths: shard indexes replace the shards they claim.
+    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String]) {
+        var files: [String] = [], missing: [String] = []
+        let fm = FileManager.default
+        for p in paths {
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
+            let abs = URL(fileURLWithPath: p).standardizedFileURL.path
+            if isDir.boolValue {
+                guard let en = fm.enumerator(atPath: abs) else { continue }
+                var found: [String] = []
+                while let rel = en.nextObject() as? String {
+                    let full = (abs as NSString).appendingPathComponent(rel)
+                    let name = (rel as NSString).lastPathComponent
+                    if name.hasPrefix(".") { if (en.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { en.skipDescendants() }; continue }
+                    if (en.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, FormatDetector.isCandidate(full) { found.append(full) }
+                }
+                files += found.sorted()
+            } else {
+                files.append(abs)
+            }
+        }
+        var claimed = Set<String>()
+        for f in files where f.hasSuffix(".safetensors.index.json") {
+            claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f))
+        }
+        var seen = Set<String>()
+        let out = files.filter { !claimed.contains($0) && seen.insert($0).inserted }
+        return (out, missing)
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+
+/// NumPy .npy reader (format versions 1.0, 2.0, 3.0). The header is a Python dict literal, parsed here by a
+/// small literal parser (never evaluated). Object arrays are recorded as such; their pickle is never run.
+public enum NpyReader {
+    public static let maxHeaderBytes = 1 << 20
+
+    public struct Header: Sendable {
+        public var dtype: DType
+        public var bigEndian: Bool
+        public var fortran: Bool
+        public var shape: [Int]
+        public var dataOffset: Int
+        public var descr: String
+    }
+
+    public static func read(path: String) throws -> Checkpoint {
+        let st = try Storage(mapping: path)
+        let file = try FileRef.stat(path)
+        let t = try tensor(in: st, name: (path as NSString).lastPathComponent.replacingOccurrences(of: ".npy", with: ""),
+                           storageIndex: 0, fileIndex: 0, fileBase: 0)
+        let ck = Checkpoint(path: path, format: .npy, files: [file], storages: [st], tensors: [t])
+        if t.dtype == .object { ck.warnings.append("object array: contains a pickle, not loaded") }
+        return ck
+    }
+
+    /// Validates an .npy image held in `st` and returns its tensor. `fileBase` is the storage's offset in its
+    /// file when stored uncompressed (nil when inflated).
+    public static func tensor(in st: Storage, name: String, storageIndex: Int, fileIndex: Int, fileBase: Int?) throws -> TensorInfo {
+        let h = try parseHeader(st.buffer)
+        guard let count = elementCount(h.shape) else { throw FormatError(.shape, "shape \(h.shape) overflows") }
+        var nbytes: Int
+        if h.dtype == .object {
+            nbytes = st.count - h.dataOffset // a pickle stream follows
+        } else if h.dtype == .opaque {
+            let itemsize = Int(h.descr.dropFirst(2)) ?? 0
+            let (r, o) = count.multipliedReportingOverflow(by: itemsize)
+            guard !o else { throw FormatError(.shape, "shape \(h.shape) overflows") }
+            nbytes = r
+        } else {
+            guard let b = h.dtype.byteCount(elements: count) else { throw FormatError(.shape, "shape \(h.shape) overflows") }
+            nbytes = b
+        }
+        let avail = st.count - h.dataOffset
+        if h.dtype != .object {
+            if nbytes > avail { throw FormatError(.truncated, "data needs \(nbytes) bytes, file has \(avail)") }
+            if nbytes < avail { throw FormatError(.layout, "\(avail - nbytes) trailing bytes after the array data") }
+        }
+        var t = TensorInfo(name: name, dtype: h.dtype, shape: h.shape, storage: storageIndex, byteOffset: h.dataOffset,
+                           byteCount: nbytes, fileIndex: fileIndex, fileOffset: fileBase.map { $0 + h.dataOffset })
+        t.layout = h.fortran && h.shape.count > 1 ? .fortran : .contiguous
+        t.bigEndian = h.bigEndian
+        if h.dtype == .object { t.note = "object array (pickled Python objects): not loaded" }
+        if h.dtype == .opaque { t.note = "NumPy dtype \(h.descr): no decoder" }
+        return t
+    }
+
+    public static func parseHeader(_ b: UnsafeRawBufferPointer) throws -> Header {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard b.count >= 10 else { throw FormatError(.truncated, "file too short for an .npy header") }
+        guard zip(magic, b).allSatisfy({ $0 == $1 }) else { throw FormatError(.header, "missing \\x93NUMPY magic") }
+        let major = b[6]
+        var hlen: Int, start: Int
+        switch major {
+        case 1: hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian); start = 10
+        case 2, 3:
+            guard b.count >= 12 else { throw FormatError(.truncated, "file too short for an .npy v\(major) header") }
+            hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian); start = 12
+        default: throw FormatError(.header, "unsupported .npy version \(major).\(b[7])")
+        }
+        guard hlen <= maxHeaderBytes else { throw FormatError(.header, "header length \(hlen) over the limit") }
+        guard hlen <= b.count - start else { throw FormatError(.truncated, "header length \(hlen) runs past end of file") }
+        let bytes = UnsafeRawBufferPointer(rebasing: b[start..<(start + hlen)])
+        let text: String
+        if major == 3 {
+            guard let s = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else { throw FormatError(.header, "header is not UTF-8") }
+            text = s
+        } else {
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { throw FormatError(.header, "header is not ASCII") }
+            text = String(decoding: bytes, as: UTF8.self)
+        }
+        var p = PyLiteralParser(Array(text.unicodeScalars))
+        guard case let .dict(d) = try p.parse() else { throw FormatError(.header, "header is not a dict") }
+        guard case let .str(descr)? = d["descr"] else {
+            if d["descr"] != nil { throw FormatError(.header, "structured dtypes are not supported") }
+            throw FormatError(.header, "header lacks 'descr'")
+        }
+        guard case let .bool(fortran)? = d["fortran_order"] else { throw FormatError(.header, "header lacks 'fortran_order'") }
+        guard case let .tuple(dims)? = d["shape"] else { throw FormatError(.header, "header lacks a 'shape' tuple") }
+        var shape: [Int] = []
+        for x in dims {
+            guard case let .int(v) = x, v >= 0 else { throw FormatError(.shape, "bad dimension in shape") }
+            shape.append(v)
+        }
+        guard shape.count <= 64 else { throw FormatError(.shape, "more than 64 dimensions") }
+        let (dt, be) = try mapDescr(descr)
+        return Header(dtype: dt, bigEndian: be, fortran: fortran, shape: shape, dataOffset: start + hlen, descr: descr)
+    }
+
+    static func mapDescr(_ s: String) throws -> (DType, Bool) {
+        guard s.count >= 2 else { throw FormatError(.dtype, "bad descr '\(s)'") }
+        var chars = Array(s)
+        var order: Character = "="
+        if "<>|=".contains(chars[0]) { order = chars.removeFirst() }
+        let code = String(chars)
+        let be = order == ">"
+        let table: [String: DType] = [
+            "b1": .bool, "?": .bool, "u1": .u8, "i1": .i8, "u2": .u16, "i2": .i16, "u4": .u32, "i4": .i32,
+            "u8": .u64, "i8": .i64, "f2": .f16, "f4": .f32, "f8": .f64, "c8": .c64, "c16": .c128, "O": .object,
+        ]
+        if let d = table[code] { return (d, be && (d.bits ?? 8) > 8) }
+        if code.hasPrefix("V") || code.hasPrefix("S") || code.hasPrefix("U") || code.hasPrefix("f16") || code.hasPrefix("M") || code.hasPrefix("m") {
+            return (.opaque, false)
+        }
+        throw FormatError(.dtype, "unknown NumPy dtype '\(s)'")
+    }
+}
+
+/// Python literal subset used by .npy headers: dicts, tuples, lists, strings, ints, True/False/None.
+struct PyLiteralParser {
+    indirect enum Value { case dict([String: Value]), tuple([Value]), str(String), int(Int), bool(Bool), none }
+    let s: [Unicode.Scalar]
+    var i = 0
+    var depth = 0
+    init(_ s: [Unicode.Scalar]) { self.s = s }
+
+    mutating func ws() { while i < s.count, s[i] == " " || s[i] == "\n" || s[i] == "\t" || s[i] == "\r" { i += 1 } }
+    func err(_ m: String) -> FormatError { FormatError(.header, "header literal: \(m) at \(i)") }
+
+    mutating func parse() throws -> Value {
+        let v = try value()
+        ws()
+        guard i == s.count else { throw err("trailing characters") }
+        return v
+    }
+
+    mutating func value() throws -> Value {
+        ws()
+        guard i < s.count else { throw err("unexpected end") }
+        let c = s[i]
+        switch c {
+        case "{":
+            depth += 1; defer { depth -= 1 }
+            guard depth < 16 else { throw err("too deep") }
+            i += 1
+            var d: [String: Value] = [:]
+            while true {
+                ws()
+                if i < s.count, s[i] == "}" { i += 1; return .dict(d) }
+                guard case let .str(k) = try value() else { throw err("dict key must be a string") }
+                ws()
+                guard i < s.count, s[i] == ":" else { throw err("expected ':'") }
+                i += 1
+                if d[k] != nil { throw err("duplicate key '\(k)'") }
+                d[k] = try value()
+                ws()
+                if i < s.count, s[i] == "," { i += 1; continue }
+                if i < s.count, s[i] == "}" { i += 1; return .dict(d) }
+                throw err("expected ',' or '}'")
+            }
+        case "(", "[":
+            depth += 1; defer { depth -= 1 }
+            guard depth < 16 else { throw err("too deep") }
+            let close: Unicode.Scalar = c == "(" ? ")" : "]"
+            i += 1
+            var items: [Value] = []
+            while true {
+                ws()
+                if i < s.count, s[i] == close { i += 1; return .tuple(items) }
+                items.append(try value())
+                guard items.count <= 64 else { throw err("too many items") }
+                ws()
+                if i < s.count, s[i] == "," { i += 1; continue }
+                if i < s.count, s[i] == close { i += 1; return .tuple(items) }
+                throw err("expected ',' or '\(close)'")
+            }
+        case "'", "\"":
+            i += 1
+            var out = ""
+            while i < s.count, s[i] != c {
+                if s[i] == "\\" { i += 1; guard i < s.count else { break } }
+                out.unicodeScalars.append(s[i]); i += 1
+            }
+            guard i < s.count else { throw err("unterminated string") }
+            i += 1
+            return .str(out)
+        default:
+            if c == "-" || ("0"..."9").contains(c) {
+                var j = i
+                if s[j] == "-" { j += 1 }
+                while j < s.count, ("0"..."9").contains(s[j]) { j += 1 }
+                if j < s.count, s[j] == "L" { j += 1 }
+                let txt = String(String.UnicodeScalarView(s[i..<j])).replacingOccurrences(of: "L", with: "")
+                guard let v = Int(txt) else { throw err("integer out of range") }
+                i = j
+                return .int(v)
+            }
+            for (w, v) in [("True", Value.bool(true)), ("False", .bool(false)), ("None", .none)] {
+                let ws = Array(w.unicodeScalars)
+                if i + ws.count <= s.count, Array(s[i..<(i + ws.count)]) == ws { i += ws.count; return v }
+            }
+            throw err("unexpected character '\(c)'")
+        }
+    }
+}

@@ -1,0 +1,16 @@
+// Readers that later work fills in. Until then they refuse with a message that says so.
+public enum GGUFReader {
+    public static func read(path: String) throws -> Checkpoint {
+        throw FormatError(.unsupported, "GGUF files are not supported yet")
+    }
+}
+public enum TorchReader {
+    public static func read(path: String, archive: ZipArchive, options: CheckpointOpener.Options) throws -> Checkpoint {
+        throw FormatError(.unsupported, "PyTorch zip checkpoints are not supported yet")
+    }
+}
+public enum PickleFileReader {
+    public static func read(path: String, options: CheckpointOpener.Options) throws -> Checkpoint {
+        throw FormatError(.unsupported, "pickle files (legacy PyTorch, .pkl) are not supported yet")
+    }
+}

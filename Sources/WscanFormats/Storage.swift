@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// A read-only view of bytes kept alive by its owner: a memory-mapped file (never written: PROT_READ,
+/// MAP_PRIVATE) or a heap buffer (inflated zip members).
+public final class Storage: @unchecked Sendable {
+    public let base: UnsafeRawPointer?
+    public let count: Int
+    private let unmapLength: Int
+    private let owned: UnsafeMutableRawPointer?
+
+    /// Maps `path` read-only. Empty files get an empty storage.
+    public init(mapping path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError(.io, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FormatError(.io, "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
+        let size = Int(st.st_size)
+        owned = nil; keepAlive = nil
+        if size == 0 { base = nil; count = 0; unmapLength = 0; return }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
+        base = UnsafeRawPointer(p); count = size; unmapLength = size
+    }
+
+    public init(bytes: [UInt8]) {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, bytes.count), alignment: 64)
+        bytes.withUnsafeBytes { if let b = $0.baseAddress { p.copyMemory(from: b, byteCount: bytes.count) } }
+        owned = p; base = UnsafeRawPointer(p); count = bytes.count; unmapLength = 0; keepAlive = nil
+    }
+
+    private let keepAlive: Storage?
+
+    /// A view of part of another storage, keeping it alive.
+    public init(borrowing range: UnsafeRawBufferPointer, owner: Storage) {
+        base = range.baseAddress; count = range.count; unmapLength = 0; owned = nil; keepAlive = owner
+    }
+
+    deinit {
+        if unmapLength > 0, let b = base { munmap(UnsafeMutableRawPointer(mutating: b), unmapLength) }
+        owned?.deallocate()
+    }
+
+    public var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// Bounds-checked sub-range.
+    public func slice(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
+        guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
+            throw FormatError(.bounds, "range \(offset)+\(length) outside \(count)-byte buffer")
+        }
+        return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: length)
+    }
+
+    /// Hint the kernel that the range will be read sequentially.
+    public func adviseSequential() {
+        if unmapLength > 0, let b = base { madvise(UnsafeMutableRawPointer(mutating: b), unmapLength, MADV_SEQUENTIAL) }
+    }
+}
+
+public struct FormatError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: String, Sendable {
+        case io, truncated, header, json, bounds, layout, dtype, shape, duplicate, lfsPointer, unsupported, unsafe, zip, pickle
+    }
+    public let kind: Kind
+    public let message: String
+    public init(_ kind: Kind, _ message: String) { self.kind = kind; self.message = message }
+    public var description: String { message }
+}
+
+/// How a tensor's elements sit in its storage.
+public enum Layout: Sendable, Equatable {
+    case contiguous                 // row-major
+    case fortran                    // column-major (NumPy fortran_order)
+    case strided([Int], offset: Int) // element strides and storage offset in elements (PyTorch views)
+}
+
+public struct TensorInfo: Sendable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    public var storage: Int          // index into Checkpoint.storages
+    public var byteOffset: Int       // start within the storage
+    public var byteCount: Int        // bytes spanned in the storage
+    public var fileIndex: Int        // index into Checkpoint.files
+    public var fileOffset: Int?      // absolute offset in that file when the bytes are stored uncompressed
+    public var layout: Layout = .contiguous
+    public var bigEndian = false
+    public var note: String? = nil   // e.g. why it cannot be decoded
+
+    public init(name: String, dtype: DType, shape: [Int], storage: Int, byteOffset: Int, byteCount: Int,
+                fileIndex: Int, fileOffset: Int?) {
+        self.name = name; self.dtype = dtype; self.shape = shape; self.storage = storage
+        self.byteOffset = byteOffset; self.byteCount = byteCount; self.fileIndex = fileIndex; self.fileOffset = fileOffset
+    }
+
+    public var elementCount: Int { WscanFormats.elementCount(shape) ?? 0 }
+}
+
+public enum Format: String, Sendable, Codable {
+    case safetensors, safetensorsSharded = "safetensors-sharded", npy, npz, pytorch, pytorchLegacy = "pytorch-legacy"
+    case gguf, pickle
+}
+
+public struct FileRef: Sendable {
+    public var path: String
+    public var size: Int
+    public var mtime: Double
+    public init(path: String, size: Int, mtime: Double) { self.path = path; self.size = size; self.mtime = mtime }
+
+    public static func stat(_ path: String) throws -> FileRef {
+        let attrs = try FileManager.default.attributesOfItem(atPath: path)
+        let size = (attrs[.size] as? NSNumber)?.intValue ?? 0
+        let mtime = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return FileRef(path: path, size: size, mtime: mtime)
+    }
+}
+
+/// Safety finding from a pickle scan (or any other check that flags a file).
+public struct Finding: Sendable, Codable, Equatable {
+    public enum Severity: String, Sendable, Codable, Comparable {
+        case info, low, medium, high, critical
+        var rank: Int { switch self { case .info: 0; case .low: 1; case .medium: 2; case .high: 3; case .critical: 4 } }
+        public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
+    }
+    public var severity: Severity
+    public var member: String       // file or zip member
+    public var offset: Int          // byte offset of the opcode within the pickle
+    public var what: String         // module.name or description
+    public var detail: String
+    public init(severity: Severity, member: String, offset: Int, what: String, detail: String) {
+        self.severity = severity; self.member = member; self.offset = offset; self.what = what; self.detail = detail
+    }
+}
+
+/// A checkpoint read from one or more files: tensors over storages, never copied unless inflated.
+public final class Checkpoint: @unchecked Sendable {
+    public let path: String          // the path the user names (a file, or the shard index)
+    public let format: Format
+    public var files: [FileRef]
+    public var storages: [Storage]
+    public var tensors: [TensorInfo]
+    public var metadata: [String: String]
+    public var findings: [Finding] = []
+    public var warnings: [String] = []
+
+    public init(path: String, format: Format, files: [FileRef], storages: [Storage], tensors: [TensorInfo],
+                metadata: [String: String] = [:]) {
+        self.path = path; self.format = format; self.files = files; self.storages = storages
+        self.tensors = tensors; self.metadata = metadata
+    }
+
+    public func bytes(of t: TensorInfo) -> UnsafeRawBufferPointer {
+        let s = storages[t.storage]
+        return UnsafeRawBufferPointer(start: s.base.map { $0 + t.byteOffset }, count: t.byteCount)
+    }
+
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+    public var totalBytes: Int { files.reduce(0) { $0 + $1.size } }
+}
+
+/// A checkpoint the scanner judged dangerous; its tensors are not loaded without --trust.
+public struct UnsafeCheckpointError: Error, CustomStringConvertible {
+    public var findings: [Finding]
+    public var message: String
+    public init(findings: [Finding], message: String) { self.findings = findings; self.message = message }
+    public var description: String { message }
+}
+

@@ -1,0 +1,124 @@
+import WscanKernels
+
+/// Decoding of tensor bytes to Float, chunk by chunk (streaming statistics) or whole (analyses).
+public enum TensorData {
+    public static let chunkElements = 1 << 16
+
+    /// Decodes `n` elements of `dtype` from `src` (element index `first` of the tensor's byte run) to `dst`.
+    /// Sub-byte types need `first` even (F4 packs two per byte); block types need whole blocks.
+    public static func decode(_ dtype: DType, _ src: UnsafeRawPointer, _ n: Int, _ dst: UnsafeMutablePointer<Float>) throws {
+        switch dtype {
+        case .f32: Decode.f32(src, n, dst)
+        case .bf16: Decode.bf16(src, n, dst)
+        case .f16: Decode.f16(src, n, dst)
+        case .f64: Decode.f64(src, n, dst)
+        case .bool: Decode.bool(src, n, dst)
+        case .u8: Decode.integer(UInt8.self, src, n, dst)
+        case .i8: Decode.integer(Int8.self, src, n, dst)
+        case .i16: Decode.integer(Int16.self, src, n, dst)
+        case .u16: Decode.integer(UInt16.self, src, n, dst)
+        case .i32: Decode.integer(Int32.self, src, n, dst)
+        case .u32: Decode.integer(UInt32.self, src, n, dst)
+        case .i64: Decode.integer(Int64.self, src, n, dst)
+        case .u64: Decode.integer(UInt64.self, src, n, dst)
+        case .c64: Decode.f32(src, n * 2, dst) // interleaved (re, im): caller sizes dst for 2n
+        case .c128: Decode.f64(src, n * 2, dst)
+        case .f8e4m3: MiniFloatTables.e4m3.withUnsafeBufferPointer { Decode.lut8($0.baseAddress!, src, n, dst) }
+        case .f8e5m2: MiniFloatTables.e5m2.withUnsafeBufferPointer { Decode.lut8($0.baseAddress!, src, n, dst) }
+        case .f8e4m3fnuz: MiniFloatTables.e4m3fnuz.withUnsafeBufferPointer { Decode.lut8($0.baseAddress!, src, n, dst) }
+        case .f8e5m2fnuz: MiniFloatTables.e5m2fnuz.withUnsafeBufferPointer { Decode.lut8($0.baseAddress!, src, n, dst) }
+        case .f8e8m0: MiniFloatTables.e8m0.withUnsafeBufferPointer { Decode.lut8($0.baseAddress!, src, n, dst) }
+        case .f4: MiniFloatTables.e2m1.withUnsafeBufferPointer { Decode.lut4($0.baseAddress!, src, n, dst) }
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K:
+            guard let b = dtype.block, n % b.elements == 0 else { throw FormatError(.dtype, "partial block") }
+            try GGMLDequant.decode(dtype.rawValue, src, blocks: n / b.elements, dst)
+        default:
+            throw FormatError(.unsupported, "no decoder for \(dtype.rawValue)")
+        }
+    }
+
+    /// Elements decoded per stored element (complex types yield two floats).
+    public static func lanes(_ d: DType) -> Int { d == .c64 || d == .c128 ? 2 : 1 }
+
+    /// Streams a tensor's stored elements (in storage order) as Float chunks. Byte-swaps big-endian data.
+    public static func forEachChunk(_ ck: Checkpoint, _ t: TensorInfo, chunk: Int = chunkElements,
+                                    _ body: (UnsafeBufferPointer<Float>) throws -> Void) throws {
+        guard t.dtype.decodable else { throw FormatError(.unsupported, t.note ?? "no decoder for \(t.dtype.rawValue)") }
+        let raw = ck.bytes(of: t)
+        guard let base = raw.baseAddress else { return }
+        let total = storedElements(t)
+        let lanes = lanes(t.dtype)
+        var step = chunk
+        if let b = t.dtype.block { step = max(b.elements, (chunk / b.elements) * b.elements) }
+        if t.dtype == .f4 { step = (chunk / 2) * 2 }
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: step * lanes)
+        defer { buf.deallocate() }
+        let swapBuf: UnsafeMutableRawPointer? = t.bigEndian ? .allocate(byteCount: step * (t.dtype.bits ?? 8) / 8, alignment: 64) : nil
+        defer { swapBuf?.deallocate() }
+        var i = 0
+        while i < total {
+            let n = min(step, total - i)
+            let off = byteOffset(t.dtype, element: i)
+            var src = base + off
+            if let sb = swapBuf, let bits = t.dtype.bits {
+                let size = t.dtype == .c64 ? 4 : t.dtype == .c128 ? 8 : bits / 8
+                Decode.byteSwap(src, n * lanes, size: size, sb)
+                src = UnsafeRawPointer(sb)
+            }
+            try decode(t.dtype, src, n, buf)
+            try body(UnsafeBufferPointer(start: buf, count: n * lanes))
+            i += n
+        }
+    }
+
+    static func byteOffset(_ d: DType, element i: Int) -> Int {
+        if let b = d.block { return (i / b.elements) * b.bytes }
+        return i * (d.bits ?? 8) / 8
+    }
+
+    /// Number of elements physically stored in the tensor's byte run.
+    public static func storedElements(_ t: TensorInfo) -> Int {
+        if let b = t.dtype.block { return t.byteCount / b.bytes * b.elements }
+        guard let bits = t.dtype.bits, bits > 0 else { return 0 }
+        return t.byteCount * 8 / bits
+    }
+
+    /// The whole tensor as row-major Float (Fortran and strided layouts gathered into C order).
+    public static func floats(_ ck: Checkpoint, _ t: TensorInfo) throws -> [Float] {
+        let n = t.elementCount * lanes(t.dtype)
+        var stored = [Float]()
+        stored.reserveCapacity(storedElements(t) * lanes(t.dtype))
+        try forEachChunk(ck, t) { stored.append(contentsOf: $0) }
+        switch t.layout {
+        case .contiguous:
+            guard stored.count >= n else { throw FormatError(.bounds, "tensor '\(t.name)' has fewer elements than its shape") }
+            if stored.count > n { stored.removeLast(stored.count - n) }
+            return stored
+        case .fortran:
+            var strides = [Int](repeating: 1, count: t.shape.count)
+            for k in 1..<max(1, t.shape.count) { strides[k] = strides[k - 1] * t.shape[k - 1] }
+            return try gather(stored, shape: t.shape, strides: strides, offset: 0, lanes: lanes(t.dtype))
+        case let .strided(strides, offset):
+            return try gather(stored, shape: t.shape, strides: strides, offset: offset, lanes: lanes(t.dtype))
+        }
+    }
+
+    static func gather(_ src: [Float], shape: [Int], strides: [Int], offset: Int, lanes: Int) throws -> [Float] {
+        let n = elementCount(shape) ?? 0
+        var out = [Float](repeating: 0, count: n * lanes)
+        if n == 0 { return out }
+        var idx = [Int](repeating: 0, count: shape.count)
+        var pos = offset
+        for k in 0..<n {
+            guard pos >= 0, (pos + 1) * lanes <= src.count else { throw FormatError(.bounds, "strided view reads outside its storage") }
+            for l in 0..<lanes { out[k * lanes + l] = src[pos * lanes + l] }
+            var d = shape.count - 1
+            while d >= 0 {
+                idx[d] += 1; pos += strides[d]
+                if idx[d] < shape[d] { break }
+                pos -= strides[d] * shape[d]; idx[d] = 0; d -= 1
+            }
+        }
+        return out
+    }
+}

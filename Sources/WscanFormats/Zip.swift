@@ -1,0 +1,165 @@
+import WscanKernels
+
+/// Read-only ZIP archive reader (central directory, ZIP64) over a memory map. Stored members are returned
+/// zero-copy; deflated ones are inflated into a buffer whose size the archive must state truthfully.
+public struct ZipArchive {
+    public struct Entry: Sendable {
+        public var name: String
+        public var method: UInt16
+        public var flags: UInt16
+        public var crc: UInt32
+        public var compressedSize: Int
+        public var size: Int
+        public var localHeaderOffset: Int
+        public var dataOffset: Int   // validated start of the member's data in the archive
+    }
+
+    public static let maxEntries = 1_000_000
+    public let storage: Storage
+    public private(set) var entries: [Entry] = []
+
+    public init(_ storage: Storage) throws {
+        self.storage = storage
+        let b = storage.buffer
+        let n = b.count
+        guard n >= 22 else { throw FormatError(.zip, "too short for a zip archive") }
+        // Find the end-of-central-directory record in the last 64 KiB + 22 bytes.
+        var eocd = -1
+        var i = n - 22
+        let lowest = max(0, n - 22 - 65535)
+        while i >= lowest {
+            if b.loadUnaligned(fromByteOffset: i, as: UInt32.self) == 0x0605_4b50 { eocd = i; break }
+            i -= 1
+        }
+        guard eocd >= 0 else { throw FormatError(.zip, "no end-of-central-directory record") }
+        var count = Int(b.loadUnaligned(fromByteOffset: eocd + 10, as: UInt16.self))
+        var cdSize = Int(b.loadUnaligned(fromByteOffset: eocd + 12, as: UInt32.self))
+        var cdOffset = Int(b.loadUnaligned(fromByteOffset: eocd + 16, as: UInt32.self))
+        if count == 0xFFFF || cdSize == 0xFFFF_FFFF || cdOffset == 0xFFFF_FFFF {
+            // ZIP64 locator just before the EOCD.
+            let loc = eocd - 20
+            guard loc >= 0, b.loadUnaligned(fromByteOffset: loc, as: UInt32.self) == 0x0706_4b50 else {
+                throw FormatError(.zip, "ZIP64 locator missing")
+            }
+            let z64 = b.loadUnaligned(fromByteOffset: loc + 8, as: UInt64.self)
+            guard z64 <= UInt64(n - 56), b.loadUnaligned(fromByteOffset: Int(z64), as: UInt32.self) == 0x0606_4b50 else {
+                throw FormatError(.zip, "ZIP64 end record out of range")
+            }
+            let z = Int(z64)
+            let c64 = b.loadUnaligned(fromByteOffset: z + 32, as: UInt64.self)
+            let s64 = b.loadUnaligned(fromByteOffset: z + 40, as: UInt64.self)
+            let o64 = b.loadUnaligned(fromByteOffset: z + 48, as: UInt64.self)
+            guard c64 <= UInt64(Self.maxEntries), s64 <= UInt64(n), o64 <= UInt64(n) else { throw FormatError(.zip, "ZIP64 directory out of range") }
+            count = Int(c64); cdSize = Int(s64); cdOffset = Int(o64)
+        }
+        guard count <= Self.maxEntries else { throw FormatError(.zip, "too many entries (\(count))") }
+        guard cdOffset <= n, cdSize <= n - cdOffset else { throw FormatError(.zip, "central directory out of range") }
+        var p = cdOffset
+        let end = cdOffset + cdSize
+        var names = Set<String>()
+        for _ in 0..<count {
+            guard p + 46 <= end else { throw FormatError(.zip, "central directory truncated") }
+            guard b.loadUnaligned(fromByteOffset: p, as: UInt32.self) == 0x0201_4b50 else { throw FormatError(.zip, "bad central directory entry") }
+            let flags = b.loadUnaligned(fromByteOffset: p + 8, as: UInt16.self)
+            let method = b.loadUnaligned(fromByteOffset: p + 10, as: UInt16.self)
+            let crc = b.loadUnaligned(fromByteOffset: p + 16, as: UInt32.self)
+            var csize = Int(b.loadUnaligned(fromByteOffset: p + 20, as: UInt32.self))
+            var usize = Int(b.loadUnaligned(fromByteOffset: p + 24, as: UInt32.self))
+            let nameLen = Int(b.loadUnaligned(fromByteOffset: p + 28, as: UInt16.self))
+            let extraLen = Int(b.loadUnaligned(fromByteOffset: p + 30, as: UInt16.self))
+            let commentLen = Int(b.loadUnaligned(fromByteOffset: p + 32, as: UInt16.self))
+            var lho = Int(b.loadUnaligned(fromByteOffset: p + 42, as: UInt32.self))
+            guard p + 46 + nameLen + extraLen + commentLen <= end else { throw FormatError(.zip, "central directory entry overruns") }
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: b[(p + 46)..<(p + 46 + nameLen)]), as: UTF8.self)
+            // ZIP64 extra field
+            var x = p + 46 + nameLen
+            let xend = x + extraLen
+            while x + 4 <= xend {
+                let id = b.loadUnaligned(fromByteOffset: x, as: UInt16.self)
+                let sz = Int(b.loadUnaligned(fromByteOffset: x + 2, as: UInt16.self))
+                guard x + 4 + sz <= xend else { break }
+                if id == 1 {
+                    var q = x + 4
+                    func next() -> Int? {
+                        guard q + 8 <= x + 4 + sz else { return nil }
+                        let v = b.loadUnaligned(fromByteOffset: q, as: UInt64.self); q += 8
+                        return v > UInt64(Int.max / 2) ? nil : Int(v)
+                    }
+                    if usize == 0xFFFF_FFFF { guard let v = next() else { throw FormatError(.zip, "bad ZIP64 field") }; usize = v }
+                    if csize == 0xFFFF_FFFF { guard let v = next() else { throw FormatError(.zip, "bad ZIP64 field") }; csize = v }
+                    if lho == 0xFFFF_FFFF { guard let v = next() else { throw FormatError(.zip, "bad ZIP64 field") }; lho = v }
+                }
+                x += 4 + sz
+            }
+            p += 46 + nameLen + extraLen + commentLen
+            guard lho <= n - 30, b.loadUnaligned(fromByteOffset: lho, as: UInt32.self) == 0x0403_4b50 else {
+                throw FormatError(.zip, "member '\(name)': local header out of range")
+            }
+            let lnl = Int(b.loadUnaligned(fromByteOffset: lho + 26, as: UInt16.self))
+            let lxl = Int(b.loadUnaligned(fromByteOffset: lho + 28, as: UInt16.self))
+            let data = lho + 30 + lnl + lxl
+            guard data <= n, csize <= n - data else { throw FormatError(.zip, "member '\(name)': data runs past end of archive") }
+            guard names.insert(name).inserted else { throw FormatError(.zip, "duplicate member '\(name)'") }
+            entries.append(Entry(name: name, method: method, flags: flags, crc: crc, compressedSize: csize, size: usize,
+                                 localHeaderOffset: lho, dataOffset: data))
+        }
+    }
+
+    /// The bytes of a member. Stored: a zero-copy slice (size must equal the compressed size). Deflated:
+    /// inflated, size and CRC verified, bounded by the deflate ratio limit.
+    public func contents(_ e: Entry) throws -> (storage: Storage, offset: Int, fileOffset: Int?) {
+        if e.flags & 1 != 0 { throw FormatError(.zip, "member '\(e.name)' is encrypted") }
+        switch e.method {
+        case 0:
+            guard e.size == e.compressedSize else {
+                throw FormatError(.zip, "stored member '\(e.name)' claims \(e.size) bytes but holds \(e.compressedSize)")
+            }
+            return (storage, e.dataOffset, e.dataOffset)
+        case 8:
+            // DEFLATE expands at most ~1032:1; a larger claim is a lie or a bomb.
+            let (lim, o) = e.compressedSize.multipliedReportingOverflow(by: 1032)
+            guard o || e.size <= lim + 1024 else {
+                throw FormatError(.zip, "deflated member '\(e.name)' claims an impossible size \(e.size)")
+            }
+            let src = try storage.slice(e.dataOffset, e.compressedSize)
+            let out: [UInt8]
+            do { out = try Checksum.inflateRaw(src, expected: e.size) } catch {
+                throw FormatError(.zip, "deflated member '\(e.name)' does not inflate to its stated \(e.size) bytes")
+            }
+            let crc = out.withUnsafeBytes { Checksum.crc32($0.baseAddress!, $0.count) }
+            guard out.isEmpty || crc == e.crc else { throw FormatError(.zip, "member '\(e.name)' fails its CRC check") }
+            return (Storage(bytes: out), 0, nil)
+        default:
+            throw FormatError(.unsupported, "member '\(e.name)' uses compression method \(e.method)")
+        }
+    }
+}
+
+public enum NpzReader {
+    public static func read(path: String) throws -> Checkpoint {
+        let st = try Storage(mapping: path)
+        let zipf = try ZipArchive(st)
+        var storages = [st]
+        var tensors: [TensorInfo] = []
+        var warnings: [String] = []
+        for e in zipf.entries where !e.name.hasSuffix("/") {
+            guard e.name.hasSuffix(".npy") else { warnings.append("member \(e.name) is not an .npy array; skipped"); continue }
+            let (s, off, foff) = try zipf.contents(e)
+            let si: Int
+            if s === st { si = 0 } else { si = storages.count; storages.append(s) }
+            let sub = try s.slice(off, s === st ? e.size : s.count)
+            let view = Storage(borrowing: sub, owner: s)
+            let name = String(e.name.dropLast(4))
+            do {
+                var t = try NpyReader.tensor(in: view, name: name, storageIndex: si, fileIndex: 0, fileBase: foff)
+                t.byteOffset += off
+                tensors.append(t)
+            } catch let err as FormatError {
+                throw FormatError(err.kind, "member \(e.name): \(err.message)")
+            }
+        }
+        let ck = Checkpoint(path: path, format: .npz, files: [try FileRef.stat(path)], storages: storages, tensors: tensors)
+        ck.warnings = warnings + tensors.filter { $0.dtype == .object }.map { "\($0.name): object array (pickle) not loaded" }
+        return ck
+    }
+}

@@ -1,0 +1,73 @@
+import CWscan
+
+public enum LinalgError: Error, CustomStringConvertible {
+    case lapack(String, Int32)
+    public var description: String {
+        switch self { case let .lapack(f, info): return "\(f) failed (info=\(info))" }
+    }
+}
+
+/// Thin wrappers over OpenBLAS/LAPACKE. Matrices are row-major and contiguous.
+public enum Linalg {
+    /// Singular values (descending) of an m×n Float matrix; `a` is consumed.
+    public static func singularValues(_ a: inout [Float], m: Int, n: Int) throws -> [Float] {
+        var s = [Float](repeating: 0, count: Swift.min(m, n))
+        let info = a.withUnsafeMutableBufferPointer { ap in
+            s.withUnsafeMutableBufferPointer { sp in wscan_sgesdd_values(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress) }
+        }
+        if info != 0 { throw LinalgError.lapack("sgesdd", info) }
+        return s
+    }
+
+    public static func singularValues(_ a: inout [Double], m: Int, n: Int) throws -> [Double] {
+        var s = [Double](repeating: 0, count: Swift.min(m, n))
+        let info = a.withUnsafeMutableBufferPointer { ap in
+            s.withUnsafeMutableBufferPointer { sp in wscan_dgesdd_values(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress) }
+        }
+        if info != 0 { throw LinalgError.lapack("dgesdd", info) }
+        return s
+    }
+
+    /// Thin SVD in Double: A = U diag(S) Vt, U m×k, Vt k×n (row-major), k = min(m, n).
+    public static func svd(_ a: [Double], m: Int, n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
+        let k = Swift.min(m, n)
+        var a = a
+        var s = [Double](repeating: 0, count: k), u = [Double](repeating: 0, count: m * k), vt = [Double](repeating: 0, count: k * n)
+        let info = a.withUnsafeMutableBufferPointer { ap in
+            s.withUnsafeMutableBufferPointer { sp in
+                u.withUnsafeMutableBufferPointer { up in
+                    vt.withUnsafeMutableBufferPointer { vp in
+                        wscan_dgesdd_full(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress, up.baseAddress, vp.baseAddress)
+                    }
+                }
+            }
+        }
+        if info != 0 { throw LinalgError.lapack("dgesdd", info) }
+        return (u, s, vt)
+    }
+
+    /// Eigenvalues (ascending) of a symmetric n×n matrix; `a` is consumed.
+    public static func symmetricEigenvalues(_ a: inout [Double], n: Int) throws -> [Double] {
+        var w = [Double](repeating: 0, count: n)
+        let info = a.withUnsafeMutableBufferPointer { ap in
+            w.withUnsafeMutableBufferPointer { wp in wscan_dsyevd_values(Int32(n), ap.baseAddress, wp.baseAddress) }
+        }
+        if info != 0 { throw LinalgError.lapack("dsyevd", info) }
+        return w
+    }
+
+    /// C = op(A) · op(B) in Float. A is m×k after op, B k×n after op.
+    public static func gemm(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+                            m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false,
+                            alpha: Float = 1, beta: Float = 0) {
+        let lda = transA ? m : k, ldb = transB ? k : n
+        wscan_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+    }
+
+    public static func gemm(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ c: UnsafeMutablePointer<Double>,
+                            m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false,
+                            alpha: Double = 1, beta: Double = 0) {
+        let lda = transA ? m : k, ldb = transB ? k : n
+        wscan_dgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+    }
+}

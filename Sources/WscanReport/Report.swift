@@ -1,0 +1,3 @@
+import WscanCatalog
+/// Audit reports (Markdown, SVG figures, Graphviz diagrams) — see issue 7.
+public enum Report {}

@@ -1,0 +1,266 @@
+import ArgumentParser
+import Foundation
+import GRDB
+import WscanKernels
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+
+struct Wscan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wscan",
+        abstract: "Weight-space analysis and model forensics.",
+        discussion: """
+        Catalog checkpoints (safetensors incl. sharded, NumPy .npy/.npz) in a SQLite catalog and inspect them.
+        The catalog is ./wscan.db unless --db or WSCAN_DB says otherwise.
+        Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
+        """,
+        version: "0.1.0",
+        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self]
+    )
+}
+
+struct CatalogOptions: ParsableArguments {
+    @Option(name: .long, help: "Catalog file (default: $WSCAN_DB or ./wscan.db).")
+    var db: String?
+
+    @Flag(name: .long, help: "Machine-readable JSON output.")
+    var json = false
+
+    var dbPath: String { db ?? ProcessInfo.processInfo.environment["WSCAN_DB"] ?? "wscan.db" }
+
+    func open() throws -> Catalog {
+        do { return try Catalog(path: dbPath) } catch { throw CLIError("cannot open catalog \(dbPath): \(error)") }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ s: String) { description = s }
+}
+
+/// Resolves a checkpoint reference: an existing path is indexed on the fly (if not already current), otherwise
+/// it is looked up in the catalog by id, name or path suffix.
+func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow {
+    if FileManager.default.fileExists(atPath: ref) {
+        let (paths, _) = CheckpointOpener.discover([ref])
+        guard let p = paths.first else { throw CLIError("\(ref): no checkpoint found there") }
+        let ix = Indexer(catalog: catalog, options: .init())
+        if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
+        return try catalog.resolve(p)
+    }
+    return try catalog.resolve(ref)
+}
+
+struct Index: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Catalog every checkpoint under these folders (recursively) or files.",
+        discussion: """
+        Unchanged files (same size and mtime) are skipped; changed ones are re-indexed. Each checkpoint is written
+        in one transaction, so an interrupted run leaves a consistent catalog and the next run completes it.
+        A file that cannot be read gets a one-line error and is recorded with its reason; the others continue.
+        Exit status: 0 when every checkpoint was indexed or current, 1 when some failed.
+        """)
+
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "Files or folders to index.") var paths: [String]
+    @Flag(help: "Also compute each file's SHA-256 (what Hugging Face publishes per file).") var sha256 = false
+    @Flag(help: "Re-index even unchanged files.") var force = false
+    @Flag(help: "Drop catalog entries under these paths whose files are gone.") var prune = false
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
+    @Flag(name: .shortAndLong, help: "List every checkpoint, not only failures.") var verbose = false
+
+    func validate() throws { if paths.isEmpty { throw ValidationError("give at least one file or folder") } }
+
+    func run() throws {
+        let cat = try catalog.open()
+        var opts = Indexer.Options()
+        opts.sha256 = sha256; opts.force = force; opts.prune = prune; opts.trust = trust
+        let ix = Indexer(catalog: cat, options: opts)
+        let bar = ProgressBar()
+        ix.onProgress = { p in bar.update(files: p.filesDone, of: p.filesTotal, bytes: p.bytesDone, of: p.bytesTotal, label: p.current) }
+        let json = catalog.json, verbose = verbose
+        ix.onOutcome = { o in
+            guard !json else { return }
+            switch o {
+            case let .failed(path, reason): bar.finish(); printErr("wscan: \(path): \(reason)")
+            case let .indexed(path, n, b): if verbose { bar.finish(); print("indexed  \(path)  (\(n) tensors, \(Fmt.bytes(b)))") }
+            case let .skipped(path): if verbose { bar.finish(); print("current  \(path)") }
+            }
+        }
+        let t0 = Date()
+        let outcomes = try ix.run(paths: paths)
+        bar.finish()
+        let secs = Date().timeIntervalSince(t0)
+        var nIdx = 0, nSkip = 0, nFail = 0, bytes = 0
+        for o in outcomes {
+            switch o {
+            case let .indexed(_, _, b): nIdx += 1; bytes += b
+            case .skipped: nSkip += 1
+            case .failed: nFail += 1
+            }
+        }
+        if catalog.json {
+            struct R: Encodable { var indexed: Int; var current: Int; var failed: Int; var bytes: Int; var seconds: Double; var failures: [[String: String]] }
+            let fails: [[String: String]] = outcomes.compactMap { if case let .failed(p, r) = $0 { return ["path": p, "reason": r] }; return nil }
+            print(Fmt.json(R(indexed: nIdx, current: nSkip, failed: nFail, bytes: bytes, seconds: secs, failures: fails)))
+        } else {
+            let rate = secs > 0 ? Fmt.bytes(Int(Double(bytes) / secs)) + "/s" : ""
+            print("\(nIdx) indexed, \(nSkip) current, \(nFail) failed — \(Fmt.bytes(bytes)) in \(String(format: "%.2f", secs)) s \(rate) → \(catalog.dbPath)")
+        }
+        if nFail > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Ls: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One line per catalogued checkpoint.")
+    @OptionGroup var catalog: CatalogOptions
+
+    func run() throws {
+        let cat = try catalog.open()
+        let rows = try cat.checkpoints()
+        if catalog.json { print(Fmt.json(rows)); return }
+        if rows.isEmpty { print("catalog \(catalog.dbPath) is empty — run `wscan index PATH`"); return }
+        let table = rows.map { r -> [String] in
+            let dt = r.dtypes.sorted { $0.value > $1.value }.map(\.key).joined(separator: ",")
+            let status = r.status == "ok" ? (r.safety == "dangerous" || r.safety == "findings" ? r.safety : "ok") : "\(r.status): \(r.error ?? "")"
+            return ["#\(r.id)", r.name, r.format ?? "?", Fmt.count(r.paramCount), dt, Fmt.bytes(r.bytes), String(status.prefix(70))]
+        }
+        print(Fmt.table(["id", "name", "format", "params", "dtypes", "size", "status"], table, numeric: [3, 5]))
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One checkpoint: metadata, files, and its tensor table with statistics.")
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "Catalog id, name, or a path (indexed on the fly).") var checkpoint: String
+    @Flag(help: "Print the full tensor table.") var tensors = false
+
+    func run() throws {
+        let cat = try catalog.open()
+        let r = try resolveCheckpoint(checkpoint, catalog: cat)
+        let ts = try cat.tensors(checkpoint: r.id)
+        let files = try cat.files(checkpoint: r.id)
+        let findings = try cat.findings(checkpoint: r.id)
+        if catalog.json {
+            struct Out: Encodable { var checkpoint: CheckpointRow; var files: [FileRow]; var tensors: [TensorRow]; var findings: [FindingRow] }
+            print(Fmt.json(Out(checkpoint: r, files: files, tensors: ts, findings: findings)))
+            return
+        }
+        print("\(r.name)  (#\(r.id))")
+        print("  path      \(r.path)")
+        print("  format    \(r.format ?? "?")    status \(r.status)\(r.error.map { ": " + $0 } ?? "")")
+        print("  tensors   \(r.tensorCount)    parameters \(Fmt.count(r.paramCount)) (\(r.paramCount))    size \(Fmt.bytes(r.bytes))")
+        if !r.dtypes.isEmpty {
+            print("  dtypes    " + r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key) \(Fmt.count($0.value))" }.joined(separator: ", "))
+        }
+        print("  safety    \(r.safety)")
+        if let fp = r.fingerprint { print("  fingerprint \(fp)") }
+        if !r.metadata.isEmpty {
+            print("  metadata")
+            for (k, v) in r.metadata.sorted(by: { $0.key < $1.key }) { print("    \(k): \(v.count > 100 ? String(v.prefix(100)) + "…" : v)") }
+        }
+        if files.count > 0 {
+            print("  files")
+            for f in files { print("    \(f.path)  \(Fmt.bytes(f.size))\(f.sha256.map { "  sha256 " + $0 } ?? "")") }
+        }
+        for w in r.warnings { print("  warning: \(w)") }
+        if !findings.isEmpty {
+            print("  safety findings")
+            for f in findings { print("    [\(f.severity)] \(f.member)@\(f.offset)  \(f.what)  \(f.detail)") }
+        }
+        guard !ts.isEmpty else { return }
+        let shown = tensors ? ts : Array(ts.prefix(20))
+        print("")
+        let rows = shown.map { t in
+            [t.name, "[" + t.shape.map(String.init).joined(separator: ",") + "]", t.dtype, Fmt.bytes(t.nbytes),
+             Fmt.num(t.mean), Fmt.num(t.std), Fmt.num(t.min), Fmt.num(t.max), Fmt.num(t.l2),
+             t.zeroFrac.map { String(format: "%.1f%%", $0 * 100) } ?? "-",
+             (t.nanCount ?? 0) + (t.infCount ?? 0) > 0 ? "\(t.nanCount ?? 0)/\(t.infCount ?? 0)" : "", t.note ?? ""]
+        }
+        print(Fmt.table(["tensor", "shape", "dtype", "size", "mean", "std", "min", "max", "l2", "zeros", "nan/inf", "note"],
+                        rows, numeric: [3, 4, 5, 6, 7, 8, 9]))
+        if shown.count < ts.count { print("… \(ts.count - shown.count) more tensors (use --tensors)") }
+    }
+}
+
+struct Query: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run read-only SQL over the catalog.",
+        discussion: """
+        Tables: checkpoints(id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
+        fingerprint, safety, warnings, indexed_at), files(checkpoint_id, path, size, mtime, sha256),
+        tensors(checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count, mean, std, min, max,
+        absmax, l2, zero_frac, nan_count, inf_count, note), findings(checkpoint_id, severity, member, offset, what, detail).
+        See README.md for the full schema. The connection is read-only.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "A SQL statement.") var sql: String
+
+    func run() throws {
+        let cat = try catalog.open()
+        let res: (columns: [String], rows: [[DatabaseValue]])
+        do { res = try cat.query(sql) } catch let e as DatabaseError { throw CLIError("SQL error: \(e.message ?? "\(e)")") }
+        if catalog.json {
+            let objs: [[String: JSONValue]] = res.rows.map { r in
+                var o: [String: JSONValue] = [:]
+                for (c, v) in zip(res.columns, r) { o[c] = JSONValue(v) }
+                return o
+            }
+            print(Fmt.json(objs))
+            return
+        }
+        let rows = res.rows.map { $0.map { v -> String in
+            switch v.storage {
+            case .null: return "NULL"
+            case let .int64(i): return String(i)
+            case let .double(d): return Fmt.num(d, 6)
+            case let .string(s): return s
+            case let .blob(b): return "<\(b.count) bytes>"
+            }
+        } }
+        print(Fmt.table(res.columns, rows))
+    }
+}
+
+enum JSONValue: Encodable {
+    case null, int(Int64), double(Double), string(String)
+    init(_ v: DatabaseValue) {
+        switch v.storage {
+        case .null: self = .null
+        case let .int64(i): self = .int(i)
+        case let .double(d): self = .double(d)
+        case let .string(s): self = .string(s)
+        case let .blob(b): self = .string(b.base64EncodedString())
+        }
+    }
+    func encode(to e: Encoder) throws {
+        var c = e.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case let .int(i): try c.encode(i)
+        case let .double(d): try c.encode(d)
+        case let .string(s): try c.encode(s)
+        }
+    }
+}
+
+struct Dupes: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tensors with identical content across checkpoints (shared or copied weights).")
+    @OptionGroup var catalog: CatalogOptions
+    @Option(help: "Ignore tensors smaller than this many bytes.") var minBytes: Int = 1024
+
+    func run() throws {
+        let cat = try catalog.open()
+        let groups = try cat.dupes(minBytes: minBytes)
+        if catalog.json { print(Fmt.json(groups)); return }
+        if groups.isEmpty { print("no duplicated tensors of at least \(Fmt.bytes(minBytes))"); return }
+        var wasted = 0
+        for g in groups {
+            wasted += g.nbytes * (g.members.count - 1)
+            print("\(g.hash.prefix(16))  \(g.dtype) [\(g.shape.map(String.init).joined(separator: ","))]  \(Fmt.bytes(g.nbytes)) × \(g.members.count)")
+            for m in g.members { print("    \(m.checkpoint): \(m.tensor)") }
+        }
+        print("\(groups.count) groups; \(Fmt.bytes(wasted)) stored more than once")
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+
+/// Human-readable output helpers.
+enum Fmt {
+    static func bytes(_ n: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: v >= 100 ? "%.0f %@" : v >= 10 ? "%.1f %@" : "%.2f %@", v, units[u])
+    }
+
+    static func count(_ n: Int) -> String {
+        let a = Double(n)
+        if a >= 1e9 { return String(format: "%.2fB", a / 1e9) }
+        if a >= 1e6 { return String(format: "%.2fM", a / 1e6) }
+        if a >= 1e4 { return String(format: "%.1fK", a / 1e3) }
+        return "\(n)"
+    }
+
+    static func num(_ v: Double?, _ digits: Int = 4) -> String {
+        guard let v else { return "-" }
+        if v.isNaN { return "nan" }
+        if v == 0 { return "0" }
+        if abs(v) >= 1e5 || abs(v) < 1e-3 { return String(format: "%.\(digits - 1)e", v) }
+        return String(format: "%.\(digits)g", v)
+    }
+
+    /// Plain-text table with right-aligned numeric columns.
+    static func table(_ header: [String], _ rows: [[String]], numeric: Set<Int> = []) -> String {
+        var w = header.map { $0.count }
+        for r in rows { for (i, c) in r.enumerated() where i < w.count { w[i] = max(w[i], c.count) } }
+        func line(_ r: [String]) -> String {
+            r.enumerated().map { i, c in
+                let pad = String(repeating: " ", count: max(0, w[i] - c.count))
+                return numeric.contains(i) ? pad + c : c + pad
+            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        }
+        var out = [line(header), w.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
+        out += rows.map(line)
+        return out.joined(separator: "\n")
+    }
+
+    static func json<T: Encodable>(_ v: T) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
+    }
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+final class ProgressBar: @unchecked Sendable {
+    let enabled: Bool
+    let start = Date()
+    private var last = Date.distantPast
+    private let lock = NSLock()
+
+    init() { enabled = isatty(2) != 0 && ProcessInfo.processInfo.environment["WSCAN_NO_PROGRESS"] == nil }
+
+    func update(files: Int, of totalFiles: Int, bytes: Int, of totalBytes: Int, label: String) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        let now = Date()
+        guard now.timeIntervalSince(last) > 0.1 || bytes >= totalBytes else { return }
+        last = now
+        let el = now.timeIntervalSince(start)
+        let frac = totalBytes > 0 ? min(1, Double(bytes) / Double(totalBytes)) : 0
+        let rate = el > 0 ? Double(bytes) / el : 0
+        let eta = rate > 0 ? Double(totalBytes - bytes) / rate : 0
+        let width = 24
+        let fill = Int(frac * Double(width))
+        let bar = String(repeating: "█", count: fill) + String(repeating: "░", count: width - fill)
+        let name = (label as NSString).lastPathComponent
+        let short = name.count > 28 ? "…" + name.suffix(27) : name
+        let line = String(format: "\r\u{1B}[2K%@ %3.0f%% %d/%d files  %@/%@  %@/s  ETA %@  %@", bar, frac * 100, files, totalFiles,
+                          Fmt.bytes(bytes), Fmt.bytes(totalBytes), Fmt.bytes(Int(rate)), Self.dur(eta), short)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+    }
+
+    static func dur(_ s: Double) -> String {
+        if !s.isFinite { return "?" }
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(t % 3600 / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+    }
+}
+
+func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

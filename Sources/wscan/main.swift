@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import WscanKernels
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+
+// OpenBLAS must see OPENBLAS_CORETYPE before it loads: decide, then re-exec once (see CPU.swift).
+CPU.ensureOpenBLASCoreType()
+guard CPU.supportsKernels else {
+    printErr("wscan: this CPU lacks AVX2/FMA/F16C (x86-64-v3), which wscan's kernels are built for")
+    exit(3)
+}
+setvbuf(stdout, nil, _IOFBF, 1 << 16)
+
+var command: ParsableCommand
+do {
+    command = try Wscan.parseAsRoot()
+} catch {
+    if Wscan.exitCode(for: error) == .success { Wscan.exit(withError: error) } // --help, --version
+    printErr(Wscan.fullMessage(for: error))
+    exit(2) // usage error
+}
+do {
+    try command.run()
+    fflush(stdout)
+    exit(0)
+} catch let e as ExitCode {
+    fflush(stdout)
+    exit(e.rawValue)
+} catch let e as ValidationError {
+    fflush(stdout)
+    printErr("wscan: \(e.message)")
+    exit(2)
+} catch {
+    fflush(stdout)
+    if String(describing: type(of: error)) == "CommandError" { Wscan.exit(withError: error) } // e.g. bare `wscan`
+    printErr("wscan: \(error)")
+    exit(1)
+}
