@@ -1,11 +1,13 @@
-/// Streaming per-tensor statistics. All accumulation of sums is done in Float SIMD lanes over blocks
-/// of at most `blockElements` values and flushed into Double, so precision does not degrade with size.
+/// Streaming per-tensor statistics. Data is processed in L1-resident blocks of `blockElements` floats:
+/// pass 1 gets the block's sum, min, max, zero count and a non-finite flag; pass 2 the block's squared
+/// deviations from its own mean. Blocks merge in Double with Chan's parallel formula, so variance does not
+/// cancel catastrophically (LayerNorm weights: mean ≫ spread) and precision does not degrade with size.
 /// NaN and ±Inf values are counted and excluded from every other statistic.
 public struct TensorStats: Sendable, Equatable {
     public var count: Int = 0          // all elements, NaN/Inf included
     public var finiteCount: Int = 0
-    public var sum: Double = 0
-    public var sumSquares: Double = 0
+    public var mean: Double = .nan     // over finite values
+    public var m2: Double = 0          // Σ (x − mean)² over finite values
     public var min: Float = .infinity
     public var max: Float = -.infinity
     public var zeros: Int = 0
@@ -14,19 +16,29 @@ public struct TensorStats: Sendable, Equatable {
 
     public init() {}
 
-    public var mean: Double { finiteCount > 0 ? sum / Double(finiteCount) : .nan }
+    public var sum: Double { finiteCount > 0 ? mean * Double(finiteCount) : 0 }
+    public var sumSquares: Double { finiteCount > 0 ? m2 + Double(finiteCount) * mean * mean : 0 }
     /// Population standard deviation (numpy's default ddof=0).
-    public var std: Double {
-        guard finiteCount > 0 else { return .nan }
-        let m = mean
-        return (Swift.max(0, sumSquares / Double(finiteCount) - m * m)).squareRoot()
-    }
+    public var std: Double { finiteCount > 0 ? (Swift.max(0, m2) / Double(finiteCount)).squareRoot() : .nan }
     public var absMax: Float { finiteCount > 0 ? Swift.max(Swift.abs(min), Swift.abs(max)) : .nan }
     public var l2Norm: Double { sumSquares.squareRoot() }
     public var zeroFraction: Double { count > 0 ? Double(zeros) / Double(count) : 0 }
 
+    /// Adds a group of `n` finite values with mean `mb` and squared deviations `m2b` (Chan et al.).
+    @inlinable
+    public mutating func addMoments(n: Int, mean mb: Double, m2 m2b: Double) {
+        guard n > 0 else { return }
+        if finiteCount == 0 { finiteCount = n; mean = mb; m2 = m2b; return }
+        let na = Double(finiteCount), nb = Double(n), nt = na + nb
+        let delta = mb - mean
+        mean += delta * nb / nt
+        m2 += m2b + delta * delta * na * nb / nt
+        finiteCount += n
+    }
+
     public mutating func merge(_ o: TensorStats) {
-        count += o.count; finiteCount += o.finiteCount; sum += o.sum; sumSquares += o.sumSquares
+        addMoments(n: o.finiteCount, mean: o.mean, m2: o.m2)
+        count += o.count
         if o.min < min { min = o.min }
         if o.max > max { max = o.max }
         zeros += o.zeros; nans += o.nans; infs += o.infs
@@ -34,7 +46,7 @@ public struct TensorStats: Sendable, Equatable {
 }
 
 public enum StatsKernel {
-    public static let blockElements = 4096
+    public static let blockElements = 2048
 
     /// Accumulates statistics of `n` floats into `stats`.
     @inlinable
@@ -50,7 +62,7 @@ public enum StatsKernel {
     @inlinable
     static func block(_ p: UnsafePointer<Float>, _ n: Int, _ st: inout TensorStats) {
         typealias V = SIMD16<Float>
-        var s = V(repeating: 0), s2 = V(repeating: 0)
+        var s = V(repeating: 0)
         var mn = V(repeating: .infinity), mx = V(repeating: -.infinity)
         var z = SIMD16<Int32>(repeating: 0)
         var bad = SIMDMask<SIMD16<Int32>>(repeating: false)
@@ -60,35 +72,41 @@ public enum StatsKernel {
         for k in 0..<vec {
             let x = raw.loadUnaligned(fromByteOffset: k * 64, as: V.self)
             s += x
-            s2 += x * x
             mn.replace(with: x, where: x .< mn)
             mx.replace(with: x, where: x .> mx)
             z &+= SIMD16<Int32>(repeating: 0).replacing(with: 1, where: x .== zero)
             bad .|= .!((x - x) .== zero)
         }
-        if any(bad) {
-            // Rare path: this block holds NaN or Inf; redo it scalar so they are excluded.
+        if any(bad) || vec == 0 {
+            // Rare path: NaN/Inf in this block (or a tiny block); redo it scalar so they are excluded.
             scalar(p, n, &st)
             return
         }
-        var fs = Double(s.sum()), fs2 = Double(s2.sum())
+        var fs = Double(s.sum())
         var fmn = mn.min(), fmx = mx.max()
         var fz = Int(z.wrappedSum())
-        var finite = vec * 16
         for k in (vec * 16)..<n {
             let x = p[k]
-            if !(abs(x) < .infinity) {
-                if x.isNaN { st.nans += 1 } else { st.infs += 1 }
-                continue
-            }
-            finite += 1
-            fs += Double(x); fs2 += Double(x) * Double(x)
+            if !x.isFinite { scalar(p, n, &st); return }
+            fs += Double(x)
             if x < fmn { fmn = x }
             if x > fmx { fmx = x }
             if x == 0 { fz += 1 }
         }
-        st.count += n; st.finiteCount += finite
-        st.sum += fs; st.sumSquares += fs2
+        // Pass 2 over the L1-resident block: deviations from the block mean.
+        let mb = Float(fs / Double(n))
+        let mv = V(repeating: mb)
+        var d1 = V(repeating: 0), d2 = V(repeating: 0)
+        for k in 0..<vec {
+            let d = raw.loadUnaligned(fromByteOffset: k * 64, as: V.self) - mv
+            d1 += d
+            d2 += d * d
+        }
+        var sd = Double(d1.sum()), sd2 = Double(d2.sum())
+        for k in (vec * 16)..<n { let d = Double(p[k] - mb); sd += d; sd2 += d * d }
+        let nd = Double(n)
+        st.addMoments(n: n, mean: Double(mb) + sd / nd, m2: sd2 - sd * sd / nd)
+        st.count += n
         if fmn < st.min { st.min = fmn }
         if fmx > st.max { st.max = fmx }
         st.zeros += fz
@@ -96,18 +114,22 @@ public enum StatsKernel {
 
     @usableFromInline
     static func scalar(_ p: UnsafePointer<Float>, _ n: Int, _ st: inout TensorStats) {
-        var fs = 0.0, fs2 = 0.0
+        // Welford in Double over the finite values of this block.
+        var cnt = 0, mean = 0.0, m2 = 0.0
         for k in 0..<n {
             let x = p[k]
             st.count += 1
             if x.isNaN { st.nans += 1; continue }
             if x.isInfinite { st.infs += 1; continue }
-            st.finiteCount += 1
-            fs += Double(x); fs2 += Double(x) * Double(x)
+            cnt += 1
+            let xd = Double(x)
+            let delta = xd - mean
+            mean += delta / Double(cnt)
+            m2 += delta * (xd - mean)
             if x < st.min { st.min = x }
             if x > st.max { st.max = x }
             if x == 0 { st.zeros += 1 }
         }
-        st.sum += fs; st.sumSquares += fs2
+        st.addMoments(n: cnt, mean: mean, m2: m2)
     }
 }

@@ -1,0 +1,170 @@
+import XCTest
+import GRDB
+@testable import WscanFormats
+@testable import WscanCatalog
+
+final class CatalogTests: XCTestCase {
+    let tmp = TempDir()
+
+    func copyCorpus() throws -> URL {
+        let dst = tmp.url.appendingPathComponent("ckpts")
+        try FileManager.default.copyItem(at: Paths.corpus, to: dst)
+        return dst
+    }
+
+    func testIndexCorpusAndQuery() throws {
+        let dir = try copyCorpus()
+        let cat = try Catalog(path: tmp.path("c.db"))
+        let out = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        XCTAssertEqual(out.filter { if case .indexed = $0 { return true }; return false }.count, 12)
+        let rows = try cat.checkpoints()
+        XCTAssertEqual(rows.count, 12)
+        let sharded = try cat.resolve("mlp_seed1_sharded")
+        XCTAssertEqual(sharded.format, "safetensors-sharded")
+        XCTAssertEqual(sharded.tensorCount, 6)
+        XCTAssertEqual(try cat.files(checkpoint: sharded.id).count, 3)
+        // Identical tensors across formats/shards show up as duplicates.
+        let d = try cat.dupes(minBytes: 1000)
+        let fc1 = d.first { g in g.members.contains { $0.checkpoint == "mlp_seed0.safetensors" && $0.tensor == "fc1.weight" } }
+        XCTAssertNotNil(fc1)
+        XCTAssertTrue(fc1!.members.contains { $0.checkpoint == "mlp_seed0_copy.npz" })
+        // Fingerprints: the sharded copy and the single-file model agree.
+        XCTAssertEqual(try cat.resolve("mlp_seed1.safetensors").fingerprint, sharded.fingerprint)
+        // Read-only SQL
+        let q = try cat.query("SELECT COUNT(*) FROM tensors")
+        XCTAssertEqual(q.rows[0][0].storage, .int64(68))
+        XCTAssertThrowsError(try cat.query("DELETE FROM tensors"))
+        XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(68))
+    }
+
+    func testIncrementalSkipReindexAndPrune() throws {
+        let dir = try copyCorpus()
+        let cat = try Catalog(path: tmp.path("c.db"))
+        let ix = Indexer(catalog: cat, options: .init())
+        _ = try ix.run(paths: [dir.path])
+        let again = try ix.run(paths: [dir.path])
+        XCTAssertTrue(again.allSatisfy { if case .skipped = $0 { return true }; return false }, "unchanged files must be skipped")
+        // Change one file (new mtime and content): only it is re-indexed.
+        let f = dir.appendingPathComponent("mlp_seed2.safetensors").path
+        let before = try cat.resolve("mlp_seed2.safetensors")
+        try FileManager.default.removeItem(atPath: f)
+        try FileManager.default.copyItem(atPath: dir.appendingPathComponent("mlp_seed0.safetensors").path, toPath: f)
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: f)
+        let third = try ix.run(paths: [dir.path])
+        XCTAssertEqual(third.filter { if case .indexed = $0 { return true }; return false }.count, 1)
+        XCTAssertNotEqual(try cat.resolve("mlp_seed2.safetensors").fingerprint, before.fingerprint)
+        // Remove a file and prune.
+        try FileManager.default.removeItem(atPath: f)
+        var opts = Indexer.Options(); opts.prune = true
+        _ = try Indexer(catalog: cat, options: opts).run(paths: [dir.path])
+        XCTAssertThrowsError(try cat.resolve("mlp_seed2.safetensors"))
+        XCTAssertEqual(try cat.checkpoints().count, 11)
+    }
+
+    func testBadFilesRecordedAndRunContinues() throws {
+        let dir = tmp.url.appendingPathComponent("mixed")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors"), to: dir.appendingPathComponent("a.safetensors"))
+        tmp.write("mixed/b.safetensors", [1, 2, 3, 4])
+        tmp.write("mixed/c.safetensors", Array("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n".utf8))
+        try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent("mlp_seed1.safetensors"), to: dir.appendingPathComponent("d.safetensors"))
+        let cat = try Catalog(path: tmp.path("c.db"))
+        let out = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        XCTAssertEqual(out.count, 4)
+        let rows = Dictionary(uniqueKeysWithValues: try cat.checkpoints().map { ($0.name, $0) })
+        XCTAssertEqual(rows["a.safetensors"]?.status, "ok")
+        XCTAssertEqual(rows["d.safetensors"]?.status, "ok")
+        XCTAssertEqual(rows["b.safetensors"]?.status, "error")
+        XCTAssertTrue(rows["c.safetensors"]?.error?.contains("Git LFS") ?? false)
+    }
+
+    func testSHA256MatchesFoundationReference() throws {
+        let dir = try copyCorpus()
+        let cat = try Catalog(path: tmp.path("c.db"))
+        var o = Indexer.Options(); o.sha256 = true
+        _ = try Indexer(catalog: cat, options: o).run(paths: [dir.appendingPathComponent("mlp_seed0.safetensors").path])
+        let f = try cat.files(checkpoint: try cat.resolve("mlp_seed0.safetensors").id)[0]
+        // Reference: sha256sum from coreutils.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        p.arguments = [f.path]
+        let pipe = Pipe(); p.standardOutput = pipe
+        try p.run(); p.waitUntilExit()
+        let ref = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: " ")[0]
+        XCTAssertEqual(f.sha256, String(ref))
+    }
+}
+
+/// The CLI as a user runs it: exit codes, JSON, and a SIGKILL in the middle of an index run.
+final class CLITests: XCTestCase {
+    let tmp = TempDir()
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: Paths.wscanBinary.path) else {
+            throw XCTSkip("wscan binary not built (swift build)")
+        }
+    }
+
+    func testExitCodesAndJSON() throws {
+        let db = tmp.path("c.db")
+        let ok = try runWscan(["index", Paths.corpus.path, "--db", db, "--json"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        let j = try JSONSerialization.jsonObject(with: Data(ok.out.utf8)) as! [String: Any]
+        XCTAssertEqual(j["indexed"] as? Int, 12)
+        XCTAssertEqual(try runWscan(["frobnicate"]).status, 2)
+        XCTAssertEqual(try runWscan(["index"]).status, 2)
+        let bad = tmp.write("bad.safetensors", [9, 9, 9])
+        let r = try runWscan(["index", bad, "--db", db])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("bad.safetensors") && r.err.contains("too short"), r.err)
+        XCTAssertEqual(r.err.split(separator: "\n").count, 1, "one line per bad file")
+        let ls = try runWscan(["ls", "--db", db, "--json"])
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(ls.out.utf8)) as! [Any]).count, 13)
+        let show = try runWscan(["show", "mlp_seed0.safetensors", "--db", db, "--json"])
+        let sj = try JSONSerialization.jsonObject(with: Data(show.out.utf8)) as! [String: Any]
+        XCTAssertEqual((sj["tensors"] as! [Any]).count, 6)
+        let q = try runWscan(["query", "--db", db, "--json", "SELECT name FROM checkpoints WHERE format = 'npz' ORDER BY name"])
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(q.out.utf8)) as! [[String: Any]]).map { $0["name"] as! String },
+                       ["digits_test.npz", "mlp_seed0_adam_state.npz", "mlp_seed0_copy.npz"])
+        XCTAssertNotEqual(try runWscan(["query", "--db", db, "DROP TABLE tensors"]).status, 0)
+        // Show accepts a path and indexes it on the fly.
+        let onTheFly = try runWscan(["show", Paths.fixtures.appendingPathComponent("formats/half.npy").path, "--db", db])
+        XCTAssertEqual(onTheFly.status, 0, onTheFly.err)
+        XCTAssertTrue(onTheFly.out.contains("F16"))
+        XCTAssertEqual(try runWscan(["index", "--help"]).status, 0)
+    }
+
+    func testKilledIndexRunLeavesConsistentCatalog() throws {
+        // Many checkpoints so the kill lands mid-run.
+        let dir = tmp.url.appendingPathComponent("many")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors")
+        for i in 0..<400 { try FileManager.default.copyItem(at: src, to: dir.appendingPathComponent("m\(i).safetensors")) }
+        let db = tmp.path("k.db")
+        var killedMidway = false
+        for delay in [0.15, 0.3, 0.6] {
+            let p = Process()
+            p.executableURL = Paths.wscanBinary
+            p.arguments = ["index", dir.path, "--db", db]
+            p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+            try p.run()
+            Thread.sleep(forTimeInterval: delay)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); killedMidway = true }
+            p.waitUntilExit()
+            // The catalog opens and is intact after each kill.
+            let q = try DatabaseQueue(path: db)
+            let integrity = try q.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }
+            XCTAssertEqual(integrity, "ok")
+            // Every recorded checkpoint is complete: 6 tensors each.
+            let partial = try q.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM checkpoints WHERE tensor_count != (SELECT COUNT(*) FROM tensors t WHERE t.checkpoint_id = checkpoints.id)") }
+            XCTAssertEqual(partial, 0)
+            try q.close()
+        }
+        XCTAssertTrue(killedMidway, "index finished before any kill; make the workload larger")
+        let r = try runWscan(["index", dir.path, "--db", db, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let cat = try Catalog(path: db)
+        XCTAssertEqual(try cat.checkpoints().count, 400)
+        XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(2400))
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import XCTest
+@testable import WscanFormats
+
+enum Paths {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let fixtures = repo.appendingPathComponent("Tests/Fixtures")
+    static let corpus = repo.appendingPathComponent("corpus")
+    static let minilm = repo.appendingPathComponent(".cache/minilm/model.safetensors")
+    static var wscanBinary: URL {
+        for c in [".build/debug/wscan", ".build/release/wscan"] {
+            let u = repo.appendingPathComponent(c)
+            if FileManager.default.isExecutableFile(atPath: u.path) { return u }
+        }
+        return repo.appendingPathComponent(".build/debug/wscan")
+    }
+}
+
+/// A fresh temporary folder per test, removed afterwards.
+final class TempDir {
+    let url: URL
+    init() {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("wscan-test-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(at: url) }
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    @discardableResult
+    func write(_ name: String, _ bytes: [UInt8]) -> String {
+        let p = path(name)
+        try! FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        return p
+    }
+}
+
+/// Builds safetensors bytes from a raw header string and data, for malformed-input tests.
+func safetensorsBytes(header: String, data: [UInt8], headerLength: UInt64? = nil) -> [UInt8] {
+    let h = Array(header.utf8)
+    var len = headerLength ?? UInt64(h.count)
+    var out = [UInt8]()
+    withUnsafeBytes(of: &len) { out += $0 }
+    return out + h + data
+}
+
+func runWscan(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = Paths.wscanBinary
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = cwd }
+    let o = Pipe(), e = Pipe()
+    p.standardOutput = o; p.standardError = e
+    try p.run()
+    let od = o.fileHandleForReading.readDataToEndOfFile()
+    let ed = e.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+}
+
+func loadJSON(_ url: URL) throws -> Any { try JSONSerialization.jsonObject(with: Data(contentsOf: url)) }
+
+/// Asserts that `body` throws a FormatError of `kind` whose message contains `contains`.
+func assertFormatError(_ kind: FormatError.Kind, _ contains: String = "", file: StaticString = #filePath, line: UInt = #line,
+                       _ body: () throws -> Any) {
+    do {
+        _ = try body()
+        XCTFail("expected FormatError(\(kind)) but reading succeeded", file: file, line: line)
+    } catch let e as FormatError {
+        XCTAssertEqual(e.kind, kind, "message: \(e.message)", file: file, line: line)
+        if !contains.isEmpty { XCTAssertTrue(e.message.contains(contains), "'\(e.message)' lacks '\(contains)'", file: file, line: line) }
+    } catch {
+        XCTFail("unexpected error \(error)", file: file, line: line)
+    }
+}
