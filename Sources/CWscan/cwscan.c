@@ -9,6 +9,22 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <gvc.h>
+#include <immintrin.h>
+
+__attribute__((target("avx2,f16c")))
+void wscan_f16_to_f32(const void *src, float *dst, size_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+    for (; i < n; i++) {
+        uint16_t v; memcpy(&v, s + 2 * i, 2);
+        __m128i h = _mm_cvtsi32_si128(v);
+        dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(h));
+    }
+}
 
 int wscan_cpu_has_x86_64_v3(void) {
 #if defined(__x86_64__)

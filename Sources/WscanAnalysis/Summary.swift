@@ -21,7 +21,20 @@ public enum Summarizer {
         let hasher = XXH3Hasher()
         var st = TensorStats()
         let fast = t.dtype == .f32 && !t.bigEndian
+        let contiguousBF16 = t.dtype == .bf16 && !t.bigEndian
         do {
+            if contiguousBF16, let base = raw.baseAddress {
+                // BF16: widen block by block inside the statistics kernel, hash the same cache-hot chunk.
+                let step = TensorData.chunkElements
+                let total = raw.count / 2
+                var i = 0
+                while i < total {
+                    let n = min(step, total - i)
+                    hasher.update(base + i * 2, n * 2)
+                    StatsKernel.accumulateBF16(base + i * 2, n, into: &st)
+                    i += n
+                }
+            } else
             if fast, let base = raw.baseAddress {
                 // F32: statistics straight from the map, hash on the same cache-hot chunk.
                 let step = TensorData.chunkElements
@@ -41,7 +54,7 @@ public enum Summarizer {
                     if let b = t.dtype.block { return n / b.elements * b.bytes }
                     return n * (t.dtype.bits ?? 8) / 8 * TensorData.lanes(t.dtype) / TensorData.lanes(t.dtype)
                 }
-                try TensorData.forEachChunk(ck, t) { chunk in
+                try TensorData.forEachChunk(ck, t, chunk: StatsKernel.blockElements * 2) { chunk in
                     let nElem = chunk.count / TensorData.lanes(t.dtype)
                     let nb = min(bytesPerChunk(nElem), raw.count - consumed)
                     if nb > 0, let b = raw.baseAddress { hasher.update(b + consumed, nb) }

@@ -1,3 +1,5 @@
+import CWscan
+
 /// Element decoders: raw little-endian buffers to Float. Each handles `n` elements; the source may be
 /// unaligned. Built for x86-64-v3 so that F16 conversion uses F16C and the loops vectorise.
 public enum Decode {
@@ -19,15 +21,10 @@ public enum Decode {
         while i < n { d[i] = UInt32(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16; i += 1 }
     }
 
+    /// F16 through F16C (vcvtph2ps) in C: Swift's Float16 conversion is done in software on Linux.
     @inlinable
     public static func f16(_ src: UnsafeRawPointer, _ n: Int, _ dst: UnsafeMutablePointer<Float>) {
-        var i = 0
-        while i + 16 <= n {
-            let v = src.loadUnaligned(fromByteOffset: i * 2, as: SIMD16<Float16>.self)
-            UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD16<Float>(v), as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < n { dst[i] = Float(src.loadUnaligned(fromByteOffset: i * 2, as: Float16.self)); i += 1 }
+        wscan_f16_to_f32(src, dst, n)
     }
 
     @inlinable

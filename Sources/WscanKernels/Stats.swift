@@ -65,7 +65,6 @@ public enum StatsKernel {
         var s = V(repeating: 0)
         var mn = V(repeating: .infinity), mx = V(repeating: -.infinity)
         var z = SIMD16<Int32>(repeating: 0)
-        var bad = SIMDMask<SIMD16<Int32>>(repeating: false)
         let zero = V(repeating: 0)
         let vec = n / 16
         let raw = UnsafeRawPointer(p)
@@ -75,14 +74,14 @@ public enum StatsKernel {
             mn.replace(with: x, where: x .< mn)
             mx.replace(with: x, where: x .> mx)
             z &+= SIMD16<Int32>(repeating: 0).replacing(with: 1, where: x .== zero)
-            bad .|= .!((x - x) .== zero)
         }
-        if any(bad) || vec == 0 {
-            // Rare path: NaN/Inf in this block (or a tiny block); redo it scalar so they are excluded.
+        // NaN and ±Inf never enter min/max but always poison the sum: a non-finite block sum sends the
+        // block down the scalar path, which counts and excludes them.
+        var fs = Double(s.sum())
+        if !fs.isFinite || vec == 0 {
             scalar(p, n, &st)
             return
         }
-        var fs = Double(s.sum())
         var fmn = mn.min(), fmx = mx.max()
         var fz = Int(z.wrappedSum())
         for k in (vec * 16)..<n {
@@ -131,5 +130,19 @@ public enum StatsKernel {
             if x == 0 { st.zeros += 1 }
         }
         st.addMoments(n: cnt, mean: mean, m2: m2)
+    }
+
+    /// BF16 statistics without a round trip through memory: each block is widened into an L1 buffer.
+    public static func accumulateBF16(_ src: UnsafeRawPointer, _ n: Int, into stats: inout TensorStats) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: blockElements) { buf in
+            let b = buf.baseAddress!
+            var i = 0
+            while i < n {
+                let len = Swift.min(blockElements, n - i)
+                Decode.bf16(src + i * 2, len, b)
+                block(UnsafePointer(b), len, &stats)
+                i += len
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ struct Wscan: ParsableCommand {
         Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
         """,
         version: "0.1.0",
-        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self]
+        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, KernelBench.self]
     )
 }
 

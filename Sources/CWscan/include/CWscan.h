@@ -7,6 +7,9 @@
 int wscan_cpu_has_x86_64_v3(void);       /* AVX2 + FMA + F16C + BMI2 */
 const char *wscan_openblas_coretype(void); /* "SkylakeX", "Haswell", or NULL */
 
+/* ---- F16 -> F32 with F16C (the CLI refuses CPUs without it) ---- */
+void wscan_f16_to_f32(const void *src, float *dst, size_t n);
+
 /* ---- xxHash (XXH3-128, streaming) ---- */
 typedef struct wscan_xxh3_state wscan_xxh3_state;
 wscan_xxh3_state *wscan_xxh3_new(void);
