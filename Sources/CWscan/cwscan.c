@@ -167,6 +167,37 @@ int wscan_ssyevd_values(int n, float *a, float *w) {
     lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
     free(work); free(iwork); return info;
 }
+static int gram_eigvals_d(int m, int n, const double *a, double *w) {
+    int k = m < n ? m : n;
+    double *g = calloc((size_t)k * (size_t)k, sizeof(double));
+    if (!g) return -1000;
+    if (n <= m) /* row-major A (m x n): A^T A = col-major view: A_cm is n x m; G = A_cm A_cm^T */
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, m, 1.0, a, n, 0.0, g, n);
+    else        /* A A^T: A_cm (n x m), G = A_cm^T A_cm (m x m) */
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, n, 1.0, a, n, 0.0, g, m);
+    /* Workspace query; LAPACK 3.11 reports it as a float, so add a margin instead of trusting it exactly. */
+    double wq = 0; lapack_int iq = 0;
+    lapack_int info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', k, g, k, w, &wq, -1, &iq, -1);
+    if (info != 0) { free(g); return info; }
+    long long lwork = (long long)(wq * 1.01) + 1024;
+    lapack_int liwork = iq > 0 ? iq + 16 : 16;
+    double *work = malloc(sizeof(double) * (size_t)lwork);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    if (!work || !iwork) { free(g); free(work); free(iwork); return -1000; }
+    info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', k, g, k, w, work, (lapack_int)lwork, iwork, liwork);
+    free(g); free(work); free(iwork);
+    return info;
+}
+int wscan_gram_eigvals_d(int m, int n, const double *a, double *w) { return gram_eigvals_d(m, n, a, w); }
+int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
+    size_t total = (size_t)m * (size_t)n;
+    double *d = malloc(sizeof(double) * total);
+    if (!d) return -1000;
+    for (size_t i = 0; i < total; i++) d[i] = a[i];
+    int info = gram_eigvals_d(m, n, d, w);
+    free(d);
+    return info;
+}
 void wscan_openblas_set_threads(int n) { openblas_set_num_threads(n); }
 int wscan_openblas_get_threads(void) { return openblas_get_num_threads(); }
 const char *wscan_openblas_corename(void) { return openblas_get_corename(); }

@@ -28,6 +28,22 @@ public enum Linalg {
         return s
     }
 
+    /// Eigenvalues (descending) of the Gram matrix of an m×n row-major Float matrix in Double precision
+    /// (dsyrk + dsyevd_2stage): the squared singular values. Tiny negative round-off is clamped to 0.
+    public static func gramEigenvalues(_ a: UnsafePointer<Float>, m: Int, n: Int) throws -> [Double] {
+        var w = [Double](repeating: 0, count: Swift.min(m, n))
+        let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals(Int32(m), Int32(n), a, $0.baseAddress) }
+        if info != 0 { throw LinalgError.lapack(info == -1000 ? "gram (out of memory)" : "dsyevd_2stage", info) }
+        return w.reversed().map { Swift.max(0, $0) }
+    }
+
+    public static func gramEigenvalues(_ a: UnsafePointer<Double>, m: Int, n: Int) throws -> [Double] {
+        var w = [Double](repeating: 0, count: Swift.min(m, n))
+        let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals_d(Int32(m), Int32(n), a, $0.baseAddress) }
+        if info != 0 { throw LinalgError.lapack(info == -1000 ? "gram (out of memory)" : "dsyevd_2stage", info) }
+        return w.reversed().map { Swift.max(0, $0) }
+    }
+
     /// Thin SVD in Double: A = U diag(S) Vt, U m×k, Vt k×n (row-major), k = min(m, n).
     public static func svd(_ a: [Double], m: Int, n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
         let k = Swift.min(m, n)

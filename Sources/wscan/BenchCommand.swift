@@ -8,6 +8,7 @@ struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_bench", abstract: "Kernel micro-benchmarks (for make bench).",
                                                     shouldDisplay: false)
     @Option(help: "Elements per kernel run.") var elements = 1 << 26
+    @Option(help: "Matrix size for svd.") var size = 4096
     @Argument(help: "Which: stats, bf16, f16, hash") var which: [String] = ["stats", "bf16", "f16", "hash"]
 
     func run() throws {
@@ -33,6 +34,21 @@ struct KernelBench: ParsableCommand {
                 time("stats bf16 (fused)", bytes: n * 2) { var s = TensorStats(); bf.withUnsafeBytes { StatsKernel.accumulateBF16($0.baseAddress!, n, into: &s) }; blackHole(s.mean) }
             case "f16":
                 time("decode f16", bytes: n * 2) { h.withUnsafeBytes { p in var i = 0; while i < n { Decode.f16(p.baseAddress! + i * 2, 4096, buf); i += 4096 } }; blackHole(buf[0]) }
+            case "svd":
+                // Singular values of a random size×size Float matrix: Gram+dsyevd_2stage vs sgesdd, one run each.
+                let m = size
+                var a = (0..<(m * m)).map { _ in Float.random(in: -1...1, using: &rng) }
+                var t0 = DispatchTime.now().uptimeNanoseconds
+                let g = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: m, n: m) }
+                let tg = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                t0 = DispatchTime.now().uptimeNanoseconds
+                let sv = try Linalg.singularValues(&a, m: m, n: m)
+                let ts = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                let k = Int(Double(m) * 0.99)
+                var worst = 0.0
+                for i in 0..<k { worst = max(worst, abs(g[i].squareRoot() - Double(sv[i])) / Double(sv[i])) }
+                print(String(format: "svd %dx%d  gram+syevd_2stage %.3f s  sgesdd %.3f s  max rel diff (top 99%%) %.2e  BLAS core %@ threads %d",
+                             m, m, tg, ts, worst, CPU.blasCore as NSString, CPU.blasThreads))
             case "hash":
                 time("xxh3-128", bytes: n * 4) { f.withUnsafeBytes { blackHole(XXH3Hasher.hash($0.baseAddress!, $0.count)) } }
             default: throw ValidationError("unknown benchmark \(w)")

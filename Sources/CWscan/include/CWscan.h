@@ -42,6 +42,12 @@ int wscan_dsyevd_values(int n, double *a, double *w);
 int wscan_ssyevd_values(int n, float *a, float *w);
 /* Full thin SVD, row-major m x n: u (m x k), s (k), vt (k x n), k = min(m,n). */
 int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt);
+/* Eigenvalues (ascending) of the Gram matrix of a row-major m x n float matrix, in double precision:
+   G = A^T A (n x n) when n <= m, else A A^T (m x m); k = min(m, n) values written to w.
+   dsyrk + dsyevd_2stage (eigenvalues only). Returns LAPACK info, or -1000 when memory is short. */
+int wscan_gram_eigvals(int m, int n, const float *a, double *w);
+/* The same from a row-major double matrix. */
+int wscan_gram_eigvals_d(int m, int n, const double *a, double *w);
 void wscan_openblas_set_threads(int n);
 int wscan_openblas_get_threads(void);
 const char *wscan_openblas_corename(void);
