@@ -52,9 +52,9 @@ public enum GGMLDequant {
         for i in 0..<nb {
             let b = src + i * 18, o = y + i * 32
             let d = half(b, 0)
-            let q = b.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
-            let lo = SIMD16<Int32>(truncatingIfNeeded: q & 0x0F) &- 8
-            let hi = SIMD16<Int32>(truncatingIfNeeded: q &>> 4) &- 8
+            let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
+            let lo = (q & 0x0F) &- 8
+            let hi = (q &>> 4) &- 8
             store(SIMD16<Float>(lo) * d, o)
             store(SIMD16<Float>(hi) * d, o + 16)
         }
@@ -65,9 +65,9 @@ public enum GGMLDequant {
         for i in 0..<nb {
             let b = src + i * 20, o = y + i * 32
             let d = half(b, 0), m = half(b, 2)
-            let q = b.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
-            let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q & 0x0F))
-            let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q &>> 4))
+            let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
+            let lo = SIMD16<Float>(q & 0x0F)
+            let hi = SIMD16<Float>(q &>> 4)
             store(lo * d + m, o)
             store(hi * d + m, o + 16)
         }
@@ -207,12 +207,12 @@ public enum GGMLDequant {
                 let (s2, m2i) = scaleMin(2 * g + 1, sc)
                 let d1 = d * Float(s1), m1 = dmin * Float(m1i)
                 let d2 = d * Float(s2), m2 = dmin * Float(m2i)
-                let q = b.loadUnaligned(fromByteOffset: 16 + 32 * g, as: SIMD32<UInt8>.self)
-                let lo = SIMD32<Int32>(truncatingIfNeeded: q & 0x0F)
-                let hi = SIMD32<Int32>(truncatingIfNeeded: q &>> 4)
                 let out = o + 64 * g
-                UnsafeMutableRawPointer(out).storeBytes(of: d1 * SIMD32<Float>(lo) - m1, as: SIMD32<Float>.self)
-                UnsafeMutableRawPointer(out + 32).storeBytes(of: d2 * SIMD32<Float>(hi) - m2, as: SIMD32<Float>.self)
+                for h in 0..<2 {
+                    let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 16 + 32 * g + 16 * h, as: SIMD16<UInt8>.self))
+                    store(d1 * SIMD16<Float>(q & 0x0F) - m1, out + 16 * h)
+                    store(d2 * SIMD16<Float>(q &>> 4) - m2, out + 32 + 16 * h)
+                }
             }
         }
     }
