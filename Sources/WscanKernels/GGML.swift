@@ -1,7 +1,286 @@
-/// GGML block dequantization. Placeholder dispatcher: each supported type is implemented in GGMLQuant.swift.
+/// GGML block dequantization, following llama.cpp's ggml-quants.c `dequantize_row_*` reference kernels
+/// operation for operation (f16 scales widened to f32 first, products and differences in the same order, no
+/// fused multiply-add), so results equal the reference (and `gguf.quants.dequantize`) bit for bit.
+/// Sources may be unaligned: every multi-byte field is read with `loadUnaligned`.
 public enum GGMLDequant {
-    public enum Error: Swift.Error { case unsupported(String) }
+    public enum Error: Swift.Error, CustomStringConvertible {
+        case unsupported(String)
+        public var description: String {
+            switch self { case let .unsupported(t): return "no GGML dequantizer for \(t)" }
+        }
+    }
+
+    /// Types `decode` handles (DType raw values).
+    public static let supported: Set<String> = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
+
+    /// Decodes `blocks` consecutive blocks of `type` from `src` into `dst` (32 or 256 floats per block).
     public static func decode(_ type: String, _ src: UnsafeRawPointer, blocks: Int, _ dst: UnsafeMutablePointer<Float>) throws {
-        throw Error.unsupported(type)
+        guard blocks > 0 else {
+            if !supported.contains(type) { throw Error.unsupported(type) }
+            return
+        }
+        switch type {
+        case "Q4_0": q4_0(src, blocks, dst)
+        case "Q4_1": q4_1(src, blocks, dst)
+        case "Q5_0": q5_0(src, blocks, dst)
+        case "Q5_1": q5_1(src, blocks, dst)
+        case "Q8_0": q8_0(src, blocks, dst)
+        case "Q2_K": q2_K(src, blocks, dst)
+        case "Q3_K": q3_K(src, blocks, dst)
+        case "Q4_K": q4_K(src, blocks, dst)
+        case "Q5_K": q5_K(src, blocks, dst)
+        case "Q6_K": q6_K(src, blocks, dst)
+        case "Q8_K": q8_K(src, blocks, dst)
+        default: throw Error.unsupported(type)
+        }
+    }
+
+    @inline(__always)
+    static func half(_ p: UnsafeRawPointer, _ off: Int) -> Float {
+        Float(p.loadUnaligned(fromByteOffset: off, as: Float16.self))
+    }
+
+    @inline(__always)
+    static func byte(_ p: UnsafeRawPointer, _ off: Int) -> UInt8 {
+        p.load(fromByteOffset: off, as: UInt8.self)
+    }
+
+    // MARK: 32-element blocks
+
+    /// block_q4_0 { f16 d; u8 qs[16] }: y[j] = ((qs[j] & 15) - 8) * d, y[j+16] = ((qs[j] >> 4) - 8) * d.
+    static func q4_0(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 18, o = y + i * 32
+            let d = half(b, 0)
+            let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
+            let lo = (q & 0x0F) &- 8
+            let hi = (q &>> 4) &- 8
+            store(SIMD16<Float>(lo) * d, o)
+            store(SIMD16<Float>(hi) * d, o + 16)
+        }
+    }
+
+    /// block_q4_1 { f16 d; f16 m; u8 qs[16] }: y = q * d + m.
+    static func q4_1(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 20, o = y + i * 32
+            let d = half(b, 0), m = half(b, 2)
+            let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
+            let lo = SIMD16<Float>(q & 0x0F)
+            let hi = SIMD16<Float>(q &>> 4)
+            store(lo * d + m, o)
+            store(hi * d + m, o + 16)
+        }
+    }
+
+    /// block_q5_0 { f16 d; u8 qh[4]; u8 qs[16] }: fifth bit j of element j from the little-endian u32 qh.
+    static func q5_0(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 22, o = y + i * 32
+            let d = half(b, 0)
+            let qh = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+            for j in 0..<16 {
+                let q = byte(b, 6 + j)
+                let xh0 = Int32(truncatingIfNeeded: ((qh >> UInt32(j)) << 4) & 0x10)
+                let xh1 = Int32(truncatingIfNeeded: (qh >> UInt32(j + 12)) & 0x10)
+                let x0 = (Int32(q & 0x0F) | xh0) - 16
+                let x1 = (Int32(q >> 4) | xh1) - 16
+                o[j] = Float(x0) * d
+                o[j + 16] = Float(x1) * d
+            }
+        }
+    }
+
+    /// block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16] }: y = q * d + m.
+    static func q5_1(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 24, o = y + i * 32
+            let d = half(b, 0), m = half(b, 2)
+            let qh = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            for j in 0..<16 {
+                let q = byte(b, 8 + j)
+                let xh0 = Int32(truncatingIfNeeded: ((qh >> UInt32(j)) << 4) & 0x10)
+                let xh1 = Int32(truncatingIfNeeded: (qh >> UInt32(j + 12)) & 0x10)
+                let x0 = Int32(q & 0x0F) | xh0
+                let x1 = Int32(q >> 4) | xh1
+                o[j] = Float(x0) * d + m
+                o[j + 16] = Float(x1) * d + m
+            }
+        }
+    }
+
+    /// block_q8_0 { f16 d; i8 qs[32] }: y = qs * d.
+    static func q8_0(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 34, o = y + i * 32
+            let d = half(b, 0)
+            let q = b.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self)
+            let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.lowHalf))
+            let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.highHalf))
+            store(lo * d, o)
+            store(hi * d, o + 16)
+        }
+    }
+
+    @inline(__always)
+    static func store(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+    }
+
+    // MARK: 256-element k-quants
+
+    /// block_q2_K { u8 scales[16]; u8 qs[64]; f16 d; f16 dmin }.
+    static func q2_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 84
+            var o = y + i * 256
+            let d = half(b, 80), dmin = half(b, 82)
+            var isc = 0
+            for n in stride(from: 0, to: 256, by: 128) {
+                let q = 16 + n / 4
+                var shift: UInt8 = 0
+                for _ in 0..<4 {
+                    for half16 in 0..<2 {
+                        let sc = byte(b, isc); isc += 1
+                        let dl = d * Float(sc & 0x0F), ml = dmin * Float(sc >> 4)
+                        for l in 0..<16 {
+                            o[l] = dl * Float((byte(b, q + half16 * 16 + l) >> shift) & 3) - ml
+                        }
+                        o += 16
+                    }
+                    shift += 2
+                }
+            }
+        }
+    }
+
+    /// block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d }.
+    static func q3_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        var scales = [Int32](repeating: 0, count: 16)
+        for i in 0..<nb {
+            let b = src + i * 110
+            var o = y + i * 256
+            let dAll = half(b, 108)
+            for k in 0..<16 {
+                let lo = (byte(b, 96 + (k & 7)) >> UInt8(4 * (k >> 3))) & 0x0F
+                let hi = (byte(b, 96 + 8 + (k & 3)) >> UInt8(2 * (k >> 2))) & 0x03
+                scales[k] = Int32(Int8(bitPattern: lo | (hi << 4))) - 32
+            }
+            var isc = 0
+            var m: UInt8 = 1
+            for n in stride(from: 0, to: 256, by: 128) {
+                let q = 32 + n / 4
+                var shift: UInt8 = 0
+                for _ in 0..<4 {
+                    for half16 in 0..<2 {
+                        let dl = dAll * Float(scales[isc]); isc += 1
+                        for l in 0..<16 {
+                            let ql = Int32((byte(b, q + half16 * 16 + l) >> shift) & 3)
+                            let h: Int32 = (byte(b, half16 * 16 + l) & m) != 0 ? 0 : 4
+                            o[l] = dl * Float(ql - h)
+                        }
+                        o += 16
+                    }
+                    shift += 2
+                    m <<= 1
+                }
+            }
+        }
+    }
+
+    /// 6-bit scale and min `j` of the 12-byte packed k-quant scales (get_scale_min_k4).
+    @inline(__always)
+    static func scaleMin(_ j: Int, _ s: UnsafeRawPointer) -> (UInt8, UInt8) {
+        if j < 4 { return (byte(s, j) & 63, byte(s, j + 4) & 63) }
+        return ((byte(s, j + 4) & 0x0F) | ((byte(s, j - 4) >> 6) << 4), (byte(s, j + 4) >> 4) | ((byte(s, j) >> 6) << 4))
+    }
+
+    /// block_q4_K { f16 d; f16 dmin; u8 scales[12]; u8 qs[128] }.
+    static func q4_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 144
+            let o = y + i * 256
+            let d = half(b, 0), dmin = half(b, 2)
+            let sc = b + 4
+            for g in 0..<4 {
+                let (s1, m1i) = scaleMin(2 * g, sc)
+                let (s2, m2i) = scaleMin(2 * g + 1, sc)
+                let d1 = d * Float(s1), m1 = dmin * Float(m1i)
+                let d2 = d * Float(s2), m2 = dmin * Float(m2i)
+                let out = o + 64 * g
+                for h in 0..<2 {
+                    let q = SIMD16<Int32>(truncatingIfNeeded: b.loadUnaligned(fromByteOffset: 16 + 32 * g + 16 * h, as: SIMD16<UInt8>.self))
+                    store(d1 * SIMD16<Float>(q & 0x0F) - m1, out + 16 * h)
+                    store(d2 * SIMD16<Float>(q &>> 4) - m2, out + 32 + 16 * h)
+                }
+            }
+        }
+    }
+
+    /// block_q5_K { f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }.
+    static func q5_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 176
+            var o = y + i * 256
+            let d = half(b, 0), dmin = half(b, 2)
+            let sc = b + 4
+            var u1: UInt8 = 1, u2: UInt8 = 2
+            for g in 0..<4 {
+                let (s1, m1i) = scaleMin(2 * g, sc)
+                let (s2, m2i) = scaleMin(2 * g + 1, sc)
+                let d1 = d * Float(s1), m1 = dmin * Float(m1i)
+                let d2 = d * Float(s2), m2 = dmin * Float(m2i)
+                let ql = 48 + 32 * g
+                for l in 0..<32 {
+                    let h = byte(b, 16 + l)
+                    o[l] = d1 * Float(Int32(byte(b, ql + l) & 0x0F) + ((h & u1) != 0 ? 16 : 0)) - m1
+                }
+                o += 32
+                for l in 0..<32 {
+                    let h = byte(b, 16 + l)
+                    o[l] = d2 * Float(Int32(byte(b, ql + l) >> 4) + ((h & u2) != 0 ? 16 : 0)) - m2
+                }
+                o += 32
+                u1 <<= 2; u2 <<= 2
+            }
+        }
+    }
+
+    /// block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d }: y = d * scale * q.
+    static func q6_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 210
+            let d = half(b, 208)
+            for n in 0..<2 {
+                let o = y + i * 256 + 128 * n
+                let ql = 64 * n, qh = 128 + 32 * n, sc = 192 + 8 * n
+                for l in 0..<32 {
+                    let isc = l / 16
+                    let h = byte(b, qh + l)
+                    let a = byte(b, ql + l), c = byte(b, ql + l + 32)
+                    let q1 = Int32(Int8(bitPattern: (a & 0x0F) | ((h & 3) << 4))) - 32
+                    let q2 = Int32(Int8(bitPattern: (c & 0x0F) | (((h >> 2) & 3) << 4))) - 32
+                    let q3 = Int32(Int8(bitPattern: (a >> 4) | (((h >> 4) & 3) << 4))) - 32
+                    let q4 = Int32(Int8(bitPattern: (c >> 4) | (((h >> 6) & 3) << 4))) - 32
+                    o[l] = d * Float(Int8(bitPattern: byte(b, sc + isc))) * Float(q1)
+                    o[l + 32] = d * Float(Int8(bitPattern: byte(b, sc + isc + 2))) * Float(q2)
+                    o[l + 64] = d * Float(Int8(bitPattern: byte(b, sc + isc + 4))) * Float(q3)
+                    o[l + 96] = d * Float(Int8(bitPattern: byte(b, sc + isc + 6))) * Float(q4)
+                }
+            }
+        }
+    }
+
+    /// block_q8_K { f32 d; i8 qs[256]; i16 bsums[16] }: y = d * qs.
+    static func q8_K(_ src: UnsafeRawPointer, _ nb: Int, _ y: UnsafeMutablePointer<Float>) {
+        for i in 0..<nb {
+            let b = src + i * 292
+            let o = y + i * 256
+            let d = Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+            for k in 0..<16 {
+                let q = b.loadUnaligned(fromByteOffset: 4 + 16 * k, as: SIMD16<Int8>.self)
+                store(d * SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q)), o + 16 * k)
+            }
+        }
     }
 }
