@@ -78,6 +78,29 @@ public final class Catalog: @unchecked Sendable {
             CREATE INDEX findings_ck ON findings(checkpoint_id);
             """)
         }
+        m.registerMigration("v2-spectra") { db in
+            try db.execute(sql: """
+            CREATE TABLE spectra (
+              id INTEGER PRIMARY KEY,
+              checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+              tensor TEXT NOT NULL,
+              shape TEXT NOT NULL,
+              rows INTEGER, cols INTEGER, slices INTEGER, kind TEXT,
+              method TEXT NOT NULL,              -- dgesdd | gram-dsyevd_2stage | skipped
+              skip_reason TEXT,
+              frobenius REAL, spectral_norm REAL, stable_rank REAL, effective_rank REAL, numerical_rank INTEGER,
+              energies TEXT, energy_ranks TEXT, utilization TEXT,  -- JSON arrays, same order
+              log_norm REAL, log_spectral_norm REAL, alpha REAL, alpha_weighted REAL, log_alpha_norm REAL,
+              xmin REAL, xmax REAL, ks_d REAL, num_pl_spikes INTEGER, entropy REAL,
+              num_spikes INTEGER, sigma_mp REAL, mp_softrank REAL, lambda_plus REAL, rand_distance REAL, num_evals INTEGER,
+              warnings TEXT,                      -- JSON array
+              seconds REAL,
+              singular_values BLOB,               -- float64 little-endian, descending
+              metrics TEXT                        -- the full metric set as JSON
+            );
+            CREATE INDEX spectra_ck ON spectra(checkpoint_id);
+            """)
+        }
         return m
     }
 

@@ -16,7 +16,7 @@ struct Wscan: ParsableCommand {
         Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
         """,
         version: "0.1.0",
-        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, KernelBench.self]
+        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Analyze.self, KernelBench.self]
     )
 }
 
@@ -135,6 +135,7 @@ struct Show: ParsableCommand {
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "Catalog id, name, or a path (indexed on the fly).") var checkpoint: String
     @Flag(help: "Print the full tensor table.") var tensors = false
+    @Flag(help: "Print the stored per-layer spectrum table (run `wscan analyze spectrum` first).") var spectrum = false
 
     func run() throws {
         let cat = try catalog.open()
@@ -142,6 +143,19 @@ struct Show: ParsableCommand {
         let ts = try cat.tensors(checkpoint: r.id)
         let files = try cat.files(checkpoint: r.id)
         let findings = try cat.findings(checkpoint: r.id)
+        if spectrum {
+            let recs = try cat.spectra(checkpoint: r.id)
+            if recs.isEmpty { throw CLIError("no stored spectra for \(r.name): run `wscan analyze spectrum \(r.name)`") }
+            let energies = recs.first { $0.spectrum != nil }?.energies ?? [0.9, 0.95, 0.99]
+            let summary = SpectrumSummary.make(recs, energyIndex: min(1, energies.count - 1), weloreReduction: 0.5, weloreMinRatio: 0.5)
+            if catalog.json {
+                struct Out: Encodable { var checkpoint: String; var summary: SpectrumSummary; var layers: [SpectrumRecord] }
+                print(Fmt.json(Out(checkpoint: r.path, summary: summary, layers: recs)))
+            } else {
+                SpectrumReportText.print(row: r, records: recs, summary: summary, energies: energies, all: tensors, seconds: nil)
+            }
+            return
+        }
         if catalog.json {
             struct Out: Encodable { var checkpoint: CheckpointRow; var files: [FileRow]; var tensors: [TensorRow]; var findings: [FindingRow] }
             print(Fmt.json(Out(checkpoint: r, files: files, tensors: ts, findings: findings)))

@@ -1,0 +1,99 @@
+import Foundation
+
+/// Power-law fit of an eigenvalue tail by Clauset, Shalizi & Newman's method, as WeightWatcher 0.7.7's
+/// default `WWFit` does it: eigenvalues > 1e-5, every eigenvalue but the largest a candidate xmin,
+/// α = 1 + n / Σ ln(x/xmin) over the tail, KS distance D = max |F_fit − F_emp| with F_emp = k/n, and
+/// the xmin with the smallest D kept (first on ties). Below 20 eigenvalues WeightWatcher switches to its
+/// small-N variant (bias-corrected α, objective D − 0.868/√n, tails of at least 8), reproduced too.
+/// Cost: suffix sums make each α O(1); each D is O(tail), O(n²) in all, which for the ≤ 15000 eigenvalues
+/// of a layer stays in milliseconds (the inner loop is a vectorised exp over precomputed logs).
+public struct PowerLawFit: Sendable {
+    public var alpha: Double
+    public var xmin: Double
+    public var xmax: Double
+    public var D: Double
+    public var sigma: Double
+    public var numTail: Int
+
+    public static let evalsThreshold = 1e-5
+    public static let smallN = 20
+
+    public static func fit(_ evals: [Double], threshold: Double = evalsThreshold) -> PowerLawFit? {
+        let data = evals.filter { $0 > threshold }.sorted()
+        let N = data.count
+        guard N >= 2 else { return nil }
+        let logs = data.map { log($0) }
+        var suffix = [Double](repeating: 0, count: N + 1)
+        for i in stride(from: N - 1, through: 0, by: -1) { suffix[i] = suffix[i + 1] + logs[i] }
+        var alphas = [Double](repeating: 0, count: N - 1)
+        var Ds = [Double](repeating: 1, count: N - 1)
+        var best = 0
+        if N < smallN {
+            var Js = [Double](repeating: .infinity, count: N - 1)
+            for i in 0..<(N - 1) {
+                let nInt = N - i
+                if nInt < 8 { continue }
+                let n = Double(nInt)
+                let s = suffix[i] - n * logs[i]
+                if s <= 1e-12 { continue }
+                let a = 1 + (n - 1) / s
+                alphas[i] = a
+                if a <= 1 { continue }
+                Ds[i] = ks(logs, from: i, alpha: a)
+                Js[i] = Ds[i] - 0.868 / n.squareRoot()
+            }
+            if let j = Js.indices.filter({ Js[$0].isFinite }).min(by: { Js[$0] < Js[$1] || (Js[$0] == Js[$1] && $0 < $1) }) {
+                best = j
+            } else {
+                let n = Double(N)
+                let s = suffix[0] - n * logs[0]
+                if s <= 1e-12 { return PowerLawFit(alpha: 1, xmin: data[0], xmax: data[N - 1], D: 1, sigma: 0, numTail: N) }
+                alphas[0] = 1 + (n - 1) / s
+                Ds[0] = ks(logs, from: 0, alpha: alphas[0])
+                best = 0
+            }
+        } else {
+            for i in 0..<(N - 1) {
+                let n = Double(N - i)
+                let a = 1 + n / (suffix[i] - n * logs[i])
+                alphas[i] = a
+                if a > 1 { Ds[i] = ks(logs, from: i, alpha: a) }
+            }
+            for i in 1..<(N - 1) where Ds[i] < Ds[best] { best = i }
+        }
+        let a = alphas[best]
+        return PowerLawFit(alpha: a, xmin: data[best], xmax: data[N - 1], D: Ds[best],
+                           sigma: (a - 1) / Double(N - best).squareRoot(), numTail: N - best)
+    }
+
+    /// max_k |1 − (x_k/xmin)^(1−α) − k/n| over the tail starting at `from` (logs ascending).
+    @inline(__always)
+    static func ks(_ logs: [Double], from i: Int, alpha a: Double) -> Double {
+        let n = logs.count - i
+        let inv = 1 / Double(n)
+        let l0 = logs[i]
+        var d = 0.0
+        logs.withUnsafeBufferPointer { p in
+            for k in 0..<n {
+                let v = abs(1 - exp((1 - a) * (p[i + k] - l0)) - Double(k) * inv)
+                if v > d { d = v }
+            }
+        }
+        return d
+    }
+}
+
+/// WeightWatcher's matrix entropy: −Σ p ln p / ln(rank), p = σ²/Σσ² + 1e-10, rank = numerical rank.
+public enum MatrixEntropy {
+    public static let epsilon = 1e-10
+    public static func entropy(_ sv: [Double], rows: Int, cols: Int, eps: Double = Double(Float.ulpOfOne)) -> Double {
+        guard let smax = sv.max(), smax > 0 else { return -1 }
+        let tol = smax * Double(max(rows, cols)) * eps
+        let rank = Double(sv.filter { $0 > tol }.count) + epsilon
+        let ev = sv.map { $0 * $0 }
+        let total = ev.reduce(0, +)
+        var h = 0.0
+        for e in ev { let p = e / total + epsilon; h -= p * log(p) }
+        return h / log(rank)
+    }
+}

@@ -1,0 +1,213 @@
+import Foundation
+import WscanKernels
+import WscanFormats
+
+/// Singular-value spectra and the metrics derived from them. Pure functions of matrices: no file access.
+public enum SpectrumMethod: String, Codable, Sendable {
+    case gesdd = "dgesdd"                 // exact dense SVD in Double (small matrices)
+    case gram = "gram-dsyevd_2stage"      // exact: eigenvalues of WᵀW (smaller side) in Double
+}
+
+public struct SpectrumOptions: Sendable {
+    public var energies: [Double] = [0.9, 0.95, 0.99]
+    /// Conv kernels: pool the eigenvalues of all kh·kw slices (WeightWatcher's default) or one result per slice.
+    public var convPerSlice = false
+    public var randomize = true          // rand_distance against an element-shuffled copy
+    public var seed: UInt64 = 0
+    public var weloreThreshold: Double? = nil
+    public init() {}
+}
+
+/// A matrix (or, for conv kernels, the stack of kh·kw slices) pulled out of a tensor.
+public struct WeightMatrix: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var rows: Int, cols: Int
+    public var slices: [[Float]]   // each rows×cols, row-major
+    public var kind: String        // linear | embedding | conv
+}
+
+public enum MatrixExtractor {
+    /// Why a tensor is not analysed, or nil when it is a matrix (2-D) or a conv kernel (3-D/4-D with small spatial dims).
+    public static func skipReason(name: String, shape: [Int], dtype: DType) -> String? {
+        if !dtype.isFloatingPoint { return "not a floating-point tensor (\(dtype.rawValue))" }
+        switch shape.count {
+        case 0, 1: return "\(shape.count)-D tensor (bias, norm or scalar): no spectrum"
+        case 2:
+            if shape.contains(where: { $0 < 2 }) { return "degenerate matrix \(shape)" }
+            return nil
+        case 3, 4:
+            // PyTorch conv layout (out, in, k…): spatial dims small next to channels.
+            let spatial = shape.dropFirst(2).reduce(1, *)
+            if spatial <= 49, shape[0] >= 2, shape[1] >= 2 { return nil }
+            return "\(shape.count)-D tensor not shaped like a conv kernel"
+        default: return "\(shape.count)-D tensor: no spectrum"
+        }
+    }
+
+    public static func kind(name: String, shape: [Int]) -> String {
+        if shape.count > 2 { return "conv" }
+        let l = name.lowercased()
+        if l.contains("embed") || l.contains("wte") || l.contains("wpe") || l.contains("tok_embeddings") { return "embedding" }
+        return "linear"
+    }
+
+    /// Builds the matrix (or conv slices) from decoded row-major values.
+    public static func matrix(name: String, shape: [Int], values: [Float]) -> WeightMatrix {
+        if shape.count == 2 {
+            return WeightMatrix(name: name, shape: shape, rows: shape[0], cols: shape[1], slices: [values], kind: kind(name: name, shape: shape))
+        }
+        // (out, in, k1[, k2]) → kh·kw slices W[:, :, i, j], each out×in.
+        let out = shape[0], inn = shape[1]
+        let spatial = shape.dropFirst(2).reduce(1, *)
+        var slices = [[Float]](repeating: [Float](repeating: 0, count: out * inn), count: spatial)
+        for o in 0..<out {
+            for i in 0..<inn {
+                let base = (o * inn + i) * spatial
+                for s in 0..<spatial { slices[s][o * inn + i] = values[base + s] }
+            }
+        }
+        return WeightMatrix(name: name, shape: shape, rows: out, cols: inn, slices: slices, kind: "conv")
+    }
+}
+
+public struct SpectrumMetrics: Codable, Sendable {
+    // Norms and ranks
+    public var frobeniusNorm: Double
+    public var spectralNorm: Double
+    public var stableRank: Double              // Σσ² / σ²max
+    public var effectiveRank: Double           // Roy–Vetterli: exp(H(σ/Σσ))
+    public var numericalRank: Int              // σ > σmax · max(m,n) · ε(float32)
+    public var energyRanks: [Int]              // smallest k holding each requested energy fraction of Σσ²
+    public var utilization: [Double]           // energyRanks / min(m,n)
+    // WeightWatcher set (eigenvalues λ = σ²)
+    public var logNorm: Double                 // log10 Σλ
+    public var logSpectralNorm: Double         // log10 λmax
+    public var alpha: Double?                  // power-law exponent (Clauset et al.)
+    public var alphaWeighted: Double?          // α · log10 λmax
+    public var logAlphaNorm: Double?           // log10 Σ λ^α
+    public var xmin: Double?
+    public var xmax: Double?
+    public var ksDistance: Double?             // D of the best fit
+    public var numPlSpikes: Int?               // eigenvalues ≥ xmin
+    public var entropy: Double                 // matrix entropy
+    public var numSpikes: Int?                 // eigenvalues above the Marchenko–Pastur bulk edge
+    public var sigmaMP: Double?
+    public var mpSoftrank: Double?             // λ+ / λmax
+    public var lambdaPlus: Double?
+    public var randDistance: Double?           // Jensen–Shannon distance to the ESD of an element-shuffled W
+    public var numEvals: Int
+}
+
+public struct MatrixSpectrum: Codable, Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var rows: Int
+    public var cols: Int
+    public var slices: Int
+    public var kind: String
+    public var method: String
+    public var singularValues: [Double]        // descending; pooled over slices for conv kernels
+    public var metrics: SpectrumMetrics
+    public var warnings: [String]
+    public var seconds: Double
+
+    public init(name: String, shape: [Int], rows: Int, cols: Int, slices: Int, kind: String, method: String,
+                singularValues: [Double], metrics: SpectrumMetrics, warnings: [String], seconds: Double) {
+        self.name = name; self.shape = shape; self.rows = rows; self.cols = cols; self.slices = slices; self.kind = kind
+        self.method = method; self.singularValues = singularValues; self.metrics = metrics; self.warnings = warnings; self.seconds = seconds
+    }
+}
+
+public enum SpectrumAnalyzer {
+    /// Singular values (descending) of a rows×cols row-major matrix, exact, in Double.
+    public static func singularValues(_ a: [Float], rows: Int, cols: Int) throws -> (values: [Double], method: SpectrumMethod) {
+        let k = min(rows, cols)
+        if k <= 64 {
+            var d = a.map(Double.init)
+            return (try Linalg.singularValues(&d, m: rows, n: cols), .gesdd)
+        }
+        let ev = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: rows, n: cols) }
+        return (ev.map { $0.squareRoot() }, .gram)
+    }
+
+    public static func analyze(_ w: WeightMatrix, options: SpectrumOptions = SpectrumOptions()) throws -> MatrixSpectrum {
+        let t0 = Date()
+        var sv: [Double] = []
+        var method = SpectrumMethod.gesdd
+        for s in w.slices {
+            let (v, m) = try singularValues(s, rows: w.rows, cols: w.cols)
+            sv += v; method = m
+        }
+        if w.slices.count > 1 { sv.sort(by: >) }
+        var warnings: [String] = []
+        var metrics = computeMetrics(sv, rows: w.rows, cols: w.cols, slices: w.slices.count, energies: options.energies)
+        if options.randomize {
+            metrics.randDistance = try randDistance(w, sv: sv, seed: options.seed)
+        }
+        if let a = metrics.alpha {
+            if a < 2 { warnings.append(String(format: "alpha %.2f < 2: possibly over-trained (very heavy-tailed)", a)) }
+            if a > 6 { warnings.append(String(format: "alpha %.2f > 6: possibly under-trained (little correlation)", a)) }
+        }
+        return MatrixSpectrum(name: w.name, shape: w.shape, rows: w.rows, cols: w.cols, slices: w.slices.count, kind: w.kind,
+                              method: method.rawValue, singularValues: sv, metrics: metrics, warnings: warnings,
+                              seconds: Date().timeIntervalSince(t0))
+    }
+
+    public static func computeMetrics(_ sv: [Double], rows: Int, cols: Int, slices: Int = 1, energies: [Double]) -> SpectrumMetrics {
+        let k = min(rows, cols)
+        let evals = sv.map { $0 * $0 }
+        let total = evals.reduce(0, +)
+        let smax = sv.first ?? 0
+        let lmax = smax * smax
+        let l1 = sv.reduce(0, +)
+        var h = 0.0
+        if l1 > 0 { for s in sv where s > 0 { let p = s / l1; h -= p * log(p) } }
+        let tol = smax * Double(max(rows, cols)) * Double(Float.ulpOfOne)
+        let nrank = sv.filter { $0 > tol }.count
+        var eranks: [Int] = []
+        for e in energies {
+            var acc = 0.0, r = 0
+            for v in evals { if acc >= e * total && r > 0 { break }; acc += v; r += 1 }
+            eranks.append(total > 0 ? r : 0)
+        }
+        let util = eranks.map { Double($0) / Double(k * slices) }
+        let fit = PowerLawFit.fit(evals)
+        let mp = MarchenkoPastur.fit(evals, rows: rows, cols: cols)
+        return SpectrumMetrics(
+            frobeniusNorm: total.squareRoot(), spectralNorm: smax,
+            stableRank: lmax > 0 ? total / lmax : 0, effectiveRank: exp(h), numericalRank: nrank,
+            energyRanks: eranks, utilization: util,
+            logNorm: log10(total), logSpectralNorm: log10(lmax),
+            alpha: fit?.alpha, alphaWeighted: fit.map { $0.alpha * log10(lmax) },
+            logAlphaNorm: fit.map { a in log10(evals.reduce(0) { $0 + pow($1, a.alpha) }) },
+            xmin: fit?.xmin, xmax: fit?.xmax, ksDistance: fit?.D, numPlSpikes: fit?.numTail,
+            entropy: MatrixEntropy.entropy(sv, rows: rows, cols: cols),
+            numSpikes: mp?.numSpikes, sigmaMP: mp?.sigma, mpSoftrank: mp?.softrank, lambdaPlus: mp?.lambdaPlus,
+            randDistance: nil, numEvals: evals.count)
+    }
+
+    /// Jensen–Shannon distance between the ESD of W and of W with its elements shuffled (seeded).
+    static func randDistance(_ w: WeightMatrix, sv: [Double], seed: UInt64) throws -> Double {
+        var rng = SplitMix64(seed: seed)
+        var rsv: [Double] = []
+        for s in w.slices {
+            var sh = s
+            for i in stride(from: sh.count - 1, to: 0, by: -1) { sh.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            rsv += try singularValues(sh, rows: w.rows, cols: w.cols).values
+        }
+        return ESDDistance.jensenShannon(sv.map { $0 * $0 }, rsv.map { $0 * $0 })
+    }
+}
+
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import GRDB
+import WscanAnalysis
+
+/// A stored spectrum row: analysed (`spectrum` set) or skipped with a reason.
+public struct SpectrumRecord: Codable, Sendable {
+    public var tensor: String
+    public var shape: [Int]
+    public var skipReason: String?
+    public var spectrum: MatrixSpectrum?
+    public var energies: [Double]
+}
+
+extension Catalog {
+    /// Replaces the checkpoint's stored spectra in one transaction.
+    public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord]) throws {
+        try db.write { db in
+            try db.execute(sql: "DELETE FROM spectra WHERE checkpoint_id = ?", arguments: [id])
+            for r in records {
+                guard let s = r.spectrum else {
+                    try db.execute(sql: "INSERT INTO spectra (checkpoint_id, tensor, shape, method, skip_reason) VALUES (?,?,?,?,?)",
+                                   arguments: [id, r.tensor, Self.json(r.shape), "skipped", r.skipReason])
+                    continue
+                }
+                let m = s.metrics
+                let blob = s.singularValues.withUnsafeBufferPointer { Data(buffer: $0) }
+                let values: [DatabaseValueConvertible?] = [
+                    id, s.name, Self.json(s.shape), s.rows, s.cols, s.slices, s.kind, s.method,
+                    m.frobeniusNorm, m.spectralNorm, m.stableRank, m.effectiveRank, m.numericalRank,
+                    Self.json(r.energies), Self.json(m.energyRanks), Self.json(m.utilization),
+                    m.logNorm, m.logSpectralNorm, m.alpha, m.alphaWeighted, m.logAlphaNorm, m.xmin, m.xmax, m.ksDistance,
+                    m.numPlSpikes, m.entropy, m.numSpikes, m.sigmaMP, m.mpSoftrank, m.lambdaPlus, m.randDistance, m.numEvals,
+                    Self.json(s.warnings), s.seconds, blob, Self.json(m),
+                ]
+                try db.execute(sql: """
+                    INSERT INTO spectra (checkpoint_id, tensor, shape, rows, cols, slices, kind, method,
+                      frobenius, spectral_norm, stable_rank, effective_rank, numerical_rank, energies, energy_ranks, utilization,
+                      log_norm, log_spectral_norm, alpha, alpha_weighted, log_alpha_norm, xmin, xmax, ks_d, num_pl_spikes, entropy,
+                      num_spikes, sigma_mp, mp_softrank, lambda_plus, rand_distance, num_evals, warnings, seconds, singular_values, metrics)
+                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                    """, arguments: StatementArguments(values))
+            }
+        }
+    }
+
+    /// Stored spectra of a checkpoint (empty when never analysed), in stored order.
+    public func spectra(checkpoint id: Int64) throws -> [SpectrumRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM spectra WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map { r in
+                let shape: [Int] = CheckpointRow.decode(r["shape"] as String?) ?? []
+                let energies: [Double] = CheckpointRow.decode(r["energies"] as String?) ?? []
+                if (r["method"] as String) == "skipped" {
+                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: r["skip_reason"], spectrum: nil, energies: energies)
+                }
+                let blob: Data = r["singular_values"] ?? Data()
+                let sv: [Double] = blob.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+                guard let mj = (r["metrics"] as String?)?.data(using: .utf8),
+                      let m = try? JSONDecoder().decode(SpectrumMetrics.self, from: mj) else {
+                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: "stored metrics unreadable", spectrum: nil, energies: energies)
+                }
+                let s = MatrixSpectrum(name: r["tensor"], shape: shape, rows: r["rows"], cols: r["cols"], slices: r["slices"],
+                                       kind: r["kind"], method: r["method"], singularValues: sv, metrics: m,
+                                       warnings: CheckpointRow.decode(r["warnings"] as String?) ?? [], seconds: r["seconds"])
+                return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: nil, spectrum: s, energies: energies)
+            }
+        }
+    }
+}

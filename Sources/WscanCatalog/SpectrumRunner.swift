@@ -1,0 +1,138 @@
+import Foundation
+import WscanFormats
+import WscanKernels
+import WscanAnalysis
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the spectrum analysis over a catalogued checkpoint and stores the results; re-uses stored results
+/// until the checkpoint changes (re-indexing replaces the checkpoint row, and its spectra with it).
+public enum SpectrumRunner {
+    public struct Request: Sendable {
+        public var tensorGlob: String?
+        public var options = SpectrumOptions()
+        public var force = false
+        public init() {}
+    }
+
+    public static func globMatch(_ pattern: String?, _ name: String) -> Bool {
+        guard let p = pattern, !p.isEmpty else { return true }
+        return p.split(separator: ",").contains { fnmatch(String($0), name, 0) == 0 }
+    }
+
+    /// Returns records for the selected tensors (stored or freshly computed), in checkpoint order.
+    public static func run(catalog: Catalog, checkpoint row: CheckpointRow, request: Request,
+                           progress: ((Int, Int, String) -> Void)? = nil) throws -> [SpectrumRecord] {
+        let stored = try catalog.spectra(checkpoint: row.id)
+        let tensors = try catalog.tensors(checkpoint: row.id).filter { globMatch(request.tensorGlob, $0.name) }
+        let storedByName = Dictionary(stored.map { ($0.tensor, $0) }, uniquingKeysWith: { a, _ in a })
+        if !request.force, !tensors.isEmpty, tensors.allSatisfy({ storedByName[$0.name] != nil }) {
+            // Re-use: energy ranks are recomputed from the stored singular values if other energies are asked for.
+            return tensors.map { t in
+                var r = storedByName[t.name]!
+                if var s = r.spectrum, r.energies != request.options.energies {
+                    let fresh = SpectrumAnalyzer.computeMetrics(s.singularValues, rows: s.rows, cols: s.cols, slices: s.slices,
+                                                                energies: request.options.energies)
+                    s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
+                    r.spectrum = s; r.energies = request.options.energies
+                }
+                return r
+            }
+        }
+        let ck = try CheckpointOpener.open(row.path)
+        let selected = ck.tensors.filter { globMatch(request.tensorGlob, $0.name) }
+        var results = [SpectrumRecord?](repeating: nil, count: selected.count)
+        var jobs: [Int] = []
+        for (i, t) in selected.enumerated() {
+            if let why = MatrixExtractor.skipReason(name: t.name, shape: t.shape, dtype: t.dtype) {
+                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: request.options.energies)
+            } else if !t.dtype.decodable {
+                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: "no decoder for \(t.dtype.rawValue)", spectrum: nil,
+                                            energies: request.options.energies)
+            } else { jobs.append(i) }
+        }
+        // Large matrices one at a time with multi-threaded BLAS; the rest in parallel, single-threaded BLAS each.
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let big = jobs.filter { let s = selected[$0].shape; return min(s[0], s[1]) >= 1024 }
+        let small = jobs.filter { !big.contains($0) }
+        let lock = NSLock()
+        var done = 0
+        var firstError: Error?
+        func work(_ i: Int) {
+            let t = selected[i]
+            do {
+                let values = try TensorData.floats(ck, t)
+                let m = MatrixExtractor.matrix(name: t.name, shape: t.shape, values: values)
+                let s = try SpectrumAnalyzer.analyze(m, options: request.options)
+                lock.lock(); results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: nil, spectrum: s, energies: request.options.energies)
+                done += 1; let d = done; lock.unlock()
+                progress?(d, jobs.count, t.name)
+            } catch {
+                lock.lock()
+                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: "analysis failed: \(error)", spectrum: nil, energies: request.options.energies)
+                if firstError == nil { firstError = error }
+                done += 1; lock.unlock()
+            }
+        }
+        CPU.setBLASThreads(cores)
+        for i in big.sorted(by: { selected[$0].byteCount > selected[$1].byteCount }) { work(i) }
+        CPU.setBLASThreads(1)
+        let order = small.sorted { selected[$0].byteCount > selected[$1].byteCount }
+        let next = NSLock(); var k = 0
+        DispatchQueue.concurrentPerform(iterations: min(cores, max(1, order.count))) { _ in
+            while true {
+                next.lock(); let j = k; k += 1; next.unlock()
+                if j >= order.count { break }
+                work(order[j])
+            }
+        }
+        CPU.setBLASThreads(cores)
+        let out = results.map { $0! }
+        // Merge with stored results for tensors outside the selection, then store.
+        var merged = stored.filter { s in !selected.contains { $0.name == s.tensor } }
+        merged += out
+        let orderIndex = Dictionary(ck.tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        merged.sort { (orderIndex[$0.tensor] ?? .max) < (orderIndex[$1.tensor] ?? .max) }
+        try catalog.storeSpectra(checkpoint: row.id, merged)
+        return out
+    }
+}
+
+/// Model-level summary of a spectrum analysis.
+public struct SpectrumSummary: Codable, Sendable {
+    public var matrices: Int
+    public var skipped: Int
+    public var parameters: Int
+    public var weightedMeans: [String: Double]     // parameter-weighted means of the main metrics
+    public var mostUtilized: [String]
+    public var leastUtilized: [String]
+    public var alphaWarnings: [String]
+    public var welore: WeLoreResult
+
+    public static func make(_ records: [SpectrumRecord], energyIndex: Int, weloreReduction: Double, weloreMinRatio: Double) -> SpectrumSummary {
+        let done = records.compactMap(\.spectrum)
+        let params = done.map { Double($0.rows * $0.cols * $0.slices) }
+        let total = params.reduce(0, +)
+        func wmean(_ f: (MatrixSpectrum) -> Double?) -> Double? {
+            var s = 0.0, w = 0.0
+            for (m, p) in zip(done, params) { if let v = f(m), v.isFinite { s += v * p; w += p } }
+            return w > 0 ? s / w : nil
+        }
+        var means: [String: Double] = [:]
+        means["stable_rank"] = wmean { $0.metrics.stableRank }
+        means["effective_rank"] = wmean { $0.metrics.effectiveRank }
+        means["utilization"] = wmean { $0.metrics.utilization.indices.contains(energyIndex) ? $0.metrics.utilization[energyIndex] : nil }
+        means["alpha"] = wmean { $0.metrics.alpha }
+        means["alpha_weighted"] = wmean { $0.metrics.alphaWeighted }
+        means["log_norm"] = wmean { $0.metrics.logNorm }
+        means["entropy"] = wmean { $0.metrics.entropy }
+        let byUtil = done.filter { $0.metrics.utilization.indices.contains(energyIndex) }
+            .sorted { $0.metrics.utilization[energyIndex] > $1.metrics.utilization[energyIndex] }
+        let wl = WeLore.classify(done.map { ($0.name, $0.singularValues) }, targetReduction: weloreReduction, minRatio: weloreMinRatio)
+        return SpectrumSummary(matrices: done.count, skipped: records.count - done.count, parameters: Int(total),
+                               weightedMeans: means.compactMapValues { $0 },
+                               mostUtilized: byUtil.prefix(3).map(\.name), leastUtilized: byUtil.suffix(3).reversed().map(\.name),
+                               alphaWarnings: done.flatMap { m in m.warnings.map { "\(m.name): \($0)" } }, welore: wl)
+    }
+}

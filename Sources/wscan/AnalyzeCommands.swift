@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import WscanKernels
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+
+struct Analyze: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run an analyzer on a checkpoint and store the results in the catalog.",
+        subcommands: [SpectrumCommand.self])
+}
+
+struct SpectrumCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spectrum",
+        abstract: "Singular-value spectra: norms, stable/effective rank, utilization, WeLore, WeightWatcher metrics.",
+        discussion: """
+        Every 2-D weight (embeddings included) and conv kernel (kh·kw slices, pooled) is decomposed exactly in double
+        precision: dgesdd for small matrices, otherwise the eigenvalues of the Gram matrix of the smaller side
+        (dsyrk + dsyevd_2stage). The output names the method per layer. 1-D tensors are listed as skipped with a reason.
+        Results are stored in the catalog and re-used until the checkpoint changes (--force recomputes).
+        Metrics: see README.md#spectrum-metrics.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "Catalog id, name, or a path (indexed on the fly).") var checkpoint: String
+    @Option(help: "Only tensors matching these shell globs (comma-separated).") var tensors: String?
+    @Option(help: "Energy fractions for the utilization ranks.", transform: parseFractions) var energy: [Double] = [0.9, 0.95, 0.99]
+    @Option(help: "WeLore: overall rank reduction to aim for.") var weloreReduction = 0.5
+    @Option(help: "WeLore: a matrix whose own reduction ratio reaches this is a low-rank component.") var weloreMinRatio = 0.5
+    @Option(help: "Seed for rand_distance's element shuffle.") var seed: UInt64 = 0
+    @Flag(help: "Skip rand_distance (halves the work).") var noRandomize = false
+    @Flag(help: "Recompute even if stored results exist.") var force = false
+    @Flag(help: "List every layer, not only the first 40.") var all = false
+
+    func run() throws {
+        let cat = try catalog.open()
+        let row = try resolveCheckpoint(checkpoint, catalog: cat)
+        var req = SpectrumRunner.Request()
+        req.tensorGlob = tensors
+        req.options.energies = energy
+        req.options.randomize = !noRandomize
+        req.options.seed = seed
+        req.force = force
+        let bar = ProgressBar()
+        let t0 = Date()
+        let recs = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: req) { d, n, name in
+            bar.update(files: d, of: n, bytes: d, of: n, label: name)
+        }
+        bar.finish()
+        let summary = SpectrumSummary.make(recs, energyIndex: min(1, energy.count - 1), weloreReduction: weloreReduction, weloreMinRatio: weloreMinRatio)
+        if catalog.json {
+            struct Out: Encodable { var checkpoint: String; var energies: [Double]; var summary: SpectrumSummary; var layers: [SpectrumRecord] }
+            print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs)))
+            return
+        }
+        SpectrumReportText.print(row: row, records: recs, summary: summary, energies: energy, all: all,
+                                 seconds: Date().timeIntervalSince(t0))
+    }
+}
+
+func parseFractions(_ s: String) throws -> [Double] {
+    let v = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! > 0 && $0! <= 1 }) else {
+        throw ValidationError("expected fractions in (0, 1], e.g. 0.9,0.95,0.99")
+    }
+    return v.map { $0! }
+}
+
+enum SpectrumReportText {
+    static func print(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, seconds: Double?) {
+        let done = records.compactMap(\.spectrum)
+        Swift.print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
+                    (seconds.map { String(format: " (%.2f s)", $0) } ?? ""))
+        let shown = all ? done : Array(done.prefix(40))
+        let eh = energies.map { "r@\(Int(($0 * 100).rounded()))%" }
+        let rows = shown.map { s -> [String] in
+            let m = s.metrics
+            return [s.name, "\(s.rows)x\(s.cols)" + (s.slices > 1 ? "x\(s.slices)" : ""), s.method == "dgesdd" ? "svd" : "gram",
+                    Fmt.num(m.stableRank, 3), Fmt.num(m.effectiveRank, 3)] +
+                zip(m.energyRanks, m.utilization).map { "\($0) (\(Int(($1 * 100).rounded()))%)" } +
+                [Fmt.num(m.alpha, 3), Fmt.num(m.alphaWeighted, 3), Fmt.num(m.logNorm, 3), Fmt.num(m.entropy, 3),
+                 Fmt.num(m.randDistance, 3), s.warnings.isEmpty ? "" : "⚠"]
+        }
+        Swift.print(Fmt.table(["layer", "shape", "method", "stable_rank", "eff_rank"] + eh +
+                              ["alpha", "alpha_w", "log_norm", "entropy", "rand_dist", ""], rows,
+                              numeric: Set(3..<(5 + eh.count + 5))))
+        if shown.count < done.count { Swift.print("… \(done.count - shown.count) more (use --all or --json)") }
+        let skipped = records.filter { $0.spectrum == nil }
+        if !skipped.isEmpty {
+            let reasons = Dictionary(grouping: skipped, by: { $0.skipReason ?? "?" })
+            Swift.print("skipped: " + reasons.map { "\($0.value.count) × \($0.key)" }.sorted().joined(separator: "; "))
+        }
+        Swift.print("")
+        Swift.print("summary (parameter-weighted means over \(Fmt.count(summary.parameters)) matrix parameters):")
+        for k in ["stable_rank", "effective_rank", "utilization", "alpha", "alpha_weighted", "log_norm", "entropy"] {
+            if let v = summary.weightedMeans[k] { Swift.print("  \(k.padding(toLength: 15, withPad: " ", startingAt: 0)) \(Fmt.num(v, 4))") }
+        }
+        let eidx = min(1, energies.count - 1)
+        Swift.print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(Int(energies[eidx] * 100))% energy / min(m,n))")
+        Swift.print("  least utilized  \(summary.leastUtilized.joined(separator: ", "))")
+        let wl = summary.welore
+        let lrc = wl.layers.filter(\.lowRank)
+        Swift.print(String(format: "  WeLore: threshold %.4f on normalized spectra gives %.1f%% overall rank reduction (target %.0f%%);",
+                           wl.threshold, wl.achievedReduction * 100, wl.targetReduction * 100))
+        Swift.print("          \(lrc.count) of \(wl.layers.count) matrices are low-rank components (ratio ≥ \(wl.minRatio))" +
+                    (lrc.isEmpty ? "" : ": " + lrc.prefix(6).map { "\($0.name) → rank \($0.keptRank)" }.joined(separator: ", ") + (lrc.count > 6 ? ", …" : "")))
+        for w in summary.alphaWarnings.prefix(10) { Swift.print("  warning: \(w)") }
+        if summary.alphaWarnings.count > 10 { Swift.print("  … \(summary.alphaWarnings.count - 10) more warnings") }
+    }
+}
