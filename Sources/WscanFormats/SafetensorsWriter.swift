@@ -1,0 +1,67 @@
+import Foundation
+
+/// Writes safetensors files: sorted names, 8-byte-aligned header, tensors tiled in name order. Writes to a
+/// temporary file beside the target and renames it into place, so a reader never sees a half-written file.
+/// Never used on a path that is a catalogued input: callers pass output paths only.
+public enum SafetensorsWriter {
+    public struct Entry {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        public var bytes: [UInt8]
+        public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+        }
+        public init(name: String, shape: [Int], floats: [Float]) {
+            self.init(name: name, dtype: .f32, shape: shape, bytes: floats.withUnsafeBytes { Array($0) })
+        }
+    }
+
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String) throws {
+        var seen = Set<String>()
+        var header: [(String, String)] = []
+        var offset = 0
+        let sorted = entries.sorted { $0.name < $1.name }
+        for e in sorted {
+            guard seen.insert(e.name).inserted else { throw FormatError(.duplicate, "duplicate tensor name '\(e.name)'") }
+            guard let n = elementCount(e.shape), e.dtype.byteCount(elements: n) == e.bytes.count else {
+                throw FormatError(.layout, "tensor '\(e.name)': \(e.bytes.count) bytes do not match shape \(e.shape) \(e.dtype.rawValue)")
+            }
+            let shape = e.shape.map(String.init).joined(separator: ",")
+            header.append((e.name, "{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}"))
+            offset += e.bytes.count
+        }
+        var json = "{"
+        if !metadata.isEmpty {
+            json += "\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { "\(quote($0.key)):\(quote($0.value))" }.joined(separator: ",") + "}"
+            if !header.isEmpty { json += "," }
+        }
+        json += header.map { "\(quote($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+        var h = Array(json.utf8)
+        while h.count % 8 != 0 { h.append(0x20) }
+        var out = Data()
+        var len = UInt64(h.count).littleEndian
+        withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
+        out.append(contentsOf: h)
+        for e in sorted { out.append(contentsOf: e.bytes) }
+        let tmp = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: tmp, contents: out) else { throw FormatError(.io, "cannot write \(tmp)") }
+        if rename(tmp, path) != 0 { unlink(tmp); throw FormatError(.io, "cannot rename into \(path)") }
+    }
+
+    static func quote(_ s: String) -> String {
+        var o = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": o += "\\\""
+            case "\\": o += "\\\\"
+            case "\n": o += "\\n"
+            case "\r": o += "\\r"
+            case "\t": o += "\\t"
+            default:
+                if u.value < 0x20 { o += String(format: "\\u%04x", u.value) } else { o.unicodeScalars.append(u) }
+            }
+        }
+        return o + "\""
+    }
+}
