@@ -17,7 +17,13 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save_file as _save_file
+
+
+def save_file(tensors, path, metadata=None):
+    """safetensors.numpy writes an array's raw buffer as if it were C-ordered: make every array contiguous
+    first (fancy column indexing yields Fortran-ordered arrays)."""
+    _save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=metadata)
 from sklearn.datasets import load_digits
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))

@@ -28,8 +28,11 @@ public struct PowerLawFit: Sendable {
         var alphas = [Double](repeating: 0, count: N - 1)
         var Ds = [Double](repeating: 1, count: N - 1)
         var best = 0
+        var sigmas = [Double](repeating: 0, count: N - 1)
         if N < smallN {
-            var Js = [Double](repeating: .infinity, count: N - 1)
+            // WeightWatcher's small-N path: bias-corrected α on tails of ≥ 8; its J objective is computed but
+            // WWFit.__init__ then selects by argmin D anyway — reproduced as it behaves, not as it reads.
+            var anyJ = false
             for i in 0..<(N - 1) {
                 let nInt = N - i
                 if nInt < 8 { continue }
@@ -40,17 +43,15 @@ public struct PowerLawFit: Sendable {
                 alphas[i] = a
                 if a <= 1 { continue }
                 Ds[i] = ks(logs, from: i, alpha: a)
-                Js[i] = Ds[i] - 0.868 / n.squareRoot()
+                anyJ = true
             }
-            if let j = Js.indices.filter({ Js[$0].isFinite }).min(by: { Js[$0] < Js[$1] || (Js[$0] == Js[$1] && $0 < $1) }) {
-                best = j
-            } else {
+            for i in 0..<(N - 1) { sigmas[i] = (alphas[i] - 1) / Double(N - i).squareRoot() }
+            if !anyJ {
                 let n = Double(N)
                 let s = suffix[0] - n * logs[0]
-                if s <= 1e-12 { return PowerLawFit(alpha: 1, xmin: data[0], xmax: data[N - 1], D: 1, sigma: 0, numTail: N) }
+                if s <= 1e-12 { return PowerLawFit(alpha: 0, xmin: data[0], xmax: data[N - 1], D: 1, sigma: sigmas[0], numTail: N) }
                 alphas[0] = 1 + (n - 1) / s
                 Ds[0] = ks(logs, from: 0, alpha: alphas[0])
-                best = 0
             }
         } else {
             for i in 0..<(N - 1) {
@@ -58,12 +59,13 @@ public struct PowerLawFit: Sendable {
                 let a = 1 + n / (suffix[i] - n * logs[i])
                 alphas[i] = a
                 if a > 1 { Ds[i] = ks(logs, from: i, alpha: a) }
+                sigmas[i] = (a - 1) / Double(N - i).squareRoot()
             }
-            for i in 1..<(N - 1) where Ds[i] < Ds[best] { best = i }
         }
+        for i in 1..<max(1, N - 1) where Ds[i] < Ds[best] { best = i }
         let a = alphas[best]
         return PowerLawFit(alpha: a, xmin: data[best], xmax: data[N - 1], D: Ds[best],
-                           sigma: (a - 1) / Double(N - best).squareRoot(), numTail: N - best)
+                           sigma: sigmas[best], numTail: evals.filter { $0 >= data[best] }.count)
     }
 
     /// max_k |1 − (x_k/xmin)^(1−α) − k/n| over the tail starting at `from` (logs ascending).
@@ -83,10 +85,11 @@ public struct PowerLawFit: Sendable {
     }
 }
 
-/// WeightWatcher's matrix entropy: −Σ p ln p / ln(rank), p = σ²/Σσ² + 1e-10, rank = numerical rank.
+/// WeightWatcher's matrix entropy: −Σ p ln p / ln(rank), p = σ²/Σσ² + 1e-10, rank = numerical rank with
+/// tolerance σmax · max(m, n) · ε(float64).
 public enum MatrixEntropy {
     public static let epsilon = 1e-10
-    public static func entropy(_ sv: [Double], rows: Int, cols: Int, eps: Double = Double(Float.ulpOfOne)) -> Double {
+    public static func entropy(_ sv: [Double], rows: Int, cols: Int, eps: Double = Double.ulpOfOne) -> Double {
         guard let smax = sv.max(), smax > 0 else { return -1 }
         let tol = smax * Double(max(rows, cols)) * eps
         let rank = Double(sv.filter { $0 > tol }.count) + epsilon

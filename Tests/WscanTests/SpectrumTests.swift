@@ -1,0 +1,174 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanAnalysis
+@testable import WscanKernels
+
+/// Spectra and WeightWatcher metrics against references made by scripts/make_spectrum_fixtures.py:
+/// numpy.linalg.svd (float64) and WeightWatcher 0.7.7's own analyze() output.
+final class SpectrumTests: XCTestCase {
+    func spectra(_ path: String) throws -> [String: MatrixSpectrum] {
+        let ck = try CheckpointOpener.open(path)
+        var out: [String: MatrixSpectrum] = [:]
+        var opts = SpectrumOptions(); opts.randomize = false
+        for t in ck.tensors where MatrixExtractor.skipReason(name: t.name, shape: t.shape, dtype: t.dtype) == nil {
+            let m = MatrixExtractor.matrix(name: t.name, shape: t.shape, values: try TensorData.floats(ck, t))
+            out[t.name] = try SpectrumAnalyzer.analyze(m, options: opts)
+        }
+        return out
+    }
+
+    /// Singular values within 1e-4 relative over the top 99% of each spectrum.
+    func checkSVD(fixture: String, files: [String: URL]) throws {
+        let ref = try loadJSON(Paths.fixtures.appendingPathComponent(fixture)) as! [String: Any]
+        let refFiles = ref["files"] as! [String: [String: Any]]
+        var checked = 0
+        for (file, url) in files {
+            guard let tensors = refFiles[file] else { XCTFail("no reference for \(file)"); continue }
+            let ours = try spectra(url.path)
+            for (name, r) in tensors {
+                let rsv = (r as! [String: Any])["sv"] as! [Double]
+                guard let s = ours[name] else { XCTFail("\(file):\(name) not analysed"); continue }
+                XCTAssertEqual(s.singularValues.count, rsv.count, name)
+                let top = Int((Double(rsv.count) * 0.99).rounded(.down))
+                for i in 0..<max(1, top) {
+                    XCTAssertEqual(s.singularValues[i], rsv[i], accuracy: 1e-4 * rsv[i], "\(file):\(name) σ[\(i)] (\(s.method))")
+                }
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 0)
+    }
+
+    func testSingularValuesMatchNumpyOnCorpus() throws {
+        var files: [String: URL] = [:]
+        for f in ["mlp_seed0.safetensors", "mlp_seed0_f16.safetensors", "mlp_seed0_lora4.safetensors", "mlp_seed0_pruned50.safetensors",
+                  "mlp_seed0_permuted.safetensors", "mlp_seed1.safetensors", "mlp_seed2.safetensors"] {
+            files[f] = Paths.corpus.appendingPathComponent(f)
+        }
+        try checkSVD(fixture: "svd_corpus.json", files: files)
+    }
+
+    func testSingularValuesMatchNumpyOnMiniLM() throws {
+        guard FileManager.default.fileExists(atPath: Paths.minilm.path) else { throw XCTSkip("MiniLM not fetched (make minilm)") }
+        try checkSVD(fixture: "svd_minilm.json", files: ["model.safetensors": Paths.minilm])
+    }
+
+    /// WeightWatcher's default metrics: alpha within max(0.05, 2%), the others within 0.1%.
+    func checkWW(_ layers: [[String: Any]], ours: [String: MatrixSpectrum], context: String) {
+        for r in layers {
+            let tensor = (r["tensor"] as? String) ?? ((r["name"] as! String) + ".weight")
+            guard let s = ours[tensor] else { XCTFail("\(context): \(tensor) not analysed"); continue }
+            let m = s.metrics
+            let ctx = "\(context):\(tensor)"
+            func close(_ a: Double?, _ key: String, rel: Double = 1e-3) {
+                guard let b = r[key] as? Double else { return }
+                guard let a else { XCTFail("\(ctx): \(key) missing (WW \(b))"); return }
+                XCTAssertEqual(a, b, accuracy: rel * max(abs(b), 1e-12), "\(ctx): \(key)")
+            }
+            if let wa = r["alpha"] as? Double, let a = m.alpha {
+                XCTAssertEqual(a, wa, accuracy: max(0.05, 0.02 * abs(wa)), "\(ctx): alpha")
+            } else { XCTFail("\(ctx): alpha missing") }
+            close(m.stableRank, "stable_rank")
+            close(m.logNorm, "log_norm")
+            close(m.logSpectralNorm, "log_spectral_norm")
+            close(m.entropy, "entropy")
+            close(m.alphaWeighted, "alpha_weighted", rel: 0.03)
+            close(m.xmin, "xmin", rel: 1e-3)
+            close(m.ksDistance, "D", rel: 1e-2)
+            if let n = r["num_pl_spikes"] as? Int { XCTAssertEqual(m.numPlSpikes, n, "\(ctx): num_pl_spikes") }
+        }
+    }
+
+    func testWeightWatcherMetricsOnMiniLM() throws {
+        guard FileManager.default.fileExists(atPath: Paths.minilm.path) else { throw XCTSkip("MiniLM not fetched (make minilm)") }
+        let ref = try loadJSON(Paths.fixtures.appendingPathComponent("ww_minilm.json")) as! [String: Any]
+        let layers = ref["layers"] as! [[String: Any]]
+        XCTAssertEqual(layers.count, 39)
+        let ours = try spectra(Paths.minilm.path)
+        checkWW(layers, ours: ours, context: "MiniLM")
+        // The MP fit (WeightWatcher's analyze(mp_fit=True), not a default): sigma_mp and mp_softrank within 1%.
+        let mp = (ref["mp_fit_nondefault"] as! [String: Any])["layers"] as! [[String: Any]]
+        var within = 0
+        for r in mp {
+            guard let s = ours[r["tensor"] as! String], let sig = r["sigma_mp"] as? Double else { continue }
+            XCTAssertEqual(s.metrics.sigmaMP ?? -1, sig, accuracy: 0.01 * sig, "\(r["tensor"]!): sigma_mp")
+            XCTAssertEqual(s.metrics.mpSoftrank ?? -1, r["mp_softrank"] as! Double, accuracy: 0.01 * (r["mp_softrank"] as! Double) + 1e-4,
+                           "\(r["tensor"]!): mp_softrank")
+            if let ns = r["num_spikes"] as? Double, abs(Double(s.metrics.numSpikes ?? -1) - ns) <= max(1, 0.02 * ns) { within += 1 }
+        }
+        XCTAssertEqual(within, mp.count, "num_spikes within max(1, 2%) of WeightWatcher on every layer")
+    }
+
+    func testWeightWatcherMetricsOnCorpus() throws {
+        let ref = try loadJSON(Paths.fixtures.appendingPathComponent("ww_corpus.json")) as! [String: Any]
+        let files = ref["files"] as! [String: [String: Any]]
+        for (file, r) in files where !file.hasSuffix("/") {
+            checkWW(r["layers"] as! [[String: Any]], ours: try spectra(Paths.corpus.appendingPathComponent(file).path), context: file)
+        }
+    }
+
+    func testPermutedCopyHasIdenticalSpectra() throws {
+        let a = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
+        let b = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)
+        for (name, s) in a {
+            for (x, y) in zip(s.singularValues, b[name]!.singularValues) { XCTAssertEqual(x, y, accuracy: 1e-9 * max(1, x), name) }
+        }
+    }
+
+    func testGramAndDenseSVDAgree() throws {
+        var rng = SplitMix64(seed: 7)
+        for (m, n) in [(300, 120), (120, 300), (257, 257)] {
+            let a = (0..<(m * n)).map { _ in Float(Int64(bitPattern: rng.next() % 2001) - 1000) / 1000 }
+            var d = a.map(Double.init)
+            let ref = try Linalg.singularValues(&d, m: m, n: n)
+            let (g, method) = try SpectrumAnalyzer.singularValues(a, rows: m, cols: n)
+            XCTAssertEqual(method, .gram)
+            for i in 0..<Int(Double(ref.count) * 0.99) { XCTAssertEqual(g[i], ref[i], accuracy: 1e-6 * ref[i]) }
+        }
+    }
+
+    func testConvKernelSlicesArePooled() throws {
+        // A (4, 3, 2, 2) kernel: 4 slices of 4×3, eigenvalues pooled.
+        let shape = [4, 3, 2, 2]
+        let v = (0..<48).map { Float(sin(Double($0) * 0.7)) }
+        XCTAssertNil(MatrixExtractor.skipReason(name: "conv.weight", shape: shape, dtype: .f32))
+        let m = MatrixExtractor.matrix(name: "conv.weight", shape: shape, values: v)
+        XCTAssertEqual(m.slices.count, 4)
+        XCTAssertEqual(m.slices[1][1 * 3 + 2], v[(1 * 3 + 2) * 4 + 1])   // W[1, 2, 0, 1]
+        var opts = SpectrumOptions(); opts.randomize = false
+        let s = try SpectrumAnalyzer.analyze(m, options: opts)
+        XCTAssertEqual(s.singularValues.count, 12)
+        var pooled: [Double] = []
+        for sl in m.slices { var d = sl.map(Double.init); pooled += try Linalg.singularValues(&d, m: 4, n: 3) }
+        for (a, b) in zip(s.singularValues, pooled.sorted(by: >)) { XCTAssertEqual(a, b, accuracy: 1e-9) }
+    }
+
+    func testRankMetricsOnKnownSpectrum() {
+        // σ = 4, 2, 1, 1 (λ = 16, 4, 1, 1): stable rank 22/16, 90% energy needs rank 2 (20/22 = 0.909).
+        let m = SpectrumAnalyzer.computeMetrics([4, 2, 1, 1], rows: 4, cols: 4, energies: [0.5, 0.9, 0.99])
+        XCTAssertEqual(m.stableRank, 22.0 / 16.0, accuracy: 1e-12)
+        XCTAssertEqual(m.energyRanks, [1, 2, 4])
+        XCTAssertEqual(m.utilization, [0.25, 0.5, 1.0])
+        let p = [4.0, 2, 1, 1].map { $0 / 8 }
+        XCTAssertEqual(m.effectiveRank, exp(-p.reduce(0) { $0 + $1 * log($1) }), accuracy: 1e-12)
+        XCTAssertEqual(m.numericalRank, 4)
+    }
+
+    func testWeLoreThresholdHitsTarget() {
+        let spectra: [(String, [Double])] = [("a", (0..<100).map { exp(-Double($0) / 5) }), ("b", (0..<50).map { 1 - Double($0) / 50 })]
+        let r = WeLore.classify(spectra, targetReduction: 0.5, minRatio: 0.5)
+        XCTAssertEqual(r.achievedReduction, 0.5, accuracy: 0.01)
+        XCTAssertTrue(r.layers[0].lowRank, "a decaying spectrum is low-rank")
+        XCTAssertFalse(r.layers[1].lowRank, "a flat spectrum is not")
+        XCTAssertEqual(r.layers[0].prunableRanks + r.layers[1].prunableRanks, 75)
+    }
+
+    func testPowerLawFitRecoversExponent() {
+        // Deterministic Pareto sample with α = 2.5: x = (1 − u)^(−1/(α−1)).
+        var rng = SplitMix64(seed: 3)
+        let xs = (0..<4000).map { _ -> Double in let u = Double(rng.next() >> 11) / Double(1 << 53); return pow(1 - u, -1 / 1.5) }
+        let fit = PowerLawFit.fit(xs)!
+        XCTAssertEqual(fit.alpha, 2.5, accuracy: 0.1)
+        XCTAssertLessThan(fit.D, 0.05)
+    }
+}
