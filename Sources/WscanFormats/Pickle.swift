@@ -591,7 +591,13 @@ public final class PickleVM {
             // The array follows as a nested pickle: parse it passively and continue after its STOP.
             let sub = PickleVM(b, start: pos, limits: limits, recordEvents: record)
             do { try sub.run() } catch { throw fail("joblib object array: \(error)") }
-            if record { g.events.append(contentsOf: sub.g.events.map { var e = $0; e.node = -1; return e }) }
+            if record {
+                for e in sub.g.events { // re-home the nested imports so the scanner sees them
+                    guard case .importGlobal = e.kind, case let .global(m, n) = sub.g.nodes[e.node] else { continue }
+                    let k = try add(.global(module: m, name: n))
+                    g.events.append(PickleEvent(kind: e.kind, offset: e.offset, node: k))
+                }
+            }
             pos = sub.pos
             return
         }
