@@ -4,13 +4,3 @@ public enum GGUFReader {
         throw FormatError(.unsupported, "GGUF files are not supported yet")
     }
 }
-public enum TorchReader {
-    public static func read(path: String, archive: ZipArchive, options: CheckpointOpener.Options) throws -> Checkpoint {
-        throw FormatError(.unsupported, "PyTorch zip checkpoints are not supported yet")
-    }
-}
-public enum PickleFileReader {
-    public static func read(path: String, options: CheckpointOpener.Options) throws -> Checkpoint {
-        throw FormatError(.unsupported, "pickle files (legacy PyTorch, .pkl) are not supported yet")
-    }
-}
