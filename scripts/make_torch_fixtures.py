@@ -132,6 +132,24 @@ save_ref(flat("", ckpt, {}), "model.ref.npz")
 # Legacy (pre-1.6) serialization: must be refused with a clear message.
 torch.save({"w": torch.ones(2)}, path("legacy.pt"), _use_new_zipfile_serialization=False)
 
+
+def fix_legacy_keys(p):
+    """Legacy files name storages by a run-dependent number: replace each key by a fixed one of equal length."""
+    import pickletools
+    data = open(p, "rb").read()
+    pos, pickles = 0, []
+    for _ in range(5):  # magic, protocol, sys_info, object, storage keys
+        ops = list(pickletools.genops(data[pos:]))  # static disassembly only; nothing is executed
+        pickles.append(ops)
+        pos += ops[-1][2] + 1
+    keys = [a for op, a, _ in pickles[4] if isinstance(a, str)]
+    for n, k in enumerate(keys):
+        data = data.replace(k.encode(), str(n).rjust(len(k), "9").encode())
+    open(p, "wb").write(data)
+
+
+fix_legacy_keys(path("legacy.pt"))
+
 # Benign numpy object array and joblib dump.
 np.save(path("objarr.npy"), np.array([1, "a", None, {"k": 2}], dtype=object), allow_pickle=True)
 try:
@@ -186,6 +204,9 @@ write("evil_concat.pkl", pickle.dumps({"a": 1}, protocol=4) + os_system_pickle)
 # Misleading extensions.
 write("evil_pickle.npy", os_system_pickle)
 write("evil_pickle.safetensors", pickle.dumps(Reduce(eval, ("1+1",)), protocol=4))
+
+# Misleading magic: no PROTO opcode, the stream starts with FRAME (Python unpickles it all the same).
+write("evil_no_proto.bin", pickle.dumps(Reduce(_os.system, (PAYLOAD,)), protocol=4)[2:])
 
 # Nested pickle.loads of embedded bytes.
 write("evil_nested_loads.pkl", pickle.dumps(Reduce(pickle.loads, (os_system_pickle,)), protocol=4))

@@ -6,6 +6,7 @@ import Foundation
 public enum PickleScanner {
     public static let maxNestedDepth = 3
     public static let maxPicklesPerStream = 10_000
+    public static let maxFindings = 1000
 
     public enum Verdict: Equatable, Sendable {
         case allowed
@@ -188,6 +189,17 @@ public enum PickleScanner {
             index += 1
             guard g.end > start else { break }
             start = g.end
+            if index == maxPicklesPerStream, start < bytes.count, looksLikePickle(bytes, at: start) {
+                findings.append(Finding(severity: .high, member: member, offset: start, what: "analysis limit",
+                                        detail: "more than \(maxPicklesPerStream) concatenated pickles; the rest was not scanned"))
+            }
+        }
+        if findings.count > maxFindings {
+            let dropped = findings.count - maxFindings
+            findings.sort { $0.severity > $1.severity }
+            findings.removeLast(dropped)
+            findings.append(Finding(severity: .info, member: member, offset: 0, what: "findings truncated",
+                                    detail: "\(dropped) less severe findings omitted"))
         }
         return findings
     }
@@ -202,6 +214,7 @@ public enum PickleScanner {
 
     static func classify(_ g: PickleGraph, bytes: UnsafeRawBufferPointer, member: String, nested: Int) -> [Finding] {
         var out: [Finding] = []
+        var visited = Set<Int>()   // nodes already searched for embedded pickles (shared args are searched once)
         // Which calls use each global node.
         var callsOf: [Int: [(PickleCallKind, Int)]] = [:]
         for e in g.events {
@@ -236,7 +249,7 @@ public enum PickleScanner {
                 // Embedded pickles passed to calls: scan recursively (loaders always, anything else when it starts with PROTO).
                 if nested < maxNestedDepth {
                     let isLoader = calleeName.map { nestedLoaders.contains($0) } ?? false
-                    for (k, blob) in embeddedBlobs(g, args, depth: 0) {
+                    for (k, blob) in embeddedBlobs(g, args, depth: 0, visited: &visited) {
                         let ok = blob.withUnsafeBytes { looksLikePickle($0, strictOnly: !isLoader) }
                         guard ok else { continue }
                         let sub = blob.withUnsafeBytes {
@@ -259,18 +272,18 @@ public enum PickleScanner {
     }
 
     /// bytes/str values among a call's arguments (a few levels into tuples, lists and nested calls).
-    static func embeddedBlobs(_ g: PickleGraph, _ i: Int, depth: Int) -> [(Int, [UInt8])] {
-        guard depth < 4 else { return [] }
+    static func embeddedBlobs(_ g: PickleGraph, _ i: Int, depth: Int, visited: inout Set<Int>) -> [(Int, [UInt8])] {
+        guard depth < 4, visited.insert(i).inserted else { return [] }
         var out: [(Int, [UInt8])] = []
         switch g.nodes[i] {
         case .bytes, .string:
             if let b = bytesOf(g, i), b.count >= 2 { out.append((i, b)) }
         case let .tuple(items):
-            for x in items.prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1) }
+            for x in items.prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1, visited: &visited) }
         case let .list(l):
-            for x in g.lists[l].prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1) }
+            for x in g.lists[l].prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1, visited: &visited) }
         case let .call(_, _, a):
-            out += embeddedBlobs(g, a, depth: depth + 1)
+            out += embeddedBlobs(g, a, depth: depth + 1, visited: &visited)
         default: break
         }
         return out
@@ -382,6 +395,11 @@ public enum PickleScanner {
         let name = (path as NSString).lastPathComponent
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4B, b[2] == 0x03 || b[2] == 0x05 {
             return try scanArchive(try ZipArchive(st))
+        }
+        if b.count >= 2, !looksLikePickle(b), !(b[0] == 0x93 && b[1] == 0x4E), argLength(b[0], b, 1) != nil {
+            // Any opcode can start a pickle, and numpy.load / legacy torch.load fall back to unpickling files
+            // whose magic they don't recognise: scan, reporting only what imports.
+            return scan(b, member: name, nested: 0, strong: false)
         }
         return scanBlob(b, member: name, nameSaysPickle: true)
     }

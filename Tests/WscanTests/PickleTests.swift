@@ -44,6 +44,7 @@ final class PickleTests: XCTestCase {
         try assertFlagged("evil_pickle.safetensors", "builtins.eval")
         XCTAssertThrowsError(try CheckpointOpener.open(torchFixture("evil_pickle.safetensors"))) { XCTAssertTrue($0 is UnsafeCheckpointError, "\($0)") }
     }
+    func testMissingProtoMagic() throws { try assertFlagged("evil_no_proto.bin", "posix.system") }
     func testNestedPickleLoads() throws {
         let f = try scanFile("evil_nested_loads.pkl")
         XCTAssertTrue(f.contains { $0.what == "_pickle.loads" && $0.severity >= .high }, "\(f)")
@@ -125,5 +126,53 @@ final class PickleTests: XCTestCase {
         XCTAssertEqual(g.describe(items[1].value), "0x400000000000000000")
         let p0 = try parse(Array("(lp0\nI1\naL-5L\naF2.5\naS'a\\nb'\naVx\\u00e9\na.".utf8))
         XCTAssertEqual(p0.describe(p0.root), "[1, -5, 2.5, 'a\nb', 'xé']")
+    }
+}
+
+final class PickleFuzzTests: XCTestCase {
+    /// Random byte mutations of real fixtures: the VM and scanner must fail cleanly, never crash or hang.
+    func testMutationsNeverCrash() throws {
+        var seed: UInt64 = 0x9E3779B97F4A7C15
+        func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
+        let names = ["evil_os_system.pkl", "evil_nested_loads.pkl", "data.joblib", "objarr.npy", "evil_os_system_p0.pkl", "legacy.pt"]
+        let t0 = Date()
+        for n in names {
+            let st = try Storage(mapping: torchFixture(n))
+            let orig = Array(st.buffer)
+            for _ in 0..<400 {
+                var b = orig
+                for _ in 0..<(1 + Int(next() % 4)) {
+                    let k = Int(next() % UInt64(b.count))
+                    b[k] = UInt8(truncatingIfNeeded: next())
+                }
+                if next() % 5 == 0 { b.removeLast(Int(next() % UInt64(b.count))) }
+                b.withUnsafeBytes { raw in
+                    _ = try? PickleVM.parse(raw)
+                    _ = PickleScanner.scan(raw, member: n)
+                }
+            }
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 30)
+    }
+
+    func testTorchDataPklMutations() throws {
+        // Corrupt the data.pkl of a real checkpoint in place (same length) and open it: errors only.
+        let path = torchFixture("state.pt")
+        let orig = try Data(contentsOf: URL(fileURLWithPath: path))
+        guard let r = orig.range(of: Data("data.pkl".utf8)) else { return XCTFail() }
+        let start = r.upperBound   // local header name ends here; data follows (no extra field for torch's first entry?)
+        var seed: UInt64 = 12345
+        func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
+        let tmp = NSTemporaryDirectory() + "wscan-fuzz-\(getpid()).pt"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        for _ in 0..<150 {
+            var d = orig
+            let k = start + Int(next() % 300)
+            d[k] = UInt8(truncatingIfNeeded: next())
+            try d.write(to: URL(fileURLWithPath: tmp))
+            if let ck = try? CheckpointOpener.open(tmp) {
+                for t in ck.tensors { _ = try? TensorData.floats(ck, t) }
+            }
+        }
     }
 }
