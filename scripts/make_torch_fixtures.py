@@ -231,6 +231,12 @@ with zipfile.ZipFile(path("small.pt")) as zin, zipfile.ZipFile(path("evil_datapk
         zi = zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0))
         zout.writestr(zi, os_system_pickle if info.filename.endswith("data.pkl") else zin.read(info.filename))
 
+# A checkpoint whose view claims more elements than its storage holds: size (4,) patched to (5,).
+small = open(path("small.pt"), "rb").read()
+needle = b"K\x00K\x04\x85"   # storage offset 0, size (4,)
+assert small.count(needle) == 1
+write("bad_view_oob.pt", small.replace(needle, b"K\x00K\x05\x85"))
+
 # ---------------------------------------------------------------- malformed pickles
 good = pickle.dumps({"a": [1, 2, 3], "b": "text" * 10}, protocol=4)
 write("bad_truncated.pkl", good[: len(good) // 2])

@@ -95,6 +95,13 @@ final class TorchTests: XCTestCase {
         XCTAssertNotNil(ck.tensors[0].fileOffset)
     }
 
+    func testViewOutsideStorageRejected() {
+        XCTAssertThrowsError(try CheckpointOpener.open(torchFixture("bad_view_oob.pt"))) { e in
+            guard let f = e as? FormatError else { return XCTFail("\(e)") }
+            XCTAssertTrue(f.message.contains("reads element 4 of a 4-element storage"), f.message)
+        }
+    }
+
     func testLegacyRefused() {
         XCTAssertThrowsError(try CheckpointOpener.open(torchFixture("legacy.pt"))) { e in
             guard let f = e as? FormatError else { return XCTFail("\(e)") }
