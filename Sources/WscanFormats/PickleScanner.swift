@@ -1,0 +1,437 @@
+import Foundation
+
+/// Static safety scanner for pickles. It runs the passive `PickleVM` (nothing is imported or called) and
+/// classifies every import (GLOBAL, STACK_GLOBAL resolved through the stack and memo, INST, OBJ) and every call
+/// (REDUCE, NEWOBJ, BUILD) as allowed, dangerous or unknown.
+public enum PickleScanner {
+    public static let maxNestedDepth = 3
+    public static let maxPicklesPerStream = 10_000
+    public static let maxFindings = 1000
+
+    public enum Verdict: Equatable, Sendable {
+        case allowed
+        case dangerous(Finding.Severity, String)
+        case unknown
+    }
+
+    // MARK: classification tables
+
+    static let py2Modules = ["__builtin__": "builtins", "copy_reg": "copyreg", "cPickle": "pickle", "exceptions": "builtins"]
+
+    static let allowed: Set<String> = {
+        var s: Set<String> = [
+            "collections.OrderedDict",
+            "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
+            "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+            "torch._tensor._rebuild_from_type_v2",
+            "torch.storage.UntypedStorage", "torch.storage.TypedStorage", "torch.UntypedStorage", "torch.TypedStorage",
+            "torch.device", "torch.Size",
+            "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+            "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.ndarray", "numpy.dtype",
+            "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex", "builtins.bytearray",
+            "builtins.dict", "builtins.list", "builtins.tuple", "builtins.int", "builtins.float", "builtins.str",
+            "builtins.bytes", "builtins.bool", "builtins.object", "builtins.range",
+            "_codecs.encode", "copyreg._reconstructor",
+            "joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper",
+            "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+        ]
+        for st in ["Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool", "ComplexFloat",
+                   "ComplexDouble", "QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4", "UInt16", "UInt32", "UInt64"] {
+            s.insert("torch.\(st)Storage"); s.insert("torch.cuda.\(st)Storage")
+        }
+        for d in torchDTypes.keys { s.insert("torch.\(d)") }
+        for l in ["strided", "sparse_coo", "sparse_csr", "contiguous_format", "channels_last", "channels_last_3d", "preserve_format"] {
+            s.insert("torch.\(l)")
+        }
+        return s
+    }()
+
+    static let torchDTypes: [String: DType] = [
+        "float32": .f32, "float": .f32, "float64": .f64, "double": .f64, "float16": .f16, "half": .f16, "bfloat16": .bf16,
+        "int64": .i64, "long": .i64, "int32": .i32, "int": .i32, "int16": .i16, "short": .i16, "int8": .i8, "uint8": .u8,
+        "bool": .bool, "complex64": .c64, "cfloat": .c64, "complex128": .c128, "cdouble": .c128, "uint16": .u16,
+        "uint32": .u32, "uint64": .u64, "float8_e4m3fn": .f8e4m3, "float8_e5m2": .f8e5m2, "float8_e4m3fnuz": .f8e4m3fnuz,
+        "float8_e5m2fnuz": .f8e5m2fnuz, "float8_e8m0fnu": .f8e8m0,
+    ]
+
+    /// Whole modules that are dangerous whatever name is imported from them.
+    static let deniedModules: [(String, Finding.Severity, String)] = [
+        ("os", .critical, "operating-system access (command execution, files)"),
+        ("posix", .critical, "operating-system access (command execution, files)"),
+        ("nt", .critical, "operating-system access (command execution, files)"),
+        ("subprocess", .critical, "runs processes"), ("_posixsubprocess", .critical, "runs processes"),
+        ("runpy", .critical, "runs code"), ("pty", .critical, "spawns shells"), ("commands", .critical, "runs shell commands"),
+        ("pickle", .critical, "nested unpickling"), ("_pickle", .critical, "nested unpickling"),
+        ("marshal", .critical, "loads code objects"), ("importlib", .critical, "imports arbitrary modules"),
+        ("ctypes", .critical, "native code and memory access"), ("code", .critical, "runs code"), ("codeop", .critical, "compiles code"),
+        ("dill", .critical, "nested unpickling of code"), ("cloudpickle", .critical, "nested unpickling of code"),
+        ("timeit", .critical, "runs code strings"), ("numpy.f2py", .critical, "compiles and runs code"),
+        ("sys", .high, "interpreter state"), ("socket", .high, "network access"), ("shutil", .high, "file-system changes"),
+        ("asyncio", .high, "processes and network"), ("webbrowser", .high, "opens URLs"), ("requests", .high, "network access"),
+        ("urllib", .high, "network access"), ("urllib2", .high, "network access"), ("http", .high, "network access"),
+        ("httplib", .high, "network access"), ("ftplib", .high, "network access"), ("smtplib", .high, "network access"),
+        ("telnetlib", .high, "network access"), ("bdb", .high, "debugger"), ("pdb", .high, "debugger"),
+        ("multiprocessing", .high, "processes"), ("threading", .high, "threads"), ("_thread", .high, "threads"),
+        ("signal", .high, "signal handlers"), ("tempfile", .medium, "file-system access"),
+    ]
+
+    static let deniedNames: [String: (Finding.Severity, String)] = {
+        var d: [String: (Finding.Severity, String)] = [:]
+        for n in ["eval", "exec", "compile", "__import__", "apply", "execfile", "getattr", "setattr", "delattr", "breakpoint"] {
+            d["builtins.\(n)"] = (.critical, "runs or reaches arbitrary code")
+        }
+        for n in ["open", "input", "globals", "locals", "vars", "file", "reload"] { d["builtins.\(n)"] = (.high, "interpreter or file access") }
+        d["functools.partial"] = (.high, "builds calls of arbitrary callables")
+        d["functools.reduce"] = (.high, "calls arbitrary callables")
+        for n in ["attrgetter", "itemgetter", "methodcaller"] { d["operator.\(n)"] = (.high, "reaches arbitrary attributes") }
+        d["_operator.attrgetter"] = (.high, "reaches arbitrary attributes"); d["_operator.methodcaller"] = (.high, "calls arbitrary methods")
+        for n in ["CodeType", "FunctionType", "LambdaType", "MethodType"] { d["types.\(n)"] = (.critical, "builds code or functions") }
+        d["torch.serialization.load"] = (.critical, "nested torch.load (unpickling)")
+        d["torch.load"] = (.critical, "nested torch.load (unpickling)")
+        d["torch.storage._load_from_bytes"] = (.critical, "nested torch.load of embedded bytes")
+        d["torch._C._import_ir_module_from_package"] = (.high, "loads TorchScript")
+        d["torch.jit.load"] = (.high, "loads TorchScript")
+        d["numpy.load"] = (.high, "may unpickle (allow_pickle)")
+        d["numpy.testing._private.utils.runstring"] = (.critical, "runs code strings")
+        d["pkgutil.resolve_name"] = (.critical, "imports arbitrary names")
+        d["platform.popen"] = (.critical, "runs shell commands")
+        d["io.open"] = (.high, "file access"); d["_io.open"] = (.high, "file access")
+        d["io.FileIO"] = (.high, "file access"); d["_io.FileIO"] = (.high, "file access")
+        d["joblib.load"] = (.critical, "nested unpickling")
+        d["builtins.memoryview"] = (.medium, "raw memory views")
+        return d
+    }()
+
+    /// Callables whose bytes/str arguments are pickles to be scanned recursively.
+    static let nestedLoaders: Set<String> = [
+        "pickle.loads", "pickle.load", "_pickle.loads", "_pickle.load", "dill.loads", "cloudpickle.loads",
+        "torch.load", "torch.serialization.load", "torch.storage._load_from_bytes", "joblib.load", "numpy.load",
+    ]
+
+    static func normalize(_ module: String) -> String { py2Modules[module] ?? module }
+
+    public static func classify(module: String, name: String) -> Verdict {
+        let m = normalize(module)
+        let full = "\(m).\(name)"
+        if let (sev, why) = deniedNames[full] { return .dangerous(sev, why) }
+        for (dm, sev, why) in deniedModules where m == dm || m.hasPrefix(dm + ".") { return .dangerous(sev, why) }
+        if allowed.contains(full) { return .allowed }
+        if m == "numpy.dtypes", name.hasSuffix("DType") { return .allowed }
+        if m == "builtins" { return .dangerous(.medium, "builtin not on the allow list") }
+        if name.hasPrefix("__") && name != "__newobj__" && name != "__newobj_ex__" {
+            return .dangerous(.medium, "dunder attribute import")
+        }
+        return .unknown
+    }
+
+    // MARK: byte-level helpers
+
+    static let textStartOps: Set<UInt8> = Set("(c}])NILFSVKJMUTXGi".utf8)
+
+    /// Whether bytes at `at` plausibly start a pickle: PROTO 2–5, or a common protocol-0/1 first opcode.
+    public static func looksLikePickle(_ b: UnsafeRawBufferPointer, at: Int = 0, strictOnly: Bool = false) -> Bool {
+        guard at < b.count else { return false }
+        if b[at] == 0x80 { return at + 1 < b.count && (2...5).contains(b[at + 1]) }
+        if strictOnly { return false }
+        return textStartOps.contains(b[at]) && b.count - at >= 2
+    }
+
+    static func bytesOf(_ g: PickleGraph, _ i: Int) -> [UInt8]? {
+        switch g.nodes[i] {
+        case let .bytes(v): return v
+        case let .string(s):
+            var out: [UInt8] = []
+            for u in s.unicodeScalars { guard u.value < 256 else { return nil }; out.append(UInt8(u.value)) }
+            return out
+        default: return nil
+        }
+    }
+
+    // MARK: scanning
+
+    public static func scan(_ bytes: UnsafeRawBufferPointer, member: String) -> [Finding] {
+        scan(bytes, member: member, nested: 0, strong: true)
+    }
+
+    /// `strong`: the caller believes these bytes are a pickle (report malformation); otherwise malformed
+    /// streams without imports are treated as non-pickle data and ignored.
+    static func scan(_ bytes: UnsafeRawBufferPointer, member: String, nested: Int, strong: Bool) -> [Finding] {
+        var findings: [Finding] = []
+        var start = 0
+        var index = 0
+        while start < bytes.count, index < maxPicklesPerStream {
+            if index > 0 {
+                // Several pickles in one stream: keep going while what follows STOP starts like a pickle.
+                guard looksLikePickle(bytes, at: start) else { break }
+            }
+            let vm = PickleVM(bytes, start: start, recordEvents: true)
+            var failure: Error? = nil
+            do { try vm.run() } catch { failure = error }
+            let g = vm.graph
+            let hadEvents = !g.events.isEmpty
+            if index > 0, hadEvents {
+                findings.append(Finding(severity: .info, member: member, offset: start, what: "concatenated pickle",
+                                        detail: "pickle #\(index + 1) starts after STOP of the previous one"))
+            }
+            findings += classify(g, bytes: bytes, member: member, nested: nested)
+            if let failure {
+                let msg = (failure as? FormatError)?.message ?? "\(failure)"
+                if vm.limitExceeded {
+                    findings.append(Finding(severity: .high, member: member, offset: start, what: "analysis limit",
+                                            detail: "pickle exceeds analysis limits (\(msg)); its imports cannot all be verified"))
+                    findings += staticWalk(bytes, from: vm.offset, member: member)
+                } else if (index == 0 && strong) || hadEvents {
+                    findings.append(Finding(severity: strong ? .medium : .low, member: member, offset: start, what: "malformed pickle",
+                                            detail: msg))
+                }
+                break
+            }
+            index += 1
+            guard g.end > start else { break }
+            start = g.end
+            if index == maxPicklesPerStream, start < bytes.count, looksLikePickle(bytes, at: start) {
+                findings.append(Finding(severity: .high, member: member, offset: start, what: "analysis limit",
+                                        detail: "more than \(maxPicklesPerStream) concatenated pickles; the rest was not scanned"))
+            }
+        }
+        if findings.count > maxFindings {
+            let dropped = findings.count - maxFindings
+            findings.sort { $0.severity > $1.severity }
+            findings.removeLast(dropped)
+            findings.append(Finding(severity: .info, member: member, offset: 0, what: "findings truncated",
+                                    detail: "\(dropped) less severe findings omitted"))
+        }
+        return findings
+    }
+
+    static func finding(_ v: Verdict, member: String, offset: Int, what: String, detail: String) -> Finding? {
+        switch v {
+        case .allowed: return nil
+        case let .dangerous(sev, why): return Finding(severity: sev, member: member, offset: offset, what: what, detail: "\(why); \(detail)")
+        case .unknown: return Finding(severity: .low, member: member, offset: offset, what: what, detail: "not on the allow list; \(detail)")
+        }
+    }
+
+    static func classify(_ g: PickleGraph, bytes: UnsafeRawBufferPointer, member: String, nested: Int) -> [Finding] {
+        var out: [Finding] = []
+        var visited = Set<Int>()   // nodes already searched for embedded pickles (shared args are searched once)
+        // Which calls use each global node.
+        var callsOf: [Int: [(PickleCallKind, Int)]] = [:]
+        for e in g.events {
+            if case let .call(kind) = e.kind, e.node >= 0, case let .call(_, c, _) = g.nodes[e.node] {
+                callsOf[g.unwrapBuild(c), default: []].append((kind, e.offset))
+            }
+        }
+        for e in g.events {
+            switch e.kind {
+            case let .importGlobal(opcode):
+                guard e.node >= 0, case let .global(m, n) = g.nodes[e.node] else { continue }
+                var detail = "imported by \(opcode)"
+                if let calls = callsOf[e.node], let first = calls.first {
+                    detail += "; called by \(first.0.rawValue.uppercased()) at offset \(first.1)"
+                    if calls.count > 1 { detail += " (+\(calls.count - 1) more)" }
+                }
+                if nested > 0 { detail += "; inside embedded pickle bytes" }
+                if let f = finding(classify(module: m, name: n), member: member, offset: e.offset, what: "\(m).\(n)", detail: detail) {
+                    out.append(f)
+                }
+            case let .call(kind):
+                guard e.node >= 0, case let .call(_, c, args) = g.nodes[e.node] else { continue }
+                let callee = g.unwrapBuild(c)
+                var calleeName: String? = nil
+                switch g.nodes[callee] {
+                case let .global(m, n): calleeName = "\(normalize(m)).\(n)"
+                case .ext: break // reported by its EXT event
+                default:
+                    out.append(Finding(severity: .medium, member: member, offset: e.offset, what: "indirect call",
+                                       detail: "\(kind.rawValue.uppercased()) calls a computed value (\(g.describe(callee))), not an imported name"))
+                }
+                // Embedded pickles passed to calls: scan recursively (loaders always, anything else when it starts with PROTO).
+                if nested < maxNestedDepth {
+                    let isLoader = calleeName.map { nestedLoaders.contains($0) } ?? false
+                    for (k, blob) in embeddedBlobs(g, args, depth: 0, visited: &visited) {
+                        let ok = blob.withUnsafeBytes { looksLikePickle($0, strictOnly: !isLoader) }
+                        guard ok else { continue }
+                        let sub = blob.withUnsafeBytes {
+                            scan($0, member: "\(member)[embedded@\(e.offset)#\(k)]", nested: nested + 1, strong: isLoader)
+                        }
+                        out += sub
+                    }
+                }
+            case let .ext(code):
+                out.append(Finding(severity: .medium, member: member, offset: e.offset, what: "extension code \(code)",
+                                   detail: "EXT opcode imports through the copyreg extension registry; not resolvable statically"))
+            case .buffer:
+                out.append(Finding(severity: .info, member: member, offset: e.offset, what: "out-of-band buffer",
+                                   detail: "NEXT_BUFFER (protocol 5) refers to data outside the pickle"))
+            case .build, .persistentID:
+                break
+            }
+        }
+        return out
+    }
+
+    /// bytes/str values among a call's arguments (a few levels into tuples, lists and nested calls).
+    static func embeddedBlobs(_ g: PickleGraph, _ i: Int, depth: Int, visited: inout Set<Int>) -> [(Int, [UInt8])] {
+        guard depth < 4, visited.insert(i).inserted else { return [] }
+        var out: [(Int, [UInt8])] = []
+        switch g.nodes[i] {
+        case .bytes, .string:
+            if let b = bytesOf(g, i), b.count >= 2 { out.append((i, b)) }
+        case let .tuple(items):
+            for x in items.prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1, visited: &visited) }
+        case let .list(l):
+            for x in g.lists[l].prefix(16) { out += embeddedBlobs(g, x, depth: depth + 1, visited: &visited) }
+        case let .call(_, _, a):
+            out += embeddedBlobs(g, a, depth: depth + 1, visited: &visited)
+        default: break
+        }
+        return out
+    }
+
+    /// After the VM gave up on a limit, walk the remaining opcodes without building values and classify the
+    /// imports that can be read statically (GLOBAL/INST text, STACK_GLOBAL from the last two string literals).
+    static func staticWalk(_ b: UnsafeRawBufferPointer, from: Int, member: String) -> [Finding] {
+        var out: [Finding] = []
+        var p = from
+        var strings: [String] = []
+        var memoStrings: [Int: String] = [:]
+        var memoCount = 0
+        func line() -> String? {
+            var j = p
+            while j < b.count, b[j] != 0x0A { j += 1 }
+            guard j < b.count else { return nil }
+            defer { p = j + 1 }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: b[p..<j]), as: UTF8.self)
+        }
+        func le(_ n: Int) -> Int? {
+            guard p + n <= b.count else { return nil }
+            var v = 0
+            for k in 0..<n { v |= Int(b[p + k]) << (8 * k) }
+            p += n
+            return v
+        }
+        func str(_ n: Int?) -> String? {
+            guard let n, n >= 0, n <= b.count - p else { return nil }
+            defer { p += n }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: b[p..<(p + n)]), as: UTF8.self)
+        }
+        var steps = 0
+        while p < b.count, steps < 50_000_000 {
+            steps += 1
+            let at = p
+            let op = b[p]; p += 1
+            switch op {
+            case 0x63, 0x69: // GLOBAL / INST
+                guard let m = line(), let n = line() else { return out }
+                if let f = finding(classify(module: m, name: n), member: member, offset: at, what: "\(m).\(n)",
+                                   detail: "imported by \(op == 0x63 ? "GLOBAL" : "INST") (found by static walk)") { out.append(f) }
+            case 0x93:
+                if strings.count >= 2 {
+                    let m = strings[strings.count - 2], n = strings[strings.count - 1]
+                    if let f = finding(classify(module: m, name: n), member: member, offset: at, what: "\(m).\(n)",
+                                       detail: "imported by STACK_GLOBAL (found by static walk)") { out.append(f) }
+                } else {
+                    out.append(Finding(severity: .high, member: member, offset: at, what: "STACK_GLOBAL",
+                                       detail: "import not resolvable statically"))
+                }
+            case 0x8C: guard let s = str(le(1)) else { return out }; strings.append(s)
+            case 0x58: guard let s = str(le(4)) else { return out }; strings.append(s)
+            case 0x8D: guard let s = str(le(8)) else { return out }; strings.append(s)
+            case 0x55: guard let s = str(le(1)) else { return out }; strings.append(s)
+            case 0x54: guard let s = str(le(4)) else { return out }; strings.append(s)
+            case 0x94: if let s = strings.last { memoStrings[memoCount] = s }; memoCount += 1
+            case 0x71: guard let k = le(1) else { return out }; if let s = strings.last { memoStrings[k] = s }
+            case 0x72: guard let k = le(4) else { return out }; if let s = strings.last { memoStrings[k] = s }
+            case 0x68: guard let k = le(1) else { return out }; if let s = memoStrings[k] { strings.append(s) }
+            case 0x6A: guard let k = le(4) else { return out }; if let s = memoStrings[k] { strings.append(s) }
+            case 0x2E: return out
+            default:
+                guard let n = argLength(op, b, p) else {
+                    out.append(Finding(severity: .medium, member: member, offset: at, what: "unknown opcode",
+                                       detail: String(format: "opcode 0x%02x not part of any pickle protocol", op)))
+                    return out
+                }
+                if n < 0 { guard line() != nil else { return out } } else {
+                    guard n <= b.count - p else { return out }
+                    p += n
+                }
+            }
+            if strings.count > 64 { strings.removeFirst(strings.count - 2) }
+        }
+        return out
+    }
+
+    /// Byte length of an opcode's argument (-1: newline-terminated text), nil for unknown opcodes.
+    static func argLength(_ op: UInt8, _ b: UnsafeRawBufferPointer, _ p: Int) -> Int? {
+        func le(_ n: Int) -> Int? {
+            guard p + n <= b.count else { return nil }
+            var v = 0
+            for k in 0..<n { v |= Int(b[p + k]) << (8 * k) }
+            return v
+        }
+        switch op {
+        case 0x28, 0x2E, 0x30, 0x31, 0x32, 0x4E, 0x88, 0x89, 0x29, 0x74, 0x85, 0x86, 0x87, 0x5D, 0x6C, 0x7D, 0x64, 0x8F,
+             0x91, 0x61, 0x65, 0x90, 0x73, 0x75, 0x94, 0x93, 0x52, 0x81, 0x92, 0x6F, 0x62, 0x51, 0x97, 0x98: return 0
+        case 0x80, 0x4B, 0x71, 0x68, 0x82, 0x43, 0x55, 0x8C: return op == 0x43 || op == 0x55 || op == 0x8C ? le(1).map { 1 + $0 } : 1
+        case 0x4D, 0x83: return 2
+        case 0x4A, 0x72, 0x6A, 0x84: return 4
+        case 0x47, 0x95: return 8
+        case 0x8A: return le(1).map { 1 + $0 }
+        case 0x8B, 0x54, 0x58, 0x42: return le(4).map { 4 + $0 }
+        case 0x8D, 0x8E, 0x96: return le(8).map { 8 + $0 }
+        case 0x49, 0x4C, 0x46, 0x53, 0x56, 0x70, 0x67, 0x50: return -1
+        default: return nil
+        }
+    }
+
+    // MARK: files
+
+    /// Scans a file: bare pickle(s), zip archives (every member whose bytes look like a pickle, whatever its
+    /// name), and .npy/.npz object arrays.
+    public static func scanFile(path: String) throws -> [Finding] {
+        let st = try Storage(mapping: path)
+        let b = st.buffer
+        let name = (path as NSString).lastPathComponent
+        if b.count >= 4, b[0] == 0x50, b[1] == 0x4B, b[2] == 0x03 || b[2] == 0x05 {
+            return try scanArchive(try ZipArchive(st))
+        }
+        if b.count >= 2, !looksLikePickle(b), !(b[0] == 0x93 && b[1] == 0x4E), argLength(b[0], b, 1) != nil {
+            // Any opcode can start a pickle, and numpy.load / legacy torch.load fall back to unpickling files
+            // whose magic they don't recognise: scan, reporting only what imports.
+            return scan(b, member: name, nested: 0, strong: false)
+        }
+        return scanBlob(b, member: name, nameSaysPickle: true)
+    }
+
+    /// Scans every member of a zip archive.
+    public static func scanArchive(_ z: ZipArchive, first: String? = nil) throws -> [Finding] {
+        var out: [Finding] = []
+        var entries = z.entries.filter { !$0.name.hasSuffix("/") }
+        if let first, let k = entries.firstIndex(where: { $0.name == first }) { entries.insert(entries.remove(at: k), at: 0) }
+        for e in entries {
+            let c: (storage: Storage, offset: Int, fileOffset: Int?)
+            do { c = try z.contents(e) } catch {
+                out.append(Finding(severity: .low, member: e.name, offset: 0, what: "unreadable member", detail: "\(error)"))
+                continue
+            }
+            guard let slice = try? c.storage.slice(c.offset, c.storage === z.storage ? e.size : c.storage.count - c.offset) else { continue }
+            let named = e.name.hasSuffix(".pkl") || e.name.hasSuffix(".pickle")
+            out += scanBlob(slice, member: e.name, nameSaysPickle: named)
+        }
+        return out
+    }
+
+    static func scanBlob(_ b: UnsafeRawBufferPointer, member: String, nameSaysPickle: Bool) -> [Finding] {
+        if b.count >= 6, b[0] == 0x93, b[1] == 0x4E, b[2] == 0x55, b[3] == 0x4D, b[4] == 0x50, b[5] == 0x59 {
+            // .npy: only object arrays carry a pickle.
+            guard let h = try? NpyReader.parseHeader(b), h.dtype == .object, h.dataOffset < b.count else { return [] }
+            return scan(UnsafeRawBufferPointer(rebasing: b[h.dataOffset...]), member: member, nested: 0, strong: true)
+        }
+        guard looksLikePickle(b) else { return [] }
+        return scan(b, member: member, nested: 0, strong: nameSaysPickle)
+    }
+
+    /// The worst severity among findings (nil when there are none).
+    public static func worst(_ f: [Finding]) -> Finding.Severity? { f.map(\.severity).max() }
+}
