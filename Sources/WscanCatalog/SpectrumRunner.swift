@@ -13,6 +13,7 @@ public enum SpectrumRunner {
         public var tensorGlob: String?
         public var options = SpectrumOptions()
         public var force = false
+        public var threads: Int?
         public init() {}
     }
 
@@ -53,7 +54,7 @@ public enum SpectrumRunner {
             } else { jobs.append(i) }
         }
         // Large matrices one at a time with multi-threaded BLAS; the rest in parallel, single-threaded BLAS each.
-        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let cores = max(1, request.threads ?? ProcessInfo.processInfo.activeProcessorCount)
         let big = jobs.filter { let s = selected[$0].shape; return min(s[0], s[1]) >= 1024 }
         let small = jobs.filter { !big.contains($0) }
         let lock = NSLock()

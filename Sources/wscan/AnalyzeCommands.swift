@@ -32,6 +32,7 @@ struct SpectrumCommand: ParsableCommand {
     @Flag(help: "Skip rand_distance (halves the work).") var noRandomize = false
     @Flag(help: "Recompute even if stored results exist.") var force = false
     @Flag(help: "List every layer, not only the first 40.") var all = false
+    @Option(help: "Worker threads (BLAS threads and layers in flight); default: all cores.") var threads: Int?
 
     func run() throws {
         let cat = try catalog.open()
@@ -42,6 +43,7 @@ struct SpectrumCommand: ParsableCommand {
         req.options.randomize = !noRandomize
         req.options.seed = seed
         req.force = force
+        req.threads = threads
         let bar = ProgressBar()
         let t0 = Date()
         let recs = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: req) { d, n, name in

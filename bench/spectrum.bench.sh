@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Spectrum analysis: wscan vs WeightWatcher 0.7.7 on MiniLM, and 4096² singular values vs numpy.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.build/release/wscan
+M=.cache/minilm
+echo "== spectrum analysis of all-MiniLM-L6-v2 (39+ matrices): wscan vs WeightWatcher analyze()"
+if [ ! -s "$M/model.safetensors" ]; then echo "MiniLM not fetched: skipped"; else
+  db=$(mktemp -d)/b.db
+  $BIN index "$M/model.safetensors" --db "$db" >/dev/null
+  t() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N); python3 -c "print($e - $s)"; }
+  w1=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1 --no-randomize)
+  w1r=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1)
+  w2=$(t $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --no-randomize)
+  ww=$(OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python3 - "$M" <<'PY' 2>/dev/null | tail -1
+import sys, time, logging, warnings
+warnings.filterwarnings("ignore")
+logging.disable(logging.CRITICAL)
+import weightwatcher as ww
+w = ww.WeightWatcher(model=sys.argv[1])
+t = time.time(); w.analyze(); print(time.time() - t)
+PY
+)
+  python3 - "$ww" "$w1" "$w1r" "$w2" <<'PY'
+import sys
+ww, w1, w1r, w2 = map(float, sys.argv[1:])
+print(f"WeightWatcher analyze() (1 BLAS thread)             {ww:7.2f} s")
+print(f"wscan, 1 thread, same metrics + MP fit              {w1:7.2f} s   speed-up {ww/w1:5.1f}x  (goal >= 5x)")
+print(f"wscan, 1 thread, + rand_distance                    {w1r:7.2f} s   speed-up {ww/w1r:5.1f}x")
+print(f"wscan, 2 threads, same metrics + MP fit             {w2:7.2f} s   speed-up {ww/w2:5.1f}x")
+PY
+fi
+echo "== singular values of a 4096x4096 float32 matrix: wscan (Gram dsyrk + dsyevd_2stage, float64) vs numpy.linalg.svd"
+$BIN _bench svd --elements 16 --size 4096 | tee /tmp/wscan-svd.txt
+python3 - <<'PY'
+import time, re, numpy as np
+a = np.random.default_rng(0).uniform(-1, 1, (4096, 4096)).astype(np.float32)
+t = time.time(); np.linalg.svd(a, compute_uv=False); tn = time.time() - t
+m = re.search(r"gram\+syevd_2stage ([0-9.]+) s", open("/tmp/wscan-svd.txt").read())
+tw = float(m.group(1))
+print(f"numpy.linalg.svd float32 {tn:.2f} s   wscan {tw:.2f} s   speed-up {tn/tw:.2f}x  (goal >= 2x)")
+PY
