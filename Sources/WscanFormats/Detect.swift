@@ -52,7 +52,10 @@ public enum CheckpointOpener {
         case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
         case .shardIndex: return try ShardedSafetensorsReader.read(indexPath: path)
         case .safetensors: return try SafetensorsReader.read(path: path)
-        case .npy: return try NpyReader.read(path: path)
+        case .npy:
+            let ck = try NpyReader.read(path: path)
+            if ck.tensors.contains(where: { $0.dtype == .object }) { try attachScan(ck, PickleScanner.scanFile(path: path), options) }
+            return ck
         case .zip: return try openZip(path, options: options)
         case .gguf: return try GGUFReader.read(path: path)
         case .pickle: return try PickleFileReader.read(path: path, options: options)
@@ -66,7 +69,17 @@ public enum CheckpointOpener {
         if z.entries.contains(where: { $0.name.hasSuffix("data.pkl") || $0.name.hasSuffix("/version") || $0.name == "version" }) {
             return try TorchReader.read(path: path, archive: z, options: options)
         }
-        return try NpzReader.read(path: path)
+        // Not a torch archive: still scan every member that looks like a pickle (object arrays, misnamed members).
+        let findings = try PickleScanner.scanArchive(z)
+        try TorchReader.refuseIfUnsafe(findings, trust: options.trust)
+        let ck = try NpzReader.read(path: path)
+        ck.findings = findings
+        return ck
+    }
+
+    static func attachScan(_ ck: Checkpoint, _ findings: [Finding], _ options: Options) throws {
+        try TorchReader.refuseIfUnsafe(findings, trust: options.trust)
+        ck.findings = findings
     }
 
     /// Expands paths (files or folders, recursively) into checkpoint paths: shard indexes replace the shards they claim.

@@ -49,6 +49,51 @@ struct KernelBench: ParsableCommand {
                 for i in 0..<k { worst = max(worst, abs(g[i].squareRoot() - Double(sv[i])) / Double(sv[i])) }
                 print(String(format: "svd %dx%d  gram+syevd_2stage %.3f s  sgesdd %.3f s  max rel diff (top 99%%) %.2e  BLAS core %@ threads %d",
                              m, m, tg, ts, worst, CPU.blasCore as NSString, CPU.blasThreads))
+            case "svd-small":
+                for (m, n) in [(384, 384), (1536, 384), (384, 1536), (2048, 512)] {
+                    let a = (0..<(m * n)).map { _ in Float.random(in: -1...1, using: &rng) }
+                    var t0 = DispatchTime.now().uptimeNanoseconds
+                    for _ in 0..<5 { _ = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: m, n: n) } }
+                    let tg = Double(DispatchTime.now().uptimeNanoseconds - t0) / 5e9
+                    t0 = DispatchTime.now().uptimeNanoseconds
+                    for _ in 0..<5 { var d = a.map(Double.init); _ = try Linalg.singularValues(&d, m: m, n: n) }
+                    let td = Double(DispatchTime.now().uptimeNanoseconds - t0) / 5e9
+                    t0 = DispatchTime.now().uptimeNanoseconds
+                    for _ in 0..<5 {
+                        let k = min(m, n)
+                        var g = [Double](repeating: 0, count: k * k)
+                        let d = a.map(Double.init)
+                        d.withUnsafeBufferPointer { dp in g.withUnsafeMutableBufferPointer { gp in
+                            if n <= m { Linalg.gemm(dp.baseAddress!, dp.baseAddress!, gp.baseAddress!, m: n, n: n, k: m, transA: true) }
+                            else { Linalg.gemm(dp.baseAddress!, dp.baseAddress!, gp.baseAddress!, m: m, n: m, k: n, transB: true) } } }
+                        _ = try Linalg.symmetricEigenvalues(&g, n: k)
+                    }
+                    let t1 = Double(DispatchTime.now().uptimeNanoseconds - t0) / 5e9
+                    print(String(format: "%5dx%-5d gram+2stage %.4f s   dgesdd %.4f s   gemm+dsyevd %.4f s", m, n, tg, td, t1))
+                }
+            case "dequant":
+                // Output floats per second for Q8_0 and Q4_K against a plain F32 read of the same element count.
+                let nb = n / 256 * 256
+                let f32 = (0..<nb).map { _ in Float.random(in: -1...1, using: &rng) }
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: nb)
+                defer { out.deallocate() }
+                func rate(_ body: () throws -> Void) rethrows -> Double {
+                    try body()
+                    var best = Double.infinity
+                    for _ in 0..<3 { let t0 = DispatchTime.now().uptimeNanoseconds; try body(); best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+                    return Double(nb) / best
+                }
+                let plain = rate { f32.withUnsafeBytes { Decode.f32($0.baseAddress!, nb, out) }; blackHole(out[0]) }
+                for (type, blockElems, blockBytes, scaleOffsets) in [("Q8_0", 32, 34, [0]), ("Q4_K", 256, 144, [0, 2])] {
+                    let blocks = nb / blockElems
+                    var raw = [UInt8](repeating: 0, count: blocks * blockBytes)
+                    for i in raw.indices { raw[i] = UInt8.random(in: 0...255, using: &rng) }
+                    for b in 0..<blocks { for o in scaleOffsets {   // finite f16 scales
+                        let h = Float16(Float.random(in: 0.001...0.05, using: &rng)).bitPattern
+                        raw[b * blockBytes + o] = UInt8(h & 0xFF); raw[b * blockBytes + o + 1] = UInt8(h >> 8) } }
+                    let r = try rate { try raw.withUnsafeBytes { try GGMLDequant.decode(type, $0.baseAddress!, blocks: blocks, out) }; blackHole(out[0]) }
+                    print(String(format: "dequant %-5@ %7.2f Gfloat/s   plain F32 read %7.2f Gfloat/s   ratio %.2f", type as NSString, r / 1e9, plain / 1e9, r / plain))
+                }
             case "hash":
                 time("xxh3-128", bytes: n * 4) { f.withUnsafeBytes { blackHole(XXH3Hasher.hash($0.baseAddress!, $0.count)) } }
             default: throw ValidationError("unknown benchmark \(w)")

@@ -11,12 +11,13 @@ struct Wscan: ParsableCommand {
         commandName: "wscan",
         abstract: "Weight-space analysis and model forensics.",
         discussion: """
-        Catalog checkpoints (safetensors incl. sharded, NumPy .npy/.npz) in a SQLite catalog and inspect them.
+        Catalog checkpoints (safetensors incl. sharded, PyTorch zip pickles, GGUF incl. quantized types,
+        NumPy .npy/.npz) in a SQLite catalog, scan pickles for unsafe imports, and analyse weights.
         The catalog is ./wscan.db unless --db or WSCAN_DB says otherwise.
         Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
         """,
         version: "0.1.0",
-        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Analyze.self, KernelBench.self]
+        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Scan.self, Export.self, Analyze.self, KernelBench.self]
     )
 }
 
@@ -169,6 +170,7 @@ struct Show: ParsableCommand {
             print("  dtypes    " + r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key) \(Fmt.count($0.value))" }.joined(separator: ", "))
         }
         print("  safety    \(r.safety)")
+        if r.format == "gguf" { for line in ggufSummary(r) { print("  " + line) } }
         if let fp = r.fingerprint { print("  fingerprint \(fp)") }
         if !r.metadata.isEmpty {
             print("  metadata")
@@ -277,4 +279,24 @@ struct Dupes: ParsableCommand {
         }
         print("\(groups.count) groups; \(Fmt.bytes(wasted)) stored more than once")
     }
+}
+
+/// The few GGUF metadata facts people look for first.
+func ggufSummary(_ r: CheckpointRow) -> [String] {
+    let m = r.metadata
+    let arch = m["general.architecture"] ?? "?"
+    var out = ["architecture \(arch)" + (m["general.name"].map { "  (\($0))" } ?? "")]
+    if let c = m["\(arch).context_length"] { out.append("context     \(c) tokens") }
+    if let e = m["\(arch).embedding_length"] { out.append("embedding   \(e)" + (m["\(arch).block_count"].map { ", \($0) blocks" } ?? "")) }
+    if let t = m["tokenizer.ggml.tokens"] {
+        let n = t.hasPrefix("[array of ") ? String(t.dropFirst(10).prefix { $0.isNumber }) : String(t.split(separator: ",").count)
+        out.append("tokenizer   \(m["tokenizer.ggml.model"] ?? "?"), \(n) tokens")
+    }
+    let fileTypes = [0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0", 9: "MOSTLY_Q5_1",
+                     10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L", 14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M",
+                     16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K", 32: "MOSTLY_BF16"]
+    let quant = m["general.file_type"].flatMap { Int($0) }.map { fileTypes[$0] ?? "file_type \($0)" }
+    let mix = r.dtypes.sorted { $0.value > $1.value }.prefix(3).map(\.key).joined(separator: ", ")
+    out.append("quantization \(quant ?? "not stated") (tensor types by parameters: \(mix))")
+    return out
 }

@@ -1,0 +1,106 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanCatalog
+
+final class ExportTests: XCTestCase {
+    let tmp = TempDir()
+
+    /// `wscan export` of a GGUF file to F32 safetensors equals the gguf package's dequantize() bit for bit.
+    func testGGUFExportBitExactAgainstGGUFPackage() throws {
+        let ck = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path)
+        let out = tmp.path("out.safetensors")
+        let rep = try Exporter.export(ck, to: out, dtype: .F32, include: { _ in true })
+        XCTAssertEqual(rep.skipped.keys.sorted(), ["iq4_nl"], "undecodable types are left out, not fatal")
+        let got = try CheckpointOpener.open(out)
+        let ref = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("gguf/all_types.ref.safetensors").path)
+        let byName = Dictionary(uniqueKeysWithValues: got.tensors.map { ($0.name, $0) })
+        XCTAssertGreaterThanOrEqual(ref.tensors.count, 19)
+        for r in ref.tensors {
+            guard let t = byName[r.name] else { XCTFail("missing \(r.name)"); continue }
+            XCTAssertEqual(t.dtype, .f32)
+            XCTAssertEqual(t.shape, r.shape, r.name)
+            XCTAssertEqual(try TensorData.floats(got, t).map(\.bitPattern), try TensorData.floats(ref, r).map(\.bitPattern), r.name)
+        }
+    }
+
+    /// Torch checkpoints exported to safetensors equal what torch loads (non-contiguous views, shared storage, F16/BF16).
+    func testTorchExportBitExact() throws {
+        let ck = try CheckpointOpener.open(torchFixture("state.pt"))
+        let out = tmp.path("state.safetensors")
+        let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true })
+        XCTAssertEqual(Set(rep.converted.keys), ["transposed", "stepped"], "strided views are materialised")
+        let got = try CheckpointOpener.open(out)
+        let ref = try NpzReader.read(path: torchFixture("state.ref.npz"))
+        let byName = Dictionary(uniqueKeysWithValues: got.tensors.map { ($0.name, $0) })
+        XCTAssertEqual(byName["bf16"]?.dtype, .bf16, "keep keeps BF16")
+        for r in ref.tensors {
+            let t = try XCTUnwrap(byName[r.name], r.name)
+            XCTAssertEqual(try TensorData.floats(got, t).map(\.bitPattern), try TensorData.floats(ref, r).map(\.bitPattern), r.name)
+        }
+    }
+
+    func testBF16ConversionRoundsToNearestEven() {
+        XCTAssertEqual(Exporter.bf16RoundNearestEven(1.0), 0x3F80)
+        XCTAssertEqual(Exporter.bf16RoundNearestEven(Float(bitPattern: 0x3F80_8000)), 0x3F80)  // tie → even
+        XCTAssertEqual(Exporter.bf16RoundNearestEven(Float(bitPattern: 0x3F81_8000)), 0x3F82)  // tie → even (up)
+        XCTAssertEqual(Exporter.bf16RoundNearestEven(Float(bitPattern: 0x3F80_8001)), 0x3F81)
+    }
+
+    func testExportRefusesToOverwriteInput() throws {
+        let src = tmp.path("m.safetensors")
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: src)
+        let before = try Data(contentsOf: URL(fileURLWithPath: src))
+        let ck = try CheckpointOpener.open(src)
+        assertFormatError(.unsafe, "refusing") { try Exporter.export(ck, to: src, dtype: .F16, include: { _ in true }) }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: src)), before)
+    }
+}
+
+final class ScanIndexTests: XCTestCase {
+    let tmp = TempDir()
+
+    func testObjectArraysInNpyAndMisnamedFilesAreScanned() throws {
+        assertNoThrowOrUnsafe(torchFixture("evil_pickle.npy"))
+        XCTAssertTrue(try PickleScanner.scanFile(path: torchFixture("evil_pickle.safetensors")).contains { $0.severity >= .high })
+        XCTAssertTrue(try PickleScanner.scanFile(path: torchFixture("objarr.npy")).allSatisfy { $0.severity < .medium })
+    }
+
+    func assertNoThrowOrUnsafe(_ p: String) {
+        do { _ = try CheckpointOpener.open(p); XCTFail("a dangerous object array must not load") }
+        catch let e as UnsafeCheckpointError { XCTAssertTrue(e.findings.contains { $0.severity >= .high }) }
+        catch { XCTFail("\(error)") }
+    }
+
+    func testIndexRecordsFindingsAndKeepsGoing() throws {
+        let dir = tmp.url.appendingPathComponent("mixed")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for f in ["model.pt", "evil_os_system.pkl", "evil_member_gitkeep.pt", "data.joblib"] {
+            try FileManager.default.copyItem(atPath: torchFixture(f), toPath: dir.appendingPathComponent(f).path)
+        }
+        let cat = try Catalog(path: tmp.path("c.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        let rows = Dictionary(uniqueKeysWithValues: try cat.checkpoints().map { ($0.name, $0) })
+        XCTAssertEqual(rows["model.pt"]?.status, "ok")
+        XCTAssertGreaterThan(rows["model.pt"]?.tensorCount ?? 0, 0)
+        XCTAssertEqual(rows["evil_os_system.pkl"]?.status, "unsafe")
+        XCTAssertEqual(rows["evil_os_system.pkl"]?.safety, "dangerous")
+        XCTAssertEqual(rows["evil_member_gitkeep.pt"]?.status, "unsafe")
+        XCTAssertEqual(rows["evil_member_gitkeep.pt"]?.tensorCount, 0, "tensors of a dangerous file are not loaded")
+        let f = try cat.findings(checkpoint: rows["evil_os_system.pkl"]!.id)
+        XCTAssertTrue(f.contains { $0.what == "posix.system" && ($0.severity == "critical" || $0.severity == "high") })
+        // With --trust the tensors are read (and still nothing runs).
+        var o = Indexer.Options(); o.trust = true; o.force = true
+        _ = try Indexer(catalog: cat, options: o).run(paths: [dir.appendingPathComponent("evil_member_gitkeep.pt").path])
+        XCTAssertEqual(try cat.resolve("evil_member_gitkeep.pt").safety, "dangerous")
+    }
+
+    func testScanCLIExitCodes() throws {
+        guard FileManager.default.isExecutableFile(atPath: Paths.wscanBinary.path) else { throw XCTSkip("binary not built") }
+        XCTAssertEqual(try runWscan(["scan", torchFixture("model.pt")]).status, 0)
+        let bad = try runWscan(["scan", torchFixture("evil_eval.pkl"), "--json"])
+        XCTAssertEqual(bad.status, 1)
+        let j = try JSONSerialization.jsonObject(with: Data(bad.out.utf8)) as! [[String: Any]]
+        XCTAssertEqual(j[0]["verdict"] as? String, "dangerous")
+        XCTAssertEqual(try runWscan(["scan", tmp.path("nope.pt")]).status, 2)
+    }
+}
