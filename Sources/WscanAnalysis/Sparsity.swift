@@ -155,6 +155,23 @@ public enum Sparsity {
         return out
     }
 
+    /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.
+    public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) -> WeightSet {
+        if case .nm = pattern { return prune(w, tensors: tensors, pattern: pattern) }
+        let values = tensors.map { w.values[$0]! }
+        var cut: [String: PruneCut] = [:]
+        switch scope {
+        case .global:
+            let c = cuts(values, hists: values.map(histogram), tensorIDs: Array(values.indices), sparsities: [sparsity])[0]
+            for n in tensors { cut[n] = c }
+        case .layer:
+            for (ti, n) in tensors.enumerated() {
+                cut[n] = cuts([values[ti]], hists: [histogram(values[ti])], tensorIDs: [ti], sparsities: [sparsity])[0]
+            }
+        }
+        return prune(w, tensors: tensors, cut: cut)
+    }
+
     public static func defaultGrid() -> [Double] { (0..<20).map { Double($0) * 0.05 } + [0.99] }
 
     /// The curve. `tensors` are the prunable tensors (by default every ≥2-D weight).
@@ -172,8 +189,10 @@ public enum Sparsity {
 
         func evalPoints(_ sparsities: [Double]) throws -> [SparsityPoint] {
             if case .nm = pattern {
+                // N:M has one sparsity: report it next to the dense model it is measured against.
                 let pw = prune(w, tensors: tensors, pattern: pattern)
-                return [try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator)]
+                return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator),
+                        try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator)]
             }
             // cutsPerTensor[s][tensor]
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
@@ -192,7 +211,7 @@ public enum Sparsity {
             }
         }
 
-        var points = try evalPoints(grid.sorted())
+        var points = try evalPoints(pattern == .unstructured ? grid.sorted() : [])
         var ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         if refine, pattern == .unstructured, let knee = ess.knee, let i = points.firstIndex(where: { $0.sparsity == knee }) {
             var extra: [Double] = []
@@ -245,7 +264,7 @@ public enum Sparsity {
             var le = 0.0, lt = 0.0, lz = 0
             for i in a.indices {
                 let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
-                if b[i] == 0 && a[i] != 0 || (a[i] == 0) { lz += 1 }
+                if b[i] == 0 { lz += 1 }
             }
             zeros += lz; n += a.count; pe += le
             layers.append(.init(name: t, sparsity: Double(lz) / Double(max(1, a.count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,

@@ -37,6 +37,10 @@ public struct EvalResult: Codable, Sendable, Equatable {
     public var metric: Double
     public var metricName: String
     public var higherIsBetter: Bool
+
+    public init(loss: Double?, accuracy: Double?, metric: Double, metricName: String, higherIsBetter: Bool) {
+        self.loss = loss; self.accuracy = accuracy; self.metric = metric; self.metricName = metricName; self.higherIsBetter = higherIsBetter
+    }
 }
 
 public protocol Evaluator: Sendable {

@@ -101,6 +101,22 @@ public final class Catalog: @unchecked Sendable {
             CREATE INDEX spectra_ck ON spectra(checkpoint_id);
             """)
         }
+        m.registerMigration("v3-results") { db in
+            try db.execute(sql: """
+            CREATE TABLE results (
+              id INTEGER PRIMARY KEY,
+              kind TEXT NOT NULL,                 -- sparsity | saliency | compare | lineage
+              checkpoint_id INTEGER REFERENCES checkpoints(id) ON DELETE CASCADE,
+              other_id INTEGER REFERENCES checkpoints(id) ON DELETE CASCADE,   -- second checkpoint (compare, saliency --base)
+              params TEXT NOT NULL,               -- JSON of the options that produced it
+              summary TEXT,                       -- one line for listings
+              data TEXT NOT NULL,                 -- JSON result (curves, tables, verdicts)
+              created_at REAL NOT NULL,
+              UNIQUE(kind, checkpoint_id, other_id, params)
+            );
+            CREATE INDEX results_ck ON results(checkpoint_id);
+            """)
+        }
         return m
     }
 

@@ -8,7 +8,7 @@ import WscanAnalysis
 struct Analyze: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run an analyzer on a checkpoint and store the results in the catalog.",
-        subcommands: [SpectrumCommand.self])
+        subcommands: [SpectrumCommand.self, SparsityCommand.self, SaliencyCommand.self])
 }
 
 struct SpectrumCommand: ParsableCommand {

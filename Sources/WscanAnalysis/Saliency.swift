@@ -1,0 +1,91 @@
+import Foundation
+
+/// Weight saliency (SalUn, Fan et al. 2024, and data-free relatives): a non-negative score per weight, a global
+/// top-fraction mask, and per-layer summaries. Ties at the mask threshold are broken by tensor order then
+/// element index (earlier counts as less salient), so the mask keeps exactly round(top · N) weights.
+public enum SaliencySource: String, CaseIterable, Codable, Sendable {
+    case magnitude      // |w|
+    case delta          // |w − w_base|
+    case fisher         // Adam's exp_avg_sq (a diagonal Fisher proxy)
+    case grad           // |g| of a user-supplied gradient (SalUn's forgetting-loss gradient)
+    case wgrad          // |w · g|
+}
+
+public struct SaliencyLayer: Codable, Sendable {
+    public var name: String
+    public var count: Int
+    public var salient: Int
+    public var share: Double             // salient / count
+    public var massShare: Double         // this layer's share of the total saliency mass
+    public var top1Concentration: Double // share of the layer's saliency mass held by its top 1% weights
+    public var meanScore: Double
+}
+
+public struct SaliencyResult: Codable, Sendable {
+    public var source: SaliencySource
+    public var top: Double
+    public var total: Int
+    public var kept: Int
+    public var threshold: Double          // the smallest kept score
+    public var layers: [SaliencyLayer]
+}
+
+public enum Saliency {
+    /// Scores per tensor. `base`, `stat` (exp_avg_sq) and `grad` must carry the same names and shapes.
+    public static func scores(_ source: SaliencySource, weights w: WeightSet, tensors: [String], base: WeightSet? = nil,
+                              stat: WeightSet? = nil, grad: WeightSet? = nil) throws -> WeightSet {
+        var out = WeightSet()
+        for n in tensors {
+            guard let v = w.values[n] else { continue }
+            func other(_ s: WeightSet?, _ what: String) throws -> [Float] {
+                guard let s, let o = s.values[n] else { throw EvaluatorError("\(what) has no tensor '\(n)'") }
+                guard o.count == v.count, s.shapes[n] == w.shapes[n] else { throw EvaluatorError("\(what) tensor '\(n)' has shape \(s.shapes[n] ?? []) not \(w.shapes[n] ?? [])") }
+                return o
+            }
+            var sc: [Float]
+            switch source {
+            case .magnitude: sc = v.map { abs($0) }
+            case .delta: let b = try other(base, "--base"); sc = zip(v, b).map { abs($0 - $1) }
+            case .fisher: sc = try other(stat, "optimizer state (exp_avg_sq)").map { abs($0) }
+            case .grad: sc = try other(grad, "--grads").map { abs($0) }
+            case .wgrad: let g = try other(grad, "--grads"); sc = zip(v, g).map { abs($0 * $1) }
+            }
+            out.names.append(n); out.shapes[n] = w.shapes[n]; out.values[n] = sc
+        }
+        return out
+    }
+
+    /// Global top-fraction mask (1 = salient) and per-layer table.
+    public static func mask(_ scores: WeightSet, top: Double, source: SaliencySource) -> (mask: [String: [UInt8]], result: SaliencyResult) {
+        let tensors = scores.names
+        let total = tensors.reduce(0) { $0 + scores.values[$1]!.count }
+        let keep = Int((top * Double(total)).rounded())
+        let pruneFraction = total > 0 ? Double(total - keep) / Double(total) : 0
+        // The (total − keep) least salient, found by selection, are masked out.
+        let values = tensors.map { scores.values[$0]! }
+        let hists = values.map { Sparsity.histogram($0) }
+        var cut = Sparsity.cuts(values, hists: hists, tensorIDs: Array(values.indices), sparsities: [pruneFraction])[0]
+        if total - keep <= 0 { cut.none = true }
+        var masks: [String: [UInt8]] = [:]
+        var layers: [SaliencyLayer] = []
+        let totalMass = values.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1) } }
+        var minKept = Double.infinity
+        for (ti, n) in tensors.enumerated() {
+            let v = values[ti]
+            var m = [UInt8](repeating: 0, count: v.count)
+            var s = 0, mass = 0.0
+            for i in v.indices {
+                mass += Double(v[i])
+                if !Sparsity.pruned(v[i], tensor: ti, index: i, cut) { m[i] = 1; s += 1; minKept = min(minKept, Double(v[i])) }
+            }
+            masks[n] = m
+            let k1 = max(1, v.count / 100)
+            let topMass = v.sorted(by: >).prefix(k1).reduce(0.0) { $0 + Double($1) }
+            layers.append(SaliencyLayer(name: n, count: v.count, salient: s, share: v.isEmpty ? 0 : Double(s) / Double(v.count),
+                                        massShare: totalMass > 0 ? mass / totalMass : 0, top1Concentration: mass > 0 ? topMass / mass : 0,
+                                        meanScore: v.isEmpty ? 0 : mass / Double(v.count)))
+        }
+        let kept = layers.reduce(0) { $0 + $1.salient }
+        return (masks, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers))
+    }
+}

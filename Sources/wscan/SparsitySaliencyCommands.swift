@@ -1,0 +1,268 @@
+import ArgumentParser
+import Foundation
+import WscanKernels
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+
+/// How an analysis measures task quality: the built-in MLP forward pass on a dataset, or an external command.
+struct EvalOptions: ParsableArguments {
+    @Option(help: "Dataset (.npz with x [N, d] and y [N]) for the built-in MLP evaluator.") var data: String?
+    @Option(help: "Activation between the built-in evaluator's layers: relu, gelu or tanh.") var activation: String = "relu"
+    @Option(name: .customLong("eval"), help: "External evaluator: a shell command; {ckpt} becomes the candidate .safetensors file. The last number it prints is the metric.")
+    var evalCommand: String?
+    @Option(help: "Seconds before the external evaluator is stopped.") var evalTimeout: Double = 600
+    @Flag(help: "The external evaluator's number is a loss (lower is better).") var evalLowerIsBetter = false
+
+    func make(weights: WeightSet, passThrough: WeightSet) throws -> Evaluator? {
+        if data != nil && evalCommand != nil { throw ValidationError("give --data or --eval, not both") }
+        if let cmd = evalCommand {
+            return ExternalEvaluator(command: cmd, timeout: evalTimeout, higherIsBetter: !evalLowerIsBetter, passThrough: passThrough)
+        }
+        guard let data else { return nil }
+        guard let act = MLPEvaluator.Activation(rawValue: activation) else { throw ValidationError("--activation must be relu, gelu or tanh") }
+        let (x, y, d) = try loadDataset(data)
+        return try MLPEvaluator(weights: passThrough.merged(with: weights), x: x, y: y, features: d, activation: act)
+    }
+}
+
+func loadDataset(_ path: String) throws -> (x: [Float], y: [Int], d: Int) {
+    let ck = try CheckpointOpener.open(path)
+    guard let xt = ck.tensors.first(where: { $0.name == "x" }), let yt = ck.tensors.first(where: { $0.name == "y" }) else {
+        throw CLIError("\(path): a dataset needs arrays named x and y")
+    }
+    guard xt.shape.count == 2, yt.shape.count == 1, xt.shape[0] == yt.shape[0] else { throw CLIError("\(path): x must be [N, d] and y [N]") }
+    let y = try TensorData.floats(ck, yt).map { Int($0) }
+    return (try TensorData.floats(ck, xt), y, xt.shape[1])
+}
+
+extension WeightSet {
+    func merged(with other: WeightSet) -> WeightSet {
+        var m = self
+        for n in other.names {
+            if m.values[n] == nil { m.names.append(n) }
+            m.shapes[n] = other.shapes[n]; m.values[n] = other.values[n]
+        }
+        return m
+    }
+}
+
+/// Opens a catalogued (or on-the-fly indexed) checkpoint for an analysis.
+func openForAnalysis(_ ref: String, catalog: CatalogOptions, trust: Bool = false) throws -> (Catalog, CheckpointRow, Checkpoint) {
+    let cat = try catalog.open()
+    let row = try resolveCheckpoint(ref, catalog: cat)
+    guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
+    return (cat, row, try CheckpointOpener.open(row.path, options: .init(trust: trust)))
+}
+
+struct SparsityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sparsity",
+        abstract: "Essential-sparsity curve: one-shot magnitude pruning over a sparsity grid.",
+        discussion: """
+        Prunes every ≥2-D floating-point weight (or those matching --tensors) by magnitude, globally or per layer,
+        unstructured or N:M (N zeros in each group of M along the input axis), at each grid point (default 0–95% in
+        steps of 5% and 99%, then 6 more points around the knee). Reports the relative Frobenius error and retained
+        energy per layer and overall, and the evaluator's metric when --data or --eval is given.
+        Essential sparsity: (1) the largest sparsity whose metric stays within --tolerance (relative) of dense —
+        accuracy with an evaluator, retained energy without; (2) the Kneedle knee of the same curve.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @OptionGroup var eval: EvalOptions
+    @Argument(help: "Catalog id, name, or a path.") var checkpoint: String
+    @Option(help: "global or layer") var scope: String = "global"
+    @Option(help: "unstructured, or N:M such as 2:4 or 4:8") var pattern: String = "unstructured"
+    @Option(help: "Sparsity grid (comma-separated fractions).", transform: parseGrid) var grid: [Double]?
+    @Option(help: "Relative tolerance for the essential sparsity.") var tolerance: Double = 0.01
+    @Option(help: "Only tensors matching these shell globs (comma-separated).") var tensors: String?
+    @Option(help: "Also write the pruned checkpoint at --at to this .safetensors file.") var writePruned: String?
+    @Option(help: "Sparsity for --write-pruned (default: the essential sparsity within tolerance).") var at: Double?
+    @Flag(help: "Do not add refinement points around the knee.") var noRefine = false
+
+    func run() throws {
+        guard let sc = SparsityScope(rawValue: scope) else { throw ValidationError("--scope must be global or layer") }
+        guard let pat = SparsityPattern.parse(pattern) else { throw ValidationError("--pattern must be unstructured or N:M (e.g. 2:4)") }
+        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
+        let all = try WeightSet.load(ck)
+        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && SpectrumRunner.globMatch(tensors, $0) }
+        guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point tensors to prune\(tensors.map { " matching \($0)" } ?? "")") }
+        var w = WeightSet()
+        for n in prunable { w.names.append(n); w.shapes[n] = all.shapes[n]; w.values[n] = all.values[n] }
+        var rest = WeightSet()
+        for n in all.names where !prunable.contains(n) { rest.names.append(n); rest.shapes[n] = all.shapes[n]; rest.values[n] = all.values[n] }
+        let evaluator = try eval.make(weights: w, passThrough: rest)
+        let g = grid ?? Sparsity.defaultGrid()
+        let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
+        let curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
+                                       evaluator: curveEval, refine: !noRefine)
+        struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }
+        let e = curve.essential
+        let summary = String(format: "essential sparsity %.1f%% (within %.0f%% of dense %@), knee %@", e.withinTolerance * 100, tolerance * 100,
+                             e.metric as NSString, (e.knee.map { String(format: "%.1f%%", $0 * 100) } ?? "none") as NSString)
+        try cat.storeResult(kind: "sparsity", checkpoint: row.id,
+                            params: Params(scope: scope, pattern: pattern, grid: g, tolerance: tolerance, tensors: tensors, evaluator: evaluator?.description),
+                            summary: summary, data: curve)
+        var written: String?
+        if let out = writePruned {
+            let s = at ?? e.withinTolerance
+            let p = Sparsity.pruned(w, tensors: prunable, scope: sc, pattern: pat, sparsity: s)
+            let full = rest.merged(with: p)
+            var ordered = full
+            ordered.names = all.names
+            try refuseInputOverwrite(out, ck)
+            try SafetensorsWriter.write(ordered.entries(), metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern], to: out)
+            written = out
+        }
+        if catalog.json { print(Fmt.json(curve)); return }
+        print("\(row.name): \(pattern) \(scope) magnitude pruning of \(prunable.count) tensors (\(Fmt.count(curve.prunable)) weights)")
+        if let ev = evaluator { print("evaluator: \(ev.description)") } else { print("no evaluator (--data or --eval): data-free metrics only") }
+        let rows = curve.points.map { p -> [String] in
+            var r = [String(format: "%.1f%%", p.sparsity * 100), String(format: "%.2f%%", p.achieved * 100),
+                     String(format: "%.4f", p.relativeError), String(format: "%.4f", p.retainedEnergy)]
+            if let ev = p.eval {
+                r.append(ev.loss.map { String(format: "%.4f", $0) } ?? "-")
+                r.append(ev.accuracy.map { String(format: "%.4f", $0) } ?? String(format: "%.5g", ev.metric))
+            }
+            return r
+        }
+        var head = ["sparsity", "achieved", "rel_error", "retained_energy"]
+        if evaluator != nil { head += ["loss", evaluator is MLPEvaluator ? "accuracy" : "metric"] }
+        print(Fmt.table(head, rows, numeric: Set(0..<head.count)))
+        print(summary)
+        if let w = written { print("wrote pruned checkpoint \(w) at \(String(format: "%.1f%%", (at ?? e.withinTolerance) * 100))") }
+    }
+}
+
+/// Hands the evaluator the pruned tensors together with the ones pruning leaves alone (biases, norms).
+struct PassThroughEvaluator: Evaluator {
+    let inner: Evaluator
+    let rest: WeightSet
+    var description: String { inner.description }
+    func evaluate(_ w: WeightSet) throws -> EvalResult { try inner.evaluate(rest.merged(with: w)) }
+}
+
+func refuseInputOverwrite(_ out: String, _ ck: Checkpoint) throws {
+    let o = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
+    if ck.files.contains(where: { URL(fileURLWithPath: $0.path).resolvingSymlinksInPath().path == o }) {
+        throw CLIError("refusing to overwrite the input file \(out)")
+    }
+}
+
+func parseGrid(_ s: String) throws -> [Double] {
+    let v = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! >= 0 && $0! < 1 }) else { throw ValidationError("grid values must be fractions in [0, 1)") }
+    return v.map { $0! }
+}
+
+struct SaliencyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "saliency",
+        abstract: "Weight-saliency map and mask (SalUn and data-free relatives).",
+        discussion: """
+        Sources: magnitude |w|; delta |w − w_base| (--base); fisher: Adam's exp_avg_sq found in the checkpoint
+        (optimizer.state.<i>.exp_avg_sq, exp_avg_sq.<name> or <name>.exp_avg_sq) or in --state FILE; grad |g| and
+        wgrad |w·g| from --grads FILE (same tensor names, e.g. SalUn's forgetting-loss gradient).
+        The global top fraction (--top, SalUn's default 0.5) is salient; ties at the threshold go to later tensors and
+        elements, so exactly round(top·N) weights are kept. --mask-out writes a U8 safetensors mask with the same names.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "Catalog id, name, or a path.") var checkpoint: String
+    @Option(help: "magnitude, delta, fisher, grad or wgrad") var source: String = "magnitude"
+    @Option(help: "Base checkpoint for --source delta.") var base: String?
+    @Option(help: "Gradient file for --source grad/wgrad.") var grads: String?
+    @Option(help: "Optimizer state file for --source fisher (when the checkpoint does not carry it).") var state: String?
+    @Option(help: "Fraction of weights that are salient.") var top: Double = 0.5
+    @Option(help: "Write the mask (U8, 1 = salient) as safetensors.") var maskOut: String?
+    @Option(help: "Write per-layer heat maps (PNG) into this folder.") var maps: String?
+    @Option(help: "Only tensors matching these shell globs.") var tensors: String?
+
+    func run() throws {
+        guard let src = SaliencySource(rawValue: source) else { throw ValidationError("--source must be one of \(SaliencySource.allCases.map(\.rawValue).joined(separator: ", "))") }
+        guard top > 0, top <= 1 else { throw ValidationError("--top must be in (0, 1]") }
+        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
+        let all = try WeightSet.load(ck)
+        // Parameters: ≥2-D floating tensors that are not optimizer state.
+        let isState: (String) -> Bool = { $0.contains("exp_avg") || $0.hasPrefix("optimizer.") }
+        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !isState($0) && SpectrumRunner.globMatch(tensors, $0) }
+        guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
+        var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?
+        var otherID: Int64?
+        switch src {
+        case .delta:
+            guard let base else { throw ValidationError("--source delta needs --base CKPT") }
+            let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
+            baseW = try WeightSet.load(bck); otherID = brow.id
+            baseW = try aligned(baseW!, to: all, params: params, what: "--base")
+        case .grad, .wgrad:
+            guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
+            gradW = try aligned(try WeightSet.load(try CheckpointOpener.open(grads)), to: all, params: params, what: "--grads")
+        case .fisher:
+            let stateSet = try state.map { try WeightSet.load(try CheckpointOpener.open($0)) } ?? all
+            statW = try fisherState(stateSet, model: all, params: params)
+        case .magnitude: break
+        }
+        let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
+        let (mask, result) = Saliency.mask(scores, top: top, source: src)
+        struct Params: Encodable { var source: String; var top: Double; var base: String?; var grads: String?; var tensors: String? }
+        try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,
+                            params: Params(source: source, top: top, base: base, grads: grads, tensors: tensors),
+                            summary: String(format: "%@ saliency, top %.0f%%: %d of %d weights", source as NSString, top * 100, result.kept, result.total),
+                            data: result)
+        if let out = maskOut {
+            try refuseInputOverwrite(out, ck)
+            let entries = params.map { SafetensorsWriter.Entry(name: $0, dtype: .u8, shape: all.shapes[$0]!, bytes: mask[$0]!) }
+            try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
+        }
+        var mapFiles: [String] = []
+        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, names: params, to: dir) }
+        if catalog.json {
+            struct Out: Encodable { var checkpoint: String; var result: SaliencyResult; var mask: String?; var maps: [String] }
+            print(Fmt.json(Out(checkpoint: row.path, result: result, mask: maskOut, maps: mapFiles)))
+            return
+        }
+        print("\(row.name): \(source) saliency over \(params.count) tensors; top \(String(format: "%.0f%%", top * 100)) = \(result.kept) of \(result.total) weights (threshold \(Fmt.num(result.threshold)))")
+        let rows = result.layers.map { l in
+            [l.name, "\(l.count)", String(format: "%.1f%%", l.share * 100), String(format: "%.1f%%", l.massShare * 100),
+             String(format: "%.1f%%", l.top1Concentration * 100), Fmt.num(l.meanScore)]
+        }
+        print(Fmt.table(["tensor", "weights", "salient", "mass_share", "top1%_mass", "mean_score"], rows, numeric: [1, 2, 3, 4, 5]))
+        if let m = maskOut { print("wrote mask \(m)") }
+        if !mapFiles.isEmpty { print("wrote \(mapFiles.count) heat maps to \(maps!)") }
+    }
+
+    func aligned(_ other: WeightSet, to w: WeightSet, params: [String], what: String) throws -> WeightSet {
+        var out = WeightSet()
+        for n in params {
+            guard let v = other.values[n] else { throw CLIError("\(what) has no tensor '\(n)'") }
+            guard other.shapes[n] == w.shapes[n] else { throw CLIError("\(what) tensor '\(n)' has shape \(other.shapes[n]!) not \(w.shapes[n]!)") }
+            out.names.append(n); out.shapes[n] = other.shapes[n]; out.values[n] = v
+        }
+        return out
+    }
+
+    /// exp_avg_sq per parameter: by name (`exp_avg_sq.<p>`, `<p>.exp_avg_sq`), or torch's optimizer.state.<i>
+    /// indexed in parameter order (every floating tensor outside the optimizer, matched by shape).
+    func fisherState(_ s: WeightSet, model: WeightSet, params: [String]) throws -> WeightSet {
+        var out = WeightSet()
+        let modelParams = model.names.filter { !$0.hasPrefix("optimizer.") && !$0.contains("exp_avg") }
+        for n in params {
+            let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
+            let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
+            var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
+            if found == nil, let idx = modelParams.firstIndex(of: n) {
+                let key = "optimizer.state.\(idx).exp_avg_sq"
+                if let v = s.values[key] { found = (key, v) }
+            }
+            guard let (key, v) = found else { throw CLIError("no exp_avg_sq for '\(n)' (looked for \(candidates[0]), optimizer.state.<i>.exp_avg_sq); pass --state FILE") }
+            guard v.count == model.values[n]!.count else { throw CLIError("\(key) has \(v.count) values, '\(n)' has \(model.values[n]!.count)") }
+            out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
+        }
+        return out
+    }
+}
+
+enum SaliencyMaps {
+    static func write(scores: WeightSet, names: [String], to dir: String) throws -> [String] {
+        throw CLIError("heat maps are not available yet")
+    }
+}

@@ -1,0 +1,189 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanAnalysis
+@testable import WscanCatalog
+
+final class SparsityTests: XCTestCase {
+    let tmp = TempDir()
+
+    func manifest() throws -> [String: Any] { try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any] }
+
+    func load(_ file: String) throws -> (WeightSet, [String], MLPEvaluator) {
+        let ck = try CheckpointOpener.open(Paths.corpus.appendingPathComponent(file).path)
+        let w = try WeightSet.load(ck)
+        let data = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("digits_test.npz").path)
+        let x = try TensorData.floats(data, data.tensors.first { $0.name == "x" }!)
+        let yt = data.tensors.first { $0.name == "y" }!
+        let y = try TensorData.floats(data, yt).map { Int($0) }
+        let ev = try MLPEvaluator(weights: w, x: x, y: y, features: 64)
+        return (w, w.names.filter { w.shapes[$0]!.count == 2 }, ev)
+    }
+
+    /// The built-in evaluator reproduces the accuracy (and loss) the corpus script recorded with numpy.
+    func testDenseAccuracyEqualsCorpusRecord() throws {
+        let models = try manifest()["models"] as! [String: [String: Any]]
+        for name in ["mlp_seed0", "mlp_seed1", "mlp_seed2", "mlp_seed0_finetuned", "mlp_seed0_pruned50", "mlp_seed0_lora4"] {
+            let (w, _, ev) = try load(models[name]!["file"] as! String)
+            let r = try ev.evaluate(w)
+            XCTAssertEqual(r.accuracy!, models[name]!["test_accuracy"] as! Double, accuracy: 1e-12, name)  // same count of 360
+            XCTAssertEqual(r.loss!, models[name]!["test_loss"] as! Double, accuracy: 1e-5, name)
+        }
+    }
+
+    /// Curves are monotone where they must be, hit the requested sparsity, and the reported essential sparsity
+    /// is what the curve says (recomputed here independently).
+    func testCurveMonotoneAndEssentialConsistent() throws {
+        let (w, tensors, ev) = try load("mlp_seed0.safetensors")
+        let total = tensors.reduce(0) { $0 + w.values[$1]!.count }
+        for scope in [SparsityScope.global, .layer] {
+            let c = try Sparsity.curve(w, tensors: tensors, scope: scope, pattern: .unstructured, tolerance: 0.01, evaluator: ev)
+            XCTAssertEqual(c.points.first?.eval?.accuracy, 0.975)
+            for (a, b) in zip(c.points, c.points.dropFirst()) {
+                XCTAssertLessThanOrEqual(b.retainedEnergy, a.retainedEnergy + 1e-12, "retained energy must not grow with sparsity")
+                XCTAssertGreaterThanOrEqual(b.relativeError, a.relativeError - 1e-12)
+                XCTAssertGreaterThanOrEqual(b.achieved, a.achieved)
+            }
+            for p in c.points {
+                if scope == .global { XCTAssertEqual(p.achieved, (p.sparsity * Double(total)).rounded(.down) / Double(total), accuracy: 1e-12) }
+                else { for l in p.layers { let n = Double(w.values[l.name]!.count); XCTAssertEqual(l.sparsity, (p.sparsity * n).rounded(.down) / n, accuracy: 1e-12) } }
+                // energy bookkeeping from histograms equals a direct computation
+                let pw = Sparsity.pruned(w, tensors: tensors, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
+                var kept = 0.0, all = 0.0
+                for t in tensors { for (a, b) in zip(w.values[t]!, pw.values[t]!) { all += Double(a) * Double(a); kept += Double(b) * Double(b) } }
+                XCTAssertEqual(p.retainedEnergy, kept / all, accuracy: 1e-9)
+            }
+            // Essential sparsity (1): the largest sparsity before the first point that drops more than 1% below dense.
+            let dense = c.points[0].eval!.accuracy!
+            var expect = 0.0
+            for p in c.points { if p.eval!.accuracy! >= dense - 0.01 * dense { expect = p.sparsity } else { break } }
+            XCTAssertEqual(c.essential.withinTolerance, expect)
+            // (2) the knee maximises normalised accuracy + normalised sparsity − 1.
+            let xs = c.points.map(\.sparsity), ys = c.points.map { $0.eval!.accuracy! }
+            let (x0, x1, y0, y1) = (xs.min()!, xs.max()!, ys.min()!, ys.max()!)
+            let d = zip(xs, ys).map { ($1 - y0) / (y1 - y0) + ($0 - x0) / (x1 - x0) - 1 }
+            XCTAssertEqual(c.essential.knee, xs[d.firstIndex(of: d.max()!)!])
+        }
+    }
+
+    func testDataFreeCurveUsesRetainedEnergy() throws {
+        let (w, tensors, _) = try load("mlp_seed1.safetensors")
+        let c = try Sparsity.curve(w, tensors: tensors, scope: .global, pattern: .unstructured, tolerance: 0.01, evaluator: nil)
+        XCTAssertEqual(c.essential.metric, "retained_energy")
+        XCTAssertNotNil(c.essential.knee)
+        let firstBelow = c.points.first { $0.retainedEnergy < 0.99 }!
+        XCTAssertLessThan(c.essential.withinTolerance, firstBelow.sparsity)
+    }
+
+    /// The pruned checkpoint, read back by numpy, has exactly the requested sparsity per scope and pattern.
+    func testPrunedCheckpointReadBackByNumpy() throws {
+        guard FileManager.default.isExecutableFile(atPath: Paths.wscanBinary.path) else { throw XCTSkip("binary not built") }
+        let db = tmp.path("c.db")
+        let cases: [(args: [String], check: String)] = [
+            (["--scope", "global", "--at", "0.3"], "z = sum(int((v == 0).sum()) for v in W.values()); n = sum(v.size for v in W.values()); assert z == int(0.3 * n), (z, n)"),
+            (["--scope", "layer", "--at", "0.7"], "assert all(int((v == 0).sum()) == int(0.7 * v.size) for v in W.values()), [(int((v==0).sum()), v.size) for v in W.values()]"),
+            (["--pattern", "2:4"], "assert all(((v.reshape(-1, 4) == 0).sum(axis=1) == 2).all() for v in W.values())"),
+            (["--pattern", "4:8"], "assert all(((v.reshape(-1, 8) == 0).sum(axis=1) == 4).all() for v in W.values())"),
+        ]
+        for (i, c) in cases.enumerated() {
+            let out = tmp.path("p\(i).safetensors")
+            let r = try runWscan(["analyze", "sparsity", Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path, "--db", db,
+                                  "--write-pruned", out, "--grid", "0,0.5", "--no-refine"] + c.args)
+            XCTAssertEqual(r.status, 0, r.err)
+            let py = """
+            from safetensors.numpy import load_file
+            a = load_file('\(out)')
+            W = {k: v for k, v in a.items() if v.ndim == 2}
+            orig = load_file('\(Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path)')
+            assert len(W) == 3 and all((v == orig[k]).all() for k, v in a.items() if v.ndim == 1), 'biases untouched'
+            assert all(((v == 0) | (v == orig[k])).all() for k, v in W.items()), 'weights only zeroed'
+            \(c.check)
+            print('ok')
+            """
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", "-c", py]
+            let pipe = Pipe(), err = Pipe()
+            p.standardOutput = pipe; p.standardError = err
+            try p.run(); p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "\(c.args): " + String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+    }
+
+    func testExternalEvaluatorMatchesBuiltIn() throws {
+        let (w, tensors, ev) = try load("mlp_seed0.safetensors")
+        let script = tmp.path("eval.py")
+        try """
+        import sys, numpy as np
+        from safetensors.numpy import load_file
+        p = load_file(sys.argv[1]); d = np.load(sys.argv[2])
+        h = d["x"].astype(np.float64)
+        for i, n in enumerate(["fc1", "fc2", "fc3"]):
+            h = h @ p[n + ".weight"].astype(np.float64).T + p[n + ".bias"]
+            if i < 2: h = np.maximum(h, 0)
+        print("accuracy:", float((h.argmax(1) == d["y"]).mean()))
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        var rest = WeightSet()
+        for n in w.names where !tensors.contains(n) { rest.names.append(n); rest.shapes[n] = w.shapes[n]; rest.values[n] = w.values[n] }
+        let ext = ExternalEvaluator(command: "python3 \(script) {ckpt} \(Paths.corpus.appendingPathComponent("digits_test.npz").path)", passThrough: rest)
+        var only = WeightSet()
+        for n in tensors { only.names.append(n); only.shapes[n] = w.shapes[n]; only.values[n] = w.values[n] }
+        let pruned = Sparsity.pruned(only, tensors: tensors, scope: .global, pattern: .unstructured, sparsity: 0.6)
+        XCTAssertEqual(try ext.evaluate(pruned).metric, try ev.evaluate(rest.mergedForTest(pruned)).accuracy)
+        XCTAssertThrowsError(try ExternalEvaluator(command: "exit 3").evaluate(only)) { XCTAssertTrue("\($0)".contains("status 3")) }
+        XCTAssertThrowsError(try ExternalEvaluator(command: "echo none # {ckpt}").evaluate(only)) { XCTAssertTrue("\($0)".contains("no number")) }
+        XCTAssertThrowsError(try ExternalEvaluator(command: "sleep 5 # {ckpt}", timeout: 0.3).evaluate(only)) { XCTAssertTrue("\($0)".contains("timed out")) }
+        XCTAssertEqual(ExternalEvaluator.lastNumber("loss 1.5 then ppl=3.25e1\n"), 32.5)
+    }
+}
+
+extension WeightSet {
+    func mergedForTest(_ o: WeightSet) -> WeightSet {
+        var m = self
+        for n in o.names { if m.values[n] == nil { m.names.append(n) }; m.shapes[n] = o.shapes[n]; m.values[n] = o.values[n] }
+        return m
+    }
+}
+
+final class SaliencyTests: XCTestCase {
+    func weights(_ f: String) throws -> WeightSet { try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent(f).path)) }
+
+    func testTopFractionKeepsExactlyThatFractionWithTies() throws {
+        // Many ties: all scores equal except a few.
+        var s = WeightSet()
+        s.names = ["a", "b"]; s.shapes = ["a": [10, 10], "b": [5, 10]]
+        s.values = ["a": [Float](repeating: 1, count: 100), "b": (0..<50).map { $0 < 5 ? 9 : 1 }]
+        for top in [0.1, 0.25, 0.5, 0.9] {
+            let (m, r) = Saliency.mask(s, top: top, source: .magnitude)
+            let kept = m.values.reduce(0) { $0 + $1.reduce(0) { $0 + Int($1) } }
+            XCTAssertEqual(kept, Int((top * 150).rounded()), "top \(top)")
+            XCTAssertEqual(r.kept, kept)
+            XCTAssertTrue(m["b"]!.prefix(5).allSatisfy { $0 == 1 }, "the largest scores are always kept")
+        }
+        // Ties are resolved toward later tensors/elements.
+        let (m, _) = Saliency.mask(s, top: 0.1, source: .magnitude)
+        XCTAssertEqual(m["a"]!.reduce(0) { $0 + Int($1) }, 0)
+        XCTAssertEqual(Array(m["b"]!.suffix(10)), [UInt8](repeating: 1, count: 10))
+    }
+
+    /// Delta saliency against the base puts every salient weight where the corpus script changed the model:
+    /// the rank-4 LoRA touched fc1 and fc2 only.
+    func testDeltaSaliencyLocatesTheLoRA() throws {
+        let a = try weights("mlp_seed0.safetensors"), b = try weights("mlp_seed0_lora4.safetensors")
+        let names = b.names.filter { b.shapes[$0]!.count == 2 }
+        let sc = try Saliency.scores(.delta, weights: b, tensors: names, base: a)
+        let (m, r) = Saliency.mask(sc, top: 0.5, source: .delta)
+        XCTAssertEqual(m["fc3.weight"]!.reduce(0) { $0 + Int($1) }, 0, "fc3 was not changed")
+        XCTAssertEqual(r.layers.first { $0.name == "fc3.weight" }!.massShare, 0)
+        XCTAssertGreaterThan(r.layers.first { $0.name == "fc1.weight" }!.salient, 0)
+    }
+
+    func testFisherFromAdamState() throws {
+        let w = try weights("mlp_seed0.safetensors")
+        let st = try weights("mlp_seed0_adam_state.npz")
+        var stat = WeightSet()
+        for n in ["fc1.weight", "fc2.weight"] { stat.names.append(n); stat.shapes[n] = w.shapes[n]; stat.values[n] = st.values["exp_avg_sq.\(n)"] }
+        let sc = try Saliency.scores(.fisher, weights: w, tensors: ["fc1.weight", "fc2.weight"], stat: stat)
+        XCTAssertEqual(sc.values["fc1.weight"]!, st.values["exp_avg_sq.fc1.weight"]!.map { abs($0) })
+        XCTAssertThrowsError(try Saliency.scores(.grad, weights: w, tensors: ["fc1.weight"], grad: nil))
+    }
+}
