@@ -69,32 +69,47 @@ public enum Sparsity {
     static let bins = 1 << 15
     @inline(__always) static func key(_ x: Float) -> Int { Int((x.bitPattern & 0x7FFF_FFFF) >> 16) }
 
-    struct Hist { var count: [Int]; var sumsq: [Double]; var n: Int; var energy: Double }
+    public struct Hist {
+        public var count: [Int]; public var sumsq: [Double]; public var n: Int; public var energy: Double
+        /// Prefix sums: cumCount[b] = Σ count[0..<b] (and the same for Σw²), for O(1) "everything below bin b".
+        var cumCount: [Int] = []; var cumEnergy: [Double] = []
+        mutating func finish() {
+            cumCount = [Int](repeating: 0, count: count.count + 1); cumEnergy = [Double](repeating: 0, count: count.count + 1)
+            for b in 0..<count.count { cumCount[b + 1] = cumCount[b] + count[b]; cumEnergy[b + 1] = cumEnergy[b] + sumsq[b] }
+        }
+    }
 
-    static func histogram(_ v: [Float]) -> Hist {
+    public static func histogram(_ v: [Float]) -> Hist {
         var c = [Int](repeating: 0, count: bins), s = [Double](repeating: 0, count: bins)
         var e = 0.0
         v.withUnsafeBufferPointer { p in
             c.withUnsafeMutableBufferPointer { cp in s.withUnsafeMutableBufferPointer { sp in
                 for x in p {
                     let k = key(x)
-                    cp[k] += 1
+                    cp[k] &+= 1
                     let d = Double(x) * Double(x)
                     sp[k] += d
                     e += d
                 }
             } }
         }
-        return Hist(count: c, sumsq: s, n: v.count, energy: e)
+        var h = Hist(count: c, sumsq: s, n: v.count, energy: e)
+        h.finish()
+        return h
     }
 
-    /// Cuts for each sparsity over `tensors` taken together (global) — call once per layer for layer scope.
+    /// A cut plus what it takes out of the boundary bin, per tensor: (count, Σw²).
+    struct CutResult { var cut: PruneCut; var boundary: [Int: (count: Int, energy: Double)] }
+
+    /// Cuts for each sparsity over `values` taken together (global) — call once per layer for layer scope.
     static func cuts(_ values: [[Float]], hists: [Hist], tensorIDs: [Int], sparsities: [Double]) -> [PruneCut] {
+        cutResults(values, hists: hists, tensorIDs: tensorIDs, sparsities: sparsities).map(\.cut)
+    }
+
+    static func cutResults(_ values: [[Float]], hists: [Hist], tensorIDs: [Int], sparsities: [Double]) -> [CutResult] {
         let total = hists.reduce(0) { $0 + $1.n }
         var cum = [Int](repeating: 0, count: bins + 1)
-        for h in hists { for b in 0..<bins { cum[b + 1] += h.count[b] } }
-        for b in 0..<bins { cum[b + 1] += cum[b] }
-        // For each sparsity: k and its boundary bin.
+        for h in hists { for b in 0...bins { cum[b] += h.cumCount[b] } }
         var want: [(k: Int, bin: Int)] = []
         var boundary = Set<Int>()
         for s in sparsities {
@@ -104,22 +119,66 @@ public enum Sparsity {
             while lo < hi { let mid = (lo + hi) / 2; if cum[mid + 1] >= k { hi = mid } else { lo = mid + 1 } }
             want.append((k, lo)); boundary.insert(lo)
         }
-        // Second pass: the boundary bins' elements, ordered by (|w|, tensor, index).
-        var members: [Int: [(Float, Int, Int)]] = [:]
+        // Second pass (parallel over tensors): the boundary bins' elements, in scan order (tensor, then index).
         var isB = [Bool](repeating: false, count: bins)
-        for b in boundary { isB[b] = true; members[b] = [] }
-        for (ti, v) in values.enumerated() {
-            v.withUnsafeBufferPointer { p in
-                for (i, x) in p.enumerated() where isB[key(x)] { members[key(x)]!.append((abs(x), tensorIDs[ti], i)) }
+        for b in boundary { isB[b] = true }
+        let perTensor = UnsafeSendableBox([[(Float, Int32)]](repeating: [], count: values.count))
+        if !boundary.isEmpty {
+            DispatchQueue.concurrentPerform(iterations: values.count) { ti in
+                var found: [(Float, Int32)] = []
+                values[ti].withUnsafeBufferPointer { p in
+                    isB.withUnsafeBufferPointer { ib in
+                        for i in 0..<p.count { let x = p[i]; if ib[key(x)] { found.append((abs(x), Int32(i))) } }
+                    }
+                }
+                perTensor.set(ti, found)
             }
         }
-        for b in boundary { members[b]!.sort { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) } }
-        return want.map { w in
-            if w.k == 0 { return PruneCut(key: -1, value: 0, tensor: -1, index: -1, none: true) }
-            let r = w.k - cum[w.bin]          // how many to take inside the boundary bin (≥ 1)
-            let e = members[w.bin]![r - 1]
-            return PruneCut(key: w.bin, value: e.0, tensor: e.1, index: e.2, none: false)
+        // Per boundary bin: values and owners in scan order, which is the tie order.
+        var binVals: [Int: [Float]] = [:], binOwner: [Int: [(tensor: Int, index: Int)]] = [:]
+        for b in boundary { binVals[b] = []; binOwner[b] = [] }
+        for (ti, list) in perTensor.array.enumerated() {
+            for (v, i) in list { let b = key(v); binVals[b]!.append(v); binOwner[b]!.append((tensorIDs[ti], Int(i))) }
         }
+        return want.map { w in
+            if w.k == 0 { return CutResult(cut: PruneCut(key: -1, value: 0, tensor: -1, index: -1, none: true), boundary: [:]) }
+            let r = w.k - cum[w.bin]          // how many to take inside the boundary bin (≥ 1)
+            let vals = binVals[w.bin]!, owners = binOwner[w.bin]!
+            // The r-th smallest value by selection (no sort), then ties taken in scan order.
+            var scratch = vals
+            let t = quickselect(&scratch, r - 1)
+            var less = 0
+            for v in vals where v < t { less += 1 }
+            var needEqual = r - less
+            var taken: [Int: (count: Int, energy: Double)] = [:]
+            var last = (tensor: -1, index: -1)
+            for (v, o) in zip(vals, owners) {
+                var take = v < t
+                if v == t && needEqual > 0 { take = true; needEqual -= 1; last = o }
+                if take { let c = taken[o.tensor] ?? (0, 0); taken[o.tensor] = (c.count + 1, c.energy + Double(v) * Double(v)) }
+            }
+            return CutResult(cut: PruneCut(key: w.bin, value: t, tensor: last.tensor, index: last.index, none: false), boundary: taken)
+        }
+    }
+
+    /// k-th smallest (0-based) by Hoare's selection with median-of-three pivots; reorders `a`.
+    static func quickselect(_ a: inout [Float], _ k: Int) -> Float {
+        var lo = 0, hi = a.count - 1
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if a[mid] < a[lo] { a.swapAt(mid, lo) }
+            if a[hi] < a[lo] { a.swapAt(hi, lo) }
+            if a[hi] < a[mid] { a.swapAt(hi, mid) }
+            let pivot = a[mid]
+            var i = lo, j = hi
+            while i <= j {
+                while a[i] < pivot { i += 1 }
+                while a[j] > pivot { j -= 1 }
+                if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if k <= j { hi = j } else if k >= i { lo = i } else { return a[k] }
+        }
+        return a[k]
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
@@ -194,20 +253,21 @@ public enum Sparsity {
                 return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator),
                         try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator)]
             }
-            // cutsPerTensor[s][tensor]
+            // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
+            var taken: [[Int: (count: Int, energy: Double)]] = Array(repeating: [:], count: sparsities.count)
             switch scope {
             case .global:
-                let cs = cuts(values, hists: H, tensorIDs: Array(values.indices), sparsities: sparsities)
-                for (si, c) in cs.enumerated() { for n in tensors { perTensor[si][n] = c } }
+                let cs = cutResults(values, hists: H, tensorIDs: Array(values.indices), sparsities: sparsities)
+                for (si, c) in cs.enumerated() { for n in tensors { perTensor[si][n] = c.cut }; taken[si] = c.boundary }
             case .layer:
                 for (ti, n) in tensors.enumerated() {
-                    let cs = cuts([values[ti]], hists: [H[ti]], tensorIDs: [ti], sparsities: sparsities)
-                    for (si, c) in cs.enumerated() { perTensor[si][n] = c }
+                    let cs = cutResults([values[ti]], hists: [H[ti]], tensorIDs: [ti], sparsities: sparsities)
+                    for (si, c) in cs.enumerated() { perTensor[si][n] = c.cut; if let t = c.boundary[ti] { taken[si][ti] = t } }
                 }
             }
             return try sparsities.enumerated().map { si, s in
-                try pointFromCuts(s, w: w, tensors: tensors, hists: H, cuts: perTensor[si], totalEnergy: totalEnergy, evaluator: evaluator)
+                try pointFromCuts(s, w: w, tensors: tensors, hists: H, cuts: perTensor[si], taken: taken[si], totalEnergy: totalEnergy, evaluator: evaluator)
             }
         }
 
@@ -226,22 +286,16 @@ public enum Sparsity {
     }
 
     static func pointFromCuts(_ s: Double, w: WeightSet, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
-                              totalEnergy: Double, evaluator: Evaluator?) throws -> SparsityPoint {
+                              taken: [Int: (count: Int, energy: Double)], totalEnergy: Double, evaluator: Evaluator?) throws -> SparsityPoint {
         var layers: [SparsityPoint.LayerPoint] = []
         var prunedCount = 0, prunedEnergy = 0.0
         for (ti, n) in tensors.enumerated() {
             let h = hists[ti], c = cuts[n]!
             var pc = 0, pe = 0.0
             if !c.none {
-                for b in 0..<c.key { pc += h.count[b]; pe += h.sumsq[b] }
-                // Inside the boundary bin: exact, from the values.
-                if h.count[c.key] > 0 {
-                    w.values[n]!.withUnsafeBufferPointer { p in
-                        for (i, x) in p.enumerated() where key(x) == c.key && pruned(x, tensor: ti, index: i, c) {
-                            pc += 1; pe += Double(x) * Double(x)
-                        }
-                    }
-                }
+                pc += h.cumCount[c.key]; pe += h.cumEnergy[c.key]
+                // Inside the boundary bin: exact, from the ordered boundary members.
+                if let t = taken[ti] { pc += t.count; pe += t.energy }
             }
             prunedCount += pc; prunedEnergy += pe
             layers.append(.init(name: n, sparsity: h.n > 0 ? Double(pc) / Double(h.n) : 0,

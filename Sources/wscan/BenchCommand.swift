@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import WscanKernels
 import WscanFormats
+import WscanAnalysis
 
 /// Kernel micro-benchmarks used by `make bench` (hidden from --help).
 struct KernelBench: ParsableCommand {
@@ -9,6 +10,7 @@ struct KernelBench: ParsableCommand {
                                                     shouldDisplay: false)
     @Option(help: "Elements per kernel run.") var elements = 1 << 26
     @Option(help: "Matrix size for svd.") var size = 4096
+    @Option(help: "Checkpoint for the sparsity benchmark.") var file: String?
     @Argument(help: "Which: stats, bf16, f16, hash") var which: [String] = ["stats", "bf16", "f16", "hash"]
 
     func run() throws {
@@ -94,6 +96,37 @@ struct KernelBench: ParsableCommand {
                     let r = try rate { try raw.withUnsafeBytes { try GGMLDequant.decode(type, $0.baseAddress!, blocks: blocks, out) }; blackHole(out[0]) }
                     print(String(format: "dequant %-5@ %7.2f Gfloat/s   plain F32 read %7.2f Gfloat/s   ratio %.2f", type as NSString, r / 1e9, plain / 1e9, r / plain))
                 }
+            case "sparsity":
+                // A 20-point data-free global sparsity curve against one statistics pass over the same decoded weights.
+                guard let file else { throw ValidationError("--file CHECKPOINT is required") }
+                let ck = try CheckpointOpener.open(file)
+                let all = try WeightSet.load(ck)
+                let names = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 }
+                var w = WeightSet()
+                for nm in names { w.names.append(nm); w.shapes[nm] = all.shapes[nm]; w.values[nm] = all.values[nm] }
+                let total = names.reduce(0) { $0 + w.values[$1]!.count }
+                func best(_ body: () throws -> Void) rethrows -> Double {
+                    try body()
+                    var b = Double.infinity
+                    for _ in 0..<5 { let t0 = DispatchTime.now().uptimeNanoseconds; try body(); b = min(b, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+                    return b
+                }
+                let ts = best {
+                    DispatchQueue.concurrentPerform(iterations: names.count) { i in
+                        var st = TensorStats()
+                        w.values[names[i]]!.withUnsafeBufferPointer { StatsKernel.accumulate($0.baseAddress!, $0.count, into: &st) }
+                        blackHole(st.mean)
+                    }
+                }
+                let th = best {
+                    DispatchQueue.concurrentPerform(iterations: names.count) { i in blackHole(Sparsity.histogram(w.values[names[i]]!).n) }
+                }
+                print(String(format: "  histogram pass alone %.1f ms", th * 1000))
+                let grid = (0..<20).map { Double($0) * 0.05 }
+                var c: SparsityCurve?
+                let tc = try best { c = try Sparsity.curve(w, tensors: names, scope: .global, pattern: .unstructured, grid: grid, evaluator: nil, refine: false) }
+                print(String(format: "sparsity curve (20 points, global, data-free) on %@ matrix weights: %.1f ms; one statistics pass %.1f ms; ratio %.2f (goal <= 3); knee %@",
+                             Fmt.count(total) as NSString, tc * 1000, ts * 1000, tc / ts, (c?.essential.knee.map { String(format: "%.0f%%", $0 * 100) } ?? "-") as NSString))
             case "hash":
                 time("xxh3-128", bytes: n * 4) { f.withUnsafeBytes { blackHole(XXH3Hasher.hash($0.baseAddress!, $0.count)) } }
             default: throw ValidationError("unknown benchmark \(w)")
