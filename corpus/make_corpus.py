@@ -278,6 +278,29 @@ def main():
     np.savez(os.path.join(OUT, "mlp_seed0_adam_state.npz"), **{f"exp_avg_sq.{k}": v for k, v in st["v"].items()})
     manifest["optimizer_state"] = {"file": "mlp_seed0_adam_state.npz", "for": "mlp_seed0", "steps": st["t"]}
 
+    # Layer inputs of seed 0 on the test split (for data-driven utilization) and numpy reference ranks.
+    _, acts = forward({k: v.astype(np.float64) for k, v in base.items()}, xte.astype(np.float64))
+    act = {f"{n}.weight": acts[i].astype(np.float32) for i, n in enumerate(NAMES)}
+    np.savez(os.path.join(OUT, "mlp_seed0_activations.npz"), **act)
+
+    def erank(sv, e):
+        en = sv ** 2
+        c = np.cumsum(en)
+        return int(np.searchsorted(c, e * en.sum() * (1 - 1e-12)) + 1)
+
+    util = {}
+    for n in NAMES:
+        X = act[f"{n}.weight"].astype(np.float64)
+        C = X.T @ X / len(X)
+        w_, V = np.linalg.eigh(C)
+        w_, V = w_[::-1], V[:, ::-1]
+        k = erank(np.sqrt(np.maximum(w_, 0)), 0.95)
+        W = base[f"{n}.weight"].astype(np.float64)
+        util[f"{n}.weight"] = {"input_rank": k,
+                               "utilized_rank": erank(np.linalg.svd(W @ V[:, :k], compute_uv=False), 0.95),
+                               "data_free_rank": erank(np.linalg.svd(W, compute_uv=False), 0.95)}
+    manifest["activations"] = {"file": "mlp_seed0_activations.npz", "for": "mlp_seed0", "energy": 0.95, "layers": util}
+
     with open(os.path.join(OUT, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -160,6 +160,16 @@ int wscan_dsyevd_values(int n, double *a, double *w) {
     lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
     free(work); free(iwork); return info;
 }
+int wscan_dsyevd_vectors(int n, double *a, double *w) {
+    /* Column-major symmetric input equals row-major; output eigenvector j is column j = a[j*n ...] in column-major. */
+    long long lwork = 1LL + 6LL * n + 2LL * n * n + 64;
+    long long liwork = 3LL + 5LL * n + 16;
+    double *work = malloc(sizeof(double) * (size_t)lwork);
+    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w, work, (lapack_int)lwork, iwork, (lapack_int)liwork);
+    free(work); free(iwork); return info;
+}
 int wscan_ssyevd_values(int n, float *a, float *w) {
     lapack_int lwork = 2 * n + 1, liwork = 1;
     float *work = malloc(sizeof(float) * (size_t)lwork);

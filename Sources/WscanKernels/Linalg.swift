@@ -72,6 +72,18 @@ public enum Linalg {
         return w
     }
 
+    /// Eigen-decomposition of a symmetric n×n matrix: eigenvalues descending and the matching eigenvectors,
+    /// vectors[j] being the unit eigenvector of values[j].
+    public static func symmetricEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [[Double]]) {
+        var m = a
+        var w = [Double](repeating: 0, count: n)
+        let info = m.withUnsafeMutableBufferPointer { mp in w.withUnsafeMutableBufferPointer { wscan_dsyevd_vectors(Int32(n), mp.baseAddress, $0.baseAddress) } }
+        if info != 0 { throw LinalgError.lapack("dsyevd", info) }
+        var vals: [Double] = [], vecs: [[Double]] = []
+        for j in stride(from: n - 1, through: 0, by: -1) { vals.append(w[j]); vecs.append(Array(m[(j * n)..<((j + 1) * n)])) }
+        return (vals, vecs)
+    }
+
     /// C = op(A) · op(B) in Float. A is m×k after op, B k×n after op.
     public static func gemm(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
                             m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false,

@@ -33,6 +33,8 @@ struct SpectrumCommand: ParsableCommand {
     @Flag(help: "Recompute even if stored results exist.") var force = false
     @Flag(help: "List every layer, not only the first 40.") var all = false
     @Option(help: "Worker threads (BLAS threads and layers in flight); default: all cores.") var threads: Int?
+    @Option(help: "Layer inputs (activations [N, in] or covariances [in, in]) named after the weights, as safetensors/npz: adds the data-driven utilized rank.")
+    var activations: String?
 
     func run() throws {
         let cat = try catalog.open()
@@ -58,6 +60,16 @@ struct SpectrumCommand: ParsableCommand {
         }
         SpectrumReportText.print(row: row, records: recs, summary: summary, energies: energy, all: all,
                                  seconds: Date().timeIntervalSince(t0))
+        if let act = activations {
+            let e = energy[min(1, energy.count - 1)]
+            let u = try dataUtilization(row: row, activations: act, energy: e)
+            try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
+                                summary: "\(u.count) layers with activations", data: u)
+            print("\ndata-driven utilization at \(Int(e * 100))% energy (inputs from \(act)):")
+            print(Fmt.table(["layer", "input_rank", "utilized_rank", "data_free_rank", "utilized/min(m,n)"],
+                            u.map { [$0.name, "\($0.inputRank)", "\($0.utilizedRank)", "\($0.dataFreeRank)", String(format: "%.1f%%", $0.utilizedFraction * 100)] },
+                            numeric: [1, 2, 3, 4]))
+        }
     }
 }
 
@@ -110,4 +122,18 @@ enum SpectrumReportText {
         for w in summary.alphaWarnings.prefix(10) { Swift.print("  warning: \(w)") }
         if summary.alphaWarnings.count > 10 { Swift.print("  … \(summary.alphaWarnings.count - 10) more warnings") }
     }
+}
+
+func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> [DataUtilization] {
+    let ck = try CheckpointOpener.open(row.path)
+    let acts = try CheckpointOpener.open(activations)
+    var out: [DataUtilization] = []
+    for t in ck.tensors where t.shape.count == 2 && t.dtype.isFloatingPoint && t.dtype.decodable {
+        let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name
+        guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { continue }
+        out.append(try DataDrivenUtilization.analyze(name: t.name, weight: try TensorData.floats(ck, t), out: t.shape[0], inn: t.shape[1],
+                                                    inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy))
+    }
+    if out.isEmpty { throw CLIError("\(activations) has no activations named after this checkpoint's weights") }
+    return out
 }

@@ -16,9 +16,9 @@ final class CatalogTests: XCTestCase {
         let dir = try copyCorpus()
         let cat = try Catalog(path: tmp.path("c.db"))
         let out = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
-        XCTAssertEqual(out.filter { if case .indexed = $0 { return true }; return false }.count, 12)
+        XCTAssertEqual(out.filter { if case .indexed = $0 { return true }; return false }.count, 13)
         let rows = try cat.checkpoints()
-        XCTAssertEqual(rows.count, 12)
+        XCTAssertEqual(rows.count, 13)
         let sharded = try cat.resolve("mlp_seed1_sharded")
         XCTAssertEqual(sharded.format, "safetensors-sharded")
         XCTAssertEqual(sharded.tensorCount, 6)
@@ -32,9 +32,9 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try cat.resolve("mlp_seed1.safetensors").fingerprint, sharded.fingerprint)
         // Read-only SQL
         let q = try cat.query("SELECT COUNT(*) FROM tensors")
-        XCTAssertEqual(q.rows[0][0].storage, .int64(68))
+        XCTAssertEqual(q.rows[0][0].storage, .int64(71))
         XCTAssertThrowsError(try cat.query("DELETE FROM tensors"))
-        XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(68))
+        XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(71))
     }
 
     func testIncrementalSkipReindexAndPrune() throws {
@@ -58,7 +58,7 @@ final class CatalogTests: XCTestCase {
         var opts = Indexer.Options(); opts.prune = true
         _ = try Indexer(catalog: cat, options: opts).run(paths: [dir.path])
         XCTAssertThrowsError(try cat.resolve("mlp_seed2.safetensors"))
-        XCTAssertEqual(try cat.checkpoints().count, 11)
+        XCTAssertEqual(try cat.checkpoints().count, 12)
     }
 
     func testBadFilesRecordedAndRunContinues() throws {
@@ -110,7 +110,7 @@ final class CLITests: XCTestCase {
         let ok = try runWscan(["index", Paths.corpus.path, "--db", db, "--json"])
         XCTAssertEqual(ok.status, 0, ok.err)
         let j = try JSONSerialization.jsonObject(with: Data(ok.out.utf8)) as! [String: Any]
-        XCTAssertEqual(j["indexed"] as? Int, 12)
+        XCTAssertEqual(j["indexed"] as? Int, 13)
         XCTAssertEqual(try runWscan(["frobnicate"]).status, 2)
         XCTAssertEqual(try runWscan(["index"]).status, 2)
         let bad = tmp.write("bad.safetensors", [9, 9, 9])
@@ -119,13 +119,13 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("bad.safetensors") && r.err.contains("too short"), r.err)
         XCTAssertEqual(r.err.split(separator: "\n").count, 1, "one line per bad file")
         let ls = try runWscan(["ls", "--db", db, "--json"])
-        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(ls.out.utf8)) as! [Any]).count, 13)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(ls.out.utf8)) as! [Any]).count, 14)
         let show = try runWscan(["show", "mlp_seed0.safetensors", "--db", db, "--json"])
         let sj = try JSONSerialization.jsonObject(with: Data(show.out.utf8)) as! [String: Any]
         XCTAssertEqual((sj["tensors"] as! [Any]).count, 6)
         let q = try runWscan(["query", "--db", db, "--json", "SELECT name FROM checkpoints WHERE format = 'npz' ORDER BY name"])
         XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(q.out.utf8)) as! [[String: Any]]).map { $0["name"] as! String },
-                       ["digits_test.npz", "mlp_seed0_adam_state.npz", "mlp_seed0_copy.npz"])
+                       ["digits_test.npz", "mlp_seed0_activations.npz", "mlp_seed0_adam_state.npz", "mlp_seed0_copy.npz"])
         XCTAssertNotEqual(try runWscan(["query", "--db", db, "DROP TABLE tensors"]).status, 0)
         // Show accepts a path and indexes it on the fly.
         let onTheFly = try runWscan(["show", Paths.fixtures.appendingPathComponent("formats/half.npy").path, "--db", db])

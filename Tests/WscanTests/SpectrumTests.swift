@@ -172,3 +172,22 @@ final class SpectrumTests: XCTestCase {
         XCTAssertLessThan(fit.D, 0.05)
     }
 }
+
+final class UtilizationTests: XCTestCase {
+    /// Data-driven utilized rank equals the numpy reference recorded by corpus/make_corpus.py.
+    func testDataDrivenUtilizationMatchesNumpy() throws {
+        let m = try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any]
+        let ref = (m["activations"] as! [String: Any])["layers"] as! [String: [String: Int]]
+        let ck = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
+        let acts = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0_activations.npz").path)
+        for (name, r) in ref {
+            let t = ck.tensors.first { $0.name == name }!, a = acts.tensors.first { $0.name == name }!
+            let u = try DataDrivenUtilization.analyze(name: name, weight: try TensorData.floats(ck, t), out: t.shape[0], inn: t.shape[1],
+                                                      inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: 0.95)
+            XCTAssertEqual(u.inputRank, r["input_rank"], name)
+            XCTAssertEqual(u.utilizedRank, r["utilized_rank"], name)
+            XCTAssertEqual(u.dataFreeRank, r["data_free_rank"], name)
+            XCTAssertLessThanOrEqual(u.utilizedRank, u.dataFreeRank)
+        }
+    }
+}

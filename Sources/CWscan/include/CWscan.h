@@ -40,6 +40,9 @@ int wscan_dgesdd_values(int m, int n, double *a, double *s);
 /* Symmetric eigenvalues only (ascending), n x n row-major, destroyed. */
 int wscan_dsyevd_values(int n, double *a, double *w);
 int wscan_ssyevd_values(int n, float *a, float *w);
+/* Eigenvalues (ascending) and eigenvectors of a symmetric n x n matrix (double, row-major in/out: on return
+   row i of `a` holds... column-major eigenvectors: vector j is a[j*n .. j*n+n-1]). */
+int wscan_dsyevd_vectors(int n, double *a, double *w);
 /* Full thin SVD, row-major m x n: u (m x k), s (k), vt (k x n), k = min(m,n). */
 int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt);
 /* Eigenvalues (ascending) of the Gram matrix of a row-major m x n float matrix, in double precision:

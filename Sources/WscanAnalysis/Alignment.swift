@@ -1,0 +1,244 @@
+import Foundation
+import WscanKernels
+
+/// Git Re-Basin weight matching (Ainsworth et al., 2023): for each permutation group in random order, solve the
+/// linear assignment that maximises Σ over its tensors ⟨W_A, P W̃_B⟩ (other groups' permutations applied),
+/// until a full sweep improves nothing. Assignments use wscan's own solver in float64.
+public struct AlignmentResult: Codable, Sendable {
+    public var family: String
+    public var perms: [String: [Int]]        // group → for each index of A, the index of B it matches
+    public var sweeps: Int
+    public var identity: Bool                // every permutation is the identity
+    public var objectiveBefore: Double
+    public var objectiveAfter: Double
+    public var notes: [String]
+}
+
+public enum Alignment {
+    /// Rows of the unit-major view of tensor `t` for a group: [size, block · rest] in Double.
+    static func unitMatrix(_ v: [Float], shape: [Int], axis: Int, size: Int, block: Int) -> [Double] {
+        let dim = shape.count > axis ? shape[axis] : 1
+        let outer = shape[..<min(axis, shape.count)].reduce(1, *)
+        let inner = shape.count > axis ? shape[(axis + 1)...].reduce(1, *) : 1
+        let rowLen = block * inner * outer
+        var out = [Double](repeating: 0, count: size * rowLen)
+        precondition(dim == size * block)
+        for u in 0..<size {
+            var c = u * rowLen
+            for o in 0..<outer {
+                for k in 0..<block {
+                    let base = (o * dim + u * block + k) * inner
+                    for j in 0..<inner { out[c] = Double(v[base + j]); c += 1 }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Similarity matrix C[i, j] = Σ_members ⟨A unit i, B unit j⟩ for one group.
+    static func cost(_ g: PermGroup, a: WeightSet, b: WeightSet) -> [Double] {
+        var c = [Double](repeating: 0, count: g.size * g.size)
+        for m in g.members {
+            guard let va = a.values[m.tensor], let vb = b.values[m.tensor], let s = a.shapes[m.tensor], b.shapes[m.tensor] == s else { continue }
+            let ma = unitMatrix(va, shape: s, axis: m.axis, size: g.size, block: g.blockSize)
+            let mb = unitMatrix(vb, shape: s, axis: m.axis, size: g.size, block: g.blockSize)
+            let k = ma.count / g.size
+            ma.withUnsafeBufferPointer { pa in mb.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                Linalg.gemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: g.size, n: g.size, k: k, transB: true, beta: 1)
+            } } }
+        }
+        return c
+    }
+
+    public static func weightMatching(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, seed: UInt64 = 0, maxSweeps: Int = 100) throws -> AlignmentResult {
+        var perms: [String: [Int]] = [:]
+        for g in spec.groups { perms[g.name] = Array(0..<g.size) }
+        var rng = SplitMix64(seed: seed)
+        func objective() -> Double {
+            let pb = Permuter.applyAll(b, spec: spec, perms: perms)
+            var s = 0.0
+            var seen = Set<String>()
+            for g in spec.groups { for m in g.members where seen.insert(m.tensor).inserted {
+                guard let x = a.values[m.tensor], let y = pb.values[m.tensor], x.count == y.count else { continue }
+                for i in x.indices { s += Double(x[i]) * Double(y[i]) }
+            } }
+            return s
+        }
+        let before = objective()
+        var sweeps = 0
+        while sweeps < maxSweeps {
+            sweeps += 1
+            var improved = false
+            var order = Array(spec.groups.indices)
+            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            for gi in order {
+                let g = spec.groups[gi]
+                let others = Permuter.applyAll(b, spec: spec, perms: perms, except: g.name)
+                let c = cost(g, a: a, b: others)
+                let (assign, total) = try LinearAssignment.solve(c, rows: g.size, cols: g.size, maximize: true)
+                let cur = perms[g.name]!
+                var old = 0.0
+                for i in 0..<g.size { old += c[i * g.size + cur[i]] }
+                if total > old + 1e-12 * max(1, abs(old)) { perms[g.name] = assign; improved = true }
+            }
+            if !improved { break }
+        }
+        let after = objective()
+        return AlignmentResult(family: spec.family, perms: perms, sweeps: sweeps,
+                               identity: perms.values.allSatisfy(Permuter.isIdentity),
+                               objectiveBefore: before, objectiveAfter: after, notes: spec.notes)
+    }
+}
+
+/// Independence test after Zhu et al. (ICML 2025), in its permutation-robust form: for every feed-forward
+/// hidden layer, match B's units to A's twice — by cosine similarity of the incoming weights (rows of the
+/// up-projection, after undoing the previous layer's matching) and of the outgoing weights (columns of the
+/// down-projection, after undoing the next layer's) — each by a linear assignment. Derived models give the same
+/// matching both ways (Spearman ρ ≈ 1); the one-sided Spearman p-values are combined with Fisher's method.
+/// A hidden-unit permutation moves both matchings together, so it cannot hide a derived model.
+public struct IndependenceTest: Codable, Sendable {
+    public var layers: [Layer]
+    public var pValue: Double
+    public var statistic: Double      // Fisher's −2 Σ ln p
+    public var dependent: Bool        // pValue < threshold
+    public var threshold: Double
+    public struct Layer: Codable, Sendable {
+        public var group: String
+        public var units: Int
+        public var spearman: Double
+        public var pValue: Double
+        public var meanCosine: Double  // of the incoming-weight matching
+    }
+
+    public static let defaultThreshold = 1e-6
+
+    public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
+        let groups = spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
+        guard !groups.isEmpty else { return nil }
+        // Pass 1: incoming matchings, in order, each after undoing the previous group's matching on its columns.
+        var inPerm: [String: [Int]] = [:]
+        var meanCos: [String: Double] = [:]
+        var aligned = b
+        for g in groups {
+            let t = g.inTensor!
+            guard let va = a.values[t], let vb = aligned.values[t], let s = a.shapes[t], s.count == 2 else { continue }
+            let (p, mc) = try match(va, vb, rows: s[0], cols: s[1])
+            inPerm[g.name] = p; meanCos[g.name] = mc
+            // undo this layer's permutation on the tensors downstream (its out-tensor's columns)
+            for m in g.members where m.tensor != t && m.axis == 1 {
+                if let v = aligned.values[m.tensor], let sh = aligned.shapes[m.tensor] { aligned.values[m.tensor] = Permuter.apply(v, shape: sh, axis: 1, perm: p, block: 1) }
+            }
+        }
+        // Pass 2: outgoing matchings on columns, rows aligned by the next group's incoming matching.
+        var layers: [Layer] = []
+        for g in groups {
+            guard let pin = inPerm[g.name] else { continue }
+            let t = g.outTensor!
+            guard let va = a.values[t], var vb = b.values[t], let s = a.shapes[t], s.count == 2 else { continue }
+            if let next = groups.first(where: { $0.inTensor == t }), let pn = inPerm[next.name] {
+                vb = Permuter.apply(vb, shape: s, axis: 0, perm: pn, block: 1)
+            }
+            let ta = transpose(va, rows: s[0], cols: s[1]), tb = transpose(vb, rows: s[0], cols: s[1])
+            let (pout, _) = try match(ta, tb, rows: s[1], cols: s[0])
+            let rho = spearman(pin, pout)
+            layers.append(Layer(group: g.name, units: pin.count, spearman: rho, pValue: spearmanPValue(rho, n: pin.count), meanCosine: meanCos[g.name] ?? 0))
+        }
+        guard !layers.isEmpty else { return nil }
+        let x = -2 * layers.reduce(0) { $0 + log(max($1.pValue, 1e-300)) }
+        let p = chiSquareSurvivalEven(x, dof: 2 * layers.count)
+        return IndependenceTest(layers: layers, pValue: p, statistic: x, dependent: p < threshold, threshold: threshold)
+    }
+
+    /// Rows of B matched to rows of A by cosine similarity (maximised); returns perm (A row i ↔ B row perm[i]).
+    static func match(_ a: [Float], _ b: [Float], rows: Int, cols: Int) throws -> ([Int], Double) {
+        func normed(_ v: [Float]) -> [Double] {
+            var d = v.map(Double.init)
+            for r in 0..<rows {
+                var n = 0.0
+                for c in 0..<cols { n += d[r * cols + c] * d[r * cols + c] }
+                let inv = n > 0 ? 1 / n.squareRoot() : 0
+                for c in 0..<cols { d[r * cols + c] *= inv }
+            }
+            return d
+        }
+        let na = normed(a), nb = normed(b)
+        var c = [Double](repeating: 0, count: rows * rows)
+        na.withUnsafeBufferPointer { pa in nb.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+            Linalg.gemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: rows, n: rows, k: cols, transB: true)
+        } } }
+        let (p, total) = try LinearAssignment.solve(c, rows: rows, cols: rows, maximize: true)
+        return (p, total / Double(rows))
+    }
+
+    static func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
+        var o = [Float](repeating: 0, count: v.count)
+        for r in 0..<rows { for c in 0..<cols { o[c * rows + r] = v[r * cols + c] } }
+        return o
+    }
+
+    /// Spearman's ρ between two permutations of 0..<n (they are their own ranks).
+    public static func spearman(_ x: [Int], _ y: [Int]) -> Double {
+        let n = Double(x.count)
+        guard n > 1 else { return 0 }
+        var d2 = 0.0
+        for (a, b) in zip(x, y) { let d = Double(a - b); d2 += d * d }
+        return 1 - 6 * d2 / (n * (n * n - 1))
+    }
+
+    /// One-sided p-value P(ρ ≥ observed) from the t approximation with n − 2 degrees of freedom.
+    public static func spearmanPValue(_ rho: Double, n: Int) -> Double {
+        guard n > 2 else { return 1 }
+        if rho >= 1 { return 0 }
+        let df = Double(n - 2)
+        let t = rho * (df / max(1e-300, 1 - rho * rho)).squareRoot()
+        let x = df / (df + t * t)
+        let tail = 0.5 * SpecialFunctions.regularizedIncompleteBeta(x, a: df / 2, b: 0.5)
+        return t >= 0 ? tail : 1 - tail
+    }
+
+    /// Survival function of χ² with an even number of degrees of freedom (Fisher's method): e^{−x/2} Σ_{i<k} (x/2)^i / i!.
+    public static func chiSquareSurvivalEven(_ x: Double, dof: Int) -> Double {
+        let k = dof / 2
+        let h = x / 2
+        var term = 1.0, sum = 1.0
+        if k > 1 { for i in 1..<k { term *= h / Double(i); sum += term } }
+        return min(1, exp(-h + log(sum)))
+    }
+}
+
+public enum SpecialFunctions {
+    /// I_x(a, b) by Lentz's continued fraction (Numerical Recipes' betacf), with the symmetry for convergence.
+    public static func regularizedIncompleteBeta(_ x: Double, a: Double, b: Double) -> Double {
+        if x <= 0 { return 0 }
+        if x >= 1 { return 1 }
+        let lg: Double = lgamma(a + b) - lgamma(a) - lgamma(b)
+        let lx: Double = a * log(x) + b * log(1 - x)
+        let lbeta = lg + lx
+        if x < (a + 1) / (a + b + 2) { return exp(lbeta) * betacf(x, a, b) / a }
+        return 1 - exp(lbeta) * betacf(1 - x, b, a) / b
+    }
+
+    static func betacf(_ x: Double, _ a: Double, _ b: Double) -> Double {
+        let tiny = 1e-300
+        let qab = a + b, qap = a + 1, qam = a - 1
+        var c = 1.0, d = 1 - qab * x / qap
+        if abs(d) < tiny { d = tiny }
+        d = 1 / d
+        var h = d
+        for m in 1...300 {
+            let m2 = Double(2 * m), md = Double(m)
+            var aa = md * (b - md) * x / ((qam + m2) * (a + m2))
+            d = 1 + aa * d; if abs(d) < tiny { d = tiny }
+            c = 1 + aa / c; if abs(c) < tiny { c = tiny }
+            d = 1 / d; h *= d * c
+            aa = -(a + md) * (qab + md) * x / ((a + m2) * (qap + m2))
+            d = 1 + aa * d; if abs(d) < tiny { d = tiny }
+            c = 1 + aa / c; if abs(c) < tiny { c = tiny }
+            d = 1 / d
+            let del = d * c
+            h *= del
+            if abs(del - 1) < 1e-15 { break }
+        }
+        return h
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import WscanKernels
+import WscanFormats
+
+/// Per-tensor evidence for a pair of checkpoints.
+public struct TensorEvidence: Codable, Sendable {
+    public var name: String
+    public var nameB: String
+    public var matchedBy: String            // name | shape+position
+    public var shape: [Int]
+    public var dtypeA: String
+    public var dtypeB: String
+    public var identicalBytes: Bool
+    public var identicalValues: Bool
+    public var cosine: Double
+    public var relativeL2: Double           // ‖B − A‖ / ‖A‖
+    public var maxAbsDiff: Double
+    public var signAgreement: Double        // among entries where both are non-zero
+    public var newZeros: Int                // B == 0 where A != 0
+    public var zerosA: Int
+    public var prunedFromA: Bool            // B equals A except for new zeros
+    public var maxZeroedMagnitude: Double?  // largest |A| that B zeroed
+    public var minKeptMagnitude: Double?    // smallest non-zero |A| that B kept
+    public var nmPattern: String?           // e.g. "2:4" when every group of M has ≥ N zeros in B
+    public var reencodedAs: String?         // "F16" / "BF16" when B is exactly A cast to that type (or A of B)
+    public var diff: DiffSpectrum?          // spectrum of B − A for 2-D tensors that differ
+}
+
+public struct DiffSpectrum: Codable, Sendable {
+    public var stableRank: Double
+    public var effectiveRank: Double
+    public var energyTop: [String: Double]   // "1", "4", "16" → share of ‖Δ‖² in the top-k singular directions
+    public var rank: Int                     // singular values needed for 1 − 1e-6 of ‖Δ‖²
+    public var minDim: Int
+}
+
+public struct Verdict: Codable, Sendable {
+    public var kind: String                  // identical | reencoded | pruned | lora_merged | permuted | finetuned | independent | incomparable
+    public var confidence: Double
+    public var summary: String
+    public var evidence: [String]
+    public var details: [String: String]
+}
+
+public struct ConnectivityCurve: Codable, Sendable {
+    public var lambdas: [Double]
+    public var loss: [Double]?
+    public var accuracy: [Double]?
+    public var metric: [Double]?
+    public var barrier: Double?               // max_λ L(λ) − ½(L(0) + L(1)) on the loss (or −metric)
+    public var distance: Double               // ‖θ_B − θ_A‖ over interpolated tensors
+}
+
+public struct Connectivity: Codable, Sendable {
+    public var evaluator: String?
+    public var before: ConnectivityCurve
+    public var after: ConnectivityCurve?
+    public var note: String
+    public init(evaluator: String?, before: ConnectivityCurve, after: ConnectivityCurve?, note: String) {
+        self.evaluator = evaluator; self.before = before; self.after = after; self.note = note
+    }
+}
+
+public struct CompareResult: Codable, Sendable {
+    public var a: String
+    public var b: String
+    public var tensors: [TensorEvidence]
+    public var onlyInA: [String]
+    public var onlyInB: [String]
+    public var verdict: Verdict
+    public var independence: IndependenceTest?
+    public var alignment: AlignmentResult?
+    public var aligned: [TensorEvidence]?     // evidence after alignment (permuted copies)
+    public var connectivity: Connectivity?
+
+    public init(a: String, b: String, tensors: [TensorEvidence], onlyInA: [String], onlyInB: [String], verdict: Verdict,
+                independence: IndependenceTest?, alignment: AlignmentResult?, aligned: [TensorEvidence]?, connectivity: Connectivity?) {
+        self.a = a; self.b = b; self.tensors = tensors; self.onlyInA = onlyInA; self.onlyInB = onlyInB; self.verdict = verdict
+        self.independence = independence; self.alignment = alignment; self.aligned = aligned; self.connectivity = connectivity
+    }
+}
+
+public enum Comparator {
+    /// Pairs tensors by name, then by shape and position among the rest; says which was used.
+    public static func matchTensors(_ a: [TensorInfo], _ b: [TensorInfo]) -> (pairs: [(TensorInfo, TensorInfo, String)], onlyA: [String], onlyB: [String]) {
+        var pairs: [(TensorInfo, TensorInfo, String)] = []
+        let bByName = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
+        var usedB = Set<String>()
+        var restA: [TensorInfo] = []
+        for t in a {
+            if let u = bByName[t.name], u.shape == t.shape { pairs.append((t, u, "name")); usedB.insert(u.name) } else { restA.append(t) }
+        }
+        var restB = b.filter { !usedB.contains($0.name) }
+        var unmatchedA: [String] = []
+        for t in restA {
+            if let k = restB.firstIndex(where: { $0.shape == t.shape }) { pairs.append((t, restB[k], "shape+position")); restB.remove(at: k) }
+            else { unmatchedA.append(t.name) }
+        }
+        return (pairs, unmatchedA, restB.map(\.name))
+    }
+
+    public static func evidence(name: String, nameB: String, matchedBy: String, shape: [Int], dtypeA: DType, dtypeB: DType,
+                                hashA: String?, hashB: String?, a: [Float], b: [Float]) throws -> TensorEvidence {
+        var dot = 0.0, na = 0.0, nb = 0.0, nd = 0.0, maxd = 0.0
+        var signSame = 0, signBoth = 0, newZeros = 0, zerosA = 0
+        var pruned = true, identical = true
+        var maxZeroed = -1.0, minKept = Double.infinity
+        for i in a.indices {
+            let x = Double(a[i]), y = Double(b[i])
+            dot += x * y; na += x * x; nb += y * y
+            let d = y - x
+            nd += d * d
+            if abs(d) > maxd { maxd = abs(d) }
+            if a[i].bitPattern != b[i].bitPattern { identical = false }
+            if x == 0 { zerosA += 1 }
+            if x != 0 && y != 0 { signBoth += 1; if (x > 0) == (y > 0) { signSame += 1 } }
+            if y == 0 && x != 0 { newZeros += 1; maxZeroed = max(maxZeroed, abs(x)) }
+            else if y != x { pruned = false }
+            else if x != 0 { minKept = min(minKept, abs(x)) }
+        }
+        var ev = TensorEvidence(
+            name: name, nameB: nameB, matchedBy: matchedBy, shape: shape, dtypeA: dtypeA.rawValue, dtypeB: dtypeB.rawValue,
+            identicalBytes: hashA != nil && hashA == hashB && dtypeA == dtypeB, identicalValues: identical,
+            cosine: na > 0 && nb > 0 ? dot / (na.squareRoot() * nb.squareRoot()) : (na == nb ? 1 : 0),
+            relativeL2: na > 0 ? (nd / na).squareRoot() : (nd > 0 ? .infinity : 0), maxAbsDiff: maxd,
+            signAgreement: signBoth > 0 ? Double(signSame) / Double(signBoth) : 1, newZeros: newZeros, zerosA: zerosA,
+            prunedFromA: pruned && newZeros > 0, maxZeroedMagnitude: maxZeroed >= 0 ? maxZeroed : nil,
+            minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
+        if !identical {
+            ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
+            if ev.prunedFromA, let last = shape.last {
+                for (n, m) in [(2, 4), (4, 8), (1, 4), (1, 2)] where last % m == 0 && a.count % m == 0 {
+                    var ok = true
+                    var g = 0
+                    while g < b.count && ok { var z = 0; for j in 0..<m where b[g + j] == 0 { z += 1 }; if z < n { ok = false }; g += m }
+                    if ok { ev.nmPattern = "\(n):\(m)"; break }
+                }
+            }
+            if shape.count == 2, shape[0] >= 2, shape[1] >= 2, !ev.prunedFromA, ev.reencodedAs == nil {
+                var d = [Float](repeating: 0, count: a.count)
+                for i in a.indices { d[i] = b[i] - a[i] }
+                let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])
+                ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]))
+            }
+        }
+        return ev
+    }
+
+    static func diffSpectrum(_ sv: [Double], minDim: Int) -> DiffSpectrum {
+        let ev = sv.map { $0 * $0 }
+        let total = ev.reduce(0, +)
+        var top: [String: Double] = [:]
+        for k in [1, 4, 16] { top["\(k)"] = total > 0 ? ev.prefix(k).reduce(0, +) / total : 0 }
+        var acc = 0.0, r = 0
+        for e in ev { if total > 0 && acc >= (1 - 1e-6) * total { break }; acc += e; r += 1 }
+        let l1 = sv.reduce(0, +)
+        var h = 0.0
+        if l1 > 0 { for s in sv where s > 0 { let p = s / l1; h -= p * log(p) } }
+        return DiffSpectrum(stableRank: ev.first.map { $0 > 0 ? total / $0 : 0 } ?? 0, effectiveRank: exp(h),
+                            energyTop: top, rank: total > 0 ? r : 0, minDim: minDim)
+    }
+
+    /// "F16"/"BF16" when one side is exactly the other rounded to that type (round to nearest even).
+    static func reencoding(_ a: [Float], _ b: [Float], dtypeA: DType, dtypeB: DType) -> String? {
+        func roundsTo(_ x: [Float], _ y: [Float], _ t: DType) -> Bool {
+            switch t {
+            case .f16: return zip(x, y).allSatisfy { Float(Float16($0)).bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) }
+            case .bf16: return zip(x, y).allSatisfy { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16).bitPattern == $1.bitPattern }
+            default: return false
+            }
+        }
+        if dtypeA != dtypeB {
+            if roundsTo(a, b, dtypeB) { return dtypeB.rawValue }
+            if roundsTo(b, a, dtypeA) { return dtypeA.rawValue }
+            if dtypeB.block != nil || dtypeA.block != nil { return nil }   // quantized: judged from the error size
+        }
+        for t in [DType.f16, .bf16] where roundsTo(a, b, t) { return "\(t.rawValue) (values, stored as \(dtypeB.rawValue))" }
+        return nil
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import WscanKernels
+import WscanFormats
+
+/// The model-level verdict from per-tensor evidence, the independence test and (when run) the alignment.
+/// Rules, in order (each documented in README.md#compare):
+///  1. identical — every paired tensor has identical values (and no unpaired tensors);
+///  2. reencoded — every tensor identical or exactly the other rounded to one type (F16/BF16), or a quantized
+///     type whose relative error is small (< 10%) with a full-rank difference;
+///  3. pruned — every tensor identical or equal to A except for new zeros, which fall on A's smallest magnitudes;
+///  4. lora_merged — every tensor identical or differing by a low-rank matrix (1 − 10⁻⁶ of ‖Δ‖² in r ≤ min(m,n)/4
+///     directions); the estimated rank is the largest such r;
+///  5. permuted — after Git Re-Basin alignment every tensor coincides (relative L2 < 1e-6);
+///  6. finetuned — the independence test rejects independence (p < 1e-6): a fine-tune or a shared ancestor
+///     (after alignment when a permutation was also applied);
+///  7. independent — otherwise.
+public enum Forensics {
+    public static let quantizedErrorBound = 0.10
+
+    public static func verdict(tensors t: [TensorEvidence], onlyA: [String], onlyB: [String], independence: IndependenceTest?,
+                               aligned: [TensorEvidence]?, alignment: AlignmentResult?) -> Verdict {
+        let params = t.reduce(0) { $0 + ($1.shape.reduce(1, *)) }
+        func weighted(_ f: (TensorEvidence) -> Double) -> Double {
+            var s = 0.0, w = 0.0
+            for e in t { let n = Double(e.shape.reduce(1, *)); let v = f(e); if v.isFinite { s += v * n; w += n } }
+            return w > 0 ? s / w : .nan
+        }
+        let meanCos = weighted { $0.cosine }
+        var evidence = [String(format: "%d tensors paired (%d parameters), parameter-weighted cosine %.6f", t.count, params, meanCos)]
+        if !onlyA.isEmpty || !onlyB.isEmpty { evidence.append("\(onlyA.count) tensors only in A, \(onlyB.count) only in B") }
+        let renamed = t.filter { $0.matchedBy != "name" }.count
+        if renamed > 0 { evidence.append("\(renamed) tensors paired by shape and position (names differ)") }
+        if let ind = independence {
+            evidence.append(String(format: "independence test: p = %.3g over %d layers (Spearman ρ %@)", ind.pValue, ind.layers.count,
+                                   ind.layers.map { String(format: "%.2f", $0.spearman) }.joined(separator: ", ")))
+        }
+        guard !t.isEmpty else {
+            return Verdict(kind: "incomparable", confidence: 1, summary: "no tensors could be paired (different architectures)", evidence: evidence, details: [:])
+        }
+        let sameSet = onlyA.isEmpty && onlyB.isEmpty
+        let differing = t.filter { !$0.identicalValues }
+        // 1. identical
+        if differing.isEmpty && sameSet {
+            let bytes = t.allSatisfy(\.identicalBytes)
+            return Verdict(kind: "identical", confidence: 1,
+                           summary: bytes ? "identical: every tensor has the same bytes" : "identical values in a different container or layout",
+                           evidence: evidence + ["all \(t.count) tensors have identical values"], details: ["bytes": bytes ? "identical" : "differ"])
+        }
+        // 2. re-encoded / quantized
+        let reenc = differing.compactMap(\.reencodedAs)
+        let quantized = differing.filter { $0.reencodedAs == nil && ($0.dtypeA != $0.dtypeB) && $0.relativeL2 < quantizedErrorBound
+            && ($0.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true) }
+        if sameSet, reenc.count + quantized.count == differing.count {
+            let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + quantized.map { "\($0.dtypeA)→\($0.dtypeB)" })
+            let worst = differing.map(\.relativeL2).max() ?? 0
+            return Verdict(kind: "reencoded", confidence: quantized.isEmpty ? 1 : 0.9,
+                           summary: "same weights re-encoded as \(types.sorted().joined(separator: ", "))",
+                           evidence: evidence + ["\(reenc.count) tensors are exactly the other rounded to \(types.sorted().joined(separator: "/"))",
+                                                 String(format: "largest relative L2 error %.2e", worst)] +
+                                     (quantized.isEmpty ? [] : ["\(quantized.count) tensors quantized: small full-rank error"]),
+                           details: ["dtype": types.sorted().joined(separator: ",")])
+        }
+        // 3. pruned
+        if sameSet, differing.allSatisfy(\.prunedFromA) {
+            let newZeros = differing.reduce(0) { $0 + $1.newZeros }
+            let prunable = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            let maxZeroed = differing.compactMap(\.maxZeroedMagnitude).max() ?? 0
+            let minKept = differing.compactMap(\.minKeptMagnitude).min() ?? .infinity
+            let global = maxZeroed <= minKept
+            let perLayer = differing.allSatisfy { ($0.maxZeroedMagnitude ?? 0) <= ($0.minKeptMagnitude ?? .infinity) }
+            let patterns = Set(differing.compactMap(\.nmPattern))
+            let pattern = patterns.count == 1 && differing.allSatisfy { $0.nmPattern != nil } ? patterns.first! : "unstructured"
+            let scope = pattern != "unstructured" ? "N:M" : global ? "global magnitude" : perLayer ? "per-layer magnitude" : "not magnitude-ordered"
+            let sparsity = Double(newZeros + differing.reduce(0) { $0 + $1.zerosA }) / Double(max(1, prunable))
+            return Verdict(kind: "pruned", confidence: global || perLayer || pattern != "unstructured" ? 0.99 : 0.8,
+                           summary: String(format: "pruned derivative: %.1f%% of the pruned tensors' weights are zero (%@, %@)", sparsity * 100,
+                                           pattern as NSString, scope as NSString),
+                           evidence: evidence + ["\(differing.count) tensors equal A except \(newZeros) new zeros",
+                                                 String(format: "largest zeroed |w| %.4g vs smallest kept %.4g", maxZeroed, minKept.isFinite ? minKept : 0)],
+                           details: ["sparsity": String(format: "%.4f", sparsity), "pattern": pattern, "scope": scope,
+                                     "tensors": differing.map(\.name).joined(separator: ",")])
+        }
+        // 4. merged LoRA
+        if sameSet, differing.allSatisfy({ e in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }) {
+            let rank = differing.map { $0.diff!.rank }.max() ?? 0
+            return Verdict(kind: "lora_merged", confidence: 0.95,
+                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors",
+                           evidence: evidence + differing.map { String(format: "%@: Δ has rank %d of %d (%.6f of its energy in the top 4)", $0.name as NSString,
+                                                                       $0.diff!.rank, $0.diff!.minDim, $0.diff!.energyTop["4"] ?? 0) },
+                           details: ["rank": "\(rank)", "modules": differing.map(\.name).joined(separator: ",")])
+        }
+        // 5. permuted copy
+        if let al = aligned, let alignment, !alignment.identity {
+            let worst = al.map(\.relativeL2).max() ?? .infinity
+            let moved = alignment.perms.filter { !Permuter.isIdentity($0.value) }.map(\.key).sorted()
+            if worst < 1e-6 {
+                return Verdict(kind: "permuted", confidence: 0.99,
+                               summary: "permuted copy: after aligning \(moved.count) permutation groups the models coincide",
+                               evidence: evidence + [String(format: "after Git Re-Basin alignment the largest relative L2 difference is %.2e", worst),
+                                                     "permuted groups: \(moved.joined(separator: ", "))"],
+                               details: ["groups": moved.joined(separator: ",")])
+            }
+        }
+        // 6./7. fine-tuned or independent, by the independence test (and similarity as supporting evidence)
+        if let ind = independence {
+            if ind.dependent {
+                var ev = evidence
+                var summary = "fine-tuned from the other, or both from a shared ancestor"
+                if let al = aligned, let alignment, !alignment.identity {
+                    let c = al.reduce(0.0) { $0 + $1.cosine * Double($1.shape.reduce(1, *)) } / Double(max(1, params))
+                    ev.append(String(format: "after alignment the parameter-weighted cosine is %.4f (before %.4f)", c, meanCos))
+                    summary += ", with hidden units permuted"
+                }
+                return Verdict(kind: "finetuned", confidence: min(0.999, 1 - ind.pValue), summary: summary, evidence: ev,
+                               details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
+            }
+            return Verdict(kind: "independent", confidence: min(0.99, max(0.5, ind.pValue * 10)),
+                           summary: String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue), evidence: evidence,
+                           details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
+        }
+        // No test possible (no MLP structure): fall back to similarity.
+        if meanCos > 0.9 {
+            return Verdict(kind: "finetuned", confidence: 0.6, summary: "closely related (cosine > 0.9); no independence test for this architecture",
+                           evidence: evidence, details: ["cosine": String(format: "%.6f", meanCos)])
+        }
+        return Verdict(kind: "independent", confidence: 0.5, summary: "no shared structure found; no independence test for this architecture",
+                       evidence: evidence, details: ["cosine": String(format: "%.6f", meanCos)])
+    }
+
+    /// Linear-mode connectivity: evaluate θ(λ) = (1−λ)θA + λθB on a grid. Without an evaluator, only the path's length.
+    public static func connectivity(_ a: WeightSet, _ b: WeightSet, evaluator: Evaluator?, grid: Int = 25) throws -> ConnectivityCurve {
+        let names = a.names.filter { b.values[$0] != nil && a.shapes[$0] == b.shapes[$0] }
+        var dist = 0.0
+        for n in names { for (x, y) in zip(a.values[n]!, b.values[n]!) { let d = Double(y) - Double(x); dist += d * d } }
+        let lambdas = (0..<grid).map { Double($0) / Double(grid - 1) }
+        guard let evaluator else { return ConnectivityCurve(lambdas: lambdas, loss: nil, accuracy: nil, metric: nil, barrier: nil, distance: dist.squareRoot()) }
+        var loss: [Double] = [], acc: [Double] = [], metric: [Double] = []
+        for l in lambdas {
+            var w = a
+            for n in names {
+                let x = a.values[n]!, y = b.values[n]!
+                w.values[n] = zip(x, y).map { Float((1 - l) * Double($0) + l * Double($1)) }
+            }
+            let r = try evaluator.evaluate(w)
+            if let v = r.loss { loss.append(v) }
+            if let v = r.accuracy { acc.append(v) }
+            metric.append(r.metric)
+        }
+        // The barrier is taken on the loss when the evaluator reports one, else on the metric oriented so that
+        // lower is better.
+        let higherBetter = try evaluator.evaluate(a).higherIsBetter
+        let curve = loss.count == lambdas.count ? loss : (higherBetter ? metric.map { -$0 } : metric)
+        let barrier = (curve.max() ?? 0) - 0.5 * (curve.first! + curve.last!)
+        return ConnectivityCurve(lambdas: lambdas, loss: loss.isEmpty ? nil : loss, accuracy: acc.isEmpty ? nil : acc,
+                                 metric: metric, barrier: barrier, distance: dist.squareRoot())
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import WscanKernels
+
+/// Which tensor axes a hidden-unit permutation acts on. `blockSize` > 1 permutes blocks (attention heads).
+public struct PermGroup: Codable, Sendable {
+    public var name: String
+    public var size: Int
+    public var blockSize: Int
+    public var members: [Member]
+    /// For the independence test: the matrix whose rows are the units, and the one whose columns are.
+    public var inTensor: String?
+    public var outTensor: String?
+    public var kind: String            // mlp | ffn | heads
+    public struct Member: Codable, Sendable { public var tensor: String; public var axis: Int }
+}
+
+public struct PermSpec: Codable, Sendable {
+    public var family: String
+    public var groups: [PermGroup]
+    public var notes: [String]
+}
+
+/// Infers the permutation symmetries of an architecture from tensor names and shapes: plain MLP chains and the
+/// feed-forward units (and, for BERT, attention heads) of BERT / GPT-2 / Llama-style transformer blocks.
+/// The residual stream is left unpermuted.
+public enum PermSpecInference {
+    public static func infer(_ w: WeightSet, numHeads: Int? = nil) -> PermSpec {
+        let names = Set(w.names)
+        func shape(_ n: String) -> [Int]? { w.shapes[n] }
+        var groups: [PermGroup] = []
+        var notes: [String] = []
+        // BERT: encoder.layer.L.intermediate.dense / output.dense / attention.self.{query,key,value} / attention.output.dense
+        let bertBlocks = Set(w.names.compactMap { n -> String? in
+            guard let r = n.range(of: ".intermediate.dense.weight"), n.hasSuffix(".intermediate.dense.weight") else { return nil }
+            return String(n[..<r.lowerBound])
+        }).sorted { naturalLess($0, $1) }
+        if !bertBlocks.isEmpty {
+            for b in bertBlocks {
+                let inW = "\(b).intermediate.dense.weight", outW = "\(b).output.dense.weight"
+                guard let si = shape(inW), let so = shape(outW), si.count == 2, so.count == 2, so[1] == si[0] else { continue }
+                var m = [PermGroup.Member(tensor: inW, axis: 0), .init(tensor: outW, axis: 1)]
+                if names.contains("\(b).intermediate.dense.bias") { m.append(.init(tensor: "\(b).intermediate.dense.bias", axis: 0)) }
+                groups.append(PermGroup(name: "\(b).ffn", size: si[0], blockSize: 1, members: m, inTensor: inW, outTensor: outW, kind: "ffn"))
+                let q = "\(b).attention.self.query.weight", k = "\(b).attention.self.key.weight", v = "\(b).attention.self.value.weight"
+                let o = "\(b).attention.output.dense.weight"
+                if let sq = shape(q), let heads = numHeads, heads > 0, sq.count == 2, sq[0] % heads == 0,
+                   shape(k) == sq, shape(v) == sq, shape(o)?.count == 2, shape(o)![1] == sq[0] {
+                    var hm: [PermGroup.Member] = [q, k, v].map { .init(tensor: $0, axis: 0) }
+                    for t in [q, k, v] { let bias = String(t.dropLast(6)) + "bias"; if names.contains(bias) { hm.append(.init(tensor: bias, axis: 0)) } }
+                    hm.append(.init(tensor: o, axis: 1))
+                    groups.append(PermGroup(name: "\(b).heads", size: heads, blockSize: sq[0] / heads, members: hm, inTensor: nil, outTensor: nil, kind: "heads"))
+                }
+            }
+            if numHeads == nil { notes.append("attention heads not permuted: the head count is unknown (config.json num_attention_heads)") }
+            return PermSpec(family: "bert", groups: groups, notes: notes)
+        }
+        // Llama: *.mlp.gate_proj / up_proj / down_proj
+        let llama = w.names.filter { $0.hasSuffix(".mlp.up_proj.weight") }.sorted { naturalLess($0, $1) }
+        if !llama.isEmpty {
+            for up in llama {
+                let b = String(up.dropLast(".mlp.up_proj.weight".count))
+                let gate = "\(b).mlp.gate_proj.weight", down = "\(b).mlp.down_proj.weight"
+                guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
+                var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
+                if shape(gate) == su { m.append(.init(tensor: gate, axis: 0)) }
+                groups.append(PermGroup(name: "\(b).mlp", size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
+            }
+            notes.append("attention heads not permuted for Llama-style blocks (grouped-query attention and RoPE)")
+            return PermSpec(family: "llama", groups: groups, notes: notes)
+        }
+        // GPT-2 (Conv1D weights stored [in, out]): *.mlp.c_fc / c_proj
+        let gpt = w.names.filter { $0.hasSuffix(".mlp.c_fc.weight") }.sorted { naturalLess($0, $1) }
+        if !gpt.isEmpty {
+            for fc in gpt {
+                let b = String(fc.dropLast(".mlp.c_fc.weight".count))
+                let proj = "\(b).mlp.c_proj.weight"
+                guard let sf = shape(fc), let sp = shape(proj), sf.count == 2, sp.count == 2, sp[0] == sf[1] else { continue }
+                var m = [PermGroup.Member(tensor: fc, axis: 1), .init(tensor: proj, axis: 0)]
+                if names.contains("\(b).mlp.c_fc.bias") { m.append(.init(tensor: "\(b).mlp.c_fc.bias", axis: 0)) }
+                groups.append(PermGroup(name: "\(b).mlp", size: sf[1], blockSize: 1, members: m, inTensor: nil, outTensor: nil, kind: "ffn"))
+            }
+            notes.append("GPT-2: feed-forward units only (fused c_attn heads not permuted); independence test needs row-major in/out matrices")
+            return PermSpec(family: "gpt2", groups: groups, notes: notes)
+        }
+        // Plain MLP chain: P.weight [out, in] (+ P.bias [out]) linked by out == next in.
+        var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
+        for n in w.names.sorted(by: naturalLess) where n.hasSuffix("weight") {
+            guard let s = shape(n), s.count == 2 else { continue }
+            let b = String(n.dropLast(6)) + "bias"
+            lin.append((n, shape(b) == [s[0]] ? b : nil, s[0], s[1]))
+        }
+        // Order by following dimensions from a layer whose input no other layer produces.
+        var chain: [(w: String, b: String?, out: Int, inn: Int)] = []
+        if let start = lin.first(where: { l in !lin.contains { $0.out == l.inn && $0.w != l.w } }) ?? lin.first {
+            var cur = start
+            chain.append(cur)
+            while let next = lin.first(where: { $0.inn == cur.out && !chain.map(\.w).contains($0.w) }) { chain.append(next); cur = next }
+        }
+        if chain.count >= 2 {
+            for i in 0..<(chain.count - 1) {
+                let l = chain[i], nx = chain[i + 1]
+                var m = [PermGroup.Member(tensor: l.w, axis: 0), .init(tensor: nx.w, axis: 1)]
+                if let b = l.b { m.append(.init(tensor: b, axis: 0)) }
+                groups.append(PermGroup(name: "\(l.w.dropLast(7)).units", size: l.out, blockSize: 1, members: m, inTensor: l.w, outTensor: nx.w, kind: "mlp"))
+            }
+            if chain.count < lin.count { notes.append("\(lin.count - chain.count) linear layers are off the main chain and were not permuted") }
+            return PermSpec(family: "mlp", groups: groups, notes: notes)
+        }
+        return PermSpec(family: "unknown", groups: [], notes: ["no permutation symmetry recognised from tensor names"])
+    }
+
+    /// "layer.10" after "layer.9".
+    public static func naturalLess(_ a: String, _ b: String) -> Bool {
+        a.compare(b, options: [.numeric]) == .orderedAscending
+    }
+}
+
+/// Applying permutations to tensors (row-major, any rank; `axis` 0 or 1).
+public enum Permuter {
+    /// out[..., i, ...] = t[..., perm[i], ...] along `axis`, in blocks of `block` consecutive indices.
+    public static func apply(_ t: [Float], shape: [Int], axis: Int, perm: [Int], block: Int) -> [Float] {
+        guard axis < shape.count else { return t }
+        let outer = shape[..<axis].reduce(1, *)
+        let dim = shape[axis]
+        let inner = shape[(axis + 1)...].reduce(1, *)
+        precondition(dim == perm.count * block)
+        var out = [Float](repeating: 0, count: t.count)
+        t.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for o in 0..<outer {
+                    for i in 0..<perm.count {
+                        for k in 0..<block {
+                            let from = ((o * dim) + perm[i] * block + k) * inner
+                            let to = ((o * dim) + i * block + k) * inner
+                            (dst.baseAddress! + to).update(from: src.baseAddress! + from, count: inner)
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    public static func applyAll(_ w: WeightSet, spec: PermSpec, perms: [String: [Int]], except: String? = nil) -> WeightSet {
+        var out = w
+        for g in spec.groups where g.name != except {
+            guard let p = perms[g.name], !isIdentity(p) else { continue }
+            for m in g.members {
+                guard let v = out.values[m.tensor], let s = out.shapes[m.tensor] else { continue }
+                out.values[m.tensor] = apply(v, shape: s, axis: m.axis, perm: p, block: g.blockSize)
+            }
+        }
+        return out
+    }
+
+    public static func isIdentity(_ p: [Int]) -> Bool { p.enumerated().allSatisfy { $0.offset == $0.element } }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import WscanKernels
+
+/// Data-driven utilization (after "Revealing the Utilized Rank of Subspaces of Learning"): a layer only ever sees
+/// inputs from a subspace; project the weight onto the input subspace that holds a chosen fraction of the input
+/// energy and measure the rank the projected weight needs for the same fraction of its own energy.
+public struct DataUtilization: Codable, Sendable {
+    public var name: String
+    public var energy: Double
+    public var inputRank: Int          // dimensions of the input subspace holding `energy` of the input energy
+    public var utilizedRank: Int       // rank of W·P_k holding `energy` of its energy
+    public var dataFreeRank: Int       // rank of W holding `energy` of its energy
+    public var minDim: Int
+    public var utilizedFraction: Double { Double(utilizedRank) / Double(max(1, minDim)) }
+}
+
+public enum DataDrivenUtilization {
+    /// `weight` is [out, in] row-major; `inputs` is either activations X [N, in] or a covariance [in, in].
+    public static func analyze(name: String, weight: [Float], out: Int, inn: Int, inputs: [Float], inputShape: [Int],
+                               energy: Double) throws -> DataUtilization {
+        // Covariance C = XᵀX / N (or given).
+        var c = [Double](repeating: 0, count: inn * inn)
+        if inputShape == [inn, inn] {
+            c = inputs.map(Double.init)
+        } else if inputShape.count == 2, inputShape[1] == inn {
+            let n = inputShape[0]
+            let x = inputs.map(Double.init)
+            x.withUnsafeBufferPointer { xp in c.withUnsafeMutableBufferPointer { cp in
+                Linalg.gemm(xp.baseAddress!, xp.baseAddress!, cp.baseAddress!, m: inn, n: inn, k: n, transA: true, alpha: 1 / Double(max(1, n)))
+            } }
+        } else {
+            throw LinalgError.lapack("activations for \(name) must be [N, \(inn)] or [\(inn), \(inn)], got \(inputShape)", -1)
+        }
+        let (vals, vecs) = try Linalg.symmetricEigen(c, n: inn)
+        let total = vals.reduce(0) { $0 + max(0, $1) }
+        var acc = 0.0, k = 0
+        for v in vals { if total > 0 && acc >= energy * total { break }; acc += max(0, v); k += 1 }
+        // W · U_k (out × k): its singular values are those of W restricted to the input subspace.
+        var proj = [Float](repeating: 0, count: out * k)
+        for r in 0..<out {
+            for j in 0..<k {
+                var s = 0.0
+                let u = vecs[j]
+                for i in 0..<inn { s += Double(weight[r * inn + i]) * u[i] }
+                proj[r * k + j] = Float(s)
+            }
+        }
+        let svP = k > 0 ? try SpectrumAnalyzer.singularValues(proj, rows: out, cols: k).values : []
+        let svW = try SpectrumAnalyzer.singularValues(weight, rows: out, cols: inn).values
+        func rank(_ sv: [Double]) -> Int {
+            let e = sv.map { $0 * $0 }, t = e.reduce(0, +)
+            var a = 0.0, r = 0
+            for x in e { if t > 0 && a >= energy * t { break }; a += x; r += 1 }
+            return r
+        }
+        return DataUtilization(name: name, energy: energy, inputRank: k, utilizedRank: rank(svP), dataFreeRank: rank(svW), minDim: min(out, inn))
+    }
+}

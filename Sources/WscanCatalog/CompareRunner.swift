@@ -1,0 +1,174 @@
+import Foundation
+import WscanFormats
+import WscanKernels
+import WscanAnalysis
+
+/// Orchestrates `wscan compare` and `wscan lineage`: opens both checkpoints, gathers evidence, runs the
+/// independence test and (when needed or asked) the alignment and connectivity, and stores the result.
+public enum CompareRunner {
+    public struct Options: Sendable {
+        public var align: AlignMode = .auto
+        public var evaluator: Evaluator? = nil
+        public var grid = 25
+        public var seed: UInt64 = 0
+        public var writeAligned: String? = nil
+        public var connectivity = true
+        public init() {}
+    }
+    public enum AlignMode: String, Sendable { case auto, always, never }
+
+    /// Reads num_attention_heads from a config.json beside the checkpoint, if there is one.
+    public static func headCount(near path: String) -> Int? {
+        let dir = (path as NSString).deletingLastPathComponent
+        for name in ["config.json"] {
+            let p = (dir as NSString).appendingPathComponent(name)
+            guard let d = FileManager.default.contents(atPath: p), d.count < 10_000_000,
+                  let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { continue }
+            if let h = j["num_attention_heads"] as? Int { return h }
+            if let h = j["n_head"] as? Int { return h }
+        }
+        return nil
+    }
+
+    public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
+                               store: Bool = true) throws -> CompareResult {
+        let ckA = try CheckpointOpener.open(rowA.path), ckB = try CheckpointOpener.open(rowB.path)
+        let hashA = Dictionary(try catalog.tensors(checkpoint: rowA.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
+        let hashB = Dictionary(try catalog.tensors(checkpoint: rowB.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
+        let floatA = ckA.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
+        let floatB = ckB.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
+        let (pairs, onlyA, onlyB) = Comparator.matchTensors(floatA, floatB)
+        // Decode (B's tensors under A's names so that architecture rules apply to both).
+        var wa = WeightSet(), wb = WeightSet()
+        for (ta, tb, _) in pairs {
+            wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = try TensorData.floats(ckA, ta)
+            wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = try TensorData.floats(ckB, tb)
+        }
+        func evidence(_ b: WeightSet) throws -> [TensorEvidence] {
+            let out = UnsafeBox([TensorEvidence?](repeating: nil, count: pairs.count))
+            let errors = UnsafeBox([Error?](repeating: nil, count: 1))
+            DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
+                let (ta, tb, how) = pairs[i]
+                do {
+                    let e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: ta.shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
+                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: wa.values[ta.name]!, b: b.values[ta.name]!)
+                    out.set(i, e)
+                } catch { errors.set(0, error) }
+            }
+            if let e = errors.value[0] { throw e }
+            return out.value.map { $0! }
+        }
+        CPU.setBLASThreads(1)
+        defer { CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        let ev = try evidence(wb)
+        let spec = PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
+        CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
+        let ind = try IndependenceTest.run(wa, wb, spec: spec)
+        var alignment: AlignmentResult? = nil, alignedEv: [TensorEvidence]? = nil, wbAligned: WeightSet? = nil
+        let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
+        let wantAlign = options.align == .always ||
+            (options.align == .auto && !spec.groups.isEmpty && ["finetuned", "independent"].contains(quick.kind))
+        if wantAlign, !spec.groups.isEmpty {
+            let al = try Alignment.weightMatching(wa, wb, spec: spec, seed: options.seed)
+            alignment = al
+            if !al.identity {
+                let moved = Permuter.applyAll(wb, spec: spec, perms: al.perms)
+                wbAligned = moved
+                CPU.setBLASThreads(1)
+                alignedEv = try evidence(moved)
+                CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
+            }
+        }
+        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
+        var conn: Connectivity? = nil
+        if options.connectivity, !pairs.isEmpty, verdict.kind != "identical" {
+            let before = try Forensics.connectivity(wa, wb, evaluator: options.evaluator, grid: options.grid)
+            let after = try wbAligned.map { try Forensics.connectivity(wa, $0, evaluator: options.evaluator, grid: options.grid) }
+            conn = Connectivity(evaluator: options.evaluator?.description, before: before, after: after,
+                                note: options.evaluator == nil ? "no evaluator (--data or --eval): weight-space path only, no loss barrier"
+                                    : "θ(λ) = (1−λ)θA + λθB on \(options.grid) points; barrier = max L(λ) − ½(L(0)+L(1))")
+        }
+        if let out = options.writeAligned {
+            for f in ckA.files + ckB.files where URL(fileURLWithPath: f.path).resolvingSymlinksInPath().path == URL(fileURLWithPath: out).resolvingSymlinksInPath().path {
+                throw FormatError(.unsafe, "refusing to overwrite the input file \(out)")
+            }
+            // B in A's basis, under B's own names; tensors outside the permutation spec are copied as they are.
+            let src = wbAligned ?? wb
+            var entries: [SafetensorsWriter.Entry] = []
+            var written = Set<String>()
+            for (ta, tb, _) in pairs { entries.append(.init(name: tb.name, shape: tb.shape, floats: src.values[ta.name]!)); written.insert(tb.name) }
+            for t in ckB.tensors where !written.contains(t.name) {
+                if t.dtype.decodable { entries.append(.init(name: t.name, shape: t.shape, floats: try TensorData.floats(ckB, t))) }
+            }
+            try SafetensorsWriter.write(entries, metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"], to: out)
+        }
+        let result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
+                                   independence: ind, alignment: alignment, aligned: alignedEv, connectivity: conn)
+        if store {
+            struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
+            try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
+                                    params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
+                                    summary: "\(verdict.kind): \(verdict.summary)", data: result)
+        }
+        return result
+    }
+
+    public struct LineageEdge: Codable, Sendable {
+        public var a: String
+        public var b: String
+        public var kind: String
+        public var confidence: Double
+        public var summary: String
+        public var how: String      // fingerprint | compare
+    }
+
+    public struct Lineage: Codable, Sendable {
+        public var checkpoints: [String]
+        public var edges: [LineageEdge]
+        public var skippedPairs: Int   // different architectures, pruned by shape signature
+        public var compared: Int
+    }
+
+    /// Pairwise relationships among the catalog's checkpoints. Cheap fingerprints first: checkpoints whose
+    /// float-tensor shapes differ are not compared; equal content fingerprints are identical without decoding.
+    public static func lineage(catalog: Catalog, includeIndependent: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Lineage {
+        let rows = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 }
+        var signature: [Int64: String] = [:]
+        for r in rows {
+            let ts = try catalog.tensors(checkpoint: r.id).filter { ["F16", "BF16", "F32", "F64"].contains($0.dtype) || $0.dtype.hasPrefix("Q") || $0.dtype.hasPrefix("F8") }
+            signature[r.id] = ts.map { $0.shape.map(String.init).joined(separator: "x") }.sorted().joined(separator: ";")
+        }
+        var edges: [LineageEdge] = []
+        var skipped = 0, compared = 0
+        var pairs: [(CheckpointRow, CheckpointRow)] = []
+        for i in 0..<rows.count { for j in (i + 1)..<max(i + 1, rows.count) {
+            if signature[rows[i].id] != signature[rows[j].id] || signature[rows[i].id]!.isEmpty { skipped += 1; continue }
+            pairs.append((rows[i], rows[j]))
+        } }
+        for (k, (a, b)) in pairs.enumerated() {
+            progress?(k, pairs.count)
+            if a.fingerprint != nil && a.fingerprint == b.fingerprint {
+                edges.append(LineageEdge(a: a.name, b: b.name, kind: "identical", confidence: 1, summary: "same content fingerprint", how: "fingerprint"))
+                continue
+            }
+            var o = Options(); o.connectivity = false
+            let r = try compare(catalog: catalog, a: a, b: b, options: o, store: true)
+            compared += 1
+            if r.verdict.kind != "independent" || includeIndependent {
+                edges.append(LineageEdge(a: a.name, b: b.name, kind: r.verdict.kind, confidence: r.verdict.confidence, summary: r.verdict.summary, how: "compare"))
+            }
+        }
+        let lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared)
+        try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
+        return lin
+    }
+}
+
+final class UnsafeBox<T>: @unchecked Sendable {
+    var value: T
+    let lock = NSLock()
+    init(_ v: T) { value = v }
+}
+extension UnsafeBox {
+    func set<E>(_ i: Int, _ e: E) where T == [E] { lock.lock(); value[i] = e; lock.unlock() }
+}

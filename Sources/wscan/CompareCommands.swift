@@ -1,0 +1,120 @@
+import ArgumentParser
+import Foundation
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "What is the relationship between two checkpoints? Evidence, verdict, independence test, alignment, connectivity.",
+        discussion: """
+        Verdicts: identical, reencoded (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules),
+        permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), independent.
+        Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the
+        permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units;
+        BERT attention heads when config.json gives num_attention_heads). --align auto runs it when the models are
+        neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and
+        accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier.
+        Exit status: 0 (the verdict is reported, whatever it is), 2 usage, 1 unreadable input.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @OptionGroup var eval: EvalOptions
+    @Argument(help: "Checkpoint A (catalog id, name, or path).") var a: String
+    @Argument(help: "Checkpoint B.") var b: String
+    @Flag(help: "Always run the permutation alignment.") var align = false
+    @Flag(help: "Never run the permutation alignment.") var noAlign = false
+    @Option(help: "Write B permuted into A's basis to this .safetensors file (implies --align).") var writeAligned: String?
+    @Option(help: "Points on the interpolation path.") var grid: Int = 25
+    @Option(help: "Seed for the order of the alignment sweeps.") var seed: UInt64 = 0
+    @Flag(help: "Print every tensor's evidence.") var tensors = false
+
+    func run() throws {
+        if align && noAlign { throw ValidationError("--align and --no-align exclude each other") }
+        guard grid >= 3 else { throw ValidationError("--grid must be at least 3") }
+        let cat = try catalog.open()
+        let ra = try resolveCheckpoint(a, catalog: cat), rb = try resolveCheckpoint(b, catalog: cat)
+        for r in [ra, rb] where r.status != "ok" { throw CLIError("\(r.path): \(r.error ?? r.status)") }
+        var o = CompareRunner.Options()
+        o.align = (align || writeAligned != nil) ? .always : noAlign ? .never : .auto
+        o.grid = grid; o.seed = seed; o.writeAligned = writeAligned
+        if eval.data != nil || eval.evalCommand != nil {
+            let ws = try WeightSet.load(try CheckpointOpener.open(ra.path))
+            o.evaluator = try eval.make(weights: ws, passThrough: WeightSet())
+        }
+        let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)
+        if catalog.json { print(Fmt.json(r)); return }
+        CompareText.print(r, nameA: ra.name, nameB: rb.name, allTensors: tensors)
+        if let w = writeAligned { print("wrote B aligned to A: \(w)") }
+    }
+}
+
+enum CompareText {
+    static func print(_ r: CompareResult, nameA: String, nameB: String, allTensors: Bool) {
+        let v = r.verdict
+        Swift.print("A: \(nameA)\nB: \(nameB)\n")
+        Swift.print("verdict: \(v.kind.uppercased())  (confidence \(String(format: "%.2f", v.confidence)))")
+        Swift.print("  \(v.summary)")
+        for e in v.evidence { Swift.print("  - \(e)") }
+        if let ind = r.independence {
+            Swift.print("\nindependence test (Zhu et al. 2025, permutation-robust matching): p = \(String(format: "%.3g", ind.pValue))" +
+                        (ind.dependent ? "  → not independent" : "  → consistent with independent training"))
+            Swift.print(Fmt.table(["layer", "units", "spearman", "p", "matched cosine"],
+                                  ind.layers.map { [$0.group, "\($0.units)", String(format: "%.3f", $0.spearman), String(format: "%.3g", $0.pValue),
+                                                    String(format: "%.3f", $0.meanCosine)] }, numeric: [1, 2, 3, 4]))
+        }
+        if let al = r.alignment {
+            let moved = al.perms.filter { !Permuter.isIdentity($0.value) }.count
+            Swift.print("\nalignment (Git Re-Basin weight matching, \(al.family)): \(al.sweeps) sweeps, \(moved) of \(al.perms.count) groups permuted, " +
+                        String(format: "objective %.4g → %.4g", al.objectiveBefore, al.objectiveAfter))
+            for n in al.notes { Swift.print("  note: \(n)") }
+        }
+        let shown = allTensors ? r.tensors : Array(r.tensors.filter { !$0.identicalValues }.prefix(12))
+        if !shown.isEmpty {
+            Swift.print("")
+            Swift.print(Fmt.table(["tensor", "match", "dtypes", "cosine", "rel_L2", "max_diff", "sign_agree", "new_zeros", "Δ rank", "Δ top-4"],
+                                  shown.map { e in
+                                      [e.name, e.matchedBy == "name" ? "name" : "shape→\(e.nameB)", e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)",
+                                       String(format: "%.6f", e.cosine), Fmt.num(e.relativeL2), Fmt.num(e.maxAbsDiff), String(format: "%.4f", e.signAgreement),
+                                       "\(e.newZeros)", e.diff.map { "\($0.rank)/\($0.minDim)" } ?? "-",
+                                       e.diff.map { String(format: "%.4f", $0.energyTop["4"] ?? 0) } ?? "-"]
+                                  }, numeric: [3, 4, 5, 6, 7]))
+            let identical = r.tensors.filter(\.identicalValues).count
+            if !allTensors { Swift.print("(\(identical) of \(r.tensors.count) tensors identical; --tensors lists all)") }
+        }
+        if let c = r.connectivity {
+            Swift.print("\nlinear-mode connectivity: \(c.note)")
+            func line(_ label: String, _ k: ConnectivityCurve) {
+                var s = "  \(label): ‖θB − θA‖ = \(Fmt.num(k.distance))"
+                if let b = k.barrier { s += String(format: ", barrier %.4f", b) }
+                if let l = k.loss { s += String(format: ", loss at λ=0.5 %.4f", l[l.count / 2]) }
+                if let a = k.accuracy { s += String(format: ", accuracy at λ=0.5 %.4f (min %.4f)", a[a.count / 2], a.min() ?? 0) }
+                Swift.print(s)
+            }
+            line("before alignment", c.before)
+            if let a = c.after { line("after alignment ", a) }
+        }
+    }
+}
+
+struct LineageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lineage",
+        abstract: "Relationships among everything in the catalog (pairwise verdicts, pruned by fingerprints).",
+        discussion: """
+        Only checkpoints with the same tensor shapes are compared; equal content fingerprints are identical without
+        decoding. Independent pairs are left out of the listing unless --all. Results are stored for `wscan report --lineage`.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @Flag(help: "Also list independent pairs.") var all = false
+
+    func run() throws {
+        let cat = try catalog.open()
+        let bar = ProgressBar()
+        let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(files: k, of: n, bytes: k, of: n, label: "pairs") }
+        bar.finish()
+        if catalog.json { print(Fmt.json(lin)); return }
+        Swift.print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
+        Swift.print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
+                              lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
+    }
+}

@@ -1,0 +1,159 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanAnalysis
+@testable import WscanCatalog
+
+final class CompareTests: XCTestCase {
+    let tmp = TempDir()
+
+    func manifest() throws -> [String: Any] { try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any] }
+
+    func catalogWithCorpus() throws -> Catalog {
+        let cat = try Catalog(path: tmp.path("c.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [Paths.corpus.path])
+        return cat
+    }
+
+    func evaluator() throws -> MLPEvaluator {
+        let data = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("digits_test.npz").path)
+        let x = try TensorData.floats(data, data.tensors.first { $0.name == "x" }!)
+        let y = try TensorData.floats(data, data.tensors.first { $0.name == "y" }!).map { Int($0) }
+        let w = try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path))
+        return try MLPEvaluator(weights: w, x: x, y: y, features: 64)
+    }
+
+    /// Every relationship the corpus script planted is recovered with the right verdict.
+    func testManifestRelationshipsRecovered() throws {
+        let cat = try catalogWithCorpus()
+        let m = try manifest()
+        let models = m["models"] as! [String: [String: Any]]
+        for rel in m["relationships"] as! [[String: Any]] {
+            let a = try cat.resolve(models[rel["a"] as! String]!["file"] as! String)
+            let bFile = models[rel["b"] as! String]!["file"] as! String
+            let b = try cat.resolve(bFile.hasSuffix("index.json") ? (bFile as NSString).deletingLastPathComponent.components(separatedBy: "/").last! : bFile)
+            var o = CompareRunner.Options(); o.connectivity = false
+            let r = try CompareRunner.compare(catalog: cat, a: a, b: b, options: o)
+            let expected = rel["relation"] as! String
+            XCTAssertEqual(r.verdict.kind, expected, "\(a.name) vs \(b.name): \(r.verdict.summary)")
+            switch expected {
+            case "lora_merged":
+                XCTAssertEqual(r.verdict.details["rank"], "4")
+                XCTAssertEqual(r.verdict.details["modules"], "fc1.weight,fc2.weight")
+            case "pruned":
+                XCTAssertEqual(Double(r.verdict.details["sparsity"]!)!, 0.5, accuracy: 0.001)
+                XCTAssertEqual(r.verdict.details["scope"], "global magnitude")
+            case "reencoded": XCTAssertEqual(r.verdict.details["dtype"], "F16")
+            default: break
+            }
+            if let p = r.independence?.pValue {
+                if expected == "independent" { XCTAssertGreaterThan(p, 1e-3, "\(b.name): unrelated seeds must not look dependent") }
+                else { XCTAssertLessThan(p, 1e-12, "\(b.name): related models must be dependent") }
+            }
+        }
+    }
+
+    /// The planted permutation is recovered exactly and the aligned copy computes the same function.
+    func testPlantedPermutationRecoveredOnCorpus() throws {
+        let cat = try catalogWithCorpus()
+        let m = try manifest()
+        let rel = (m["relationships"] as! [[String: Any]]).first { $0["relation"] as? String == "permuted" }!
+        let planted = rel["perm"] as! [String: [Int]]
+        var o = CompareRunner.Options(); o.connectivity = false; o.align = .always
+        let out = tmp.path("aligned.safetensors")
+        o.writeAligned = out
+        let r = try CompareRunner.compare(catalog: cat, a: try cat.resolve("mlp_seed0.safetensors"), b: try cat.resolve("mlp_seed0_permuted.safetensors"), options: o)
+        // B row i = A row P[i]  ⇒  A row j matches B row P⁻¹[j]
+        for (layer, key) in [("fc1", "fc1.units"), ("fc2", "fc2.units")] {
+            let p = planted[layer]!
+            var inv = [Int](repeating: 0, count: p.count)
+            for (i, v) in p.enumerated() { inv[v] = i }
+            XCTAssertEqual(r.alignment?.perms[key], inv, layer)
+        }
+        let ev = try evaluator()
+        let orig = try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path))
+        let aligned = try WeightSet.load(try CheckpointOpener.open(out))
+        let base = try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path))
+        let la = try ev.logits(aligned), lo = try ev.logits(orig)
+        for (x, y) in zip(la, lo) { XCTAssertEqual(x, y, accuracy: 1e-9 * max(1, abs(y))) }
+        for n in base.names { XCTAssertEqual(aligned.values[n]!, base.values[n]!, n) }
+    }
+
+    /// Two seeds: the loss barrier after alignment is well below the barrier before, and the before-curve equals
+    /// the numpy reference the corpus script recorded.
+    func testBarrierDropsAfterAlignment() throws {
+        let cat = try catalogWithCorpus()
+        let ref = (try manifest())["connectivity"] as! [String: Any]
+        var o = CompareRunner.Options(); o.align = .always; o.evaluator = try evaluator()
+        let r = try CompareRunner.compare(catalog: cat, a: try cat.resolve("mlp_seed0.safetensors"), b: try cat.resolve("mlp_seed1.safetensors"), options: o)
+        let c = try XCTUnwrap(r.connectivity)
+        let before = try XCTUnwrap(c.before.barrier), after = try XCTUnwrap(c.after?.barrier)
+        XCTAssertEqual(before, ref["barrier_before"] as! Double, accuracy: 1e-6)
+        for (x, y) in zip(c.before.loss!, ref["loss_before"] as! [Double]) { XCTAssertEqual(x, y, accuracy: 1e-6) }
+        XCTAssertLessThan(after, 0.5 * before, "alignment must lower the barrier")
+        XCTAssertLessThan(after, 3 * (ref["barrier_after"] as! Double) + 0.05, "close to the scipy-based reference")
+    }
+
+    /// A planted permutation of MiniLM's feed-forward units and attention heads is recovered exactly.
+    func testPlantedPermutationRecoveredOnMiniLM() throws {
+        guard FileManager.default.fileExists(atPath: Paths.minilm.path) else { throw XCTSkip("MiniLM not fetched (make minilm)") }
+        let ck = try CheckpointOpener.open(Paths.minilm.path)
+        let w = try WeightSet.load(ck)
+        let spec = PermSpecInference.infer(w, numHeads: 12)
+        XCTAssertEqual(spec.family, "bert")
+        XCTAssertEqual(spec.groups.filter { $0.kind == "ffn" }.count, 6)
+        XCTAssertEqual(spec.groups.filter { $0.kind == "heads" }.count, 6)
+        var rng = SplitMix64(seed: 11)
+        var planted: [String: [Int]] = [:]
+        for g in spec.groups {
+            var p = Array(0..<g.size)
+            for i in stride(from: p.count - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            planted[g.name] = p
+        }
+        let permuted = Permuter.applyAll(w, spec: spec, perms: planted)
+        let dir = tmp.url.appendingPathComponent("minilm-permuted")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var entries = permuted.entries()
+        for t in ck.tensors where !t.dtype.isFloatingPoint { entries.append(.init(name: t.name, dtype: t.dtype, shape: t.shape, bytes: Array(ck.bytes(of: t)))) }
+        try SafetensorsWriter.write(entries, to: dir.appendingPathComponent("model.safetensors").path)
+        try FileManager.default.copyItem(at: Paths.minilm.deletingLastPathComponent().appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+        let cat = try Catalog(path: tmp.path("m.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [Paths.minilm.path, dir.appendingPathComponent("model.safetensors").path])
+        var o = CompareRunner.Options(); o.connectivity = false; o.align = .always
+        o.writeAligned = tmp.path("aligned.safetensors")
+        let rows = try cat.checkpoints()
+        let a = rows.first { $0.path == Paths.minilm.standardizedFileURL.path }!, b = rows.first { $0.path != a.path }!
+        let r = try CompareRunner.compare(catalog: cat, a: a, b: b, options: o)
+        XCTAssertEqual(r.verdict.kind, "permuted", r.verdict.summary)
+        // A index i ↔ B index planted⁻¹[i]
+        for (g, p) in planted {
+            var inv = [Int](repeating: 0, count: p.count)
+            for (i, v) in p.enumerated() { inv[v] = i }
+            XCTAssertEqual(r.alignment?.perms[g], inv, g)
+        }
+        let back = try WeightSet.load(try CheckpointOpener.open(o.writeAligned!))
+        for n in w.names { XCTAssertEqual(back.values[n]!, w.values[n]!, n) }
+        XCTAssertLessThan(r.independence!.pValue, 1e-12)
+    }
+
+    func testSpearmanAndFisher() {
+        XCTAssertEqual(IndependenceTest.spearman([0, 1, 2, 3], [0, 1, 2, 3]), 1)
+        XCTAssertEqual(IndependenceTest.spearman([0, 1, 2, 3], [3, 2, 1, 0]), -1)
+        // scipy.stats.spearmanr(range(10), [1,0,3,2,5,4,7,6,9,8], alternative="greater"): ρ = 0.939394, p = 2.7420264992568343e-05
+        let rho = IndependenceTest.spearman(Array(0..<10), [1, 0, 3, 2, 5, 4, 7, 6, 9, 8])
+        XCTAssertEqual(rho, 0.93939393939, accuracy: 1e-9)
+        XCTAssertEqual(IndependenceTest.spearmanPValue(rho, n: 10), 2.7420264992568343e-05, accuracy: 1e-15)
+        XCTAssertEqual(IndependenceTest.spearmanPValue(0, n: 50), 0.5, accuracy: 1e-12)
+        // χ² survival, 4 dof at x = 9.4877: 0.05
+        XCTAssertEqual(IndependenceTest.chiSquareSurvivalEven(9.487729, dof: 4), 0.05, accuracy: 1e-6)
+    }
+
+    func testRenamedTensorsPairByShapeAndPosition() throws {
+        let a = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
+        var renamed = a.tensors
+        for i in renamed.indices { renamed[i].name = "layers.\(i).param" }
+        let (pairs, onlyA, onlyB) = Comparator.matchTensors(a.tensors, renamed)
+        XCTAssertEqual(pairs.count, 6)
+        XCTAssertTrue(pairs.allSatisfy { $0.2 == "shape+position" && $0.0.shape == $0.1.shape })
+        XCTAssertTrue(onlyA.isEmpty && onlyB.isEmpty)
+    }
+}
