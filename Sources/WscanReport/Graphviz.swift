@@ -47,6 +47,8 @@ public enum Graphviz {
     /// literally: `\` and `"` are backslash-escaped (a bare `\` would start `\n`, `\l`, `\N`, … escapes), `&` is written
     /// `&amp;` (Graphviz passes `&name;` entity references through to SVG), newlines become `\n` (centred line
     /// breaks), other control characters are dropped. Does not add the surrounding quotes: see `quote(_:)`.
+    /// Graphviz unescapes only labels: a node id with `\` or `&` keeps the escaped form in the SVG's `<title>`
+    /// (still one stable id per input string); its default label (`\N`) shows the original text.
     public static func escape(_ s: String) -> String {
         var out = ""
         out.reserveCapacity(s.utf8.count)

@@ -77,7 +77,11 @@ public struct LineChart: Sendable {
         for i in 0..<min(s.x.count, s.y.count) {
             let x = s.x[i], y = s.y[i]
             if valid(x, log: xLog) && valid(y, log: yLog) { cur.append((x, y)) }
-            else if !cur.isEmpty { out.append(cur); cur = [] }
+            else if !cur.isEmpty {
+                // A step holds its value up to the next x even when the next y cannot be drawn (an empty bin).
+                if s.style == .step, valid(x, log: xLog) { cur.append((x, cur[cur.count - 1].1)) }
+                out.append(cur); cur = []
+            }
         }
         if !cur.isEmpty { out.append(cur) }
         return out
@@ -164,8 +168,13 @@ public struct LineChart: Sendable {
                     var pts: [(Double, Double)] = []
                     for (k, q) in run.enumerated() {
                         let X = px(q.0, p), Y = py(q.1, p)
-                        if series[i].style == .step, k > 0 { pts.append((X, pts[pts.count - 1].1)) }
-                        pts.append((X, Y))
+                        if series[i].style == .step, k > 0 {
+                            let prevY = pts[pts.count - 1].1
+                            pts.append((X, prevY))
+                            if Y != prevY { pts.append((X, Y)) }
+                        } else {
+                            pts.append((X, Y))
+                        }
                     }
                     return pts
                 }
@@ -278,15 +287,15 @@ public struct LineChart: Sendable {
         for h in hlines where valid(h.y, log: yLog) && !h.label.isEmpty {
             let Y = py(h.y, p)
             guard Y >= p.y && Y <= p.y + p.h else { continue }
-            out += SVG.text(h.label, x: p.x + p.w - 4, y: Y - 4, size: 10, anchor: "end", fill: h.color ?? "#444444")
+            out += SVG.text(h.label, x: p.x + p.w - 4, y: Y - 4, size: 10, anchor: "end", fill: h.color ?? "#444444", extra: SVG.halo)
         }
         for (k, m) in markers.enumerated() where valid(m.x, log: xLog) && !m.label.isEmpty {
             let X = px(m.x, p)
             guard X >= p.x && X <= p.x + p.w else { continue }
             let w = SVG.textWidth(m.label, size: 10)
             let y = p.y + 12 + Double(k % 4) * 13
-            if X + 4 + w <= p.x + p.w { out += SVG.text(m.label, x: X + 4, y: y, size: 10, fill: m.color ?? "#333333") }
-            else { out += SVG.text(m.label, x: X - 4, y: y, size: 10, anchor: "end", fill: m.color ?? "#333333") }
+            if X + 4 + w <= p.x + p.w { out += SVG.text(m.label, x: X + 4, y: y, size: 10, fill: m.color ?? "#333333", extra: SVG.halo) }
+            else { out += SVG.text(m.label, x: X - 4, y: y, size: 10, anchor: "end", fill: m.color ?? "#333333", extra: SVG.halo) }
         }
 
         // Legend.
@@ -449,7 +458,7 @@ public struct BarChart: Sendable {
             if !thresholdLabel.isEmpty {
                 let anchorEnd = X(t) + 4 + SVG.textWidth(thresholdLabel, size: 10) > W - 4
                 out += SVG.text(thresholdLabel, x: anchorEnd ? X(t) - 4 : X(t) + 4, y: top - 6 - axisTop, size: 10,
-                                anchor: anchorEnd ? "end" : "start", fill: "#D55E00")
+                                anchor: anchorEnd ? "end" : "start", fill: "#D55E00", extra: SVG.halo)
             }
         }
         return out + "</svg>\n"
@@ -459,10 +468,13 @@ public struct BarChart: Sendable {
         let n = count, font = 10.0
         let tickLabel = { (v: Double) in SVG.tickLabel(v, step: axis.step, scale: max(abs(axis.lo), abs(axis.hi))) }
         let yTickW = axis.values.map { SVG.textWidth(tickLabel($0), size: 11) }.max() ?? 20
-        let left = 12 + (valueLabel.isEmpty ? 0 : 18) + yTickW + 8, right = 16.0
+        var left = 12 + (valueLabel.isEmpty ? 0 : 18) + yTickW + 8
+        let right = 16.0
+        let labelSpace = min(150, (labels.prefix(n).map { SVG.textWidth($0, size: font) }.max() ?? 20) * 0.82 + 10)
+        // Labels are rotated by -55°: the first ones reach left by length·cos 55°.
+        left = max(left, (labelSpace - 10) / 0.82 * 0.574 - 4)
         let colW = max(12, (Double(width) - left - right) / Double(n))
         let W = Int((left + right + colW * Double(n)).rounded(.up))
-        let labelSpace = min(150, (labels.prefix(n).map { SVG.textWidth($0, size: font) }.max() ?? 20) * 0.82 + 10)
         let H = max(height, Int(200 + labelSpace))
         let top = 38.0, bottom = labelSpace + 8
         let plotH = Double(H) - top - bottom
@@ -475,7 +487,9 @@ public struct BarChart: Sendable {
         for v in axis.values { out += SVG.line(left, Y(v), left + colW * Double(n), Y(v), stroke: "#e3e3e3") }
         out += "</g>\n"
         for v in axis.values { out += SVG.text(tickLabel(v), x: left - 8, y: Y(v) + 4, size: 11, anchor: "end", fill: "#333333") }
-        if !valueLabel.isEmpty { out += SVG.text(valueLabel, x: 16, y: top + plotH / 2, size: 12, anchor: "middle", rotate: -90) }
+        if !valueLabel.isEmpty {
+            out += SVG.text(valueLabel, x: max(16, left - yTickW - 22), y: top + plotH / 2, size: 12, anchor: "middle", rotate: -90)
+        }
         let y0 = Y(0)
         for i in 0..<n {
             let xMid = left + (Double(i) + 0.5) * colW
@@ -496,7 +510,7 @@ public struct BarChart: Sendable {
         if let t = threshold, t.isFinite {
             out += SVG.line(left, Y(t), left + colW * Double(n), Y(t), stroke: "#D55E00", width: 1.5, dash: "5 4")
             if !thresholdLabel.isEmpty {
-                out += SVG.text(thresholdLabel, x: left + colW * Double(n) - 4, y: Y(t) - 4, size: 10, anchor: "end", fill: "#D55E00")
+                out += SVG.text(thresholdLabel, x: left + colW * Double(n) - 4, y: Y(t) - 4, size: 10, anchor: "end", fill: "#D55E00", extra: SVG.halo)
             }
         }
         return out + "</svg>\n"

@@ -84,9 +84,10 @@ public enum SVG {
 
     /// Label for a tick on a linear axis with spacing `step` (1-2-5 steps), precise enough to tell ticks apart.
     static func tickLabel(_ v: Double, step: Double, scale: Double) -> String {
-        if abs(v) < step * 1e-9 { return "0" }
         let stepMag = Int(floor(log10(step) + 1e-9))
-        if scale >= 1e6 || scale < 1e-3 {
+        let sci = scale >= 1e6 || scale < 1e-3
+        if abs(v) < step * 1e-9 { return sci ? "0" : fixed(0, decimals: max(0, -stepMag), trim: false) }
+        if sci {
             let e = Int(floor(log10(abs(v))))
             return scientific(v, decimals: max(0, e - stepMag))
         }
@@ -134,6 +135,9 @@ public enum SVG {
         s += "<rect x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"#ffffff\"/>\n"
         return s
     }
+
+    /// Attributes giving text a white outline so it stays readable over lines and bars.
+    static let halo = " stroke=\"#ffffff\" stroke-width=\"3\" stroke-linejoin=\"round\" paint-order=\"stroke\""
 
     static func text(_ s: String, x: Double, y: Double, size: Double, anchor: String = "start", weight: String? = nil,
                      fill: String = "#222222", rotate: Double? = nil, extra: String = "") -> String {
@@ -200,7 +204,7 @@ public enum Ticks {
     }
 
     /// Ticks for a log10 axis. With `expand` the bounds grow to whole decades. `major` are labelled decades (every
-    /// `labelEvery`-th decade when the span is wide); `minor` are 2…9 × 10^k (when the span is at most 6 decades)
+    /// `labelEvery`-th decade when the span is wide); `minor` are 2…9 × 10^k (when the span is at most 8 decades)
     /// and unlabelled decades. If fewer than two decades fall inside a fixed range, 2× and 5× ticks are labelled too.
     public static func log(lo: Double, hi: Double, expand: Bool = true)
         -> (lo: Double, hi: Double, major: [Double], minor: [Double]) {
@@ -218,7 +222,7 @@ public enum Ticks {
         for k in kLo...kHi {
             let d = pow(10, Double(k))
             if inRange(d) { if k % every == 0 { major.append(d) } else { minor.append(d) } }
-            if span <= 6 && k < kHi {
+            if span <= 8 && k < kHi {
                 for m in 2...9 { let v = Double(m) * d; if inRange(v) { minor.append(v) } }
             }
         }
