@@ -109,6 +109,19 @@ uint32_t wscan_crc32(uint32_t crc, const uint8_t *d, size_t n) {
     return crc;
 }
 
+int wscan_deflate_zlib(const uint8_t *src, size_t srcLen, uint8_t **out, size_t *outLen, int level) {
+    *out = NULL; *outLen = 0;
+    if (level < -1 || level > 9) return -1;
+    uLong bound = compressBound((uLong)srcLen);
+    uint8_t *buf = malloc(bound ? bound : 1);
+    if (!buf) return -2;
+    uLongf dlen = bound;
+    int rc = compress2(buf, &dlen, src ? src : (const uint8_t *)"", (uLong)srcLen, level);
+    if (rc != Z_OK) { free(buf); return rc == Z_MEM_ERROR ? -2 : -1; }
+    *out = buf; *outLen = (size_t)dlen;
+    return 0;
+}
+
 void wscan_sgemm(int tA, int tB, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc) {
     cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
@@ -212,14 +225,42 @@ void wscan_openblas_set_threads(int n) { openblas_set_num_threads(n); }
 int wscan_openblas_get_threads(void) { return openblas_get_num_threads(); }
 const char *wscan_openblas_corename(void) { return openblas_get_corename(); }
 
+/* Graphviz reports errors through agerr(); collect them instead of letting them reach stderr. */
+static char gv_errbuf[1024];
+static size_t gv_errlen;
+static int gv_collect(char *msg) {
+    size_t n = strlen(msg);
+    if (gv_errlen + n >= sizeof gv_errbuf) n = sizeof gv_errbuf - 1 - gv_errlen;
+    memcpy(gv_errbuf + gv_errlen, msg, n); gv_errlen += n; gv_errbuf[gv_errlen] = 0;
+    return 0;
+}
+static void gv_fail(char *err, size_t errLen, const char *what) {
+    /* The first "Error" line of Graphviz's messages, else the first line. */
+    const char *s = strstr(gv_errbuf, "Error");
+    if (!s) s = gv_errbuf;
+    size_t n = 0; while (s[n] && s[n] != '\n') n++;
+    if (n > 0) snprintf(err, errLen, "%s: %.*s", what, (int)n, s);
+    else snprintf(err, errLen, "%s", what);
+}
+
 char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen) {
+    if (errLen) err[0] = 0;
+    gv_errlen = 0; gv_errbuf[0] = 0;
+    agusererrf prevf = agseterrf(gv_collect);
+    agerrlevel_t prevl = agseterr(AGWARN);
+    agreseterrors();
+    char *out = NULL;
     GVC_t *gvc = gvContext();
-    if (!gvc) { snprintf(err, errLen, "gvContext failed"); return NULL; }
+    if (!gvc) { snprintf(err, errLen, "gvContext failed"); goto done; }
     Agraph_t *g = agmemread(dot);
-    if (!g) { snprintf(err, errLen, "DOT syntax error"); gvFreeContext(gvc); return NULL; }
+    if (!g || agerrors() > 0) {
+        gv_fail(err, errLen, "DOT syntax error");
+        if (g) agclose(g);
+        gvFreeContext(gvc); goto done;
+    }
     if (gvLayout(gvc, g, "dot") != 0) {
-        snprintf(err, errLen, "layout failed (is the Graphviz plugin registry config6a present?)");
-        agclose(g); gvFreeContext(gvc); return NULL;
+        gv_fail(err, errLen, "layout failed (is the Graphviz plugin registry config6a present? run libgvc6-config-update -c)");
+        agclose(g); gvFreeContext(gvc); goto done;
     }
     char *buf = NULL;
 #if defined(WSCAN_GV_SIZE_T)
@@ -228,13 +269,16 @@ char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen
     unsigned int len = 0;
 #endif
     int rc = gvRenderData(gvc, g, "svg", &buf, &len);
-    char *out = NULL;
     if (rc == 0 && buf) {
         out = malloc((size_t)len + 1);
-        memcpy(out, buf, len); out[len] = 0; *outLen = len;
+        if (out) { memcpy(out, buf, len); out[len] = 0; *outLen = len; }
+        else snprintf(err, errLen, "out of memory");
         gvFreeRenderData(buf);
-    } else snprintf(err, errLen, "render failed");
+    } else gv_fail(err, errLen, "render failed");
     gvFreeLayout(gvc, g); agclose(g); gvFreeContext(gvc);
+done:
+    agseterrf(prevf);
+    agseterr(prevl);
     return out;
 }
 void wscan_free(void *p) { free(p); }

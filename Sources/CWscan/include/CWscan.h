@@ -28,6 +28,9 @@ void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]); /* frees s */
 /* returns 0 on success with *outLen = produced bytes; -1 data error; -2 output would exceed outCap */
 int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
 uint32_t wscan_crc32(uint32_t crc, const uint8_t *data, size_t len);
+/* zlib-format deflate (header + adler32), e.g. for PNG IDAT. level 0-9 (-1 = default).
+   On success returns 0 and *out is malloc'd (free with wscan_free); -1 on error or bad level, -2 out of memory. */
+int wscan_deflate_zlib(const uint8_t *src, size_t srcLen, uint8_t **out, size_t *outLen, int level);
 
 /* ---- BLAS / LAPACK ---- */
 void wscan_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda,
@@ -56,7 +59,9 @@ int wscan_openblas_get_threads(void);
 const char *wscan_openblas_corename(void);
 
 /* ---- Graphviz ---- */
-/* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message. */
+/* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message
+   (Graphviz's own error text when it reported one). Graphviz diagnostics are captured, not printed to stderr.
+   Not thread-safe (Graphviz keeps global state): callers serialise. */
 char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen);
 void wscan_free(void *p);
 
