@@ -42,7 +42,26 @@ demo: deps minilm release
 	$(BIN) ls --db demo.db
 	$(BIN) show mlp_seed0.safetensors --db demo.db
 	$(BIN) dupes --db demo.db
-	$(BIN) query --db demo.db "SELECT c.name, COUNT(*) AS tensors, ROUND(AVG(t.zero_frac), 3) AS mean_zero_frac FROM tensors t JOIN checkpoints c ON c.id = t.checkpoint_id GROUP BY c.id ORDER BY c.name"
+	$(BIN) analyze spectrum mlp_seed0.safetensors --db demo.db
+	$(BIN) analyze sparsity mlp_seed0.safetensors --data corpus/digits_test.npz --db demo.db
+	$(BIN) analyze saliency mlp_seed0.safetensors --source magnitude --db demo.db
+	$(BIN) analyze saliency mlp_seed0_finetuned.safetensors --source delta --base mlp_seed0.safetensors --db demo.db
+	@for b in mlp_seed0_copy.npz mlp_seed0_f16.safetensors mlp_seed0_pruned50.safetensors mlp_seed0_lora4.safetensors \
+	          mlp_seed0_permuted.safetensors mlp_seed0_finetuned.safetensors mlp_seed2.safetensors; do \
+	  $(BIN) compare mlp_seed0.safetensors $$b --db demo.db | sed -n '4,5p'; done
+	$(BIN) compare mlp_seed0.safetensors mlp_seed1.safetensors --align --data corpus/digits_test.npz --db demo.db
+	$(BIN) lineage --db demo.db
+	$(BIN) report mlp_seed0.safetensors --db demo.db -o reports/mlp_seed0
+	$(BIN) report --compare mlp_seed0.safetensors mlp_seed1.safetensors --db demo.db -o reports/compare-seed0-seed1
+	$(BIN) report --compare mlp_seed0.safetensors mlp_seed0_permuted.safetensors --db demo.db -o reports/compare-seed0-permuted
+	$(BIN) report --compare mlp_seed0.safetensors mlp_seed0_lora4.safetensors --db demo.db -o reports/compare-seed0-lora4
+	$(BIN) report --lineage --db demo.db -o reports/lineage
+	@if [ -s .cache/minilm/model.safetensors ]; then \
+	  $(BIN) analyze spectrum .cache/minilm/model.safetensors --db demo.db | tail -12 && \
+	  $(BIN) analyze sparsity .cache/minilm/model.safetensors --db demo.db | tail -2 && \
+	  $(BIN) report .cache/minilm/model.safetensors --db demo.db -o reports/minilm; \
+	else echo "MiniLM not available: reports/minilm skipped"; fi
+	@echo "reports written to reports/ (start with reports/mlp_seed0/README.md)"
 
 bench: deps minilm release
 	@bench/run.sh

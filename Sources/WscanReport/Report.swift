@@ -1,3 +1,113 @@
+import Foundation
 import WscanCatalog
-/// Audit reports (Markdown, SVG figures, Graphviz diagrams) — see issue 7.
-public enum Report {}
+import WscanAnalysis
+import WscanFormats
+
+/// Audit reports: a folder with README.md (the report), figures/*.svg|png, diagrams/*.dot + rendered *.svg, and
+/// data.json holding every number the report shows. Output is deterministic: no timestamps, sorted keys, fixed
+/// number formats, so two runs on the same catalog give byte-identical files.
+public final class ReportWriter {
+    public let catalog: Catalog
+    public let command: String
+    var md: [String] = []
+    var files: [String: Data] = [:]
+    var data: [String: JSONTree] = [:]
+    var glossaryUsed = Set<String>()
+    /// Supplies saliency heat maps (the caller can read weights; the report itself reads only the catalog).
+    public var heatmapProvider: HeatmapProvider?
+
+    public init(catalog: Catalog, command: String) { self.catalog = catalog; self.command = command }
+
+    // MARK: output
+
+    /// Writes the folder. Existing files of earlier reports in it are replaced; nothing else is touched.
+    public func write(to dir: String) throws -> [String] {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for sub in ["figures", "diagrams"] {
+            let p = (dir as NSString).appendingPathComponent(sub)
+            if fm.fileExists(atPath: p) { try fm.removeItem(atPath: p) }
+        }
+        var all = files
+        all["README.md"] = Data((md.joined(separator: "\n") + "\n").utf8)
+        all["data.json"] = Data(JSONTree.object(data).rendered().utf8)
+        for (rel, content) in all.sorted(by: { $0.key < $1.key }) {
+            let p = (dir as NSString).appendingPathComponent(rel)
+            try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try content.write(to: URL(fileURLWithPath: p))
+        }
+        return all.keys.sorted()
+    }
+
+    func line(_ s: String = "") { md.append(s) }
+    func figure(_ name: String, _ svg: String, alt: String) {
+        files["figures/\(name).svg"] = Data(svg.utf8)
+        line("![\(alt)](figures/\(name).svg)")
+        line()
+    }
+    func diagram(_ name: String, dot: String, alt: String) {
+        files["diagrams/\(name).dot"] = Data(dot.utf8)
+        if let svg = try? Fig.dot(dot) {
+            files["diagrams/\(name).svg"] = Data(svg.utf8)
+            line("![\(alt)](diagrams/\(name).svg)")
+        } else {
+            line("*(diagram could not be rendered; source: [diagrams/\(name).dot](diagrams/\(name).dot))*")
+        }
+        line()
+        line("<sub>Graphviz source: [diagrams/\(name).dot](diagrams/\(name).dot)</sub>")
+        line()
+    }
+    func term(_ t: String) -> String { glossaryUsed.insert(t); return "[\(t)](#glossary)" }
+
+    /// A table; above `fold` rows the first `fold` are shown and the full table is folded below.
+    func table(_ header: [String], _ rows: [[String]], align: [Bool]? = nil, fold: Int = 15, foldTitle: String = "full table") {
+        func render(_ rs: [[String]]) {
+            line("| " + header.joined(separator: " | ") + " |")
+            line("|" + header.indices.map { (align?[$0] ?? false) ? "---:" : "---" }.joined(separator: "|") + "|")
+            for r in rs { line("| " + r.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |") }
+            line()
+        }
+        if rows.count <= fold + 5 { render(rows); return }
+        render(Array(rows.prefix(fold)))
+        line("<details><summary>\(foldTitle) (\(rows.count) rows)</summary>")
+        line()
+        render(rows)
+        line("</details>")
+        line()
+    }
+
+    // MARK: number formats (the same strings go into README.md; data.json keeps the exact values)
+
+    /// Paths under the working directory are shown relative to it, so that reports do not depend on where the
+    /// repository is checked out.
+    static func display(_ path: String) -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        return path.hasPrefix(cwd + "/") ? String(path.dropFirst(cwd.count + 1)) : path
+    }
+
+    static func f(_ v: Double?, _ digits: Int = 4) -> String {
+        guard let v else { return "–" }
+        if !v.isFinite { return v.isNaN ? "nan" : (v > 0 ? "inf" : "-inf") }
+        if v == 0 { return "0" }
+        if abs(v) >= 1e5 || abs(v) < 1e-3 { return String(format: "%.\(digits - 1)e", v) }
+        return String(format: "%.\(digits)g", v)
+    }
+    static func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
+    static func bytes(_ n: Int) -> String {
+        let u = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), i = 0
+        while v >= 1024 && i < 4 { v /= 1024; i += 1 }
+        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, u[i])
+    }
+    static func count(_ n: Int) -> String {
+        let d = Double(n)
+        if d >= 1e9 { return String(format: "%.2fB", d / 1e9) }
+        if d >= 1e6 { return String(format: "%.2fM", d / 1e6) }
+        if d >= 1e4 { return String(format: "%.1fK", d / 1e3) }
+        return "\(n)"
+    }
+    public static func slugName(_ s: String) -> String { slug(s.replacingOccurrences(of: ".safetensors", with: "").replacingOccurrences(of: ".npz", with: "")) }
+    static func slug(_ s: String) -> String {
+        String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-")
+    }
+}

@@ -17,7 +17,7 @@ struct Wscan: ParsableCommand {
         Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
         """,
         version: "0.1.0",
-        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Scan.self, Export.self, Analyze.self, Compare.self, LineageCommand.self, KernelBench.self]
+        subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Scan.self, Export.self, Analyze.self, Compare.self, LineageCommand.self, ReportCmd.self, KernelBench.self]
     )
 }
 

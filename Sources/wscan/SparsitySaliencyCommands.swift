@@ -4,6 +4,7 @@ import WscanKernels
 import WscanFormats
 import WscanCatalog
 import WscanAnalysis
+import WscanReport
 
 /// How an analysis measures task quality: the built-in MLP forward pass on a dataset, or an external command.
 struct EvalOptions: ParsableArguments {
@@ -261,8 +262,20 @@ struct SaliencyCommand: ParsableCommand {
     }
 }
 
+/// Per-layer saliency heat maps: PNG (viridis, block max, at most 256 px a side) plus an SVG colour bar each.
 enum SaliencyMaps {
     static func write(scores: WeightSet, names: [String], to dir: String) throws -> [String] {
-        throw CLIError("heat maps are not available yet")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var out: [String] = []
+        for n in names {
+            guard let v = scores.values[n], let s = scores.shapes[n], s.count >= 2 else { continue }
+            let rows = s[0], cols = s.dropFirst().reduce(1, *)
+            let h = Fig.heatmap(values: v, rows: rows, cols: cols)
+            let base = (dir as NSString).appendingPathComponent(n.replacingOccurrences(of: "/", with: "_"))
+            try Data(h.png).write(to: URL(fileURLWithPath: base + ".png"))
+            try Data(h.legend.utf8).write(to: URL(fileURLWithPath: base + ".legend.svg"))
+            out.append(base + ".png")
+        }
+        return out
     }
 }

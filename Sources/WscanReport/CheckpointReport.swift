@@ -1,0 +1,263 @@
+import Foundation
+import WscanCatalog
+import WscanAnalysis
+import WscanFormats
+
+extension ReportWriter {
+    /// The audit of one or more checkpoints.
+    public func checkpointReport(_ rows: [CheckpointRow]) throws {
+        let title = rows.count == 1 ? rows[0].name : "\(rows.count) checkpoints"
+        line("# Audit report: \(title)")
+        line()
+        line("Produced by `\(command)` from the catalog; every number below is also in [data.json](data.json).")
+        line()
+        var perCk: [String: JSONTree] = [:]
+        if rows.count > 1 {
+            line("## Contents")
+            for r in rows { line("- [\(r.name)](#\(Self.slug(r.name)))") }
+            line()
+        }
+        for r in rows { perCk[r.name] = try section(r, multi: rows.count > 1) }
+        data["checkpoints"] = .object(perCk)
+        data["command"] = .string(command)
+        glossary()
+    }
+
+    func section(_ r: CheckpointRow, multi: Bool) throws -> JSONTree {
+        let h = multi ? "##" : "##"
+        if multi { line("## \(r.name)"); line() }
+        let tensors = try catalog.tensors(checkpoint: r.id)
+        let findings = try catalog.findings(checkpoint: r.id)
+        let spectra = try catalog.spectra(checkpoint: r.id)
+        let sparsity = try catalog.results(kind: "sparsity", checkpoint: r.id).filter { $0.checkpointID == r.id }
+        let saliency = try catalog.results(kind: "saliency", checkpoint: r.id).filter { $0.checkpointID == r.id }
+        let compares = try catalog.results(kind: "compare", checkpoint: r.id)
+        var out: [String: JSONTree] = [:]
+
+        // Summary
+        var keyFindings: [String] = []
+        line("\(h)# Summary")
+        line()
+        let dt = r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+        table(["property", "value"], [
+            ["file", "`\(Self.display(r.path))`"], ["format", r.format ?? "?"], ["status", r.status + (r.error.map { ": " + $0 } ?? "")],
+            ["tensors", "\(r.tensorCount)"], [term("parameters"), "\(Self.count(r.paramCount)) (\(r.paramCount))"],
+            ["size on disk", Self.bytes(r.bytes)],
+            ["dtype mix", dt.map { "\($0.key) \(Self.pct(Double($0.value) / Double(max(1, r.paramCount))))" }.joined(separator: ", ")],
+            [term("safety"), r.safety], ["content fingerprint", "`\(r.fingerprint ?? "–")`"],
+        ])
+        out["summary"] = .object(["path": .string(Self.display(r.path)), "format": .string(r.format ?? ""), "status": .string(r.status),
+                                  "tensors": .int(r.tensorCount), "parameters": .int(r.paramCount), "bytes": .int(r.bytes),
+                                  "dtypes": .object(r.dtypes.mapValues { .int($0) }), "safety": .string(r.safety),
+                                  "fingerprint": .string(r.fingerprint ?? "")])
+        if r.safety == "dangerous" { keyFindings.append("**Unsafe pickle**: \(findings.filter { $0.severity == "critical" || $0.severity == "high" }.count) dangerous imports; tensors were not loaded.") }
+        let nonfinite = tensors.filter { ($0.nanCount ?? 0) + ($0.infCount ?? 0) > 0 }
+        if !nonfinite.isEmpty { keyFindings.append("\(nonfinite.count) tensors contain NaN or Inf values.") }
+
+        // Findings
+        if !findings.isEmpty {
+            line("\(h)# Safety findings")
+            line()
+            table(["severity", "member", "offset", "import / call", "detail"], findings.map { [$0.severity, "`\($0.member)`", "\($0.offset)", "`\($0.what)`", $0.detail] },
+                  align: [false, false, true, false, false])
+            out["findings"] = .array(findings.map { .object(["severity": .string($0.severity), "member": .string($0.member), "offset": .int($0.offset), "what": .string($0.what)]) })
+        }
+
+        // Tensors
+        line("\(h)# Tensors")
+        line()
+        let ordered = tensors.sorted { $0.nbytes != $1.nbytes ? $0.nbytes > $1.nbytes : $0.name < $1.name }
+        table(["tensor", "shape", "dtype", "size", "mean", "std", term("abs max"), "zeros", "NaN/Inf"],
+              ordered.map { t in [ "`\(t.name)`", t.shape.map(String.init).joined(separator: "×"), t.dtype, Self.bytes(t.nbytes), Self.f(t.mean), Self.f(t.std),
+                                   Self.f(t.absmax), Self.pct(t.zeroFrac), "\((t.nanCount ?? 0) + (t.infCount ?? 0))"] },
+              align: [false, false, false, true, true, true, true, true, true], fold: 12, foldTitle: "all tensors, largest first")
+        out["tensors"] = .array(ordered.map { t in .object(["name": .string(t.name), "shape": .array(t.shape.map { .int($0) }), "dtype": .string(t.dtype),
+                                                           "nbytes": .int(t.nbytes), "mean": .double(t.mean ?? .nan), "std": .double(t.std ?? .nan),
+                                                           "absmax": .double(t.absmax ?? .nan), "zero_frac": .double(t.zeroFrac ?? .nan), "hash": .string(t.hash)]) })
+
+        // Architecture
+        if tensors.count > 1 {
+            line("\(h)# Architecture")
+            line()
+            let alphaBy = Dictionary(spectra.compactMap { s in s.spectrum?.metrics.alpha.map { (s.tensor, $0) } }, uniquingKeysWith: { a, _ in a })
+            line("Module tree from tensor names; repeated blocks are collapsed with their count." +
+                 (alphaBy.isEmpty ? "" : " Boxes are coloured by the mean \(term("alpha")) of their matrices (green 2–6, orange outside)."))
+            line()
+            diagram("architecture-\(Self.slug(r.name))", dot: Diagrams.architecture(name: r.name, tensors: tensors.map { ($0.name, $0.shape, $0.count) }, metric: alphaBy),
+                    alt: "architecture of \(r.name)")
+        }
+
+        // Spectrum
+        line("\(h)# Spectrum and low-rank utilization")
+        line()
+        let done = spectra.compactMap(\.spectrum)
+        if done.isEmpty {
+            line("Not analysed yet. Run `wscan analyze spectrum \(r.name)` to add singular-value spectra, ranks, utilization and WeightWatcher metrics.")
+            line()
+        } else {
+            let energies = spectra.first { $0.spectrum != nil }!.energies
+            let ei = min(1, energies.count - 1)
+            let summary = SpectrumSummary.make(spectra, energyIndex: ei, weloreReduction: 0.5, weloreMinRatio: 0.5)
+            line("\(done.count) matrices analysed (\(spectra.count - done.count) tensors skipped: biases, norms, non-float). " +
+                 "Parameter-weighted means: \(term("stable rank")) \(Self.f(summary.weightedMeans["stable_rank"])), " +
+                 "\(term("alpha")) \(Self.f(summary.weightedMeans["alpha"])), \(term("utilization")) at \(Int(energies[ei] * 100))% energy " +
+                 "\(Self.pct(summary.weightedMeans["utilization"])).")
+            line()
+            let warn = done.filter { !$0.warnings.isEmpty }
+            if !warn.isEmpty { keyFindings.append("\(warn.count) of \(done.count) matrices have \(term("alpha")) outside [2, 6] (e.g. `\(warn[0].name)`: \(warn[0].warnings[0])).") }
+            figure("alpha-\(Self.slug(r.name))", Fig.bars(title: "Power-law exponent α per matrix", labels: done.map(\.name),
+                                                        values: done.map { $0.metrics.alpha ?? .nan }, valueLabel: "alpha",
+                                                        refLines: [(2, "2"), (6, "6")]), alt: "alpha per layer")
+            figure("utilization-\(Self.slug(r.name))", Fig.bars(title: "Rank utilization at \(Int(energies[ei] * 100))% energy", labels: done.map(\.name),
+                                                              values: done.map { $0.metrics.utilization.indices.contains(ei) ? $0.metrics.utilization[ei] : .nan },
+                                                              valueLabel: "rank / min(m, n)", refLines: []), alt: "utilization per layer")
+            let sv = done.prefix(12).map { s -> (String, [Double], [Double]) in
+                let n = s.singularValues.count, mx = s.singularValues.first ?? 1
+                return (s.name, (0..<n).map { Double($0 + 1) / Double(n) }, s.singularValues.map { mx > 0 ? $0 / mx : 0 })
+            }
+            figure("spectra-\(Self.slug(r.name))", Fig.line(title: "Normalised singular values σ/σmax", xLabel: "rank / min(m, n)", yLabel: "σ / σmax",
+                                                           xLog: false, yLog: true, series: sv.map { ($0.0, $0.1, $0.2, false) }, markers: [], hlines: []),
+                   alt: "singular value spectra")
+            // ESD of the matrices with the smallest and largest alpha
+            let fitted = done.filter { $0.metrics.alpha != nil }.sorted { ($0.metrics.alpha!, $0.name) < ($1.metrics.alpha!, $1.name) }
+            for s in [fitted.first, fitted.last].compactMap({ $0 }).reduce(into: [MatrixSpectrum]()) { acc, x in if !acc.contains { $0.name == x.name } { acc.append(x) } } {
+                figure("esd-\(Self.slug(s.name))", Fig.esd(eigenvalues: s.singularValues.map { $0 * $0 }, alpha: s.metrics.alpha!, xmin: s.metrics.xmin ?? 0,
+                                                         title: "ESD of \(s.name) (α = \(Self.f(s.metrics.alpha, 3)))"),
+                       alt: "empirical spectral density of \(s.name)")
+            }
+            let rowsT = done.map { s -> [String] in
+                let m = s.metrics
+                return ["`\(s.name)`", "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), s.method == "dgesdd" ? "svd" : "gram",
+                        Self.f(m.stableRank), Self.f(m.effectiveRank), m.energyRanks.indices.contains(ei) ? "\(m.energyRanks[ei])" : "–",
+                        m.utilization.indices.contains(ei) ? Self.pct(m.utilization[ei]) : "–",
+                        Self.f(m.alpha, 3), Self.f(m.alphaWeighted, 3), Self.f(m.logNorm, 3), Self.f(m.entropy, 3), s.warnings.isEmpty ? "" : "⚠"]
+            }
+            table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(Int(energies[ei] * 100))%", term("utilization"),
+                   term("alpha"), "α weighted", "log norm", term("entropy"), ""], rowsT,
+                  align: [false, false, false, true, true, true, true, true, true, true, true, false], fold: 12, foldTitle: "all matrices")
+            let lrc = summary.welore.layers.filter(\.lowRank)
+            line("**Low-rank candidates** (\(term("WeLore")), threshold \(Self.f(summary.welore.threshold)) on normalised spectra for a " +
+                 "\(Self.pct(summary.welore.targetReduction)) overall rank reduction): \(lrc.count) of \(summary.welore.layers.count) matrices.")
+            line()
+            if !lrc.isEmpty {
+                table(["matrix", "rank", "kept rank", "reduction"], lrc.map { ["`\($0.name)`", "\($0.rank)", "\($0.keptRank)", Self.pct($0.reductionRatio)] },
+                      align: [false, true, true, true], fold: 10, foldTitle: "all low-rank candidates")
+                keyFindings.append("\(lrc.count) matrices are low-rank candidates (WeLore); e.g. `\(lrc[0].name)` keeps rank \(lrc[0].keptRank) of \(lrc[0].rank).")
+            }
+            out["spectrum"] = .object([
+                "weighted_means": .object(summary.weightedMeans.mapValues { .double($0) }), "energies": .array(energies.map { .double($0) }),
+                "matrices": .array(done.map { s in .object(["name": .string(s.name), "method": .string(s.method), "stable_rank": .double(s.metrics.stableRank),
+                                                            "effective_rank": .double(s.metrics.effectiveRank), "alpha": .double(s.metrics.alpha ?? .nan),
+                                                            "alpha_weighted": .double(s.metrics.alphaWeighted ?? .nan), "log_norm": .double(s.metrics.logNorm),
+                                                            "entropy": .double(s.metrics.entropy), "utilization": .array(s.metrics.utilization.map { .double($0) }),
+                                                            "energy_ranks": .array(s.metrics.energyRanks.map { .int($0) })]) }),
+                "welore": JSONTree.from(summary.welore)])
+        }
+
+        // Sparsity
+        line("\(h)# Essential sparsity")
+        line()
+        if let res = sparsity.first, let curve = try? catalog.decodeResult(res, as: SparsityCurve.self) {
+            let e = curve.essential
+            line("One-shot \(curve.pattern) \(curve.scope.rawValue) magnitude pruning of \(curve.tensors.count) tensors (\(Self.count(curve.prunable)) weights)" +
+                 (curve.evaluator.map { ", evaluated by \($0)" } ?? ", data-free (no evaluator)") + ". " +
+                 "\(term("Essential sparsity")): **\(Self.pct(e.withinTolerance))** within \(Self.pct(e.tolerance)) of dense \(e.metric); knee at \(Self.pct(e.knee)).")
+            line()
+            keyFindings.append("Essential sparsity \(Self.pct(e.withinTolerance)) (\(e.metric) within \(Self.pct(e.tolerance)) of dense); knee at \(Self.pct(e.knee)).")
+            let xs = curve.points.map(\.sparsity)
+            var series: [(String, [Double], [Double], Bool)] = [("retained energy", xs, curve.points.map(\.retainedEnergy), false)]
+            if curve.points.first?.eval?.accuracy != nil { series.append(("accuracy", xs, curve.points.map { $0.eval?.accuracy ?? .nan }, false)) }
+            else if curve.points.first?.eval != nil { series.append(("metric", xs, curve.points.map { $0.eval?.metric ?? .nan }, false)) }
+            var markers: [(Double, String)] = [(e.withinTolerance, "essential \(Self.pct(e.withinTolerance))")]
+            if let k = e.knee { markers.append((k, "knee \(Self.pct(k))")) }
+            figure("sparsity-\(Self.slug(r.name))", Fig.line(title: "Magnitude pruning curve", xLabel: "sparsity", yLabel: "retained energy / accuracy",
+                                                            xLog: false, yLog: false, series: series, markers: markers, hlines: []), alt: "sparsity curve")
+            table(["sparsity", "achieved", "relative error", "retained energy", "loss", "accuracy / metric"],
+                  curve.points.map { p in [Self.pct(p.sparsity), Self.pct(p.achieved), Self.f(p.relativeError), Self.f(p.retainedEnergy),
+                                           Self.f(p.eval?.loss), p.eval.map { Self.f($0.accuracy ?? $0.metric) } ?? "–"] },
+                  align: [true, true, true, true, true, true], fold: 12, foldTitle: "all points")
+            out["sparsity"] = JSONTree.from(curve)
+        } else {
+            line("Not analysed yet. Run `wscan analyze sparsity \(r.name)` (add `--data D.npz` or `--eval CMD` for task quality).")
+            line()
+        }
+
+        // Saliency
+        line("\(h)# Weight saliency")
+        line()
+        if let res = saliency.first, let s = try? catalog.decodeResult(res, as: SaliencyResult.self) {
+            line("Source **\(s.source.rawValue)**, top \(Self.pct(s.top)) salient: \(s.kept) of \(s.total) weights (threshold \(Self.f(s.threshold))).")
+            line()
+            let layers = s.layers.sorted { ($0.massShare, $1.name) > ($1.massShare, $0.name) }
+            figure("saliency-\(Self.slug(r.name))", Fig.bars(title: "Share of salient weights per tensor (\(s.source.rawValue))", labels: s.layers.map(\.name),
+                                                            values: s.layers.map(\.share), valueLabel: "salient share", refLines: [(s.top, "global top")]),
+                   alt: "salient share per tensor")
+            table(["tensor", "weights", "salient", "mass share", "top-1% mass"], layers.map { ["`\($0.name)`", "\($0.count)", Self.pct($0.share), Self.pct($0.massShare), Self.pct($0.top1Concentration)] },
+                  align: [false, true, true, true, true], fold: 12, foldTitle: "all tensors")
+            if let mapsDir = heatmapProvider?(r, s) {
+                for (name, png, legend, w, hgt) in mapsDir {
+                    files["figures/heat-\(Self.slug(name)).png"] = Data(png)
+                    files["figures/heat-\(Self.slug(name))-legend.svg"] = Data(legend.utf8)
+                    line("**`\(name)`** (\(w)×\(hgt) px, block max): ![saliency map of \(name)](figures/heat-\(Self.slug(name)).png) ![scale](figures/heat-\(Self.slug(name))-legend.svg)")
+                    line()
+                }
+            }
+            out["saliency"] = JSONTree.from(s)
+        } else {
+            line("Not analysed yet. Run `wscan analyze saliency \(r.name) --source magnitude|delta|fisher|grad`.")
+            line()
+        }
+
+        // Comparisons
+        if !compares.isEmpty {
+            line("\(h)# Comparisons")
+            line()
+            var seen = Set<String>()
+            var rowsC: [[String]] = []
+            var arr: [JSONTree] = []
+            for c in compares {
+                guard let cr = try? catalog.decodeResult(c, as: CompareResult.self) else { continue }
+                let other = cr.a == r.path ? cr.b : cr.a
+                guard seen.insert(other).inserted else { continue }
+                rowsC.append(["`\((other as NSString).lastPathComponent)`", cr.verdict.kind, Self.f(cr.verdict.confidence, 2), cr.independence.map { Self.f($0.pValue, 3) } ?? "–", cr.verdict.summary])
+                arr.append(.object(["other": .string(Self.display(other)), "verdict": .string(cr.verdict.kind), "confidence": .double(cr.verdict.confidence)]))
+            }
+            rowsC.sort { $0[0] < $1[0] }
+            table(["other checkpoint", "verdict", "confidence", "independence p", "summary"], rowsC, align: [false, false, true, true, false])
+            out["comparisons"] = .array(arr)
+        }
+
+        // Key findings go first: insert after the summary table.
+        if !keyFindings.isEmpty, let idx = md.firstIndex(where: { $0.hasPrefix("\(h)# Tensors") || $0.hasPrefix("\(h)# Safety findings") }) {
+            var block = ["**Key findings**", ""]
+            for k in keyFindings.prefix(3) { block.append("1. " + k) }
+            block.append("")
+            md.insert(contentsOf: block, at: idx)
+        }
+        out["key_findings"] = .array(keyFindings.prefix(3).map { .string($0) })
+        return .object(out)
+    }
+
+    func glossary() {
+        line("## Glossary")
+        line()
+        let defs: [String: String] = [
+            "parameters": "number of scalar weights (elements of all tensors).",
+            "safety": "pickle scan verdict: clean, findings (unknown imports), dangerous (code execution), not-applicable (no pickle).",
+            "abs max": "largest |w| over finite values.",
+            "stable rank": "Σσ² / σ²max of the matrix.",
+            "effective rank": "exp of the entropy of σ/Σσ (Roy & Vetterli).",
+            "utilization": "smallest rank holding the stated fraction of Σσ², divided by min(m, n).",
+            "alpha": "power-law exponent of the eigenvalue tail λ = σ² (Clauset's method, as WeightWatcher); 2–6 is typical of well-trained layers.",
+            "entropy": "WeightWatcher's matrix entropy −Σp ln p / ln(rank), p = λ/Σλ.",
+            "WeLore": "low-rank classification: a matrix whose normalised spectrum has many ranks below the global threshold is a low-rank candidate.",
+            "Essential sparsity": "the largest one-shot magnitude-pruning sparsity whose metric stays within the tolerance of the dense model.",
+        ]
+        for k in defs.keys.sorted() where glossaryUsed.contains(k) { line("- **\(k)**: \(defs[k]!)") }
+        line()
+    }
+
+    /// Heat maps for the saliency section: (tensor, png, legend svg, width, height), supplied by the caller that can read weights.
+    public typealias HeatmapProvider = (CheckpointRow, SaliencyResult) -> [(String, [UInt8], String, Int, Int)]
+}
+

@@ -1,0 +1,101 @@
+import Foundation
+import WscanCatalog
+import WscanAnalysis
+
+extension ReportWriter {
+    /// Forensic comparison report for a stored (or just computed) comparison.
+    public func compareReport(_ r: CompareResult, nameA: String, nameB: String) {
+        line("# Forensic comparison: \(nameA) vs \(nameB)")
+        line()
+        line("Produced by `\(command)` from the catalog; every number below is also in [data.json](data.json).")
+        line()
+        let v = r.verdict
+        line("## Verdict")
+        line()
+        line("**\(v.kind.replacingOccurrences(of: "_", with: " "))** — \(v.summary) (confidence \(Self.f(v.confidence, 2))).")
+        line()
+        for e in v.evidence { line("- \(e)") }
+        line()
+        table(["", "path"], [["A", "`\(Self.display(r.a))`"], ["B", "`\(Self.display(r.b))`"]])
+        if !r.onlyInA.isEmpty || !r.onlyInB.isEmpty {
+            line("Unpaired tensors: \(r.onlyInA.count) only in A (\(r.onlyInA.prefix(5).map { "`\($0)`" }.joined(separator: ", "))), " +
+                 "\(r.onlyInB.count) only in B (\(r.onlyInB.prefix(5).map { "`\($0)`" }.joined(separator: ", "))).")
+            line()
+        }
+        line("## Where the models differ")
+        line()
+        diagram("differences", dot: Diagrams.differenceMap(title: "\(nameA) vs \(nameB)", tensors: r.tensors.map { ($0.name, $0.relativeL2, $0.identicalValues) }),
+                alt: "per-block differences")
+        let differing = r.tensors.filter { !$0.identicalValues }.sorted { ($0.relativeL2, $1.name) > ($1.relativeL2, $0.name) }
+        line("\(r.tensors.count - differing.count) of \(r.tensors.count) paired tensors are identical. Differing tensors, largest relative L2 first:")
+        line()
+        table(["tensor", "paired by", "dtypes", "cosine", "relative L2", "max |Δ|", "sign agreement", "new zeros", "Δ rank", "Δ energy top-4"],
+              differing.map { e in ["`\(e.name)`", e.matchedBy, e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)", String(format: "%.6f", e.cosine),
+                                    Self.f(e.relativeL2), Self.f(e.maxAbsDiff), Self.f(e.signAgreement), "\(e.newZeros)",
+                                    e.diff.map { "\($0.rank)/\($0.minDim)" } ?? "–", e.diff.map { Self.f($0.energyTop["4"]) } ?? "–"] },
+              align: [false, false, false, true, true, true, true, true, true, true], fold: 12, foldTitle: "all differing tensors")
+        if let ind = r.independence {
+            line("## Independence test")
+            line()
+            line("Permutation-robust matching test after Zhu et al. (2025): hidden units matched by incoming and by outgoing weights; " +
+                 "combined p-value **\(Self.f(ind.pValue, 3))** (threshold \(Self.f(ind.threshold, 2))): " +
+                 (ind.dependent ? "the models are **not** independent." : "consistent with independent training."))
+            line()
+            table(["layer", "units", "Spearman ρ", "p-value", "matched cosine"], ind.layers.map { [ "`\($0.group)`", "\($0.units)", Self.f($0.spearman), Self.f($0.pValue, 3), Self.f($0.meanCosine) ] },
+                  align: [false, true, true, true, true])
+        }
+        if let al = r.alignment {
+            line("## Permutation alignment")
+            line()
+            let moved = al.perms.filter { !Permuter.isIdentity($0.value) }.map(\.key).sorted()
+            line("Git Re-Basin weight matching (\(al.family)): \(al.sweeps) sweeps; \(moved.count) of \(al.perms.count) groups permuted; " +
+                 "objective Σ⟨W_A, P W_B⟩ \(Self.f(al.objectiveBefore)) → \(Self.f(al.objectiveAfter)).")
+            line()
+            for n in al.notes { line("- \(n)") }
+            if !al.notes.isEmpty { line() }
+        }
+        if let c = r.connectivity {
+            line("## Linear-mode connectivity")
+            line()
+            line(c.note + ".")
+            line()
+            var rows: [[String]] = [["before alignment", Self.f(c.before.distance), Self.f(c.before.barrier)]]
+            if let a = c.after { rows.append(["after alignment", Self.f(a.distance), Self.f(a.barrier)]) }
+            table(["path", "‖θB − θA‖", "loss barrier"], rows, align: [false, true, true])
+            if c.before.loss != nil || c.before.metric != nil {
+                var series: [(String, [Double], [Double], Bool)] = []
+                if let l = c.before.loss { series.append(("loss, before", c.before.lambdas, l, true)) }
+                if let l = c.after?.loss { series.append(("loss, after", c.after!.lambdas, l, false)) }
+                if series.isEmpty, let m = c.before.metric { series.append(("metric, before", c.before.lambdas, m, true)); if let a = c.after?.metric { series.append(("metric, after", c.after!.lambdas, a, false)) } }
+                figure("connectivity-loss", Fig.line(title: "Loss along the interpolation path", xLabel: "λ", yLabel: "loss", xLog: false, yLog: false,
+                                                     series: series, markers: [], hlines: []), alt: "loss along the path")
+                if let a0 = c.before.accuracy {
+                    var s2: [(String, [Double], [Double], Bool)] = [("accuracy, before", c.before.lambdas, a0, true)]
+                    if let a1 = c.after?.accuracy { s2.append(("accuracy, after", c.after!.lambdas, a1, false)) }
+                    figure("connectivity-accuracy", Fig.line(title: "Accuracy along the interpolation path", xLabel: "λ", yLabel: "accuracy", xLog: false, yLog: false,
+                                                             series: s2, markers: [], hlines: []), alt: "accuracy along the path")
+                }
+            }
+        }
+        var rr = r
+        rr.a = Self.display(r.a); rr.b = Self.display(r.b)
+        data["compare"] = JSONTree.from(rr)
+        data["command"] = .string(command)
+    }
+
+    public func lineageReport(_ l: CompareRunner.Lineage) {
+        line("# Lineage of the catalog")
+        line()
+        line("Produced by `\(command)`; every number below is also in [data.json](data.json).")
+        line()
+        line("\(l.checkpoints.count) checkpoints; \(l.compared) pairs compared, \(l.skippedPairs) pairs skipped because their tensor shapes differ. " +
+             "Edges show the verdict and its confidence; independent pairs are omitted.")
+        line()
+        let edges = l.edges.filter { $0.kind != "independent" }.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
+        diagram("lineage", dot: Diagrams.lineage(nodes: l.checkpoints.sorted(), edges: edges.map { ($0.a, $0.b, $0.kind, $0.confidence) }), alt: "lineage graph")
+        table(["A", "B", "relationship", "confidence", "how", "summary"], edges.map { ["`\($0.a)`", "`\($0.b)`", $0.kind, Self.f($0.confidence, 2), $0.how, $0.summary] },
+              align: [false, false, false, true, false, false], fold: 20, foldTitle: "all relationships")
+        data["lineage"] = JSONTree.from(l)
+        data["command"] = .string(command)
+    }
+}

@@ -1,0 +1,30 @@
+import Foundation
+
+/// The report's figure vocabulary over the chart, heat-map and Graphviz primitives.
+public enum Fig {
+    public static func line(title: String, xLabel: String, yLabel: String, xLog: Bool, yLog: Bool,
+                     series: [(String, [Double], [Double], Bool)], markers: [(Double, String)], hlines: [(Double, String)]) -> String {
+        LineChart(title: title, xLabel: xLabel, yLabel: yLabel, xLog: xLog, yLog: yLog,
+                  series: series.map { ChartSeries(name: $0.0, x: $0.1, y: $0.2, style: $0.1.count <= 30 ? .linePoints : .line, dashed: $0.3) },
+                  markers: markers.map { ChartMarker(x: $0.0, label: $0.1) },
+                  hlines: hlines.map { ChartHLine(y: $0.0, label: $0.1) }).svg()
+    }
+
+    public static func bars(title: String, labels: [String], values: [Double], valueLabel: String, refLines: [(Double, String)]) -> String {
+        BarChart(title: title, labels: labels, values: values, valueLabel: valueLabel,
+                 threshold: refLines.first?.0, thresholdLabel: refLines.first?.1 ?? "").svg()
+    }
+
+    public static func esd(eigenvalues: [Double], alpha: Double, xmin: Double, title: String) -> String {
+        var c = Histogram.esd(eigenvalues: eigenvalues, bins: 60, fit: (alpha: alpha, xmin: xmin))
+        c.title = title
+        return c.svg()
+    }
+
+    public static func heatmap(values: [Float], rows: Int, cols: Int) -> (png: [UInt8], legend: String, width: Int, height: Int) {
+        let h = Heatmap.render(values: values, rows: rows, cols: cols, maxSide: 256, reduce: .max, absolute: true)
+        return (h.png, Heatmap.legendSVG(vmin: h.vmin, vmax: h.vmax, label: "score (block max)", height: max(64, h.height)), h.width, h.height)
+    }
+
+    public static func dot(_ source: String) throws -> String { try Graphviz.svg(dot: source) }
+}

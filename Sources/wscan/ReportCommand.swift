@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import WscanFormats
+import WscanCatalog
+import WscanAnalysis
+import WscanReport
+
+struct ReportCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Write an audit report: README.md, figures/ (SVG, PNG), diagrams/ (DOT + SVG), data.json.",
+        discussion: """
+        wscan report CKPT...            audit of one or more checkpoints, with every analysis stored in the catalog
+        wscan report --compare A B      forensic comparison report (uses the stored comparison, or runs one)
+        wscan report --lineage          the catalog's family tree (uses the stored lineage, or computes it)
+        Output is deterministic: two runs on the same catalog give byte-identical files.
+        """)
+    @OptionGroup var catalog: CatalogOptions
+    @Argument(help: "Checkpoints (catalog ids, names or paths).") var checkpoints: [String] = []
+    @Flag(help: "Forensic comparison of exactly two checkpoints.") var compare = false
+    @Flag(help: "Family tree of the catalog.") var lineage = false
+    @Option(name: .shortAndLong, help: "Output folder (default: reports/NAME).") var output: String?
+    @Option(help: "Heat maps for at most this many tensors in the saliency section.") var maxMaps: Int = 4
+
+    func validate() throws {
+        if compare && lineage { throw ValidationError("--compare and --lineage exclude each other") }
+        if compare && checkpoints.count != 2 { throw ValidationError("--compare needs exactly two checkpoints") }
+        if !compare && !lineage && checkpoints.isEmpty { throw ValidationError("give checkpoints, --compare A B, or --lineage") }
+    }
+
+    func run() throws {
+        let cat = try catalog.open()
+        let cmdLine = "wscan " + CommandLine.arguments.dropFirst().filter { !$0.hasPrefix("--db") }.joined(separator: " ")
+        let w = ReportWriter(catalog: cat, command: cmdLine.replacingOccurrences(of: catalog.dbPath, with: "").replacingOccurrences(of: "  ", with: " ").trimmingCharacters(in: .whitespaces))
+        let dir: String
+        if lineage {
+            let stored = try cat.results(kind: "lineage").first.flatMap { try? cat.decodeResult($0, as: CompareRunner.Lineage.self) }
+            let lin = try stored ?? CompareRunner.lineage(catalog: cat)
+            w.lineageReport(lin)
+            dir = output ?? "reports/lineage"
+        } else if compare {
+            let a = try resolveCheckpoint(checkpoints[0], catalog: cat), b = try resolveCheckpoint(checkpoints[1], catalog: cat)
+            let stored = try cat.results(kind: "compare", checkpoint: a.id).first { $0.checkpointID == a.id && $0.otherID == b.id }
+                .flatMap { try? cat.decodeResult($0, as: CompareResult.self) }
+            let r = try stored ?? CompareRunner.compare(catalog: cat, a: a, b: b, options: .init())
+            w.compareReport(r, nameA: a.name, nameB: b.name)
+            dir = output ?? "reports/compare-\(ReportWriter.slugName(a.name))-vs-\(ReportWriter.slugName(b.name))"
+        } else {
+            let rows = try checkpoints.map { try resolveCheckpoint($0, catalog: cat) }
+            w.heatmapProvider = { row, result in heatmaps(row: row, result: result, catalog: cat, max: maxMaps) }
+            try w.checkpointReport(rows)
+            dir = output ?? "reports/\(rows.count == 1 ? ReportWriter.slugName(rows[0].name) : "audit")"
+        }
+        let written = try w.write(to: dir)
+        if catalog.json { print(Fmt.json(["folder": dir, "files": written.joined(separator: ",")])); return }
+        print("wrote \(dir)/README.md and \(written.count - 1) more files")
+    }
+}
+
+/// Saliency heat maps for the report: the scores of the stored source recomputed from the weights.
+func heatmaps(row: CheckpointRow, result: SaliencyResult, catalog: Catalog, max: Int) -> [(String, [UInt8], String, Int, Int)] {
+    guard max > 0, let ck = try? CheckpointOpener.open(row.path), let w = try? WeightSet.load(ck, where: { $0.shape.count == 2 }) else { return [] }
+    guard result.source == .magnitude else { return [] }   // other sources need inputs the report does not have
+    let names = result.layers.sorted { ($0.massShare, $1.name) > ($1.massShare, $0.name) }.prefix(max).map(\.name)
+    return names.compactMap { n -> (String, [UInt8], String, Int, Int)? in
+        guard let v = w.values[n], let s = w.shapes[n] else { return nil }
+        let h = Fig.heatmap(values: v.map { abs($0) }, rows: s[0], cols: s[1])
+        return (n, h.png, h.legend, h.width, h.height)
+    }
+}
