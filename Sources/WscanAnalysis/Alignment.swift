@@ -100,8 +100,9 @@ public struct IndependenceTest: Codable, Sendable {
     public var layers: [Layer]
     public var pValue: Double
     public var statistic: Double      // Fisher's −2 Σ ln p
-    public var dependent: Bool        // pValue < threshold
+    public var dependent: Bool        // pValue < threshold and the matchings agree on most units
     public var threshold: Double
+    public var medianSpearman: Double
     public struct Layer: Codable, Sendable {
         public var group: String
         public var units: Int
@@ -111,6 +112,10 @@ public struct IndependenceTest: Codable, Sendable {
     }
 
     public static let defaultThreshold = 1e-6
+    /// Independently trained networks learn similar features, so their two matchings agree a little (Spearman ρ up
+    /// to about 0.5 on the corpus MLPs), and with many units that alone gives tiny p-values. Dependence therefore
+    /// also needs the matchings to agree on most units: median ρ at least this.
+    public static let minimumAgreement = 0.8
 
     public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
         let groups = spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
@@ -146,7 +151,10 @@ public struct IndependenceTest: Codable, Sendable {
         guard !layers.isEmpty else { return nil }
         let x = -2 * layers.reduce(0) { $0 + log(max($1.pValue, 1e-300)) }
         let p = chiSquareSurvivalEven(x, dof: 2 * layers.count)
-        return IndependenceTest(layers: layers, pValue: p, statistic: x, dependent: p < threshold, threshold: threshold)
+        let rhos = layers.map(\.spearman).sorted()
+        let median = rhos.count % 2 == 1 ? rhos[rhos.count / 2] : (rhos[rhos.count / 2 - 1] + rhos[rhos.count / 2]) / 2
+        return IndependenceTest(layers: layers, pValue: p, statistic: x, dependent: p < threshold && median >= minimumAgreement,
+                                threshold: threshold, medianSpearman: median)
     }
 
     /// Rows of B matched to rows of A by cosine similarity (maximised); returns perm (A row i ↔ B row perm[i]).

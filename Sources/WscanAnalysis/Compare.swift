@@ -19,6 +19,7 @@ public struct TensorEvidence: Codable, Sendable {
     public var newZeros: Int                // B == 0 where A != 0
     public var zerosA: Int
     public var prunedFromA: Bool            // B equals A except for new zeros
+    public var prunedFromB: Bool = false    // A equals B except for zeros in A (A is the pruned one)
     public var maxZeroedMagnitude: Double?  // largest |A| that B zeroed
     public var minKeptMagnitude: Double?    // smallest non-zero |A| that B kept
     public var nmPattern: String?           // e.g. "2:4" when every group of M has ≥ N zeros in B
@@ -103,7 +104,7 @@ public enum Comparator {
                                 hashA: String?, hashB: String?, a: [Float], b: [Float]) throws -> TensorEvidence {
         var dot = 0.0, na = 0.0, nb = 0.0, nd = 0.0, maxd = 0.0
         var signSame = 0, signBoth = 0, newZeros = 0, zerosA = 0
-        var pruned = true, identical = true
+        var pruned = true, identical = true, prunedB = true, zerosNewInA = 0
         var maxZeroed = -1.0, minKept = Double.infinity
         for i in a.indices {
             let x = Double(a[i]), y = Double(b[i])
@@ -117,6 +118,7 @@ public enum Comparator {
             if y == 0 && x != 0 { newZeros += 1; maxZeroed = max(maxZeroed, abs(x)) }
             else if y != x { pruned = false }
             else if x != 0 { minKept = min(minKept, abs(x)) }
+            if x == 0 && y != 0 { zerosNewInA += 1 } else if x != y { prunedB = false }
         }
         var ev = TensorEvidence(
             name: name, nameB: nameB, matchedBy: matchedBy, shape: shape, dtypeA: dtypeA.rawValue, dtypeB: dtypeB.rawValue,
@@ -126,6 +128,7 @@ public enum Comparator {
             signAgreement: signBoth > 0 ? Double(signSame) / Double(signBoth) : 1, newZeros: newZeros, zerosA: zerosA,
             prunedFromA: pruned && newZeros > 0, maxZeroedMagnitude: maxZeroed >= 0 ? maxZeroed : nil,
             minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
+        ev.prunedFromB = prunedB && zerosNewInA > 0
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
             if ev.prunedFromA, let last = shape.last {
@@ -136,7 +139,7 @@ public enum Comparator {
                     if ok { ev.nmPattern = "\(n):\(m)"; break }
                 }
             }
-            if shape.count == 2, shape[0] >= 2, shape[1] >= 2, !ev.prunedFromA, ev.reencodedAs == nil {
+            if shape.count == 2, shape[0] >= 2, shape[1] >= 2, !ev.prunedFromA, !ev.prunedFromB, ev.reencodedAs == nil {
                 var d = [Float](repeating: 0, count: a.count)
                 for i in a.indices { d[i] = b[i] - a[i] }
                 let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])

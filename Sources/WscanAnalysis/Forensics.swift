@@ -17,6 +17,22 @@ import WscanFormats
 public enum Forensics {
     public static let quantizedErrorBound = 0.10
 
+    /// The largest relative L2 error a re-encoding into the narrower of two types can explain.
+    static func errorBound(_ a: String, _ b: String) -> Double {
+        func bound(_ t: String) -> Double {
+            switch t {
+            case "F32", "F64": return 0
+            case "F16": return 1e-3
+            case "BF16": return 8e-3
+            case "Q8_0", "Q8_1", "Q8_K", "Q6_K": return 0.03
+            case "Q5_0", "Q5_1", "Q5_K", "Q4_0", "Q4_1", "Q4_K": return quantizedErrorBound
+            case "Q3_K", "Q2_K": return 0.35
+            default: return t.hasPrefix("F8") ? 0.1 : 0
+            }
+        }
+        return max(bound(a), bound(b))
+    }
+
     public static func verdict(tensors t: [TensorEvidence], onlyA: [String], onlyB: [String], independence: IndependenceTest?,
                                aligned: [TensorEvidence]?, alignment: AlignmentResult?) -> Verdict {
         let params = t.reduce(0) { $0 + ($1.shape.reduce(1, *)) }
@@ -48,7 +64,7 @@ public enum Forensics {
         }
         // 2. re-encoded / quantized
         let reenc = differing.compactMap(\.reencodedAs)
-        let quantized = differing.filter { $0.reencodedAs == nil && ($0.dtypeA != $0.dtypeB) && $0.relativeL2 < quantizedErrorBound
+        let quantized = differing.filter { $0.reencodedAs == nil && ($0.dtypeA != $0.dtypeB) && $0.relativeL2 < errorBound($0.dtypeA, $0.dtypeB)
             && ($0.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true) }
         if sameSet, reenc.count + quantized.count == differing.count {
             let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + quantized.map { "\($0.dtypeA)→\($0.dtypeB)" })
@@ -80,6 +96,14 @@ public enum Forensics {
                            details: ["sparsity": String(format: "%.4f", sparsity), "pattern": pattern, "scope": scope,
                                      "tensors": differing.map(\.name).joined(separator: ",")])
         }
+        // 3b. A is the pruned one
+        if sameSet, differing.allSatisfy(\.prunedFromB) {
+            let zeros = differing.reduce(0) { $0 + $1.shape.reduce(1, *) } 
+            return Verdict(kind: "pruned", confidence: 0.95,
+                           summary: "pruned derivative (A is B with weights zeroed) in \(differing.count) tensors",
+                           evidence: evidence + ["\(differing.count) tensors of A equal B except for zeros (\(zeros) weights in those tensors)"],
+                           details: ["direction": "A pruned from B", "tensors": differing.map(\.name).joined(separator: ",")])
+        }
         // 4. merged LoRA
         if sameSet, differing.allSatisfy({ e in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }) {
             let rank = differing.map { $0.diff!.rank }.max() ?? 0
@@ -89,16 +113,21 @@ public enum Forensics {
                                                                        $0.diff!.rank, $0.diff!.minDim, $0.diff!.energyTop["4"] ?? 0) },
                            details: ["rank": "\(rank)", "modules": differing.map(\.name).joined(separator: ",")])
         }
-        // 5. permuted copy
+        // 5. permuted copy: after alignment the models coincide (or are a direct derivative of each other)
         if let al = aligned, let alignment, !alignment.identity {
-            let worst = al.map(\.relativeL2).max() ?? .infinity
             let moved = alignment.perms.filter { !Permuter.isIdentity($0.value) }.map(\.key).sorted()
-            if worst < 1e-6 {
-                return Verdict(kind: "permuted", confidence: 0.99,
-                               summary: "permuted copy: after aligning \(moved.count) permutation groups the models coincide",
+            let inner = verdict(tensors: al, onlyA: onlyA, onlyB: onlyB, independence: nil, aligned: nil, alignment: nil)
+            if ["identical", "reencoded", "pruned", "lora_merged"].contains(inner.kind) {
+                let worst = al.map(\.relativeL2).max() ?? .infinity
+                var details = inner.details
+                details["groups"] = moved.joined(separator: ",")
+                details["then"] = inner.kind
+                return Verdict(kind: "permuted", confidence: min(0.99, inner.confidence),
+                               summary: "permuted copy: after aligning \(moved.count) permutation groups the models " +
+                                   (inner.kind == "identical" ? "coincide" : "are related directly (\(inner.summary))"),
                                evidence: evidence + [String(format: "after Git Re-Basin alignment the largest relative L2 difference is %.2e", worst),
-                                                     "permuted groups: \(moved.joined(separator: ", "))"],
-                               details: ["groups": moved.joined(separator: ",")])
+                                                     "permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst(),
+                               details: details)
             }
         }
         // 6./7. fine-tuned or independent, by the independence test (and similarity as supporting evidence)
@@ -114,8 +143,11 @@ public enum Forensics {
                 return Verdict(kind: "finetuned", confidence: min(0.999, 1 - ind.pValue), summary: summary, evidence: ev,
                                details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
             }
+            let why = ind.pValue < ind.threshold
+                ? String(format: "independent: the two unit matchings agree on few units (median Spearman ρ %.2f < %.1f), as shared features of independently trained networks do (p = %.3g)", ind.medianSpearman, IndependenceTest.minimumAgreement, ind.pValue)
+                : String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue)
             return Verdict(kind: "independent", confidence: min(0.99, max(0.5, ind.pValue * 10)),
-                           summary: String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue), evidence: evidence,
+                           summary: why, evidence: evidence,
                            details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
         }
         // No test possible (no MLP structure): fall back to similarity.
