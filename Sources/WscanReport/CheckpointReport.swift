@@ -24,7 +24,7 @@ extension ReportWriter {
     }
 
     func section(_ r: CheckpointRow, multi: Bool) throws -> JSONTree {
-        let h = multi ? "##" : "##"
+        let h = multi ? "##" : "#"
         if multi { line("## \(r.name)"); line() }
         let tensors = try catalog.tensors(checkpoint: r.id)
         let findings = try catalog.findings(checkpoint: r.id)

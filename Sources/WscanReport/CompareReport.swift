@@ -92,6 +92,9 @@ extension ReportWriter {
              "Edges show the verdict and its confidence; independent pairs are omitted.")
         line()
         let edges = l.edges.filter { $0.kind != "independent" }.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
+        let linked = Set(edges.flatMap { [$0.a, $0.b] })
+        let alone = l.checkpoints.filter { !linked.contains($0) }.sorted()
+        if !alone.isEmpty { line("Without any relationship found: \(alone.map { "`\($0)`" }.joined(separator: ", ")).") ; line() }
         diagram("lineage", dot: Diagrams.lineage(nodes: l.checkpoints.sorted(), edges: edges.map { ($0.a, $0.b, $0.kind, $0.confidence) }), alt: "lineage graph")
         table(["A", "B", "relationship", "confidence", "how", "summary"], edges.map { ["`\($0.a)`", "`\($0.b)`", $0.kind, Self.f($0.confidence, 2), $0.how, $0.summary] },
               align: [false, false, false, true, false, false], fold: 20, foldTitle: "all relationships")

@@ -7,7 +7,7 @@ public enum Diagrams {
     /// Module tree from dotted tensor names. Numbered siblings with the same structure collapse into one node
     /// "layer.{0..5} ×6". Leaves are tensors with their shapes; boxes may be coloured by a per-tensor metric.
     public static func architecture(name: String, tensors: [(String, [Int], Int)], metric: [String: Double]) -> String {
-        final class Node { var children: [String: Node] = [:]; var order: [String] = []; var tensors: [(String, [Int], Int, String)] = [] }
+        final class Node { var children: [String: Node] = [:]; var order: [String] = []; var tensors: [(String, [Int], Int, String)] = []; var members: [String] = [] }
         let root = Node()
         for (full, shape, count) in tensors {
             var parts = full.split(separator: ".").map(String.init)
@@ -19,7 +19,9 @@ public enum Diagrams {
                 if node.children[key] == nil { node.children[key] = Node(); node.order.append(key) }
                 node = node.children[key]!
             }
-            node.tensors.append((leaf, shape, count, full))
+            // collapsed blocks repeat their tensors: keep one entry per (name, shape), metrics from all
+            if !node.tensors.contains(where: { $0.0 == leaf && $0.1 == shape }) { node.tensors.append((leaf, shape, count, full)) }
+            node.members.append(full)
         }
         // How many distinct indices each collapsed "#" stands for, per parent path.
         var repeats: [String: Set<String>] = [:]
@@ -48,7 +50,7 @@ public enum Diagrams {
                 let leaves = child.tensors.filter { $0.1.count >= 2 }
                 let params = child.tensors.reduce(0) { $0 + $1.2 }
                 var fill = "#f4f4f4"
-                let vals = child.tensors.compactMap { metric[$0.3] } + childMetricValues(child, metric)
+                let vals = child.members.compactMap { metric[$0] } + childMetricValues(child, metric)
                 if !vals.isEmpty {
                     let m = vals.reduce(0, +) / Double(vals.count)
                     fill = (2...6).contains(m) ? "#c7e9c0" : "#fdd0a2"
@@ -65,7 +67,7 @@ public enum Diagrams {
         }
         func childMetricValues(_ n: Node, _ metric: [String: Double]) -> [Double] {
             var out: [Double] = []
-            for (_, c) in n.children { out += c.tensors.compactMap { metric[$0.3] } + childMetricValues(c, metric) }
+            for key in n.order { let c = n.children[key]!; out += c.members.compactMap { metric[$0] } + childMetricValues(c, metric) }
             return out
         }
         lines.append("  root [label=\"\(esc(name))\", shape=folder];")
@@ -84,7 +86,8 @@ public enum Diagrams {
         var l = ["digraph lineage {", "  graph [rankdir=LR, fontname=\"Helvetica\"];",
                  "  node [shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\", fontname=\"Helvetica\", fontsize=10];",
                  "  edge [fontname=\"Helvetica\", fontsize=9];"]
-        for (i, n) in nodes.enumerated() { l.append("  c\(i) [label=\"\(esc(n))\"];") }
+        let linked = Set(edges.flatMap { [$0.0, $0.1] })
+        for (i, n) in nodes.enumerated() where linked.contains(n) { l.append("  c\(i) [label=\"\(esc(n))\"];") }
         let idx = Dictionary(nodes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let colors = ["identical": "#1b7837", "reencoded": "#5aae61", "pruned": "#762a83", "lora_merged": "#9970ab", "permuted": "#e08214",
                       "finetuned": "#2166ac", "independent": "#bbbbbb"]

@@ -40,8 +40,10 @@ struct ReportCmd: ParsableCommand {
             dir = output ?? "reports/lineage"
         } else if compare {
             let a = try resolveCheckpoint(checkpoints[0], catalog: cat), b = try resolveCheckpoint(checkpoints[1], catalog: cat)
-            let stored = try cat.results(kind: "compare", checkpoint: a.id).first { $0.checkpointID == a.id && $0.otherID == b.id }
-                .flatMap { try? cat.decodeResult($0, as: CompareResult.self) }
+            // Prefer the richest stored comparison (one with a connectivity curve), newest first.
+            let candidates = try cat.results(kind: "compare", checkpoint: a.id).filter { $0.checkpointID == a.id && $0.otherID == b.id }
+                .compactMap { try? cat.decodeResult($0, as: CompareResult.self) }
+            let stored = candidates.first { $0.connectivity?.before.loss != nil || $0.connectivity?.before.metric != nil } ?? candidates.first
             let r = try stored ?? CompareRunner.compare(catalog: cat, a: a, b: b, options: .init())
             w.compareReport(r, nameA: a.name, nameB: b.name)
             dir = output ?? "reports/compare-\(ReportWriter.slugName(a.name))-vs-\(ReportWriter.slugName(b.name))"
