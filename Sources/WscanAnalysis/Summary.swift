@@ -23,31 +23,22 @@ public enum Summarizer {
         let fast = t.dtype == .f32 && !t.bigEndian
         let contiguousBF16 = t.dtype == .bf16 && !t.bigEndian
         do {
-            if contiguousBF16, let base = raw.baseAddress {
-                // BF16: widen block by block inside the statistics kernel, hash the same cache-hot chunk.
+            if (contiguousBF16 || fast), let base = raw.baseAddress {
+                // F32 straight from the map, BF16 widened block by block inside the statistics kernel; the
+                // content hash runs on the same cache-hot chunk.
+                let width = fast ? 4 : 2
                 let step = TensorData.chunkElements
-                let total = raw.count / 2
+                let total = raw.count / width
                 var i = 0
                 while i < total {
                     let n = min(step, total - i)
-                    hasher.update(base + i * 2, n * 2)
-                    StatsKernel.accumulateBF16(base + i * 2, n, into: &st)
+                    let p = base + i * width
+                    hasher.update(p, n * width)
+                    if fast { StatsKernel.accumulate(p.assumingMemoryBound(to: Float.self), n, into: &st) }
+                    else { StatsKernel.accumulateBF16(p, n, into: &st) }
                     i += n
                 }
-            } else
-            if fast, let base = raw.baseAddress {
-                // F32: statistics straight from the map, hash on the same cache-hot chunk.
-                let step = TensorData.chunkElements
-                let total = raw.count / 4
-                var i = 0
-                while i < total {
-                    let n = min(step, total - i)
-                    let p = base + i * 4
-                    hasher.update(p, n * 4)
-                    StatsKernel.accumulate(p.assumingMemoryBound(to: Float.self), n, into: &st)
-                    i += n
-                }
-                if raw.count % 4 != 0 { hasher.update(base + total * 4, raw.count % 4) }
+                if raw.count % width != 0 { hasher.update(base + total * width, raw.count % width) }
             } else {
                 var consumed = 0
                 let bytesPerChunk: (Int) -> Int = { n in
