@@ -9,9 +9,9 @@ struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_bench", abstract: "Kernel micro-benchmarks (for make bench).",
                                                     shouldDisplay: false)
     @Option(help: "Elements per kernel run.") var elements = 1 << 26
-    @Option(help: "Matrix size for svd.") var size = 4096
-    @Option(help: "Checkpoint for the sparsity benchmark.") var file: String?
-    @Argument(help: "Which: stats, bf16, f16, hash") var which: [String] = ["stats", "bf16", "f16", "hash"]
+    @Option(help: "Matrix size for svd (and lap: side of the square cost matrix).") var size = 4096
+    @Option(help: "Checkpoint for the sparsity benchmark; raw little-endian float64 size×size cost matrix for lap.") var file: String?
+    @Argument(help: "Which: stats, bf16, f16, hash (also svd, svd-small, dequant, sparsity, lap)") var which: [String] = ["stats", "bf16", "f16", "hash"]
 
     func run() throws {
         let n = elements
@@ -127,6 +127,23 @@ struct KernelBench: ParsableCommand {
                 let tc = try best { c = try Sparsity.curve(w, tensors: names, scope: .global, pattern: .unstructured, grid: grid, evaluator: nil, refine: false) }
                 print(String(format: "sparsity curve (20 points, global, data-free) on %@ matrix weights: %.1f ms; one statistics pass %.1f ms; ratio %.2f (goal <= 3); knee %@",
                              Fmt.count(total) as NSString, tc * 1000, ts * 1000, tc / ts, (c?.essential.knee.map { String(format: "%.0f%%", $0 * 100) } ?? "-") as NSString))
+            case "lap":
+                // Dense linear assignment on a size×size float64 cost matrix read from --file (so the Python
+                // reference solves the identical input): best of 3, then the optimal total.
+                guard let file else { throw ValidationError("--file COSTS.f64 is required") }
+                let m = size
+                let data = try Data(contentsOf: URL(fileURLWithPath: file))
+                guard data.count == m * m * 8 else { throw ValidationError("\(file): \(data.count) bytes, expected \(m)x\(m) float64") }
+                let cost = data.withUnsafeBytes { raw in (0..<(m * m)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
+                var best = Double.infinity
+                var total = Double.nan
+                for _ in 0..<3 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    let r = try cost.withUnsafeBufferPointer { try LinearAssignment.solve($0.baseAddress!, rows: m, cols: m) }
+                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                    total = r.total
+                }
+                print(String(format: "lap %d seconds %.6f total %.17g", m, best, total))
             case "hash":
                 time("xxh3-128", bytes: n * 4) { f.withUnsafeBytes { blackHole(XXH3Hasher.hash($0.baseAddress!, $0.count)) } }
             default: throw ValidationError("unknown benchmark \(w)")
