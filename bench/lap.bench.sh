@@ -27,7 +27,7 @@ print(f"{best:.6f} {c[r, k].sum():.17g}")
 PY
 )
   read -r ts tot_s <<<"$py"
-  read -r _ _ _ tw _ tot_w <<<"$("$WSCAN" _bench lap --size "$n" --file "$f")"
+  read -r _ _ _ tw _ tot_w <<<"$("$WSCAN" _bench lap --elements 16 --size "$n" --file "$f")"
   python3 - "$n" "$ts" "$tw" "$tot_s" "$tot_w" <<'PY'
 import sys
 n, ts, tw, a, b = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])

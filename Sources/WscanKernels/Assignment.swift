@@ -114,25 +114,32 @@ public enum LinearAssignment {
     /// swapped to the tail, so `rem[left..<nc]` is exactly the set of scanned columns. The per-column search
     /// state (v, shortest-path cost, predecessor row) is kept in the same position order as `rem`, so the hot
     /// loop streams through contiguous arrays and only gathers the cost row and, on exact ties, the
-    /// column's assignment. The order persists across searches (any permutation of the columns is valid).
+    /// column's assignment. Each search restarts from the identity order, so the cost row (usually not in
+    /// cache) is read nearly sequentially and the hardware prefetcher keeps up; swap-removal only perturbs
+    /// it slightly.
     static func shortestAugmentingPaths(_ cost: UnsafePointer<Double>, nr: Int, nc: Int, col4row: UnsafeMutablePointer<Int>) -> Bool {
         let u = UnsafeMutablePointer<Double>.allocate(capacity: nr)
         let row4col = UnsafeMutablePointer<Int>.allocate(capacity: nc)
         let rem = UnsafeMutablePointer<Int>.allocate(capacity: nc)
+        let v = UnsafeMutablePointer<Double>.allocate(capacity: nc)      // column duals
         let vP = UnsafeMutablePointer<Double>.allocate(capacity: nc)     // v by position
         let dP = UnsafeMutablePointer<Double>.allocate(capacity: nc)     // shortest path cost by position
         let pP = UnsafeMutablePointer<Int>.allocate(capacity: nc)        // predecessor row by position
         let path = UnsafeMutablePointer<Int>.allocate(capacity: nc)      // predecessor row by column (scattered)
-        defer { u.deallocate(); row4col.deallocate(); rem.deallocate(); vP.deallocate(); dP.deallocate(); pP.deallocate(); path.deallocate() }
+        defer { v.deallocate(); u.deallocate(); row4col.deallocate(); rem.deallocate(); vP.deallocate(); dP.deallocate(); pP.deallocate(); path.deallocate() }
         u.initialize(repeating: 0, count: nr)
         col4row.initialize(repeating: -1, count: nr)
         row4col.initialize(repeating: -1, count: nc)
+        v.initialize(repeating: 0, count: nc)
         vP.initialize(repeating: 0, count: nc)
-        // Any initial order is valid; on exact ties the scan keeps the first position found unless a later
-        // tied column is still unassigned (ending the search early).
-        for k in 0..<nc { rem[k] = nc - 1 - k }
+        dP.initialize(repeating: 0, count: nc)
+        rem.initialize(repeating: 0, count: nc)
 
         for cur in 0..<nr {
+            // On exact ties the scan keeps the first position found unless a later tied column is still
+            // unassigned (which ends the search early).
+            for k in 0..<nc { rem[k] = k }
+            vP.update(from: v, count: nc)
             dP.update(repeating: .infinity, count: nc)
             var left = nc
             var minVal = 0.0
@@ -168,7 +175,7 @@ public enum LinearAssignment {
                 let j = rem[k]
                 let delta = minVal - dP[k]
                 if j != sink { u[row4col[j]] += delta }
-                vP[k] -= delta
+                v[j] -= delta
                 path[j] = pP[k]
             }
             // Augment along the predecessor chain back to `cur`.
