@@ -112,9 +112,8 @@ public enum LinearAssignment {
     ///
     /// Layout: the columns not yet reached by the current search live in `rem[0..<left]`; reached columns are
     /// swapped to the tail, so `rem[left..<nc]` is exactly the set of scanned columns. The per-column search
-    /// state (v, shortest-path cost, predecessor row) is kept in the same position order as `rem`, so the hot
-    /// loop streams through contiguous arrays and only gathers the cost row and, on exact ties, the
-    /// column's assignment. Each search restarts from the identity order, so the cost row (usually not in
+    /// state (v, shortest-path cost, predecessor row, unassigned flag) is kept in the same position order as
+    /// `rem`, so the hot loop (`scan`, 4-wide) streams through contiguous arrays and only gathers the cost row. Each search restarts from the identity order, so the cost row (usually not in
     /// cache) is read nearly sequentially and the hardware prefetcher keeps up; swap-removal only perturbs
     /// it slightly.
     static func shortestAugmentingPaths(_ cost: UnsafePointer<Double>, nr: Int, nc: Int, col4row: UnsafeMutablePointer<Int>) -> Bool {
@@ -124,21 +123,25 @@ public enum LinearAssignment {
         let v = UnsafeMutablePointer<Double>.allocate(capacity: nc)      // column duals
         let vP = UnsafeMutablePointer<Double>.allocate(capacity: nc)     // v by position
         let dP = UnsafeMutablePointer<Double>.allocate(capacity: nc)     // shortest path cost by position
-        let pP = UnsafeMutablePointer<Int>.allocate(capacity: nc)        // predecessor row by position
+        let pP = UnsafeMutablePointer<Int64>.allocate(capacity: nc)      // predecessor row by position
+        let fP = UnsafeMutablePointer<Int64>.allocate(capacity: nc)      // column unassigned (−1) or not (0), by position
         let path = UnsafeMutablePointer<Int>.allocate(capacity: nc)      // predecessor row by column (scattered)
-        defer { v.deallocate(); u.deallocate(); row4col.deallocate(); rem.deallocate(); vP.deallocate(); dP.deallocate(); pP.deallocate(); path.deallocate() }
+        defer {
+            v.deallocate(); u.deallocate(); row4col.deallocate(); rem.deallocate()
+            vP.deallocate(); dP.deallocate(); pP.deallocate(); fP.deallocate(); path.deallocate()
+        }
         u.initialize(repeating: 0, count: nr)
         col4row.initialize(repeating: -1, count: nr)
         row4col.initialize(repeating: -1, count: nc)
         v.initialize(repeating: 0, count: nc)
         vP.initialize(repeating: 0, count: nc)
         dP.initialize(repeating: 0, count: nc)
+        pP.initialize(repeating: 0, count: nc)
+        fP.initialize(repeating: 0, count: nc)
         rem.initialize(repeating: 0, count: nc)
 
         for cur in 0..<nr {
-            // On exact ties the scan keeps the first position found unless a later tied column is still
-            // unassigned (which ends the search early).
-            for k in 0..<nc { rem[k] = k }
+            for k in 0..<nc { rem[k] = k; fP[k] = row4col[k] < 0 ? -1 : 0 }
             vP.update(from: v, count: nc)
             dP.update(repeating: .infinity, count: nc)
             var left = nc
@@ -146,25 +149,13 @@ public enum LinearAssignment {
             var i = cur
             var sink = -1
             while sink < 0 {
-                let row = cost + i * nc
-                let ui = u[i]
-                var lowest = Double.infinity
-                var best = -1
-                var k = 0
-                while k < left {
-                    let j = rem[k]
-                    let r = minVal + row[j] - ui - vP[k]
-                    var d = dP[k]
-                    if r < d { d = r; dP[k] = r; pP[k] = i }
-                    if d < lowest || (d == lowest && row4col[j] < 0) { lowest = d; best = k }
-                    k += 1
-                }
+                let (lowest, best) = scan(cost + i * nc, minVal - u[i], Int64(i), left, rem, vP, dP, pP, fP)
                 if !(lowest < .infinity) { return false }
                 minVal = lowest
                 let j = rem[best]
                 left -= 1
                 if best != left {
-                    swap(rem, best, left); swap(vP, best, left); swap(dP, best, left); swap(pP, best, left)
+                    swap(rem, best, left); swap(vP, best, left); swap(dP, best, left); swap(pP, best, left); swap(fP, best, left)
                 }
                 if row4col[j] < 0 { sink = j } else { i = row4col[j] }
             }
@@ -176,7 +167,7 @@ public enum LinearAssignment {
                 let delta = minVal - dP[k]
                 if j != sink { u[row4col[j]] += delta }
                 v[j] -= delta
-                path[j] = pP[k]
+                path[j] = Int(pP[k])
             }
             // Augment along the predecessor chain back to `cur`.
             var j = sink
@@ -190,6 +181,62 @@ public enum LinearAssignment {
             }
         }
         return true
+    }
+
+    /// One relaxation sweep from row `row` over positions 0..<left: d[k] = min(d[k], (c[row, rem[k]] + shift) − vP[k])
+    /// with shift = minVal − u[row], recording the predecessor row where d improves, and the position of the
+    /// smallest d (on exact ties an unassigned column wins: it ends the search). Four lanes at a time with
+    /// selects instead of branches; the cost row is gathered through `rem`.
+    @inline(__always)
+    static func scan(_ row: UnsafePointer<Double>, _ shift: Double, _ i: Int64, _ left: Int, _ rem: UnsafePointer<Int>,
+                     _ vP: UnsafePointer<Double>, _ dP: UnsafeMutablePointer<Double>, _ pP: UnsafeMutablePointer<Int64>,
+                     _ fP: UnsafePointer<Int64>) -> (Double, Int) {
+        typealias V = SIMD4<Double>
+        typealias I = SIMD4<Int64>
+        let shiftV = V(repeating: shift), iV = I(repeating: i)
+        var lowV = V(repeating: .infinity)
+        var lowFree = SIMDMask<I>(repeating: false)
+        let zero = I(repeating: 0)
+        var idxV = I(repeating: -1)
+        var kV = I(0, 1, 2, 3)
+        let four = I(repeating: 4)
+        let vR = UnsafeRawPointer(vP), fR = UnsafeRawPointer(fP)
+        let dR = UnsafeMutableRawPointer(dP), pR = UnsafeMutableRawPointer(pP)
+        var k = 0
+        while k + 4 <= left {
+            let c = V(row[rem[k]], row[rem[k + 1]], row[rem[k + 2]], row[rem[k + 3]])
+            let r = (c + shiftV) - vR.loadUnaligned(fromByteOffset: k * 8, as: V.self)
+            var d = dR.loadUnaligned(fromByteOffset: k * 8, as: V.self)
+            let m = r .< d
+            d.replace(with: r, where: m)
+            dR.storeBytes(of: d, toByteOffset: k * 8, as: V.self)
+            var p = pR.loadUnaligned(fromByteOffset: k * 8, as: I.self)
+            p.replace(with: iV, where: m)
+            pR.storeBytes(of: p, toByteOffset: k * 8, as: I.self)
+            let free = fR.loadUnaligned(fromByteOffset: k * 8, as: I.self) .!= zero
+            let better = (d .< lowV) .| ((d .== lowV) .& free .& .!lowFree)
+            lowV.replace(with: d, where: better)
+            lowFree = (better .& free) .| (.!better .& lowFree)
+            idxV.replace(with: kV, where: better)
+            kV &+= four
+            k += 4
+        }
+        var lowest = Double.infinity, best = -1, bestFree = false
+        for l in 0..<4 where idxV[l] >= 0 {
+            let f = lowFree[l]
+            if lowV[l] < lowest || (lowV[l] == lowest && (f && !bestFree || f == bestFree && Int(idxV[l]) < best)) {
+                lowest = lowV[l]; best = Int(idxV[l]); bestFree = f
+            }
+        }
+        while k < left {
+            let r = (row[rem[k]] + shift) - vP[k]
+            var d = dP[k]
+            if r < d { d = r; dP[k] = r; pP[k] = i }
+            let f = fP[k] != 0
+            if d < lowest || (d == lowest && f && !bestFree) { lowest = d; best = k; bestFree = f }
+            k += 1
+        }
+        return (lowest, best)
     }
 
     @inline(__always)
