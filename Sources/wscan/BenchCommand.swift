@@ -16,9 +16,11 @@ struct KernelBench: ParsableCommand {
     func run() throws {
         let n = elements
         var rng = SystemRandomNumberGenerator()
-        let f = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
-        let bf = f.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
-        let h = f.map { Float16($0) }
+        // Inputs are made only for the cases that use them.
+        let needData = !Set(which).isDisjoint(with: ["stats", "bf16", "f16", "hash"])
+        let f = needData ? (0..<n).map { _ in Float.random(in: -1...1, using: &rng) } : []
+        let bf = needData ? f.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) } : []
+        let h = needData ? f.map { Float16($0) } : []
         func time(_ label: String, bytes: Int, _ body: () -> Void) {
             body()
             var best = Double.infinity
