@@ -25,7 +25,7 @@ let package = Package(
             path: "Sources/CWscan",
             cSettings: [.unsafeFlags(["-I/usr/include/graphviz", "-I/usr/include/x86_64-linux-gnu", "-O2"])],
             linkerSettings: [
-                .linkedLibrary("xxhash"), .linkedLibrary("openblas"), .linkedLibrary("lapacke"),
+                .linkedLibrary("xxhash"), .linkedLibrary("dl"),   // OpenBLAS/LAPACKE are dlopen'ed on first use
                 .linkedLibrary("z"), .linkedLibrary("crypto"), .linkedLibrary("gvc"), .linkedLibrary("cgraph"),
             ]
         ),

@@ -10,6 +10,98 @@
 #include <lapacke.h>
 #include <gvc.h>
 #include <immintrin.h>
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* ---- OpenBLAS / LAPACKE, loaded on first use ----
+   OpenBLAS reads OPENBLAS_CORETYPE when it loads and starts worker threads that spin for a while; loading it
+   lazily lets cataloguing run without those threads competing for the cores, and lets us choose the core type
+   from the CPU flags before the library initialises (never overriding a value the user set). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static int blas_ok = 0;
+static char blas_err[512];
+static struct {
+    __typeof__(cblas_sgemm) *sgemm; __typeof__(cblas_dgemm) *dgemm; __typeof__(cblas_dsyrk) *dsyrk;
+    __typeof__(LAPACKE_sgesdd_work) *sgesdd; __typeof__(LAPACKE_dgesdd_work) *dgesdd;
+    __typeof__(LAPACKE_dsyevd_work) *dsyevd; __typeof__(LAPACKE_ssyevd_work) *ssyevd;
+    __typeof__(LAPACKE_dsyevd_2stage_work) *dsyevd2;
+    void (*set_threads)(int); int (*get_threads)(void); char *(*corename)(void);
+} B;
+
+static void blas_load(void) {
+    if (!getenv("OPENBLAS_CORETYPE")) { const char *c = wscan_openblas_coretype(); if (c) setenv("OPENBLAS_CORETYPE", c, 0); }
+    void *ob = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_GLOBAL);
+    if (!ob) { snprintf(blas_err, sizeof blas_err, "cannot load OpenBLAS: %s", dlerror()); return; }
+    void *lp = dlopen("liblapacke.so.3", RTLD_NOW | RTLD_GLOBAL);
+    if (!lp) { snprintf(blas_err, sizeof blas_err, "cannot load LAPACKE: %s", dlerror()); return; }
+    *(void **)&B.sgemm = dlsym(ob, "cblas_sgemm"); *(void **)&B.dgemm = dlsym(ob, "cblas_dgemm"); *(void **)&B.dsyrk = dlsym(ob, "cblas_dsyrk");
+    *(void **)&B.set_threads = dlsym(ob, "openblas_set_num_threads"); *(void **)&B.get_threads = dlsym(ob, "openblas_get_num_threads");
+    *(void **)&B.corename = dlsym(ob, "openblas_get_corename");
+    *(void **)&B.sgesdd = dlsym(lp, "LAPACKE_sgesdd_work"); *(void **)&B.dgesdd = dlsym(lp, "LAPACKE_dgesdd_work");
+    *(void **)&B.dsyevd = dlsym(lp, "LAPACKE_dsyevd_work"); *(void **)&B.ssyevd = dlsym(lp, "LAPACKE_ssyevd_work");
+    *(void **)&B.dsyevd2 = dlsym(lp, "LAPACKE_dsyevd_2stage_work");
+    if (!B.sgemm || !B.dgemm || !B.dsyrk || !B.set_threads || !B.get_threads || !B.corename || !B.sgesdd || !B.dgesdd ||
+        !B.dsyevd || !B.ssyevd || !B.dsyevd2) { snprintf(blas_err, sizeof blas_err, "OpenBLAS/LAPACKE lack a required symbol"); return; }
+    blas_ok = 1;
+}
+
+static void blas_require(void) {
+    pthread_once(&blas_once, blas_load);
+    if (!blas_ok) { fprintf(stderr, "wscan: %s (run scripts/install-deps)\n", blas_err); exit(4); }
+}
+#define cblas_sgemm (blas_require(), B.sgemm)
+#define cblas_dgemm (blas_require(), B.dgemm)
+#define cblas_dsyrk (blas_require(), B.dsyrk)
+#define LAPACKE_sgesdd_work (blas_require(), B.sgesdd)
+#define LAPACKE_dgesdd_work (blas_require(), B.dgesdd)
+#define LAPACKE_dsyevd_work (blas_require(), B.dsyevd)
+#define LAPACKE_ssyevd_work (blas_require(), B.ssyevd)
+#define LAPACKE_dsyevd_2stage_work (blas_require(), B.dsyevd2)
+#define openblas_set_num_threads (blas_require(), B.set_threads)
+#define openblas_get_num_threads (blas_require(), B.get_threads)
+#define openblas_get_corename (blas_require(), B.corename)
+
+int wscan_cpu_has_avx512(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+__attribute__((target("avx512f,avx512bw")))
+void wscan_bf16_block_stats_avx512(const void *src, size_t n, float shift, wscan_block_stats *out) {
+    const uint16_t *s = (const uint16_t *)src;
+    __m512 k = _mm512_set1_ps(shift);
+    __m512 s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps();
+    __m512 mn = _mm512_set1_ps(__builtin_inff()), mx = _mm512_set1_ps(-__builtin_inff());
+    __m512 zero = _mm512_setzero_ps();
+    int64_t zeros = 0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(s + i));
+        __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        __m512 d = _mm512_sub_ps(x, k);
+        s1 = _mm512_add_ps(s1, d);
+        s2 = _mm512_fmadd_ps(d, d, s2);
+        mn = _mm512_min_ps(mn, x);
+        mx = _mm512_max_ps(mx, x);
+        zeros += __builtin_popcount((unsigned)_mm512_cmp_ps_mask(x, zero, _CMP_EQ_OQ));
+    }
+    double f1 = _mm512_reduce_add_ps(s1), f2 = _mm512_reduce_add_ps(s2);
+    float fmn = _mm512_reduce_min_ps(mn), fmx = _mm512_reduce_max_ps(mx);
+    int nonfinite = !__builtin_isfinite(f1) || !__builtin_isfinite(f2);
+    for (; i < n; i++) {
+        uint32_t b = (uint32_t)s[i] << 16; float x; memcpy(&x, &b, 4);
+        if (!__builtin_isfinite(x)) { nonfinite = 1; break; }
+        double d = (double)(x - shift); f1 += d; f2 += d * d;
+        if (x < fmn) fmn = x;
+        if (x > fmx) fmx = x;
+        if (x == 0) zeros++;
+    }
+    out->s1 = f1; out->s2 = f2; out->mn = fmn; out->mx = fmx; out->zeros = zeros; out->nonfinite = nonfinite;
+}
 
 __attribute__((target("avx2,f16c")))
 void wscan_f16_to_f32(const void *src, float *dst, size_t n) {

@@ -5,10 +5,7 @@ import WscanFormats
 import WscanCatalog
 import WscanAnalysis
 
-// OpenBLAS must see OPENBLAS_CORETYPE before it loads: decide, then re-exec once (see CPU.swift) — only for
-// the commands that use BLAS/LAPACK, so that cataloguing does not pay for a second process start.
-let blasCommands: Set<String> = ["analyze", "compare", "lineage", "report", "_bench"]
-if CommandLine.arguments.count > 1, blasCommands.contains(CommandLine.arguments[1]) { CPU.ensureOpenBLASCoreType() }
+// OpenBLAS is loaded on first use (CWscan), after OPENBLAS_CORETYPE is chosen from the CPU flags.
 guard CPU.supportsKernels else {
     printErr("wscan: this CPU lacks AVX2/FMA/F16C (x86-64-v3), which wscan's kernels are built for")
     exit(3)

@@ -124,4 +124,26 @@ final class StatsReferenceTests: XCTestCase {
         let hc = Summarizer.summarizeAll(c).map(\.hash)
         XCTAssertNotEqual(ha["fc1.weight"], Dictionary(uniqueKeysWithValues: zip(c.tensors.map(\.name), hc))["fc1.weight"])
     }
+
+    /// The AVX-512 BF16 kernel (chosen at run time) and the portable Swift kernel agree, NaN/Inf blocks included.
+    func testBF16KernelsAgree() throws {
+        var rng = SplitMix64(seed: 9)
+        for n in [5, 16, 2047, 2048, 2049, 70_000] {
+            var raw = (0..<n).map { _ in UInt16(truncatingIfNeeded: (Float(Int64(bitPattern: rng.next() % 2000) - 1000) / 300).bitPattern >> 16) }
+            if n > 100 { raw[7] = 0x7FC0; raw[n - 3] = 0x7F80; raw[n / 2] = 0 }   // NaN, +Inf, zero
+            var a = TensorStats(), b = TensorStats(), c = TensorStats()
+            raw.withUnsafeBytes { p in
+                StatsKernel.accumulateBF16Portable(p.baseAddress!, n, into: &a)
+                if StatsKernel.hasAVX512 { StatsKernel.accumulateBF16AVX512(p.baseAddress!, n, into: &b) } else { b = a }
+            }
+            let f = raw.map { Float(bitPattern: UInt32($0) << 16) }
+            StatsKernel.scalar(f, n, &c)
+            for s in [a, b] {
+                XCTAssertEqual(s.count, c.count); XCTAssertEqual(s.nans, c.nans); XCTAssertEqual(s.infs, c.infs)
+                XCTAssertEqual(s.zeros, c.zeros); XCTAssertEqual(s.min, c.min); XCTAssertEqual(s.max, c.max)
+                XCTAssertEqual(s.mean, c.mean, accuracy: 1e-6 * (abs(c.mean) + c.std))
+                XCTAssertEqual(s.std, c.std, accuracy: 1e-6 * c.std)
+            }
+        }
+    }
 }

@@ -10,6 +10,12 @@ const char *wscan_openblas_coretype(void); /* "SkylakeX", "Haswell", or NULL */
 /* ---- F16 -> F32 with F16C (the CLI refuses CPUs without it) ---- */
 void wscan_f16_to_f32(const void *src, float *dst, size_t n);
 
+/* ---- BF16 block statistics with AVX-512 (run-time dispatch; the Swift AVX2 kernel is the fallback) ---- */
+typedef struct { double s1, s2; float mn, mx; int64_t zeros; int nonfinite; } wscan_block_stats;
+int wscan_cpu_has_avx512(void);
+/* Sums of (x - shift) and (x - shift)^2, min, max, zero count over n BF16 values; nonfinite = 1 if any NaN/Inf. */
+void wscan_bf16_block_stats_avx512(const void *src, size_t n, float shift, wscan_block_stats *out);
+
 /* ---- xxHash (XXH3-128, streaming) ---- */
 typedef struct wscan_xxh3_state wscan_xxh3_state;
 wscan_xxh3_state *wscan_xxh3_new(void);
