@@ -33,7 +33,8 @@ fixtures: deps minilm
 
 test: deps minilm
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build 2>&1 | tee .build/test.log | grep -vE '^Test (Case|Suite) .*(started|passed)' ; exit $${PIPESTATUS[0]}
+	@set -o pipefail; $(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE '^Test (Case|Suite) .*(started|passed)'; \
+	  rc=$$?; scripts/test-summary .build/test.log; exit $$rc
 
 demo: deps minilm release
 	@rm -f demo.db demo.db-wal demo.db-shm
