@@ -177,6 +177,31 @@ final class SaliencyTests: XCTestCase {
         XCTAssertGreaterThan(r.layers.first { $0.name == "fc1.weight" }!.salient, 0)
     }
 
+    /// `wscan analyze saliency --mask-out --maps`: the mask keeps exactly the top fraction and the heat maps are
+    /// PNGs a standard decoder reads, at the documented size (one pixel per weight up to 256 a side).
+    func testSaliencyCLIWritesMaskAndHeatMaps() throws {
+        guard FileManager.default.isExecutableFile(atPath: Paths.wscanBinary.path) else { throw XCTSkip("binary not built") }
+        let tmp = TempDir()
+        let r = try runWscan(["analyze", "saliency", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", tmp.path("c.db"),
+                              "--top", "0.25", "--mask-out", tmp.path("mask.safetensors"), "--maps", tmp.path("maps")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let mask = try CheckpointOpener.open(tmp.path("mask.safetensors"))
+        XCTAssertTrue(mask.tensors.allSatisfy { $0.dtype == .u8 })
+        let kept = try mask.tensors.reduce(0) { $0 + Int(try TensorData.floats(mask, $1).reduce(0, +)) }
+        XCTAssertEqual(kept, Int((0.25 * 6464).rounded()))
+        for (name, w, h) in [("fc1.weight", 64, 64), ("fc2.weight", 64, 32), ("fc3.weight", 32, 10)] {
+            let png = tmp.path("maps/\(name).png")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", "-c", "import sys; from PIL import Image; im = Image.open(sys.argv[1]); im.load(); print(im.size[0], im.size[1])", png]
+            let out = Pipe(); p.standardOutput = out
+            try p.run(); p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "\(png) does not decode")
+            XCTAssertEqual(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), "\(w) \(h)", name)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.path("maps/\(name).legend.svg")))
+        }
+    }
+
     func testFisherFromAdamState() throws {
         let w = try weights("mlp_seed0.safetensors")
         let st = try weights("mlp_seed0_adam_state.npz")
