@@ -5,7 +5,7 @@ DB ?= wscan.db
 BIN_DEBUG := .build/debug/wscan
 BIN := .build/release/wscan
 
-.PHONY: all deps deps-system deps-python build release test demo bench corpus fixtures minilm clean
+.PHONY: all deps deps-system deps-test deps-python build release test demo bench corpus fixtures minilm clean
 
 all: build
 
@@ -31,7 +31,10 @@ corpus: deps
 fixtures: deps minilm
 	python3 scripts/make_reference_fixtures.py
 
-test: deps minilm
+deps-test:
+	@scripts/install-deps --system --python-test
+
+test: deps-test minilm
 	$(SWIFT) build --build-tests
 	@set -o pipefail; $(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test.log | grep -vE '^Test (Case|Suite) .*(started|passed)'; \
 	  rc=$$?; scripts/test-summary .build/test.log; exit $$rc
