@@ -246,18 +246,6 @@ int wscan_dgesdd_values(int m, int n, double *a, double *s) {
     lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'N', M, N, a, lda, s, NULL, 1, NULL, 1, work, (lapack_int)lw, iwork);
     free(work); free(iwork); return info;
 }
-int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt) {
-    /* Column-major view: A^T (n x m) = V S U^T. Compute SVD of A^T in col-major: A^T = U' S V'^T,
-       then U' (n x k col-major) = V^T (k x n row-major) and V'^T (k x m col-major) = U (m x k row-major). */
-    lapack_int M = n, N = m, lda = n, mn = M < N ? M : N, mx = M > N ? M : N;
-    lapack_int liwork = 8 * mn;
-    long long lw = 3LL * mn * mn + (mx > 4LL * mn * mn + 4LL * mn ? mx : 4LL * mn * mn + 4LL * mn) + 64;
-    double *work = malloc(sizeof(double) * (size_t)lw);
-    lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
-    if (!work || !iwork) { free(work); free(iwork); return -1000; }
-    lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', M, N, a, lda, s, vt, M, u, mn, work, (lapack_int)lw, iwork);
-    free(work); free(iwork); return info;
-}
 int wscan_dsyevd_values(int n, double *a, double *w) {
     lapack_int lwork = 2 * n + 1, liwork = 1;
     double *work = malloc(sizeof(double) * (size_t)lwork);

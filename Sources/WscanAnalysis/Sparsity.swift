@@ -368,9 +368,10 @@ public enum Kneedle {
     }
 }
 
-final class UnsafeSendableBox<T>: @unchecked Sendable {
-    var array: [T]
+/// An array filled in by concurrent workers, one index each.
+public final class UnsafeSendableBox<T>: @unchecked Sendable {
+    public private(set) var array: [T]
     let lock = NSLock()
-    init(_ a: [T]) { array = a }
-    func set(_ i: Int, _ v: T) { lock.lock(); array[i] = v; lock.unlock() }
+    public init(_ a: [T]) { array = a }
+    public func set(_ i: Int, _ v: T) { lock.lock(); array[i] = v; lock.unlock() }
 }

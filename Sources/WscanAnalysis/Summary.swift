@@ -43,7 +43,7 @@ public enum Summarizer {
                 var consumed = 0
                 let bytesPerChunk: (Int) -> Int = { n in
                     if let b = t.dtype.block { return n / b.elements * b.bytes }
-                    return n * (t.dtype.bits ?? 8) / 8 * TensorData.lanes(t.dtype) / TensorData.lanes(t.dtype)
+                    return n * (t.dtype.bits ?? 8) / 8
                 }
                 try TensorData.forEachChunk(ck, t, chunk: StatsKernel.blockElements * 2) { chunk in
                     let nElem = chunk.count / TensorData.lanes(t.dtype)

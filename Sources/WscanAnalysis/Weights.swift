@@ -25,6 +25,23 @@ public struct WeightSet: Sendable {
 
     public var parameterCount: Int { values.values.reduce(0) { $0 + $1.count } }
 
+    /// The named tensors only, in the given order.
+    public func subset(_ keep: [String]) -> WeightSet {
+        var out = WeightSet()
+        for n in keep where values[n] != nil { out.names.append(n); out.shapes[n] = shapes[n]; out.values[n] = values[n] }
+        return out
+    }
+
+    /// These tensors with `other`'s added (and replacing same-named ones).
+    public func merged(with other: WeightSet) -> WeightSet {
+        var m = self
+        for n in other.names {
+            if m.values[n] == nil { m.names.append(n) }
+            m.shapes[n] = other.shapes[n]; m.values[n] = other.values[n]
+        }
+        return m
+    }
+
     public func entries() -> [SafetensorsWriter.Entry] {
         names.map { SafetensorsWriter.Entry(name: $0, shape: shapes[$0]!, floats: values[$0]!) }
     }

@@ -19,15 +19,10 @@ public enum CompareRunner {
 
     /// Reads num_attention_heads from a config.json beside the checkpoint, if there is one.
     public static func headCount(near path: String) -> Int? {
-        let dir = (path as NSString).deletingLastPathComponent
-        for name in ["config.json"] {
-            let p = (dir as NSString).appendingPathComponent(name)
-            guard let d = FileManager.default.contents(atPath: p), d.count < 10_000_000,
-                  let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { continue }
-            if let h = j["num_attention_heads"] as? Int { return h }
-            if let h = j["n_head"] as? Int { return h }
-        }
-        return nil
+        let p = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
+        guard let d = FileManager.default.contents(atPath: p), d.count < 10_000_000,
+              let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return nil }
+        return (j["num_attention_heads"] as? Int) ?? (j["n_head"] as? Int)
     }
 
     public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
@@ -45,8 +40,8 @@ public enum CompareRunner {
             wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = try TensorData.floats(ckB, tb)
         }
         func evidence(_ b: WeightSet) throws -> [TensorEvidence] {
-            let out = UnsafeBox([TensorEvidence?](repeating: nil, count: pairs.count))
-            let errors = UnsafeBox([Error?](repeating: nil, count: 1))
+            let out = UnsafeSendableBox([TensorEvidence?](repeating: nil, count: pairs.count))
+            let errors = UnsafeSendableBox([Error?](repeating: nil, count: 1))
             DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
                 let (ta, tb, how) = pairs[i]
                 do {
@@ -55,8 +50,8 @@ public enum CompareRunner {
                     out.set(i, e)
                 } catch { errors.set(0, error) }
             }
-            if let e = errors.value[0] { throw e }
-            return out.value.map { $0! }
+            if let e = errors.array[0] { throw e }
+            return out.array.map { $0! }
         }
         CPU.setBLASThreads(1)
         defer { CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
@@ -89,9 +84,8 @@ public enum CompareRunner {
                                     : "θ(λ) = (1−λ)θA + λθB on \(options.grid) points; barrier = max L(λ) − ½(L(0)+L(1))")
         }
         if let out = options.writeAligned {
-            for f in ckA.files + ckB.files where URL(fileURLWithPath: f.path).resolvingSymlinksInPath().path == URL(fileURLWithPath: out).resolvingSymlinksInPath().path {
-                throw FormatError(.unsafe, "refusing to overwrite the input file \(out)")
-            }
+            try ckA.refuseToOverwrite(out)
+            try ckB.refuseToOverwrite(out)
             // B in A's basis, under B's own names; tensors outside the permutation spec are copied as they are.
             let src = wbAligned ?? wb
             var entries: [SafetensorsWriter.Entry] = []
@@ -162,13 +156,4 @@ public enum CompareRunner {
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
         return lin
     }
-}
-
-final class UnsafeBox<T>: @unchecked Sendable {
-    var value: T
-    let lock = NSLock()
-    init(_ v: T) { value = v }
-}
-extension UnsafeBox {
-    func set<E>(_ i: Int, _ e: E) where T == [E] { lock.lock(); value[i] = e; lock.unlock() }
 }

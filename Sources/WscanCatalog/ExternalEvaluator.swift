@@ -22,8 +22,7 @@ public struct ExternalEvaluator: Evaluator {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("candidate.safetensors").path
-        var merged = w
-        if let extra { for n in extra.names where merged.values[n] == nil { merged.names.append(n); merged.shapes[n] = extra.shapes[n]; merged.values[n] = extra.values[n] } }
+        let merged = extra.map { $0.merged(with: w) } ?? w
         try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
         let quoted = "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'"
         let cmd = command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: quoted) : command + " " + quoted

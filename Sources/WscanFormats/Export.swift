@@ -18,10 +18,7 @@ public enum Exporter {
     /// Writes `ck`'s tensors (filtered by `include`) to `out`. Refuses to overwrite any of the checkpoint's own files.
     public static func export(_ ck: Checkpoint, to out: String, dtype: TargetDType, include: (TensorInfo) -> Bool,
                               metadata: [String: String] = [:]) throws -> Report {
-        let outReal = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
-        for f in ck.files where URL(fileURLWithPath: f.path).resolvingSymlinksInPath().path == outReal {
-            throw FormatError(.unsafe, "refusing to overwrite the input file \(f.path)")
-        }
+        try ck.refuseToOverwrite(out)
         var entries: [SafetensorsWriter.Entry] = []
         var converted: [String: String] = [:]
         var skipped: [String: String] = [:]

@@ -159,6 +159,14 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     public var parameterCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+
+    /// wscan never writes to a checkpoint's own files: throws when `out` (after resolving links) is one of them.
+    public func refuseToOverwrite(_ out: String) throws {
+        let o = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
+        if files.contains(where: { URL(fileURLWithPath: $0.path).resolvingSymlinksInPath().path == o }) {
+            throw FormatError(.unsafe, "refusing to overwrite the input file \(out)")
+        }
+    }
     public var totalBytes: Int { files.reduce(0) { $0 + $1.size } }
 }
 

@@ -44,24 +44,6 @@ public enum Linalg {
         return w.reversed().map { Swift.max(0, $0) }
     }
 
-    /// Thin SVD in Double: A = U diag(S) Vt, U m×k, Vt k×n (row-major), k = min(m, n).
-    public static func svd(_ a: [Double], m: Int, n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
-        let k = Swift.min(m, n)
-        var a = a
-        var s = [Double](repeating: 0, count: k), u = [Double](repeating: 0, count: m * k), vt = [Double](repeating: 0, count: k * n)
-        let info = a.withUnsafeMutableBufferPointer { ap in
-            s.withUnsafeMutableBufferPointer { sp in
-                u.withUnsafeMutableBufferPointer { up in
-                    vt.withUnsafeMutableBufferPointer { vp in
-                        wscan_dgesdd_full(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress, up.baseAddress, vp.baseAddress)
-                    }
-                }
-            }
-        }
-        if info != 0 { throw LinalgError.lapack("dgesdd", info) }
-        return (u, s, vt)
-    }
-
     /// Eigenvalues (ascending) of a symmetric n×n matrix; `a` is consumed.
     public static func symmetricEigenvalues(_ a: inout [Double], n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: n)

@@ -2,10 +2,10 @@ import CWscan
 #if canImport(Glibc)
 import Glibc
 #endif
-/// Streaming per-tensor statistics. Data is processed in L1-resident blocks of `blockElements` floats:
-/// pass 1 gets the block's sum, min, max, zero count and a non-finite flag; pass 2 the block's squared
-/// deviations from its own mean. Blocks merge in Double with Chan's parallel formula, so variance does not
-/// cancel catastrophically (LayerNorm weights: mean ≫ spread) and precision does not degrade with size.
+/// Streaming per-tensor statistics. Data is processed in one pass over L1-resident blocks of `blockElements`
+/// floats: sums of x − c and (x − c)² around c, the running mean (for the first block, the mean of its first
+/// values), plus min, max and zero count. Blocks merge in Double with Chan's parallel formula, so variance does
+/// not cancel catastrophically (LayerNorm weights: mean ≫ spread) and precision does not degrade with size.
 /// NaN and ±Inf values are counted and excluded from every other statistic.
 public struct TensorStats: Sendable, Equatable {
     public var count: Int = 0          // all elements, NaN/Inf included
@@ -38,14 +38,6 @@ public struct TensorStats: Sendable, Equatable {
         mean += delta * nb / nt
         m2 += m2b + delta * delta * na * nb / nt
         finiteCount += n
-    }
-
-    public mutating func merge(_ o: TensorStats) {
-        addMoments(n: o.finiteCount, mean: o.mean, m2: o.m2)
-        count += o.count
-        if o.min < min { min = o.min }
-        if o.max > max { max = o.max }
-        zeros += o.zeros; nans += o.nans; infs += o.infs
     }
 }
 

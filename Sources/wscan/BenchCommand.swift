@@ -104,8 +104,7 @@ struct KernelBench: ParsableCommand {
                 let ck = try CheckpointOpener.open(file)
                 let all = try WeightSet.load(ck)
                 let names = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 }
-                var w = WeightSet()
-                for nm in names { w.names.append(nm); w.shapes[nm] = all.shapes[nm]; w.values[nm] = all.values[nm] }
+                let w = all.subset(names)
                 let total = names.reduce(0) { $0 + w.values[$1]!.count }
                 func best(_ body: () throws -> Void) rethrows -> Double {
                     try body()

@@ -37,17 +37,6 @@ func loadDataset(_ path: String) throws -> (x: [Float], y: [Int], d: Int) {
     return (try TensorData.floats(ck, xt), y, xt.shape[1])
 }
 
-extension WeightSet {
-    func merged(with other: WeightSet) -> WeightSet {
-        var m = self
-        for n in other.names {
-            if m.values[n] == nil { m.names.append(n) }
-            m.shapes[n] = other.shapes[n]; m.values[n] = other.values[n]
-        }
-        return m
-    }
-}
-
 /// Opens a catalogued (or on-the-fly indexed) checkpoint for an analysis.
 func openForAnalysis(_ ref: String, catalog: CatalogOptions, trust: Bool = false) throws -> (Catalog, CheckpointRow, Checkpoint) {
     let cat = try catalog.open()
@@ -87,10 +76,8 @@ struct SparsityCommand: ParsableCommand {
         let all = try WeightSet.load(ck)
         let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && SpectrumRunner.globMatch(tensors, $0) }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point tensors to prune\(tensors.map { " matching \($0)" } ?? "")") }
-        var w = WeightSet()
-        for n in prunable { w.names.append(n); w.shapes[n] = all.shapes[n]; w.values[n] = all.values[n] }
-        var rest = WeightSet()
-        for n in all.names where !prunable.contains(n) { rest.names.append(n); rest.shapes[n] = all.shapes[n]; rest.values[n] = all.values[n] }
+        let w = all.subset(prunable)
+        let rest = all.subset(all.names.filter { !prunable.contains($0) })
         let evaluator = try eval.make(weights: w, passThrough: rest)
         let g = grid ?? Sparsity.defaultGrid()
         let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
@@ -110,7 +97,7 @@ struct SparsityCommand: ParsableCommand {
             let full = rest.merged(with: p)
             var ordered = full
             ordered.names = all.names
-            try refuseInputOverwrite(out, ck)
+            try ck.refuseToOverwrite(out)
             try SafetensorsWriter.write(ordered.entries(), metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern], to: out)
             written = out
         }
@@ -140,13 +127,6 @@ struct PassThroughEvaluator: Evaluator {
     let rest: WeightSet
     var description: String { inner.description }
     func evaluate(_ w: WeightSet) throws -> EvalResult { try inner.evaluate(rest.merged(with: w)) }
-}
-
-func refuseInputOverwrite(_ out: String, _ ck: Checkpoint) throws {
-    let o = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
-    if ck.files.contains(where: { URL(fileURLWithPath: $0.path).resolvingSymlinksInPath().path == o }) {
-        throw CLIError("refusing to overwrite the input file \(out)")
-    }
 }
 
 func parseGrid(_ s: String) throws -> [Double] {
@@ -210,7 +190,7 @@ struct SaliencyCommand: ParsableCommand {
                             summary: String(format: "%@ saliency, top %.0f%%: %d of %d weights", source as NSString, top * 100, result.kept, result.total),
                             data: result)
         if let out = maskOut {
-            try refuseInputOverwrite(out, ck)
+            try ck.refuseToOverwrite(out)
             let entries = params.map { SafetensorsWriter.Entry(name: $0, dtype: .u8, shape: all.shapes[$0]!, bytes: mask[$0]!) }
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
         }

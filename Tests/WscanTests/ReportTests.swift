@@ -22,7 +22,7 @@ final class ReportContentTests: XCTestCase {
         // sparsity and saliency results, as the CLI stores them
         let w = try WeightSet.load(try CheckpointOpener.open(a.path))
         let names = w.names.filter { w.shapes[$0]!.count == 2 }
-        var only = WeightSet(); for n in names { only.names.append(n); only.shapes[n] = w.shapes[n]; only.values[n] = w.values[n] }
+        let only = w.subset(names)
         let curve = try Sparsity.curve(only, tensors: names, scope: .global, pattern: .unstructured, evaluator: nil)
         try cat.storeResult(kind: "sparsity", checkpoint: a.id, params: ["test": "1"], summary: "s", data: curve)
         let sc = try Saliency.scores(.magnitude, weights: w, tensors: names)

@@ -122,13 +122,11 @@ final class SparsityTests: XCTestCase {
             if i < 2: h = np.maximum(h, 0)
         print("accuracy:", float((h.argmax(1) == d["y"]).mean()))
         """.write(toFile: script, atomically: true, encoding: .utf8)
-        var rest = WeightSet()
-        for n in w.names where !tensors.contains(n) { rest.names.append(n); rest.shapes[n] = w.shapes[n]; rest.values[n] = w.values[n] }
+        let rest = w.subset(w.names.filter { !tensors.contains($0) })
         let ext = ExternalEvaluator(command: "python3 \(script) {ckpt} \(Paths.corpus.appendingPathComponent("digits_test.npz").path)", passThrough: rest)
-        var only = WeightSet()
-        for n in tensors { only.names.append(n); only.shapes[n] = w.shapes[n]; only.values[n] = w.values[n] }
+        let only = w.subset(tensors)
         let pruned = Sparsity.pruned(only, tensors: tensors, scope: .global, pattern: .unstructured, sparsity: 0.6)
-        XCTAssertEqual(try ext.evaluate(pruned).metric, try ev.evaluate(rest.mergedForTest(pruned)).accuracy)
+        XCTAssertEqual(try ext.evaluate(pruned).metric, try ev.evaluate(rest.merged(with: pruned)).accuracy)
         XCTAssertThrowsError(try ExternalEvaluator(command: "exit 3").evaluate(only)) { XCTAssertTrue("\($0)".contains("status 3")) }
         XCTAssertThrowsError(try ExternalEvaluator(command: "echo none # {ckpt}").evaluate(only)) { XCTAssertTrue("\($0)".contains("no number")) }
         XCTAssertThrowsError(try ExternalEvaluator(command: "sleep 5 # {ckpt}", timeout: 0.3).evaluate(only)) { XCTAssertTrue("\($0)".contains("timed out")) }
@@ -136,13 +134,6 @@ final class SparsityTests: XCTestCase {
     }
 }
 
-extension WeightSet {
-    func mergedForTest(_ o: WeightSet) -> WeightSet {
-        var m = self
-        for n in o.names { if m.values[n] == nil { m.names.append(n) }; m.shapes[n] = o.shapes[n]; m.values[n] = o.values[n] }
-        return m
-    }
-}
 
 final class SaliencyTests: XCTestCase {
     func weights(_ f: String) throws -> WeightSet { try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent(f).path)) }

@@ -52,8 +52,6 @@ int wscan_ssyevd_values(int n, float *a, float *w);
 /* Eigenvalues (ascending) and eigenvectors of a symmetric n x n matrix (double, row-major in/out: on return
    row i of `a` holds... column-major eigenvectors: vector j is a[j*n .. j*n+n-1]). */
 int wscan_dsyevd_vectors(int n, double *a, double *w);
-/* Full thin SVD, row-major m x n: u (m x k), s (k), vt (k x n), k = min(m,n). */
-int wscan_dgesdd_full(int m, int n, double *a, double *s, double *u, double *vt);
 /* Eigenvalues (ascending) of the Gram matrix of a row-major m x n float matrix, in double precision:
    G = A^T A (n x n) when n <= m, else A A^T (m x m); k = min(m, n) values written to w.
    dsyrk + dsyevd_2stage (eigenvalues only). Returns LAPACK info, or -1000 when memory is short. */
