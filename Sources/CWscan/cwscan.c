@@ -368,3 +368,88 @@ done:
     return out;
 }
 void wscan_free(void *p) { free(p); }
+
+/* ---- Magnitude histograms for pruning thresholds (see Sparsity.swift) ---- */
+
+/* Key of |x|: the IEEE pattern without the sign, top 15 bits (8 exponent + 7 mantissa): monotone in |x|. */
+#define WSCAN_MAG_KEY(u) (((u) & 0x7fffffffu) >> 16)
+
+/* One 64-bit word per bin: the count in bits 45..63 and the sum of round(m^2 / 2^21) below, where m is the
+   24-bit significand: every element of a bin shares its exponent, so that integer sum is exact up to one
+   rounding of 2^-26 relative per element, and one add per element updates both. Sub-chunks of 2^18 - 1
+   elements keep both fields from overflowing; each is flushed to the caller's doubles. */
+#define WSCAN_MAG_SUB ((1u << 18) - 1)
+static void mag_flush(uint64_t *w, double *tab, uint32_t base, uint32_t lo, uint32_t hi) {
+    for (uint32_t k = lo; k <= hi; k++) {
+        uint64_t v = w[k];
+        if (!v) continue;
+        w[k] = 0;
+        uint32_t e = k >> 7;                      /* biased exponent */
+        double *t = tab + 2 * (k - base);
+        t[0] += (double)(v >> 45);
+        if (e == 0) continue;                     /* zeros and subnormals: x^2 < 2^-252, counted as 0 */
+        t[1] += e == 255 ? (k == 0x7f80 ? __builtin_inf() : __builtin_nan(""))
+                         : ldexp((double)(v & ((1ull << 45) - 1)), 2 * (int)e - 279);
+    }
+}
+
+/* Populated key range (vectorised, so the scatter loop carries no min/max). */
+__attribute__((target("avx2")))
+void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax) {
+    const uint32_t *u = (const uint32_t *)x;
+    __m256i mask = _mm256_set1_epi32(0x7fffffff);
+    __m256i mn = _mm256_set1_epi32(0x7fffffff), mx = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(u + i)), mask);
+        mn = _mm256_min_epu32(mn, v); mx = _mm256_max_epu32(mx, v);
+    }
+    uint32_t a[8], b[8], l = 0x7fffffff, h = 0;
+    _mm256_storeu_si256((__m256i *)a, mn); _mm256_storeu_si256((__m256i *)b, mx);
+    for (int j = 0; j < 8; j++) { l = a[j] < l ? a[j] : l; h = b[j] > h ? b[j] : h; }
+    for (; i < n; i++) { uint32_t v = u[i] & 0x7fffffffu; l = v < l ? v : l; h = v > h ? v : h; }
+    *kmin = l >> 16; *kmax = h >> 16;
+}
+
+/* Per-thread packed table, allocated once and always left zeroed (flushing clears what it touched). */
+static __thread uint64_t *mag_scratch;
+
+int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi) {
+    const uint32_t *u = (const uint32_t *)x;
+    if (!mag_scratch && !(mag_scratch = calloc(WSCAN_MAG_BINS, sizeof(uint64_t)))) return -1;
+    uint64_t *w = mag_scratch;
+    for (size_t s = 0; s < n; s += WSCAN_MAG_SUB) {
+        size_t e = s + WSCAN_MAG_SUB < n ? s + WSCAN_MAG_SUB : n;
+        for (size_t i = s; i < e; i++) {
+            uint32_t k = WSCAN_MAG_KEY(u[i]);
+            uint64_t m = (u[i] & 0x7fffffu) | 0x800000u;
+            w[k] += ((m * m + (1u << 20)) >> 21) + (1ull << 45);
+        }
+        mag_flush(w, tab, lo, lo, hi);
+    }
+    return 0;
+}
+
+void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+    const uint32_t *u = (const uint32_t *)x;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = u[i] & 0x7fffffffu;
+        int s = slot[a >> 16];
+        if (__builtin_expect(s >= 0, 0)) { size_t p = pos[s]++; vals[s][p] = a; idx[s][p] = (uint32_t)i; }
+    }
+}
+
+uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch) {
+    size_t cnt[256];
+    memset(cnt, 0, sizeof cnt);
+    for (size_t i = 0; i < n; i++) cnt[(v[i] >> 8) & 0xff]++;
+    unsigned hb = 0;
+    while (r >= cnt[hb]) { r -= cnt[hb]; hb++; }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) if (((v[i] >> 8) & 0xff) == hb) scratch[m++] = v[i];
+    memset(cnt, 0, sizeof cnt);
+    for (size_t i = 0; i < m; i++) cnt[scratch[i] & 0xff]++;
+    unsigned lb = 0;
+    while (r >= cnt[lb]) { r -= cnt[lb]; lb++; }
+    return (v[0] & 0xffff0000u) | (hb << 8) | lb;
+}

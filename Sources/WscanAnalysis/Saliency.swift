@@ -63,8 +63,7 @@ public enum Saliency {
         let pruneFraction = total > 0 ? Double(total - keep) / Double(total) : 0
         // The (total − keep) least salient, found by selection, are masked out.
         let values = tensors.map { scores.values[$0]! }
-        let hists = values.map { Sparsity.histogram($0) }
-        var cut = Sparsity.cuts(values, hists: hists, tensorIDs: Array(values.indices), sparsities: [pruneFraction])[0]
+        var cut = Sparsity.cuts(values, sparsities: [pruneFraction])[0]
         if total - keep <= 0 { cut.none = true }
         var masks: [String: [UInt8]] = [:]
         var layers: [SaliencyLayer] = []

@@ -4,10 +4,11 @@ import WscanKernels
 /// One-shot magnitude pruning curves and essential sparsity (Jaiswal et al., "The Emergence of Essential
 /// Sparsity in Large Pre-trained Models", 2023).
 ///
-/// Thresholds come from selection, not sorting: one pass builds, per layer, a 32768-bin histogram of |w| keyed
-/// by the top bits of the IEEE pattern (monotone in |w|) with counts and Σw²; for every grid point the bin
-/// holding the k-th smallest magnitude follows from cumulative counts, and a second pass collects only the
-/// elements of those boundary bins, which are ordered exactly. Ties at the threshold are broken by tensor
+/// Thresholds come from selection, not sorting: one pass builds, per layer (in chunks of 1M elements, in
+/// parallel), a 32768-bin histogram of |w| keyed by the top bits of the IEEE pattern (monotone in |w|) with
+/// counts and Σw² (a C kernel: one 16-byte add per element); for every grid point the bin holding the k-th
+/// smallest magnitude follows from cumulative counts, and a second, branch-free pass collects the indices of
+/// only those boundary bins' elements, where selection finds the exact threshold. Ties at the threshold are broken by tensor
 /// order, then element index, so exactly k weights are pruned.
 public enum SparsityPattern: Equatable, Sendable, CustomStringConvertible {
     case unstructured
@@ -66,119 +67,178 @@ public struct PruneCut: Sendable {
 }
 
 public enum Sparsity {
-    static let bins = 1 << 15
-    @inline(__always) static func key(_ x: Float) -> Int { Int((x.bitPattern & 0x7FFF_FFFF) >> 16) }
+    static let bins = MagnitudeKernel.bins
+    @inline(__always) static func key(_ x: Float) -> Int { MagnitudeKernel.key(x) }
+    /// Tensors are histogrammed in chunks of at most this many elements, so one big embedding doesn't leave a core idle.
+    static let chunkElements = 1 << 20
 
-    public struct Hist {
-        public var count: [Int]; public var sumsq: [Double]; public var n: Int; public var energy: Double
-        /// Prefix sums: cumCount[b] = Σ count[0..<b] (and the same for Σw²), for O(1) "everything below bin b".
-        var cumCount: [Int] = []; var cumEnergy: [Double] = []
-        mutating func finish() {
+    /// One tensor's |w| histogram over its populated keys [lo, lo + count.count): counts and Σw² per bin, with
+    /// prefix sums for O(1) "everything below bin b".
+    public struct Hist: Sendable {
+        public var lo: Int
+        public var count: [Int]
+        public var sumsq: [Double]
+        public var n: Int
+        public var energy: Double
+        var cumCount: [Int] = [0]
+        var cumEnergy: [Double] = [0]
+
+        init(lo: Int, count: [Int], sumsq: [Double]) {
+            self.lo = lo; self.count = count; self.sumsq = sumsq
             cumCount = [Int](repeating: 0, count: count.count + 1); cumEnergy = [Double](repeating: 0, count: count.count + 1)
             for b in 0..<count.count { cumCount[b + 1] = cumCount[b] + count[b]; cumEnergy[b + 1] = cumEnergy[b] + sumsq[b] }
+            n = cumCount[count.count]; energy = cumEnergy[count.count]
+        }
+        /// Elements (and their Σw²) in bins below `key`.
+        @inline(__always) func countBelow(_ key: Int) -> Int { cumCount[min(max(key - lo, 0), count.count)] }
+        @inline(__always) func energyBelow(_ key: Int) -> Double { cumEnergy[min(max(key - lo, 0), count.count)] }
+    }
+
+    struct Chunk { let tensor: Int; let start: Int; let count: Int }
+
+    static func chunks(_ values: [[Float]]) -> [Chunk] {
+        var out: [Chunk] = []
+        for (t, v) in values.enumerated() {
+            var s = 0
+            repeat { let c = min(chunkElements, v.count - s); out.append(Chunk(tensor: t, start: s, count: c)); s += c } while s < v.count
+        }
+        return out
+    }
+
+    /// Pass 1 over the weights: per-chunk histograms (kept for the boundary counts), merged per tensor by `hists`.
+    struct Tables {
+        let chunks: [Chunk]
+        let tab: [MagnitudeKernel.Histogram]
+        init(_ values: [[Float]]) {
+            let chunks = Sparsity.chunks(values)
+            let box = UnsafeSendableBox([MagnitudeKernel.Histogram?](repeating: nil, count: chunks.count))
+            DispatchQueue.concurrentPerform(iterations: chunks.count) { ci in
+                let c = chunks[ci]
+                box.set(ci, values[c.tensor].withUnsafeBufferPointer { MagnitudeKernel.histogram($0.baseAddress! + c.start, c.count) })
+            }
+            self.chunks = chunks
+            tab = box.array.map { $0! }
+        }
+        func count(_ ci: Int, _ key: Int) -> Int { tab[ci].count(key) }
+
+        func hists(tensors: Int) -> [Hist] {
+            let byTensor = Dictionary(grouping: chunks.indices, by: { chunks[$0].tensor })
+            let box = UnsafeSendableBox([Hist?](repeating: nil, count: tensors))
+            DispatchQueue.concurrentPerform(iterations: tensors) { t in
+                let cs = byTensor[t] ?? []
+                let full = cs.filter { tab[$0].hi >= tab[$0].lo }
+                let l = full.map { tab[$0].lo }.min() ?? 0, h = full.map { tab[$0].hi }.max() ?? -1
+                var cnt = [Int](repeating: 0, count: h - l + 1), sq = [Double](repeating: 0, count: h - l + 1)
+                for ci in full {
+                    let t = tab[ci]
+                    t.pairs.withUnsafeBufferPointer { p in
+                        for k in t.lo...t.hi { cnt[k - l] += Int(p[2 * (k - t.lo)]); sq[k - l] += p[2 * (k - t.lo) + 1] }
+                    }
+                }
+                box.set(t, Hist(lo: l, count: cnt, sumsq: sq))
+            }
+            return box.array.map { $0! }
         }
     }
 
-    public static func histogram(_ v: [Float]) -> Hist {
-        var c = [Int](repeating: 0, count: bins), s = [Double](repeating: 0, count: bins)
-        var e = 0.0
-        v.withUnsafeBufferPointer { p in
-            c.withUnsafeMutableBufferPointer { cp in s.withUnsafeMutableBufferPointer { sp in
-                for x in p {
-                    let k = key(x)
-                    cp[k] &+= 1
-                    let d = Double(x) * Double(x)
-                    sp[k] += d
-                    e += d
-                }
-            } }
-        }
-        var h = Hist(count: c, sumsq: s, n: v.count, energy: e)
-        h.finish()
-        return h
-    }
+    /// Per-tensor histograms of |w| (pass 1 alone; the benchmark times it).
+    public static func histograms(_ values: [[Float]]) -> [Hist] { Tables(values).hists(tensors: values.count) }
 
     /// A cut plus what it takes out of the boundary bin, per tensor: (count, Σw²).
     struct CutResult { var cut: PruneCut; var boundary: [Int: (count: Int, energy: Double)] }
 
-    /// Cuts for each sparsity over `values` taken together (global) — call once per layer for layer scope.
-    static func cuts(_ values: [[Float]], hists: [Hist], tensorIDs: [Int], sparsities: [Double]) -> [PruneCut] {
-        cutResults(values, hists: hists, tensorIDs: tensorIDs, sparsities: sparsities).map(\.cut)
-    }
-
-    static func cutResults(_ values: [[Float]], hists: [Hist], tensorIDs: [Int], sparsities: [Double]) -> [CutResult] {
-        let total = hists.reduce(0) { $0 + $1.n }
-        var cum = [Int](repeating: 0, count: bins + 1)
-        for h in hists { for b in 0...bins { cum[b] += h.cumCount[b] } }
-        var want: [(k: Int, bin: Int)] = []
-        var boundary = Set<Int>()
-        for s in sparsities {
-            let k = min(total, max(0, Int((s * Double(total)).rounded(.down))))
-            if k == 0 { want.append((0, -1)); continue }
-            var lo = 0, hi = bins - 1
-            while lo < hi { let mid = (lo + hi) / 2; if cum[mid + 1] >= k { hi = mid } else { lo = mid + 1 } }
-            want.append((k, lo)); boundary.insert(lo)
-        }
-        // Second pass (parallel over tensors): the boundary bins' elements, in scan order (tensor, then index).
-        var isB = [Bool](repeating: false, count: bins)
-        for b in boundary { isB[b] = true }
-        let perTensor = UnsafeSendableBox([[(Float, Int32)]](repeating: [], count: values.count))
-        if !boundary.isEmpty {
-            DispatchQueue.concurrentPerform(iterations: values.count) { ti in
-                var found: [(Float, Int32)] = []
-                values[ti].withUnsafeBufferPointer { p in
-                    isB.withUnsafeBufferPointer { ib in
-                        for i in 0..<p.count { let x = p[i]; if ib[key(x)] { found.append((abs(x), Int32(i))) } }
-                    }
-                }
-                perTensor.set(ti, found)
+    /// Exact cuts. `groups` lists tensor indices pruned together: one group of every tensor for global scope,
+    /// one group per tensor for layer scope. Returns, per group, one result per sparsity.
+    ///
+    /// Pass 1 (histograms) gives, for each sparsity, the bin holding the k-th smallest |w| of the group; pass 2
+    /// collects just those bins' elements, and a radix selection on the low 16 bits inside each bin gives the
+    /// exact value. Ties at the threshold go in scan order (group order, then index).
+    static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double]) -> [[CutResult]] {
+        let chunks = tables.chunks
+        var chunksOf = [[Int]](repeating: [], count: values.count)
+        for (ci, c) in chunks.enumerated() { chunksOf[c.tensor].append(ci) }
+        // Boundary bins per group, and each chunk's slot map.
+        struct Want { var k: Int; var bin: Int; var below: Int }
+        var wants = [[Want]](), slotBins = [[Int]]()
+        var groupOf = [Int](repeating: -1, count: values.count)
+        var slotOf = [[Int16]]()
+        for (g, members) in groups.enumerated() {
+            for t in members { groupOf[t] = g }
+            let lo = members.map { hists[$0].lo }.min() ?? 0
+            let hi = members.map { hists[$0].lo + hists[$0].count.count }.max() ?? 0
+            var cum = [Int](repeating: 0, count: max(0, hi - lo) + 1)     // cum[b - lo] = Σ count below bin b
+            for t in members { let h = hists[t]; for i in 0..<h.count.count { cum[h.lo + i - lo + 1] += h.count[i] } }
+            for i in cum.indices.dropFirst() { cum[i] += cum[i - 1] }
+            let total = cum.last ?? 0
+            var ws: [Want] = [], bset = Set<Int>()
+            for s in sparsities {
+                let k = min(total, max(0, Int((s * Double(total)).rounded(.down))))
+                if k == 0 { ws.append(Want(k: 0, bin: -1, below: 0)); continue }
+                var a = lo, b = hi - 1                       // smallest bin whose cumulative count reaches k
+                while a < b { let mid = (a + b) / 2; if cum[mid + 1 - lo] >= k { b = mid } else { a = mid + 1 } }
+                ws.append(Want(k: k, bin: a, below: cum[a - lo])); bset.insert(a)
             }
+            let sb = bset.sorted()
+            var so = [Int16](repeating: -1, count: bins)
+            for (i, b) in sb.enumerated() { so[b] = Int16(i) }
+            wants.append(ws); slotBins.append(sb); slotOf.append(so)
         }
-        // Per boundary bin: values and owners in scan order, which is the tie order.
-        var binVals: [Int: [Float]] = [:], binOwner: [Int: [(tensor: Int, index: Int)]] = [:]
-        for b in boundary { binVals[b] = []; binOwner[b] = [] }
-        for (ti, list) in perTensor.array.enumerated() {
-            for (v, i) in list { let b = key(v); binVals[b]!.append(v); binOwner[b]!.append((tensorIDs[ti], Int(i))) }
+        // Pass 2: per chunk, its elements in its group's boundary bins (|x| bits and index), split by bin.
+        let lists = UnsafeSendableBox([MagnitudeKernel.Members](repeating: .empty, count: chunks.count))
+        DispatchQueue.concurrentPerform(iterations: chunks.count) { ci in
+            let c = chunks[ci], g = groupOf[c.tensor]
+            guard g >= 0, !slotBins[g].isEmpty else { return }
+            let counts = slotBins[g].map { tables.count(ci, $0) }
+            guard counts.contains(where: { $0 > 0 }) else { return }
+            let m = values[c.tensor].withUnsafeBufferPointer { p in
+                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, counts: counts) }
+            }
+            lists.set(ci, m)
         }
-        return want.map { w in
-            if w.k == 0 { return CutResult(cut: PruneCut(key: -1, value: 0, tensor: -1, index: -1, none: true), boundary: [:]) }
-            let r = w.k - cum[w.bin]          // how many to take inside the boundary bin (≥ 1)
-            let vals = binVals[w.bin]!, owners = binOwner[w.bin]!
-            // The r-th smallest value by selection (no sort), then ties taken in scan order.
-            var scratch = vals
-            let t = quickselect(&scratch, r - 1)
+        let L = lists.array
+        // Selection inside each boundary bin, per (group, sparsity), in parallel.
+        let jobs = groups.indices.flatMap { g in sparsities.indices.map { (g, $0) } }
+        let out = UnsafeSendableBox([CutResult?](repeating: nil, count: jobs.count))
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
+            let (g, si) = jobs[j]
+            let w = wants[g][si]
+            if w.k == 0 { out.set(j, CutResult(cut: PruneCut(key: -1, value: 0, tensor: -1, index: -1, none: true), boundary: [:])); return }
+            let slot = Int(slotOf[g][w.bin]), r = w.k - w.below          // take r (≥ 1) from the boundary bin
+            var vals: [UInt32] = []                                       // the bin's |x| bits in scan order
+            for t in groups[g] { for ci in chunksOf[t] where L[ci].offsets.count > slot + 1 {
+                vals += L[ci].bits[L[ci].offsets[slot]..<L[ci].offsets[slot + 1]]
+            } }
+            let tb = MagnitudeKernel.select(vals, r - 1)
             var less = 0
-            for v in vals where v < t { less += 1 }
+            for v in vals where v < tb { less += 1 }
             var needEqual = r - less
             var taken: [Int: (count: Int, energy: Double)] = [:]
             var last = (tensor: -1, index: -1)
-            for (v, o) in zip(vals, owners) {
-                var take = v < t
-                if v == t && needEqual > 0 { take = true; needEqual -= 1; last = o }
-                if take { let c = taken[o.tensor] ?? (0, 0); taken[o.tensor] = (c.count + 1, c.energy + Double(v) * Double(v)) }
+            for t in groups[g] {
+                var c = 0, e = 0.0
+                for ci in chunksOf[t] where L[ci].offsets.count > slot + 1 {
+                    let m = L[ci]
+                    for p in m.offsets[slot]..<m.offsets[slot + 1] {
+                        let v = m.bits[p]
+                        var take = v < tb
+                        if v == tb && needEqual > 0 { take = true; needEqual -= 1; last = (t, chunks[ci].start + Int(m.index[p])) }
+                        if take { let f = Double(Float(bitPattern: v)); c += 1; e += f * f }
+                    }
+                }
+                if c > 0 { taken[t] = (c, e) }
             }
-            return CutResult(cut: PruneCut(key: w.bin, value: t, tensor: last.tensor, index: last.index, none: false), boundary: taken)
+            out.set(j, CutResult(cut: PruneCut(key: w.bin, value: Float(bitPattern: tb), tensor: last.tensor, index: last.index, none: false),
+                                 boundary: taken))
         }
+        let flat = out.array.map { $0! }
+        return groups.indices.map { g in Array(flat[(g * sparsities.count)..<((g + 1) * sparsities.count)]) }
     }
 
-    /// k-th smallest (0-based) by Hoare's selection with median-of-three pivots; reorders `a`.
-    static func quickselect(_ a: inout [Float], _ k: Int) -> Float {
-        var lo = 0, hi = a.count - 1
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2
-            if a[mid] < a[lo] { a.swapAt(mid, lo) }
-            if a[hi] < a[lo] { a.swapAt(hi, lo) }
-            if a[hi] < a[mid] { a.swapAt(hi, mid) }
-            let pivot = a[mid]
-            var i = lo, j = hi
-            while i <= j {
-                while a[i] < pivot { i += 1 }
-                while a[j] > pivot { j -= 1 }
-                if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
-            }
-            if k <= j { hi = j } else if k >= i { lo = i } else { return a[k] }
-        }
-        return a[k]
+    /// Global cuts over `values` taken together, one per sparsity.
+    public static func cuts(_ values: [[Float]], sparsities: [Double]) -> [PruneCut] {
+        let tables = Tables(values)
+        return cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: [Array(values.indices)],
+                          sparsities: sparsities)[0].map(\.cut)
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
@@ -218,16 +278,11 @@ public enum Sparsity {
     public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) -> WeightSet {
         if case .nm = pattern { return prune(w, tensors: tensors, pattern: pattern) }
         let values = tensors.map { w.values[$0]! }
+        let tables = Tables(values)
+        let groups = scope == .global ? [Array(values.indices)] : values.indices.map { [$0] }
+        let rs = cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: groups, sparsities: [sparsity])
         var cut: [String: PruneCut] = [:]
-        switch scope {
-        case .global:
-            let c = cuts(values, hists: values.map(histogram), tensorIDs: Array(values.indices), sparsities: [sparsity])[0]
-            for n in tensors { cut[n] = c }
-        case .layer:
-            for (ti, n) in tensors.enumerated() {
-                cut[n] = cuts([values[ti]], hists: [histogram(values[ti])], tensorIDs: [ti], sparsities: [sparsity])[0]
-            }
-        }
+        for (ti, n) in tensors.enumerated() { cut[n] = rs[scope == .global ? 0 : ti][0].cut }
         return prune(w, tensors: tensors, cut: cut)
     }
 
@@ -238,11 +293,8 @@ public enum Sparsity {
                              grid: [Double] = defaultGrid(), tolerance: Double = 0.01, evaluator: Evaluator? = nil,
                              refine: Bool = true) throws -> SparsityCurve {
         let values = tensors.map { w.values[$0]! }
-        var hists = [Hist?](repeating: nil, count: values.count)
-        let hp = UnsafeSendableBox(hists)
-        DispatchQueue.concurrentPerform(iterations: values.count) { i in hp.set(i, histogram(values[i])) }
-        hists = hp.array
-        let H = hists.map { $0! }
+        let tables = Tables(values)
+        let H = tables.hists(tensors: values.count)
         let totalEnergy = H.reduce(0) { $0 + $1.energy }
         let prunable = values.reduce(0) { $0 + $1.count }
 
@@ -256,14 +308,12 @@ public enum Sparsity {
             // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
             var taken: [[Int: (count: Int, energy: Double)]] = Array(repeating: [:], count: sparsities.count)
-            switch scope {
-            case .global:
-                let cs = cutResults(values, hists: H, tensorIDs: Array(values.indices), sparsities: sparsities)
-                for (si, c) in cs.enumerated() { for n in tensors { perTensor[si][n] = c.cut }; taken[si] = c.boundary }
-            case .layer:
-                for (ti, n) in tensors.enumerated() {
-                    let cs = cutResults([values[ti]], hists: [H[ti]], tensorIDs: [ti], sparsities: sparsities)
-                    for (si, c) in cs.enumerated() { perTensor[si][n] = c.cut; if let t = c.boundary[ti] { taken[si][ti] = t } }
+            let groups = scope == .global ? [Array(values.indices)] : values.indices.map { [$0] }
+            let rs = cutResults(values, tables: tables, hists: H, groups: groups, sparsities: sparsities)
+            for (ti, n) in tensors.enumerated() {
+                for (si, c) in rs[scope == .global ? 0 : ti].enumerated() {
+                    perTensor[si][n] = c.cut
+                    if let t = c.boundary[ti] { taken[si][ti] = t }
                 }
             }
             return try sparsities.enumerated().map { si, s in
@@ -293,7 +343,7 @@ public enum Sparsity {
             let h = hists[ti], c = cuts[n]!
             var pc = 0, pe = 0.0
             if !c.none {
-                pc += h.cumCount[c.key]; pe += h.cumEnergy[c.key]
+                pc += h.countBelow(c.key); pe += h.energyBelow(c.key)
                 // Inside the boundary bin: exact, from the ordered boundary members.
                 if let t = taken[ti] { pc += t.count; pe += t.energy }
             }

@@ -119,9 +119,8 @@ struct KernelBench: ParsableCommand {
                         blackHole(st.mean)
                     }
                 }
-                let th = best {
-                    DispatchQueue.concurrentPerform(iterations: names.count) { i in blackHole(Sparsity.histogram(w.values[names[i]]!).n) }
-                }
+                let vals = names.map { w.values[$0]! }
+                let th = best { blackHole(Sparsity.histograms(vals).count) }
                 print(String(format: "  histogram pass alone %.1f ms", th * 1000))
                 let grid = (0..<20).map { Double($0) * 0.05 }
                 var c: SparsityCurve?

@@ -65,6 +65,47 @@ final class SparsityTests: XCTestCase {
         }
     }
 
+    /// The two-pass histogram/selection engine against a full sort, on 2.6M values spread over several 1M-element
+    /// chunks, with heavy ties (many exact repeats), zeros, negatives and subnormals: exactly ⌊s·N⌋ weights pruned,
+    /// the threshold equals the sorted k-th |w|, and per-tensor pruned energy matches a direct sum.
+    func testCutsMatchFullSortAcrossChunks() throws {
+        var rng = SplitMix64(seed: 7)
+        func draw(_ n: Int) -> [Float] {
+            (0..<n).map { i in
+                switch i % 7 {
+                case 0: return Float([0.5, -0.25, 0.125][Int(rng.next() % 3)])          // repeated values: ties
+                case 1: return i % 49 == 1 ? 0 : Float(bitPattern: UInt32(rng.next() % 0x7FFFFF))   // zeros, subnormals
+                default: return Float(Double(Int64(bitPattern: rng.next()) % 1_000_000) / 1e6)
+                }
+            }
+        }
+        let values = [draw(1_300_000), draw(250_000), draw(1_050_000)]
+        let w = WeightSet(names: ["a", "b", "c"], shapes: ["a": [1300, 1000], "b": [500, 500], "c": [1050, 1000]],
+                          values: ["a": values[0], "b": values[1], "c": values[2]])
+        let sorted = values.flatMap { $0.map(abs) }.sorted()
+        let total = sorted.count
+        let grid = [0.0, 0.05, 0.3, 1.0 / 7, 0.5, 0.9, 0.99]
+        let cuts = Sparsity.cuts(values, sparsities: grid)
+        let curve = try Sparsity.curve(w, tensors: ["a", "b", "c"], scope: .global, pattern: .unstructured, grid: grid, refine: false)
+        for (si, s) in grid.enumerated() {
+            let k = Int((s * Double(total)).rounded(.down))
+            if k == 0 { XCTAssertTrue(cuts[si].none); continue }
+            XCTAssertEqual(cuts[si].value, sorted[k - 1], "threshold at \(s)")
+            var pruned = 0
+            var energy = [Double](repeating: 0, count: 3)
+            for (ti, v) in values.enumerated() {
+                for i in v.indices where Sparsity.pruned(v[i], tensor: ti, index: i, cuts[si]) { pruned += 1; energy[ti] += Double(v[i]) * Double(v[i]) }
+            }
+            XCTAssertEqual(pruned, k, "exactly k pruned at \(s)")
+            let p = curve.points.first { $0.sparsity == s }!
+            XCTAssertEqual(p.achieved, Double(k) / Double(total), accuracy: 1e-15)
+            for (ti, l) in p.layers.enumerated() {
+                let all = values[ti].reduce(0.0) { $0 + Double($1) * Double($1) }
+                XCTAssertEqual(1 - l.retainedEnergy, energy[ti] / all, accuracy: 1e-7, "layer \(l.name) at \(s)")
+            }
+        }
+    }
+
     func testDataFreeCurveUsesRetainedEnergy() throws {
         let (w, tensors, _) = try load("mlp_seed1.safetensors")
         let c = try Sparsity.curve(w, tensors: tensors, scope: .global, pattern: .unstructured, tolerance: 0.01, evaluator: nil)

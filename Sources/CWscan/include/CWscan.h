@@ -69,4 +69,19 @@ const char *wscan_openblas_corename(void);
 char *wscan_dot_to_svg(const char *dot, size_t *outLen, char *err, size_t errLen);
 void wscan_free(void *p);
 
+/* ---- Magnitude histograms for pruning thresholds ---- */
+#define WSCAN_MAG_BINS 32768
+/* The range [*kmin, *kmax] of |x| keys (top 15 bits of the IEEE pattern after the sign; monotone in |x|). */
+void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
+/* Adds (1, x^2) for every x to the (count, sum of squares) pair of its key: tab[2*(key-lo)], tab[2*(key-lo)+1]
+   for keys in [lo, hi] (the range wscan_mag_range gave). Counts are exact; each x^2 is rounded to 2^-26 relative
+   (zeros and subnormals count 0). Returns -1 if out of memory. */
+int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
+/* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
+   vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. The caller sizes the slots from the histogram counts. */
+void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
+/* The r-th smallest (0-based, r < n) of n >= 1 values sharing their top 16 bits, by two 8-bit counting rounds.
+   scratch: room for n values. */
+uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch);
+
 #endif
