@@ -246,8 +246,11 @@ int wscan_dgesdd_values(int m, int n, double *a, double *s) {
     lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'N', M, N, a, lda, s, NULL, 1, NULL, 1, work, (lapack_int)lw, iwork);
     free(work); free(iwork); return info;
 }
+/* Eigenvalue-only workspace: 2n + 1 is LAPACK's minimum, but with it dsytrd cannot block and falls back to the
+   level-2 dsytd2 (rank-2 updates through daxpy): give it room for panels of 64 columns. */
+static lapack_int syevd_values_lwork(int n) { return 2 * (lapack_int)n + 1 + (lapack_int)n * 66 + 64; }
 int wscan_dsyevd_values(int n, double *a, double *w) {
-    lapack_int lwork = 2 * n + 1, liwork = 1;
+    lapack_int lwork = syevd_values_lwork(n), liwork = 1;
     double *work = malloc(sizeof(double) * (size_t)lwork);
     lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
     lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
@@ -264,20 +267,14 @@ int wscan_dsyevd_vectors(int n, double *a, double *w) {
     free(work); free(iwork); return info;
 }
 int wscan_ssyevd_values(int n, float *a, float *w) {
-    lapack_int lwork = 2 * n + 1, liwork = 1;
+    lapack_int lwork = syevd_values_lwork(n), liwork = 1;
     float *work = malloc(sizeof(float) * (size_t)lwork);
     lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
     lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
     free(work); free(iwork); return info;
 }
-static int gram_eigvals_d(int m, int n, const double *a, double *w) {
-    int k = m < n ? m : n;
-    double *g = calloc((size_t)k * (size_t)k, sizeof(double));
-    if (!g) return -1000;
-    if (n <= m) /* row-major A (m x n): A^T A = col-major view: A_cm is n x m; G = A_cm A_cm^T */
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, m, 1.0, a, n, 0.0, g, n);
-    else        /* A A^T: A_cm (n x m), G = A_cm^T A_cm (m x m) */
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, n, 1.0, a, n, 0.0, g, m);
+/* Eigenvalues of the k x k Gram matrix g (upper triangle, column-major); consumes g. */
+static int gram_solve(int k, double *g, double *w) {
     if (k <= 1024) {
         /* Small matrices: the one-stage reduction is faster than the two-stage one's band-reduction overhead. */
         int info1 = wscan_dsyevd_values(k, g, w);
@@ -297,15 +294,48 @@ static int gram_eigvals_d(int m, int n, const double *a, double *w) {
     free(g); free(work); free(iwork);
     return info;
 }
+
+static int gram_eigvals_d(int m, int n, const double *a, double *w) {
+    int k = m < n ? m : n;
+    double *g = calloc((size_t)k * (size_t)k, sizeof(double));
+    if (!g) return -1000;
+    if (n <= m) /* row-major A (m x n): A^T A = col-major view: A_cm is n x m; G = A_cm A_cm^T */
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, m, 1.0, a, n, 0.0, g, n);
+    else        /* A A^T: A_cm (n x m), G = A_cm^T A_cm (m x m) */
+        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, n, 1.0, a, n, 0.0, g, m);
+    return gram_solve(k, g, w);
+}
 int wscan_gram_eigvals_d(int m, int n, const double *a, double *w) { return gram_eigvals_d(m, n, a, w); }
 int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
-    size_t total = (size_t)m * (size_t)n;
-    double *d = malloc(sizeof(double) * total);
-    if (!d) return -1000;
-    for (size_t i = 0; i < total; i++) d[i] = a[i];
-    int info = gram_eigvals_d(m, n, d, w);
-    free(d);
-    return info;
+    /* The Gram matrix in float64, accumulated over panels converted from float32 into one reused ~1 MiB buffer
+       (never a float64 copy of the whole matrix). Tall (n <= m): A^T A over row panels; wide: A A^T over
+       column panels. */
+    int k = m < n ? m : n;
+    double *g = calloc((size_t)k * (size_t)k, sizeof(double));
+    if (!g) return -1000;
+    size_t other = (size_t)(n <= m ? m : n);          /* the summed dimension */
+    size_t panel = (size_t)131072 / (size_t)k;
+    if (panel < 64) panel = 64;
+    if (panel > other) panel = other;
+    double *buf = malloc(sizeof(double) * panel * (size_t)k);
+    if (!buf) { free(g); return -1000; }
+    for (size_t p0 = 0; p0 < other; p0 += panel) {
+        size_t p = other - p0 < panel ? other - p0 : panel;
+        if (n <= m) {   /* rows p0..p0+p of A (each n floats): col-major n x p panel */
+            const float *src = a + p0 * (size_t)n;
+            for (size_t i = 0; i < p * (size_t)n; i++) buf[i] = src[i];
+            cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, (int)p, 1.0, buf, n, p0 ? 1.0 : 0.0, g, n);
+        } else {        /* columns p0..p0+p of A, kept as a col-major p x m panel B (row i of A -> column i) */
+            for (size_t i = 0; i < (size_t)m; i++) {
+                const float *src = a + i * (size_t)n + p0;
+                double *dst = buf + i * p;
+                for (size_t j = 0; j < p; j++) dst[j] = src[j];
+            }
+            cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, (int)p, 1.0, buf, (int)p, p0 ? 1.0 : 0.0, g, m);
+        }
+    }
+    free(buf);
+    return gram_solve(k, g, w);
 }
 void wscan_openblas_set_threads(int n) { openblas_set_num_threads(n); }
 int wscan_openblas_get_threads(void) { return openblas_get_num_threads(); }
