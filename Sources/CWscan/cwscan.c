@@ -497,13 +497,64 @@ int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t 
     return 0;
 }
 
-void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
-    const uint32_t *u = (const uint32_t *)x;
+static void mag_collect_scalar(const uint32_t *u, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
     for (size_t i = 0; i < n; i++) {
         uint32_t a = u[i] & 0x7fffffffu;
         int s = slot[a >> 16];
         if (__builtin_expect(s >= 0, 0)) { size_t p = pos[s]++; vals[s][p] = a; idx[s][p] = (uint32_t)i; }
     }
+}
+
+#define MAG_H2(k) (((uint32_t)(k) * 0x9E3779B1u) >> 23)
+
+/* Sixteen keys at a time through two 512-bit Bloom filters of the chosen keys (bit k mod 512, and bit of a
+   multiplicative hash), so only the few lanes that pass look the slot table up. */
+__attribute__((target("avx512f,avx512bw")))
+static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
+                               uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+    uint32_t f1[16] = {0}, f2[16] = {0};
+    for (size_t j = 0; j < nkeys; j++) {
+        uint32_t k = keys[j], h = MAG_H2(k);
+        f1[(k >> 5) & 15] |= 1u << (k & 31);
+        f2[(h >> 5) & 15] |= 1u << (h & 31);
+    }
+    const __m512i F1 = _mm512_loadu_si512(f1), F2 = _mm512_loadu_si512(f2);
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), c15 = _mm512_set1_epi32(15), c31 = _mm512_set1_epi32(31);
+    const __m512i one = _mm512_set1_epi32(1), mul = _mm512_set1_epi32((int)0x9E3779B1u);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i a = _mm512_and_si512(_mm512_loadu_si512(u + i), abs);
+        __m512i k = _mm512_srli_epi32(a, 16);
+        __m512i w1 = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(k, 5), c15), F1);
+        __mmask16 m = _mm512_test_epi32_mask(w1, _mm512_sllv_epi32(one, _mm512_and_si512(k, c31)));
+        if (!m) continue;
+        __m512i h = _mm512_srli_epi32(_mm512_mullo_epi32(k, mul), 23);
+        __m512i w2 = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(h, 5), c15), F2);
+        m = _mm512_mask_test_epi32_mask(m, w2, _mm512_sllv_epi32(one, _mm512_and_si512(h, c31)));
+        while (m) {
+            unsigned j = (unsigned)__builtin_ctz(m);
+            m &= (__mmask16)(m - 1);
+            uint32_t av = u[i + j] & 0x7fffffffu;
+            int s = slot[av >> 16];
+            if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)(i + j); }
+        }
+    }
+    if (i < n) {
+        for (; i < n; i++) {
+            uint32_t av = u[i] & 0x7fffffffu;
+            int s = slot[av >> 16];
+            if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)i; }
+        }
+    }
+}
+
+void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
+                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+    const uint32_t *u = (const uint32_t *)x;
+    static int avx512 = -1;
+    if (avx512 < 0) avx512 = wscan_cpu_has_avx512();
+    if (avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos);
+    else mag_collect_scalar(u, n, slot, vals, idx, pos);
 }
 
 uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch) {

@@ -191,7 +191,7 @@ public enum Sparsity {
             let counts = slotBins[g].map { tables.count(ci, $0) }
             guard counts.contains(where: { $0 > 0 }) else { return }
             let m = values[c.tensor].withUnsafeBufferPointer { p in
-                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, counts: counts) }
+                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, keys: slotBins[g].map { UInt32($0) }, counts: counts) }
             }
             lists.set(ci, m)
         }

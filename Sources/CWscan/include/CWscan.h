@@ -78,8 +78,10 @@ void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
    (zeros and subnormals count 0). Returns -1 if out of memory. */
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
 /* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
-   vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. The caller sizes the slots from the histogram counts. */
-void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
+   vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. keys lists the nkeys keys with a slot (they prefilter 16
+   elements at a time on AVX-512). The caller sizes the slots from the histogram counts. */
+void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
+                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
 /* The r-th smallest (0-based, r < n) of n >= 1 values sharing their top 16 bits, by two 8-bit counting rounds.
    scratch: room for n values. */
 uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch);
