@@ -548,12 +548,14 @@ static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot,
     }
 }
 
+static int mag_avx512 = -1;
+void wscan_mag_use_avx512(int on) { mag_avx512 = on ? wscan_cpu_has_avx512() : 0; }
+
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
                        uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
     const uint32_t *u = (const uint32_t *)x;
-    static int avx512 = -1;
-    if (avx512 < 0) avx512 = wscan_cpu_has_avx512();
-    if (avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos);
+    if (mag_avx512 < 0) mag_avx512 = wscan_cpu_has_avx512();
+    if (mag_avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos);
     else mag_collect_scalar(u, n, slot, vals, idx, pos);
 }
 

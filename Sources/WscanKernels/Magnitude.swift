@@ -53,6 +53,9 @@ public enum MagnitudeKernel {
         return Members(offsets: offsets, bits: bits, index: index)
     }
 
+    /// Tests: false forces the scalar collection loop (the AVX-512 prefilter is the default where available).
+    public static func useAVX512(_ on: Bool) { wscan_mag_use_avx512(on ? 1 : 0) }
+
     /// The r-th smallest (0-based) of non-empty values that share their top 16 bits (one histogram bin).
     public static func select(_ v: [UInt32], _ r: Int) -> UInt32 {
         precondition(r >= 0 && r < v.count)

@@ -1,4 +1,5 @@
 import XCTest
+@testable import WscanKernels
 @testable import WscanFormats
 @testable import WscanAnalysis
 @testable import WscanCatalog
@@ -86,6 +87,11 @@ final class SparsityTests: XCTestCase {
         let total = sorted.count
         let grid = [0.0, 0.05, 0.3, 1.0 / 7, 0.5, 0.9, 0.99]
         let cuts = Sparsity.cuts(values, sparsities: grid)
+        // The scalar collection loop (machines without AVX-512) finds the same cuts.
+        MagnitudeKernel.useAVX512(false)
+        let scalarCuts = Sparsity.cuts(values, sparsities: grid)
+        MagnitudeKernel.useAVX512(true)
+        for (a, b) in zip(cuts, scalarCuts) { XCTAssertEqual([a.value], [b.value]); XCTAssertEqual(a.tensor, b.tensor); XCTAssertEqual(a.index, b.index) }
         let curve = try Sparsity.curve(w, tensors: ["a", "b", "c"], scope: .global, pattern: .unstructured, grid: grid, refine: false)
         for (si, s) in grid.enumerated() {
             let k = Int((s * Double(total)).rounded(.down))

@@ -82,6 +82,8 @@ int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t 
    elements at a time on AVX-512). The caller sizes the slots from the histogram counts. */
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
                        uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
+/* Tests: 0 forces the scalar collection loop, 1 restores the AVX-512 one where the CPU has it. */
+void wscan_mag_use_avx512(int on);
 /* The r-th smallest (0-based, r < n) of n >= 1 values sharing their top 16 bits, by two 8-bit counting rounds.
    scratch: room for n values. */
 uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch);
