@@ -8,24 +8,34 @@ echo "== spectrum analysis of all-MiniLM-L6-v2 (39+ matrices): wscan vs WeightWa
 if [ ! -s "$M/model.safetensors" ]; then echo "MiniLM not fetched: skipped"; else
   db=$(mktemp -d)/b.db
   $BIN index "$M/model.safetensors" --db "$db" >/dev/null
-  t() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N); python3 -c "print($e - $s)"; }
+  # best of three wall times (this machine's timings vary by ±15% run to run)
+  t() { local best=""; for _ in 1 2 3; do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N)
+        best=$(python3 -c "b='$best'; d=$e-$s; print(d if not b else min(float(b), d))"); done; echo "$best"; }
   w1=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1 --no-randomize)
   w1r=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1)
   w2=$(t $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --no-randomize)
-  ww=$(OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python3 - "$M" <<'PY' 2>/dev/null | tail -1
+  # WeightWatcher: analyze() timed inside Python (its import and model construction are not counted). The
+  # first call in a fresh process is what a command-line user pays, as wscan's fresh process does; later calls
+  # in the same process are faster (lazy imports, warm allocator), so both are printed. Two processes, best of each.
+  wwrun() { OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python3 - "$M" <<'PY' 2>/dev/null | tail -1
 import sys, time, logging, warnings
 warnings.filterwarnings("ignore")
 logging.disable(logging.CRITICAL)
 import weightwatcher as ww
 w = ww.WeightWatcher(model=sys.argv[1])
-t = time.time(); w.analyze(); print(time.time() - t)
+times = []
+for _ in range(3):
+    t = time.time(); w.analyze(); times.append(time.time() - t)
+print(times[0], min(times[1:]))
 PY
-)
-  python3 - "$ww" "$w1" "$w1r" "$w2" <<'PY'
+  }
+  read -r f1 s1 <<<"$(wwrun)"; read -r f2 s2 <<<"$(wwrun)"
+  ww=$(python3 -c "print(min($f1, $f2))"); wws=$(python3 -c "print(min($s1, $s2))")
+  python3 - "$ww" "$wws" "$w1" "$w1r" "$w2" <<'PY'
 import sys
-ww, w1, w1r, w2 = map(float, sys.argv[1:])
-print(f"WeightWatcher analyze() (1 BLAS thread)             {ww:7.2f} s")
-print(f"wscan, 1 thread, same metrics + MP fit              {w1:7.2f} s   speed-up {ww/w1:5.1f}x  (goal >= 5x)")
+ww, wws, w1, w1r, w2 = map(float, sys.argv[1:])
+print(f"WeightWatcher analyze(), 1 BLAS thread: first call in a fresh process {ww:5.2f} s; warm (later calls) {wws:5.2f} s")
+print(f"wscan, 1 thread, same metrics + MP fit              {w1:7.2f} s   speed-up {ww/w1:5.1f}x  (goal >= 5x; {wws/w1:.1f}x vs warm)")
 print(f"wscan, 1 thread, + rand_distance                    {w1r:7.2f} s   speed-up {ww/w1r:5.1f}x")
 print(f"wscan, 2 threads, same metrics + MP fit             {w2:7.2f} s   speed-up {ww/w2:5.1f}x")
 PY
