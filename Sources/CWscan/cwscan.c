@@ -417,9 +417,9 @@ static void mag_flush(uint64_t *w, double *tab, uint32_t base, uint32_t lo, uint
         uint32_t e = k >> 7;                      /* biased exponent */
         double *t = tab + 2 * (k - base);
         t[0] += (double)(v >> 45);
-        if (e == 0) continue;                     /* zeros and subnormals: x^2 < 2^-252, counted as 0 */
-        t[1] += e == 255 ? (k == 0x7f80 ? __builtin_inf() : __builtin_nan(""))
-                         : ldexp((double)(v & ((1ull << 45) - 1)), 2 * (int)e - 279);
+        /* zeros and subnormals (x^2 < 2^-252) count 0, and so do Inf and NaN: the caller reports them apart */
+        if (e == 0 || e == 255) continue;
+        t[1] += ldexp((double)(v & ((1ull << 45) - 1)), 2 * (int)e - 279);
     }
 }
 

@@ -55,6 +55,7 @@ public struct SparsityCurve: Codable, Sendable {
     public var points: [SparsityPoint]
     public var essential: EssentialSparsity
     public var evaluator: String?
+    public var warnings: [String]?
 }
 
 /// The exact cut for one sparsity: prune |w| < value, and |w| == value up to (tensor, index) inclusive.
@@ -90,6 +91,8 @@ public enum Sparsity {
             n = cumCount[count.count]; energy = cumEnergy[count.count]
         }
         /// Elements (and their Σw²) in bins below `key`.
+        /// ±Inf and NaN weights: ranked above every finite magnitude (never pruned) and left out of the energy.
+        public var nonFinite: Int { n - countBelow(MagnitudeKernel.nonFiniteKey) }
         @inline(__always) func countBelow(_ key: Int) -> Int { cumCount[min(max(key - lo, 0), count.count)] }
         @inline(__always) func energyBelow(_ key: Int) -> Double { cumEnergy[min(max(key - lo, 0), count.count)] }
     }
@@ -170,9 +173,10 @@ public enum Sparsity {
             for t in members { let h = hists[t]; for i in 0..<h.count.count { cum[h.lo + i - lo + 1] += h.count[i] } }
             for i in cum.indices.dropFirst() { cum[i] += cum[i - 1] }
             let total = cum.last ?? 0
+            let finite = cum[min(max(MagnitudeKernel.nonFiniteKey - lo, 0), cum.count - 1)]   // Inf/NaN are never pruned
             var ws: [Want] = [], bset = Set<Int>()
             for s in sparsities {
-                let k = min(total, max(0, Int((s * Double(total)).rounded(.down))))
+                let k = min(finite, max(0, Int((s * Double(total)).rounded(.down))))
                 if k == 0 { ws.append(Want(k: 0, bin: -1, below: 0)); continue }
                 var a = lo, b = hi - 1                       // smallest bin whose cumulative count reaches k
                 while a < b { let mid = (a + b) / 2; if cum[mid + 1 - lo] >= k { b = mid } else { a = mid + 1 } }
@@ -242,12 +246,15 @@ public enum Sparsity {
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
-        if c.none { return false }
+        if c.none || x.isNaN { return false }                 // NaN ranks above every magnitude: never pruned
         let a = abs(x)
         if a < c.value { return true }
         if a > c.value { return false }
         return (tensor, index) <= (c.tensor, c.index)
     }
+
+    /// |x| with NaN ranked as +∞, so orderings stay strict and non-finite weights are the last to be pruned.
+    @inline(__always) static func magnitude(_ x: Float) -> Float { x.isNaN ? .infinity : abs(x) }
 
     /// Applies a cut (or an N:M pattern) to a copy of the weights.
     public static func prune(_ w: WeightSet, tensors: [String], cut: [String: PruneCut]? = nil, pattern: SparsityPattern = .unstructured) -> WeightSet {
@@ -264,7 +271,7 @@ public enum Sparsity {
                 var g = 0
                 while g + m <= v.count {
                     for j in 0..<m { idx[j] = g + j }
-                    idx.sort { (abs(v[$0]), $0) < (abs(v[$1]), $1) }
+                    idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
                     for j in 0..<n { v[idx[j]] = 0 }
                     g += m
                 }
@@ -331,8 +338,12 @@ public enum Sparsity {
             points.sort { $0.sparsity < $1.sparsity }
             ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         }
+        var warnings: [String] = []
+        for (ti, n) in tensors.enumerated() where H[ti].nonFinite > 0 {
+            warnings.append("\(n): \(H[ti].nonFinite) NaN/±Inf weights, ranked above every finite magnitude (never pruned) and left out of the energy sums")
+        }
         return SparsityCurve(scope: scope, pattern: pattern.description, prunable: prunable, tensors: tensors, points: points,
-                             essential: ess, evaluator: evaluator?.description)
+                             essential: ess, evaluator: evaluator?.description, warnings: warnings.isEmpty ? nil : warnings)
     }
 
     static func pointFromCuts(_ s: Double, w: WeightSet, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
@@ -348,17 +359,20 @@ public enum Sparsity {
                 if let t = taken[ti] { pc += t.count; pe += t.energy }
             }
             prunedCount += pc; prunedEnergy += pe
-            layers.append(.init(name: n, sparsity: h.n > 0 ? Double(pc) / Double(h.n) : 0,
-                                relativeError: h.energy > 0 ? (pe / h.energy).squareRoot() : 0,
-                                retainedEnergy: h.energy > 0 ? 1 - pe / h.energy : 1))
+            let f = prunedFraction(pe, of: h.energy)
+            layers.append(.init(name: n, sparsity: h.n > 0 ? Double(pc) / Double(h.n) : 0, relativeError: f.squareRoot(), retainedEnergy: 1 - f))
         }
         let total = hists.reduce(0) { $0 + $1.n }
         var e: EvalResult? = nil
         if let evaluator { e = try evaluator.evaluate(prune(w, tensors: tensors, cut: cuts)) }
+        let f = prunedFraction(prunedEnergy, of: totalEnergy)
         return SparsityPoint(sparsity: s, achieved: total > 0 ? Double(prunedCount) / Double(total) : 0,
-                             relativeError: totalEnergy > 0 ? (prunedEnergy / totalEnergy).squareRoot() : 0,
-                             retainedEnergy: totalEnergy > 0 ? 1 - prunedEnergy / totalEnergy : 1, layers: layers, eval: e)
+                             relativeError: f.squareRoot(), retainedEnergy: 1 - f, layers: layers, eval: e)
     }
+
+    /// Share of the energy pruned, kept in [0, 1]: the boundary members' exact w² and the kernel's w² rounded to
+    /// 2⁻²⁶ may disagree in the last bits when everything is pruned.
+    static func prunedFraction(_ pruned: Double, of total: Double) -> Double { total > 0 ? min(1, max(0, pruned / total)) : 0 }
 
     static func point(_ s: Double, w: WeightSet, pw: WeightSet, tensors: [String], totalEnergy: Double, evaluator: Evaluator?) throws -> SparsityPoint {
         var layers: [SparsityPoint.LayerPoint] = []
@@ -367,8 +381,9 @@ public enum Sparsity {
             let a = w.values[t]!, b = pw.values[t]!
             var le = 0.0, lt = 0.0, lz = 0
             for i in a.indices {
-                let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
                 if b[i] == 0 { lz += 1 }
+                guard a[i].isFinite else { continue }        // as in the histogram path: Inf/NaN outside the energy
+                let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
             }
             zeros += lz; n += a.count; pe += le
             layers.append(.init(name: t, sparsity: Double(lz) / Double(max(1, a.count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,

@@ -8,9 +8,11 @@ public enum MagnitudeKernel {
     /// Bins of the |x| key: the IEEE-754 pattern without the sign, top 15 bits (monotone in |x|).
     public static let bins = Int(WSCAN_MAG_BINS)
     @inline(__always) public static func key(_ x: Float) -> Int { Int((x.bitPattern & 0x7FFF_FFFF) >> 16) }
+    /// Keys from here up hold ±Inf and NaN (exponent all ones).
+    public static let nonFiniteKey = 0x7F80
 
     /// Per-key (count, Σx²) of |x| over the populated keys: `pairs[2·(key − lo)]` and `pairs[2·(key − lo) + 1]`.
-    /// Counts are exact; each x² is rounded to 2⁻²⁶ relative in the kernel (zeros and subnormals count 0).
+    /// Counts are exact; each x² is rounded to 2⁻²⁶ relative in the kernel (zeros, subnormals, Inf and NaN count 0).
     public struct Histogram: Sendable {
         public var lo: Int, hi: Int          // hi < lo when empty
         public var pairs: [Double]

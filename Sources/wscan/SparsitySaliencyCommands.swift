@@ -101,6 +101,7 @@ struct SparsityCommand: ParsableCommand {
             try SafetensorsWriter.write(ordered.entries(), metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern], to: out)
             written = out
         }
+        for w in curve.warnings ?? [] { printErr("wscan: warning: \(w)") }
         if catalog.json { print(Fmt.json(curve)); return }
         print("\(row.name): \(pattern) \(scope) magnitude pruning of \(prunable.count) tensors (\(Fmt.count(curve.prunable)) weights)")
         if let ev = evaluator { print("evaluator: \(ev.description)") } else { print("no evaluator (--data or --eval): data-free metrics only") }

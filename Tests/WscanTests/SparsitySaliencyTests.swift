@@ -112,6 +112,37 @@ final class SparsityTests: XCTestCase {
         }
     }
 
+    /// NaN and ±Inf weights are never pruned, stay out of the energy sums and are reported; the pruned copy
+    /// written at an extreme sparsity keeps them (read back by numpy).
+    func testNonFiniteWeightsAreNeverPrunedAndReported() throws {
+        var v = (0..<1000).map { Float($0 % 97) / 97 - 0.5 }
+        v[10] = .nan; v[20] = .infinity; v[30] = -.infinity
+        let w = WeightSet(names: ["w"], shapes: ["w": [40, 25]], values: ["w": v])
+        let c = try Sparsity.curve(w, tensors: ["w"], scope: .global, pattern: .unstructured, grid: [0, 0.5, 0.999], refine: false)
+        XCTAssertEqual(c.warnings?.count, 1)
+        XCTAssertTrue(c.warnings?.first?.contains("3 NaN/±Inf") ?? false, "\(c.warnings ?? [])")
+        let finiteEnergy = v.filter(\.isFinite).reduce(0.0) { $0 + Double($1) * Double($1) }
+        for p in c.points {
+            XCTAssertTrue(p.retainedEnergy.isFinite && p.relativeError.isFinite)
+            let k = min(997, Int((p.sparsity * 1000).rounded(.down)))
+            XCTAssertEqual(p.achieved, Double(k) / 1000, accuracy: 1e-12, "capped at the finite weights")
+            let kept = Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: p.sparsity).values["w"]!
+            XCTAssertTrue(kept[10].isNaN); XCTAssertEqual(kept[20], .infinity); XCTAssertEqual(kept[30], -.infinity)
+            let e = kept.filter(\.isFinite).reduce(0.0) { $0 + Double($1) * Double($1) }
+            XCTAssertEqual(p.retainedEnergy, e / finiteEnergy, accuracy: 1e-7)
+        }
+        let file = tmp.path("nonfinite.safetensors")
+        let p = Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: 0.999)
+        try SafetensorsWriter.write(p.entries(), to: file)
+        let out = try runPython("""
+            import numpy as np
+            from safetensors.numpy import load_file
+            w = load_file('\(file)')['w']
+            print(int(np.isnan(w).sum()), int(np.isinf(w).sum()), int(np.count_nonzero(w)))
+            """)
+        XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), "1 2 3")
+    }
+
     func testDataFreeCurveUsesRetainedEnergy() throws {
         let (w, tensors, _) = try load("mlp_seed1.safetensors")
         let c = try Sparsity.curve(w, tensors: tensors, scope: .global, pattern: .unstructured, tolerance: 0.01, evaluator: nil)

@@ -57,6 +57,21 @@ func runWscan(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: 
     return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
 }
 
+/// Runs a Python snippet (the real numpy/safetensors); returns its standard output, failing on a non-zero exit.
+func runPython(_ code: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", code]
+    let o = Pipe(), e = Pipe()
+    p.standardOutput = o; p.standardError = e
+    try p.run()
+    let od = o.fileHandleForReading.readDataToEndOfFile()
+    let ed = e.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    XCTAssertEqual(p.terminationStatus, 0, String(decoding: ed, as: UTF8.self), file: file, line: line)
+    return String(decoding: od, as: UTF8.self)
+}
+
 func loadJSON(_ url: URL) throws -> Any { try JSONSerialization.jsonObject(with: Data(contentsOf: url)) }
 
 /// Asserts that `body` throws a FormatError of `kind` whose message contains `contains`.

@@ -75,7 +75,7 @@ void wscan_free(void *p);
 void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
 /* Adds (1, x^2) for every x to the (count, sum of squares) pair of its key: tab[2*(key-lo)], tab[2*(key-lo)+1]
    for keys in [lo, hi] (the range wscan_mag_range gave). Counts are exact; each x^2 is rounded to 2^-26 relative
-   (zeros and subnormals count 0). Returns -1 if out of memory. */
+   (zeros, subnormals, Inf and NaN count 0). Returns -1 if out of memory. */
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
 /* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
    vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. keys lists the nkeys keys with a slot (they prefilter 16
