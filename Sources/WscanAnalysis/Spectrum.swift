@@ -119,6 +119,12 @@ public struct MatrixSpectrum: Codable, Sendable {
     }
 }
 
+/// A matrix holding NaN or ±Inf has no spectrum; LAPACK would reject it or return garbage.
+public struct NonFiniteMatrix: Error, CustomStringConvertible {
+    public var nan: Int, inf: Int
+    public var description: String { "\(nan) NaN and \(inf) ±Inf values: no spectrum" }
+}
+
 public enum SpectrumAnalyzer {
     /// Singular values (descending) of a rows×cols row-major matrix, exact, in Double.
     public static func singularValues(_ a: [Float], rows: Int, cols: Int) throws -> (values: [Double], method: SpectrumMethod) {
@@ -133,6 +139,9 @@ public enum SpectrumAnalyzer {
 
     public static func analyze(_ w: WeightMatrix, options: SpectrumOptions = SpectrumOptions()) throws -> MatrixSpectrum {
         let t0 = Date()
+        var nan = 0, inf = 0
+        for s in w.slices { for x in s where !x.isFinite { if x.isNaN { nan += 1 } else { inf += 1 } } }
+        if nan + inf > 0 { throw NonFiniteMatrix(nan: nan, inf: inf) }
         var sv: [Double] = []
         var method = SpectrumMethod.gesdd
         for s in w.slices {

@@ -246,9 +246,20 @@ public final class Catalog: @unchecked Sendable {
         return h.hex()
     }
 
-    static func json<T: Encodable>(_ v: T) -> String {
+    /// JSON as the catalog stores it: sorted keys, and ±∞ / NaN (an all-zero matrix has log_norm = −∞) as the
+    /// strings "inf", "-inf", "nan", which `jsonDecoder` reads back.
+    static func jsonEncoder() -> JSONEncoder {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(v)) ?? Data("null".utf8), as: UTF8.self)
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }
+    static func jsonDecoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
+    }
+    static func json<T: Encodable>(_ v: T) -> String {
+        String(decoding: (try? jsonEncoder().encode(v)) ?? Data("null".utf8), as: UTF8.self)
     }
 }

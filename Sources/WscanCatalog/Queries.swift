@@ -30,7 +30,7 @@ public struct CheckpointRow: Codable, Sendable {
 
     static func decode<T: Decodable>(_ s: String?) -> T? {
         guard let s, let d = s.data(using: .utf8) else { return nil }
-        return try? JSONDecoder().decode(T.self, from: d)
+        return try? Catalog.jsonDecoder().decode(T.self, from: d)
     }
 }
 

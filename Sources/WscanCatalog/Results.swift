@@ -16,10 +16,7 @@ extension Catalog {
     public func storeResult<T: Encodable, P: Encodable>(kind: String, checkpoint: Int64?, other: Int64? = nil, params: P,
                                                         summary: String?, data: T) throws {
         let p = Self.json(params)
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let d = String(decoding: try e.encode(data), as: UTF8.self)
+        let d = String(decoding: try Self.jsonEncoder().encode(data), as: UTF8.self)
         try db.write { db in
             try db.execute(sql: "DELETE FROM results WHERE kind = ? AND checkpoint_id IS ? AND other_id IS ? AND params = ?",
                            arguments: [kind, checkpoint, other, p])
@@ -46,8 +43,6 @@ extension Catalog {
     }
 
     public func decodeResult<T: Decodable>(_ r: StoredResult, as: T.Type) throws -> T {
-        let d = JSONDecoder()
-        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try d.decode(T.self, from: r.data)
+        try Self.jsonDecoder().decode(T.self, from: r.data)
     }
 }

@@ -54,8 +54,7 @@ extension Catalog {
                 }
                 let blob: Data = r["singular_values"] ?? Data()
                 let sv: [Double] = blob.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
-                guard let mj = (r["metrics"] as String?)?.data(using: .utf8),
-                      let m = try? JSONDecoder().decode(SpectrumMetrics.self, from: mj) else {
+                guard let m: SpectrumMetrics = CheckpointRow.decode(r["metrics"] as String?) else {
                     return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: "stored metrics unreadable", spectrum: nil, energies: energies)
                 }
                 let s = MatrixSpectrum(name: r["tensor"], shape: shape, rows: r["rows"], cols: r["cols"], slices: r["slices"],

@@ -59,7 +59,6 @@ public enum SpectrumRunner {
         let small = jobs.filter { !big.contains($0) }
         let lock = NSLock()
         var done = 0
-        var firstError: Error?
         func work(_ i: Int) {
             let t = selected[i]
             do {
@@ -71,8 +70,8 @@ public enum SpectrumRunner {
                 progress?(d, jobs.count, t.name)
             } catch {
                 lock.lock()
-                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: "analysis failed: \(error)", spectrum: nil, energies: request.options.energies)
-                if firstError == nil { firstError = error }
+                let why = error is NonFiniteMatrix ? "\(error)" : "analysis failed: \(error)"
+                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: request.options.energies)
                 done += 1; lock.unlock()
             }
         }

@@ -143,6 +143,30 @@ final class SpectrumTests: XCTestCase {
         for (a, b) in zip(s.singularValues, pooled.sorted(by: >)) { XCTAssertEqual(a, b, accuracy: 1e-9) }
     }
 
+    /// A matrix with NaN/±Inf is skipped with the count (LAPACK never sees it); an all-zero matrix (log_norm −∞)
+    /// is stored and read back from the catalog on the next run instead of turning "unreadable".
+    func testNonFiniteSkippedAndInfiniteMetricsSurviveTheCatalog() throws {
+        let tmp = TempDir()
+        let file = tmp.path("odd.safetensors")
+        var bad = [Float](repeating: 0.5, count: 64 * 32); bad[5] = .nan; bad[9] = .infinity
+        try SafetensorsWriter.write([
+            .init(name: "bad", dtype: .f32, shape: [64, 32], bytes: bad.withUnsafeBytes { Array($0) }),
+            .init(name: "zero", dtype: .f32, shape: [16, 16], bytes: [UInt8](repeating: 0, count: 16 * 16 * 4)),
+        ], to: file)
+        let db = tmp.path("c.db")
+        for run in 0..<2 {
+            let r = try runWscan(["analyze", "spectrum", file, "--db", db, "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            let recs = j["layers"] as? [[String: Any]] ?? []
+            let byName = Dictionary(recs.map { ($0["tensor"] as! String, $0) }, uniquingKeysWith: { a, _ in a })
+            XCTAssertEqual(byName["bad"]?["skipReason"] as? String, "1 NaN and 1 ±Inf values: no spectrum", "run \(run)")
+            XCTAssertNil(byName["zero"]?["skipReason"], "run \(run): \(byName["zero"] ?? [:])")
+            let m = ((byName["zero"]?["spectrum"] as? [String: Any])?["metrics"] as? [String: Any]) ?? [:]
+            XCTAssertEqual(m["logNorm"] as? String, "-inf", "run \(run)")
+        }
+    }
+
     func testRankMetricsOnKnownSpectrum() {
         // σ = 4, 2, 1, 1 (λ = 16, 4, 1, 1): stable rank 22/16, 90% energy needs rank 2 (20/22 = 0.909).
         let m = SpectrumAnalyzer.computeMetrics([4, 2, 1, 1], rows: 4, cols: 4, energies: [0.5, 0.9, 0.99])
