@@ -311,6 +311,7 @@ int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
        (never a float64 copy of the whole matrix). Tall (n <= m): A^T A over row panels; wide: A A^T over
        column panels. */
     int k = m < n ? m : n;
+    if (k <= 0) return 0;                              /* an empty matrix has no eigenvalues */
     double *g = calloc((size_t)k * (size_t)k, sizeof(double));
     if (!g) return -1000;
     size_t other = (size_t)(n <= m ? m : n);          /* the summed dimension */
@@ -444,6 +445,9 @@ void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax) {
 /* Per-thread packed tables (four, so consecutive elements update different words and a repeated key does not
    serialise on one store-to-load chain), allocated once and always left zeroed: flushing clears what it touched. */
 static __thread uint64_t *mag_scratch;
+static pthread_key_t mag_key;
+static pthread_once_t mag_key_once = PTHREAD_ONCE_INIT;
+static void mag_key_make(void) { pthread_key_create(&mag_key, free); }   /* frees a worker's tables when it exits */
 #define WSCAN_MAG_BLOCK 1024
 
 /* Keys and packed words of a block, computed eight at a time: the 24-bit significand squared with vpmuludq.
@@ -475,7 +479,11 @@ static void mag_terms(const uint32_t *u, size_t n, uint64_t *key, uint64_t *term
 
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi) {
     const uint32_t *u = (const uint32_t *)x;
-    if (!mag_scratch && !(mag_scratch = calloc(4 * (size_t)WSCAN_MAG_BINS, sizeof(uint64_t)))) return -1;
+    if (!mag_scratch) {
+        if (!(mag_scratch = calloc(4 * (size_t)WSCAN_MAG_BINS, sizeof(uint64_t)))) return -1;
+        pthread_once(&mag_key_once, mag_key_make);
+        pthread_setspecific(mag_key, mag_scratch);
+    }
     uint64_t *w0 = mag_scratch, *w1 = w0 + WSCAN_MAG_BINS, *w2 = w1 + WSCAN_MAG_BINS, *w3 = w2 + WSCAN_MAG_BINS;
     uint64_t key[WSCAN_MAG_BLOCK], term[WSCAN_MAG_BLOCK];
     for (size_t s = 0; s < n; s += WSCAN_MAG_SUB) {
@@ -549,12 +557,14 @@ static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot,
 }
 
 static int mag_avx512 = -1;
-void wscan_mag_use_avx512(int on) { mag_avx512 = on ? wscan_cpu_has_avx512() : 0; }
+/* The AVX-512 loop where the CPU has it, unless WSCAN_NO_AVX512 is set (as for the statistics kernel). */
+static int mag_avx512_default(void) { return wscan_cpu_has_avx512() && !getenv("WSCAN_NO_AVX512"); }
+void wscan_mag_use_avx512(int on) { mag_avx512 = on ? mag_avx512_default() : 0; }
 
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
                        uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
     const uint32_t *u = (const uint32_t *)x;
-    if (mag_avx512 < 0) mag_avx512 = wscan_cpu_has_avx512();
+    if (mag_avx512 < 0) mag_avx512 = mag_avx512_default();
     if (mag_avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos);
     else mag_collect_scalar(u, n, slot, vals, idx, pos);
 }

@@ -60,10 +60,9 @@ public enum Saliency {
         let tensors = scores.names
         let total = tensors.reduce(0) { $0 + scores.values[$1]!.count }
         let keep = Int((top * Double(total)).rounded())
-        let pruneFraction = total > 0 ? Double(total - keep) / Double(total) : 0
         // The (total − keep) least salient, found by selection, are masked out.
         let values = tensors.map { scores.values[$0]! }
-        var cut = Sparsity.cuts(values, sparsities: [pruneFraction])[0]
+        var cut = Sparsity.cuts(values, counts: [total - keep])[0]
         if total - keep <= 0 { cut.none = true }
         var masks: [String: [UInt8]] = [:]
         var layers: [SaliencyLayer] = []

@@ -9,7 +9,7 @@ import WscanKernels
 /// counts and Σw² (a C kernel: one 16-byte add per element); for every grid point the bin holding the k-th
 /// smallest magnitude follows from cumulative counts, and a second, branch-free pass collects the indices of
 /// only those boundary bins' elements, where selection finds the exact threshold. Ties at the threshold are broken by tensor
-/// order, then element index, so exactly k weights are pruned.
+/// order, then element index, so exactly k = `count(s, of: n)` weights are pruned.
 public enum SparsityPattern: Equatable, Sendable, CustomStringConvertible {
     case unstructured
     case nm(n: Int, m: Int)     // N zeros in every group of M consecutive weights along the input (last) axis
@@ -156,7 +156,13 @@ public enum Sparsity {
     /// Pass 1 (histograms) gives, for each sparsity, the bin holding the k-th smallest |w| of the group; pass 2
     /// collects just those bins' elements, and a radix selection on the low 16 bits inside each bin gives the
     /// exact value. Ties at the threshold go in scan order (group order, then index).
-    static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double]) -> [[CutResult]] {
+    /// How many of n weights sparsity s prunes: ⌊s·n⌋, computed so that a decimal fraction gives the count a person
+    /// expects (0.29 of 100 is 29, although 0.29·100 is 28.999999999999996 in binary floating point).
+    public static func count(_ s: Double, of n: Int) -> Int { min(n, max(0, Int((s * Double(n) * (1 + 1e-12)).rounded(.down)))) }
+
+    /// `counts`, when given, are exact numbers to prune per sparsity slot (one group only), instead of fractions.
+    static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double],
+                           counts: [Int]? = nil) -> [[CutResult]] {
         let chunks = tables.chunks
         var chunksOf = [[Int]](repeating: [], count: values.count)
         for (ci, c) in chunks.enumerated() { chunksOf[c.tensor].append(ci) }
@@ -175,8 +181,8 @@ public enum Sparsity {
             let total = cum.last ?? 0
             let finite = cum[min(max(MagnitudeKernel.nonFiniteKey - lo, 0), cum.count - 1)]   // Inf/NaN are never pruned
             var ws: [Want] = [], bset = Set<Int>()
-            for s in sparsities {
-                let k = min(finite, max(0, Int((s * Double(total)).rounded(.down))))
+            for (si, s) in sparsities.enumerated() {
+                let k = min(finite, max(0, counts?[si] ?? count(s, of: total)))
                 if k == 0 { ws.append(Want(k: 0, bin: -1, below: 0)); continue }
                 var a = lo, b = hi - 1                       // smallest bin whose cumulative count reaches k
                 while a < b { let mid = (a + b) / 2; if cum[mid + 1 - lo] >= k { b = mid } else { a = mid + 1 } }
@@ -243,6 +249,13 @@ public enum Sparsity {
         let tables = Tables(values)
         return cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: [Array(values.indices)],
                           sparsities: sparsities)[0].map(\.cut)
+    }
+
+    /// Global cuts that prune exactly `counts[i]` of `values` (the smallest magnitudes; NaN/±Inf never).
+    public static func cuts(_ values: [[Float]], counts: [Int]) -> [PruneCut] {
+        let tables = Tables(values)
+        return cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: [Array(values.indices)],
+                          sparsities: counts.map { _ in 0 }, counts: counts)[0].map(\.cut)
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {

@@ -9,6 +9,8 @@ public struct SpectrumRecord: Codable, Sendable {
     public var skipReason: String?
     public var spectrum: MatrixSpectrum?
     public var energies: [Double]
+    /// The skip reason of a stored row whose metrics no longer decode (written by an older wscan): it is analysed again.
+    public static let unreadable = "stored metrics unreadable"
 }
 
 extension Catalog {
@@ -55,7 +57,7 @@ extension Catalog {
                 let blob: Data = r["singular_values"] ?? Data()
                 let sv: [Double] = blob.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
                 guard let m: SpectrumMetrics = CheckpointRow.decode(r["metrics"] as String?) else {
-                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: "stored metrics unreadable", spectrum: nil, energies: energies)
+                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: SpectrumRecord.unreadable, spectrum: nil, energies: energies)
                 }
                 let s = MatrixSpectrum(name: r["tensor"], shape: shape, rows: r["rows"], cols: r["cols"], slices: r["slices"],
                                        kind: r["kind"], method: r["method"], singularValues: sv, metrics: m,

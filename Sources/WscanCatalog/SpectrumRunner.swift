@@ -28,7 +28,8 @@ public enum SpectrumRunner {
         let stored = try catalog.spectra(checkpoint: row.id)
         let tensors = try catalog.tensors(checkpoint: row.id).filter { globMatch(request.tensorGlob, $0.name) }
         let storedByName = Dictionary(stored.map { ($0.tensor, $0) }, uniquingKeysWith: { a, _ in a })
-        if !request.force, !tensors.isEmpty, tensors.allSatisfy({ storedByName[$0.name] != nil }) {
+        if !request.force, !tensors.isEmpty,
+           tensors.allSatisfy({ storedByName[$0.name].map { $0.skipReason != SpectrumRecord.unreadable } ?? false }) {
             // Re-use: energy ranks are recomputed from the stored singular values if other energies are asked for.
             return tensors.map { t in
                 var r = storedByName[t.name]!

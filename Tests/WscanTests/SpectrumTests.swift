@@ -1,4 +1,6 @@
 import XCTest
+import GRDB
+@testable import WscanCatalog
 @testable import WscanFormats
 @testable import WscanAnalysis
 @testable import WscanKernels
@@ -165,6 +167,13 @@ final class SpectrumTests: XCTestCase {
             let m = ((byName["zero"]?["spectrum"] as? [String: Any])?["metrics"] as? [String: Any]) ?? [:]
             XCTAssertEqual(m["logNorm"] as? String, "-inf", "run \(run)")
         }
+        // A row an older wscan stored with undecodable metrics is analysed again, not shown as skipped.
+        let q = try DatabaseQueue(path: db)
+        try q.write { try $0.execute(sql: "UPDATE spectra SET metrics = 'null' WHERE tensor = 'zero'") }
+        let r = try runWscan(["analyze", "spectrum", file, "--db", db, "--json"])
+        XCTAssertFalse(r.out.contains(SpectrumRecord.unreadable), r.out)
+        let after: String? = try q.read { try String.fetchOne($0, sql: "SELECT metrics FROM spectra WHERE tensor = 'zero'") }
+        XCTAssertNotEqual(after, "null")
     }
 
     func testRankMetricsOnKnownSpectrum() {

@@ -43,33 +43,33 @@ func safetensorsBytes(header: String, data: [UInt8], headerLength: UInt64? = nil
     return out + h + data
 }
 
-func runWscan(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+/// Runs a process to completion, draining stdout and stderr concurrently (a full pipe must never block it).
+func runProcess(_ exe: URL, _ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
-    p.executableURL = Paths.wscanBinary
+    p.executableURL = exe
     p.arguments = args
     if let cwd { p.currentDirectoryURL = cwd }
     let o = Pipe(), e = Pipe()
     p.standardOutput = o; p.standardError = e
     try p.run()
+    var ed = Data()
+    let drained = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async { ed = e.fileHandleForReading.readDataToEndOfFile(); drained.signal() }
     let od = o.fileHandleForReading.readDataToEndOfFile()
-    let ed = e.fileHandleForReading.readDataToEndOfFile()
+    drained.wait()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
 }
 
+func runWscan(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+    try runProcess(Paths.wscanBinary, args, cwd: cwd)
+}
+
 /// Runs a Python snippet (the real numpy/safetensors); returns its standard output, failing on a non-zero exit.
 func runPython(_ code: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", code]
-    let o = Pipe(), e = Pipe()
-    p.standardOutput = o; p.standardError = e
-    try p.run()
-    let od = o.fileHandleForReading.readDataToEndOfFile()
-    let ed = e.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    XCTAssertEqual(p.terminationStatus, 0, String(decoding: ed, as: UTF8.self), file: file, line: line)
-    return String(decoding: od, as: UTF8.self)
+    let r = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", code])
+    XCTAssertEqual(r.status, 0, r.err, file: file, line: line)
+    return r.out
 }
 
 func loadJSON(_ url: URL) throws -> Any { try JSONSerialization.jsonObject(with: Data(contentsOf: url)) }

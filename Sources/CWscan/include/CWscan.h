@@ -74,7 +74,8 @@ void wscan_free(void *p);
 /* The range [*kmin, *kmax] of |x| keys (top 15 bits of the IEEE pattern after the sign; monotone in |x|). */
 void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
 /* Adds (1, x^2) for every x to the (count, sum of squares) pair of its key: tab[2*(key-lo)], tab[2*(key-lo)+1]
-   for keys in [lo, hi] (the range wscan_mag_range gave). Counts are exact; each x^2 is rounded to 2^-26 relative
+   for keys in [lo, hi], which must be the range wscan_mag_range gave for the same x (a narrower one corrupts
+   the per-thread tables). Counts are exact; each x^2 is rounded to 2^-26 relative
    (zeros, subnormals, Inf and NaN count 0). Returns -1 if out of memory. */
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
 /* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
