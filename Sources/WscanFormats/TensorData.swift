@@ -43,6 +43,20 @@ public enum TensorData {
     /// Streams a tensor's stored elements (in storage order) as Float chunks. Byte-swaps big-endian data.
     public static func forEachChunk(_ ck: Checkpoint, _ t: TensorInfo, chunk: Int = chunkElements,
                                     _ body: (UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let lanes = lanes(t.dtype)
+        var buf: UnsafeMutablePointer<Float>?
+        defer { buf?.deallocate() }
+        try storedRuns(ck, t, chunk: chunk) { src, i, n, step in
+            if buf == nil { buf = .allocate(capacity: step * lanes) }
+            try decode(t.dtype, src, n, buf!)
+            try body(UnsafeBufferPointer(start: buf, count: n * lanes))
+        }
+    }
+
+    /// The stored byte runs of at most `chunk` elements (whole quantisation blocks), byte-swapped to little-endian
+    /// where needed: body(source, first element, element count, step).
+    static func storedRuns(_ ck: Checkpoint, _ t: TensorInfo, chunk: Int,
+                           _ body: (UnsafeRawPointer, Int, Int, Int) throws -> Void) throws {
         guard t.dtype.decodable else { throw FormatError(.unsupported, t.note ?? "no decoder for \(t.dtype.rawValue)") }
         let raw = ck.bytes(of: t)
         guard let base = raw.baseAddress else { return }
@@ -51,8 +65,6 @@ public enum TensorData {
         var step = chunk
         if let b = t.dtype.block { step = max(b.elements, (chunk / b.elements) * b.elements) }
         if t.dtype == .f4 { step = (chunk / 2) * 2 }
-        let buf = UnsafeMutablePointer<Float>.allocate(capacity: step * lanes)
-        defer { buf.deallocate() }
         let swapBuf: UnsafeMutableRawPointer? = t.bigEndian ? .allocate(byteCount: step * (t.dtype.bits ?? 8) / 8, alignment: 64) : nil
         defer { swapBuf?.deallocate() }
         var i = 0
@@ -65,8 +77,7 @@ public enum TensorData {
                 Decode.byteSwap(src, n * lanes, size: size, sb)
                 src = UnsafeRawPointer(sb)
             }
-            try decode(t.dtype, src, n, buf)
-            try body(UnsafeBufferPointer(start: buf, count: n * lanes))
+            try body(src, i, n, step)
             i += n
         }
     }
@@ -86,9 +97,13 @@ public enum TensorData {
     /// The whole tensor as row-major Float (Fortran and strided layouts gathered into C order).
     public static func floats(_ ck: Checkpoint, _ t: TensorInfo) throws -> [Float] {
         let n = t.elementCount * lanes(t.dtype)
-        var stored = [Float]()
-        stored.reserveCapacity(storedElements(t) * lanes(t.dtype))
-        try forEachChunk(ck, t) { stored.append(contentsOf: $0) }
+        let ln = lanes(t.dtype)
+        // Decoded straight into the result (no staging buffer), the source pre-faulted in one call.
+        ck.bytes(of: t).prefault()
+        var stored = try [Float](unsafeUninitializedCapacity: storedElements(t) * ln) { dst, count in
+            try storedRuns(ck, t, chunk: chunkElements) { src, i, k, _ in try decode(t.dtype, src, k, dst.baseAddress! + i * ln) }
+            count = dst.count
+        }
         switch t.layout {
         case .contiguous:
             guard stored.count >= n else { throw FormatError(.bounds, "tensor '\(t.name)' has fewer elements than its shape") }
@@ -97,9 +112,9 @@ public enum TensorData {
         case .fortran:
             var strides = [Int](repeating: 1, count: t.shape.count)
             for k in 1..<max(1, t.shape.count) { strides[k] = strides[k - 1] * t.shape[k - 1] }
-            return try gather(stored, shape: t.shape, strides: strides, offset: 0, lanes: lanes(t.dtype))
+            return try gather(stored, shape: t.shape, strides: strides, offset: 0, lanes: ln)
         case let .strided(strides, offset):
-            return try gather(stored, shape: t.shape, strides: strides, offset: offset, lanes: lanes(t.dtype))
+            return try gather(stored, shape: t.shape, strides: strides, offset: offset, lanes: ln)
         }
     }
 
