@@ -112,6 +112,64 @@ final class SparsityTests: XCTestCase {
         }
     }
 
+    /// Randomised against brute force: 150 small weight sets (0–4 tensors of 0–3000 values mixing ties, zeros,
+    /// subnormals, negatives, NaN and ±Inf), random grids, both scopes. The pruned set must be exactly the first k
+    /// of the order (|w| with NaN as +∞, tensor, index), k = min(count(s, n), finite), and the energies must match.
+    func testCutsAgainstBruteForceOnRandomInputs() throws {
+        var rng = SplitMix64(seed: 2026)
+        func r(_ n: UInt64) -> Int { Int(rng.next() % n) }
+        for trial in 0..<150 {
+            let nt = r(5)
+            var w = WeightSet()
+            for t in 0..<nt {
+                let n = [0, 1, 7, 64, 513, 3000][r(6)]
+                let v: [Float] = (0..<n).map { _ in
+                    switch r(10) {
+                    case 0: return [0.5, -0.5, 0.25][r(3)]
+                    case 1: return r(2) == 0 ? 0 : -0.0
+                    case 2: return Float(bitPattern: UInt32(r(0x7FFFFF) + 1))
+                    case 3: return r(20) == 0 ? [Float.nan, .infinity, -.infinity][r(3)] : 1e-3
+                    default: return Float(Double(r(2_000_001)) / 1e6 - 1)
+                    }
+                }
+                w.names.append("t\(t)"); w.shapes["t\(t)"] = [1, n]; w.values["t\(t)"] = v
+            }
+            let grid = (0..<(1 + r(5))).map { _ in Double(r(1000)) / 1000 }
+            for scope in [SparsityScope.global, .layer] {
+                for s in grid {
+                    let pw = Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: s)
+                    let groups: [[Int]] = scope == .global ? [Array(w.names.indices)] : w.names.indices.map { [$0] }
+                    for g in groups {
+                        var order: [(Float, Int, Int)] = []
+                        for t in g { for (i, x) in w.values[w.names[t]]!.enumerated() { order.append((x.isNaN ? .infinity : abs(x), t, i)) } }
+                        order.sort { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }
+                        let finite = order.filter { $0.0.isFinite }.count
+                        let k = min(Sparsity.count(s, of: order.count), finite)
+                        var expect = Set<Int>()
+                        for e in order.prefix(k) { expect.insert(e.1 << 32 | e.2) }
+                        for t in g {
+                            let a = w.values[w.names[t]]!, b = pw.values[w.names[t]]!
+                            for i in a.indices {
+                                let zeroed = b[i] == 0 && a[i] != 0
+                                if a[i] != 0 || a[i].isNaN {
+                                    XCTAssertEqual(zeroed, expect.contains(t << 32 | i), "trial \(trial) \(scope) s=\(s) t\(t)[\(i)]=\(a[i])")
+                                }
+                            }
+                        }
+                    }
+                }
+                let c = try Sparsity.curve(w, tensors: w.names, scope: scope, pattern: .unstructured, grid: grid, refine: false)
+                for p in c.points {
+                    let pw = Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
+                    var all = 0.0, cut = 0.0
+                    for n in w.names { for (x, y) in zip(w.values[n]!, pw.values[n]!) where x.isFinite {
+                        all += Double(x) * Double(x); cut += Double(x - y) * Double(x - y) } }
+                    XCTAssertEqual(p.retainedEnergy, all > 0 ? 1 - cut / all : 1, accuracy: 1e-7, "trial \(trial) \(scope) s=\(p.sparsity)")
+                }
+            }
+        }
+    }
+
     /// NaN and ±Inf weights are never pruned, stay out of the energy sums and are reported; the pruned copy
     /// written at an extreme sparsity keeps them (read back by numpy).
     func testNonFiniteWeightsAreNeverPrunedAndReported() throws {
