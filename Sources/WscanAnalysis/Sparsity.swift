@@ -68,8 +68,6 @@ public struct PruneCut: Sendable {
 }
 
 public enum Sparsity {
-    static let bins = MagnitudeKernel.bins
-    @inline(__always) static func key(_ x: Float) -> Int { MagnitudeKernel.key(x) }
     /// Tensors are histogrammed in chunks of at most this many elements, so one big embedding doesn't leave a core idle.
     static let chunkElements = 1 << 20
 
@@ -90,9 +88,9 @@ public enum Sparsity {
             for b in 0..<count.count { cumCount[b + 1] = cumCount[b] + count[b]; cumEnergy[b + 1] = cumEnergy[b] + sumsq[b] }
             n = cumCount[count.count]; energy = cumEnergy[count.count]
         }
-        /// Elements (and their Σw²) in bins below `key`.
         /// ±Inf and NaN weights: ranked above every finite magnitude (never pruned) and left out of the energy.
         public var nonFinite: Int { n - countBelow(MagnitudeKernel.nonFiniteKey) }
+        /// Elements (and their Σw²) in bins below `key`.
         @inline(__always) func countBelow(_ key: Int) -> Int { cumCount[min(max(key - lo, 0), count.count)] }
         @inline(__always) func energyBelow(_ key: Int) -> Double { cumEnergy[min(max(key - lo, 0), count.count)] }
     }
@@ -111,9 +109,13 @@ public enum Sparsity {
     /// Pass 1 over the weights: per-chunk histograms (kept for the boundary counts), merged per tensor by `hists`.
     struct Tables {
         let chunks: [Chunk]
+        let chunksOf: [[Int]]                  // chunk indices of each tensor, in order
         let tab: [MagnitudeKernel.Histogram]
         init(_ values: [[Float]]) {
             let chunks = Sparsity.chunks(values)
+            var of = [[Int]](repeating: [], count: values.count)
+            for (ci, c) in chunks.enumerated() { of[c.tensor].append(ci) }
+            chunksOf = of
             let box = UnsafeSendableBox([MagnitudeKernel.Histogram?](repeating: nil, count: chunks.count))
             DispatchQueue.concurrentPerform(iterations: chunks.count) { ci in
                 let c = chunks[ci]
@@ -124,12 +126,10 @@ public enum Sparsity {
         }
         func count(_ ci: Int, _ key: Int) -> Int { tab[ci].count(key) }
 
-        func hists(tensors: Int) -> [Hist] {
-            let byTensor = Dictionary(grouping: chunks.indices, by: { chunks[$0].tensor })
-            let box = UnsafeSendableBox([Hist?](repeating: nil, count: tensors))
-            DispatchQueue.concurrentPerform(iterations: tensors) { t in
-                let cs = byTensor[t] ?? []
-                let full = cs.filter { tab[$0].hi >= tab[$0].lo }
+        func hists() -> [Hist] {
+            let box = UnsafeSendableBox([Hist?](repeating: nil, count: chunksOf.count))
+            DispatchQueue.concurrentPerform(iterations: chunksOf.count) { t in
+                let full = chunksOf[t].filter { tab[$0].hi >= tab[$0].lo }
                 let l = full.map { tab[$0].lo }.min() ?? 0, h = full.map { tab[$0].hi }.max() ?? -1
                 var cnt = [Int](repeating: 0, count: h - l + 1), sq = [Double](repeating: 0, count: h - l + 1)
                 for ci in full {
@@ -145,7 +145,7 @@ public enum Sparsity {
     }
 
     /// Per-tensor histograms of |w| (pass 1 alone; the benchmark times it).
-    public static func histograms(_ values: [[Float]]) -> [Hist] { Tables(values).hists(tensors: values.count) }
+    public static func histograms(_ values: [[Float]]) -> [Hist] { Tables(values).hists() }
 
     /// A cut plus what it takes out of the boundary bin, per tensor: (count, Σw²).
     struct CutResult { var cut: PruneCut; var boundary: [Int: (count: Int, energy: Double)] }
@@ -163,12 +163,10 @@ public enum Sparsity {
     /// `counts`, when given, are exact numbers to prune per sparsity slot (one group only), instead of fractions.
     static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double],
                            counts: [Int]? = nil) -> [[CutResult]] {
-        let chunks = tables.chunks
-        var chunksOf = [[Int]](repeating: [], count: values.count)
-        for (ci, c) in chunks.enumerated() { chunksOf[c.tensor].append(ci) }
+        let chunks = tables.chunks, chunksOf = tables.chunksOf
         // Boundary bins per group, and each chunk's slot map.
         struct Want { var k: Int; var bin: Int; var below: Int }
-        var wants = [[Want]](), slotBins = [[Int]]()
+        var wants = [[Want]](), slotBins = [[Int]](), slotKeys = [[UInt32]]()
         var groupOf = [Int](repeating: -1, count: values.count)
         var slotOf = [[Int16]]()
         for (g, members) in groups.enumerated() {
@@ -189,9 +187,9 @@ public enum Sparsity {
                 ws.append(Want(k: k, bin: a, below: cum[a - lo])); bset.insert(a)
             }
             let sb = bset.sorted()
-            var so = [Int16](repeating: -1, count: bins)
+            var so = [Int16](repeating: -1, count: MagnitudeKernel.bins)
             for (i, b) in sb.enumerated() { so[b] = Int16(i) }
-            wants.append(ws); slotBins.append(sb); slotOf.append(so)
+            wants.append(ws); slotBins.append(sb); slotKeys.append(sb.map { UInt32($0) }); slotOf.append(so)
         }
         // Pass 2: per chunk, its elements in its group's boundary bins (|x| bits and index), split by bin.
         let lists = UnsafeSendableBox([MagnitudeKernel.Members](repeating: .empty, count: chunks.count))
@@ -201,7 +199,7 @@ public enum Sparsity {
             let counts = slotBins[g].map { tables.count(ci, $0) }
             guard counts.contains(where: { $0 > 0 }) else { return }
             let m = values[c.tensor].withUnsafeBufferPointer { p in
-                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, keys: slotBins[g].map { UInt32($0) }, counts: counts) }
+                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, keys: slotKeys[g], counts: counts) }
             }
             lists.set(ci, m)
         }
@@ -245,17 +243,17 @@ public enum Sparsity {
     }
 
     /// Global cuts over `values` taken together, one per sparsity.
-    public static func cuts(_ values: [[Float]], sparsities: [Double]) -> [PruneCut] {
-        let tables = Tables(values)
-        return cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: [Array(values.indices)],
-                          sparsities: sparsities)[0].map(\.cut)
-    }
+    public static func cuts(_ values: [[Float]], sparsities: [Double]) -> [PruneCut] { globalCuts(values, sparsities, counts: nil) }
 
     /// Global cuts that prune exactly `counts[i]` of `values` (the smallest magnitudes; NaN/±Inf never).
     public static func cuts(_ values: [[Float]], counts: [Int]) -> [PruneCut] {
+        globalCuts(values, counts.map { _ in 0 }, counts: counts)
+    }
+
+    static func globalCuts(_ values: [[Float]], _ sparsities: [Double], counts: [Int]?) -> [PruneCut] {
         let tables = Tables(values)
-        return cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: [Array(values.indices)],
-                          sparsities: counts.map { _ in 0 }, counts: counts)[0].map(\.cut)
+        return cutResults(values, tables: tables, hists: tables.hists(), groups: [Array(values.indices)],
+                          sparsities: sparsities, counts: counts)[0].map(\.cut)
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
@@ -300,7 +298,7 @@ public enum Sparsity {
         let values = tensors.map { w.values[$0]! }
         let tables = Tables(values)
         let groups = scope == .global ? [Array(values.indices)] : values.indices.map { [$0] }
-        let rs = cutResults(values, tables: tables, hists: tables.hists(tensors: values.count), groups: groups, sparsities: [sparsity])
+        let rs = cutResults(values, tables: tables, hists: tables.hists(), groups: groups, sparsities: [sparsity])
         var cut: [String: PruneCut] = [:]
         for (ti, n) in tensors.enumerated() { cut[n] = rs[scope == .global ? 0 : ti][0].cut }
         return prune(w, tensors: tensors, cut: cut)
@@ -314,7 +312,7 @@ public enum Sparsity {
                              refine: Bool = true) throws -> SparsityCurve {
         let values = tensors.map { w.values[$0]! }
         let tables = Tables(values)
-        let H = tables.hists(tensors: values.count)
+        let H = tables.hists()
         let totalEnergy = H.reduce(0) { $0 + $1.energy }
         let prunable = values.reduce(0) { $0 + $1.count }
 

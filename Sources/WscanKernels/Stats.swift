@@ -90,12 +90,32 @@ public enum StatsKernel {
             if x > fmx { fmx = x }
             if x == 0 { fz += 1 }
         }
+        commit(&st, n: n, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
+    }
+
+    /// Folds one block of n finite values into `st`: their sums of (x − shift) and (x − shift)², extremes, zeros.
+    @inlinable
+    static func commit(_ st: inout TensorStats, n: Int, shift: Float, s1: Double, s2: Double, min mn: Float, max mx: Float, zeros: Int) {
         let nd = Double(n)
-        st.addMoments(n: n, mean: Double(shift) + f1 / nd, m2: Swift.max(0, f2 - f1 * f1 / nd))
+        st.addMoments(n: n, mean: Double(shift) + s1 / nd, m2: Swift.max(0, s2 - s1 * s1 / nd))
         st.count += n
-        if fmn < st.min { st.min = fmn }
-        if fmx > st.max { st.max = fmx }
-        st.zeros += fz
+        if mn < st.min { st.min = mn }
+        if mx > st.max { st.max = mx }
+        st.zeros += zeros
+    }
+
+    /// BF16 element k (a BF16 value is the top half of a Float).
+    @inline(__always)
+    static func bf16(_ base: UnsafeRawPointer, _ k: Int) -> Float {
+        Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)) << 16)
+    }
+
+    /// A BF16 block with NaN/±Inf in it, through the exact scalar path.
+    static func scalarBF16(_ base: UnsafeRawPointer, _ len: Int, _ st: inout TensorStats) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: len) { buf in
+            Decode.bf16(base, len, buf.baseAddress!)
+            scalar(buf.baseAddress!, len, &st)
+        }
     }
 
     @usableFromInline
@@ -134,14 +154,8 @@ public enum StatsKernel {
             let base = src + i * 2
             i += len
             let vec = len / 16
-            @inline(__always) func at(_ k: Int) -> Float { Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)) << 16) }
-            func fallback(_ st: inout TensorStats) {
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: len) { buf in
-                    Decode.bf16(base, len, buf.baseAddress!)
-                    scalar(buf.baseAddress!, len, &st)
-                }
-            }
-            if vec == 0 { fallback(&st); continue }
+            @inline(__always) func at(_ k: Int) -> Float { bf16(base, k) }
+            if vec == 0 { scalarBF16(base, len, &st); continue }
             var shift: Float = st.finiteCount > 0 ? Float(st.mean) : firstMean(len, at)
             if !shift.isFinite { shift = 0 }
             let kv = V(repeating: shift)
@@ -160,7 +174,7 @@ public enum StatsKernel {
                 z &+= SIMD16<Int32>(repeating: 0).replacing(with: 1, where: x .== zero)
             }
             var f1 = Double(s1.sum()), f2 = Double(s2.sum())
-            if !f1.isFinite || !f2.isFinite { fallback(&st); continue }
+            if !f1.isFinite || !f2.isFinite { scalarBF16(base, len, &st); continue }
             var fmn = mn.min(), fmx = mx.max()
             var fz = Int(z.wrappedSum())
             var bad = false
@@ -173,13 +187,8 @@ public enum StatsKernel {
                 if x > fmx { fmx = x }
                 if x == 0 { fz += 1 }
             }
-            if bad { fallback(&st); continue }
-            let nd = Double(len)
-            st.addMoments(n: len, mean: Double(shift) + f1 / nd, m2: Swift.max(0, f2 - f1 * f1 / nd))
-            st.count += len
-            if fmn < st.min { st.min = fmn }
-            if fmx > st.max { st.max = fmx }
-            st.zeros += fz
+            if bad { scalarBF16(base, len, &st); continue }
+            commit(&st, n: len, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
         }
     }
 
@@ -202,23 +211,11 @@ public enum StatsKernel {
             let len = Swift.min(blockElements, n - i)
             let base = src + i * 2
             i += len
-            var shift: Float = st.finiteCount > 0 ? Float(st.mean)
-                : firstMean(len) { Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) << 16) }
+            var shift: Float = st.finiteCount > 0 ? Float(st.mean) : firstMean(len) { bf16(base, $0) }
             if !shift.isFinite { shift = 0 }
             wscan_bf16_block_stats_avx512(base, len, shift, &out)
-            if out.nonfinite != 0 {
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: len) { buf in
-                    Decode.bf16(base, len, buf.baseAddress!)
-                    scalar(buf.baseAddress!, len, &st)
-                }
-                continue
-            }
-            let nd = Double(len)
-            st.addMoments(n: len, mean: Double(shift) + out.s1 / nd, m2: Swift.max(0, out.s2 - out.s1 * out.s1 / nd))
-            st.count += len
-            if out.mn < st.min { st.min = out.mn }
-            if out.mx > st.max { st.max = out.mx }
-            st.zeros += Int(out.zeros)
+            if out.nonfinite != 0 { scalarBF16(base, len, &st); continue }
+            commit(&st, n: len, shift: shift, s1: out.s1, s2: out.s2, min: out.mn, max: out.mx, zeros: Int(out.zeros))
         }
     }
 }
