@@ -58,7 +58,7 @@ struct SpectrumCommand: ParsableCommand {
             print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs)))
             return
         }
-        SpectrumReportText.print(row: row, records: recs, summary: summary, energies: energy, all: all,
+        SpectrumReportText.show(row: row, records: recs, summary: summary, energies: energy, all: all,
                                  seconds: Date().timeIntervalSince(t0))
         if let act = activations {
             let e = energy[min(1, energy.count - 1)]
@@ -82,9 +82,9 @@ func parseFractions(_ s: String) throws -> [Double] {
 }
 
 enum SpectrumReportText {
-    static func print(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, seconds: Double?) {
+    static func show(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, seconds: Double?) {
         let done = records.compactMap(\.spectrum)
-        Swift.print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
+        print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
                     (seconds.map { String(format: " (%.2f s)", $0) } ?? ""))
         let shown = all ? done : Array(done.prefix(40))
         let eh = energies.map { "r@\(Int(($0 * 100).rounded()))%" }
@@ -96,31 +96,31 @@ enum SpectrumReportText {
                 [Fmt.num(m.alpha, 3), Fmt.num(m.alphaWeighted, 3), Fmt.num(m.logNorm, 3), Fmt.num(m.entropy, 3),
                  Fmt.num(m.randDistance, 3), s.warnings.isEmpty ? "" : "⚠"]
         }
-        Swift.print(Fmt.table(["layer", "shape", "method", "stable_rank", "eff_rank"] + eh +
+        print(Fmt.table(["layer", "shape", "method", "stable_rank", "eff_rank"] + eh +
                               ["alpha", "alpha_w", "log_norm", "entropy", "rand_dist", ""], rows,
                               numeric: Set(3..<(5 + eh.count + 5))))
-        if shown.count < done.count { Swift.print("… \(done.count - shown.count) more (use --all or --json)") }
+        if shown.count < done.count { print("… \(done.count - shown.count) more (use --all or --json)") }
         let skipped = records.filter { $0.spectrum == nil }
         if !skipped.isEmpty {
             let reasons = Dictionary(grouping: skipped, by: { $0.skipReason ?? "?" })
-            Swift.print("skipped: " + reasons.map { "\($0.value.count) × \($0.key)" }.sorted().joined(separator: "; "))
+            print("skipped: " + reasons.map { "\($0.value.count) × \($0.key)" }.sorted().joined(separator: "; "))
         }
-        Swift.print("")
-        Swift.print("summary (parameter-weighted means over \(Fmt.count(summary.parameters)) matrix parameters):")
+        print("")
+        print("summary (parameter-weighted means over \(Fmt.count(summary.parameters)) matrix parameters):")
         for k in ["stable_rank", "effective_rank", "utilization", "alpha", "alpha_weighted", "log_norm", "entropy"] {
-            if let v = summary.weightedMeans[k] { Swift.print("  \(k.padding(toLength: 15, withPad: " ", startingAt: 0)) \(Fmt.num(v, 4))") }
+            if let v = summary.weightedMeans[k] { print("  \(k.padding(toLength: 15, withPad: " ", startingAt: 0)) \(Fmt.num(v, 4))") }
         }
         let eidx = min(1, energies.count - 1)
-        Swift.print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(Int(energies[eidx] * 100))% energy / min(m,n))")
-        Swift.print("  least utilized  \(summary.leastUtilized.joined(separator: ", "))")
+        print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(Int(energies[eidx] * 100))% energy / min(m,n))")
+        print("  least utilized  \(summary.leastUtilized.joined(separator: ", "))")
         let wl = summary.welore
         let lrc = wl.layers.filter(\.lowRank)
-        Swift.print(String(format: "  WeLore: threshold %.4f on normalized spectra gives %.1f%% overall rank reduction (target %.0f%%);",
+        print(String(format: "  WeLore: threshold %.4f on normalized spectra gives %.1f%% overall rank reduction (target %.0f%%);",
                            wl.threshold, wl.achievedReduction * 100, wl.targetReduction * 100))
-        Swift.print("          \(lrc.count) of \(wl.layers.count) matrices are low-rank components (ratio ≥ \(wl.minRatio))" +
+        print("          \(lrc.count) of \(wl.layers.count) matrices are low-rank components (ratio ≥ \(wl.minRatio))" +
                     (lrc.isEmpty ? "" : ": " + lrc.prefix(6).map { "\($0.name) → rank \($0.keptRank)" }.joined(separator: ", ") + (lrc.count > 6 ? ", …" : "")))
-        for w in summary.alphaWarnings.prefix(10) { Swift.print("  warning: \(w)") }
-        if summary.alphaWarnings.count > 10 { Swift.print("  … \(summary.alphaWarnings.count - 10) more warnings") }
+        for w in summary.alphaWarnings.prefix(10) { print("  warning: \(w)") }
+        if summary.alphaWarnings.count > 10 { print("  … \(summary.alphaWarnings.count - 10) more warnings") }
     }
 }
 

@@ -43,35 +43,35 @@ struct Compare: ParsableCommand {
         }
         let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)
         if catalog.json { print(Fmt.json(r)); return }
-        CompareText.print(r, nameA: ra.name, nameB: rb.name, allTensors: tensors)
+        CompareText.show(r, nameA: ra.name, nameB: rb.name, allTensors: tensors)
         if let w = writeAligned { print("wrote B aligned to A: \(w)") }
     }
 }
 
 enum CompareText {
-    static func print(_ r: CompareResult, nameA: String, nameB: String, allTensors: Bool) {
+    static func show(_ r: CompareResult, nameA: String, nameB: String, allTensors: Bool) {
         let v = r.verdict
-        Swift.print("A: \(nameA)\nB: \(nameB)\n")
-        Swift.print("verdict: \(v.kind.uppercased())  (confidence \(String(format: "%.2f", v.confidence)))")
-        Swift.print("  \(v.summary)")
-        for e in v.evidence { Swift.print("  - \(e)") }
+        print("A: \(nameA)\nB: \(nameB)\n")
+        print("verdict: \(v.kind.uppercased())  (confidence \(String(format: "%.2f", v.confidence)))")
+        print("  \(v.summary)")
+        for e in v.evidence { print("  - \(e)") }
         if let ind = r.independence {
-            Swift.print("\nindependence test (Zhu et al. 2025, permutation-robust matching): p = \(String(format: "%.3g", ind.pValue))" +
+            print("\nindependence test (Zhu et al. 2025, permutation-robust matching): p = \(String(format: "%.3g", ind.pValue))" +
                         (ind.dependent ? "  → not independent" : "  → consistent with independent training"))
-            Swift.print(Fmt.table(["layer", "units", "spearman", "p", "matched cosine"],
+            print(Fmt.table(["layer", "units", "spearman", "p", "matched cosine"],
                                   ind.layers.map { [$0.group, "\($0.units)", String(format: "%.3f", $0.spearman), String(format: "%.3g", $0.pValue),
                                                     String(format: "%.3f", $0.meanCosine)] }, numeric: [1, 2, 3, 4]))
         }
         if let al = r.alignment {
             let moved = al.perms.filter { !Permuter.isIdentity($0.value) }.count
-            Swift.print("\nalignment (Git Re-Basin weight matching, \(al.family)): \(al.sweeps) sweeps, \(moved) of \(al.perms.count) groups permuted, " +
+            print("\nalignment (Git Re-Basin weight matching, \(al.family)): \(al.sweeps) sweeps, \(moved) of \(al.perms.count) groups permuted, " +
                         String(format: "objective %.4g → %.4g", al.objectiveBefore, al.objectiveAfter))
-            for n in al.notes { Swift.print("  note: \(n)") }
+            for n in al.notes { print("  note: \(n)") }
         }
         let shown = allTensors ? r.tensors : Array(r.tensors.filter { !$0.identicalValues }.prefix(12))
         if !shown.isEmpty {
-            Swift.print("")
-            Swift.print(Fmt.table(["tensor", "match", "dtypes", "cosine", "rel_L2", "max_diff", "sign_agree", "new_zeros", "Δ rank", "Δ top-4"],
+            print("")
+            print(Fmt.table(["tensor", "match", "dtypes", "cosine", "rel_L2", "max_diff", "sign_agree", "new_zeros", "Δ rank", "Δ top-4"],
                                   shown.map { e in
                                       [e.name, e.matchedBy == "name" ? "name" : "shape→\(e.nameB)", e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)",
                                        String(format: "%.6f", e.cosine), Fmt.num(e.relativeL2), Fmt.num(e.maxAbsDiff), String(format: "%.4f", e.signAgreement),
@@ -79,16 +79,16 @@ enum CompareText {
                                        e.diff.map { String(format: "%.4f", $0.energyTop["4"] ?? 0) } ?? "-"]
                                   }, numeric: [3, 4, 5, 6, 7]))
             let identical = r.tensors.filter(\.identicalValues).count
-            if !allTensors { Swift.print("(\(identical) of \(r.tensors.count) tensors identical; --tensors lists all)") }
+            if !allTensors { print("(\(identical) of \(r.tensors.count) tensors identical; --tensors lists all)") }
         }
         if let c = r.connectivity {
-            Swift.print("\nlinear-mode connectivity: \(c.note)")
+            print("\nlinear-mode connectivity: \(c.note)")
             func line(_ label: String, _ k: ConnectivityCurve) {
                 var s = "  \(label): ‖θB − θA‖ = \(Fmt.num(k.distance))"
                 if let b = k.barrier { s += String(format: ", barrier %.4f", b) }
                 if let l = k.loss { s += String(format: ", loss at λ=0.5 %.4f", l[l.count / 2]) }
                 if let a = k.accuracy { s += String(format: ", accuracy at λ=0.5 %.4f (min %.4f)", a[a.count / 2], a.min() ?? 0) }
-                Swift.print(s)
+                print(s)
             }
             line("before alignment", c.before)
             if let a = c.after { line("after alignment ", a) }
@@ -113,8 +113,8 @@ struct LineageCommand: ParsableCommand {
         let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(files: k, of: n, bytes: k, of: n, label: "pairs") }
         bar.finish()
         if catalog.json { print(Fmt.json(lin)); return }
-        Swift.print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
-        Swift.print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
+        print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
+        print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
                               lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
     }
 }

@@ -44,7 +44,15 @@ enum Fmt {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
+        let text = String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
+        // JSONEncoder escapes C0 controls but writes DEL and C1 controls raw; escape them too (they can only occur
+        // inside strings), so JSON output is both exact and safe for a terminal.
+        guard text.utf8.contains(where: { $0 == 0x7F || $0 == 0xC2 }) else { return text }
+        var out = ""
+        for u in text.unicodeScalars {
+            if (0x7F...0x9F).contains(u.value) { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+        }
+        return out
     }
 }
 
@@ -70,7 +78,7 @@ final class ProgressBar: @unchecked Sendable {
         let width = 24
         let fill = Int(frac * Double(width))
         let bar = String(repeating: "█", count: fill) + String(repeating: "░", count: width - fill)
-        let name = (label as NSString).lastPathComponent
+        let name = Terminal.safe((label as NSString).lastPathComponent)
         let short = name.count > 28 ? "…" + name.suffix(27) : name
         let line = String(format: "\r\u{1B}[2K%@ %3.0f%% %d/%d files  %@/%@  %@/s  ETA %@  %@", bar, frac * 100, files, totalFiles,
                           Fmt.bytes(bytes), Fmt.bytes(totalBytes), Fmt.bytes(Int(rate)), Self.dur(eta), short)
@@ -89,4 +97,25 @@ final class ProgressBar: @unchecked Sendable {
     }
 }
 
-func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+/// Untrusted text (checkpoint and tensor names, metadata, details of a malformed file) reaches the terminal only
+/// through `print` and `printErr` below. C0 controls other than newline and tab, DEL and C1 controls become U+FFFD,
+/// so a crafted checkpoint cannot send escape sequences to the user's terminal. JSON output passes unchanged
+/// (`Fmt.json` escapes every control character).
+enum Terminal {
+    static func safe(_ s: String) -> String {
+        guard s.utf8.contains(where: { ($0 < 0x20 && $0 != 0x0A && $0 != 0x09) || $0 == 0x7F || $0 == 0xC2 }) else { return s }
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            let v = u.value
+            out.append((v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) ? "\u{FFFD}" : u)
+        }
+        return String(out)
+    }
+}
+
+/// Shadows Swift's `print` for the whole CLI: everything written to standard output goes through `Terminal.safe`.
+func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
+    Swift.print(Terminal.safe(items.map { "\($0)" }.joined(separator: separator)), terminator: terminator)
+}
+
+func printErr(_ s: String) { FileHandle.standardError.write(Data((Terminal.safe(s) + "\n").utf8)) }

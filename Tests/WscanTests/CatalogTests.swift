@@ -134,6 +134,35 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try runWscan(["index", "--help"]).status, 0)
     }
 
+    /// Names and metadata in a checkpoint are untrusted: escape sequences in them must not reach the terminal, in
+    /// tables, metadata listings or one-line errors, while JSON output keeps the exact text (escaped by JSON).
+    func testControlCharactersInNamesAndMetadataNeverReachTheTerminal() throws {
+        let db = tmp.path("c.db")
+        let esc = "\u{1B}]0;owned\u{07}\u{1B}[31m\r\u{9B}2J"
+        let file = tmp.path("evil.safetensors")
+        try SafetensorsWriter.write([.init(name: "w" + esc, dtype: .f32, shape: [2], bytes: [UInt8](repeating: 0, count: 8))],
+                                    metadata: ["note": "hello" + esc], to: file)
+        let bad = tmp.write("bad\u{1B}[2J.safetensors", [9, 9, 9])
+        func clean(_ s: String, _ what: String) {
+            XCTAssertFalse(s.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) },
+                           "\(what): \(s.debugDescription)")
+        }
+        let idx = try runWscan(["index", file, bad, "--db", db])
+        XCTAssertEqual(idx.status, 1)
+        clean(idx.out, "index stdout"); clean(idx.err, "index stderr")
+        XCTAssertTrue(idx.err.contains("bad\u{FFFD}[2J.safetensors"), idx.err)
+        let show = try runWscan(["show", "evil.safetensors", "--db", db])
+        XCTAssertEqual(show.status, 0, show.err)
+        clean(show.out, "show")
+        XCTAssertTrue(show.out.contains("hello\u{FFFD}]0;owned\u{FFFD}"), show.out)
+        XCTAssertTrue(show.out.contains("w\u{FFFD}]0;owned"), show.out)
+        clean(try runWscan(["ls", "--db", db]).out, "ls")
+        let json = try runWscan(["show", "evil.safetensors", "--db", db, "--json"])
+        clean(json.out, "json")
+        let j = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as! [String: Any]
+        XCTAssertEqual(((j["tensors"] as! [[String: Any]]).first?["name"] as? String), "w" + esc, "JSON keeps the exact name")
+    }
+
     func testKilledIndexRunLeavesConsistentCatalog() throws {
         // Many checkpoints so the kill lands mid-run.
         let dir = tmp.url.appendingPathComponent("many")
