@@ -5,7 +5,7 @@ DB ?= wscan.db
 BIN_DEBUG := .build/debug/wscan
 BIN := .build/release/wscan
 
-.PHONY: all deps deps-system deps-test deps-python build release test demo bench corpus fixtures minilm clean
+.PHONY: all deps deps-system deps-test deps-python build release test demo bench fuzz corpus fixtures minilm clean
 
 all: build
 
@@ -70,5 +70,14 @@ demo: deps minilm release
 bench: deps minilm release
 	@bench/run.sh
 
+# Coverage-guided fuzzing of every checkpoint reader (libFuzzer + AddressSanitizer; see README, "Fuzzing").
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	cd fuzz && $(SWIFT) build -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address
+	python3 fuzz/make_seeds.py
+	@mkdir -p fuzz/corpus fuzz/crashes
+	fuzz/.build/debug/FuzzReaders fuzz/corpus fuzz/seeds -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+	  -artifact_prefix=fuzz/crashes/ -max_total_time=$(FUZZ_SECONDS)
+
 clean:
-	rm -rf .build demo.db* wscan.db*
+	rm -rf .build fuzz/.build demo.db* wscan.db*

@@ -13,6 +13,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "wscan", targets: ["wscan"]),
+        // For the fuzz harness in fuzz/ (a separate package, built with libFuzzer and ASan).
+        .library(name: "WscanFormats", targets: ["WscanFormats"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,7 +35,7 @@ let package = Package(
         .target(name: "WscanFormats", dependencies: ["WscanKernels", "CWscan"]),
         .target(name: "WscanAnalysis", dependencies: ["WscanKernels", "WscanFormats"], swiftSettings: kernelFlags),
         .target(name: "WscanCatalog", dependencies: [
-            "WscanFormats", "WscanKernels", "WscanAnalysis", .product(name: "GRDB", package: "GRDB.swift"),
+            "CWscan", "WscanFormats", "WscanKernels", "WscanAnalysis", .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "WscanReport", dependencies: ["WscanCatalog", "WscanAnalysis", "WscanFormats", "CWscan"]),
         .executableTarget(name: "wscan", dependencies: [

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "CWscan.h"
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,11 @@
 #include <immintrin.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <unistd.h>
 
 /* ---- OpenBLAS / LAPACKE, loaded on first use ----
    OpenBLAS reads OPENBLAS_CORETYPE when it loads and starts worker threads that spin for a while; loading it
@@ -399,6 +405,58 @@ done:
     return out;
 }
 void wscan_free(void *p) { free(p); }
+
+/* ---- Child processes ---- */
+extern char **environ;
+static volatile sig_atomic_t guarded_group = 0;
+static void guard_handler(int sig) {
+    if (guarded_group > 0) kill(-guarded_group, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static void guard_install(void) {
+    int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;   /* e.g. under nohup */
+        struct sigaction sa; memset(&sa, 0, sizeof sa);
+        sa.sa_handler = guard_handler; sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd) {
+    int o[2], e[2];
+    if (pipe2(o, O_CLOEXEC) != 0) return errno;
+    if (pipe2(e, O_CLOEXEC) != 0) { int r = errno; close(o[0]); close(o[1]); return r; }
+    posix_spawn_file_actions_t fa; posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa); posix_spawnattr_init(&at);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, o[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, e[1], 2);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&at, 0);
+    sigset_t none, def; sigemptyset(&none); sigemptyset(&def);
+    sigaddset(&def, SIGINT); sigaddset(&def, SIGTERM); sigaddset(&def, SIGHUP); sigaddset(&def, SIGPIPE);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &def);
+    pthread_once(&guard_once, guard_install);
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    pid_t p;
+    int r = posix_spawn(&p, "/bin/sh", &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa); posix_spawnattr_destroy(&at);
+    close(o[1]); close(e[1]);
+    if (r != 0) { close(o[0]); close(e[0]); return r; }
+    guarded_group = p;
+    *pid = p; *out_fd = o[0]; *err_fd = e[0];
+    return 0;
+}
+
+void wscan_kill_group(int pid) {
+    if (pid > 0) kill(-pid, SIGKILL);
+    if (guarded_group == pid) guarded_group = 0;
+}
 
 /* ---- Magnitude histograms for pruning thresholds (see Sparsity.swift) ---- */
 

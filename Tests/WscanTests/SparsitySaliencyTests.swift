@@ -268,6 +268,49 @@ final class SparsityTests: XCTestCase {
         XCTAssertThrowsError(try ExternalEvaluator(command: "sleep 5 # {ckpt}", timeout: 0.3).evaluate(only)) { XCTAssertTrue("\($0)".contains("timed out")) }
         XCTAssertEqual(ExternalEvaluator.lastNumber("loss 1.5 then ppl=3.25e1\n"), 32.5)
     }
+
+    func testEvaluatorNumberIsAWholeWord() {
+        XCTAssertEqual(ExternalEvaluator.lastNumber("acc 0.97 (top5)\n"), 0.97)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("0.5\nevaluated /tmp/wscan-eval-4419-12/candidate.safetensors\n"), 0.5)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("accuracy: 91.5%,"), 91.5)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("loss=-2e-3\n\n"), -0.002)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("[0.25]"), 0.25)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("ppl inf"), .infinity)
+        XCTAssertNil(ExternalEvaluator.lastNumber("epoch5 top1 v2.0-beta 0x10 1.2.3"))
+        XCTAssertNil(ExternalEvaluator.lastNumber(""))
+    }
+
+    /// A timed-out command dies with everything it started, and so does whatever a finished command left running
+    /// in the background (it would otherwise outlive the candidate file and hold the output pipe open).
+    func testEvaluatorKillsItsWholeProcessGroup() throws {
+        let only = try load("mlp_seed0.safetensors").0
+        let marker = "wscan-eval-test-\(UUID().uuidString.prefix(8))"
+        let sleeper = "python3 -c 'import time; time.sleep(30)' \(marker)"
+        func alive() -> Bool {                     // a live process whose command line carries the marker
+            let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { Int($0) != nil } ?? []
+            return pids.contains { pid in
+                guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                      let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                      !stat.contains(") Z ") else { return false }
+                return String(decoding: d, as: UTF8.self).contains(marker)
+            }
+        }
+        let bg = Process()                          // the check itself finds a live marked process
+        bg.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        bg.arguments = ["python3", "-c", "import time; time.sleep(30)", marker]
+        try bg.run(); Thread.sleep(forTimeInterval: 0.3)
+        XCTAssertTrue(alive()); bg.terminate(); bg.waitUntilExit()
+        let t0 = Date()
+        XCTAssertThrowsError(try ExternalEvaluator(command: "\(sleeper) & \(sleeper); echo 1 # {ckpt}",
+                                                   timeout: 0.5).evaluate(only)) { XCTAssertTrue("\($0)".contains("timed out after 0.5 s"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertFalse(alive(), "the timed-out command's children must be killed")
+        let r = try ExternalEvaluator(command: "\(sleeper) & echo 0.75 # {ckpt}", timeout: 20).evaluate(only)
+        XCTAssertEqual(r.metric, 0.75)
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertFalse(alive(), "a background child left by the command must be killed")
+    }
 }
 
 

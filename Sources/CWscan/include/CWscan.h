@@ -62,6 +62,14 @@ void wscan_openblas_set_threads(int n);
 int wscan_openblas_get_threads(void);
 const char *wscan_openblas_corename(void);
 
+/* ---- Child processes (external evaluators) ---- */
+/* Runs `/bin/sh -c cmd` in a new process group, stdin from /dev/null, stdout and stderr into pipes whose read ends
+   (close-on-exec) come back in *out_fd and *err_fd. While it runs, SIGINT/SIGTERM/SIGHUP to wscan kill the whole
+   group first (it is not in the terminal's foreground group, so Ctrl-C would not reach it). Returns 0 or an errno. */
+int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd);
+/* Kills the group (SIGKILL) and stops guarding it. */
+void wscan_kill_group(int pid);
+
 /* ---- Graphviz ---- */
 /* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message
    (Graphviz's own error text when it reported one). Graphviz diagnostics are captured, not printed to stderr.
