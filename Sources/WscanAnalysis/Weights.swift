@@ -107,6 +107,7 @@ public struct MLPEvaluator: Evaluator {
         guard chain.count == lin.count else {
             throw EvaluatorError("not a plain MLP: \(lin.count - chain.count) linear layers are not on the chain from \(d) features")
         }
+        guard (y.min() ?? 0) >= 0 else { throw EvaluatorError("labels must be class indices ≥ 0 (found \(y.min()!))") }
         guard dim > (y.max() ?? 0) else { throw EvaluatorError("output has \(dim) classes but labels go up to \(y.max()!)") }
         layers = chain
     }

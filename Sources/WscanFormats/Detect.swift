@@ -48,6 +48,9 @@ public enum CheckpointOpener {
     }
 
     public static func open(_ path: String, options: Options = Options()) throws -> Checkpoint {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw FormatError(.io, String(cString: strerror(errno)).lowercased()) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
         switch FormatDetector.sniff(path: path) {
         case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
         case .shardIndex: return try ShardedSafetensorsReader.read(indexPath: path)

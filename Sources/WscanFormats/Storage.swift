@@ -75,7 +75,7 @@ extension UnsafeRawBufferPointer {
 
 public struct FormatError: Error, CustomStringConvertible, Sendable {
     public enum Kind: String, Sendable {
-        case io, truncated, header, json, bounds, layout, dtype, shape, duplicate, lfsPointer, unsupported, unsafe, zip, pickle
+        case io, truncated, header, json, bounds, layout, dtype, shape, duplicate, lfsPointer, unsupported, unsafe, zip, pickle, dataset
     }
     public let kind: Kind
     public let message: String

@@ -39,6 +39,7 @@ struct SpectrumCommand: ParsableCommand {
     func run() throws {
         let cat = try catalog.open()
         let row = try resolveCheckpoint(checkpoint, catalog: cat)
+        guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
         var req = SpectrumRunner.Request()
         req.tensorGlob = tensors
         req.options.energies = energy
@@ -126,7 +127,7 @@ enum SpectrumReportText {
 
 func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> [DataUtilization] {
     let ck = try CheckpointOpener.open(row.path)
-    let acts = try CheckpointOpener.open(activations)
+    let acts = try withInput(activations) { $0 }
     var out: [DataUtilization] = []
     for t in ck.tensors where t.shape.count == 2 && t.dtype.isFloatingPoint && t.dtype.decodable {
         let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name

@@ -50,7 +50,21 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow 
         if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
         return try catalog.resolve(p)
     }
-    return try catalog.resolve(ref)
+    do { return try catalog.resolve(ref) } catch {
+        // A reference that looks like a path is reported as a missing file, not as a catalog lookup.
+        if ref.contains("/") || FileManager.default.fileExists(atPath: ref) || FormatDetector.isCandidate(ref) {
+            throw CLIError("\(ref): no such file or directory, and no catalog entry matches it")
+        }
+        throw error
+    }
+}
+
+/// Opens an input file given on the command line (--grads, --state, --activations, …): every failure, including
+/// a decoding error later in `body`, is one line naming the file.
+func withInput<T>(_ path: String, trust: Bool = false, _ body: (Checkpoint) throws -> T) throws -> T {
+    do { return try body(try CheckpointOpener.open(path, options: .init(trust: trust))) } catch let e as CLIError { throw e } catch {
+        throw CLIError("\(path): \(error)")
+    }
 }
 
 struct Index: ParsableCommand {

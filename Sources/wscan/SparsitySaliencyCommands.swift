@@ -22,19 +22,11 @@ struct EvalOptions: ParsableArguments {
         }
         guard let data else { return nil }
         guard let act = MLPEvaluator.Activation(rawValue: activation) else { throw ValidationError("--activation must be relu, gelu or tanh") }
-        let (x, y, d) = try loadDataset(data)
-        return try MLPEvaluator(weights: passThrough.merged(with: weights), x: x, y: y, features: d, activation: act)
+        let ds = try Dataset.load(data)
+        do {
+            return try MLPEvaluator(weights: passThrough.merged(with: weights), x: ds.x, y: ds.y, features: ds.features, activation: act)
+        } catch { throw CLIError("\(data): \(error)") }
     }
-}
-
-func loadDataset(_ path: String) throws -> (x: [Float], y: [Int], d: Int) {
-    let ck = try CheckpointOpener.open(path)
-    guard let xt = ck.tensors.first(where: { $0.name == "x" }), let yt = ck.tensors.first(where: { $0.name == "y" }) else {
-        throw CLIError("\(path): a dataset needs arrays named x and y")
-    }
-    guard xt.shape.count == 2, yt.shape.count == 1, xt.shape[0] == yt.shape[0] else { throw CLIError("\(path): x must be [N, d] and y [N]") }
-    let y = try TensorData.floats(ck, yt).map { Int($0) }
-    return (try TensorData.floats(ck, xt), y, xt.shape[1])
 }
 
 /// Opens a catalogued (or on-the-fly indexed) checkpoint for an analysis.
@@ -177,9 +169,9 @@ struct SaliencyCommand: ParsableCommand {
             baseW = try aligned(baseW!, to: all, params: params, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            gradW = try aligned(try WeightSet.load(try CheckpointOpener.open(grads)), to: all, params: params, what: "--grads")
+            gradW = try aligned(try withInput(grads) { try WeightSet.load($0) }, to: all, params: params, what: "--grads")
         case .fisher:
-            let stateSet = try state.map { try WeightSet.load(try CheckpointOpener.open($0)) } ?? all
+            let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
             statW = try fisherState(stateSet, model: all, params: params)
         case .magnitude: break
         }

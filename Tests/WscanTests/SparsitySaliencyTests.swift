@@ -12,11 +12,8 @@ final class SparsityTests: XCTestCase {
     func load(_ file: String) throws -> (WeightSet, [String], MLPEvaluator) {
         let ck = try CheckpointOpener.open(Paths.corpus.appendingPathComponent(file).path)
         let w = try WeightSet.load(ck)
-        let data = try CheckpointOpener.open(Paths.corpus.appendingPathComponent("digits_test.npz").path)
-        let x = try TensorData.floats(data, data.tensors.first { $0.name == "x" }!)
-        let yt = data.tensors.first { $0.name == "y" }!
-        let y = try TensorData.floats(data, yt).map { Int($0) }
-        let ev = try MLPEvaluator(weights: w, x: x, y: y, features: 64)
+        let data = try Dataset.load(Paths.corpus.appendingPathComponent("digits_test.npz").path)
+        let ev = try MLPEvaluator(weights: w, x: data.x, y: data.y, features: data.features)
         return (w, w.names.filter { w.shapes[$0]!.count == 2 }, ev)
     }
 
@@ -267,6 +264,41 @@ final class SparsityTests: XCTestCase {
         XCTAssertThrowsError(try ExternalEvaluator(command: "echo none # {ckpt}").evaluate(only)) { XCTAssertTrue("\($0)".contains("no number")) }
         XCTAssertThrowsError(try ExternalEvaluator(command: "sleep 5 # {ckpt}", timeout: 0.3).evaluate(only)) { XCTAssertTrue("\($0)".contains("timed out")) }
         XCTAssertEqual(ExternalEvaluator.lastNumber("loss 1.5 then ppl=3.25e1\n"), 32.5)
+    }
+
+    /// Labels that are not class indices (negative, NaN, fractional, beyond the output) and missing or unreadable
+    /// input files are one-line errors naming the file, never a crash.
+    func testBadDatasetsAndInputFilesAreOneLineErrors() throws {
+        let dir = tmp.path("data")
+        _ = try runPython("""
+        import numpy as np, os
+        d = np.load(\(pyStr(Paths.corpus.appendingPathComponent("digits_test.npz").path))); x, y = d["x"], d["y"]
+        os.makedirs(\(pyStr(dir)), exist_ok=True)
+        np.savez(\(pyStr(dir)) + "/neg.npz", x=x, y=y - 5)
+        f = y.astype(np.float32); f[3] = np.nan; np.savez(\(pyStr(dir)) + "/nan.npz", x=x, y=f)
+        np.savez(\(pyStr(dir)) + "/frac.npz", x=x, y=y + 0.5)
+        np.savez(\(pyStr(dir)) + "/big.npz", x=x, y=y + 20)
+        np.savez(\(pyStr(dir)) + "/xnan.npz", x=np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x), y=y)
+        np.savez(\(pyStr(dir)) + "/noy.npz", x=x)
+        """)
+        let model = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, db = tmp.path("bad.db")
+        let cases: [(String, String)] = [("neg", "y[2] = -4.0 is not a class index"), ("nan", "y[3] = nan is not a class index"),
+                                         ("frac", "y[0] = 5.5 is not a class index"), ("big", "labels go up to 29"),
+                                         ("xnan", "x[0, 7] is nan"), ("noy", "needs arrays named x and y"), ("missing", "no such file")]
+        for (name, what) in cases {
+            let f = dir + "/" + name + ".npz"
+            let r = try runWscan(["analyze", "sparsity", model, "--db", db, "--data", f, "--grid", "0,0.5", "--no-refine"])
+            XCTAssertEqual(r.status, 1, name)
+            let lines = r.err.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, r.err)
+            XCTAssertTrue(r.err.hasPrefix("wscan: \(f): ") && r.err.contains(what), r.err)
+        }
+        let g = try runWscan(["analyze", "saliency", model, "--db", db, "--source", "grad", "--grads", dir + "/none.safetensors"])
+        XCTAssertEqual(g.status, 1)
+        XCTAssertEqual(g.err, "wscan: \(dir)/none.safetensors: no such file or directory\n")
+        let s = try runWscan(["analyze", "spectrum", dir + "/none.safetensors", "--db", db])
+        XCTAssertEqual(s.status, 1)
+        XCTAssertTrue(s.err.hasPrefix("wscan: \(dir)/none.safetensors: no such file or directory"), s.err)
     }
 
     func testEvaluatorNumberIsAWholeWord() {

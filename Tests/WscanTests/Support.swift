@@ -87,3 +87,8 @@ func assertFormatError(_ kind: FormatError.Kind, _ contains: String = "", file: 
         XCTFail("unexpected error \(error)", file: file, line: line)
     }
 }
+
+/// A Python string literal for a path or text (JSON string syntax is valid Python).
+func pyStr(_ s: String) -> String {
+    String(decoding: try! JSONSerialization.data(withJSONObject: [s], options: .withoutEscapingSlashes), as: UTF8.self).dropFirst().dropLast().description
+}
