@@ -277,19 +277,31 @@ public enum Sparsity {
                 guard let c = cut?[name] else { continue }
                 for i in v.indices where pruned(v[i], tensor: ti, index: i, c) { v[i] = 0 }
             case let .nm(n, m):
-                guard let last = w.shapes[name]?.last, last % m == 0 else { continue }
+                // Groups of M consecutive input channels (axis 1) at a fixed output row and kernel position, as
+                // NVIDIA's ASP lays out 2:4 for linear and convolution weights.
+                guard let s = w.shapes[name], s.count >= 2, s[1] % m == 0 else { continue }
+                let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
                 var idx = [Int](repeating: 0, count: m)
-                var g = 0
-                while g + m <= v.count {
-                    for j in 0..<m { idx[j] = g + j }
-                    idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
-                    for j in 0..<n { v[idx[j]] = 0 }
-                    g += m
+                for o in 0..<s[0] {
+                    for r in 0..<inner {
+                        var c = 0
+                        while c < cin {
+                            for j in 0..<m { idx[j] = (o * cin + c + j) * inner + r }
+                            idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
+                            for j in 0..<n { v[idx[j]] = 0 }
+                            c += m
+                        }
+                    }
                 }
             }
             out.values[name] = v
         }
         return out
+    }
+
+    /// Tensors an N:M pattern leaves alone: their input axis (axis 1) is not a multiple of M.
+    public static func nmUnprunable(_ w: WeightSet, tensors: [String], m: Int) -> [String] {
+        tensors.filter { guard let s = w.shapes[$0], s.count >= 2 else { return true }; return s[1] % m != 0 }
     }
 
     /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.
@@ -310,6 +322,16 @@ public enum Sparsity {
     public static func curve(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern,
                              grid: [Double] = defaultGrid(), tolerance: Double = 0.01, evaluator: Evaluator? = nil,
                              refine: Bool = true) throws -> SparsityCurve {
+        var warnings: [String] = []
+        if case let .nm(_, m) = pattern {
+            let skip = nmUnprunable(w, tensors: tensors, m: m)
+            if skip.count == tensors.count {
+                throw SparsityError("\(pattern) needs an input axis (axis 1) that is a multiple of \(m); no tensor has one (\(skip.prefix(3).joined(separator: ", "))\(skip.count > 3 ? ", …" : ""))")
+            }
+            if !skip.isEmpty {
+                warnings.append("\(pattern) leaves \(skip.count) tensors dense (input axis not a multiple of \(m)): \(skip.prefix(8).joined(separator: ", "))\(skip.count > 8 ? ", …" : "")")
+            }
+        }
         let values = tensors.map { w.values[$0]! }
         let tables = Tables(values)
         let H = tables.hists()
@@ -349,7 +371,6 @@ public enum Sparsity {
             points.sort { $0.sparsity < $1.sparsity }
             ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         }
-        var warnings: [String] = []
         for (ti, n) in tensors.enumerated() where H[ti].nonFinite > 0 {
             warnings.append("\(n): \(H[ti].nonFinite) NaN/±Inf weights, ranked above every finite magnitude (never pruned) and left out of the energy sums")
         }
@@ -426,11 +447,16 @@ public enum Sparsity {
 }
 
 extension SparsityPattern {
-    var sparsityValue: Double { if case let .nm(n, m) = self { return Double(n) / Double(m) }; return 0 }
+    public var sparsityValue: Double { if case let .nm(n, m) = self { return Double(n) / Double(m) }; return 0 }
 }
 
 /// Kneedle: normalise x and y to [0, 1]; for a curve that stays high then falls (decreasing, concave) the knee
 /// maximises y_n + x_n − 1 (distance above the chord); for one that stays low then rises (a loss), x_n − y_n.
+public struct SparsityError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ s: String) { description = s }
+}
+
 public enum Kneedle {
     public static func knee(x: [Double], y: [Double], decreasing: Bool) -> Double? {
         guard x.count >= 3, let x0 = x.min(), let x1 = x.max(), let y0 = y.min(), let y1 = y.max(), x1 > x0, y1 > y0 else { return nil }

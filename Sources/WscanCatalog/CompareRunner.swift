@@ -88,13 +88,11 @@ public enum CompareRunner {
             try ckB.refuseToOverwrite(out)
             // B in A's basis, under B's own names; tensors outside the permutation spec are copied as they are.
             let src = wbAligned ?? wb
-            var entries: [SafetensorsWriter.Entry] = []
-            var written = Set<String>()
-            for (ta, tb, _) in pairs { entries.append(.init(name: tb.name, shape: tb.shape, floats: src.values[ta.name]!)); written.insert(tb.name) }
-            for t in ckB.tensors where !written.contains(t.name) {
-                if t.dtype.decodable { entries.append(.init(name: t.name, shape: t.shape, floats: try TensorData.floats(ckB, t))) }
-            }
-            try SafetensorsWriter.write(entries, metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"], to: out)
+            // Every other tensor of B (integer buffers included) is copied in its own dtype.
+            var replace: [String: [Float]] = [:]
+            for (ta, tb, _) in pairs { replace[tb.name] = src.values[ta.name]! }
+            _ = try Exporter.export(ckB, to: out, dtype: .keep, include: { _ in true }, replacing: replace,
+                                    metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"])
         }
         let result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: alignment, aligned: alignedEv, connectivity: conn)

@@ -15,9 +15,14 @@ public struct ExternalEvaluator: Evaluator {
     public let timeout: Double
     public let higherIsBetter: Bool
     public let extra: WeightSet?   // tensors the analysis does not change (biases, norms) written alongside
+    /// The checkpoint the weights come from: when given, the candidate is that checkpoint with the evaluated tensors
+    /// replaced, every other tensor (integer buffers included) copied in its own dtype.
+    public let source: Checkpoint?
 
-    public init(command: String, timeout: Double = 600, higherIsBetter: Bool = true, passThrough: WeightSet? = nil) {
+    public init(command: String, timeout: Double = 600, higherIsBetter: Bool = true, passThrough: WeightSet? = nil,
+                source: Checkpoint? = nil) {
         self.command = command; self.timeout = timeout; self.higherIsBetter = higherIsBetter; self.extra = passThrough
+        self.source = source
     }
 
     public var description: String { "external command `\(command)`" }
@@ -28,7 +33,13 @@ public struct ExternalEvaluator: Evaluator {
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("candidate.safetensors").path
         let merged = extra.map { $0.merged(with: w) } ?? w
-        try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
+        if let source {
+            let replace = Dictionary(merged.names.map { ($0, merged.values[$0]!) }, uniquingKeysWith: { a, _ in a })
+            _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace,
+                                    metadata: ["written_by": "wscan evaluator"])
+        } else {
+            try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
+        }
         let quoted = "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'"
         let cmd = command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: quoted) : command + " " + quoted
         let run = try Self.run(cmd, timeout: timeout)

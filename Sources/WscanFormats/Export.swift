@@ -16,8 +16,12 @@ public enum Exporter {
                                                .f8e4m3, .f8e5m2, .f8e8m0, .f8e4m3fnuz, .f8e5m2fnuz, .f4]
 
     /// Writes `ck`'s tensors (filtered by `include`) to `out`. Refuses to overwrite any of the checkpoint's own files.
+    /// `replacing` gives new values (row-major, same shape) for some tensors, e.g. pruned or permuted weights. With
+    /// `keep` they are written in the tensor's own dtype: F16, BF16 and F32 hold every value that came from them
+    /// exactly; an F64 tensor keeps its original value wherever the (non-zero) replacement equals it rounded to float32
+    /// (so pruning an F64 tensor changes only the pruned elements, which become exact zeros); any other dtype becomes F32 (listed in `converted`).
     public static func export(_ ck: Checkpoint, to out: String, dtype: TargetDType, include: (TensorInfo) -> Bool,
-                              metadata: [String: String] = [:]) throws -> Report {
+                              replacing: [String: [Float]] = [:], metadata: [String: String] = [:]) throws -> Report {
         try ck.refuseToOverwrite(out)
         var entries: [SafetensorsWriter.Entry] = []
         var converted: [String: String] = [:]
@@ -31,6 +35,34 @@ public enum Exporter {
             }
             let keepRaw = dtype == .keep && safetensorsTypes.contains(t.dtype) && t.layout == .contiguous && !t.bigEndian
                 && t.dtype.byteCount(elements: t.elementCount) == t.byteCount
+            if let r = replacing[t.name] {
+                guard r.count == t.elementCount else { throw FormatError(.shape, "replacement for '\(t.name)' has \(r.count) values, the tensor \(t.elementCount)") }
+                switch (dtype, t.dtype) {
+                case (.keep, .f32): entries.append(.init(name: t.name, shape: t.shape, floats: r))
+                case (.keep, .f16): entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(r)))
+                case (.keep, .bf16): entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(r)))
+                case (.keep, .f64):
+                    // The original doubles where they can be read in row-major order straight from the file.
+                    let raw = ck.bytes(of: t)
+                    let old: [Double]? = t.layout == .contiguous && !t.bigEndian && raw.count >= r.count * 8
+                        ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
+                    var b = [UInt8](repeating: 0, count: r.count * 8)
+                    b.withUnsafeMutableBytes { p in
+                        for i in r.indices {
+                            var v = Double(r[i])
+                            if let o = old?[i], r[i] != 0, Float(o) == r[i] || (r[i].isNaN && o.isNaN) { v = o }
+                            p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                        }
+                    }
+                    entries.append(.init(name: t.name, dtype: .f64, shape: t.shape, bytes: b))
+                case (.keep, _), (.F32, _): 
+                    if dtype == .keep { converted[t.name] = "\(t.dtype.rawValue)→F32" }
+                    entries.append(.init(name: t.name, shape: t.shape, floats: r))
+                case (.F16, _): entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(r)))
+                case (.BF16, _): entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(r)))
+                }
+                continue
+            }
             if keepRaw {
                 entries.append(.init(name: t.name, dtype: t.dtype, shape: t.shape, bytes: Array(ck.bytes(of: t))))
                 continue
@@ -41,18 +73,24 @@ public enum Exporter {
             if t.dtype == .c64 || t.dtype == .c128 { throw FormatError(.unsupported, "complex tensor '\(t.name)' can only be kept as C64") }
             switch target {
             case .F32, .keep: entries.append(.init(name: t.name, shape: t.shape, floats: v))
-            case .F16:
-                var b = [UInt8](); b.reserveCapacity(v.count * 2)
-                for x in v { let h = Float16(x).bitPattern; b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
-                entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: b))
-            case .BF16:
-                var b = [UInt8](); b.reserveCapacity(v.count * 2)
-                for x in v { let h = bf16RoundNearestEven(x); b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
-                entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: b))
+            case .F16: entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(v)))
+            case .BF16: entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(v)))
             }
         }
         try SafetensorsWriter.write(entries, metadata: metadata, to: out)
         return Report(tensors: entries.count, bytes: entries.reduce(0) { $0 + $1.bytes.count }, converted: converted, skipped: skipped)
+    }
+
+    static func f16Bytes(_ v: [Float]) -> [UInt8] {
+        var b = [UInt8](); b.reserveCapacity(v.count * 2)
+        for x in v { let h = Float16(x).bitPattern; b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
+        return b
+    }
+
+    static func bf16Bytes(_ v: [Float]) -> [UInt8] {
+        var b = [UInt8](); b.reserveCapacity(v.count * 2)
+        for x in v { let h = bf16RoundNearestEven(x); b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
+        return b
     }
 
     /// Float → bfloat16 with round-to-nearest-even (NaN kept quiet), as torch does.

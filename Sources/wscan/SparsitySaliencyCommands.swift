@@ -9,19 +9,24 @@ import WscanReport
 /// How an analysis measures task quality: the built-in MLP forward pass on a dataset, or an external command.
 struct EvalOptions: ParsableArguments {
     @Option(help: "Dataset (.npz with x [N, d] and y [N]) for the built-in MLP evaluator.") var data: String?
-    @Option(help: "Activation between the built-in evaluator's layers: relu, gelu or tanh.") var activation: String = "relu"
+    @Option(help: "Activation between the built-in evaluator's layers: relu (default), gelu or tanh.") var activation: String?
     @Option(name: .customLong("eval"), help: "External evaluator: a shell command; {ckpt} becomes the candidate .safetensors file. The last number it prints is the metric.")
     var evalCommand: String?
     @Option(help: "Seconds before the external evaluator is stopped.") var evalTimeout: Double = 600
     @Flag(help: "The external evaluator's number is a loss (lower is better).") var evalLowerIsBetter = false
 
-    func make(weights: WeightSet, passThrough: WeightSet) throws -> Evaluator? {
+    /// `source`, when given, is the checkpoint the weights come from: an external evaluator's candidate file then
+    /// carries all of its tensors (integer buffers included) in their own dtypes, the evaluated ones replaced.
+    func make(weights: WeightSet, passThrough: WeightSet, source: Checkpoint? = nil) throws -> Evaluator? {
         if data != nil && evalCommand != nil { throw ValidationError("give --data or --eval, not both") }
+        if activation != nil && data == nil { throw ValidationError("--activation applies to the built-in evaluator only (--data)") }
         if let cmd = evalCommand {
-            return ExternalEvaluator(command: cmd, timeout: evalTimeout, higherIsBetter: !evalLowerIsBetter, passThrough: passThrough)
+            guard evalTimeout > 0, evalTimeout.isFinite else { throw ValidationError("--eval-timeout must be a positive number of seconds") }
+            return ExternalEvaluator(command: cmd, timeout: evalTimeout, higherIsBetter: !evalLowerIsBetter, passThrough: passThrough, source: source)
         }
+        if evalLowerIsBetter { throw ValidationError("--eval-lower-is-better applies to --eval only") }
         guard let data else { return nil }
-        guard let act = MLPEvaluator.Activation(rawValue: activation) else { throw ValidationError("--activation must be relu, gelu or tanh") }
+        guard let act = MLPEvaluator.Activation(rawValue: activation ?? "relu") else { throw ValidationError("--activation must be relu, gelu or tanh") }
         let ds = try Dataset.load(data)
         do {
             return try MLPEvaluator(weights: passThrough.merged(with: weights), x: ds.x, y: ds.y, features: ds.features, activation: act)
@@ -64,13 +69,20 @@ struct SparsityCommand: ParsableCommand {
     func run() throws {
         guard let sc = SparsityScope(rawValue: scope) else { throw ValidationError("--scope must be global or layer") }
         guard let pat = SparsityPattern.parse(pattern) else { throw ValidationError("--pattern must be unstructured or N:M (e.g. 2:4)") }
+        guard tolerance >= 0, tolerance < 1 else { throw ValidationError("--tolerance must be a fraction in [0, 1)") }
+        if let at, !(at >= 0 && at < 1) { throw ValidationError("--at must be a sparsity in [0, 1)") }
+        if at != nil && writePruned == nil { throw ValidationError("--at needs --write-pruned") }
+        if case .nm = pat {
+            if grid != nil || at != nil { throw ValidationError("--grid and --at do not apply to an N:M pattern (its sparsity is N/M)") }
+            if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
+        }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
         let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && SpectrumRunner.globMatch(tensors, $0) }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point tensors to prune\(tensors.map { " matching \($0)" } ?? "")") }
         let w = all.subset(prunable)
         let rest = all.subset(all.names.filter { !prunable.contains($0) })
-        let evaluator = try eval.make(weights: w, passThrough: rest)
+        let evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
         let g = grid ?? Sparsity.defaultGrid()
         let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
         let curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
@@ -82,16 +94,19 @@ struct SparsityCommand: ParsableCommand {
         try cat.storeResult(kind: "sparsity", checkpoint: row.id,
                             params: Params(scope: scope, pattern: pattern, grid: g, tolerance: tolerance, tensors: tensors, evaluator: evaluator?.description),
                             summary: summary, data: curve)
-        var written: String?
+        var written: (path: String, achieved: Double)?
         if let out = writePruned {
-            let s = at ?? e.withinTolerance
+            let s = pat == .unstructured ? (at ?? e.withinTolerance) : pat.sparsityValue
             let p = Sparsity.pruned(w, tensors: prunable, scope: sc, pattern: pat, sparsity: s)
-            let full = rest.merged(with: p)
-            var ordered = full
-            ordered.names = all.names
-            try ck.refuseToOverwrite(out)
-            try SafetensorsWriter.write(ordered.entries(), metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern], to: out)
-            written = out
+            var zeros = 0, n = 0
+            for t in prunable { let v = p.values[t]!; n += v.count; zeros += v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) } }
+            // Every tensor of the checkpoint, in its own dtype, with the pruned ones replaced.
+            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true },
+                                          replacing: Dictionary(uniqueKeysWithValues: prunable.map { ($0, p.values[$0]!) }),
+                                          metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern])
+            for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
+            for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
+            written = (out, n > 0 ? Double(zeros) / Double(n) : 0)
         }
         for w in curve.warnings ?? [] { printErr("wscan: warning: \(w)") }
         if catalog.json { print(Fmt.json(curve)); return }
@@ -110,7 +125,7 @@ struct SparsityCommand: ParsableCommand {
         if evaluator != nil { head += ["loss", evaluator is MLPEvaluator ? "accuracy" : "metric"] }
         print(Fmt.table(head, rows, numeric: Set(0..<head.count)))
         print(summary)
-        if let w = written { print("wrote pruned checkpoint \(w) at \(String(format: "%.1f%%", (at ?? e.withinTolerance) * 100))") }
+        if let w = written { print("wrote pruned checkpoint \(w.path): \(String(format: "%.2f%%", w.achieved * 100)) of the pruned tensors' weights are zero") }
     }
 }
 

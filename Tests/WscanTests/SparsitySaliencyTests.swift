@@ -212,15 +212,15 @@ final class SparsityTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: Paths.wscanBinary.path) else { throw XCTSkip("binary not built") }
         let db = tmp.path("c.db")
         let cases: [(args: [String], check: String)] = [
-            (["--scope", "global", "--at", "0.3"], "z = sum(int((v == 0).sum()) for v in W.values()); n = sum(v.size for v in W.values()); assert z == int(0.3 * n * (1 + 1e-12)), (z, n)"),
-            (["--scope", "layer", "--at", "0.7"], "assert all(int((v == 0).sum()) == int(0.7 * v.size * (1 + 1e-12)) for v in W.values()), [(int((v==0).sum()), v.size) for v in W.values()]"),
+            (["--scope", "global", "--at", "0.3", "--grid", "0,0.5"], "z = sum(int((v == 0).sum()) for v in W.values()); n = sum(v.size for v in W.values()); assert z == int(0.3 * n * (1 + 1e-12)), (z, n)"),
+            (["--scope", "layer", "--at", "0.7", "--grid", "0,0.5"], "assert all(int((v == 0).sum()) == int(0.7 * v.size * (1 + 1e-12)) for v in W.values()), [(int((v==0).sum()), v.size) for v in W.values()]"),
             (["--pattern", "2:4"], "assert all(((v.reshape(-1, 4) == 0).sum(axis=1) == 2).all() for v in W.values())"),
             (["--pattern", "4:8"], "assert all(((v.reshape(-1, 8) == 0).sum(axis=1) == 4).all() for v in W.values())"),
         ]
         for (i, c) in cases.enumerated() {
             let out = tmp.path("p\(i).safetensors")
             let r = try runWscan(["analyze", "sparsity", Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path, "--db", db,
-                                  "--write-pruned", out, "--grid", "0,0.5", "--no-refine"] + c.args)
+                                  "--write-pruned", out, "--no-refine"] + c.args)
             XCTAssertEqual(r.status, 0, r.err)
             let py = """
             from safetensors.numpy import load_file
@@ -239,6 +239,53 @@ final class SparsityTests: XCTestCase {
             p.standardOutput = pipe; p.standardError = err
             try p.run(); p.waitUntilExit()
             XCTAssertEqual(p.terminationStatus, 0, "\(c.args): " + String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+    }
+
+    /// A written pruned checkpoint keeps every tensor of the source in its own dtype (integer buffers, F16, BF16,
+    /// F64); N:M groups run along the input axis of linear and convolution weights (ASP's layout), and tensors
+    /// whose input axis is not a multiple of M stay dense with a warning naming them.
+    func testPrunedCheckpointKeepsEveryTensorAndDtypeAndConvNM() throws {
+        let src = tmp.path("mixed.safetensors")
+        _ = try runPython("""
+        import torch
+        from safetensors.torch import save_file
+        g = torch.Generator().manual_seed(3)
+        t = {"conv.weight": torch.randn(8, 16, 3, 3, generator=g).half(),       # input axis 16: prunable
+             "odd.weight": torch.randn(6, 6, generator=g).to(torch.bfloat16),    # input axis 6: dense under 4:8
+             "fc.weight": torch.randn(5, 8, generator=g).double(),
+             "fc.bias": torch.randn(5, generator=g),
+             "bn.num_batches_tracked": torch.tensor(7, dtype=torch.int64),
+             "pos_ids": torch.arange(12, dtype=torch.int64).reshape(1, 12)}
+        save_file(t, \(pyStr(src)))
+        """)
+        let db = tmp.path("m.db")
+        for (i, args) in [["--pattern", "4:8"], ["--at", "0.6"]].enumerated() {
+            let out = tmp.path("mixed_p\(i).safetensors")
+            let r = try runWscan(["analyze", "sparsity", src, "--db", db, "--write-pruned", out, "--no-refine"] + (i == 1 ? ["--grid", "0,0.5"] : []) + args)
+            XCTAssertEqual(r.status, 0, r.err)
+            if i == 0 { XCTAssertTrue(r.err.contains("leaves 1 tensors dense") && r.err.contains("odd.weight"), r.err) }
+            let check = i == 0 ? """
+            c = b["conv.weight"].float()
+            assert ((c.permute(0, 2, 3, 1).reshape(-1, 8) == 0).sum(1) == 4).all(), 'conv 4:8 along input channels'
+            assert ((b["fc.weight"].reshape(-1, 8) == 0).sum(1) == 4).all()
+            assert torch.equal(b["odd.weight"], a["odd.weight"]), 'indivisible input axis left dense'
+            """ : """
+            W = [b[k].double() for k in ("conv.weight", "odd.weight", "fc.weight")]
+            z = sum(int((v == 0).sum()) for v in W); n = sum(v.numel() for v in W)
+            assert z == int(0.6 * n * (1 + 1e-12)), (z, n)
+            """
+            _ = try runPython("""
+            import torch
+            from safetensors.torch import load_file
+            a = load_file(\(pyStr(src))); b = load_file(\(pyStr(out)))
+            assert set(a) == set(b), set(a) ^ set(b)
+            assert all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape for k in a), [(k, a[k].dtype, b[k].dtype) for k in a]
+            for k in ("fc.bias", "bn.num_batches_tracked", "pos_ids"): assert torch.equal(a[k], b[k]), k
+            for k in ("conv.weight", "odd.weight", "fc.weight"):
+                assert ((b[k] == 0) | (b[k] == a[k])).all(), k + ': weights only zeroed, unpruned ones bit-exact'
+            \(check)
+            """)
         }
     }
 
