@@ -31,6 +31,48 @@ public struct SaliencyResult: Codable, Sendable {
 }
 
 public enum Saliency {
+    /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without
+    /// a leading `model.`) or, for a torch optimizer state dict (`optimizer.state.<i>.exp_avg_sq`), by order: the
+    /// optimizer numbers the parameters it was given, which are the model's parameters without its buffers, and
+    /// frozen parameters may be missing. So state i is matched to the next model tensor of the same shape, after
+    /// dropping known buffers (BatchNorm's running statistics); every state entry must find one, and a parameter is
+    /// never paired with a state of another shape.
+    public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String]) throws -> WeightSet {
+        let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
+        let modelParams = model.names.filter { n in
+            !n.hasPrefix("optimizer.") && !n.contains("exp_avg") && !buffers.contains(String(n.split(separator: ".").last ?? ""))
+        }
+        var byOrder: [String: String] = [:], orderProblem: String?
+        let states = s.names.compactMap { n -> (Int, String)? in
+            let parts = n.split(separator: ".")
+            guard parts.count == 4, parts[0] == "optimizer", parts[1] == "state", parts[3] == "exp_avg_sq", let i = Int(parts[2]) else { return nil }
+            return (i, n)
+        }.sorted { $0.0 < $1.0 }
+        var p = 0
+        for (i, key) in states {
+            let shape = s.shapes[key]
+            while p < modelParams.count && model.shapes[modelParams[p]] != shape { p += 1 }
+            guard p < modelParams.count else {
+                orderProblem = "optimizer.state.\(i).exp_avg_sq (shape \(shape ?? [])) matches no remaining model parameter in order"
+                byOrder = [:]; break
+            }
+            byOrder[modelParams[p]] = key; p += 1
+        }
+        var out = WeightSet()
+        for n in params {
+            let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
+            let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
+            var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
+            if found == nil, let key = byOrder[n], let v = s.values[key] { found = (key, v) }
+            guard let (key, v) = found else {
+                throw EvaluatorError("no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))")
+            }
+            guard v.count == model.values[n]!.count else { throw EvaluatorError("\(key) has \(v.count) values, '\(n)' has \(model.values[n]!.count)") }
+            out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
+        }
+        return out
+    }
+
     /// Scores per tensor. `base`, `stat` (exp_avg_sq) and `grad` must carry the same names and shapes.
     public static func scores(_ source: SaliencySource, weights w: WeightSet, tensors: [String], base: WeightSet? = nil,
                               stat: WeightSet? = nil, grad: WeightSet? = nil) throws -> WeightSet {

@@ -187,7 +187,9 @@ struct SaliencyCommand: ParsableCommand {
             gradW = try aligned(try withInput(grads) { try WeightSet.load($0) }, to: all, params: params, what: "--grads")
         case .fisher:
             let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
-            statW = try fisherState(stateSet, model: all, params: params)
+            do { statW = try Saliency.fisherState(stateSet, model: all, params: params) } catch {
+                throw CLIError("\(state ?? row.path): \(error)")
+            }
         case .magnitude: break
         }
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
@@ -231,23 +233,6 @@ struct SaliencyCommand: ParsableCommand {
 
     /// exp_avg_sq per parameter: by name (`exp_avg_sq.<p>`, `<p>.exp_avg_sq`), or torch's optimizer.state.<i>
     /// indexed in parameter order (every floating tensor outside the optimizer, matched by shape).
-    func fisherState(_ s: WeightSet, model: WeightSet, params: [String]) throws -> WeightSet {
-        var out = WeightSet()
-        let modelParams = model.names.filter { !$0.hasPrefix("optimizer.") && !$0.contains("exp_avg") }
-        for n in params {
-            let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
-            let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
-            var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
-            if found == nil, let idx = modelParams.firstIndex(of: n) {
-                let key = "optimizer.state.\(idx).exp_avg_sq"
-                if let v = s.values[key] { found = (key, v) }
-            }
-            guard let (key, v) = found else { throw CLIError("no exp_avg_sq for '\(n)' (looked for \(candidates[0]), optimizer.state.<i>.exp_avg_sq); pass --state FILE") }
-            guard v.count == model.values[n]!.count else { throw CLIError("\(key) has \(v.count) values, '\(n)' has \(model.values[n]!.count)") }
-            out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
-        }
-        return out
-    }
 }
 
 /// Per-layer saliency heat maps: PNG (viridis, block max, at most 256 px a side) plus an SVG colour bar each.

@@ -394,6 +394,7 @@ final class SparsityTests: XCTestCase {
 
 
 final class SaliencyTests: XCTestCase {
+    let tmp = TempDir()
     func weights(_ f: String) throws -> WeightSet { try WeightSet.load(try CheckpointOpener.open(Paths.corpus.appendingPathComponent(f).path)) }
 
     func testTopFractionKeepsExactlyThatFractionWithTies() throws {
@@ -460,6 +461,35 @@ final class SaliencyTests: XCTestCase {
             XCTAssertEqual(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), "\(w) \(h)", name)
             XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.path("maps/\(name).legend.svg")))
         }
+    }
+
+    /// A torch {model, optimizer} checkpoint: optimizer.state.<i> numbers the parameters without the model's buffers
+    /// (BatchNorm running statistics sit between them), and a frozen layer has no state at all.
+    func testFisherFromTorchOptimizerStateWithBuffers() throws {
+        let ck = tmp.path("bn_adam.pt"), ref = tmp.path("bn_ref.npz")
+        _ = try runPython("""
+        import torch, numpy as np
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 4),
+                                torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+        for p in m[4].parameters(): p.requires_grad_(False)                 # frozen: not given to the optimizer
+        opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad(); m(torch.randn(16, 6)).pow(2).sum().backward(); opt.step()
+        torch.save({"model": m.state_dict(), "optimizer": opt.state_dict()}, \(pyStr(ck)))
+        names = [n for n, p in m.named_parameters() if p.requires_grad]
+        np.savez(\(pyStr(ref)), **{"model." + n: opt.state[p]["exp_avg_sq"].numpy() for n, p in m.named_parameters() if p.requires_grad})
+        """)
+        let all = try WeightSet.load(try CheckpointOpener.open(ck))
+        let expected = try WeightSet.load(try CheckpointOpener.open(ref))
+        let params = ["model.0.weight", "model.3.weight", "model.5.weight", "model.1.weight"]
+        let st = try Saliency.fisherState(all, model: all, params: params)
+        for n in params { XCTAssertEqual(st.values[n], expected.values[n], n) }
+        XCTAssertThrowsError(try Saliency.fisherState(all, model: all, params: ["model.4.weight"])) {
+            XCTAssertTrue("\($0)".contains("no exp_avg_sq for 'model.4.weight'"), "\($0)")
+        }
+        let r = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--tensors", "model.0.*,model.3.*,model.5.*", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
     }
 
     func testFisherFromAdamState() throws {
