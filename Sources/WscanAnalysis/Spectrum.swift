@@ -16,6 +16,8 @@ public struct SpectrumOptions: Sendable {
     public var seed: UInt64 = 0
     public var weloreThreshold: Double? = nil
     public init() {}
+    /// The options a stored result depends on (energies are recomputed from stored singular values instead).
+    public var storageKey: String { (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled") }
 }
 
 /// A matrix (or, for conv kernels, the stack of kh·kw slices) pulled out of a tensor.
@@ -37,10 +39,13 @@ public enum MatrixExtractor {
             if shape.contains(where: { $0 < 2 }) { return "degenerate matrix \(shape)" }
             return nil
         case 3, 4:
-            // PyTorch conv layout (out, in, k…): spatial dims small next to channels.
-            let spatial = shape.dropFirst(2).reduce(1, *)
-            if spatial <= 49, shape[0] >= 2, shape[1] >= 2 { return nil }
-            return "\(shape.count)-D tensor not shaped like a conv kernel"
+            // PyTorch conv layout (out, in, k…), kernel sides up to 11 (AlexNet's first layer); other 3-D/4-D
+            // tensors (stacked matrices, image-like buffers) are not conv kernels.
+            let k = Array(shape.dropFirst(2))
+            guard k.allSatisfy({ $0 >= 1 && $0 <= 11 }) else { return "\(shape.count)-D tensor with kernel dims \(k) > 11: not treated as a conv kernel" }
+            if shape[1] == 1 { return "depthwise conv kernel (1 input channel): each slice is a vector, no spectrum" }
+            if shape[0] < 2 { return "conv kernel with 1 output channel: each slice is a vector, no spectrum" }
+            return nil
         default: return "\(shape.count)-D tensor: no spectrum"
         }
     }
@@ -68,6 +73,17 @@ public enum MatrixExtractor {
             }
         }
         return WeightMatrix(name: name, shape: shape, rows: out, cols: inn, slices: slices, kind: "conv")
+    }
+
+    /// A conv kernel as one matrix per kh·kw slice, named `name[i,j]` (`name[k]` for 1-D kernels), for per-slice
+    /// analysis (WeightWatcher's ww2x mode).
+    public static func perSlice(_ m: WeightMatrix) -> [WeightMatrix] {
+        guard m.slices.count > 1 || m.shape.count > 2 else { return [m] }
+        let kw = m.shape.count == 4 ? m.shape[3] : 1
+        return m.slices.enumerated().map { s, v in
+            let label = m.shape.count == 4 ? "\(s / kw),\(s % kw)" : "\(s)"
+            return WeightMatrix(name: "\(m.name)[\(label)]", shape: [m.rows, m.cols], rows: m.rows, cols: m.cols, slices: [v], kind: "conv")
+        }
     }
 }
 

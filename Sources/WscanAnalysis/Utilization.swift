@@ -15,26 +15,32 @@ public struct DataUtilization: Codable, Sendable {
 }
 
 public enum DataDrivenUtilization {
-    /// `weight` is [out, in] row-major; `inputs` is either activations X [N, in] or a covariance [in, in].
+    /// `weight` is [out, in] row-major; `inputs` is either activations X [N, in] or a covariance [in, in]. An
+    /// [in, in] array is taken as a covariance when it is symmetric (to 1e-6 of its largest entry), otherwise as
+    /// `in` samples of activations. All-zero inputs use no input dimension: input and utilized rank 0.
     public static func analyze(name: String, weight: [Float], out: Int, inn: Int, inputs: [Float], inputShape: [Int],
                                energy: Double) throws -> DataUtilization {
+        guard inputShape.count == 2, inputShape[1] == inn, inputShape[0] > 0 else {
+            throw DataUtilizationError("activations for \(name) must be [N, \(inn)] or [\(inn), \(inn)], got \(inputShape)")
+        }
+        if let i = inputs.firstIndex(where: { !$0.isFinite }) {
+            throw DataUtilizationError("activations for \(name) hold \(inputs[i]) at [\(i / inn), \(i % inn)]; they must be finite")
+        }
         // Covariance C = XᵀX / N (or given).
         var c = [Double](repeating: 0, count: inn * inn)
-        if inputShape == [inn, inn] {
+        if inputShape == [inn, inn] && isSymmetric(inputs, inn) {
             c = inputs.map(Double.init)
-        } else if inputShape.count == 2, inputShape[1] == inn {
+        } else {
             let n = inputShape[0]
             let x = inputs.map(Double.init)
             x.withUnsafeBufferPointer { xp in c.withUnsafeMutableBufferPointer { cp in
                 Linalg.gemm(xp.baseAddress!, xp.baseAddress!, cp.baseAddress!, m: inn, n: inn, k: n, transA: true, alpha: 1 / Double(max(1, n)))
             } }
-        } else {
-            throw LinalgError.lapack("activations for \(name) must be [N, \(inn)] or [\(inn), \(inn)], got \(inputShape)", -1)
         }
         let (vals, vecs) = try Linalg.symmetricEigen(c, n: inn)
         let total = vals.reduce(0) { $0 + max(0, $1) }
         var acc = 0.0, k = 0
-        for v in vals { if total > 0 && acc >= energy * total { break }; acc += max(0, v); k += 1 }
+        if total > 0 { for v in vals { if acc >= energy * total { break }; acc += max(0, v); k += 1 } }
         // W · U_k (out × k): its singular values are those of W restricted to the input subspace.
         var proj = [Float](repeating: 0, count: out * k)
         for r in 0..<out {
@@ -50,9 +56,22 @@ public enum DataDrivenUtilization {
         func rank(_ sv: [Double]) -> Int {
             let e = sv.map { $0 * $0 }, t = e.reduce(0, +)
             var a = 0.0, r = 0
-            for x in e { if t > 0 && a >= energy * t { break }; a += x; r += 1 }
+            if t > 0 { for x in e { if a >= energy * t { break }; a += x; r += 1 } }
             return r
         }
         return DataUtilization(name: name, energy: energy, inputRank: k, utilizedRank: rank(svP), dataFreeRank: rank(svW), minDim: min(out, inn))
     }
+}
+
+extension DataDrivenUtilization {
+    static func isSymmetric(_ a: [Float], _ n: Int) -> Bool {
+        let scale = a.reduce(Float(0)) { max($0, abs($1)) }
+        for i in 0..<n { for j in (i + 1)..<max(i + 1, n) where abs(a[i * n + j] - a[j * n + i]) > 1e-6 * scale { return false } }
+        return true
+    }
+}
+
+public struct DataUtilizationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ s: String) { description = s }
 }

@@ -117,6 +117,11 @@ public final class Catalog: @unchecked Sendable {
             CREATE INDEX results_ck ON results(checkpoint_id);
             """)
         }
+        m.registerMigration("v4-spectra-options") { db in
+            // The analysis options a stored spectrum depends on (rand_distance and its seed, conv pooling): a
+            // request with other options recomputes. Rows from before have NULL and are recomputed once.
+            try db.execute(sql: "ALTER TABLE spectra ADD COLUMN options TEXT")
+        }
         return m
     }
 

@@ -9,6 +9,8 @@ public struct SpectrumRecord: Codable, Sendable {
     public var skipReason: String?
     public var spectrum: MatrixSpectrum?
     public var energies: [Double]
+    /// `SpectrumOptions.storageKey` of the run that produced it (nil: stored by a wscan that did not record it).
+    public var options: String? = nil
     /// The skip reason of a stored row whose metrics no longer decode (written by an older wscan): it is analysed again.
     public static let unreadable = "stored metrics unreadable"
 }
@@ -20,8 +22,8 @@ extension Catalog {
             try db.execute(sql: "DELETE FROM spectra WHERE checkpoint_id = ?", arguments: [id])
             for r in records {
                 guard let s = r.spectrum else {
-                    try db.execute(sql: "INSERT INTO spectra (checkpoint_id, tensor, shape, method, skip_reason) VALUES (?,?,?,?,?)",
-                                   arguments: [id, r.tensor, Self.json(r.shape), "skipped", r.skipReason])
+                    try db.execute(sql: "INSERT INTO spectra (checkpoint_id, tensor, shape, method, skip_reason, options) VALUES (?,?,?,?,?,?)",
+                                   arguments: [id, r.tensor, Self.json(r.shape), "skipped", r.skipReason, r.options])
                     continue
                 }
                 let m = s.metrics
@@ -32,14 +34,15 @@ extension Catalog {
                     Self.json(r.energies), Self.json(m.energyRanks), Self.json(m.utilization),
                     m.logNorm, m.logSpectralNorm, m.alpha, m.alphaWeighted, m.logAlphaNorm, m.xmin, m.xmax, m.ksDistance,
                     m.numPlSpikes, m.entropy, m.numSpikes, m.sigmaMP, m.mpSoftrank, m.lambdaPlus, m.randDistance, m.numEvals,
-                    Self.json(s.warnings), s.seconds, blob, Self.json(m),
+                    Self.json(s.warnings), s.seconds, blob, Self.json(m), r.options,
                 ]
                 try db.execute(sql: """
                     INSERT INTO spectra (checkpoint_id, tensor, shape, rows, cols, slices, kind, method,
                       frobenius, spectral_norm, stable_rank, effective_rank, numerical_rank, energies, energy_ranks, utilization,
                       log_norm, log_spectral_norm, alpha, alpha_weighted, log_alpha_norm, xmin, xmax, ks_d, num_pl_spikes, entropy,
-                      num_spikes, sigma_mp, mp_softrank, lambda_plus, rand_distance, num_evals, warnings, seconds, singular_values, metrics)
-                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                      num_spikes, sigma_mp, mp_softrank, lambda_plus, rand_distance, num_evals, warnings, seconds, singular_values, metrics,
+                      options)
+                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                     """, arguments: StatementArguments(values))
             }
         }
@@ -51,18 +54,21 @@ extension Catalog {
             try Row.fetchAll(db, sql: "SELECT * FROM spectra WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map { r in
                 let shape: [Int] = CheckpointRow.decode(r["shape"] as String?) ?? []
                 let energies: [Double] = CheckpointRow.decode(r["energies"] as String?) ?? []
+                let options: String? = r["options"]
                 if (r["method"] as String) == "skipped" {
-                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: r["skip_reason"], spectrum: nil, energies: energies)
+                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: r["skip_reason"], spectrum: nil, energies: energies,
+                                          options: options)
                 }
                 let blob: Data = r["singular_values"] ?? Data()
                 let sv: [Double] = blob.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
                 guard let m: SpectrumMetrics = CheckpointRow.decode(r["metrics"] as String?) else {
-                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: SpectrumRecord.unreadable, spectrum: nil, energies: energies)
+                    return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: SpectrumRecord.unreadable, spectrum: nil, energies: energies,
+                                          options: options)
                 }
                 let s = MatrixSpectrum(name: r["tensor"], shape: shape, rows: r["rows"], cols: r["cols"], slices: r["slices"],
                                        kind: r["kind"], method: r["method"], singularValues: sv, metrics: m,
                                        warnings: CheckpointRow.decode(r["warnings"] as String?) ?? [], seconds: r["seconds"])
-                return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: nil, spectrum: s, energies: energies)
+                return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: nil, spectrum: s, energies: energies, options: options)
             }
         }
     }

@@ -22,36 +22,56 @@ public enum SpectrumRunner {
         return p.split(separator: ",").contains { fnmatch(String($0), name, 0) == 0 }
     }
 
-    /// Returns records for the selected tensors (stored or freshly computed), in checkpoint order.
+    /// Whether a stored record belongs to tensor `name`: its own record, or one of its per-slice records `name[…]`.
+    static func belongs(_ record: String, to name: String) -> Bool {
+        record == name || (record.hasPrefix(name + "[") && record.hasSuffix("]"))
+    }
+
+    /// Returns records for the selected tensors (stored or freshly computed), in checkpoint order. A conv kernel
+    /// analysed per slice gives one record per slice.
     public static func run(catalog: Catalog, checkpoint row: CheckpointRow, request: Request,
                            progress: ((Int, Int, String) -> Void)? = nil) throws -> [SpectrumRecord] {
+        let key = request.options.storageKey
         let stored = try catalog.spectra(checkpoint: row.id)
         let tensors = try catalog.tensors(checkpoint: row.id).filter { globMatch(request.tensorGlob, $0.name) }
-        let storedByName = Dictionary(stored.map { ($0.tensor, $0) }, uniquingKeysWith: { a, _ in a })
-        if !request.force, !tensors.isEmpty,
-           tensors.allSatisfy({ storedByName[$0.name].map { $0.skipReason != SpectrumRecord.unreadable } ?? false }) {
+        var storedFor: [String: [SpectrumRecord]] = [:]
+        let names = Set(tensors.map(\.name))
+        for r in stored {
+            let base = r.tensor.firstIndex(of: "[").map { String(r.tensor[..<$0]) } ?? r.tensor
+            for n in [r.tensor, base] where names.contains(n) && belongs(r.tensor, to: n) { storedFor[n, default: []].append(r); break }
+        }
+        let reusable = tensors.allSatisfy { t in
+            guard let rs = storedFor[t.name], !rs.isEmpty else { return false }
+            return rs.allSatisfy { $0.options == key && $0.skipReason != SpectrumRecord.unreadable }
+        }
+        if !request.force, !tensors.isEmpty, reusable {
             // Re-use: energy ranks are recomputed from the stored singular values if other energies are asked for.
-            return tensors.map { t in
-                var r = storedByName[t.name]!
-                if var s = r.spectrum, r.energies != request.options.energies {
-                    let fresh = SpectrumAnalyzer.computeMetrics(s.singularValues, rows: s.rows, cols: s.cols, slices: s.slices,
-                                                                energies: request.options.energies)
-                    s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
-                    r.spectrum = s; r.energies = request.options.energies
+            return tensors.flatMap { t in
+                storedFor[t.name]!.map { stored in
+                    var r = stored
+                    if var s = r.spectrum, r.energies != request.options.energies {
+                        let fresh = SpectrumAnalyzer.computeMetrics(s.singularValues, rows: s.rows, cols: s.cols, slices: s.slices,
+                                                                    energies: request.options.energies)
+                        s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
+                        r.spectrum = s; r.energies = request.options.energies
+                    }
+                    return r
                 }
-                return r
             }
         }
         let ck = try CheckpointOpener.open(row.path)
         let selected = ck.tensors.filter { globMatch(request.tensorGlob, $0.name) }
-        var results = [SpectrumRecord?](repeating: nil, count: selected.count)
+        let energies = request.options.energies
+        func skipped(_ t: TensorInfo, _ why: String) -> [SpectrumRecord] {
+            [SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: energies, options: key)]
+        }
+        var results = [[SpectrumRecord]?](repeating: nil, count: selected.count)
         var jobs: [Int] = []
         for (i, t) in selected.enumerated() {
             if let why = MatrixExtractor.skipReason(name: t.name, shape: t.shape, dtype: t.dtype) {
-                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: request.options.energies)
+                results[i] = skipped(t, why)
             } else if !t.dtype.decodable {
-                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: "no decoder for \(t.dtype.rawValue)", spectrum: nil,
-                                            energies: request.options.energies)
+                results[i] = skipped(t, "no decoder for \(t.dtype.rawValue)")
             } else { jobs.append(i) }
         }
         // Large matrices one at a time with multi-threaded BLAS; the rest in parallel, single-threaded BLAS each.
@@ -62,19 +82,26 @@ public enum SpectrumRunner {
         var done = 0
         func work(_ i: Int) {
             let t = selected[i]
+            var out: [SpectrumRecord]
             do {
                 let values = try TensorData.floats(ck, t)
                 let m = MatrixExtractor.matrix(name: t.name, shape: t.shape, values: values)
-                let s = try SpectrumAnalyzer.analyze(m, options: request.options)
-                lock.lock(); results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: nil, spectrum: s, energies: request.options.energies)
-                done += 1; let d = done; lock.unlock()
-                progress?(d, jobs.count, t.name)
+                let parts = request.options.convPerSlice && t.shape.count > 2 ? MatrixExtractor.perSlice(m) : [m]
+                out = []
+                for p in parts {
+                    do {
+                        let s = try SpectrumAnalyzer.analyze(p, options: request.options)
+                        out.append(SpectrumRecord(tensor: p.name, shape: p.shape, skipReason: nil, spectrum: s, energies: energies, options: key))
+                    } catch {
+                        let why = error is NonFiniteMatrix ? "\(error)" : "analysis failed: \(error)"
+                        out.append(SpectrumRecord(tensor: p.name, shape: p.shape, skipReason: why, spectrum: nil, energies: energies, options: key))
+                    }
+                }
             } catch {
-                lock.lock()
-                let why = error is NonFiniteMatrix ? "\(error)" : "analysis failed: \(error)"
-                results[i] = SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: request.options.energies)
-                done += 1; lock.unlock()
+                out = skipped(t, "analysis failed: \(error)")
             }
+            lock.lock(); results[i] = out; done += 1; let d = done; lock.unlock()
+            progress?(d, jobs.count, t.name)
         }
         CPU.setBLASThreads(cores)
         for i in big.sorted(by: { selected[$0].byteCount > selected[$1].byteCount }) { work(i) }
@@ -89,12 +116,15 @@ public enum SpectrumRunner {
             }
         }
         CPU.setBLASThreads(cores)
-        let out = results.map { $0! }
-        // Merge with stored results for tensors outside the selection, then store.
-        var merged = stored.filter { s in !selected.contains { $0.name == s.tensor } }
+        let out = results.flatMap { $0! }
+        // Merge with stored results for tensors outside the selection (per-slice records included), then store.
+        var merged = stored.filter { s in !selected.contains { belongs(s.tensor, to: $0.name) } }
         merged += out
         let orderIndex = Dictionary(ck.tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        merged.sort { (orderIndex[$0.tensor] ?? .max) < (orderIndex[$1.tensor] ?? .max) }
+        func position(_ r: SpectrumRecord) -> Int {
+            orderIndex[r.tensor] ?? r.tensor.firstIndex(of: "[").flatMap { orderIndex[String(r.tensor[..<$0])] } ?? .max
+        }
+        merged = merged.enumerated().sorted { (position($0.element), $0.offset) < (position($1.element), $1.offset) }.map(\.element)
         try catalog.storeSpectra(checkpoint: row.id, merged)
         return out
     }

@@ -30,6 +30,7 @@ struct SpectrumCommand: ParsableCommand {
     @Option(help: "WeLore: a matrix whose own reduction ratio reaches this is a low-rank component.") var weloreMinRatio = 0.5
     @Option(help: "Seed for rand_distance's element shuffle.") var seed: UInt64 = 0
     @Flag(help: "Skip rand_distance (halves the work).") var noRandomize = false
+    @Flag(help: "Conv kernels: one result per kh·kw slice (WeightWatcher's ww2x mode) instead of pooling the slices.") var convSlices = false
     @Flag(help: "Recompute even if stored results exist.") var force = false
     @Flag(help: "List every layer, not only the first 40.") var all = false
     @Option(help: "Worker threads (BLAS threads and layers in flight); default: all cores.") var threads: Int?
@@ -43,8 +44,12 @@ struct SpectrumCommand: ParsableCommand {
         var req = SpectrumRunner.Request()
         req.tensorGlob = tensors
         req.options.energies = energy
+        guard weloreReduction > 0, weloreReduction < 1 else { throw ValidationError("--welore-reduction must be a fraction in (0, 1)") }
+        guard weloreMinRatio > 0, weloreMinRatio <= 1 else { throw ValidationError("--welore-min-ratio must be a fraction in (0, 1]") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         req.options.randomize = !noRandomize
         req.options.seed = seed
+        req.options.convPerSlice = convSlices
         req.force = force
         req.threads = threads
         let bar = ProgressBar()
@@ -54,18 +59,25 @@ struct SpectrumCommand: ParsableCommand {
         }
         bar.finish()
         let summary = SpectrumSummary.make(recs, energyIndex: min(1, energy.count - 1), weloreReduction: weloreReduction, weloreMinRatio: weloreMinRatio)
+        let e = energy[min(1, energy.count - 1)]
+        var utilization: [DataUtilization]?
+        if let act = activations {
+            let u = try dataUtilization(row: row, activations: act, energy: e)
+            try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
+                                summary: "\(u.count) layers with activations", data: u)
+            utilization = u
+        }
         if catalog.json {
-            struct Out: Encodable { var checkpoint: String; var energies: [Double]; var summary: SpectrumSummary; var layers: [SpectrumRecord] }
-            print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs)))
+            struct Out: Encodable {
+                var checkpoint: String; var energies: [Double]; var summary: SpectrumSummary; var layers: [SpectrumRecord]
+                var dataUtilization: [DataUtilization]?
+            }
+            print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs, dataUtilization: utilization)))
             return
         }
         SpectrumReportText.show(row: row, records: recs, summary: summary, energies: energy, all: all,
                                  seconds: Date().timeIntervalSince(t0))
-        if let act = activations {
-            let e = energy[min(1, energy.count - 1)]
-            let u = try dataUtilization(row: row, activations: act, energy: e)
-            try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
-                                summary: "\(u.count) layers with activations", data: u)
+        if let act = activations, let u = utilization {
             print("\ndata-driven utilization at \(Int(e * 100))% energy (inputs from \(act)):")
             print(Fmt.table(["layer", "input_rank", "utilized_rank", "data_free_rank", "utilized/min(m,n)"],
                             u.map { [$0.name, "\($0.inputRank)", "\($0.utilizedRank)", "\($0.dataFreeRank)", String(format: "%.1f%%", $0.utilizedFraction * 100)] },
@@ -127,14 +139,14 @@ enum SpectrumReportText {
 
 func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> [DataUtilization] {
     let ck = try CheckpointOpener.open(row.path)
-    let acts = try withInput(activations) { $0 }
-    var out: [DataUtilization] = []
-    for t in ck.tensors where t.shape.count == 2 && t.dtype.isFloatingPoint && t.dtype.decodable {
-        let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name
-        guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { continue }
-        out.append(try DataDrivenUtilization.analyze(name: t.name, weight: try TensorData.floats(ck, t), out: t.shape[0], inn: t.shape[1],
-                                                    inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy))
+    let out: [DataUtilization] = try withInput(activations) { acts in
+        try ck.tensors.filter { $0.shape.count == 2 && $0.dtype.isFloatingPoint && $0.dtype.decodable }.compactMap { t in
+            let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name
+            guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { return nil }
+            return try DataDrivenUtilization.analyze(name: t.name, weight: try TensorData.floats(ck, t), out: t.shape[0], inn: t.shape[1],
+                                                     inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy)
+        }
     }
-    if out.isEmpty { throw CLIError("\(activations) has no activations named after this checkpoint's weights") }
+    if out.isEmpty { throw CLIError("\(activations) has no activations named after this checkpoint's weights (NAME, NAME without .weight, or NAME.input)") }
     return out
 }

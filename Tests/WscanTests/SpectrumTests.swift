@@ -223,4 +223,74 @@ final class UtilizationTests: XCTestCase {
             XCTAssertLessThanOrEqual(u.utilizedRank, u.dataFreeRank)
         }
     }
+
+    /// Conv kernels through the CLI: pooled by default, one record per kh·kw slice with --conv-slices (singular
+    /// values against numpy per slice), 11×11 kernels analysed, depthwise kernels skipped with their own reason;
+    /// stored spectra are re-used only for the same rand_distance/seed/conv options.
+    func testConvSlicesCLIAndOptionAwareReuse() throws {
+        let tmp = TempDir()
+        let ck = tmp.path("conv.safetensors"), ref = tmp.path("conv_ref.json"), db = tmp.path("c.db")
+        _ = try runPython("""
+        import torch, numpy as np, json
+        from safetensors.torch import save_file
+        g = torch.Generator().manual_seed(1)
+        t = {"c1.weight": torch.randn(8, 3, 3, 3, generator=g), "big.weight": torch.randn(16, 3, 11, 11, generator=g),
+             "dw.weight": torch.randn(8, 1, 3, 3, generator=g), "fc.weight": torch.randn(10, 12, generator=g)}
+        save_file(t, \(pyStr(ck)))
+        w = t["c1.weight"].double().numpy()
+        json.dump({f"c1.weight[{i},{j}]": np.linalg.svd(w[:, :, i, j], compute_uv=False).tolist() for i in range(3) for j in range(3)},
+                  open(\(pyStr(ref)), "w"))
+        """)
+        func run(_ extra: [String]) throws -> [[String: Any]] {
+            let r = try runWscan(["analyze", "spectrum", ck, "--db", db, "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["layers"] as! [[String: Any]]
+        }
+        func byName(_ l: [[String: Any]]) -> [String: [String: Any]] { Dictionary(uniqueKeysWithValues: l.map { ($0["tensor"] as! String, $0) }) }
+        func randDistance(_ l: [String: Any]) -> Double? { ((l["spectrum"] as? [String: Any])?["metrics"] as? [String: Any])?["randDistance"] as? Double }
+        let pooled = byName(try run(["--no-randomize"]))
+        XCTAssertEqual(Set(pooled.keys), ["c1.weight", "big.weight", "dw.weight", "fc.weight"])
+        XCTAssertTrue((pooled["dw.weight"]!["skipReason"] as! String).contains("depthwise"))
+        XCTAssertNil(pooled["big.weight"]!["skipReason"])
+        XCTAssertEqual(((pooled["c1.weight"]!["spectrum"] as! [String: Any])["singularValues"] as! [Double]).count, 27)
+        XCTAssertNil(randDistance(pooled["fc.weight"]!))
+        // Same options: re-used. Other options: recomputed (rand_distance appears; another seed gives another value).
+        let again = byName(try run([]))
+        let r0 = randDistance(again["fc.weight"]!)
+        XCTAssertNotNil(r0, "a run with rand_distance must not re-use spectra stored without it")
+        let r7 = randDistance(byName(try run(["--seed", "7"]))["fc.weight"]!)
+        XCTAssertNotNil(r7); XCTAssertNotEqual(r0, r7)
+        XCTAssertEqual(randDistance(byName(try run(["--seed", "7"]))["fc.weight"]!), r7)
+        let slices = byName(try run(["--conv-slices"]))
+        let refSV = try loadJSON(URL(fileURLWithPath: ref)) as! [String: [Double]]
+        XCTAssertEqual(slices.keys.filter { $0.hasPrefix("c1.weight[") }.count, 9)
+        XCTAssertEqual(slices.keys.filter { $0.hasPrefix("big.weight[") }.count, 121)
+        for (name, sv) in refSV {
+            let ours = (slices[name]?["spectrum"] as? [String: Any])?["singularValues"] as? [Double] ?? []
+            XCTAssertEqual(ours.count, sv.count, name)
+            for (a, b) in zip(ours, sv) { XCTAssertEqual(a, b, accuracy: 1e-9 * max(1, b), name) }
+        }
+        // The catalog now holds the per-slice records, not the pooled ones, and `show --spectrum` lists them.
+        let show = try runWscan(["show", ck, "--spectrum", "--db", db, "--json"])
+        XCTAssertEqual(show.status, 0, show.err)
+        XCTAssertTrue(show.out.contains("c1.weight[2,2]") && !show.out.contains("\"c1.weight\""), String(show.out.prefix(300)))
+    }
+
+    /// Activations: zero inputs use no input dimension; a square non-symmetric array is N samples, not a covariance;
+    /// bad shapes and NaN are clear errors naming the layer.
+    func testDataDrivenUtilizationEdgeCases() throws {
+        let w: [Float] = (0..<12).map { Float($0 % 5) - 2 }          // 3×4
+        let zero = try DataDrivenUtilization.analyze(name: "l", weight: w, out: 3, inn: 4, inputs: [Float](repeating: 0, count: 40),
+                                                     inputShape: [10, 4], energy: 0.95)
+        XCTAssertEqual(zero.inputRank, 0); XCTAssertEqual(zero.utilizedRank, 0)
+        // 4 samples of a rank-1 input: as activations the input rank is 1 (as a "covariance" it would not be symmetric).
+        let x: [Float] = [1, 2, 3, 4, 2, 4, 6, 8, -1, -2, -3, -4, 3, 6, 9, 12]
+        XCTAssertEqual(try DataDrivenUtilization.analyze(name: "l", weight: w, out: 3, inn: 4, inputs: x, inputShape: [4, 4], energy: 0.95).inputRank, 1)
+        XCTAssertThrowsError(try DataDrivenUtilization.analyze(name: "l", weight: w, out: 3, inn: 4, inputs: [1, 2, 3], inputShape: [3], energy: 0.9)) {
+            XCTAssertEqual("\($0)", "activations for l must be [N, 4] or [4, 4], got [3]")
+        }
+        XCTAssertThrowsError(try DataDrivenUtilization.analyze(name: "l", weight: w, out: 3, inn: 4, inputs: [1, .nan, 3, 4], inputShape: [1, 4], energy: 0.9)) {
+            XCTAssertTrue("\($0)".contains("nan at [0, 1]"), "\($0)")
+        }
+    }
 }
