@@ -41,6 +41,9 @@ struct SpectrumCommand: ParsableCommand {
         let cat = try catalog.open()
         let row = try resolveCheckpoint(checkpoint, catalog: cat)
         guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
+        if let tensors, try !cat.tensors(checkpoint: row.id).contains(where: { SpectrumRunner.globMatch(tensors, $0.name) }) {
+            throw CLIError("\(row.path): no tensor matches \(tensors)")
+        }
         var req = SpectrumRunner.Request()
         req.tensorGlob = tensors
         req.options.energies = energy

@@ -168,6 +168,9 @@ struct SaliencyCommand: ParsableCommand {
     func run() throws {
         guard let src = SaliencySource(rawValue: source) else { throw ValidationError("--source must be one of \(SaliencySource.allCases.map(\.rawValue).joined(separator: ", "))") }
         guard top > 0, top <= 1 else { throw ValidationError("--top must be in (0, 1]") }
+        if base != nil && src != .delta { throw ValidationError("--base applies to --source delta only") }
+        if grads != nil && src != .grad && src != .wgrad { throw ValidationError("--grads applies to --source grad or wgrad only") }
+        if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
         // Parameters: ≥2-D floating tensors that are not optimizer state.

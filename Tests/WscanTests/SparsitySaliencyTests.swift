@@ -428,6 +428,37 @@ final class SaliencyTests: XCTestCase {
 
     /// Delta saliency against the base puts every salient weight where the corpus script changed the model:
     /// the rank-4 LoRA touched fc1 and fc2 only.
+    /// The corpus "fine-tuned" pair (150 Adam steps on digits 0–4, every weight moved): the delta mask written by
+    /// the CLI marks exactly the weights numpy ranks in the top half by |w_ft − w_base|, and no others.
+    func testDeltaSaliencyOnFineTunedPairMatchesNumpy() throws {
+        let mask = tmp.path("ft_mask.safetensors")
+        let r = try runWscan(["analyze", "saliency", Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path,
+                              "--source", "delta", "--base", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path,
+                              "--db", tmp.path("ft.db"), "--mask-out", mask])
+        XCTAssertEqual(r.status, 0, r.err)
+        let out = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        b = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path)))
+        m = load_file(\(pyStr(mask)))
+        names = sorted(k for k in b if b[k].ndim == 2)
+        assert sorted(m) == names, sorted(m)
+        d = np.concatenate([np.abs(b[k].astype(np.float64) - a[k]).ravel() for k in names])
+        keep = int(round(0.5 * d.size)); thr = np.sort(d)[::-1][keep - 1]
+        assert (d > 0).sum() > keep and thr > 0, 'the fine-tune moved more than half of the weights'
+        for k in names:
+            dk = np.abs(b[k].astype(np.float64) - a[k]); mk = m[k]
+            assert mk.dtype == np.uint8 and mk.shape == b[k].shape
+            assert (mk[dk > thr] == 1).all() and (mk[dk < thr] == 0).all(), k
+            assert (mk[dk == 0] == 0).all(), k + ': a weight the fine-tune left alone is never salient'
+        print(sum(int(m[k].sum()) for k in names), keep)
+        """)
+        let parts = out.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        XCTAssertEqual(parts.count, 2, out)
+        XCTAssertEqual(parts.first, parts.last, "exactly round(0.5·N) salient weights")
+    }
+
     func testDeltaSaliencyLocatesTheLoRA() throws {
         let a = try weights("mlp_seed0.safetensors"), b = try weights("mlp_seed0_lora4.safetensors")
         let names = b.names.filter { b.shapes[$0]!.count == 2 }
