@@ -28,6 +28,9 @@ public struct SaliencyResult: Codable, Sendable {
     public var kept: Int
     public var threshold: Double          // the smallest kept score
     public var layers: [SaliencyLayer]
+    /// Tensors with NaN/±Inf scores: those weights rank above every finite score (always salient) and stay out of
+    /// the mass sums.
+    public var warnings: [String]? = nil
 }
 
 public enum Saliency {
@@ -108,24 +111,27 @@ public enum Saliency {
         if total - keep <= 0 { cut.none = true }
         var masks: [String: [UInt8]] = [:]
         var layers: [SaliencyLayer] = []
-        let totalMass = values.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1) } }
+        let totalMass = values.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + ($1.isFinite ? Double($1) : 0) } }
         var minKept = Double.infinity
+        var warnings: [String] = []
         for (ti, n) in tensors.enumerated() {
             let v = values[ti]
             var m = [UInt8](repeating: 0, count: v.count)
-            var s = 0, mass = 0.0
+            var s = 0, mass = 0.0, nonFinite = 0
             for i in v.indices {
-                mass += Double(v[i])
-                if !Sparsity.pruned(v[i], tensor: ti, index: i, cut) { m[i] = 1; s += 1; minKept = min(minKept, Double(v[i])) }
+                if v[i].isFinite { mass += Double(v[i]) } else { nonFinite += 1 }
+                if !Sparsity.pruned(v[i], tensor: ti, index: i, cut) { m[i] = 1; s += 1; if v[i].isFinite { minKept = min(minKept, Double(v[i])) } }
             }
             masks[n] = m
+            if nonFinite > 0 { warnings.append("\(n): \(nonFinite) NaN/±Inf scores, marked salient and left out of the mass sums") }
             let k1 = max(1, v.count / 100)
-            let topMass = v.sorted(by: >).prefix(k1).reduce(0.0) { $0 + Double($1) }
+            let topMass = v.filter(\.isFinite).sorted(by: >).prefix(k1).reduce(0.0) { $0 + Double($1) }
             layers.append(SaliencyLayer(name: n, count: v.count, salient: s, share: v.isEmpty ? 0 : Double(s) / Double(v.count),
                                         massShare: totalMass > 0 ? mass / totalMass : 0, top1Concentration: mass > 0 ? topMass / mass : 0,
                                         meanScore: v.isEmpty ? 0 : mass / Double(v.count)))
         }
         let kept = layers.reduce(0) { $0 + $1.salient }
-        return (masks, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers))
+        return (masks, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers,
+                                      warnings: warnings.isEmpty ? nil : warnings))
     }
 }

@@ -11,10 +11,12 @@ public struct Heatmap: Sendable {
         case maxMagnitude
     }
 
-    /// Block-reduces a row-major rows × cols matrix to at most `maxSide` pixels per side, keeping the aspect ratio:
-    /// with b = ceil(max(rows, cols) / maxSide) the output is height = ceil(rows / b) × width = ceil(cols / b), and
-    /// output pixel (i, j) covers the blockRows × blockCols cells starting at (i·blockRows, j·blockCols), with
-    /// blockRows = ceil(rows / height) and blockCols = ceil(cols / width) (edge blocks may be smaller).
+    /// Block-reduces a row-major rows × cols matrix to at most `maxSide` pixels per side. Up to an aspect ratio of
+    /// 4:1 the block is square, keeping the aspect: with b = ceil(max(rows, cols) / maxSide) the output is
+    /// height = ceil(rows / b) × width = ceil(cols / b). Beyond 4:1 (a 30522×384 embedding) each axis is reduced on
+    /// its own, b_r = ceil(rows / maxSide) and b_c = ceil(cols / maxSide), so the short side is not squeezed to a
+    /// few pixels. Output pixel (i, j) covers the blockRows × blockCols cells starting at (i·blockRows, j·blockCols),
+    /// with blockRows = ceil(rows / height) and blockCols = ceil(cols / width) (edge blocks may be smaller).
     /// Non-finite values are ignored; a block without finite values is NaN.
     public static func downsample(values: [Float], rows: Int, cols: Int, maxSide: Int = 256, reduce: Reduce = .max,
                                   absolute: Bool = false)
@@ -24,7 +26,9 @@ public struct Heatmap: Sendable {
         guard rows > 0 && cols > 0 else { return ([], 0, 0, 1, 1) }
         let side = Swift.max(1, maxSide)
         let b = (Swift.max(rows, cols) + side - 1) / side
-        let H = (rows + b - 1) / b, W = (cols + b - 1) / b
+        let squareBlocks = Swift.max(rows, cols) <= 4 * Swift.min(rows, cols)
+        let br = squareBlocks ? b : (rows + side - 1) / side, bc = squareBlocks ? b : (cols + side - 1) / side
+        let H = (rows + br - 1) / br, W = (cols + bc - 1) / bc
         let bh = (rows + H - 1) / H, bw = (cols + W - 1) / W
         var acc = [Double](repeating: reduce == .mean ? 0 : -.infinity, count: H * W)
         var sgn = [Double](repeating: 0, count: reduce == .maxMagnitude ? H * W : 0)
@@ -84,10 +88,48 @@ public struct Heatmap: Sendable {
     public static func render(values: [Float], rows: Int, cols: Int, maxSide: Int = 256, reduce: Reduce = .max,
                               absolute: Bool = false, logScale: Bool = false, colormap: ColormapKind = .viridis)
         -> (png: [UInt8], width: Int, height: Int, vmin: Double, vmax: Double) {
+        let r = pixels(values: values, rows: rows, cols: cols, maxSide: maxSide, reduce: reduce, absolute: absolute,
+                       logScale: logScale, colormap: colormap)
+        return (PNGEncoder.rgb(width: r.width, height: r.height, pixels: r.px), r.width, r.height, r.vmin, r.vmax)
+    }
+
+    /// Smallest side of a rendered heatmap: small matrices are enlarged by whole pixels (uniformly while the long
+    /// side stays within `maxSide`, then the short side alone, never past `maxSide`), so a 10×32 layer is 40×128 px
+    /// and a 2×384 one 32×192.
+    public static let minSide = 32
+
+    /// A heatmap with its colour scale inside the same PNG: to the right of the map (after 6 px), a 10 px colour bar
+    /// as tall as the map, and the largest and smallest value (`%.3g`) beside its top and bottom in a 5×7 pixel font.
+    /// Width = map width + 6 + 10 + 4 + 6 × (longest label) + 2; height = max(map height, 24).
+    public static func renderWithLegend(values: [Float], rows: Int, cols: Int, maxSide: Int = 256, reduce: Reduce = .max,
+                                        absolute: Bool = false, logScale: Bool = false, colormap: ColormapKind = .viridis)
+        -> (png: [UInt8], width: Int, height: Int, mapWidth: Int, mapHeight: Int, vmin: Double, vmax: Double) {
+        let r = pixels(values: values, rows: rows, cols: cols, maxSide: maxSide, reduce: reduce, absolute: absolute,
+                       logScale: logScale, colormap: colormap)
+        let map: ColormapKind = logScale ? .viridis : colormap
+        let valid = r.vmin.isFinite && r.vmax.isFinite
+        let top = valid ? String(format: "%.3g", r.vmax) : "", bottom = valid ? String(format: "%.3g", r.vmin) : ""
+        let labelW = 6 * max(top.count, bottom.count)
+        let W = r.width + 6 + 10 + 4 + labelW + 2, H = max(r.height, 24)
+        var px = [UInt8](repeating: 255, count: W * H * 3)
+        for y in 0..<r.height { for x in 0..<r.width { for c in 0..<3 { px[3 * (y * W + x) + c] = r.px[3 * (y * r.width + x) + c] } } }
+        let barX = r.width + 6
+        for y in 0..<H {
+            let t = H > 1 ? 1 - Double(y) / Double(H - 1) : 0.5
+            let c = valid ? map.rgb(t) : Colormap.missing
+            for x in barX..<(barX + 10) { px[3 * (y * W + x)] = c.0; px[3 * (y * W + x) + 1] = c.1; px[3 * (y * W + x) + 2] = c.2 }
+        }
+        PixelFont.draw(top, into: &px, width: W, x: barX + 14, y: 0)
+        PixelFont.draw(bottom, into: &px, width: W, x: barX + 14, y: H - 7)
+        return (PNGEncoder.rgb(width: W, height: H, pixels: px), W, H, r.width, r.height, r.vmin, r.vmax)
+    }
+
+    static func pixels(values: [Float], rows: Int, cols: Int, maxSide: Int, reduce: Reduce, absolute: Bool,
+                       logScale: Bool, colormap: ColormapKind) -> (px: [UInt8], width: Int, height: Int, vmin: Double, vmax: Double) {
         let d = downsample(values: values, rows: rows, cols: cols, maxSide: maxSide, reduce: reduce, absolute: absolute)
         guard d.width > 0 else {
             let g = Colormap.missing
-            return (PNGEncoder.rgb(width: 1, height: 1, pixels: [g.0, g.1, g.2]), 1, 1, .nan, .nan)
+            return ([g.0, g.1, g.2], 1, 1, .nan, .nan)
         }
         let finite = d.cells.filter { $0.isFinite }
         var vmin = Double.nan, vmax = Double.nan
@@ -120,7 +162,21 @@ public struct Heatmap: Sendable {
             let c = v.isFinite ? map.rgb(t(v)) : Colormap.missing
             px[3 * k] = c.0; px[3 * k + 1] = c.1; px[3 * k + 2] = c.2
         }
-        return (PNGEncoder.rgb(width: d.width, height: d.height, pixels: px), d.width, d.height, vmin, vmax)
+        // Enlarge small maps by whole pixels (see minSide).
+        let side = Swift.max(1, maxSide)
+        let f = Swift.max(1, Swift.min((minSide + Swift.min(d.width, d.height) - 1) / Swift.min(d.width, d.height),
+                                       side / Swift.max(d.width, d.height)))
+        var fx = f, fy = f
+        if d.height * fy < minSide { fy = Swift.max(1, Swift.min((minSide + d.height - 1) / d.height, side / d.height)) }
+        if d.width * fx < minSide { fx = Swift.max(1, Swift.min((minSide + d.width - 1) / d.width, side / d.width)) }
+        guard fx > 1 || fy > 1 else { return (px, d.width, d.height, vmin, vmax) }
+        let W = d.width * fx, H = d.height * fy
+        var big = [UInt8](repeating: 0, count: W * H * 3)
+        for y in 0..<H { for x in 0..<W {
+            let k = (y / fy) * d.width + x / fx
+            big[3 * (y * W + x)] = px[3 * k]; big[3 * (y * W + x) + 1] = px[3 * k + 1]; big[3 * (y * W + x) + 2] = px[3 * k + 2]
+        } }
+        return (big, W, H, vmin, vmax)
     }
 
     /// A vertical colour bar (`height` px tall, default matching a 256 px heatmap) with ticks and a rotated label,
@@ -186,5 +242,44 @@ public struct Heatmap: Sendable {
                             anchor: "middle", rotate: -90)
         }
         return out + "</svg>\n"
+    }
+}
+
+/// A 5×7 pixel font for the numbers in a PNG legend: digits, '.', '-', '+', 'e', 'n', 'a', 'i', 'f' (for nan, inf).
+enum PixelFont {
+    static let glyphs: [Character: [UInt8]] = [
+        "0": [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
+        "1": [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+        "2": [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
+        "3": [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110],
+        "4": [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
+        "5": [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
+        "6": [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
+        "7": [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
+        "8": [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
+        "9": [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
+        ".": [0, 0, 0, 0, 0, 0b01100, 0b01100],
+        "-": [0, 0, 0, 0b11111, 0, 0, 0],
+        "+": [0, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0],
+        "e": [0, 0, 0b01110, 0b10001, 0b11111, 0b10000, 0b01110],
+        "n": [0, 0, 0b10110, 0b11001, 0b10001, 0b10001, 0b10001],
+        "a": [0, 0, 0b01110, 0b00001, 0b01111, 0b10001, 0b01111],
+        "i": [0b00100, 0, 0b01100, 0b00100, 0b00100, 0b00100, 0b01110],
+        "f": [0b00110, 0b01001, 0b01000, 0b11100, 0b01000, 0b01000, 0b01000],
+    ]
+
+    /// Draws `text` in dark grey with its top-left corner at (x, y), 6 px per character; pixels outside are clipped.
+    static func draw(_ text: String, into px: inout [UInt8], width: Int, x: Int, y: Int) {
+        let height = px.count / (3 * width)
+        for (i, ch) in text.enumerated() {
+            guard let g = glyphs[ch] else { continue }
+            for (row, bits) in g.enumerated() {
+                for col in 0..<5 where bits & (1 << (4 - col)) != 0 {
+                    let X = x + 6 * i + col, Y = y + row
+                    guard X >= 0, X < width, Y >= 0, Y < height else { continue }
+                    px[3 * (Y * width + X)] = 40; px[3 * (Y * width + X) + 1] = 40; px[3 * (Y * width + X) + 2] = 40
+                }
+            }
+        }
     }
 }

@@ -119,7 +119,10 @@ enum SpectrumReportText {
         let skipped = records.filter { $0.spectrum == nil }
         if !skipped.isEmpty {
             let reasons = Dictionary(grouping: skipped, by: { $0.skipReason ?? "?" })
-            print("skipped: " + reasons.map { "\($0.value.count) × \($0.key)" }.sorted().joined(separator: "; "))
+            print("skipped: " + reasons.map { r in
+                let names = r.value.prefix(3).map(\.tensor).joined(separator: ", ") + (r.value.count > 3 ? ", …" : "")
+                return "\(r.value.count) × \(r.key) (\(names))"
+            }.sorted().joined(separator: "; "))
         }
         print("")
         print("summary (parameter-weighted means over \(Fmt.count(summary.parameters)) matrix parameters):")

@@ -163,6 +163,7 @@ struct SaliencyCommand: ParsableCommand {
     @Option(help: "Fraction of weights that are salient.") var top: Double = 0.5
     @Option(help: "Write the mask (U8, 1 = salient) as safetensors.") var maskOut: String?
     @Option(help: "Write per-layer heat maps (PNG) into this folder.") var maps: String?
+    @Option(help: "How a heat-map pixel summarises its block of weights: max or mean.") var mapReduce: String = "max"
     @Option(help: "Only tensors matching these shell globs.") var tensors: String?
 
     func run() throws {
@@ -171,6 +172,7 @@ struct SaliencyCommand: ParsableCommand {
         if base != nil && src != .delta { throw ValidationError("--base applies to --source delta only") }
         if grads != nil && src != .grad && src != .wgrad { throw ValidationError("--grads applies to --source grad or wgrad only") }
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
+        guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
         // Parameters: ≥2-D floating tensors that are not optimizer state.
@@ -197,6 +199,7 @@ struct SaliencyCommand: ParsableCommand {
         }
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
         let (mask, result) = Saliency.mask(scores, top: top, source: src)
+        for w in result.warnings ?? [] { printErr("wscan: warning: \(w)") }
         struct Params: Encodable { var source: String; var top: Double; var base: String?; var grads: String?; var tensors: String? }
         try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,
                             params: Params(source: source, top: top, base: base, grads: grads, tensors: tensors),
@@ -208,7 +211,7 @@ struct SaliencyCommand: ParsableCommand {
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
         }
         var mapFiles: [String] = []
-        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, names: params, to: dir) }
+        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, names: params, to: dir, reduce: mapReduce) }
         if catalog.json {
             struct Out: Encodable { var checkpoint: String; var result: SaliencyResult; var mask: String?; var maps: [String] }
             print(Fmt.json(Out(checkpoint: row.path, result: result, mask: maskOut, maps: mapFiles)))
@@ -233,23 +236,22 @@ struct SaliencyCommand: ParsableCommand {
         }
         return out
     }
-
-    /// exp_avg_sq per parameter: by name (`exp_avg_sq.<p>`, `<p>.exp_avg_sq`), or torch's optimizer.state.<i>
-    /// indexed in parameter order (every floating tensor outside the optimizer, matched by shape).
 }
 
-/// Per-layer saliency heat maps: PNG (viridis, block max, at most 256 px a side) plus an SVG colour bar each.
+/// Per-layer saliency heat maps: one PNG each (viridis, block max or mean, at most 256 px a side, its colour scale
+/// drawn beside it; see Heatmap.renderWithLegend), plus the same scale as an SVG colour bar with its label.
 enum SaliencyMaps {
-    static func write(scores: WeightSet, names: [String], to dir: String) throws -> [String] {
+    static func write(scores: WeightSet, names: [String], to dir: String, reduce: String) throws -> [String] {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var out: [String] = []
         for n in names {
             guard let v = scores.values[n], let s = scores.shapes[n], s.count >= 2 else { continue }
             let rows = s[0], cols = s.dropFirst().reduce(1, *)
-            let h = Fig.heatmap(values: v, rows: rows, cols: cols)
+            let h = Heatmap.renderWithLegend(values: v, rows: rows, cols: cols, maxSide: 256, reduce: reduce == "mean" ? .mean : .max, absolute: true)
             let base = (dir as NSString).appendingPathComponent(n.replacingOccurrences(of: "/", with: "_"))
             try Data(h.png).write(to: URL(fileURLWithPath: base + ".png"))
-            try Data(h.legend.utf8).write(to: URL(fileURLWithPath: base + ".legend.svg"))
+            let legend = Heatmap.legendSVG(vmin: h.vmin, vmax: h.vmax, label: "score (block \(reduce))", height: max(64, h.mapHeight))
+            try Data(legend.utf8).write(to: URL(fileURLWithPath: base + ".legend.svg"))
             out.append(base + ".png")
         }
         return out

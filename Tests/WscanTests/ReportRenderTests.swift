@@ -419,13 +419,18 @@ final class ReportPNGTests: XCTestCase {
 
 final class ReportHeatmapTests: XCTestCase {
     func testBlockMaxPutsOutlierInTheRightPixel() throws {
-        for (rows, cols, maxSide) in [(1000, 600, 100), (1001, 600, 100), (517, 2048, 256), (40, 30, 256)] {
+        for (rows, cols, maxSide) in [(1000, 600, 100), (1001, 600, 100), (517, 2048, 256), (40, 30, 256), (3000, 40, 256), (2, 300, 256)] {
             var m = [Float](repeating: 0, count: rows * cols)
             let (r0, c0) = (rows * 11 / 15, cols * 2 / 3)
             m[r0 * cols + c0] = 5
             let d = Heatmap.downsample(values: m, rows: rows, cols: cols, maxSide: maxSide, reduce: .max)
-            let b = (max(rows, cols) + maxSide - 1) / maxSide
-            XCTAssertEqual(d.height, (rows + b - 1) / b); XCTAssertEqual(d.width, (cols + b - 1) / b)
+            if max(rows, cols) <= 4 * min(rows, cols) {               // square blocks: aspect kept
+                let b = (max(rows, cols) + maxSide - 1) / maxSide
+                XCTAssertEqual(d.height, (rows + b - 1) / b); XCTAssertEqual(d.width, (cols + b - 1) / b)
+            } else {                                                 // each axis on its own
+                let br = (rows + maxSide - 1) / maxSide, bc = (cols + maxSide - 1) / maxSide
+                XCTAssertEqual(d.height, (rows + br - 1) / br); XCTAssertEqual(d.width, (cols + bc - 1) / bc)
+            }
             XCTAssertLessThanOrEqual(max(d.width, d.height), maxSide)
             XCTAssertEqual(d.blockRows, (rows + d.height - 1) / d.height)
             XCTAssertEqual(d.blockCols, (cols + d.width - 1) / d.width)
@@ -436,12 +441,16 @@ final class ReportHeatmapTests: XCTestCase {
             XCTAssertEqual(r.vmin, 0); XCTAssertEqual(r.vmax, 5)
             let png = try decodePNG(r.png)
             XCTAssertEqual(png.width, r.width); XCTAssertEqual(png.height, r.height)
-            XCTAssertEqual(png.width, d.width); XCTAssertEqual(png.height, d.height)
+            // Small maps are enlarged by whole pixels to at least Heatmap.minSide a side.
+            XCTAssertEqual(png.width % d.width, 0); XCTAssertEqual(png.height % d.height, 0)
+            let fx = png.width / d.width, fy = png.height / d.height
+            XCTAssertGreaterThanOrEqual(min(png.width, png.height), min(Heatmap.minSide, min(rows, cols)))
+            if min(d.width, d.height) >= Heatmap.minSide { XCTAssertEqual(fx, 1); XCTAssertEqual(fy, 1) }
             for y in 0..<png.height {
                 for x in 0..<png.width {
                     let k = (y * png.width + x) * 3
                     let c = (png.pixels[k], png.pixels[k + 1], png.pixels[k + 2])
-                    XCTAssertTrue(c == ((y, x) == (pi, pj) ? Colormap.viridis(1) : Colormap.viridis(0)), "\(rows)x\(cols) pixel \(x),\(y)")
+                    XCTAssertTrue(c == ((y / fy, x / fx) == (pi, pj) ? Colormap.viridis(1) : Colormap.viridis(0)), "\(rows)x\(cols) pixel \(x),\(y)")
                 }
             }
             // Block mean dilutes the outlier over the block.
@@ -471,6 +480,23 @@ final class ReportHeatmapTests: XCTestCase {
         let empty = Heatmap.render(values: [], rows: 0, cols: 5, reduce: .mean, absolute: false, logScale: false)
         XCTAssertEqual(empty.width, 1); XCTAssertTrue(empty.vmin.isNaN)
         XCTAssertNoThrow(try decodePNG(empty.png))
+    }
+
+    /// The saliency-map PNG carries its own scale: a colour bar from vmax (top) to vmin (bottom) beside the map and
+    /// both values written in the pixel font.
+    func testLegendInsidePNG() throws {
+        let m = (0..<320).map { Float($0) / 100 }                       // 10×32, values 0 … 3.19
+        let r = Heatmap.renderWithLegend(values: m, rows: 10, cols: 32, reduce: .max, absolute: true)
+        XCTAssertEqual(r.mapWidth, 128); XCTAssertEqual(r.mapHeight, 40)
+        XCTAssertEqual(r.vmin, 0); XCTAssertEqual(r.vmax, 3.19, accuracy: 1e-6)
+        XCTAssertEqual(r.width, 128 + 22 + 6 * 4); XCTAssertEqual(r.height, 40)     // labels "3.19" and "0"
+        let png = try decodePNG(r.png)
+        XCTAssertEqual(png.width, r.width); XCTAssertEqual(png.height, r.height)
+        func px(_ x: Int, _ y: Int) -> (UInt8, UInt8, UInt8) { let k = 3 * (y * png.width + x); return (png.pixels[k], png.pixels[k + 1], png.pixels[k + 2]) }
+        XCTAssertTrue(px(128 + 6, 0) == Colormap.viridis(1)); XCTAssertTrue(px(128 + 15, 39) == Colormap.viridis(0))
+        XCTAssertTrue(px(128 + 3, 20) == (255, 255, 255))
+        let ink = (0..<png.height).reduce(0) { n, y in n + (128 + 20..<png.width).filter { px($0, y) == (40, 40, 40) }.count }
+        XCTAssertGreaterThan(ink, 20, "labels drawn")
     }
 
     func testLargeMatrixSizeAndAspect() throws {

@@ -481,7 +481,8 @@ final class SaliencyTests: XCTestCase {
         XCTAssertTrue(mask.tensors.allSatisfy { $0.dtype == .u8 })
         let kept = try mask.tensors.reduce(0) { $0 + Int(try TensorData.floats(mask, $1).reduce(0, +)) }
         XCTAssertEqual(kept, Int((0.25 * 6464).rounded()))
-        for (name, w, h) in [("fc1.weight", 64, 64), ("fc2.weight", 64, 32), ("fc3.weight", 32, 10)] {
+        // Map sizes (README): 64×64 as is, 32×64 as is, 10×32 enlarged ×4 to 40×128; then the colour bar and labels.
+        for (name, w, h) in [("fc1.weight", 64, 64), ("fc2.weight", 64, 32), ("fc3.weight", 128, 40)] {
             let png = tmp.path("maps/\(name).png")
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -489,7 +490,12 @@ final class SaliencyTests: XCTestCase {
             let out = Pipe(); p.standardOutput = out
             try p.run(); p.waitUntilExit()
             XCTAssertEqual(p.terminationStatus, 0, "\(png) does not decode")
-            XCTAssertEqual(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), "\(w) \(h)", name)
+            let size = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+            XCTAssertEqual(size.count, 2)
+            XCTAssertEqual(size.last, max(h, 24), name)
+            let label = (size.first ?? 0) - w - 22                      // 6 px per character of the longer label
+            XCTAssertTrue(label >= 6 && label <= 60 && label % 6 == 0, "\(name): \(size)")
             XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.path("maps/\(name).legend.svg")))
         }
     }
