@@ -204,6 +204,46 @@ final class SpectrumTests: XCTestCase {
         XCTAssertEqual(fit.alpha, 2.5, accuracy: 0.1)
         XCTAssertLessThan(fit.D, 0.05)
     }
+
+    /// The bounded candidate scan picks exactly the xmin (first on ties), α and D of the full O(n²) scan, on
+    /// Pareto, Marchenko–Pastur-like, tied and small-N spectra.
+    func testBoundedKSScanEqualsFullScan() {
+        var rng = SplitMix64(seed: 11)
+        func u() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
+        var sets: [[Double]] = []
+        for n in [9, 19, 20, 64, 300, 1500] {
+            sets.append((0..<n).map { _ in pow(1 - u(), -1 / (0.5 + 3 * u())) })                    // heavy tails
+            sets.append((0..<n).map { _ in let x = 4 * u(); return x * x + 1e-3 })                    // bulk-like
+            sets.append((0..<n).map { _ in Double(Int(u() * 6) + 1) })                               // many ties
+        }
+        for evals in sets {
+            guard let fit = PowerLawFit.fit(evals) else { continue }
+            let data = evals.filter { $0 > PowerLawFit.evalsThreshold }.sorted(), N = data.count
+            let logs = data.map { log($0) }
+            var suffix = [Double](repeating: 0, count: N + 1)          // summed as fit() sums, so α is bit-identical
+            for i in stride(from: N - 1, through: 0, by: -1) { suffix[i] = suffix[i + 1] + logs[i] }
+            var best = -1, bestD = Double.infinity, bestA = 0.0
+            for i in 0..<(N - 1) {
+                let tail = Double(N - i), s = suffix[i] - tail * logs[i]
+                if N < PowerLawFit.smallN {
+                    guard N - i >= 8, s > 1e-12 else { continue }
+                    let a = 1 + (tail - 1) / s
+                    guard a > 1 else { continue }
+                    let d = PowerLawFit.ks(logs, from: i, alpha: a)
+                    if d < bestD { bestD = d; best = i; bestA = a }
+                } else {
+                    let a = 1 + tail / s
+                    guard a > 1 else { continue }
+                    let d = PowerLawFit.ks(logs, from: i, alpha: a)
+                    if d < bestD { bestD = d; best = i; bestA = a }
+                }
+            }
+            guard best >= 0 else { continue }
+            XCTAssertEqual(fit.xmin, data[best], "n=\(evals.count)")
+            XCTAssertEqual(fit.alpha, bestA, "n=\(evals.count)")
+            XCTAssertEqual(fit.D, bestD, "n=\(evals.count)")
+        }
+    }
 }
 
 final class UtilizationTests: XCTestCase {
