@@ -2,6 +2,9 @@ import Foundation
 
 /// Graphviz sources for reports (rendered in-process through libgvc).
 public enum Diagrams {
+    /// A numbered path component (`layer.3`): ASCII digits only, so `Int` parses it.
+    static func isIndex(_ p: String) -> Bool { !p.isEmpty && p.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && Int(p) != nil }
+
     static func esc(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
 
     /// Module tree from dotted tensor names. Numbered siblings with the same structure collapse into one node
@@ -11,11 +14,11 @@ public enum Diagrams {
         let root = Node()
         for (full, shape, count) in tensors {
             var parts = full.split(separator: ".").map(String.init)
-            let leaf = parts.removeLast()
+            let leaf = parts.popLast() ?? full                 // a crafted name may be "" or all dots
             // collapse numeric path components: encoder.layer.3.x → encoder.layer.#.x
             var node = root
             for p in parts {
-                let key = p.allSatisfy(\.isNumber) ? "#" : p
+                let key = isIndex(p) ? "#" : p
                 if node.children[key] == nil { node.children[key] = Node(); node.order.append(key) }
                 node = node.children[key]!
             }
@@ -29,7 +32,7 @@ public enum Diagrams {
             let parts = full.split(separator: ".").map(String.init)
             var path: [String] = []
             for p in parts.dropLast() {
-                if p.allSatisfy(\.isNumber) { repeats[path.joined(separator: "."), default: []].insert(p); path.append("#") } else { path.append(p) }
+                if isIndex(p) { repeats[path.joined(separator: "."), default: []].insert(p); path.append("#") } else { path.append(p) }
             }
         }
         var lines = ["digraph architecture {", "  graph [rankdir=LR, fontname=\"Helvetica\", fontsize=11, label=\"\(esc(name))\", labelloc=t];",

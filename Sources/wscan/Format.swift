@@ -102,6 +102,18 @@ final class ProgressBar: @unchecked Sendable {
 /// so a crafted checkpoint cannot send escape sequences to the user's terminal. JSON output passes unchanged
 /// (`Fmt.json` escapes every control character).
 enum Terminal {
+    static let diagnosticLimit = 400
+
+    /// Line breaks and tabs escaped, and cut to `limit` characters with an ellipsis.
+    static func oneLine(_ s: String, limit: Int = diagnosticLimit) -> String {
+        var t = s
+        if t.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\t" || $0 == "\r\n" }) {
+            t = t.replacingOccurrences(of: "\r\n", with: "\\r\\n").replacingOccurrences(of: "\n", with: "\\n")
+                .replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\t", with: "\\t")
+        }
+        return t.count > limit ? String(t.prefix(limit - 1)) + "…" : t
+    }
+
     static func safe(_ s: String) -> String {
         guard s.utf8.contains(where: { ($0 < 0x20 && $0 != 0x0A && $0 != 0x09) || $0 == 0x7F || $0 == 0xC2 }) else { return s }
         var out = String.UnicodeScalarView()
@@ -118,4 +130,10 @@ func print(_ items: Any..., separator: String = " ", terminator: String = "\n") 
     Swift.print(Terminal.safe(items.map { "\($0)" }.joined(separator: separator)), terminator: terminator)
 }
 
-func printErr(_ s: String) { FileHandle.standardError.write(Data((Terminal.safe(s) + "\n").utf8)) }
+/// A diagnostic on standard error: one line (newlines and tabs inside, e.g. from a crafted tensor name, are shown as
+/// `\n` and `\t`), at most `Terminal.diagnosticLimit` characters, terminal-safe. `multiline` keeps line breaks
+/// (usage text).
+func printErr(_ s: String, multiline: Bool = false) {
+    let line = multiline ? s : Terminal.oneLine(s)
+    FileHandle.standardError.write(Data((Terminal.safe(line) + "\n").utf8))
+}

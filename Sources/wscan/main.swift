@@ -17,7 +17,7 @@ do {
     command = try Wscan.parseAsRoot()
 } catch {
     if Wscan.exitCode(for: error) == .success { Wscan.exit(withError: error) } // --help, --version
-    printErr(Wscan.fullMessage(for: error))
+    printErr(Wscan.fullMessage(for: error), multiline: true)
     exit(2) // usage error
 }
 do {

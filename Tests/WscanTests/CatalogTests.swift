@@ -143,14 +143,24 @@ final class CLITests: XCTestCase {
         try SafetensorsWriter.write([.init(name: "w" + esc, dtype: .f32, shape: [2], bytes: [UInt8](repeating: 0, count: 8))],
                                     metadata: ["note": "hello" + esc], to: file)
         let bad = tmp.write("bad\u{1B}[2J.safetensors", [9, 9, 9])
+        // A file name and a tensor name with line breaks, and a 5000-character name: each error stays one line.
+        let twoLines = tmp.write("two\nlines.safetensors", [1, 2, 3])
+        let header = Array(#"{"a\nb\#(String(repeating: "x", count: 5000))":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#.utf8)
+        var st = withUnsafeBytes(of: UInt64(header.count).littleEndian, Array.init) + header
+        st += [0, 0, 0, 0]
+        let badName = tmp.write("badname.safetensors", st)
         func clean(_ s: String, _ what: String) {
             XCTAssertFalse(s.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) },
                            "\(what): \(s.debugDescription)")
         }
-        let idx = try runWscan(["index", file, bad, "--db", db])
+        let idx = try runWscan(["index", file, bad, twoLines, badName, "--db", db])
         XCTAssertEqual(idx.status, 1)
         clean(idx.out, "index stdout"); clean(idx.err, "index stderr")
         XCTAssertTrue(idx.err.contains("bad\u{FFFD}[2J.safetensors"), idx.err)
+        let errLines = idx.err.split(separator: "\n")
+        XCTAssertEqual(errLines.count, 3, idx.err)
+        XCTAssertTrue(errLines.contains { $0.contains("two\\nlines.safetensors") }, idx.err)
+        XCTAssertTrue(errLines.allSatisfy { $0.count <= 400 }, idx.err)
         let show = try runWscan(["show", "evil.safetensors", "--db", db])
         XCTAssertEqual(show.status, 0, show.err)
         clean(show.out, "show")

@@ -512,6 +512,19 @@ final class ReportHeatmapTests: XCTestCase {
 
 // MARK: - Graphviz
 
+final class ReportDiagramTests: XCTestCase {
+    /// Crafted tensor names (empty, all dots, non-ASCII digits, quotes, backslashes, newlines) give a DOT source
+    /// Graphviz accepts, never a crash (found by running `wscan report` over the fuzzer's corpus).
+    func testArchitectureSurvivesCraftedNames() throws {
+        let names = ["", ".", "...", "a..b", "1", "layer.٣.w", "layer.²", "x\"y\\", "n\nm.weight", "enc.layer.0.w", "enc.layer.12.w"]
+        let dot = Diagrams.architecture(name: "crafted \"model\"", tensors: names.map { ($0, [2, 2], 4) }, metric: [:])
+        XCTAssertTrue(dot.hasPrefix("digraph architecture {"))
+        XCTAssertTrue(dot.contains("{0..12} ×2"), dot)
+        let svg = try Graphviz.svg(dot: dot)
+        XCTAssertTrue(svg.contains("<svg"))
+    }
+}
+
 final class ReportGraphvizTests: XCTestCase {
     static let dot = """
     digraph model {
