@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <errno.h>
 #include <unistd.h>
+#include <math.h>
 
 /* ---- OpenBLAS / LAPACKE, loaded on first use ----
    OpenBLAS reads OPENBLAS_CORETYPE when it loads and starts worker threads that spin for a while; loading it
@@ -281,6 +282,11 @@ int wscan_ssyevd_values(int n, float *a, float *w) {
 }
 /* Eigenvalues of the k x k Gram matrix g (upper triangle, column-major); consumes g. */
 static int gram_solve(int k, double *g, double *w) {
+    /* NaN/Inf in the matrix reach the Gram matrix: refuse before LAPACK (which would print xerbla messages). Only
+       the upper triangle (dsyrk's) is meaningful. */
+    for (int j = 0; j < k; j++)
+        for (int i = 0; i <= j; i++)
+            if (!isfinite(g[(size_t)j * k + i])) { free(g); return WSCAN_NONFINITE; }
     if (k <= 1024) {
         /* Small matrices: the one-stage reduction is faster than the two-stage one's band-reduction overhead. */
         int info1 = wscan_dsyevd_values(k, g, w);

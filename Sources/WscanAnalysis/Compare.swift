@@ -142,8 +142,11 @@ public enum Comparator {
             if shape.count == 2, shape[0] >= 2, shape[1] >= 2, !ev.prunedFromA, !ev.prunedFromB, ev.reencodedAs == nil {
                 var d = [Float](repeating: 0, count: a.count)
                 for i in a.indices { d[i] = b[i] - a[i] }
-                let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])
-                ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]))
+                // A difference with NaN/±Inf (non-finite weights on either side) has no spectrum: no rank evidence.
+                if d.allSatisfy({ $0.isFinite }) {
+                    let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])
+                    ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]))
+                }
             }
         }
         return ev

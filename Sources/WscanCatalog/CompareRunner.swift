@@ -119,6 +119,8 @@ public enum CompareRunner {
         public var edges: [LineageEdge]
         public var skippedPairs: Int   // different architectures, pruned by shape signature
         public var compared: Int
+        /// Pairs that could not be compared ("a ↔ b: reason"); the others are still linked.
+        public var failed: [String]? = nil
     }
 
     /// Pairwise relationships among the catalog's checkpoints. Cheap fingerprints first: checkpoints whose
@@ -132,6 +134,7 @@ public enum CompareRunner {
         }
         var edges: [LineageEdge] = []
         var skipped = 0, compared = 0
+        var failed: [String] = []
         var pairs: [(CheckpointRow, CheckpointRow)] = []
         for i in 0..<rows.count { for j in (i + 1)..<max(i + 1, rows.count) {
             if signature[rows[i].id] != signature[rows[j].id] || signature[rows[i].id]!.isEmpty { skipped += 1; continue }
@@ -144,13 +147,18 @@ public enum CompareRunner {
                 continue
             }
             var o = Options(); o.connectivity = false
-            let r = try compare(catalog: catalog, a: a, b: b, options: o, store: true)
+            let r: CompareResult
+            do { r = try compare(catalog: catalog, a: a, b: b, options: o, store: true) } catch {
+                failed.append("\(a.name) ↔ \(b.name): \(error)")
+                continue
+            }
             compared += 1
             if r.verdict.kind != "independent" || includeIndependent {
                 edges.append(LineageEdge(a: a.name, b: b.name, kind: r.verdict.kind, confidence: r.verdict.confidence, summary: r.verdict.summary, how: "compare"))
             }
         }
-        let lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared)
+        let lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared,
+                          failed: failed.isEmpty ? nil : failed)
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
         return lin
     }

@@ -2,8 +2,18 @@ import CWscan
 
 public enum LinalgError: Error, CustomStringConvertible {
     case lapack(String, Int32)
+    /// The matrix holds NaN or ±Inf; LAPACK is not called (it would fail and print its own messages).
+    case nonFinite
     public var description: String {
-        switch self { case let .lapack(f, info): return "\(f) failed (info=\(info))" }
+        switch self {
+        case let .lapack(f, info): return "\(f) failed (info=\(info))"
+        case .nonFinite: return "the matrix holds NaN or ±Inf values: no decomposition"
+        }
+    }
+
+    static func check(_ info: Int32, _ what: String) throws {
+        if info == WSCAN_NONFINITE { throw LinalgError.nonFinite }
+        if info != 0 { throw LinalgError.lapack(info == -1000 ? "gram (out of memory)" : what, info) }
     }
 }
 
@@ -11,6 +21,7 @@ public enum LinalgError: Error, CustomStringConvertible {
 public enum Linalg {
     /// Singular values (descending) of an m×n Float matrix; `a` is consumed.
     public static func singularValues(_ a: inout [Float], m: Int, n: Int) throws -> [Float] {
+        guard a.allSatisfy({ $0.isFinite }) else { throw LinalgError.nonFinite }
         var s = [Float](repeating: 0, count: Swift.min(m, n))
         let info = a.withUnsafeMutableBufferPointer { ap in
             s.withUnsafeMutableBufferPointer { sp in wscan_sgesdd_values(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress) }
@@ -20,6 +31,7 @@ public enum Linalg {
     }
 
     public static func singularValues(_ a: inout [Double], m: Int, n: Int) throws -> [Double] {
+        guard a.allSatisfy({ $0.isFinite }) else { throw LinalgError.nonFinite }
         var s = [Double](repeating: 0, count: Swift.min(m, n))
         let info = a.withUnsafeMutableBufferPointer { ap in
             s.withUnsafeMutableBufferPointer { sp in wscan_dgesdd_values(Int32(m), Int32(n), ap.baseAddress, sp.baseAddress) }
@@ -33,19 +45,20 @@ public enum Linalg {
     public static func gramEigenvalues(_ a: UnsafePointer<Float>, m: Int, n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: Swift.min(m, n))
         let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals(Int32(m), Int32(n), a, $0.baseAddress) }
-        if info != 0 { throw LinalgError.lapack(info == -1000 ? "gram (out of memory)" : "dsyevd_2stage", info) }
+        try LinalgError.check(info, "dsyevd_2stage")
         return w.reversed().map { Swift.max(0, $0) }
     }
 
     public static func gramEigenvalues(_ a: UnsafePointer<Double>, m: Int, n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: Swift.min(m, n))
         let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals_d(Int32(m), Int32(n), a, $0.baseAddress) }
-        if info != 0 { throw LinalgError.lapack(info == -1000 ? "gram (out of memory)" : "dsyevd_2stage", info) }
+        try LinalgError.check(info, "dsyevd_2stage")
         return w.reversed().map { Swift.max(0, $0) }
     }
 
     /// Eigenvalues (ascending) of a symmetric n×n matrix; `a` is consumed.
     public static func symmetricEigenvalues(_ a: inout [Double], n: Int) throws -> [Double] {
+        guard a.allSatisfy({ $0.isFinite }) else { throw LinalgError.nonFinite }
         var w = [Double](repeating: 0, count: n)
         let info = a.withUnsafeMutableBufferPointer { ap in
             w.withUnsafeMutableBufferPointer { wp in wscan_dsyevd_values(Int32(n), ap.baseAddress, wp.baseAddress) }
@@ -57,6 +70,7 @@ public enum Linalg {
     /// Eigen-decomposition of a symmetric n×n matrix: eigenvalues descending and the matching eigenvectors,
     /// vectors[j] being the unit eigenvector of values[j].
     public static func symmetricEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [[Double]]) {
+        guard a.allSatisfy({ $0.isFinite }) else { throw LinalgError.nonFinite }
         var m = a
         var w = [Double](repeating: 0, count: n)
         let info = m.withUnsafeMutableBufferPointer { mp in w.withUnsafeMutableBufferPointer { wscan_dsyevd_vectors(Int32(n), mp.baseAddress, $0.baseAddress) } }

@@ -116,5 +116,6 @@ struct LineageCommand: ParsableCommand {
         print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
         print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
                               lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
+        for f in lin.failed ?? [] { printErr("wscan: warning: not compared: \(f)") }
     }
 }
