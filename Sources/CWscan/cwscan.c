@@ -415,24 +415,40 @@ void wscan_free(void *p) { free(p); }
 /* ---- Child processes ---- */
 extern char **environ;
 static volatile sig_atomic_t guarded_group = 0;
+static char guarded_file[4096], guarded_dir[4096];   /* the candidate file and its private folder */
+static volatile sig_atomic_t guarded_paths = 0;
 static void guard_handler(int sig) {
     if (guarded_group > 0) kill(-guarded_group, SIGKILL);
+    if (guarded_paths) { unlink(guarded_file); rmdir(guarded_dir); }   /* both async-signal-safe */
     signal(sig, SIG_DFL);
     raise(sig);
 }
 static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static const int guard_sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 static void guard_install(void) {
-    int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         struct sigaction old;
-        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;   /* e.g. under nohup */
+        if (sigaction(guard_sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;   /* e.g. under nohup */
         struct sigaction sa; memset(&sa, 0, sizeof sa);
         sa.sa_handler = guard_handler; sigemptyset(&sa.sa_mask);
-        sigaction(sigs[i], &sa, NULL);
+        sigaction(guard_sigs[i], &sa, NULL);
     }
+    /* With SIGCHLD ignored (inherited from some launchers) children are reaped by the kernel and waitpid cannot
+       report their exit status: restore the default. */
+    struct sigaction old;
+    if (sigaction(SIGCHLD, NULL, &old) == 0 && old.sa_handler == SIG_IGN) signal(SIGCHLD, SIG_DFL);
+}
+
+void wscan_guard_paths(const char *file, const char *dir) {
+    if (!file || !dir) { guarded_paths = 0; return; }
+    guarded_paths = 0;
+    snprintf(guarded_file, sizeof guarded_file, "%s", file);
+    snprintf(guarded_dir, sizeof guarded_dir, "%s", dir);
+    guarded_paths = 1;
 }
 
 int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd) {
+    pthread_once(&guard_once, guard_install);
     int o[2], e[2];
     if (pipe2(o, O_CLOEXEC) != 0) return errno;
     if (pipe2(e, O_CLOEXEC) != 0) { int r = errno; close(o[0]); close(o[1]); return r; }
@@ -441,20 +457,26 @@ int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd) {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, o[1], 1);
     posix_spawn_file_actions_adddup2(&fa, e[1], 2);
+    /* Nothing else of wscan's (catalog, mapped checkpoints, descriptors it inherited from its own parent) reaches
+       the command: an inherited pipe end held by a detached descendant would keep wscan's caller waiting. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setpgroup(&at, 0);
-    sigset_t none, def; sigemptyset(&none); sigemptyset(&def);
-    sigaddset(&def, SIGINT); sigaddset(&def, SIGTERM); sigaddset(&def, SIGHUP); sigaddset(&def, SIGPIPE);
+    sigset_t none, def, block, saved; sigemptyset(&none); sigemptyset(&def); sigemptyset(&block);
+    for (int i = 0; i < 4; i++) { sigaddset(&def, guard_sigs[i]); sigaddset(&block, guard_sigs[i]); }
+    sigaddset(&def, SIGPIPE); sigaddset(&def, SIGCHLD);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &def);
-    pthread_once(&guard_once, guard_install);
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
     pid_t p;
+    /* No signal between the spawn and recording the group: the handler must know whom to kill. */
+    pthread_sigmask(SIG_BLOCK, &block, &saved);
     int r = posix_spawn(&p, "/bin/sh", &fa, &at, argv, environ);
+    if (r == 0) guarded_group = p;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
     posix_spawn_file_actions_destroy(&fa); posix_spawnattr_destroy(&at);
     close(o[1]); close(e[1]);
     if (r != 0) { close(o[0]); close(e[0]); return r; }
-    guarded_group = p;
     *pid = p; *out_fd = o[0]; *err_fd = e[0];
     return 0;
 }

@@ -5,11 +5,10 @@ import WscanAnalysis
 
 /// `--eval 'CMD {ckpt}'`: writes the candidate weights as a safetensors file in a private temporary folder,
 /// runs the command through /bin/sh with {ckpt} replaced by that file's (shell-quoted) path (appended as the last
-/// argument when the command has no {ckpt}), and reads the result from stdout: the last whitespace-separated word
-/// that is a number, allowing `name=`/`name:` before it and brackets, quotes, commas, semicolons or `%` around it
-/// ("acc 0.97 (top5)" reads 0.97; "top5" and paths are not numbers). A non-zero exit, a timeout or no number is an
-/// error naming the command. The command runs in its own process group: on a timeout, when it finishes (anything
-/// it left running in the background), and when wscan is interrupted, the whole group is killed.
+/// argument when the command has no {ckpt}), and reads the result from stdout (`lastNumber`; README, "Evaluators").
+/// A non-zero exit, a timeout or no number is an error naming the command. The command runs in its own process
+/// group without wscan's other descriptors: on a timeout, when it finishes (anything it left running in the
+/// background), and when wscan is interrupted, the whole group is killed (and on interruption the candidate removed).
 public struct ExternalEvaluator: Evaluator {
     public let command: String
     public let timeout: Double
@@ -42,64 +41,80 @@ public struct ExternalEvaluator: Evaluator {
         }
         let quoted = "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'"
         let cmd = command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: quoted) : command + " " + quoted
+        wscan_guard_paths(file, dir.path)                 // removed by the signal handler if wscan is interrupted
+        defer { wscan_guard_paths(nil, nil) }
         let run = try Self.run(cmd, timeout: timeout)
         guard !run.timedOut else { throw EvaluatorError("evaluator `\(command)` timed out after \(Self.seconds(timeout))") }
+        guard run.statusKnown else { throw EvaluatorError("evaluator `\(command)`: its exit status could not be read") }
         guard run.status == 0 else {
             let last = String(decoding: run.stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
             throw EvaluatorError("evaluator `\(command)` \(run.status > 0 ? "exited with status \(run.status)" : "was killed by signal \(-run.status)")\(last.isEmpty ? "" : ": " + last)")
         }
-        guard let v = Self.lastNumber(String(decoding: run.stdout, as: UTF8.self)) else {
-            throw EvaluatorError("evaluator `\(command)` printed no number on stdout")
+        let text = String(decoding: run.stdout, as: UTF8.self)
+        guard let v = Self.lastNumber(text) else {
+            let last = text.split(whereSeparator: \.isNewline).last.map { " (last line: \(String($0.prefix(120))))" } ?? ""
+            throw EvaluatorError("evaluator `\(command)` printed no number on stdout\(last)")
         }
         return EvalResult(loss: higherIsBetter ? nil : v, accuracy: nil, metric: v, metricName: "external", higherIsBetter: higherIsBetter)
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.3g s", t) }
 
-    struct RunResult { var status: Int32; var timedOut: Bool; var stdout: Data; var stderr: Data }
+    struct RunResult { var status: Int32; var timedOut: Bool; var statusKnown: Bool; var stdout: Data; var stderr: Data }
 
     /// Runs `/bin/sh -c cmd` in its own process group, draining stdout and stderr while it runs (a chatty command
-    /// cannot block on a full pipe). status is the exit code, or minus the signal number.
+    /// cannot block on a full pipe). status is the exit code, or minus the signal number. After the shell exits (or
+    /// is killed at the deadline) the group is killed and the pipes are drained for at most 2 s more: a descendant
+    /// that left the group (setsid) and still holds them cannot stretch the timeout.
     static func run(_ cmd: String, timeout: Double) throws -> RunResult {
         var pid: Int32 = 0, outFD: Int32 = -1, errFD: Int32 = -1
         let rc = wscan_spawn_group(cmd, &pid, &outFD, &errFD)
         guard rc == 0 else { throw EvaluatorError("cannot start /bin/sh: \(String(cString: strerror(rc)))") }
-        let outBox = DataBox(), errBox = DataBox()
-        let group = DispatchGroup()
-        for (fd, box) in [(outFD, outBox), (errFD, errBox)] {
-            group.enter()
-            DispatchQueue.global().async {
-                box.data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
-                group.leave()
+        var fds = [outFD, errFD], data = [Data(), Data()]
+        var buf = [UInt8](repeating: 0, count: 1 << 16)
+        func drain(_ ms: Int32) {
+            var p = fds.enumerated().filter { $0.element >= 0 }.map { pollfd(fd: $0.element, events: Int16(POLLIN), revents: 0) }
+            guard !p.isEmpty, poll(&p, nfds_t(p.count), ms) > 0 else { if p.isEmpty { usleep(UInt32(ms) * 1000) }; return }
+            for q in p where q.revents != 0 {
+                let i = fds.firstIndex(of: q.fd)!
+                let n = buf.withUnsafeMutableBytes { read(q.fd, $0.baseAddress, $0.count) }
+                if n > 0 { data[i].append(contentsOf: buf[0..<n]) } else if n == 0 || (errno != EINTR && errno != EAGAIN) { close(q.fd); fds[i] = -1 }
             }
         }
         let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0, exited = false
-        while true {
+        var status: Int32 = 0, exited = false, known = true
+        while !exited && Date() < deadline {
+            drain(10)
             let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno != EINTR) { exited = true; break }
-            if Date() >= deadline { break }
-            Thread.sleep(forTimeInterval: 0.01)
+            if r == pid { exited = true } else if r < 0 && errno != EINTR { exited = true; known = false }
         }
-        // Whatever is left in the group (the whole command on a timeout, background children otherwise) is
-        // killed, which also closes the pipes it held.
+        // Whatever is left in the group (the whole command on a timeout, background children otherwise) is killed.
         wscan_kill_group(pid)
         if !exited { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
-        group.wait()
+        let grace = Date().addingTimeInterval(2)
+        while fds.contains(where: { $0 >= 0 }) && Date() < grace { drain(20) }
+        for fd in fds where fd >= 0 { close(fd) }
         let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -(status & 0x7f)
-        return RunResult(status: code, timedOut: !exited, stdout: outBox.data, stderr: errBox.data)
+        return RunResult(status: code, timedOut: !exited, statusKnown: known, stdout: data[0], stderr: data[1])
     }
 
-    /// The evaluator's number: the last word of the output that is one (see the type's documentation).
+    /// The evaluator's number (see the type's documentation): ANSI colour codes removed, then the last word that is
+    /// a whole number; failing that, the last number inside a word (`tensor(0.9700)`, `np.float64(0.97)`).
     public static func lastNumber(_ s: String) -> Double? {
+        let plain = s.replacingOccurrences(of: "\u{1B}\\[[0-9;?]*[A-Za-z]", with: "", options: .regularExpression)
         let strip = CharacterSet(charactersIn: "()[]{}<>\"'`,;%")
-        for line in s.split(whereSeparator: \.isNewline).reversed() {
-            for word in line.split(whereSeparator: { $0 == " " || $0 == "\t" }).reversed() {
-                var w = Substring(word)
-                if let i = w.lastIndex(where: { $0 == "=" || $0 == ":" }) { w = w[w.index(after: i)...] }
-                let t = String(w).trimmingCharacters(in: strip)
-                if let v = number(t) { return v }
-            }
+        let words = plain.split(whereSeparator: \.isNewline).flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }) }
+        for word in words.reversed() {
+            var w = Substring(word)
+            if let i = w.lastIndex(where: { $0 == "=" || $0 == ":" }) { w = w[w.index(after: i)...] }
+            var t = String(w).trimmingCharacters(in: strip)
+            if t.hasSuffix("."), t.dropLast().contains(where: \.isNumber) { t.removeLast() }   // end of a sentence
+            if let v = number(t.trimmingCharacters(in: strip)) { return v }
+        }
+        let re = try! NSRegularExpression(pattern: "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?")
+        for word in words.reversed() {
+            let ns = String(word) as NSString
+            if let m = re.matches(in: String(word), range: NSRange(location: 0, length: ns.length)).last { return Double(ns.substring(with: m.range)) }
         }
         return nil
     }
@@ -115,4 +130,3 @@ public struct ExternalEvaluator: Evaluator {
     }
 }
 
-final class DataBox: @unchecked Sendable { var data = Data() }

@@ -355,8 +355,61 @@ final class SparsityTests: XCTestCase {
         XCTAssertEqual(ExternalEvaluator.lastNumber("loss=-2e-3\n\n"), -0.002)
         XCTAssertEqual(ExternalEvaluator.lastNumber("[0.25]"), 0.25)
         XCTAssertEqual(ExternalEvaluator.lastNumber("ppl inf"), .infinity)
-        XCTAssertNil(ExternalEvaluator.lastNumber("epoch5 top1 v2.0-beta 0x10 1.2.3"))
+        XCTAssertEqual(ExternalEvaluator.lastNumber("Accuracy is 0.97."), 0.97)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("\u{1B}[32m0.97\u{1B}[0m\n"), 0.97)
+        // No whole-number word: the last number inside a word (Python reprs).
+        XCTAssertEqual(ExternalEvaluator.lastNumber("tensor(0.9700)"), 0.97)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("{'acc': np.float64(0.97)}"), 0.97)
+        XCTAssertNil(ExternalEvaluator.lastNumber("no digits here"))
         XCTAssertNil(ExternalEvaluator.lastNumber(""))
+    }
+
+    /// SIGTERM to wscan while an evaluator runs: the evaluator's group dies with it and the candidate folder (a copy
+    /// of the weights) is removed.
+    func testInterruptedEvaluationLeavesNothingBehind() throws {
+        let scratch = tmp.path("tmpdir")
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        let marker = "wscan-sigterm-\(UUID().uuidString.prefix(8))"
+        let p = Process()
+        p.executableURL = Paths.wscanBinary
+        p.arguments = ["analyze", "sparsity", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", tmp.path("t.db"),
+                       "--grid", "0,0.5", "--no-refine", "--eval", "python3 -c 'import time; time.sleep(30)' \(marker) {ckpt}"]
+        p.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": scratch]) { $1 }
+        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        try p.run()
+        var started = false
+        for _ in 0..<100 where !started {           // wait until the candidate exists and the evaluator runs
+            Thread.sleep(forTimeInterval: 0.05)
+            started = ((try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []).contains { $0.hasPrefix("wscan-eval-") }
+        }
+        XCTAssertTrue(started)
+        Thread.sleep(forTimeInterval: 0.3)
+        p.terminate(); p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal)
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch).filter { $0.hasPrefix("wscan-eval-") }, [])
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { Int($0) != nil } ?? []
+        XCTAssertFalse(pids.contains { FileManager.default.contents(atPath: "/proc/\($0)/cmdline").map { String(decoding: $0, as: UTF8.self).contains(marker) } ?? false },
+                       "the evaluator must die with wscan")
+    }
+
+    /// The exit status is read even when wscan starts with SIGCHLD ignored, and a descendant that leaves the
+    /// process group (setsid) and keeps the output pipe open cannot stretch --eval-timeout.
+    func testEvaluatorStatusWithSIGCHLDIgnoredAndDetachedChildren() throws {
+        let model = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, db = tmp.path("sig.db")
+        let args = ["analyze", "sparsity", model, "--db", db, "--grid", "0,0.5", "--no-refine"]
+        let ign = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", """
+            import os, signal, sys
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+            os.execv(sys.argv[1], sys.argv[1:])
+            """, Paths.wscanBinary.path] + args + ["--eval", "echo 0.5; exit 3 # {ckpt}"])
+        XCTAssertEqual(ign.status, 1, ign.out)
+        XCTAssertTrue(ign.err.contains("exited with status 3"), ign.err)
+        let t0 = Date()
+        let r = try runWscan(args + ["--eval", "setsid sleep 20 & echo 0.9 # {ckpt}", "--eval-timeout", "3"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 12, "a detached child holding the pipe must not stretch the run")
+        _ = try? runProcess(URL(fileURLWithPath: "/usr/bin/pkill"), ["-f", "^sleep 20$"])
     }
 
     /// A timed-out command dies with everything it started, and so does whatever a finished command left running

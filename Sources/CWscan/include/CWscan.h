@@ -66,11 +66,13 @@ const char *wscan_openblas_corename(void);
 
 /* ---- Child processes (external evaluators) ---- */
 /* Runs `/bin/sh -c cmd` in a new process group, stdin from /dev/null, stdout and stderr into pipes whose read ends
-   (close-on-exec) come back in *out_fd and *err_fd. While it runs, SIGINT/SIGTERM/SIGHUP to wscan kill the whole
+   (close-on-exec) come back in *out_fd and *err_fd. While it runs, SIGINT/SIGTERM/SIGHUP/SIGQUIT to wscan kill the whole
    group first (it is not in the terminal's foreground group, so Ctrl-C would not reach it). Returns 0 or an errno. */
 int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd);
 /* Kills the group (SIGKILL) and stops guarding it. */
 void wscan_kill_group(int pid);
+/* A file and its folder that the signal handler removes (unlink, rmdir) if wscan is interrupted; NULLs clear. */
+void wscan_guard_paths(const char *file, const char *dir);
 
 /* ---- Graphviz ---- */
 /* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message
