@@ -73,6 +73,8 @@ public struct CompareResult: Codable, Sendable {
     public var alignment: AlignmentResult?
     public var aligned: [TensorEvidence]?     // evidence after alignment (permuted copies)
     public var connectivity: Connectivity?
+    /// About files written along the way (--write-aligned): tensors whose dtype could not be kept exactly.
+    public var notes: [String]? = nil
 
     public init(a: String, b: String, tensors: [TensorEvidence], onlyInA: [String], onlyInB: [String], verdict: Verdict,
                 independence: IndependenceTest?, alignment: AlignmentResult?, aligned: [TensorEvidence]?, connectivity: Connectivity?) {

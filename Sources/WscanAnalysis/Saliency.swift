@@ -39,8 +39,10 @@ public enum Saliency {
     /// optimizer numbers the parameters it was given, which are the model's parameters without its buffers, and
     /// frozen parameters may be missing. So state i is matched to the next model tensor of the same shape, after
     /// dropping known buffers (BatchNorm's running statistics); every state entry must find one, and a parameter is
-    /// never paired with a state of another shape.
-    public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String]) throws -> WeightSet {
+    /// never paired with a state of another shape. Matching by order needs the model's tensors in registration
+    /// order, which a torch checkpoint keeps and safetensors (sorted by name) does not: `modelInParameterOrder`
+    /// false refuses it.
+    public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true) throws -> WeightSet {
         let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
         let modelParams = model.names.filter { n in
             !n.hasPrefix("optimizer.") && !n.contains("exp_avg") && !buffers.contains(String(n.split(separator: ".").last ?? ""))
@@ -52,7 +54,10 @@ public enum Saliency {
             return (i, n)
         }.sorted { $0.0 < $1.0 }
         var p = 0
-        for (i, key) in states {
+        if !modelInParameterOrder && !states.isEmpty {
+            orderProblem = "the state is numbered in parameter order, which the model file does not keep (e.g. safetensors sorts names); use the torch checkpoint, or states named exp_avg_sq.<name>"
+        }
+        for (i, key) in states where orderProblem == nil {
             let shape = s.shapes[key]
             while p < modelParams.count && model.shapes[modelParams[p]] != shape { p += 1 }
             guard p < modelParams.count else {

@@ -83,6 +83,7 @@ public enum CompareRunner {
                                 note: options.evaluator == nil ? "no evaluator (--data or --eval): weight-space path only, no loss barrier"
                                     : "θ(λ) = (1−λ)θA + λθB on \(options.grid) points; barrier = max L(λ) − ½(L(0)+L(1))")
         }
+        var writeNotes: [String] = []
         if let out = options.writeAligned {
             try ckA.refuseToOverwrite(out)
             try ckB.refuseToOverwrite(out)
@@ -91,11 +92,14 @@ public enum CompareRunner {
             // Every other tensor of B (integer buffers included) is copied in its own dtype.
             var replace: [String: [Float]] = [:]
             for (ta, tb, _) in pairs { replace[tb.name] = src.values[ta.name]! }
-            _ = try Exporter.export(ckB, to: out, dtype: .keep, include: { _ in true }, replacing: replace,
-                                    metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"])
+            let rep = try Exporter.export(ckB, to: out, dtype: .keep, include: { _ in true }, replacing: replace,
+                                          metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"])
+            writeNotes = rep.converted.sorted { $0.key < $1.key }.map { "\(out): \($0.key) written as \($0.value)" }
+                + rep.skipped.sorted { $0.key < $1.key }.map { "\(out): \($0.key) left out (\($0.value))" }
         }
-        let result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
+        var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: alignment, aligned: alignedEv, connectivity: conn)
+        if !writeNotes.isEmpty { result.notes = writeNotes }
         if store {
             struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
             try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,

@@ -47,14 +47,17 @@ public enum Exporter {
                     let old: [Double]? = t.layout == .contiguous && !t.bigEndian && raw.count >= r.count * 8
                         ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
                     var b = [UInt8](repeating: 0, count: r.count * 8)
+                    var rounded = 0                       // non-zero values that could not be given their double back
                     b.withUnsafeMutableBytes { p in
                         for i in r.indices {
                             var v = Double(r[i])
                             if let o = old?[i], r[i] != 0, Float(o) == r[i] || (r[i].isNaN && o.isNaN) { v = o }
+                            else if r[i] != 0 && Double(r[i]) != old?[i] { rounded += 1 }
                             p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
                         }
                     }
                     entries.append(.init(name: t.name, dtype: .f64, shape: t.shape, bytes: b))
+                    if rounded > 0 { converted[t.name] = "F64 with \(rounded) of \(r.count) values at float32 precision (moved or changed values)" }
                 case (.keep, _), (.F32, _): 
                     if dtype == .keep { converted[t.name] = "\(t.dtype.rawValue)→F32" }
                     entries.append(.init(name: t.name, shape: t.shape, floats: r))

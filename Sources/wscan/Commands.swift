@@ -50,12 +50,12 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow 
         if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
         return try catalog.resolve(p)
     }
-    do { return try catalog.resolve(ref) } catch {
+    do { return try catalog.resolve(ref) } catch CatalogError.notFound {
         // A reference that looks like a path is reported as a missing file, not as a catalog lookup.
-        if ref.contains("/") || FileManager.default.fileExists(atPath: ref) || FormatDetector.isCandidate(ref) {
+        if ref.contains("/") || FormatDetector.isCandidate(ref) {
             throw CLIError("\(ref): no such file or directory, and no catalog entry matches it")
         }
-        throw error
+        throw CatalogError.notFound(ref)
     }
 }
 

@@ -45,6 +45,7 @@ struct Compare: ParsableCommand {
         if catalog.json { print(Fmt.json(r)); return }
         CompareText.show(r, nameA: ra.name, nameB: rb.name, allTensors: tensors)
         if let w = writeAligned { print("wrote B aligned to A: \(w)") }
+        for n in r.notes ?? [] { printErr("wscan: warning: \(n)") }
     }
 }
 

@@ -192,7 +192,10 @@ struct SaliencyCommand: ParsableCommand {
             gradW = try aligned(try withInput(grads) { try WeightSet.load($0) }, to: all, params: params, what: "--grads")
         case .fisher:
             let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
-            do { statW = try Saliency.fisherState(stateSet, model: all, params: params) } catch {
+            do {
+                statW = try Saliency.fisherState(stateSet, model: all, params: params,
+                                                 modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format))
+            } catch {
                 throw CLIError("\(state ?? row.path): \(error)")
             }
         case .magnitude: break

@@ -578,6 +578,11 @@ final class SaliencyTests: XCTestCase {
         XCTAssertThrowsError(try Saliency.fisherState(all, model: all, params: ["model.4.weight"])) {
             XCTAssertTrue("\($0)".contains("no exp_avg_sq for 'model.4.weight'"), "\($0)")
         }
+        // A model file that does not keep registration order (safetensors sorts names: 10.weight before 2.weight)
+        // cannot be matched to optimizer.state.<i> by order.
+        XCTAssertThrowsError(try Saliency.fisherState(all, model: all, params: params, modelInParameterOrder: false)) {
+            XCTAssertTrue("\($0)".contains("parameter order"), "\($0)")
+        }
         let r = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--tensors", "model.0.*,model.3.*,model.5.*", "--json"])
         XCTAssertEqual(r.status, 0, r.err)
     }
