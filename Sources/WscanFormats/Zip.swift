@@ -42,7 +42,7 @@ public struct ZipArchive {
                 throw FormatError(.zip, "ZIP64 locator missing")
             }
             let z64 = b.loadUnaligned(fromByteOffset: loc + 8, as: UInt64.self)
-            guard z64 <= UInt64(n - 56), b.loadUnaligned(fromByteOffset: Int(z64), as: UInt32.self) == 0x0606_4b50 else {
+            guard n >= 56, z64 <= UInt64(n - 56), b.loadUnaligned(fromByteOffset: Int(z64), as: UInt32.self) == 0x0606_4b50 else {
                 throw FormatError(.zip, "ZIP64 end record out of range")
             }
             let z = Int(z64)

@@ -176,3 +176,20 @@ final class PickleFuzzTests: XCTestCase {
         }
     }
 }
+
+/// Inputs the fuzzer (`make fuzz`) found crashing a reader, kept as regression cases: each must be refused with a
+/// FormatError naming the problem, never crash.
+final class FuzzRegressionTests: XCTestCase {
+    func testFuzzerFindingsAreRefusedCleanly() throws {
+        let dir = Paths.fixtures.appendingPathComponent("fuzz")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        XCTAssertFalse(files.isEmpty)
+        let expected = ["zip64_locator_in_tiny_file.pt": "ZIP64 end record out of range"]
+        for f in files {
+            XCTAssertThrowsError(try CheckpointOpener.open(dir.appendingPathComponent(f).path), f) { e in
+                XCTAssertTrue(e is FormatError, "\(f): \(e)")
+                if let want = expected[f] { XCTAssertTrue("\(e)".contains(want), "\(f): \(e)") }
+            }
+        }
+    }
+}
