@@ -6,6 +6,7 @@ import WscanFormats
 public enum SpectrumMethod: String, Codable, Sendable {
     case gesdd = "dgesdd"                 // exact dense SVD in Double (small matrices)
     case gram = "gram-dsyevd_2stage"      // exact: eigenvalues of WᵀW (smaller side) in Double
+    case randomized = "randomized"        // top singular values with a stated bound, when the Gram matrix does not fit
 }
 
 public struct SpectrumOptions: Sendable {
@@ -15,9 +16,27 @@ public struct SpectrumOptions: Sendable {
     public var randomize = true          // rand_distance against an element-shuffled copy
     public var seed: UInt64 = 0
     public var weloreThreshold: Double? = nil
+    /// Bytes a Gram matrix (and its eigensolver) may take; larger matrices take the randomized method. nil: half
+    /// of the physical memory.
+    public var gramMemoryLimit: Int? = nil
+    /// Singular values the randomized method computes.
+    public var randomizedRank = 256
     public init() {}
+
+    /// Whether a rows×cols matrix is too large for the exact Gram route: its k×k float64 Gram matrix plus the
+    /// eigensolver's copy, 16·k² bytes for k = min(rows, cols).
+    public func needsRandomized(rows: Int, cols: Int) -> Bool {
+        let k = min(rows, cols)
+        guard k > 64 else { return false }
+        let limit = gramMemoryLimit ?? Int(ProcessInfo.processInfo.physicalMemory / 2)
+        let (need, overflow) = (16 * k).multipliedReportingOverflow(by: k)
+        return overflow || need > limit
+    }
     /// The options a stored result depends on (energies are recomputed from stored singular values instead).
-    public var storageKey: String { (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled") }
+    public var storageKey: String {
+        (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled")
+            + (gramMemoryLimit.map { ", gram limit \($0), randomized rank \(randomizedRank)" } ?? "")
+    }
 }
 
 /// A matrix (or, for conv kernels, the stack of kh·kw slices) pulled out of a tensor.
@@ -160,12 +179,27 @@ public enum SpectrumAnalyzer {
         if nan + inf > 0 { throw NonFiniteMatrix(nan: nan, inf: inf) }
         var sv: [Double] = []
         var method = SpectrumMethod.gesdd
+        var warnings: [String] = []
+        if w.slices.count == 1 && options.needsRandomized(rows: w.rows, cols: w.cols) {
+            // Too large for the exact Gram route in the memory allowed: the top singular values with their bound;
+            // norms and energy fractions use the exact ‖W‖²_F, the other metrics only the computed part.
+            let r = try RandomizedSpectrum.compute(w.slices[0], rows: w.rows, cols: w.cols, rank: options.randomizedRank, seed: options.seed)
+            var metrics = computeMetrics(r.values, rows: w.rows, cols: w.cols, energies: options.energies, totalEnergy: r.frobeniusSquared)
+            warnings.append(r.note)
+            warnings.append("alpha, entropy, effective rank and the MP fit use the top \(r.values.count) values only; no rand_distance")
+            if metrics.energyRanks.contains(r.values.count) {
+                warnings.append("some energy fractions need more than the top \(r.values.count) values: their ranks are lower bounds")
+            }
+            metrics.randDistance = nil
+            return MatrixSpectrum(name: w.name, shape: w.shape, rows: w.rows, cols: w.cols, slices: 1, kind: w.kind,
+                                  method: SpectrumMethod.randomized.rawValue, singularValues: r.values, metrics: metrics,
+                                  warnings: warnings, seconds: Date().timeIntervalSince(t0))
+        }
         for s in w.slices {
             let (v, m) = try singularValues(s, rows: w.rows, cols: w.cols)
             sv += v; method = m
         }
         if w.slices.count > 1 { sv.sort(by: >) }
-        var warnings: [String] = []
         var metrics = computeMetrics(sv, rows: w.rows, cols: w.cols, slices: w.slices.count, energies: options.energies)
         if options.randomize {
             metrics.randDistance = try randDistance(w, sv: sv, seed: options.seed)
@@ -179,10 +213,12 @@ public enum SpectrumAnalyzer {
                               seconds: Date().timeIntervalSince(t0))
     }
 
-    public static func computeMetrics(_ sv: [Double], rows: Int, cols: Int, slices: Int = 1, energies: [Double]) -> SpectrumMetrics {
+    /// `totalEnergy`, when given, is the exact Σσ² (‖W‖²_F) of a spectrum known only in part (randomized method).
+    public static func computeMetrics(_ sv: [Double], rows: Int, cols: Int, slices: Int = 1, energies: [Double],
+                                      totalEnergy: Double? = nil) -> SpectrumMetrics {
         let k = min(rows, cols)
         let evals = sv.map { $0 * $0 }
-        let total = evals.reduce(0, +)
+        let total = totalEnergy ?? evals.reduce(0, +)
         let smax = sv.first ?? 0
         let lmax = smax * smax
         let l1 = sv.reduce(0, +)

@@ -18,7 +18,8 @@ struct SpectrumCommand: ParsableCommand {
         discussion: """
         Every 2-D weight (embeddings included) and conv kernel (kh·kw slices, pooled) is decomposed exactly in double
         precision: dgesdd for small matrices, otherwise the eigenvalues of the Gram matrix of the smaller side
-        (dsyrk + dsyevd_2stage). The output names the method per layer. 1-D tensors are listed as skipped with a reason.
+        (dsyrk + dsyevd). A matrix whose Gram matrix would exceed --gram-memory gets a randomized method with a stated
+        error bound. The output names the method per layer. 1-D tensors are listed as skipped with a reason.
         Results are stored in the catalog and re-used until the checkpoint changes (--force recomputes).
         Metrics: see README.md#spectrum-metrics.
         """)
@@ -31,6 +32,8 @@ struct SpectrumCommand: ParsableCommand {
     @Option(help: "Seed for rand_distance's element shuffle.") var seed: UInt64 = 0
     @Flag(help: "Skip rand_distance (halves the work).") var noRandomize = false
     @Flag(help: "Conv kernels: one result per kh·kw slice (WeightWatcher's ww2x mode) instead of pooling the slices.") var convSlices = false
+    @Option(help: "Memory a Gram matrix may take (e.g. 8G); larger matrices get the randomized method. Default: half the RAM.") var gramMemory: String?
+    @Option(help: "Singular values the randomized method computes.") var randomizedRank = 256
     @Flag(help: "Recompute even if stored results exist.") var force = false
     @Flag(help: "List every layer, not only the first 40.") var all = false
     @Option(help: "Worker threads (BLAS threads and layers in flight); default: all cores.") var threads: Int?
@@ -53,6 +56,12 @@ struct SpectrumCommand: ParsableCommand {
         req.options.randomize = !noRandomize
         req.options.seed = seed
         req.options.convPerSlice = convSlices
+        if let g = gramMemory {
+            guard let b = Fmt.parseSize(g), b > 0 else { throw ValidationError("--gram-memory must be a size such as 512M or 8G") }
+            req.options.gramMemoryLimit = b
+        }
+        guard randomizedRank >= 1 else { throw ValidationError("--randomized-rank must be at least 1") }
+        req.options.randomizedRank = randomizedRank
         req.force = force
         req.threads = threads
         let bar = ProgressBar()

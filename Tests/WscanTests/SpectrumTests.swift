@@ -205,6 +205,36 @@ final class SpectrumTests: XCTestCase {
         XCTAssertLessThan(fit.D, 0.05)
     }
 
+    /// A matrix whose Gram matrix exceeds the memory allowed gets the randomized method: every computed σ̂ᵢ and the
+    /// stated bound bracket the exact σᵢ (Gram route, itself checked against numpy), the dominant values are
+    /// accurate, and norms use the exact ‖W‖_F.
+    func testRandomizedMethodBracketsExactSpectrum() throws {
+        var rng = SplitMix64(seed: 21)
+        func g() -> Float { Float(Double(rng.next() >> 11) / Double(1 << 53) - 0.5) * 3.4641 }   // unit variance
+        let m = 1500, n = 900, r = 60
+        let u = (0..<(m * r)).map { _ in g() }, v = (0..<(r * n)).map { _ in g() }
+        var a = [Float](repeating: 0, count: m * n)
+        for i in 0..<m { for k in 0..<r { let s = u[i * r + k] * Float(pow(0.93, Double(k))); for j in 0..<n { a[i * n + j] += s * v[k * n + j] } } }
+        for i in a.indices { a[i] += 0.05 * g() }
+        let exact = try SpectrumAnalyzer.singularValues(a, rows: m, cols: n).values
+        var opts = SpectrumOptions(); opts.randomize = false; opts.gramMemoryLimit = 1 << 20; opts.randomizedRank = 48
+        XCTAssertTrue(opts.needsRandomized(rows: m, cols: n))
+        let sp = try SpectrumAnalyzer.analyze(WeightMatrix(name: "w", shape: [m, n], rows: m, cols: n, slices: [a], kind: "linear"), options: opts)
+        XCTAssertEqual(sp.method, "randomized")
+        XCTAssertEqual(sp.singularValues.count, 48)
+        let e = try RandomizedSpectrum.compute(a, rows: m, cols: n, rank: 48).residual
+        for (i, est) in sp.singularValues.enumerated() {
+            XCTAssertGreaterThanOrEqual(exact[i], est * (1 - 1e-5), "σ[\(i)] lower bound")
+            XCTAssertLessThanOrEqual(exact[i], (est * est + e * e).squareRoot() * (1 + 1e-5), "σ[\(i)] upper bound")
+            if i < 16 { XCTAssertEqual(est, exact[i], accuracy: 1e-4 * exact[i], "σ[\(i)]") }
+        }
+        let fro = exact.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        XCTAssertEqual(sp.metrics.frobeniusNorm, fro, accuracy: 1e-5 * fro)
+        XCTAssertEqual(sp.metrics.stableRank, fro * fro / (exact[0] * exact[0]), accuracy: 1e-4 * sp.metrics.stableRank)
+        XCTAssertTrue(sp.warnings.first?.hasPrefix("randomized: top 48") ?? false, "\(sp.warnings)")
+        XCTAssertNil(sp.metrics.randDistance)
+    }
+
     /// The bounded candidate scan picks exactly the xmin (first on ties), α and D of the full O(n²) scan, on
     /// Pareto, Marchenko–Pastur-like, tied and small-N spectra.
     func testBoundedKSScanEqualsFullScan() {
