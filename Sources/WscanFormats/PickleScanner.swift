@@ -416,7 +416,7 @@ public enum PickleScanner {
                 continue
             }
             guard let slice = try? c.storage.slice(c.offset, c.storage === z.storage ? e.size : c.storage.count - c.offset) else { continue }
-            let named = e.name.hasSuffix(".pkl") || e.name.hasSuffix(".pickle")
+            let named = e.name.hasSuffix(".pkl") || e.name.hasSuffix(".pickle") || e.name.hasSuffix(".joblib")
             out += scanBlob(slice, member: e.name, nameSaysPickle: named)
         }
         return out
@@ -428,8 +428,12 @@ public enum PickleScanner {
             guard let h = try? NpyReader.parseHeader(b), h.dtype == .object, h.dataOffset < b.count else { return [] }
             return scan(UnsafeRawBufferPointer(rebasing: b[h.dataOffset...]), member: member, nested: 0, strong: true)
         }
-        guard looksLikePickle(b) else { return [] }
-        return scan(b, member: member, nested: 0, strong: nameSaysPickle)
+        // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first
+        // opcode (torch.load reads a data.pkl without PROTO): always scanned. Other bytes are scanned when they
+        // start like a pickle, or (small ones) with any opcode, reporting only what imports.
+        if nameSaysPickle || looksLikePickle(b) { return scan(b, member: member, nested: 0, strong: nameSaysPickle) }
+        if b.count >= 2, b.count <= 1 << 16, argLength(b[0], b, 1) != nil { return scan(b, member: member, nested: 0, strong: false) }
+        return []
     }
 
     /// The worst severity among findings (nil when there are none).

@@ -99,8 +99,8 @@ struct Index: ParsableCommand {
             guard !json else { return }
             switch o {
             case let .failed(path, reason): bar.finish(); printErr("wscan: \(path): \(reason)")
-            case let .indexed(path, n, b): if verbose { bar.finish(); print("indexed  \(path)  (\(n) tensors, \(Fmt.bytes(b)))") }
-            case let .skipped(path): if verbose { bar.finish(); print("current  \(path)") }
+            case let .indexed(path, n, b): if verbose { bar.finish(); print("indexed  \(Fmt.field(path))  (\(n) tensors, \(Fmt.bytes(b)))") }
+            case let .skipped(path): if verbose { bar.finish(); print("current  \(Fmt.field(path))") }
             }
         }
         let t0 = Date()
@@ -176,9 +176,9 @@ struct Show: ParsableCommand {
             print(Fmt.json(Out(checkpoint: r, files: files, tensors: ts, findings: findings)))
             return
         }
-        print("\(r.name)  (#\(r.id))")
-        print("  path      \(r.path)")
-        print("  format    \(r.format ?? "?")    status \(r.status)\(r.error.map { ": " + $0 } ?? "")")
+        print("\(Fmt.field(r.name))  (#\(r.id))")
+        print("  path      \(Fmt.field(r.path))")
+        print("  format    \(r.format ?? "?")    status \(r.status)\(r.error.map { ": " + Fmt.field($0) } ?? "")")
         print("  tensors   \(r.tensorCount)    parameters \(Fmt.count(r.paramCount)) (\(r.paramCount))    size \(Fmt.bytes(r.bytes))")
         if !r.dtypes.isEmpty {
             print("  dtypes    " + r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key) \(Fmt.count($0.value))" }.joined(separator: ", "))
@@ -188,16 +188,16 @@ struct Show: ParsableCommand {
         if let fp = r.fingerprint { print("  fingerprint \(fp)") }
         if !r.metadata.isEmpty {
             print("  metadata")
-            for (k, v) in r.metadata.sorted(by: { $0.key < $1.key }) { print("    \(k): \(v.count > 100 ? String(v.prefix(100)) + "…" : v)") }
+            for (k, v) in r.metadata.sorted(by: { $0.key < $1.key }) { print(Fmt.field("    \(k): \(v.count > 100 ? String(v.prefix(100)) + "…" : v)")) }
         }
         if files.count > 0 {
             print("  files")
-            for f in files { print("    \(f.path)  \(Fmt.bytes(f.size))\(f.sha256.map { "  sha256 " + $0 } ?? "")") }
+            for f in files { print("    \(Fmt.field(f.path))  \(Fmt.bytes(f.size))\(f.sha256.map { "  sha256 " + $0 } ?? "")") }
         }
-        for w in r.warnings { print("  warning: \(w)") }
+        for w in r.warnings { print("  warning: \(Fmt.field(w))") }
         if !findings.isEmpty {
             print("  safety findings")
-            for f in findings { print("    [\(f.severity)] \(f.member)@\(f.offset)  \(f.what)  \(f.detail)") }
+            for f in findings { print(Fmt.field("    [\(f.severity)] \(f.member)@\(f.offset)  \(f.what)  \(f.detail)")) }
         }
         guard !ts.isEmpty else { return }
         let shown = tensors ? ts : Array(ts.prefix(20))
@@ -289,7 +289,7 @@ struct Dupes: ParsableCommand {
         for g in groups {
             wasted += g.nbytes * (g.members.count - 1)
             print("\(g.hash.prefix(16))  \(g.dtype) [\(g.shape.map(String.init).joined(separator: ","))]  \(Fmt.bytes(g.nbytes)) × \(g.members.count)")
-            for m in g.members { print("    \(m.checkpoint): \(m.tensor)") }
+            for m in g.members { print(Fmt.field("    \(m.checkpoint): \(m.tensor)")) }
         }
         print("\(groups.count) groups; \(Fmt.bytes(wasted)) stored more than once")
     }

@@ -36,7 +36,16 @@ enum Fmt {
     }
 
     /// Plain-text table with right-aligned numeric columns.
-    static func table(_ header: [String], _ rows: [[String]], numeric: Set<Int> = []) -> String {
+    /// An untrusted value (a name, path, metadata value, finding) for a one-line field: line breaks and tabs are
+    /// shown as `\n`, `\r`, `\t`, so a crafted name cannot start a fake line of output.
+    static func field(_ s: String) -> String {
+        guard s.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\t" || $0 == "\r\n" }) else { return s }
+        return s.replacingOccurrences(of: "\r\n", with: "\\r\\n").replacingOccurrences(of: "\n", with: "\\n")
+            .replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\t", with: "\\t")
+    }
+
+    static func table(_ header: [String], _ rawRows: [[String]], numeric: Set<Int> = []) -> String {
+        let rows = rawRows.map { $0.map(field) }
         var w = header.map { $0.count }
         for r in rows { for (i, c) in r.enumerated() where i < w.count { w[i] = max(w[i], c.count) } }
         func line(_ r: [String]) -> String {
@@ -116,11 +125,7 @@ enum Terminal {
 
     /// Line breaks and tabs escaped, and cut to `limit` characters with an ellipsis.
     static func oneLine(_ s: String, limit: Int = diagnosticLimit) -> String {
-        var t = s
-        if t.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\t" || $0 == "\r\n" }) {
-            t = t.replacingOccurrences(of: "\r\n", with: "\\r\\n").replacingOccurrences(of: "\n", with: "\\n")
-                .replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\t", with: "\\t")
-        }
+        let t = Fmt.field(s)
         return t.count > limit ? String(t.prefix(limit - 1)) + "…" : t
     }
 

@@ -43,9 +43,9 @@ struct Scan: ParsableCommand {
         if json { print(Fmt.json(results)) } else {
             for r in results {
                 if let e = r.error { printErr("wscan: \(r.path): \(e)"); continue }
-                print("\(r.verdict.uppercased().padding(toLength: 10, withPad: " ", startingAt: 0)) \(r.path)")
+                print("\(r.verdict.uppercased().padding(toLength: 10, withPad: " ", startingAt: 0)) \(Fmt.field(r.path))")
                 for f in r.findings {
-                    print("    [\(f.severity.rawValue)] \(f.member) @\(f.offset): \(f.what)\(f.detail.isEmpty ? "" : " — " + f.detail)")
+                    print(Fmt.field("    [\(f.severity.rawValue)] \(f.member) @\(f.offset): \(f.what)\(f.detail.isEmpty ? "" : " — " + f.detail)"))
                 }
             }
             let bad = results.filter { $0.verdict == "dangerous" || $0.verdict == "suspicious" }.count

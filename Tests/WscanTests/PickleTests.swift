@@ -45,6 +45,39 @@ final class PickleTests: XCTestCase {
         XCTAssertThrowsError(try CheckpointOpener.open(torchFixture("evil_pickle.safetensors"))) { XCTAssertTrue($0 is UnsafeCheckpointError, "\($0)") }
     }
     func testMissingProtoMagic() throws { try assertFlagged("evil_no_proto.bin", "posix.system") }
+    /// torch.load unpickles data.pkl whatever its first opcode: a data.pkl (and a bare .pkl) without PROTO, starting
+    /// with SHORT_BINUNICODE or NEWTRUE, is scanned and refused; a member name with a line break cannot forge a
+    /// "CLEAN" line in `wscan scan` output.
+    func testDataPklWithoutProtoAndForgedOutputLines() throws {
+        let tmp = TempDir()
+        let dir = tmp.path("bypass")
+        _ = try runPython("""
+        import torch, zipfile, io, os
+        os.makedirs(\(pyStr(dir)), exist_ok=True)
+        b = io.BytesIO(); torch.save({"w": torch.zeros(2)}, b)
+        payloads = {"noproto": b"\\x8c\\x05posix\\x8c\\x06system\\x93\\x8c\\x04true\\x85R.",
+                    "newtrue": b"\\x880cposix\\nsystem\\n(S'true'\\ntR."}
+        for name, pk in payloads.items():
+            zin = zipfile.ZipFile(io.BytesIO(b.getvalue()))
+            with zipfile.ZipFile(os.path.join(\(pyStr(dir)), name + ".pt"), "w", zipfile.ZIP_STORED) as z:
+                for it in zin.infolist():
+                    data = pk if it.filename.endswith("data.pkl") else zin.read(it.filename)
+                    z.writestr(it, data)
+            open(os.path.join(\(pyStr(dir)), name + ".pkl"), "wb").write(pk)
+        with zipfile.ZipFile(os.path.join(\(pyStr(dir)), "forge.pt"), "w") as z:
+            z.writestr("x\\nCLEAN      forged.pt\\n.pkl", payloads["noproto"])
+        """)
+        let r = try runWscan(["scan", dir])
+        XCTAssertEqual(r.status, 1, r.out)
+        for name in ["noproto.pt", "newtrue.pt", "noproto.pkl", "newtrue.pkl", "forge.pt"] {
+            XCTAssertTrue(r.out.contains("DANGEROUS  \(dir)/\(name)"), "\(name): \(r.out)")
+        }
+        XCTAssertFalse(r.out.split(separator: "\n").contains { $0.hasPrefix("CLEAN") }, r.out)
+        let idx = try runWscan(["index", dir, "--db", tmp.path("b.db")])
+        XCTAssertEqual(idx.status, 1)
+        XCTAssertEqual(idx.err.split(separator: "\n").filter { $0.contains("unsafe pickle") }.count, 5, idx.err)
+    }
+
     func testNestedPickleLoads() throws {
         let f = try scanFile("evil_nested_loads.pkl")
         XCTAssertTrue(f.contains { $0.what == "_pickle.loads" && $0.severity >= .high }, "\(f)")
