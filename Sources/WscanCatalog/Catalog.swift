@@ -10,8 +10,22 @@ public final class Catalog: @unchecked Sendable {
     public let path: String
     public let db: DatabasePool
 
-    public init(path: String) throws {
+    /// Opens (creating it when `create`) the catalog at `path`. An existing SQLite file that is not a wscan catalog
+    /// is refused before anything is written to it (no migration, no WAL switch).
+    public init(path: String, create: Bool = true) throws {
         self.path = path
+        var st = stat()
+        if stat(path, &st) != 0 {
+            guard create else { throw CatalogError.readOnly("no catalog at \(path) (run `wscan index PATH` first, or pass --db)") }
+        } else if st.st_size > 0 {
+            var ro = Configuration(); ro.readonly = true
+            let probe = try DatabaseQueue(path: path, configuration: ro)
+            let tables = try probe.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+            try probe.close()
+            if !tables.isEmpty && !(tables.contains("grdb_migrations") && tables.contains("checkpoints")) {
+                throw CatalogError.readOnly("\(path) is an SQLite database but not a wscan catalog: refusing to change it")
+            }
+        }
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in

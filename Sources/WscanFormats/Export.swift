@@ -33,8 +33,9 @@ public enum Exporter {
                 skipped[t.name] = t.note ?? "no decoder for \(t.dtype.rawValue)"
                 continue
             }
-            let keepRaw = dtype == .keep && safetensorsTypes.contains(t.dtype) && t.layout == .contiguous && !t.bigEndian
-                && t.dtype.byteCount(elements: t.elementCount) == t.byteCount
+            // Only floating-point tensors are converted to a target dtype; integer and bool tensors keep theirs.
+            let keepRaw = (dtype == .keep || !t.dtype.isFloatingPoint) && safetensorsTypes.contains(t.dtype) && t.layout == .contiguous
+                && !t.bigEndian && t.dtype.byteCount(elements: t.elementCount) == t.byteCount
             if let r = replacing[t.name] {
                 guard r.count == t.elementCount else { throw FormatError(.shape, "replacement for '\(t.name)' has \(r.count) values, the tensor \(t.elementCount)") }
                 switch (dtype, t.dtype) {
@@ -71,8 +72,8 @@ public enum Exporter {
                 continue
             }
             let v = try TensorData.floats(ck, t)
-            let target: TargetDType = dtype == .keep ? .F32 : dtype
-            if dtype == .keep { converted[t.name] = "\(t.dtype.rawValue)→F32" }
+            let target: TargetDType = dtype == .keep || !t.dtype.isFloatingPoint ? .F32 : dtype
+            if dtype == .keep || !t.dtype.isFloatingPoint { converted[t.name] = "\(t.dtype.rawValue)→F32" }
             if t.dtype == .c64 || t.dtype == .c128 { throw FormatError(.unsupported, "complex tensor '\(t.name)' can only be kept as C64") }
             switch target {
             case .F32, .keep: entries.append(.init(name: t.name, shape: t.shape, floats: v))

@@ -20,10 +20,25 @@ public final class ReportWriter {
 
     // MARK: output
 
-    /// Writes the folder. Existing files of earlier reports in it are replaced; nothing else is touched.
+    /// Writes the folder. Existing files of earlier reports in it are replaced; nothing else is touched. A folder
+    /// that is not empty and does not hold an earlier wscan report (its README.md says "Produced by `wscan") is
+    /// refused: README.md, data.json, figures/ and diagrams/ there may be someone else's.
     public func write(to dir: String) throws -> [String] {
         let fm = FileManager.default
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: dir, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw ReportError("\(dir) exists and is not a folder") }
+            let contents = (try? fm.contentsOfDirectory(atPath: dir)) ?? []
+            let readme = (dir as NSString).appendingPathComponent("README.md")
+            let ours = (try? String(contentsOfFile: readme, encoding: .utf8))?.contains("Produced by `wscan") ?? false
+            if !contents.isEmpty && !ours {
+                throw ReportError("\(dir) holds files wscan did not write: refusing to write a report there (use a new or empty folder)")
+            }
+        }
+        do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            let why = mkdir(dir, 0o755) != 0 ? String(cString: strerror(errno)) : Self.reason(error)   // errno says why
+            throw ReportError("cannot create \(dir): \(why)")
+        }
         for sub in ["figures", "diagrams"] {
             let p = (dir as NSString).appendingPathComponent(sub)
             if fm.fileExists(atPath: p) { try fm.removeItem(atPath: p) }
@@ -33,10 +48,20 @@ public final class ReportWriter {
         all["data.json"] = Data(JSONTree.object(data).rendered().utf8)
         for (rel, content) in all.sorted(by: { $0.key < $1.key }) {
             let p = (dir as NSString).appendingPathComponent(rel)
-            try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try content.write(to: URL(fileURLWithPath: p))
+            do {
+                try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try content.write(to: URL(fileURLWithPath: p))
+            } catch { throw ReportError("cannot write \(p): \(Self.reason(error))") }
         }
         return all.keys.sorted()
+    }
+
+    /// The POSIX reason behind a Foundation file error ("Permission denied", "File name too long"), not its domain dump.
+    static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        return ns.localizedDescription
     }
 
     func line(_ s: String = "") { md.append(s) }
@@ -110,4 +135,9 @@ public final class ReportWriter {
     static func slug(_ s: String) -> String {
         String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-")
     }
+}
+
+public struct ReportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ s: String) { description = s }
 }

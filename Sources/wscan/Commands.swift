@@ -30,8 +30,18 @@ struct CatalogOptions: ParsableArguments {
 
     var dbPath: String { db ?? ProcessInfo.processInfo.environment["WSCAN_DB"] ?? "wscan.db" }
 
-    func open() throws -> Catalog {
-        do { return try Catalog(path: dbPath) } catch { throw CLIError("cannot open catalog \(dbPath): \(error)") }
+    /// `create` false (listing and query commands): a missing catalog is an error, not a new empty file.
+    func open(create: Bool = true) throws -> Catalog {
+        do { return try Catalog(path: dbPath, create: create) } catch let e as CatalogError { throw CLIError("\(e)") } catch {
+            throw CLIError("cannot open catalog \(dbPath): \(error)")
+        }
+    }
+
+    /// Refuses an output path that is the catalog itself (or its WAL/SHM files).
+    func refuseCatalogAsOutput(_ out: String) throws {
+        let real = { (p: String) -> String in URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        let o = real(out)
+        if [dbPath, dbPath + "-wal", dbPath + "-shm"].map(real).contains(o) { throw CLIError("\(out) is the catalog: refusing to overwrite it") }
     }
 }
 
@@ -132,7 +142,7 @@ struct Ls: ParsableCommand {
     @OptionGroup var catalog: CatalogOptions
 
     func run() throws {
-        let cat = try catalog.open()
+        let cat = try catalog.open(create: false)
         let rows = try cat.checkpoints()
         if catalog.json { print(Fmt.json(rows)); return }
         if rows.isEmpty { print("catalog \(catalog.dbPath) is empty — run `wscan index PATH`"); return }
@@ -228,7 +238,7 @@ struct Query: ParsableCommand {
     @Argument(help: "A SQL statement.") var sql: String
 
     func run() throws {
-        let cat = try catalog.open()
+        let cat = try catalog.open(create: false)
         let res: (columns: [String], rows: [[DatabaseValue]])
         do { res = try cat.query(sql) } catch let e as DatabaseError { throw CLIError("SQL error: \(e.message ?? "\(e)")") }
         if catalog.json {
@@ -281,7 +291,7 @@ struct Dupes: ParsableCommand {
     @Option(help: "Ignore tensors smaller than this many bytes.") var minBytes: Int = 1024
 
     func run() throws {
-        let cat = try catalog.open()
+        let cat = try catalog.open(create: false)
         let groups = try cat.dupes(minBytes: minBytes)
         if catalog.json { print(Fmt.json(groups)); return }
         if groups.isEmpty { print("no duplicated tensors of at least \(Fmt.bytes(minBytes))"); return }

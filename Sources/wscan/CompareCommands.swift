@@ -36,6 +36,7 @@ struct Compare: ParsableCommand {
         for r in [ra, rb] where r.status != "ok" { throw CLIError("\(r.path): \(r.error ?? r.status)") }
         var o = CompareRunner.Options()
         o.align = (align || writeAligned != nil) ? .always : noAlign ? .never : .auto
+        if let w = writeAligned { try catalog.refuseCatalogAsOutput(w) }
         o.grid = grid; o.seed = seed; o.writeAligned = writeAligned
         if eval.data != nil || eval.evalCommand != nil {
             let ws = try WeightSet.load(try CheckpointOpener.open(ra.path))

@@ -73,12 +73,18 @@ struct Export: ParsableCommand {
     @Flag(help: "Read pickles the scanner flags (still executes nothing).") var trust = false
 
     func run() throws {
-        guard let target = Exporter.TargetDType(rawValue: dtype) else { throw ValidationError("--dtype must be keep, F32, F16 or BF16") }
+        guard let target = Exporter.TargetDType.allCases.first(where: { $0.rawValue.lowercased() == dtype.lowercased() }) else {
+            throw ValidationError("--dtype must be keep, F32, F16 or BF16")
+        }
         let path: String
         if FileManager.default.fileExists(atPath: checkpoint) { path = checkpoint } else {
             path = try catalog.open().resolve(checkpoint).path
         }
-        let ck = try CheckpointOpener.open(path, options: .init(trust: trust))
+        let ck = try withInput(path, trust: trust) { $0 }
+        try catalog.refuseCatalogAsOutput(to)
+        guard ck.tensors.contains(where: { SpectrumRunner.globMatch(tensors, $0.name) }) else {
+            throw CLIError("\(path): no tensor matches \(tensors ?? "*")")
+        }
         let rep = try Exporter.export(ck, to: to, dtype: target, include: { SpectrumRunner.globMatch(tensors, $0.name) },
                                       metadata: ["exported_by": "wscan", "source_format": ck.format.rawValue])
         if catalog.json { print(Fmt.json(rep)); return }

@@ -96,6 +96,7 @@ struct SparsityCommand: ParsableCommand {
                             summary: summary, data: curve)
         var written: (path: String, achieved: Double)?
         if let out = writePruned {
+            try catalog.refuseCatalogAsOutput(out)
             let s = pat == .unstructured ? (at ?? e.withinTolerance) : pat.sparsityValue
             let p = Sparsity.pruned(w, tensors: prunable, scope: sc, pattern: pat, sparsity: s)
             var zeros = 0, n = 0
@@ -210,6 +211,7 @@ struct SaliencyCommand: ParsableCommand {
                             data: result)
         if let out = maskOut {
             try ck.refuseToOverwrite(out)
+            try catalog.refuseCatalogAsOutput(out)
             let entries = params.map { SafetensorsWriter.Entry(name: $0, dtype: .u8, shape: all.shapes[$0]!, bytes: mask[$0]!) }
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
         }

@@ -173,6 +173,48 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(((j["tensors"] as! [[String: Any]]).first?["name"] as? String), "w" + esc, "JSON keeps the exact name")
     }
 
+    /// wscan writes only its own files: a listing never creates a catalog, an SQLite file that is not a catalog is
+    /// left byte-identical, the catalog is never an output, and a report never goes into a folder holding someone
+    /// else's README.md.
+    func testNeverWritesFilesItDoesNotOwn() throws {
+        let model = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let missing = tmp.path("missing.db")
+        let ls = try runWscan(["ls", "--db", missing])
+        XCTAssertEqual(ls.status, 1); XCTAssertTrue(ls.err.contains("no catalog at"), ls.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: missing))
+        let foreign = tmp.path("foreign.db")
+        let q = try DatabaseQueue(path: foreign)
+        try q.write { try $0.execute(sql: "CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('mine')") }
+        try q.close()
+        let before = try Data(contentsOf: URL(fileURLWithPath: foreign))
+        for args in [["query", "select 1"], ["index", model], ["ls"]] {
+            let r = try runWscan(args + ["--db", foreign])
+            XCTAssertEqual(r.status, 1, "\(args)"); XCTAssertTrue(r.err.contains("not a wscan catalog"), r.err)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: foreign)), before)
+        let db = tmp.path("own.db")
+        XCTAssertEqual(try runWscan(["index", model, "--db", db]).status, 0)
+        for args in [["export", model, "--to", db], ["analyze", "sparsity", model, "--write-pruned", db + "-wal", "--at", "0.5", "--grid", "0,0.5"],
+                     ["analyze", "saliency", model, "--mask-out", db]] {
+            let r = try runWscan(args + ["--db", db])
+            XCTAssertEqual(r.status, 1, "\(args)"); XCTAssertTrue(r.err.contains("is the catalog"), r.err)
+        }
+        XCTAssertEqual(try runWscan(["ls", "--db", db]).status, 0, "the catalog is intact")
+        let card = tmp.path("hf/README.md")
+        try "# my model card\n".write(toFile: tmp.write("hf/README.md", []), atomically: true, encoding: .utf8)
+        let rep = try runWscan(["report", model, "-o", tmp.path("hf"), "--db", db])
+        XCTAssertEqual(rep.status, 1); XCTAssertTrue(rep.err.contains("holds files wscan did not write"), rep.err)
+        XCTAssertEqual(try String(contentsOfFile: card, encoding: .utf8), "# my model card\n")
+        // export --dtype converts floating-point tensors only.
+        let ints = tmp.path("ints.safetensors"), out = tmp.path("ints_f16.safetensors")
+        try SafetensorsWriter.write([.init(name: "ids", dtype: .i32, shape: [3], bytes: [1, 0, 0, 0, 2, 0, 0, 0, 70, 0, 0, 0]),
+                                     .init(name: "w", shape: [2], floats: [0.5, -1])], to: ints)
+        XCTAssertEqual(try runWscan(["export", ints, "--to", out, "--dtype", "f16", "--db", db]).status, 0)
+        let ex = try CheckpointOpener.open(out)
+        XCTAssertEqual(ex.tensors.first { $0.name == "ids" }?.dtype, .i32)
+        XCTAssertEqual(ex.tensors.first { $0.name == "w" }?.dtype, .f16)
+    }
+
     func testKilledIndexRunLeavesConsistentCatalog() throws {
         // Many checkpoints so the kill lands mid-run.
         let dir = tmp.url.appendingPathComponent("many")
