@@ -146,7 +146,8 @@ public final class Catalog: @unchecked Sendable {
     /// True when the catalog holds this checkpoint with the same files (path, size, mtime) — and SHA-256s if needed.
     public func isUpToDate(path: String, needSHA: Bool) throws -> Bool {
         try db.read { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [path]) else { return false }
+            // A checkpoint that failed is read again: the cause (a missing shard, a file being copied) may be gone.
+            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ? AND status = 'ok'", arguments: [path]) else { return false }
             let rows = try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256 FROM files WHERE checkpoint_id = ?", arguments: [id])
             if rows.isEmpty { return false }
             for r in rows {
@@ -249,8 +250,10 @@ public final class Catalog: @unchecked Sendable {
         var dropped: [String] = []
         for r in rows {
             let p: String = r["path"]
-            guard roots.isEmpty || roots.contains(where: { p.hasPrefix($0) }) else { continue }
-            if !FileManager.default.fileExists(atPath: p) {
+            // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
+            guard roots.isEmpty || roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
+            var st = stat()
+            if stat(p, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
                 try db.write { db in try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64]) }
                 dropped.append(p)
             }

@@ -28,6 +28,8 @@ public final class Indexer {
     public let options: Options
     public var onProgress: (@Sendable (Progress) -> Void)?
     public var onOutcome: ((Outcome) -> Void)?
+    /// Catalog entries `--prune` dropped in the last run (their files are gone).
+    public private(set) var pruned: [String] = []
 
     public init(catalog: Catalog, options: Options) { self.catalog = catalog; self.options = options }
 
@@ -50,7 +52,7 @@ public final class Indexer {
         }
         if options.prune {
             let roots = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-            _ = try catalog.prune(under: roots)
+            pruned = try catalog.prune(under: roots)
         }
         return outcomes
     }

@@ -6,6 +6,9 @@ public enum FormatDetector {
 
     public static func sniff(path: String) -> Kind {
         if path.hasSuffix(".safetensors.index.json") { return .shardIndex }
+        // Only regular files are opened: opening a FIFO for reading would block forever.
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return .unknown }
         guard let fh = FileHandle(forReadingAtPath: path) else { return .unknown }
         defer { try? fh.close() }
         let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
@@ -100,7 +103,13 @@ public enum CheckpointOpener {
                     let full = (abs as NSString).appendingPathComponent(rel)
                     let name = (rel as NSString).lastPathComponent
                     if name.hasPrefix(".") { if (en.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { en.skipDescendants() }; continue }
-                    if (en.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, FormatDetector.isCandidate(full) { found.append(full) }
+                    let type = en.fileAttributes?[.type] as? FileAttributeType
+                    guard FormatDetector.isCandidate(full) else { continue }
+                    if type == .typeRegular { found.append(full); continue }
+                    // A link to a regular file counts (Hugging Face caches link snapshots into blobs/); links to
+                    // folders are not followed (no cycles), and FIFOs, devices and sockets are never opened.
+                    var st = stat()
+                    if type == .typeSymbolicLink, stat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { found.append(full) }
                 }
                 files += found.sorted()
             } else {

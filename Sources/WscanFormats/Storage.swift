@@ -13,7 +13,8 @@ public final class Storage: @unchecked Sendable {
 
     /// Maps `path` read-only. Empty files get an empty storage.
     public init(mapping path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below as not a regular file.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FormatError(.io, "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var st = stat()
@@ -123,12 +124,19 @@ public struct FileRef: Sendable {
     public var mtime: Double
     public init(path: String, size: Int, mtime: Double) { self.path = path; self.size = size; self.mtime = mtime }
 
+    /// Size and modification time of the file itself: symbolic links are followed (a Hugging Face cache is links
+    /// into blobs/), so replacing a link's target is a change.
     public static func stat(_ path: String) throws -> FileRef {
-        let attrs = try FileManager.default.attributesOfItem(atPath: path)
-        let size = (attrs[.size] as? NSNumber)?.intValue ?? 0
-        let mtime = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        guard let (size, mtime) = followStat(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
         return FileRef(path: path, size: size, mtime: mtime)
     }
+}
+
+/// stat(2), following links: size and mtime (with nanoseconds), or nil with errno set.
+private func followStat(_ path: String) -> (Int, Double)? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
 }
 
 /// Safety finding from a pickle scan (or any other check that flags a file).

@@ -126,12 +126,16 @@ struct Index: ParsableCommand {
             }
         }
         if catalog.json {
-            struct R: Encodable { var indexed: Int; var current: Int; var failed: Int; var bytes: Int; var seconds: Double; var failures: [[String: String]] }
+            struct R: Encodable {
+                var indexed: Int; var current: Int; var failed: Int; var bytes: Int; var seconds: Double; var failures: [[String: String]]
+                var pruned: [String]
+            }
             let fails: [[String: String]] = outcomes.compactMap { if case let .failed(p, r) = $0 { return ["path": p, "reason": r] }; return nil }
-            print(Fmt.json(R(indexed: nIdx, current: nSkip, failed: nFail, bytes: bytes, seconds: secs, failures: fails)))
+            print(Fmt.json(R(indexed: nIdx, current: nSkip, failed: nFail, bytes: bytes, seconds: secs, failures: fails, pruned: ix.pruned)))
         } else {
             let rate = secs > 0 ? Fmt.bytes(Int(Double(bytes) / secs)) + "/s" : ""
             print("\(nIdx) indexed, \(nSkip) current, \(nFail) failed — \(Fmt.bytes(bytes)) in \(String(format: "%.2f", secs)) s \(rate) → \(catalog.dbPath)")
+            if prune { print("pruned \(ix.pruned.count) entries whose files are gone" + (ix.pruned.isEmpty ? "" : ": " + ix.pruned.prefix(5).map(Fmt.field).joined(separator: ", ") + (ix.pruned.count > 5 ? ", …" : ""))) }
         }
         if nFail > 0 { throw ExitCode(1) }
     }

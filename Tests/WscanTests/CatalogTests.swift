@@ -215,6 +215,42 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(ex.tensors.first { $0.name == "w" }?.dtype, .f16)
     }
 
+    /// Incremental indexing over links, FIFOs, failures and pruning: a folder walk follows links to files (a Hugging
+    /// Face cache), a replaced link target is a change, a FIFO is refused at once, a failed file is read again on the
+    /// next run, and --prune drops only entries under the given folder (x/ is not a prefix of xx/).
+    func testIncrementalIndexWithLinksFifosFailuresAndPrune() throws {
+        let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let other = Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path
+        let fm = FileManager.default
+        let root = tmp.path("inc"), db = tmp.path("inc.db")
+        for d in ["blobs", "snap", "x", "xx"] { try fm.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true) }
+        try fm.copyItem(atPath: src, toPath: root + "/blobs/abc")
+        try fm.createSymbolicLink(atPath: root + "/snap/model.safetensors", withDestinationPath: "../blobs/abc")
+        XCTAssertEqual(mkfifo(root + "/snap/pipe.safetensors", 0o644), 0)
+        let t0 = Date()
+        var r = try runWscan(["index", root + "/snap", root + "/snap/pipe.safetensors", "--db", db])
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 20)
+        XCTAssertEqual(r.status, 1); XCTAssertTrue(r.out.hasPrefix("1 indexed"), r.out); XCTAssertTrue(r.err.contains("pipe.safetensors: not a regular file"), r.err)
+        try fm.removeItem(atPath: root + "/blobs/abc"); try fm.copyItem(atPath: other, toPath: root + "/blobs/abc")
+        r = try runWscan(["index", root + "/snap", "--db", db])
+        XCTAssertTrue(r.out.hasPrefix("1 indexed, 0 current"), "a new link target is a change: \(r.out)")
+        // A failed file is read again: once fixed, it is indexed.
+        let broken = tmp.write("inc/x/a.safetensors", [1, 2, 3])
+        XCTAssertEqual(try runWscan(["index", root + "/x", "--db", db]).status, 1)
+        XCTAssertEqual(try runWscan(["index", root + "/x", "--db", db]).status, 1, "still broken: still failed, not 'current'")
+        try fm.removeItem(atPath: broken); try fm.copyItem(atPath: src, toPath: broken)
+        r = try runWscan(["index", root + "/x", "--db", db])
+        XCTAssertEqual(r.status, 0, r.err); XCTAssertTrue(r.out.hasPrefix("1 indexed"), r.out)
+        try fm.copyItem(atPath: other, toPath: root + "/xx/b.safetensors")
+        XCTAssertEqual(try runWscan(["index", root + "/xx", "--db", db]).status, 0)
+        try fm.removeItem(atPath: root + "/xx/b.safetensors")
+        r = try runWscan(["index", root + "/x", "--prune", "--db", db])
+        XCTAssertTrue(r.out.contains("pruned 0 entries"), r.out)
+        try fm.removeItem(atPath: broken); try fm.createDirectory(atPath: broken, withIntermediateDirectories: true)
+        r = try runWscan(["index", root + "/xx", root + "/x", "--prune", "--db", db])
+        XCTAssertTrue(r.out.contains("pruned 2 entries"), r.out)
+    }
+
     func testKilledIndexRunLeavesConsistentCatalog() throws {
         // Many checkpoints so the kill lands mid-run.
         let dir = tmp.url.appendingPathComponent("many")
