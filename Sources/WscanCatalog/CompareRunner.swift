@@ -58,13 +58,27 @@ public enum CompareRunner {
         let ev = try evidence(wb)
         let spec = PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
         CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
-        let ind = try IndependenceTest.run(wa, wb, spec: spec)
+        // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
+        var notes: [String] = []
+        func finite(_ w: WeightSet, _ side: String) -> WeightSet {
+            var out = w
+            for n in w.names {
+                let v = w.values[n]!
+                let bad = v.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+                guard bad > 0 else { continue }
+                out.values[n] = v.map { $0.isFinite ? $0 : 0 }
+                notes.append("\(side) \(n): \(bad) NaN/±Inf weights read as 0 for the permutation analyses")
+            }
+            return out
+        }
+        let fa = finite(wa, "A"), fb = finite(wb, "B")
+        let ind = try IndependenceTest.run(fa, fb, spec: spec)
         var alignment: AlignmentResult? = nil, alignedEv: [TensorEvidence]? = nil, wbAligned: WeightSet? = nil
         let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
         let wantAlign = options.align == .always ||
             (options.align == .auto && !spec.groups.isEmpty && ["finetuned", "independent"].contains(quick.kind))
         if wantAlign, !spec.groups.isEmpty {
-            let al = try Alignment.weightMatching(wa, wb, spec: spec, seed: options.seed)
+            let al = try Alignment.weightMatching(fa, fb, spec: spec, seed: options.seed)
             alignment = al
             if !al.identity {
                 let moved = Permuter.applyAll(wb, spec: spec, perms: al.perms)
@@ -99,7 +113,7 @@ public enum CompareRunner {
         }
         var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: alignment, aligned: alignedEv, connectivity: conn)
-        if !writeNotes.isEmpty { result.notes = writeNotes }
+        if !(notes + writeNotes).isEmpty { result.notes = notes + writeNotes }
         if store {
             struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
             try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,

@@ -6,6 +6,24 @@ import XCTest
 final class CompareTests: XCTestCase {
     let tmp = TempDir()
 
+    /// A copy with one NaN and one Inf is still compared (it failed with "cost matrix contains NaN"): the
+    /// permutation analyses read them as 0 and say so.
+    func testNonFiniteWeightsDoNotStopACompare() throws {
+        let f = tmp.path("nan.safetensors")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)))
+        a["fc1.weight"][0, 0] = np.nan; a["fc1.weight"][1, 1] = np.inf
+        save_file(a, \(pyStr(f)))
+        """)
+        for extra in [[], ["--align"]] {
+            let r = try runWscan(["compare", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, f, "--db", tmp.path("n.db")] + extra)
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertTrue(r.err.contains("B fc1.weight: 2 NaN/±Inf weights read as 0"), r.err)
+        }
+    }
+
     func manifest() throws -> [String: Any] { try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any] }
 
     func catalogWithCorpus() throws -> Catalog {
