@@ -33,7 +33,7 @@ public enum NpyReader {
         if h.dtype == .object {
             nbytes = st.count - h.dataOffset // a pickle stream follows
         } else if h.dtype == .opaque {
-            let itemsize = Int(h.descr.dropFirst(2)) ?? 0
+            let itemsize = opaqueItemSize(h.descr)
             let (r, o) = count.multipliedReportingOverflow(by: itemsize)
             guard !o else { throw FormatError(.shape, "shape \(h.shape) overflows") }
             nbytes = r
@@ -95,6 +95,21 @@ public enum NpyReader {
         guard shape.count <= 64 else { throw FormatError(.shape, "more than 64 dimensions") }
         let (dt, be) = try mapDescr(descr)
         return Header(dtype: dt, bigEndian: be, fortran: fortran, shape: shape, dataOffset: start + hlen, descr: descr)
+    }
+
+    /// Bytes per element of the dtypes catalogued without a decoder: `S10`/`V16` (n bytes), `U10` (4 bytes per
+    /// character), `M8[D]`/`m8[ns]` datetimes and timedeltas (8), `f16` (float128, 16).
+    static func opaqueItemSize(_ descr: String) -> Int {
+        var code = Substring(descr)
+        if let f = code.first, "<>|=".contains(f) { code = code.dropFirst() }
+        guard let kind = code.first else { return 0 }
+        let digits = code.dropFirst().prefix { $0.isNumber }
+        let n = Int(digits) ?? 0
+        switch kind {
+        case "U": return 4 * n
+        case "M", "m": return n > 0 ? n : 8
+        default: return n      // S, V, f (f16 → 16)
+        }
     }
 
     static func mapDescr(_ s: String) throws -> (DType, Bool) {

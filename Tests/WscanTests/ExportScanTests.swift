@@ -5,6 +5,26 @@ import XCTest
 final class ExportTests: XCTestCase {
     let tmp = TempDir()
 
+    /// NumPy string, bytes, datetime, timedelta and float128 arrays are valid files: catalogued without a decoder,
+    /// with the right byte size (they were rejected as having trailing bytes).
+    func testNpyOpaqueDtypesHaveTheirItemSizes() throws {
+        let dir = tmp.path("npy")
+        _ = try runPython("""
+        import numpy as np, os
+        d = \(pyStr(dir)); os.makedirs(d, exist_ok=True)
+        np.save(d + "/u.npy", np.array(["abc", "defghij"], dtype="<U10"))
+        np.save(d + "/s.npy", np.array([b"ab", b"c"], dtype="S3"))
+        np.save(d + "/d.npy", np.array(["2020-01-01", "2021-02-03", "2022-03-04"], dtype="datetime64[D]"))
+        np.save(d + "/t.npy", np.array([1, 2], dtype="timedelta64[ns]"))
+        np.save(d + "/q.npy", np.array([1, 2], dtype=np.longdouble))
+        """)
+        for (f, bytes) in [("u", 80), ("s", 6), ("d", 24), ("t", 16), ("q", 32)] {
+            let ck = try CheckpointOpener.open(dir + "/\(f).npy")
+            XCTAssertEqual(ck.tensors.first?.dtype, .opaque, f)
+            XCTAssertEqual(ck.tensors.first?.byteCount, bytes, f)
+        }
+    }
+
     /// `wscan export` of a GGUF file to F32 safetensors equals the gguf package's dequantize() bit for bit.
     func testGGUFExportBitExactAgainstGGUFPackage() throws {
         let ck = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path)
