@@ -155,13 +155,17 @@ extension Catalog {
                 WHERE t.nbytes >= ? AND t.hash IN (SELECT hash FROM tensors WHERE nbytes >= ? GROUP BY hash HAVING COUNT(*) > 1)
                 ORDER BY t.nbytes DESC, t.hash, c.name, t.name
                 """, arguments: [minBytes, minBytes])
+            // One group per identical content, dtype and shape (the same bytes read as another dtype or shape are
+            // listed apart), in first-seen order of the size-sorted rows.
             var groups: [DupeGroup] = []
+            var index: [String: Int] = [:]
             for r in rows {
-                let h: String = r["hash"]
+                let h: String = r["hash"], dt: String = r["dtype"], shape: String = r["shape"] ?? ""
+                let key = h + "\u{1}" + dt + "\u{1}" + shape
                 let m = DupeGroup.Member(checkpoint: r["ck"], tensor: r["name"])
-                if let last = groups.last, last.hash == h, last.dtype == (r["dtype"] as String) { groups[groups.count - 1].members.append(m) }
-                else { groups.append(DupeGroup(hash: h, nbytes: r["nbytes"], dtype: r["dtype"],
-                                               shape: CheckpointRow.decode(r["shape"] as String?) ?? [], members: [m])) }
+                if let g = index[key] { groups[g].members.append(m); continue }
+                index[key] = groups.count
+                groups.append(DupeGroup(hash: h, nbytes: r["nbytes"], dtype: dt, shape: CheckpointRow.decode(shape) ?? [], members: [m]))
             }
             return groups.filter { $0.members.count > 1 }
         }

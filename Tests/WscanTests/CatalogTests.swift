@@ -37,6 +37,28 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(71))
     }
 
+    /// dupes groups by content, dtype and shape, whatever order the rows come in: the same bytes read as I32 are
+    /// listed apart, and a reshaped copy is its own group with its own shape.
+    func testDupesGroupsByContentDtypeAndShape() throws {
+        let bytes = (0..<256).map { UInt8($0 & 0xff) } + (0..<768).map { UInt8(($0 * 7) & 0xff) }
+        let db = tmp.path("d.db")
+        for (dir, entries) in [("a", [SafetensorsWriter.Entry(name: "w", dtype: .f32, shape: [256], bytes: bytes)]),
+                               ("b", [SafetensorsWriter.Entry(name: "w", dtype: .i32, shape: [256], bytes: bytes)]),
+                               ("c", [SafetensorsWriter.Entry(name: "w", dtype: .f32, shape: [256], bytes: bytes)]),
+                               ("d", [SafetensorsWriter.Entry(name: "tied", dtype: .f32, shape: [16, 16], bytes: bytes),
+                                      SafetensorsWriter.Entry(name: "w", dtype: .f32, shape: [16, 16], bytes: bytes)])] {
+            try SafetensorsWriter.write(entries, to: tmp.write("dup/\(dir)/\(dir).safetensors", []))
+        }
+        let cat = try Catalog(path: db)
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [tmp.path("dup")])
+        let groups = try cat.dupes(minBytes: 1)
+        let f32flat = groups.first { $0.dtype == "F32" && $0.shape == [256] }
+        XCTAssertEqual(f32flat?.members.map(\.checkpoint).sorted(), ["a.safetensors", "c.safetensors"])
+        let square = groups.first { $0.dtype == "F32" && $0.shape == [16, 16] }
+        XCTAssertEqual(square?.members.map(\.tensor).sorted(), ["tied", "w"])
+        XCTAssertNil(groups.first { $0.dtype == "I32" }, "one I32 tensor is not a duplicate")
+    }
+
     func testIncrementalSkipReindexAndPrune() throws {
         let dir = try copyCorpus()
         let cat = try Catalog(path: tmp.path("c.db"))
