@@ -240,21 +240,36 @@ struct Query: ParsableCommand {
         """)
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "A SQL statement.") var sql: String
+    @Option(help: "Print at most this many rows (a note says when rows were left out).") var limit: Int = 100_000
 
     func run() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
         let cat = try catalog.open(create: false)
         let res: (columns: [String], rows: [[DatabaseValue]])
-        do { res = try cat.query(sql) } catch let e as DatabaseError { throw CLIError("SQL error: \(e.message ?? "\(e)")") }
+        do { res = try cat.query(sql, limit: limit + 1) } catch let e as DatabaseError {
+            let msg = e.message ?? "\(e)"
+            throw CLIError("SQL error: " + (msg.contains("Multiple statements") ? "one SQL statement at a time" : msg))
+        }
+        let truncated = res.rows.count > limit
+        let shown = Array(res.rows.prefix(limit))
+        if truncated { printErr("wscan: note: stopped after \(limit) rows (use --limit to see more)") }
+        if res.columns.isEmpty { return }                          // a statement without result columns
+        // JSON keys must be unique: a repeated column name gets _2, _3, … (SELECT 1 AS a, 2 AS a).
+        var keys: [String] = [], used: [String: Int] = [:]
+        for c in res.columns {
+            let n = (used[c] ?? 0) + 1; used[c] = n
+            keys.append(n == 1 ? c : "\(c)_\(n)")
+        }
         if catalog.json {
-            let objs: [[String: JSONValue]] = res.rows.map { r in
+            let objs: [[String: JSONValue]] = shown.map { r in
                 var o: [String: JSONValue] = [:]
-                for (c, v) in zip(res.columns, r) { o[c] = JSONValue(v) }
+                for (c, v) in zip(keys, r) { o[c] = JSONValue(v) }
                 return o
             }
             print(Fmt.json(objs))
             return
         }
-        let rows = res.rows.map { $0.map { v -> String in
+        let rows = shown.map { $0.map { v -> String in
             switch v.storage {
             case .null: return "NULL"
             case let .int64(i): return String(i)

@@ -59,6 +59,21 @@ final class CatalogTests: XCTestCase {
         XCTAssertNil(groups.first { $0.dtype == "I32" }, "one I32 tensor is not a duplicate")
     }
 
+    /// `query` says when it stopped early, keeps repeated column names apart in JSON, and explains multi-statements.
+    func testQueryLimitsAndColumnNames() throws {
+        let db = tmp.path("q.db")
+        XCTAssertEqual(try runWscan(["index", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", db]).status, 0)
+        let r = try runWscan(["query", "with recursive c(x) as (select 1 union all select x + 1 from c limit 20) select x from c",
+                              "--limit", "5", "--db", db])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertEqual(r.out.split(separator: "\n").count, 2 + 5)
+        XCTAssertTrue(r.err.contains("stopped after 5 rows"), r.err)
+        let j = try runWscan(["query", "select 1 as a, 2 as a", "--json", "--db", db])
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(j.out.utf8)) as? [[String: Int]])?.first, ["a": 1, "a_2": 2])
+        let m = try runWscan(["query", "select 1; select 2", "--db", db])
+        XCTAssertEqual(m.status, 1); XCTAssertEqual(m.err, "wscan: SQL error: one SQL statement at a time\n")
+    }
+
     func testIncrementalSkipReindexAndPrune() throws {
         let dir = try copyCorpus()
         let cat = try Catalog(path: tmp.path("c.db"))
