@@ -412,6 +412,51 @@ done:
 }
 void wscan_free(void *p) { free(p); }
 
+/* ---- Mapped files and SIGBUS ----
+   A mapped file that another process truncates while wscan reads it raises SIGBUS on the next page touched. The
+   handler finds which registered mapping holds the faulting address and ends wscan with a one-line error naming the
+   file instead of a crash trace (the catalog stays consistent: one transaction per checkpoint). */
+#define WSCAN_MAPS 4096
+static struct { volatile uintptr_t base; volatile size_t len; char path[448]; } wscan_maps[WSCAN_MAPS];
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static void bus_handler(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    const char *path = NULL;
+    for (int i = 0; i < WSCAN_MAPS; i++) {
+        uintptr_t b = wscan_maps[i].base;
+        if (b && a >= b && a < b + wscan_maps[i].len) { path = wscan_maps[i].path; break; }
+    }
+    if (!path) { signal(sig, SIG_DFL); raise(sig); return; }
+    static const char pre[] = "wscan: ", post[] = ": the file shrank while it was being read (changed by another process); stopping\n";
+    (void)!write(2, pre, sizeof pre - 1);
+    (void)!write(2, path, strnlen(path, sizeof wscan_maps[0].path));
+    (void)!write(2, post, sizeof post - 1);
+    _exit(1);
+}
+static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
+static void bus_install(void) {
+    struct sigaction sa; memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = bus_handler; sa.sa_flags = SA_SIGINFO; sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+void wscan_map_register(const void *base, size_t len, const char *path) {
+    pthread_once(&bus_once, bus_install);
+    pthread_mutex_lock(&maps_lock);
+    for (int i = 0; i < WSCAN_MAPS; i++) if (!wscan_maps[i].base) {
+        snprintf(wscan_maps[i].path, sizeof wscan_maps[i].path, "%s", path);
+        wscan_maps[i].len = len;
+        __atomic_store_n(&wscan_maps[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
+        break;
+    }
+    pthread_mutex_unlock(&maps_lock);
+}
+void wscan_map_unregister(const void *base) {
+    pthread_mutex_lock(&maps_lock);
+    for (int i = 0; i < WSCAN_MAPS; i++) if (wscan_maps[i].base == (uintptr_t)base) { __atomic_store_n(&wscan_maps[i].base, 0, __ATOMIC_RELEASE); break; }
+    pthread_mutex_unlock(&maps_lock);
+}
+
 /* ---- Child processes ---- */
 extern char **environ;
 static volatile sig_atomic_t guarded_group = 0;

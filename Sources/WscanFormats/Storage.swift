@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import CWscan
 
 /// A read-only view of bytes kept alive by its owner: a memory-mapped file (never written: PROT_READ,
 /// MAP_PRIVATE) or a heap buffer (inflated zip members).
@@ -26,6 +27,7 @@ public final class Storage: @unchecked Sendable {
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
         base = UnsafeRawPointer(p); count = size; unmapLength = size
+        wscan_map_register(p, size, path)
     }
 
     public init(bytes: [UInt8]) {
@@ -42,7 +44,7 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit {
-        if unmapLength > 0, let b = base { munmap(UnsafeMutableRawPointer(mutating: b), unmapLength) }
+        if unmapLength > 0, let b = base { wscan_map_unregister(b); munmap(UnsafeMutableRawPointer(mutating: b), unmapLength) }
         owned?.deallocate()
     }
 

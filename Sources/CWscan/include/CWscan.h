@@ -64,6 +64,12 @@ void wscan_openblas_set_threads(int n);
 int wscan_openblas_get_threads(void);
 const char *wscan_openblas_corename(void);
 
+/* ---- Mapped files ---- */
+/* Registers a read-only file mapping so that a SIGBUS inside it (the file truncated by another process while being
+   read) ends wscan with a one-line error naming the file; unregister before munmap. */
+void wscan_map_register(const void *base, size_t len, const char *path);
+void wscan_map_unregister(const void *base);
+
 /* ---- Child processes (external evaluators) ---- */
 /* Runs `/bin/sh -c cmd` in a new process group, stdin from /dev/null, stdout and stderr into pipes whose read ends
    (close-on-exec) come back in *out_fd and *err_fd. While it runs, SIGINT/SIGTERM/SIGHUP/SIGQUIT to wscan kill the whole
