@@ -38,6 +38,11 @@ public final class Storage: @unchecked Sendable {
 
     private let keepAlive: Storage?
 
+    /// Takes ownership of `count` bytes at `p` (allocated with UnsafeMutableRawPointer.allocate).
+    public init(owning p: UnsafeMutableRawPointer, count: Int) {
+        owned = p; base = UnsafeRawPointer(p); self.count = count; unmapLength = 0; keepAlive = nil
+    }
+
     /// A view of part of another storage, keeping it alive.
     public init(borrowing range: UnsafeRawBufferPointer, owner: Storage) {
         base = range.baseAddress; count = range.count; unmapLength = 0; owned = nil; keepAlive = owner

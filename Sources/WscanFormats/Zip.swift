@@ -1,3 +1,4 @@
+import CWscan
 import WscanKernels
 
 /// Read-only ZIP archive reader (central directory, ZIP64) over a memory map. Stored members are returned
@@ -107,6 +108,8 @@ public struct ZipArchive {
 
     /// The bytes of a member. Stored: a zero-copy slice (size must equal the compressed size). Deflated:
     /// inflated, size and CRC verified, bounded by the deflate ratio limit.
+    static let bombFloor = 64 << 20, bombRatio = 200
+
     public func contents(_ e: Entry) throws -> (storage: Storage, offset: Int, fileOffset: Int?) {
         if e.flags & 1 != 0 { throw FormatError(.zip, "member '\(e.name)' is encrypted") }
         switch e.method {
@@ -121,14 +124,23 @@ public struct ZipArchive {
             guard o || e.size <= lim + 1024 else {
                 throw FormatError(.zip, "deflated member '\(e.name)' claims an impossible size \(e.size)")
             }
+            // Weights hardly compress (random mantissas); only constant arrays reach DEFLATE's ratio. A large member
+            // that claims more than 200:1 is refused as a likely decompression bomb rather than inflated into memory.
+            if e.size > Self.bombFloor, e.size / Swift.max(1, e.compressedSize) > Self.bombRatio {
+                throw FormatError(.zip, "deflated member '\(e.name)' would inflate \(e.compressedSize) bytes to \(e.size) (\(e.size / Swift.max(1, e.compressedSize)):1): refused as a likely decompression bomb")
+            }
             let src = try storage.slice(e.dataOffset, e.compressedSize)
-            let out: [UInt8]
-            do { out = try Checksum.inflateRaw(src, expected: e.size) } catch {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, e.size), alignment: 64)
+            let st = Storage(owning: p, count: e.size)          // frees p on every path
+            var produced = 0
+            let rc = wscan_inflate_raw(src.baseAddress?.assumingMemoryBound(to: UInt8.self), src.count,
+                                       p.assumingMemoryBound(to: UInt8.self), e.size, &produced)
+            guard rc == 0, produced == e.size else {
                 throw FormatError(.zip, "deflated member '\(e.name)' does not inflate to its stated \(e.size) bytes")
             }
-            let crc = out.withUnsafeBytes { Checksum.crc32($0.baseAddress!, $0.count) }
-            guard out.isEmpty || crc == e.crc else { throw FormatError(.zip, "member '\(e.name)' fails its CRC check") }
-            return (Storage(bytes: out), 0, nil)
+            let crc = Checksum.crc32(p, e.size)
+            guard e.size == 0 || crc == e.crc else { throw FormatError(.zip, "member '\(e.name)' fails its CRC check") }
+            return (st, 0, nil)
         default:
             throw FormatError(.unsupported, "member '\(e.name)' uses compression method \(e.method)")
         }

@@ -5,6 +5,20 @@ import XCTest
 final class ExportTests: XCTestCase {
     let tmp = TempDir()
 
+    /// A deflated .npz member that would inflate more than 200:1 to over 64 MiB is refused at once as a likely
+    /// decompression bomb (it was inflated into memory, twice).
+    func testDecompressionBombRefused() throws {
+        let f = tmp.path("bomb.npz")
+        _ = try runPython("""
+        import numpy as np, zipfile, io
+        b = io.BytesIO(); np.save(b, np.zeros(80 * 1024 * 1024 // 8))
+        with zipfile.ZipFile(\(pyStr(f)), "w", zipfile.ZIP_DEFLATED) as z: z.writestr("x.npy", b.getvalue())
+        """)
+        let t0 = Date()
+        XCTAssertThrowsError(try CheckpointOpener.open(f)) { XCTAssertTrue("\($0)".contains("likely decompression bomb"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2)
+    }
+
     /// NumPy string, bytes, datetime, timedelta and float128 arrays are valid files: catalogued without a decoder,
     /// with the right byte size (they were rejected as having trailing bytes).
     func testNpyOpaqueDtypesHaveTheirItemSizes() throws {
