@@ -151,7 +151,7 @@ struct Ls: ParsableCommand {
         if catalog.json { print(Fmt.json(rows)); return }
         if rows.isEmpty { print("catalog \(catalog.dbPath) is empty — run `wscan index PATH`"); return }
         let table = rows.map { r -> [String] in
-            let dt = r.dtypes.sorted { $0.value > $1.value }.map(\.key).joined(separator: ",")
+            let dt = r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key).joined(separator: ",")
             let status = r.status == "ok" ? (r.safety == "dangerous" || r.safety == "findings" ? r.safety : "ok") : "\(r.status): \(r.error ?? "")"
             return ["#\(r.id)", r.name, r.format ?? "?", Fmt.count(r.paramCount), dt, Fmt.bytes(r.bytes), String(status.prefix(70))]
         }
@@ -195,7 +195,7 @@ struct Show: ParsableCommand {
         print("  format    \(r.format ?? "?")    status \(r.status)\(r.error.map { ": " + Fmt.field($0) } ?? "")")
         print("  tensors   \(r.tensorCount)    parameters \(Fmt.count(r.paramCount)) (\(r.paramCount))    size \(Fmt.bytes(r.bytes))")
         if !r.dtypes.isEmpty {
-            print("  dtypes    " + r.dtypes.sorted { $0.value > $1.value }.map { "\($0.key) \(Fmt.count($0.value))" }.joined(separator: ", "))
+            print("  dtypes    " + r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \(Fmt.count($0.value))" }.joined(separator: ", "))
         }
         print("  safety    \(r.safety)")
         if r.format == "gguf" { for line in ggufSummary(r) { print("  " + line) } }
@@ -339,7 +339,7 @@ func ggufSummary(_ r: CheckpointRow) -> [String] {
                      10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L", 14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M",
                      16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K", 32: "MOSTLY_BF16"]
     let quant = m["general.file_type"].flatMap { Int($0) }.map { fileTypes[$0] ?? "file_type \($0)" }
-    let mix = r.dtypes.sorted { $0.value > $1.value }.prefix(3).map(\.key).joined(separator: ", ")
+    let mix = r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(3).map(\.key).joined(separator: ", ")
     out.append("quantization \(quant ?? "not stated") (tensor types by parameters: \(mix))")
     return out
 }

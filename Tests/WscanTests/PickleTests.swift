@@ -78,6 +78,19 @@ final class PickleTests: XCTestCase {
         XCTAssertEqual(idx.err.split(separator: "\n").filter { $0.contains("unsafe pickle") }.count, 5, idx.err)
     }
 
+    /// Imports that download or run code (torch.hub.load, cProfile.run, doctest.debug_script,
+    /// setuptools.sandbox.run_setup) are critical, not merely suspicious.
+    func testCodeRunningImportsAreCritical() throws {
+        let tmp = TempDir()
+        for (m, n) in [("torch.hub", "load"), ("cProfile", "run"), ("doctest", "debug_script"), ("setuptools.sandbox", "run_setup")] {
+            // GLOBAL module\nname\n, an argument tuple, REDUCE, STOP (protocol 0 text; nothing here runs it).
+            let bytes = Array("c\(m)\n\(n)\n(S'x'\ntR.".utf8)
+            let path = tmp.write("\(m).\(n).pkl", bytes)
+            let f = try PickleScanner.scanFile(path: path)
+            XCTAssertEqual(PickleScanner.worst(f), .critical, "\(m).\(n): \(f)")
+        }
+    }
+
     func testNestedPickleLoads() throws {
         let f = try scanFile("evil_nested_loads.pkl")
         XCTAssertTrue(f.contains { $0.what == "_pickle.loads" && $0.severity >= .high }, "\(f)")
