@@ -56,6 +56,9 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow 
     if FileManager.default.fileExists(atPath: ref) {
         let (paths, _) = CheckpointOpener.discover([ref])
         guard let p = paths.first else { throw CLIError("\(ref): no checkpoint found there") }
+        if paths.count > 1 {
+            throw CLIError("\(ref) holds \(paths.count) checkpoints (\(paths.prefix(3).map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")), …): name one")
+        }
         let ix = Indexer(catalog: catalog, options: .init())
         if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
         return try catalog.resolve(p)

@@ -26,6 +26,8 @@ struct ReportCmd: ParsableCommand {
         if compare && lineage { throw ValidationError("--compare and --lineage exclude each other") }
         if compare && checkpoints.count != 2 { throw ValidationError("--compare needs exactly two checkpoints") }
         if !compare && !lineage && checkpoints.isEmpty { throw ValidationError("give checkpoints, --compare A B, or --lineage") }
+        if lineage && !checkpoints.isEmpty { throw ValidationError("--lineage covers the whole catalog: it takes no checkpoints") }
+        if maxMaps < 0 { throw ValidationError("--max-maps must be 0 or more") }
     }
 
     func run() throws {
@@ -54,7 +56,10 @@ struct ReportCmd: ParsableCommand {
             dir = output ?? "reports/\(rows.count == 1 ? ReportWriter.slugName(rows[0].name) : "audit")"
         }
         let written = try w.write(to: dir)
-        if catalog.json { print(Fmt.json(["folder": dir, "files": written.joined(separator: ",")])); return }
+        if catalog.json {
+            struct Out: Encodable { var folder: String; var files: [String] }
+            print(Fmt.json(Out(folder: dir, files: written))); return
+        }
         print("wrote \(dir)/README.md and \(written.count - 1) more files")
     }
 }

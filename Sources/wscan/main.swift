@@ -33,7 +33,8 @@ do {
     exit(2)
 } catch {
     fflush(stdout)
-    if String(describing: type(of: error)) == "CommandError" { Wscan.exit(withError: error) } // e.g. bare `wscan`
+    // Bare `wscan` (and `wscan analyze`): ArgumentParser asks for the help text; print it and exit 0.
+    if String(describing: type(of: error)) == "CommandError" || Wscan.exitCode(for: error) == .success { Wscan.exit(withError: error) }
     printErr("wscan: \(error)")
     exit(1)
 }
