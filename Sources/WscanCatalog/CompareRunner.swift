@@ -77,6 +77,10 @@ public enum CompareRunner {
         let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
         let wantAlign = options.align == .always ||
             (options.align == .auto && !spec.groups.isEmpty && ["finetuned", "independent"].contains(quick.kind))
+        if options.align == .always && spec.groups.isEmpty {
+            notes.append("no permutation symmetry recognised in A's architecture (MLP chains, transformer feed-forward units and heads are): alignment skipped"
+                         + (options.writeAligned != nil ? "; --write-aligned holds B unpermuted" : ""))
+        }
         if wantAlign, !spec.groups.isEmpty {
             let al = try Alignment.weightMatching(fa, fb, spec: spec, seed: options.seed)
             alignment = al
