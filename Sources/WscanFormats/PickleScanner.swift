@@ -434,10 +434,9 @@ public enum PickleScanner {
             return scan(UnsafeRawBufferPointer(rebasing: b[h.dataOffset...]), member: member, nested: 0, strong: true)
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first
-        // opcode (torch.load reads a data.pkl without PROTO): always scanned. Other bytes are scanned when they
-        // start like a pickle, or (small ones) with any opcode, reporting only what imports.
+        // opcode (torch.load reads a data.pkl without PROTO): always scanned. Other bytes (tensor data) are scanned
+        // when they start like a pickle.
         if nameSaysPickle || looksLikePickle(b) { return scan(b, member: member, nested: 0, strong: nameSaysPickle) }
-        if b.count >= 2, b.count <= 1 << 16, argLength(b[0], b, 1) != nil { return scan(b, member: member, nested: 0, strong: false) }
         return []
     }
 
