@@ -15,14 +15,15 @@ public final class Catalog: @unchecked Sendable {
     public init(path: String, create: Bool = true) throws {
         self.path = path
         var st = stat()
-        if stat(path, &st) != 0 {
+        if stat(path, &st) != 0 || (st.st_size == 0 && !create) {
             guard create else { throw CatalogError.readOnly("no catalog at \(path) (run `wscan index PATH` first, or pass --db)") }
         } else if st.st_size > 0 {
-            var ro = Configuration(); ro.readonly = true
+            var ro = Configuration(); ro.readonly = true; ro.busyMode = .timeout(10)   // another wscan may be writing
             let probe = try DatabaseQueue(path: path, configuration: ro)
             let tables = try probe.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+            let objects = try probe.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") } ?? 0
             try probe.close()
-            if !tables.isEmpty && !(tables.contains("grdb_migrations") && tables.contains("checkpoints")) {
+            if objects > 0 && !(tables.contains("grdb_migrations") && tables.contains("checkpoints")) {
                 throw CatalogError.readOnly("\(path) is an SQLite database but not a wscan catalog: refusing to change it")
             }
         }

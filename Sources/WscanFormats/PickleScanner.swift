@@ -182,7 +182,8 @@ public enum PickleScanner {
             if let failure {
                 let msg = (failure as? FormatError)?.message ?? "\(failure)"
                 if vm.limitExceeded {
-                    findings.append(Finding(severity: .high, member: member, offset: start, what: "analysis limit",
+                    // Bytes nobody claims to be a pickle that hit a limit before any import are most likely data.
+                    findings.append(Finding(severity: strong || hadEvents ? .high : .info, member: member, offset: start, what: "analysis limit",
                                             detail: "pickle exceeds analysis limits (\(msg)); its imports cannot all be verified"))
                     findings += staticWalk(bytes, from: vm.offset, member: member)
                 } else if (index == 0 && strong) || hadEvents {
@@ -406,7 +407,19 @@ public enum PickleScanner {
             // whose magic they don't recognise: scan, reporting only what imports.
             return scan(b, member: name, nested: 0, strong: false)
         }
-        return scanBlob(b, member: name, nameSaysPickle: true)
+        return scanBlob(b, member: name, nameSaysPickle: pickleExtensions.contains { name.lowercased().hasSuffix($0) })
+    }
+
+    /// File and member names whose loaders unpickle them whatever their first byte.
+    static let pickleExtensions = [".pkl", ".pickle", ".joblib"]
+
+    /// Members torch.load never unpickles (tensor storages, TorchScript source, text records): scanned only when
+    /// they start with a PROTO opcode, so random tensor bytes are not read as a malformed pickle.
+    static func isDataMember(_ name: String) -> Bool {
+        let last = (name as NSString).lastPathComponent
+        let parent = ((name as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        if parent == "data", !last.isEmpty, last.allSatisfy(\.isNumber) { return true }
+        return [".py", ".json", ".txt"].contains { last.hasSuffix($0) } || ["version", "byteorder", "serialization_id"].contains(last)
     }
 
     /// Scans every member of a zip archive.
@@ -421,7 +434,8 @@ public enum PickleScanner {
                 continue
             }
             guard let slice = try? c.storage.slice(c.offset, c.storage === z.storage ? e.size : c.storage.count - c.offset) else { continue }
-            let named = e.name.hasSuffix(".pkl") || e.name.hasSuffix(".pickle") || e.name.hasSuffix(".joblib")
+            let named = pickleExtensions.contains { e.name.lowercased().hasSuffix($0) }
+            if !named, isDataMember(e.name), !looksLikePickle(slice, strictOnly: true) { continue }
             out += scanBlob(slice, member: e.name, nameSaysPickle: named)
         }
         return out

@@ -1,4 +1,5 @@
 import CWscan
+import Foundation
 import WscanKernels
 
 /// Read-only ZIP archive reader (central directory, ZIP64) over a memory map. Stored members are returned
@@ -108,7 +109,10 @@ public struct ZipArchive {
 
     /// The bytes of a member. Stored: a zero-copy slice (size must equal the compressed size). Deflated:
     /// inflated, size and CRC verified, bounded by the deflate ratio limit.
-    static let bombFloor = 64 << 20, bombRatio = 200
+    static let inflateBudget: Int = {
+        if let v = ProcessInfo.processInfo.environment["WSCAN_MAX_INFLATE"], let n = Int(v), n > 0 { return n }
+        return Int(ProcessInfo.processInfo.physicalMemory / 4)
+    }()
 
     public func contents(_ e: Entry) throws -> (storage: Storage, offset: Int, fileOffset: Int?) {
         if e.flags & 1 != 0 { throw FormatError(.zip, "member '\(e.name)' is encrypted") }
@@ -124,10 +128,11 @@ public struct ZipArchive {
             guard o || e.size <= lim + 1024 else {
                 throw FormatError(.zip, "deflated member '\(e.name)' claims an impossible size \(e.size)")
             }
-            // Weights hardly compress (random mantissas); only constant arrays reach DEFLATE's ratio. A large member
-            // that claims more than 200:1 is refused as a likely decompression bomb rather than inflated into memory.
-            if e.size > Self.bombFloor, e.size / Swift.max(1, e.compressedSize) > Self.bombRatio {
-                throw FormatError(.zip, "deflated member '\(e.name)' would inflate \(e.compressedSize) bytes to \(e.size) (\(e.size / Swift.max(1, e.compressedSize)):1): refused as a likely decompression bomb")
+            // A member is inflated into memory once: one that would take more than the budget (a quarter of the RAM,
+            // or WSCAN_MAX_INFLATE bytes) is refused instead of exhausting memory (a decompression bomb, or an array
+            // too large to read this way).
+            if e.size > Self.inflateBudget {
+                throw FormatError(.zip, "deflated member '\(e.name)' would inflate \(e.compressedSize) bytes to \(e.size) (\(e.size / Swift.max(1, e.compressedSize)):1), more than the \(Self.inflateBudget)-byte budget (a quarter of the RAM; WSCAN_MAX_INFLATE): refused")
             }
             let src = try storage.slice(e.dataOffset, e.compressedSize)
             let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, e.size), alignment: 64)

@@ -54,11 +54,17 @@ struct CLIError: Error, CustomStringConvertible {
 /// it is looked up in the catalog by id, name or path suffix.
 func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow {
     if FileManager.default.fileExists(atPath: ref) {
-        let (paths, _) = CheckpointOpener.discover([ref])
-        guard let p = paths.first else { throw CLIError("\(ref): no checkpoint found there") }
+        var (paths, _) = CheckpointOpener.discover([ref])
+        guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
         if paths.count > 1 {
-            throw CLIError("\(ref) holds \(paths.count) checkpoints (\(paths.prefix(3).map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")), …): name one")
+            // A model folder often holds one weights file beside pickled extras (training_args.bin, optimizer.pt).
+            let weights = paths.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") || $0.hasSuffix(".gguf") }
+            if weights.count == 1 { paths = weights } else {
+                let names = paths.prefix(3).map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")
+                throw CLIError("\(ref) holds \(paths.count) checkpoints (\(names)\(paths.count > 3 ? ", …" : "")): name one")
+            }
         }
+        let p = paths[0]
         let ix = Indexer(catalog: catalog, options: .init())
         if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
         return try catalog.resolve(p)
@@ -249,7 +255,7 @@ struct Query: ParsableCommand {
         guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
         let cat = try catalog.open(create: false)
         let res: (columns: [String], rows: [[DatabaseValue]])
-        do { res = try cat.query(sql, limit: limit + 1) } catch let e as DatabaseError {
+        do { res = try cat.query(sql, limit: limit == .max ? limit : limit + 1) } catch let e as DatabaseError {
             let msg = e.message ?? "\(e)"
             throw CLIError("SQL error: " + (msg.contains("Multiple statements") ? "one SQL statement at a time" : msg))
         }
@@ -258,10 +264,11 @@ struct Query: ParsableCommand {
         if truncated { printErr("wscan: note: stopped after \(limit) rows (use --limit to see more)") }
         if res.columns.isEmpty { return }                          // a statement without result columns
         // JSON keys must be unique: a repeated column name gets _2, _3, … (SELECT 1 AS a, 2 AS a).
-        var keys: [String] = [], used: [String: Int] = [:]
+        var keys: [String] = [], taken = Set<String>()
         for c in res.columns {
-            let n = (used[c] ?? 0) + 1; used[c] = n
-            keys.append(n == 1 ? c : "\(c)_\(n)")
+            var k = c, n = 1
+            while taken.contains(k) || (k != c && res.columns.contains(k)) { n += 1; k = "\(c)_\(n)" }
+            taken.insert(k); keys.append(k)
         }
         if catalog.json {
             let objs: [[String: JSONValue]] = shown.map { r in

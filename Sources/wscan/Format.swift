@@ -150,5 +150,6 @@ func print(_ items: Any..., separator: String = " ", terminator: String = "\n") 
 /// (usage text).
 func printErr(_ s: String, multiline: Bool = false) {
     let line = multiline ? s : Terminal.oneLine(s)
+    fflush(stdout)                                  // keep the order output and diagnostics were produced in
     FileHandle.standardError.write(Data((Terminal.safe(line) + "\n").utf8))
 }

@@ -78,6 +78,27 @@ final class PickleTests: XCTestCase {
         XCTAssertEqual(idx.err.split(separator: "\n").filter { $0.contains("unsafe pickle") }.count, 5, idx.err)
     }
 
+    /// Clean files stay clean: safetensors files (not pickles whatever their first byte), the corpus, and torch.save
+    /// dumps with many storages, some of whose random first bytes look like text opcodes.
+    func testCleanFilesAreNotFlagged() throws {
+        let tmp = TempDir()
+        let dir = tmp.path("clean")
+        _ = try runPython("""
+        import torch, os
+        os.makedirs(\(pyStr(dir)), exist_ok=True)
+        for seed in range(5):
+            torch.manual_seed(seed)
+            m = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(60)])
+            torch.save(m.state_dict(), os.path.join(\(pyStr(dir)), f"seq{seed}.pt"))
+        """)
+        for d in [dir, Paths.corpus.path] {
+            let r = try runWscan(["scan", d])
+            XCTAssertEqual(r.status, 0, r.out)
+            XCTAssertFalse(r.out.contains("SUSPICIOUS") || r.out.contains("DANGEROUS"), r.out)
+        }
+        XCTAssertEqual(try runWscan(["index", dir, "--db", tmp.path("c.db")]).status, 0)
+    }
+
     /// Imports that download or run code (torch.hub.load, cProfile.run, doctest.debug_script,
     /// setuptools.sandbox.run_setup) are critical, not merely suspicious.
     func testCodeRunningImportsAreCritical() throws {
