@@ -62,6 +62,14 @@ public enum Forensics {
                            summary: bytes ? "identical: every tensor has the same bytes" : "identical values in a different container or layout",
                            evidence: evidence + ["all \(t.count) tensors have identical values"], details: ["bytes": bytes ? "identical" : "differ"])
         }
+        // 1b. one holds a subset of the other's tensors, unchanged (an extracted part, or a model with extra heads)
+        if differing.isEmpty {
+            let which = onlyB.isEmpty ? "B holds \(t.count) of A's tensors unchanged; A has \(onlyA.count) more"
+                : onlyA.isEmpty ? "A holds \(t.count) of B's tensors unchanged; B has \(onlyB.count) more"
+                : "\(t.count) shared tensors are unchanged; A has \(onlyA.count) others, B \(onlyB.count)"
+            return Verdict(kind: "subset", confidence: 1, summary: which,
+                           evidence: evidence + ["all \(t.count) paired tensors have identical values"], details: [:])
+        }
         // 2. re-encoded / quantized
         let reenc = differing.compactMap(\.reencodedAs)
         let quantized = differing.filter { $0.reencodedAs == nil && ($0.dtypeA != $0.dtypeB) && $0.relativeL2 < errorBound($0.dtypeA, $0.dtypeB)

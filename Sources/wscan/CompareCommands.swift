@@ -9,7 +9,8 @@ struct Compare: ParsableCommand {
         abstract: "What is the relationship between two checkpoints? Evidence, verdict, independence test, alignment, connectivity.",
         discussion: """
         Verdicts: identical, reencoded (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules),
-        permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), independent, incomparable (no
+        permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), subset (the shared tensors are
+        unchanged, one side has more), independent, incomparable (no
         floating-point tensors could be paired: different architectures).
         Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the
         permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units;

@@ -6,6 +6,20 @@ import XCTest
 final class CompareTests: XCTestCase {
     let tmp = TempDir()
 
+    /// One tensor saved alone from a model is a subset of it, not a fine-tune.
+    func testSubsetVerdict() throws {
+        let f = tmp.path("w.npy")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file
+        np.save(\(pyStr(f)), load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))["fc2.weight"])
+        """)
+        let r = try runWscan(["compare", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, f, "--db", tmp.path("s.db"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        XCTAssertEqual(v["kind"] as? String, "subset", "\(v)")
+    }
+
     /// A copy with one NaN and one Inf is still compared (it failed with "cost matrix contains NaN"): the
     /// permutation analyses read them as 0 and say so.
     func testNonFiniteWeightsDoNotStopACompare() throws {
