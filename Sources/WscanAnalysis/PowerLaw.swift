@@ -20,11 +20,13 @@ public struct PowerLawFit: Sendable {
 
     public static let evalsThreshold = 1e-5
     public static let smallN = 20
+    public static let minEvals = 8
 
     public static func fit(_ evals: [Double], threshold: Double = evalsThreshold) -> PowerLawFit? {
         let data = evals.filter { $0 > threshold }.sorted()
         let N = data.count
-        guard N >= 2 else { return nil }
+        // Fewer than 8 eigenvalues (WeightWatcher skips matrices with a side under 8) give no meaningful tail.
+        guard N >= minEvals else { return nil }
         let logs = data.map { log($0) }
         var suffix = [Double](repeating: 0, count: N + 1)
         for i in stride(from: N - 1, through: 0, by: -1) { suffix[i] = suffix[i + 1] + logs[i] }

@@ -11,8 +11,10 @@ public enum Fig {
     }
 
     public static func bars(title: String, labels: [String], values: [Double], valueLabel: String, refLines: [(Double, String)]) -> String {
-        BarChart(title: title, labels: labels, values: values, valueLabel: valueLabel,
-                 threshold: refLines.first?.0, thresholdLabel: refLines.first?.1 ?? "").svg()
+        var c = BarChart(title: title, labels: labels, values: values, valueLabel: valueLabel,
+                         threshold: refLines.first?.0, thresholdLabel: refLines.first?.1 ?? "")
+        if refLines.count > 1 { c.upperThreshold = refLines[1].0; c.upperThresholdLabel = refLines[1].1 }   // a band
+        return c.svg()
     }
 
     public static func esd(eigenvalues: [Double], alpha: Double, xmin: Double, title: String) -> String {

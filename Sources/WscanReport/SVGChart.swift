@@ -352,6 +352,10 @@ public struct BarChart: Sendable {
     /// Optional threshold drawn as a dashed line across the bars; labels of bars beyond it are bold.
     public var threshold: Double?
     public var thresholdLabel: String
+    /// With `threshold`, a band [threshold, upperThreshold]: bars outside it are the highlighted ones, and the
+    /// upper line is drawn too.
+    public var upperThreshold: Double? = nil
+    public var upperThresholdLabel: String = ""
     /// Width of the chart; the other dimension follows from the number of bars (horizontal) or is `height`.
     public var width: Int
     public var height: Int
@@ -403,6 +407,7 @@ public struct BarChart: Sendable {
 
     private func isHighlighted(_ v: Double) -> Bool {
         guard let t = threshold, t.isFinite, v.isFinite else { return false }
+        if let u = upperThreshold, u.isFinite { return v < t || v > u }      // a healthy band: outside it is flagged
         return v > t
     }
 
@@ -453,11 +458,12 @@ public struct BarChart: Sendable {
             else { out += SVG.text(SVG.value(v), x: xa - 4, y: yMid + 3.5, size: 10, anchor: "end", fill: "#444444") }
         }
         out += SVG.line(x0, top, x0, top + plotH, stroke: "#666666")
-        if let t = threshold, t.isFinite {
+        for (tt, label) in [(threshold, thresholdLabel), (upperThreshold, upperThresholdLabel)] {
+            guard let t = tt, t.isFinite, t >= axis.lo, t <= axis.hi else { continue }   // only lines inside the axis
             out += SVG.line(X(t), top - 4, X(t), top + plotH, stroke: "#D55E00", width: 1.5, dash: "5 4")
-            if !thresholdLabel.isEmpty {
-                let anchorEnd = X(t) + 4 + SVG.textWidth(thresholdLabel, size: 10) > W - 4
-                out += SVG.text(thresholdLabel, x: anchorEnd ? X(t) - 4 : X(t) + 4, y: top - 6 - axisTop, size: 10,
+            if !label.isEmpty {
+                let anchorEnd = X(t) + 4 + SVG.textWidth(label, size: 10) > W - 4
+                out += SVG.text(label, x: anchorEnd ? X(t) - 4 : X(t) + 4, y: top - 6 - axisTop, size: 10,
                                 anchor: anchorEnd ? "end" : "start", fill: "#D55E00", extra: SVG.halo)
             }
         }

@@ -5,6 +5,7 @@ import FoundationXML
 #endif
 import XCTest
 @testable import WscanReport
+import WscanAnalysis
 
 // MARK: - Helpers
 
@@ -511,6 +512,21 @@ final class ReportHeatmapTests: XCTestCase {
 }
 
 // MARK: - Graphviz
+
+final class ReportBandTests: XCTestCase {
+    /// The alpha chart's healthy band [2, 6]: labels of layers outside it are bold, those inside are not (every
+    /// layer above 2 was bold before).
+    func testBandHighlightsOnlyOutliers() {
+        let svg = Fig.bars(title: "alpha", labels: ["low", "mid", "high"], values: [1.5, 3.2, 7.0], valueLabel: "alpha",
+                           refLines: [(2, "2"), (6, "6")])
+        func bold(_ label: String) -> Bool {
+            svg.split(separator: "\n").contains { $0.contains(">\(label)</text>") && $0.contains("font-weight=\"bold\"") }
+        }
+        XCTAssertTrue(bold("low")); XCTAssertFalse(bold("mid")); XCTAssertTrue(bold("high"))
+        // No power-law fit on 2 eigenvalues (token_type_embeddings): no alpha, no alpha warning.
+        XCTAssertNil(SpectrumAnalyzer.computeMetrics([3, 1], rows: 2, cols: 384, energies: [0.9]).alpha)
+    }
+}
 
 final class ReportDiagramTests: XCTestCase {
     /// Crafted tensor names (empty, all dots, non-ASCII digits, quotes, backslashes, newlines) give a DOT source
