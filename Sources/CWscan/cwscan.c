@@ -465,6 +465,11 @@ static volatile sig_atomic_t guarded_paths = 0;
 static void guard_handler(int sig) {
     if (guarded_group > 0) kill(-guarded_group, SIGKILL);
     if (guarded_paths) { unlink(guarded_file); rmdir(guarded_dir); }   /* both async-signal-safe */
+    /* End a progress bar's line, then say what happened: work finished so far is in the catalog (one
+       transaction per checkpoint), the rest is not. */
+    static const char clear[] = "\r\033[K", msg[] = "wscan: interrupted; finished work is kept, the rest was not written\n";
+    if (isatty(2)) (void)!write(2, clear, sizeof clear - 1);
+    (void)!write(2, msg, sizeof msg - 1);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -483,6 +488,8 @@ static void guard_install(void) {
     struct sigaction old;
     if (sigaction(SIGCHLD, NULL, &old) == 0 && old.sa_handler == SIG_IGN) signal(SIGCHLD, SIG_DFL);
 }
+
+void wscan_install_interrupt_handler(void) { pthread_once(&guard_once, guard_install); }
 
 void wscan_guard_paths(const char *file, const char *dir) {
     if (!file || !dir) { guarded_paths = 0; return; }

@@ -162,11 +162,15 @@ public final class Catalog: @unchecked Sendable {
         }
     }
 
+    /// The name listings show: the folder for a sharded model, "folder/file" for the generic file names of
+    /// Hugging Face and llama.cpp layouts (model.safetensors, pytorch_model.bin, …), else the file name.
     public static func displayName(_ path: String, format: Format?) -> String {
-        if format == .safetensorsSharded || path.hasSuffix(".index.json") {
-            return ((path as NSString).deletingLastPathComponent as NSString).lastPathComponent
-        }
-        return (path as NSString).lastPathComponent
+        let folder = ((path as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        if format == .safetensorsSharded || path.hasSuffix(".index.json") { return folder }
+        let file = (path as NSString).lastPathComponent
+        let stem = file.lowercased().split(whereSeparator: { $0 == "." || $0 == "-" }).first.map(String.init) ?? ""
+        let generic = ["model", "pytorch_model", "adapter_model", "consolidated", "diffusion_pytorch_model", "ggml", "tf_model", "flax_model"]
+        return generic.contains(stem) && !folder.isEmpty && folder != "/" ? folder + "/" + file : file
     }
 
     /// Records a successfully read checkpoint, replacing any previous record, in one transaction.

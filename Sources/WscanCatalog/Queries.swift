@@ -79,7 +79,7 @@ public enum CatalogError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .notFound(s): return "no checkpoint matches '\(s)' in the catalog (index it first, or pass a path)"
-        case let .ambiguous(s, c): return "'\(s)' matches several checkpoints: \(c.prefix(5).joined(separator: ", "))"
+        case let .ambiguous(s, c): return "'\(s)' matches \(c.count) checkpoints: \(c.prefix(5).joined(separator: ", "))\(c.count > 5 ? " and \(c.count - 5) more" : ""); name one by path or id"
         case let .readOnly(s): return s
         }
     }

@@ -60,6 +60,7 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write any readable checkpoint (torch, GGUF dequantized, npz, sharded) as one safetensors file.",
         discussion: """
+        Exit status 1 when tensors had to be left out (types without a decoder); the file holds the others.
         --dtype keep copies tensors whose type safetensors has, byte for byte; others (GGUF block types, strided
         views, big-endian arrays) are decoded to F32 and listed. F32/F16/BF16 convert every floating-point tensor
         (BF16 rounds to nearest even). The output is written beside the target and renamed into place; wscan
@@ -87,9 +88,15 @@ struct Export: ParsableCommand {
         }
         let rep = try Exporter.export(ck, to: to, dtype: target, include: { SpectrumRunner.globMatch(tensors, $0.name) },
                                       metadata: ["exported_by": "wscan", "source_format": ck.format.rawValue])
-        if catalog.json { print(Fmt.json(rep)); return }
-        print("wrote \(to): \(rep.tensors) tensors, \(Fmt.bytes(rep.bytes))")
-        if !rep.converted.isEmpty { print("decoded to F32 (type not representable as is): \(rep.converted.count) tensors") }
-        for (n, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: skipped \(n): \(why)") }
+        if catalog.json { print(Fmt.json(rep)) } else {
+            print("wrote \(to): \(rep.tensors) tensors, \(Fmt.bytes(rep.bytes))")
+            if !rep.converted.isEmpty { print("decoded to F32 (type not representable as is): \(rep.converted.count) tensors") }
+            for (n, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: skipped \(n): \(why)") }
+        }
+        // An export that left tensors out is incomplete: exit 1, as for any input that could not be read in full.
+        if !rep.skipped.isEmpty {
+            if !catalog.json { printErr("wscan: \(to) is incomplete: \(rep.skipped.count) tensors left out") }
+            throw ExitCode(1)
+        }
     }
 }

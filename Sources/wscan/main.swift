@@ -1,4 +1,5 @@
 import ArgumentParser
+import CWscan
 import Foundation
 import WscanKernels
 import WscanFormats
@@ -11,6 +12,7 @@ guard CPU.supportsKernels else {
     exit(3)
 }
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
+wscan_install_interrupt_handler()
 
 var command: ParsableCommand
 do {

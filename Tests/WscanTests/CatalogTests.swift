@@ -37,6 +37,16 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(71))
     }
 
+    /// Generic Hugging Face / llama.cpp file names are shown with their folder (19 rows of "model.safetensors" told
+    /// nothing apart); distinctive names and sharded models are unchanged.
+    func testDisplayNames() {
+        XCTAssertEqual(Catalog.displayName("/hf/minilm/model.safetensors", format: .safetensors), "minilm/model.safetensors")
+        XCTAssertEqual(Catalog.displayName("/hf/bert/pytorch_model.bin", format: .pytorch), "bert/pytorch_model.bin")
+        XCTAssertEqual(Catalog.displayName("/x/llama/ggml-model-q8_0.gguf", format: .gguf), "llama/ggml-model-q8_0.gguf")
+        XCTAssertEqual(Catalog.displayName("/c/mlp_seed0.safetensors", format: .safetensors), "mlp_seed0.safetensors")
+        XCTAssertEqual(Catalog.displayName("/c/big/model.safetensors.index.json", format: .safetensorsSharded), "big")
+    }
+
     /// dupes groups by content, dtype and shape, whatever order the rows come in: the same bytes read as I32 are
     /// listed apart, and a reshaped copy is its own group with its own shape.
     func testDupesGroupsByContentDtypeAndShape() throws {
@@ -286,6 +296,29 @@ final class CLITests: XCTestCase {
         try fm.removeItem(atPath: broken); try fm.createDirectory(atPath: broken, withIntermediateDirectories: true)
         r = try runWscan(["index", root + "/xx", root + "/x", "--prune", "--db", db])
         XCTAssertTrue(r.out.contains("pruned 2 entries"), r.out)
+    }
+
+    /// Ctrl-C during an index run says so on one line and leaves a consistent catalog of the finished checkpoints.
+    func testInterruptedIndexSaysSoAndKeepsFinishedWork() throws {
+        let dir = tmp.url.appendingPathComponent("intr")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors")
+        for i in 0..<400 { try FileManager.default.copyItem(at: src, to: dir.appendingPathComponent("m\(i).safetensors")) }
+        let db = tmp.path("intr.db")
+        let p = Process()
+        p.executableURL = Paths.wscanBinary
+        p.arguments = ["index", dir.path, "--db", db]
+        let err = Pipe(); p.standardError = err; p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        Thread.sleep(forTimeInterval: 0.3)
+        guard p.isRunning else { throw XCTSkip("the run finished before the interrupt") }
+        p.interrupt(); p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal)
+        XCTAssertEqual(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                       "wscan: interrupted; finished work is kept, the rest was not written\n")
+        let q = try DatabaseQueue(path: db)
+        XCTAssertEqual(try q.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }, "ok")
+        try q.close()
     }
 
     func testKilledIndexRunLeavesConsistentCatalog() throws {

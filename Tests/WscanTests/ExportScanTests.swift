@@ -47,6 +47,16 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// An export that has to leave tensors out (no decoder for IQ4_NL) writes the rest but exits 1 and says so.
+    func testIncompleteExportExitsOne() throws {
+        let out = tmp.path("partial.safetensors")
+        let r = try runWscan(["export", Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path, "--to", out, "--dtype", "F32",
+                              "--db", tmp.path("e.db")])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("skipped iq4_nl") && r.err.contains("is incomplete: 1 tensors left out"), r.err)
+        XCTAssertEqual(try CheckpointOpener.open(out).tensors.count, 19)
+    }
+
     /// `wscan export` of a GGUF file to F32 safetensors equals the gguf package's dequantize() bit for bit.
     func testGGUFExportBitExactAgainstGGUFPackage() throws {
         let ck = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path)
@@ -124,8 +134,8 @@ final class ScanIndexTests: XCTestCase {
         let cat = try Catalog(path: tmp.path("c.db"))
         _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
         let rows = Dictionary(uniqueKeysWithValues: try cat.checkpoints().map { ($0.name, $0) })
-        XCTAssertEqual(rows["model.pt"]?.status, "ok")
-        XCTAssertGreaterThan(rows["model.pt"]?.tensorCount ?? 0, 0)
+        XCTAssertEqual(rows["mixed/model.pt"]?.status, "ok", "a generic file name is shown with its folder")
+        XCTAssertGreaterThan(rows["mixed/model.pt"]?.tensorCount ?? 0, 0)
         XCTAssertEqual(rows["evil_os_system.pkl"]?.status, "unsafe")
         XCTAssertEqual(rows["evil_os_system.pkl"]?.safety, "dangerous")
         XCTAssertEqual(rows["evil_member_gitkeep.pt"]?.status, "unsafe")
