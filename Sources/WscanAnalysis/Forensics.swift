@@ -71,18 +71,32 @@ public enum Forensics {
                            evidence: evidence + ["all \(t.count) paired tensors have identical values"], details: [:])
         }
         // 2. re-encoded / quantized
+        // A quantized copy may drop heads (a GGUF conversion leaves the pooler out), and a tiny tensor quantized by
+        // a coarse type may exceed the bound on its own: at most 1% of the differing parameters may lie outside it,
+        // within twice the bound.
         let reenc = differing.compactMap(\.reencodedAs)
-        let quantized = differing.filter { $0.reencodedAs == nil && ($0.dtypeA != $0.dtypeB) && $0.relativeL2 < errorBound($0.dtypeA, $0.dtypeB)
-            && ($0.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true) }
-        if sameSet, reenc.count + quantized.count == differing.count {
-            let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + quantized.map { "\($0.dtypeA)→\($0.dtypeB)" })
+        let quantizedTensor = { (e: TensorEvidence, slack: Double) -> Bool in
+            e.reencodedAs == nil && e.dtypeA != e.dtypeB && e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
+                && (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true)
+        }
+        let quantized = differing.filter { quantizedTensor($0, 1) }
+        let loose = differing.filter { $0.reencodedAs == nil && !quantizedTensor($0, 1) && quantizedTensor($0, 2) }
+        let diffParams = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let looseParams = loose.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let subsetOnly = onlyA.isEmpty || onlyB.isEmpty
+        if subsetOnly, reenc.count + quantized.count + loose.count == differing.count, Double(looseParams) <= 0.01 * Double(max(1, diffParams)) {
+            let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + (quantized + loose).map { "\($0.dtypeA)→\($0.dtypeB)" })
             let worst = differing.map(\.relativeL2).max() ?? 0
-            return Verdict(kind: "reencoded", confidence: quantized.isEmpty ? 1 : 0.9,
-                           summary: "same weights re-encoded as \(types.sorted().joined(separator: ", "))",
-                           evidence: evidence + ["\(reenc.count) tensors are exactly the other rounded to \(types.sorted().joined(separator: "/"))",
-                                                 String(format: "largest relative L2 error %.2e", worst)] +
-                                     (quantized.isEmpty ? [] : ["\(quantized.count) tensors quantized: small full-rank error"]),
-                           details: ["dtype": types.sorted().joined(separator: ",")])
+            var ev = evidence
+            if !reenc.isEmpty { ev.append("\(reenc.count) tensors are exactly the other rounded to \(types.sorted().joined(separator: "/"))") }
+            ev.append(String(format: "largest relative L2 error %.2e", worst))
+            if !quantized.isEmpty { ev.append("\(quantized.count + loose.count) tensors quantized: small full-rank error") }
+            if !loose.isEmpty { ev.append("\(loose.count) small tensors (\(looseParams) parameters) exceed the type's error bound by up to 2×") }
+            let extra = onlyA.count + onlyB.count
+            return Verdict(kind: "reencoded", confidence: quantized.isEmpty && loose.isEmpty && extra == 0 ? 1 : 0.9,
+                           summary: "same weights re-encoded as \(types.sorted().joined(separator: ", "))"
+                               + (extra > 0 ? "; \(extra) tensors exist on one side only" : ""),
+                           evidence: ev, details: ["dtype": types.sorted().joined(separator: ",")])
         }
         // 3. pruned
         if sameSet, differing.allSatisfy(\.prunedFromA) {

@@ -6,6 +6,30 @@ import XCTest
 final class CompareTests: XCTestCase {
     let tmp = TempDir()
 
+    /// Tensors whose names differ (Hugging Face vs llama.cpp) and whose order differs are paired by their values
+    /// within each shape, not by position: a GGUF copy in another order is identical, its F16 version re-encoded.
+    func testRenamedReorderedTensorsPairByValues() throws {
+        let st = tmp.path("hf.safetensors"), g32 = tmp.path("cpp32.gguf"), g16 = tmp.path("cpp16.gguf")
+        _ = try runPython("""
+        import numpy as np, gguf
+        from safetensors.numpy import save_file
+        rng = np.random.default_rng(5)
+        t = {f"layer.{n}.weight": rng.standard_normal((8, 32)).astype(np.float32) for n in ["query", "key", "value", "output"]}
+        save_file(t, \(pyStr(st)))
+        for path, dt in [(\(pyStr(g32)), np.float32), (\(pyStr(g16)), np.float16)]:
+            w = gguf.GGUFWriter(path, "bert")
+            for i, n in enumerate(["output", "value", "key", "query"]):       # reversed order, other names
+                w.add_tensor(f"blk.0.t{i}.weight", t[f"layer.{n}.weight"].astype(dt))
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        """)
+        for (file, kind) in [(g32, "identical"), (g16, "reencoded")] {
+            let r = try runWscan(["compare", st, file, "--db", tmp.path("rn.db"), "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            XCTAssertEqual(v["kind"] as? String, kind, "\(file): \(v)")
+        }
+    }
+
     /// One tensor saved alone from a model is a subset of it, not a fine-tune.
     func testSubsetVerdict() throws {
         let f = tmp.path("w.npy")
