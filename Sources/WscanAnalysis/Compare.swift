@@ -25,6 +25,9 @@ public struct TensorEvidence: Codable, Sendable {
     public var nmPattern: String?           // e.g. "2:4" when every group of M has ≥ N zeros in B
     public var reencodedAs: String?         // "F16" / "BF16" when B is exactly A cast to that type (or A of B)
     public var diff: DiffSpectrum?          // spectrum of B − A for 2-D tensors that differ
+    /// "F16"/"BF16" when B is A pruned (or low-rank updated) and then stored in that narrower type: the pruning is
+    /// exact up to that rounding, and the difference's rank discounts the rounding energy.
+    public var alsoReencodedAs: String? = nil
 }
 
 public struct DiffSpectrum: Codable, Sendable {
@@ -131,8 +134,25 @@ public enum Comparator {
             prunedFromA: pruned && newZeros > 0, maxZeroedMagnitude: maxZeroed >= 0 ? maxZeroed : nil,
             minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
         ev.prunedFromB = prunedB && zerosNewInA > 0
+        // B stored in a narrower float type than A: compare against A rounded to it.
+        let narrow: ((Float) -> Float)? = (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .f16 ? { Float(Float16($0)) }
+            : (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
+            if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA {
+                // Pruned, then saved in the narrower type: new zeros, everything else exactly A rounded.
+                var ok = true, zeros = 0, maxZ = -1.0, minK = Double.infinity
+                for i in a.indices where ok {
+                    let x = a[i], y = b[i]
+                    if y == 0 && x != 0 { zeros += 1; maxZ = max(maxZ, Double(abs(x))) }
+                    else if r(x).bitPattern == y.bitPattern || (x.isNaN && y.isNaN) { if x != 0 { minK = min(minK, Double(abs(x))) } }
+                    else { ok = false }
+                }
+                if ok && zeros > 0 {
+                    ev.prunedFromA = true; ev.newZeros = zeros; ev.alsoReencodedAs = dtypeB.rawValue
+                    ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
+                }
+            }
             if ev.prunedFromA, let last = shape.last {
                 for (n, m) in [(2, 4), (4, 8), (1, 4), (1, 2)] where last % m == 0 && a.count % m == 0 {
                     var ok = true
@@ -147,20 +167,26 @@ public enum Comparator {
                 // A difference with NaN/±Inf (non-finite weights on either side) has no spectrum: no rank evidence.
                 if d.allSatisfy({ $0.isFinite }) {
                     let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])
-                    ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]))
+                    // Rounding to a narrower type adds full-rank noise: its energy (A's own rounding, twice over
+                    // for the update's) is discounted before counting the rank that holds the difference.
+                    var noise = 0.0
+                    if let r = narrow { for x in a { let e = Double(r(x)) - Double(x); noise += e * e } }
+                    ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise)
+                    if noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
                 }
             }
         }
         return ev
     }
 
-    static func diffSpectrum(_ sv: [Double], minDim: Int) -> DiffSpectrum {
+    static func diffSpectrum(_ sv: [Double], minDim: Int, noiseEnergy: Double = 0) -> DiffSpectrum {
         let ev = sv.map { $0 * $0 }
         let total = ev.reduce(0, +)
         var top: [String: Double] = [:]
         for k in [1, 4, 16] { top["\(k)"] = total > 0 ? ev.prefix(k).reduce(0, +) / total : 0 }
         var acc = 0.0, r = 0
-        for e in ev { if total > 0 && acc >= (1 - 1e-6) * total { break }; acc += e; r += 1 }
+        let target = total - max(1e-6 * total, min(noiseEnergy, 0.5 * total))     // never discount more than half
+        for e in ev { if total > 0 && acc >= target { break }; acc += e; r += 1 }
         let l1 = sv.reduce(0, +)
         var h = 0.0
         if l1 > 0 { for s in sv where s > 0 { let p = s / l1; h -= p * log(p) } }

@@ -98,8 +98,14 @@ public enum Forensics {
                                + (extra > 0 ? "; \(extra) tensors exist on one side only" : ""),
                            evidence: ev, details: ["dtype": types.sorted().joined(separator: ",")])
         }
+        // Tensors that only changed storage type (exact rounding, e.g. biases saved as F16 alongside pruned or
+        // LoRA-merged weights) do not stand in the way of rules 3 and 4.
+        let changed = differing.filter { $0.reencodedAs == nil }
+        let storedAs = Set(differing.compactMap { $0.reencodedAs.map { String($0.prefix { $0 != " " }) } } + differing.compactMap(\.alsoReencodedAs)).sorted()
+        let storedNote = storedAs.isEmpty ? "" : ", then stored as \(storedAs.joined(separator: "/"))"
         // 3. pruned
-        if sameSet, differing.allSatisfy(\.prunedFromA) {
+        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromA) {
+            let differing = changed
             let newZeros = differing.reduce(0) { $0 + $1.newZeros }
             let prunable = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
             let maxZeroed = differing.compactMap(\.maxZeroedMagnitude).max() ?? 0
@@ -112,7 +118,7 @@ public enum Forensics {
             let sparsity = Double(newZeros + differing.reduce(0) { $0 + $1.zerosA }) / Double(max(1, prunable))
             return Verdict(kind: "pruned", confidence: global || perLayer || pattern != "unstructured" ? 0.99 : 0.8,
                            summary: String(format: "pruned derivative: %.1f%% of the pruned tensors' weights are zero (%@, %@)", sparsity * 100,
-                                           pattern as NSString, scope as NSString),
+                                           pattern as NSString, scope as NSString) + storedNote,
                            evidence: evidence + ["\(differing.count) tensors equal A except \(newZeros) new zeros",
                                                  String(format: "largest zeroed |w| %.4g vs smallest kept %.4g", maxZeroed, minKept.isFinite ? minKept : 0)],
                            details: ["sparsity": String(format: "%.4f", sparsity), "pattern": pattern, "scope": scope,
@@ -127,10 +133,11 @@ public enum Forensics {
                            details: ["direction": "A pruned from B", "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 4. merged LoRA
-        if sameSet, differing.allSatisfy({ e in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }) {
+        if sameSet, !changed.isEmpty, changed.allSatisfy({ e in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }) {
+            let differing = changed
             let rank = differing.map { $0.diff!.rank }.max() ?? 0
             return Verdict(kind: "lora_merged", confidence: 0.95,
-                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors",
+                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors" + storedNote,
                            evidence: evidence + differing.map { String(format: "%@: Δ has rank %d of %d (%.6f of its energy in the top 4)", $0.name as NSString,
                                                                        $0.diff!.rank, $0.diff!.minDim, $0.diff!.energyTop["4"] ?? 0) },
                            details: ["rank": "\(rank)", "modules": differing.map(\.name).joined(separator: ",")])

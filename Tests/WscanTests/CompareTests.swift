@@ -30,6 +30,31 @@ final class CompareTests: XCTestCase {
         }
     }
 
+    /// Two steps in a row: a LoRA-merged or pruned model then saved in F16/BF16 is still recognised (the pruning is
+    /// exact up to the rounding, the difference's rank discounts the rounding energy); noise saved in F16 is not.
+    func testDerivedThenStoredNarrower() throws {
+        let dir = tmp.path("narrow")
+        _ = try runPython("""
+        import numpy as np, os, torch
+        from safetensors.torch import load_file, save_file
+        d = \(pyStr(dir)); os.makedirs(d, exist_ok=True)
+        c = \(pyStr(Paths.corpus.path))
+        for name in ["mlp_seed0_lora4", "mlp_seed0_pruned50"]:
+            t = load_file(f"{c}/{name}.safetensors")
+            for dt, tag in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:
+                save_file({k: v.to(dt) for k, v in t.items()}, f"{d}/{name}_{tag}.safetensors")
+        """)
+        let base = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        for (file, kind, stored) in [("mlp_seed0_lora4_f16", "lora_merged", "F16"), ("mlp_seed0_lora4_bf16", "lora_merged", "BF16"),
+                                     ("mlp_seed0_pruned50_f16", "pruned", "F16"), ("mlp_seed0_pruned50_bf16", "pruned", "BF16")] {
+            let r = try runWscan(["compare", base, dir + "/\(file).safetensors", "--db", tmp.path("nw.db"), "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            XCTAssertEqual(v["kind"] as? String, kind, "\(file): \(v)")
+            XCTAssertTrue((v["summary"] as? String ?? "").hasSuffix("then stored as \(stored)"), "\(file): \(v)")
+        }
+    }
+
     /// One tensor saved alone from a model is a subset of it, not a fine-tune.
     func testSubsetVerdict() throws {
         let f = tmp.path("w.npy")
