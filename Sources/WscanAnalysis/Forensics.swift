@@ -126,10 +126,13 @@ public enum Forensics {
         }
         // 3b. A is the pruned one
         if sameSet, differing.allSatisfy(\.prunedFromB) {
-            let zeros = differing.reduce(0) { $0 + $1.shape.reduce(1, *) } 
+            let size = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            let zeros = differing.reduce(0) { $0 + $1.zerosA }
+            let sparsity = Double(zeros) / Double(max(1, size))
             return Verdict(kind: "pruned", confidence: 0.95,
-                           summary: "pruned derivative (A is B with weights zeroed) in \(differing.count) tensors",
-                           evidence: evidence + ["\(differing.count) tensors of A equal B except for zeros (\(zeros) weights in those tensors)"],
+                           summary: String(format: "pruned derivative: A is B with weights zeroed; %.1f%% of those %d tensors' weights are zero in A",
+                                           sparsity * 100, differing.count),
+                           evidence: evidence + ["\(differing.count) tensors of A equal B except for zeros: \(zeros) of their \(size) weights are zero in A"],
                            details: ["direction": "A pruned from B", "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 4. merged LoRA
