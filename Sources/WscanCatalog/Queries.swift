@@ -171,3 +171,26 @@ extension Catalog {
         }
     }
 }
+
+extension CheckpointRow {
+    /// What a GGUF file's metadata says about the model (architecture, context, size, tokenizer, quantization), as
+    /// (property, value) pairs for `show` and reports.
+    public func ggufFacts() -> [(String, String)] {
+        let m = metadata
+        let arch = m["general.architecture"] ?? "?"
+        var out = [("architecture", arch + (m["general.name"].map { "  (\($0))" } ?? ""))]
+        if let c = m["\(arch).context_length"] { out.append(("context", "\(c) tokens")) }
+        if let e = m["\(arch).embedding_length"] { out.append(("embedding", e + (m["\(arch).block_count"].map { ", \($0) blocks" } ?? ""))) }
+        if let t = m["tokenizer.ggml.tokens"] {
+            let n = t.hasPrefix("[array of ") ? String(t.dropFirst(10).prefix { $0.isNumber }) : String(t.split(separator: ",").count)
+            out.append(("tokenizer", "\(m["tokenizer.ggml.model"] ?? "?"), \(n) tokens"))
+        }
+        let fileTypes = [0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0", 8: "MOSTLY_Q5_0", 9: "MOSTLY_Q5_1",
+                         10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S", 12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L", 14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M",
+                         16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K", 32: "MOSTLY_BF16"]
+        let quant = m["general.file_type"].flatMap { Int($0) }.map { fileTypes[$0] ?? "file_type \($0)" }
+        let mix = dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(3).map(\.key).joined(separator: ", ")
+        out.append(("quantization", "\(quant ?? "not stated") (tensor types by parameters: \(mix))"))
+        return out
+    }
+}

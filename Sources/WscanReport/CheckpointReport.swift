@@ -45,11 +45,13 @@ extension ReportWriter {
             ["size on disk", Self.bytes(r.bytes)],
             ["dtype mix", dt.map { "\($0.key) \(Self.pct(Double($0.value) / Double(max(1, r.paramCount))))" }.joined(separator: ", ")],
             [term("safety"), r.safety], ["content fingerprint", "`\(r.fingerprint ?? "–")`"],
-        ])
-        out["summary"] = .object(["path": .string(Self.display(r.path)), "format": .string(r.format ?? ""), "status": .string(r.status),
-                                  "tensors": .int(r.tensorCount), "parameters": .int(r.paramCount), "bytes": .int(r.bytes),
-                                  "dtypes": .object(r.dtypes.mapValues { .int($0) }), "safety": .string(r.safety),
-                                  "fingerprint": .string(r.fingerprint ?? "")])
+        ] + (r.format == "gguf" ? r.ggufFacts().map { [$0.0, $0.1] } : []))
+        var summary: [String: JSONTree] = ["path": .string(Self.display(r.path)), "format": .string(r.format ?? ""), "status": .string(r.status),
+                                           "tensors": .int(r.tensorCount), "parameters": .int(r.paramCount), "bytes": .int(r.bytes),
+                                           "dtypes": .object(r.dtypes.mapValues { .int($0) }), "safety": .string(r.safety),
+                                           "fingerprint": .string(r.fingerprint ?? "")]
+        if r.format == "gguf" { summary["gguf"] = .object(Dictionary(r.ggufFacts().map { ($0.0, JSONTree.string($0.1)) }, uniquingKeysWith: { a, _ in a })) }
+        out["summary"] = .object(summary)
         if r.safety == "dangerous" { keyFindings.append("**Unsafe pickle**: \(findings.filter { $0.severity == "critical" || $0.severity == "high" }.count) dangerous imports; tensors were not loaded.") }
         let nonfinite = tensors.filter { ($0.nanCount ?? 0) + ($0.infCount ?? 0) > 0 }
         if !nonfinite.isEmpty { keyFindings.append("\(nonfinite.count) tensors contain NaN or Inf values.") }

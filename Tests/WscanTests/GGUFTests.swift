@@ -6,6 +6,17 @@ import XCTest
 /// GGUF reader and GGML dequantization against fixtures written by scripts/make_gguf_fixtures.py with the
 /// reference `gguf` package; malformed files are made by mutating the good fixture's bytes.
 final class GGUFTests: XCTestCase {
+    /// A GGUF audit report carries what the file's metadata says about the model, as `show` does.
+    func testReportShowsGGUFMetadata() throws {
+        let tmp = TempDir()
+        let r = try runWscan(["report", Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path, "-o", tmp.path("rep"),
+                              "--db", tmp.path("g.db")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let md = try String(contentsOfFile: tmp.path("rep/README.md"), encoding: .utf8)
+        XCTAssertTrue(md.contains("| architecture | wscantest |"), md)
+        XCTAssertTrue(md.contains("| quantization | not stated (tensor types by parameters: Q4_K, Q2_K, Q3_K) |"), md)
+    }
+
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/gguf")
     static func fixture(_ name: String) -> String { fixtures.appendingPathComponent(name).path }
