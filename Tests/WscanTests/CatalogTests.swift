@@ -298,12 +298,18 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.out.contains("pruned 2 entries"), r.out)
     }
 
-    /// Ctrl-C during an index run says so on one line and leaves a consistent catalog of the finished checkpoints.
-    func testInterruptedIndexSaysSoAndKeepsFinishedWork() throws {
-        let dir = tmp.url.appendingPathComponent("intr")
+    /// A folder of 400 copies of a corpus model, so that a signal lands in the middle of an index run.
+    func manyCopies(_ name: String) throws -> URL {
+        let dir = tmp.url.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors")
         for i in 0..<400 { try FileManager.default.copyItem(at: src, to: dir.appendingPathComponent("m\(i).safetensors")) }
+        return dir
+    }
+
+    /// Ctrl-C during an index run says so on one line and leaves a consistent catalog of the finished checkpoints.
+    func testInterruptedIndexSaysSoAndKeepsFinishedWork() throws {
+        let dir = try manyCopies("intr")
         let db = tmp.path("intr.db")
         let p = Process()
         p.executableURL = Paths.wscanBinary
@@ -322,11 +328,7 @@ final class CLITests: XCTestCase {
     }
 
     func testKilledIndexRunLeavesConsistentCatalog() throws {
-        // Many checkpoints so the kill lands mid-run.
-        let dir = tmp.url.appendingPathComponent("many")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors")
-        for i in 0..<400 { try FileManager.default.copyItem(at: src, to: dir.appendingPathComponent("m\(i).safetensors")) }
+        let dir = try manyCopies("many")
         let db = tmp.path("k.db")
         var killedMidway = false
         for delay in [0.15, 0.3, 0.6] {
