@@ -105,6 +105,30 @@ public enum Comparator {
         return (pairs, unmatchedA, restB.map(\.name))
     }
 
+    /// Tensors that `matchTensors` paired by shape and position (names differ, e.g. Hugging Face vs llama.cpp, and
+    /// so may the order) are re-paired within each shape by their values, the most similar first (cosine on a
+    /// strided sample of at most ~8192 elements); those pairs are marked "shape+values".
+    public static func repairByValues(_ pairs: inout [(TensorInfo, TensorInfo, String)],
+                                      valuesA: (TensorInfo) throws -> [Float], valuesB: (TensorInfo) throws -> [Float]) rethrows {
+        let byShape = Dictionary(grouping: pairs.indices.filter { pairs[$0].2 == "shape+position" }, by: { pairs[$0].0.shape })
+        for (_, idx) in byShape where idx.count > 1 {
+            let ta = idx.map { pairs[$0].0 }, tb = idx.map { pairs[$0].1 }
+            let va = try ta.map(valuesA), vb = try tb.map(valuesB)
+            let n = va[0].count, step = max(1, n / 8192)
+            var sims: [(Double, Int, Int)] = []
+            for i in ta.indices { for j in tb.indices {
+                var d = 0.0, x2 = 0.0, y2 = 0.0, k = 0
+                while k < n { let x = Double(va[i][k]), y = Double(vb[j][k]); if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }; k += step }
+                sims.append((x2 > 0 && y2 > 0 ? d / (x2 * y2).squareRoot() : (x2 == y2 ? 1 : 0), i, j))
+            } }
+            var usedA = Set<Int>(), usedB = Set<Int>()
+            for (_, i, j) in sims.sorted(by: { ($0.0, -$0.1, -$0.2) > ($1.0, -$1.1, -$1.2) }) where !usedA.contains(i) && !usedB.contains(j) {
+                usedA.insert(i); usedB.insert(j)
+                pairs[idx[i]] = (ta[i], tb[j], "shape+values")
+            }
+        }
+    }
+
     public static func evidence(name: String, nameB: String, matchedBy: String, shape: [Int], dtypeA: DType, dtypeB: DType,
                                 hashA: String?, hashB: String?, a: [Float], b: [Float]) throws -> TensorEvidence {
         var dot = 0.0, na = 0.0, nb = 0.0, nd = 0.0, maxd = 0.0

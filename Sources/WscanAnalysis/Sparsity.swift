@@ -279,7 +279,7 @@ public enum Sparsity {
             case let .nm(n, m):
                 // Groups of M consecutive input channels (axis 1) at a fixed output row and kernel position, as
                 // NVIDIA's ASP lays out 2:4 for linear and convolution weights.
-                guard let s = w.shapes[name], s.count >= 2, s[1] % m == 0 else { continue }
+                guard let s = w.shapes[name], nmPrunable(s, m: m) else { continue }
                 let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
                 var idx = [Int](repeating: 0, count: m)
                 for o in 0..<s[0] {
@@ -299,9 +299,12 @@ public enum Sparsity {
         return out
     }
 
-    /// Tensors an N:M pattern leaves alone: their input axis (axis 1) is not a multiple of M.
+    /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
+    static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && shape[1] % m == 0 }
+
+    /// Tensors an N:M pattern leaves alone.
     public static func nmUnprunable(_ w: WeightSet, tensors: [String], m: Int) -> [String] {
-        tensors.filter { guard let s = w.shapes[$0], s.count >= 2 else { return true }; return s[1] % m != 0 }
+        tensors.filter { !nmPrunable(w.shapes[$0] ?? [], m: m) }
     }
 
     /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.

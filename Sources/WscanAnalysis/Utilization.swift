@@ -66,7 +66,7 @@ public enum DataDrivenUtilization {
 extension DataDrivenUtilization {
     static func isSymmetric(_ a: [Float], _ n: Int) -> Bool {
         let scale = a.reduce(Float(0)) { max($0, abs($1)) }
-        for i in 0..<n { for j in (i + 1)..<max(i + 1, n) where abs(a[i * n + j] - a[j * n + i]) > 1e-6 * scale { return false } }
+        for i in 0..<n { for j in (i + 1)..<n where abs(a[i * n + j] - a[j * n + i]) > 1e-6 * scale { return false } }
         return true
     }
 }

@@ -257,8 +257,7 @@ public final class Catalog: @unchecked Sendable {
             let p: String = r["path"]
             // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
             guard roots.isEmpty || roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
-            var st = stat()
-            if stat(p, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
+            if !FileRef.isRegularFile(p) {
                 try db.write { db in try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64]) }
                 dropped.append(p)
             }

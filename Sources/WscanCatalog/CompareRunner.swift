@@ -32,29 +32,14 @@ public enum CompareRunner {
         let hashB = Dictionary(try catalog.tensors(checkpoint: rowB.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
         let floatA = ckA.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
         let floatB = ckB.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
-        var (pairs, onlyA, onlyB) = Comparator.matchTensors(floatA, floatB)
+        let matched = Comparator.matchTensors(floatA, floatB)
+        var pairs = matched.pairs
+        let onlyA = matched.onlyA, onlyB = matched.onlyB
         var decodedA: [String: [Float]] = [:], decodedB: [String: [Float]] = [:]
         func valuesA(_ t: TensorInfo) throws -> [Float] { if let v = decodedA[t.name] { return v }; let v = try TensorData.floats(ckA, t); decodedA[t.name] = v; return v }
         func valuesB(_ t: TensorInfo) throws -> [Float] { if let v = decodedB[t.name] { return v }; let v = try TensorData.floats(ckB, t); decodedB[t.name] = v; return v }
-        // Tensors paired by shape alone (names differ, e.g. Hugging Face vs llama.cpp names, in another order) are
-        // re-paired within each shape by their values: the most similar first (cosine on a strided sample).
-        let byShape = Dictionary(grouping: pairs.indices.filter { pairs[$0].2 == "shape+position" }, by: { pairs[$0].0.shape })
-        for (_, idx) in byShape where idx.count > 1 {
-            let ta = idx.map { pairs[$0].0 }, tb = idx.map { pairs[$0].1 }
-            let va = try ta.map(valuesA), vb = try tb.map(valuesB)
-            let n = va[0].count, step = max(1, n / 8192)
-            var sims: [(Double, Int, Int)] = []
-            for i in ta.indices { for j in tb.indices {
-                var d = 0.0, x2 = 0.0, y2 = 0.0, k = 0
-                while k < n { let x = Double(va[i][k]), y = Double(vb[j][k]); if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }; k += step }
-                sims.append((x2 > 0 && y2 > 0 ? d / (x2 * y2).squareRoot() : (x2 == y2 ? 1 : 0), i, j))
-            } }
-            var usedA = Set<Int>(), usedB = Set<Int>()
-            for (_, i, j) in sims.sorted(by: { ($0.0, -$0.1, -$0.2) > ($1.0, -$1.1, -$1.2) }) where !usedA.contains(i) && !usedB.contains(j) {
-                usedA.insert(i); usedB.insert(j)
-                pairs[idx[i]] = (ta[i], tb[j], "shape+values")
-            }
-        }
+        // Tensors paired by shape alone (other names, in another order) are re-paired by their values.
+        try Comparator.repairByValues(&pairs, valuesA: valuesA, valuesB: valuesB)
         // Decode (B's tensors under A's names so that architecture rules apply to both).
         var wa = WeightSet(), wb = WeightSet()
         for (ta, tb, _) in pairs {

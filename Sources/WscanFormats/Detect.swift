@@ -6,9 +6,7 @@ public enum FormatDetector {
 
     public static func sniff(path: String) -> Kind {
         if path.hasSuffix(".safetensors.index.json") { return .shardIndex }
-        // Only regular files are opened: opening a FIFO for reading would block forever.
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return .unknown }
+        guard FileRef.isRegularFile(path) else { return .unknown }
         guard let fh = FileHandle(forReadingAtPath: path) else { return .unknown }
         defer { try? fh.close() }
         let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
@@ -51,9 +49,7 @@ public enum CheckpointOpener {
     }
 
     public static func open(_ path: String, options: Options = Options()) throws -> Checkpoint {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw FormatError(.io, String(cString: strerror(errno)).lowercased()) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
+        try FileRef.requireRegularFile(path)
         switch FormatDetector.sniff(path: path) {
         case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
         case .shardIndex: return try ShardedSafetensorsReader.read(indexPath: path)
@@ -108,8 +104,7 @@ public enum CheckpointOpener {
                     if type == .typeRegular { found.append(full); continue }
                     // A link to a regular file counts (Hugging Face caches link snapshots into blobs/); links to
                     // folders are not followed (no cycles), and FIFOs, devices and sockets are never opened.
-                    var st = stat()
-                    if type == .typeSymbolicLink, stat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { found.append(full) }
+                    if type == .typeSymbolicLink, FileRef.isRegularFile(full) { found.append(full) }
                 }
                 files += found.sorted()
             } else {

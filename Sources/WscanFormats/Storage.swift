@@ -146,6 +146,31 @@ private func followStat(_ path: String) -> (Int, Double)? {
     return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
 }
 
+/// stat(2), following links: whether the path is a regular file, or nil with errno set.
+private func followIsRegular(_ path: String) -> Bool? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return (st.st_mode & S_IFMT) == S_IFREG
+}
+
+extension FileRef {
+    /// Whether two paths name the same file once links, `.` and `..` are resolved (an output must not be an input).
+    public static func samePath(_ a: String, _ b: String) -> Bool {
+        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        return real(a) == real(b)
+    }
+
+    /// Whether `path` (links followed) is a regular file. Only those are ever opened: opening a FIFO for reading
+    /// would block forever, and devices and sockets are not checkpoints.
+    public static func isRegularFile(_ path: String) -> Bool { followIsRegular(path) == true }
+
+    /// Throws the reason `path` cannot be opened as a checkpoint: "no such file or directory", "not a regular file".
+    public static func requireRegularFile(_ path: String) throws {
+        guard let regular = followIsRegular(path) else { throw FormatError(.io, String(cString: strerror(errno)).lowercased()) }
+        guard regular else { throw FormatError(.io, "not a regular file") }
+    }
+}
+
 /// Safety finding from a pickle scan (or any other check that flags a file).
 public struct Finding: Sendable, Codable, Equatable {
     public enum Severity: String, Sendable, Codable, Comparable {
@@ -189,8 +214,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// wscan never writes to a checkpoint's own files: throws when `out` (after resolving links) is one of them.
     public func refuseToOverwrite(_ out: String) throws {
-        let o = URL(fileURLWithPath: out).resolvingSymlinksInPath().path
-        if files.contains(where: { URL(fileURLWithPath: $0.path).resolvingSymlinksInPath().path == o }) {
+        if files.contains(where: { FileRef.samePath($0.path, out) }) {
             throw FormatError(.unsafe, "refusing to overwrite the input file \(out)")
         }
     }

@@ -1,4 +1,3 @@
-import CWscan
 import Foundation
 import WscanKernels
 
@@ -137,10 +136,7 @@ public struct ZipArchive {
             let src = try storage.slice(e.dataOffset, e.compressedSize)
             let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, e.size), alignment: 64)
             let st = Storage(owning: p, count: e.size)          // frees p on every path
-            var produced = 0
-            let rc = wscan_inflate_raw(src.baseAddress?.assumingMemoryBound(to: UInt8.self), src.count,
-                                       p.assumingMemoryBound(to: UInt8.self), e.size, &produced)
-            guard rc == 0, produced == e.size else {
+            do { try Checksum.inflateRaw(src, into: p, expected: e.size) } catch {
                 throw FormatError(.zip, "deflated member '\(e.name)' does not inflate to its stated \(e.size) bytes")
             }
             let crc = Checksum.crc32(p, e.size)

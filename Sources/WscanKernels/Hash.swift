@@ -42,17 +42,13 @@ public enum Checksum {
         wscan_crc32(seed, p.assumingMemoryBound(to: UInt8.self), n)
     }
     public enum InflateError: Error { case corrupt, tooLarge }
-    /// Raw DEFLATE into a buffer of exactly `expected` bytes; fails if the stream is corrupt or yields a different size.
-    public static func inflateRaw(_ src: UnsafeRawBufferPointer, expected: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: expected)
+    /// Raw DEFLATE into `dst`, which must hold exactly `expected` bytes; fails if the stream is corrupt or yields a
+    /// different size.
+    public static func inflateRaw(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer, expected: Int) throws {
         var produced = 0
-        let rc = out.withUnsafeMutableBufferPointer { d in
-            wscan_inflate_raw(src.baseAddress?.assumingMemoryBound(to: UInt8.self), src.count,
-                              d.baseAddress, expected, &produced)
-        }
+        let rc = wscan_inflate_raw(src.baseAddress?.assumingMemoryBound(to: UInt8.self), src.count,
+                                   dst.assumingMemoryBound(to: UInt8.self), expected, &produced)
         if rc == -2 { throw InflateError.tooLarge }
-        if rc != 0 { throw InflateError.corrupt }
-        if produced != expected { throw InflateError.corrupt }
-        return out
+        if rc != 0 || produced != expected { throw InflateError.corrupt }
     }
 }

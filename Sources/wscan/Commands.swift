@@ -39,9 +39,9 @@ struct CatalogOptions: ParsableArguments {
 
     /// Refuses an output path that is the catalog itself (or its WAL/SHM files).
     func refuseCatalogAsOutput(_ out: String) throws {
-        let real = { (p: String) -> String in URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
-        let o = real(out)
-        if [dbPath, dbPath + "-wal", dbPath + "-shm"].map(real).contains(o) { throw CLIError("\(out) is the catalog: refusing to overwrite it") }
+        if [dbPath, dbPath + "-wal", dbPath + "-shm"].contains(where: { FileRef.samePath($0, out) }) {
+            throw CLIError("\(out) is the catalog: refusing to overwrite it")
+        }
     }
 }
 
