@@ -654,7 +654,10 @@ static void mag_collect_scalar(const uint32_t *u, size_t n, const int16_t *slot,
 #define MAG_H2(k) (((uint32_t)(k) * 0x9E3779B1u) >> 23)
 
 /* Sixteen keys at a time through two 512-bit Bloom filters of the chosen keys (bit k mod 512, and bit of a
-   multiplicative hash), so only the few lanes that pass look the slot table up. */
+   multiplicative hash). The lanes that pass (the members and a few false positives) are compressed, without a
+   branch, into a small staging buffer in scan order; the buffer is drained through the exact slot table. A branch
+   per vector would mispredict on the ~40% of vectors that hold a member. */
+#define MAG_STAGE 512
 __attribute__((target("avx512f,avx512bw")))
 static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
                                uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
@@ -667,30 +670,37 @@ static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot,
     const __m512i F1 = _mm512_loadu_si512(f1), F2 = _mm512_loadu_si512(f2);
     const __m512i abs = _mm512_set1_epi32(0x7fffffff), c15 = _mm512_set1_epi32(15), c31 = _mm512_set1_epi32(31);
     const __m512i one = _mm512_set1_epi32(1), mul = _mm512_set1_epi32((int)0x9E3779B1u);
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), sixteen = _mm512_set1_epi32(16);
+    uint32_t sv[MAG_STAGE + 16], si[MAG_STAGE + 16];
+    size_t ns = 0, i = 0;
+    __m512i ix = lane;                                  /* element indices of the current vector (n < 2^32) */
+    for (; i + 16 <= n; i += 16, ix = _mm512_add_epi32(ix, sixteen)) {
         __m512i a = _mm512_and_si512(_mm512_loadu_si512(u + i), abs);
         __m512i k = _mm512_srli_epi32(a, 16);
         __m512i w1 = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(k, 5), c15), F1);
         __mmask16 m = _mm512_test_epi32_mask(w1, _mm512_sllv_epi32(one, _mm512_and_si512(k, c31)));
-        if (!m) continue;
         __m512i h = _mm512_srli_epi32(_mm512_mullo_epi32(k, mul), 23);
         __m512i w2 = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(h, 5), c15), F2);
         m = _mm512_mask_test_epi32_mask(m, w2, _mm512_sllv_epi32(one, _mm512_and_si512(h, c31)));
-        while (m) {
-            unsigned j = (unsigned)__builtin_ctz(m);
-            m &= (__mmask16)(m - 1);
-            uint32_t av = u[i + j] & 0x7fffffffu;
-            int s = slot[av >> 16];
-            if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)(i + j); }
+        _mm512_storeu_si512(sv + ns, _mm512_maskz_compress_epi32(m, a));
+        _mm512_storeu_si512(si + ns, _mm512_maskz_compress_epi32(m, ix));
+        ns += (size_t)__builtin_popcount((unsigned)m);
+        if (ns >= MAG_STAGE) {
+            for (size_t j = 0; j < ns; j++) {
+                int s = slot[sv[j] >> 16];
+                if (s >= 0) { size_t p = pos[s]++; vals[s][p] = sv[j]; idx[s][p] = si[j]; }
+            }
+            ns = 0;
         }
     }
-    if (i < n) {
-        for (; i < n; i++) {
-            uint32_t av = u[i] & 0x7fffffffu;
-            int s = slot[av >> 16];
-            if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)i; }
-        }
+    for (size_t j = 0; j < ns; j++) {
+        int s = slot[sv[j] >> 16];
+        if (s >= 0) { size_t p = pos[s]++; vals[s][p] = sv[j]; idx[s][p] = si[j]; }
+    }
+    for (; i < n; i++) {
+        uint32_t av = u[i] & 0x7fffffffu;
+        int s = slot[av >> 16];
+        if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)i; }
     }
 }
 
