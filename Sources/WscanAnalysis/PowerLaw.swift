@@ -105,7 +105,11 @@ public enum MatrixEntropy {
     public static func entropy(_ sv: [Double], rows: Int, cols: Int, eps: Double = Double.ulpOfOne) -> Double {
         guard let smax = sv.max(), smax > 0 else { return -1 }
         let tol = smax * Double(max(rows, cols)) * eps
-        let rank = Double(sv.filter { $0 > tol }.count) + epsilon
+        let r = sv.filter { $0 > tol }.count
+        // Normalised by ln r, the entropy is undefined for rank 1 (WeightWatcher divides by ln(1 + 1e-10) and
+        // reports ~1e10·H); such matrices get -1, as all-zero ones do.
+        guard r > 1 else { return -1 }
+        let rank = Double(r) + epsilon
         let ev = sv.map { $0 * $0 }
         let total = ev.reduce(0, +)
         var h = 0.0

@@ -7,6 +7,22 @@ public enum SpectrumMethod: String, Codable, Sendable {
     case gesdd = "dgesdd"                 // exact dense SVD in Double (small matrices)
     case gram = "gram-dsyevd_2stage"      // exact: eigenvalues of WᵀW (smaller side) in Double
     case randomized = "randomized"        // top singular values with a stated bound, when the Gram matrix does not fit
+
+    /// The short name tables show for a stored method: svd, gram or randomized.
+    public static func label(_ raw: String) -> String {
+        switch SpectrumMethod(rawValue: raw) {
+        case .gesdd?: return "svd"
+        case .gram?: return "gram"
+        case .randomized?: return "randomized"
+        case nil: return raw
+        }
+    }
+}
+
+/// An energy fraction as a percentage label, the same everywhere: 0.9 → "90%", 0.57 → "57%", 0.995 → "99.5%".
+public func energyPercent(_ f: Double) -> String {
+    let p = (f * 100 * 100).rounded() / 100
+    return p == p.rounded() ? "\(Int(p))%" : String(format: "%g%%", p)
 }
 
 public struct SpectrumOptions: Sendable {
@@ -32,10 +48,16 @@ public struct SpectrumOptions: Sendable {
         let (need, overflow) = (16 * k).multipliedReportingOverflow(by: k)
         return overflow || need > limit
     }
-    /// The options a stored result depends on (energies are recomputed from stored singular values instead).
-    public var storageKey: String {
+    /// The options a stored result for a rows×cols matrix depends on (energies are recomputed from stored singular
+    /// values instead). The Gram limit matters only through the method it selects: a layer analysed exactly under
+    /// one limit is re-used under any other limit that keeps it exact.
+    public func storageKey(rows: Int, cols: Int) -> String {
         (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled")
-            + (gramMemoryLimit.map { ", gram limit \($0), randomized rank \(randomizedRank)" } ?? "")
+            + (needsRandomized(rows: rows, cols: cols) ? ", randomized rank \(randomizedRank) seed \(seed)" : "")
+    }
+    /// The key of a tensor of this shape (conv kernels: out × in per slice).
+    public func storageKey(shape: [Int]) -> String {
+        shape.count >= 2 ? storageKey(rows: shape[0], cols: shape[1]) : storageKey(rows: 0, cols: 0)
     }
 }
 
@@ -55,11 +77,13 @@ public enum MatrixExtractor {
         switch shape.count {
         case 0, 1: return "\(shape.count)-D tensor (bias, norm or scalar): no spectrum"
         case 2:
-            if shape.contains(where: { $0 < 2 }) { return "degenerate matrix \(shape)" }
+            // A 1×n matrix has one singular value (its norm); an empty one has none.
+            if shape.contains(0) { return "empty matrix \(shape): no spectrum" }
             return nil
         case 3, 4:
             // PyTorch conv layout (out, in, k…), kernel sides up to 11 (AlexNet's first layer); other 3-D/4-D
             // tensors (stacked matrices, image-like buffers) are not conv kernels.
+            if shape.contains(0) { return "empty tensor \(shape): no spectrum" }
             let k = Array(shape.dropFirst(2))
             guard k.allSatisfy({ $0 >= 1 && $0 <= 11 }) else { return "\(shape.count)-D tensor with kernel dims \(k) > 11: not treated as a conv kernel" }
             if shape[1] == 1 { return "depthwise conv kernel (1 input channel): each slice is a vector, no spectrum" }
@@ -154,6 +178,12 @@ public struct MatrixSpectrum: Codable, Sendable {
     }
 }
 
+/// A matrix the analysis leaves out for a stated reason (not a failure).
+public struct SpectrumSkip: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
 /// A matrix holding NaN or ±Inf has no spectrum; LAPACK would reject it or return garbage.
 public struct NonFiniteMatrix: Error, CustomStringConvertible {
     public var nan: Int, inf: Int
@@ -162,15 +192,32 @@ public struct NonFiniteMatrix: Error, CustomStringConvertible {
 
 public enum SpectrumAnalyzer {
     /// Singular values (descending) of a rows×cols row-major matrix, exact, in Double.
-    public static func singularValues(_ a: [Float], rows: Int, cols: Int) throws -> (values: [Double], method: SpectrumMethod) {
+    ///
+    /// The Gram route squares the condition number: an eigenvalue of WᵀW is exact to about ε₆₄·σ₁², so σᵢ is
+    /// exact to 1e-4 relative only while σᵢ/σ₁ ≳ 1e-5. A matrix with smaller values (low rank: a LoRA delta, zero
+    /// rows) is decomposed again by dgesdd in Double when its Double copy fits in `denseLimit` bytes.
+    public static func singularValues(_ a: [Float], rows: Int, cols: Int, denseLimit: Int? = nil) throws -> (values: [Double], method: SpectrumMethod) {
         let k = min(rows, cols)
-        if k <= 64 {
-            var d = a.map(Double.init)
-            return (try Linalg.singularValues(&d, m: rows, n: cols), .gesdd)
-        }
+        func dense() throws -> [Double] { var d = a.map(Double.init); return try Linalg.singularValues(&d, m: rows, n: cols) }
+        if k <= 64 { return (try dense(), .gesdd) }
         let ev = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: rows, n: cols) }
+        let limit = denseLimit ?? Int(ProcessInfo.processInfo.physicalMemory / 2)
+        if let top = ev.first, let low = ev.last, low < top * 1e-10, top > 0, rows.multipliedReportingOverflow(by: cols).partialValue <= limit / 12 {
+            return (try dense(), .gesdd)
+        }
         return (ev.map { $0.squareRoot() }, .gram)
     }
+
+    static func alphaWarnings(_ alpha: Double?) -> [String] {
+        guard let a = alpha else { return [] }
+        if a < 2 { return [String(format: "alpha %.2f < 2: possibly over-trained (very heavy-tailed)", a)] }
+        if a > 6 { return [String(format: "alpha %.2f > 6: possibly under-trained (little correlation)", a)] }
+        return []
+    }
+
+    /// The warning of a randomized result whose energy ranks reach past its computed values.
+    public static let lowerBoundWarning = "some energy fractions need more than the top"
+    public static func lowerBoundNote(_ n: Int) -> String { "\(lowerBoundWarning) \(n) values: their ranks are lower bounds" }
 
     public static func analyze(_ w: WeightMatrix, options: SpectrumOptions = SpectrumOptions()) throws -> MatrixSpectrum {
         let t0 = Date()
@@ -180,6 +227,9 @@ public enum SpectrumAnalyzer {
         var sv: [Double] = []
         var method = SpectrumMethod.gesdd
         var warnings: [String] = []
+        if w.slices.count > 1 && options.needsRandomized(rows: w.rows, cols: w.cols) {
+            throw SpectrumSkip("the pooled slices' Gram matrices exceed the Gram memory limit; --conv-slices analyses each slice (randomized)")
+        }
         if w.slices.count == 1 && options.needsRandomized(rows: w.rows, cols: w.cols) {
             // Too large for the exact Gram route in the memory allowed: the top singular values with their bound;
             // norms and energy fractions use the exact ‖W‖²_F, the other metrics only the computed part.
@@ -187,16 +237,15 @@ public enum SpectrumAnalyzer {
             var metrics = computeMetrics(r.values, rows: w.rows, cols: w.cols, energies: options.energies, totalEnergy: r.frobeniusSquared)
             warnings.append(r.note)
             warnings.append("alpha, entropy, effective rank and the MP fit use the top \(r.values.count) values only; no rand_distance")
-            if metrics.energyRanks.contains(r.values.count) {
-                warnings.append("some energy fractions need more than the top \(r.values.count) values: their ranks are lower bounds")
-            }
+            if metrics.energyRanks.contains(r.values.count) { warnings.append(lowerBoundNote(r.values.count)) }
             metrics.randDistance = nil
+            warnings += alphaWarnings(metrics.alpha)
             return MatrixSpectrum(name: w.name, shape: w.shape, rows: w.rows, cols: w.cols, slices: 1, kind: w.kind,
                                   method: SpectrumMethod.randomized.rawValue, singularValues: r.values, metrics: metrics,
                                   warnings: warnings, seconds: Date().timeIntervalSince(t0))
         }
         for s in w.slices {
-            let (v, m) = try singularValues(s, rows: w.rows, cols: w.cols)
+            let (v, m) = try singularValues(s, rows: w.rows, cols: w.cols, denseLimit: options.gramMemoryLimit)
             sv += v; method = m
         }
         if w.slices.count > 1 { sv.sort(by: >) }
@@ -204,10 +253,7 @@ public enum SpectrumAnalyzer {
         if options.randomize {
             metrics.randDistance = try randDistance(w, sv: sv, seed: options.seed)
         }
-        if let a = metrics.alpha {
-            if a < 2 { warnings.append(String(format: "alpha %.2f < 2: possibly over-trained (very heavy-tailed)", a)) }
-            if a > 6 { warnings.append(String(format: "alpha %.2f > 6: possibly under-trained (little correlation)", a)) }
-        }
+        warnings += alphaWarnings(metrics.alpha)
         return MatrixSpectrum(name: w.name, shape: w.shape, rows: w.rows, cols: w.cols, slices: w.slices.count, kind: w.kind,
                               method: method.rawValue, singularValues: sv, metrics: metrics, warnings: warnings,
                               seconds: Date().timeIntervalSince(t0))
@@ -237,7 +283,7 @@ public enum SpectrumAnalyzer {
         let mp = MarchenkoPastur.fit(evals, rows: rows, cols: cols)
         return SpectrumMetrics(
             frobeniusNorm: total.squareRoot(), spectralNorm: smax,
-            stableRank: lmax > 0 ? total / lmax : 0, effectiveRank: exp(h), numericalRank: nrank,
+            stableRank: lmax > 0 ? total / lmax : 0, effectiveRank: l1 > 0 ? exp(h) : 0, numericalRank: nrank,
             energyRanks: eranks, utilization: util,
             logNorm: log10(total), logSpectralNorm: log10(lmax),
             alpha: fit?.alpha, alphaWeighted: fit.map { $0.alpha * log10(lmax) },

@@ -12,6 +12,24 @@ public struct DataUtilization: Codable, Sendable {
     public var dataFreeRank: Int       // rank of W holding `energy` of its energy
     public var minDim: Int
     public var utilizedFraction: Double { Double(utilizedRank) / Double(max(1, minDim)) }
+
+    enum CodingKeys: String, CodingKey { case name, energy, inputRank, utilizedRank, dataFreeRank, minDim, utilizedFraction }
+    public init(name: String, energy: Double, inputRank: Int, utilizedRank: Int, dataFreeRank: Int, minDim: Int) {
+        self.name = name; self.energy = energy; self.inputRank = inputRank; self.utilizedRank = utilizedRank
+        self.dataFreeRank = dataFreeRank; self.minDim = minDim
+    }
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name), energy: try c.decode(Double.self, forKey: .energy),
+                  inputRank: try c.decode(Int.self, forKey: .inputRank), utilizedRank: try c.decode(Int.self, forKey: .utilizedRank),
+                  dataFreeRank: try c.decode(Int.self, forKey: .dataFreeRank), minDim: try c.decode(Int.self, forKey: .minDim))
+    }
+    public func encode(to e: Encoder) throws {
+        var c = e.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name); try c.encode(energy, forKey: .energy); try c.encode(inputRank, forKey: .inputRank)
+        try c.encode(utilizedRank, forKey: .utilizedRank); try c.encode(dataFreeRank, forKey: .dataFreeRank)
+        try c.encode(minDim, forKey: .minDim); try c.encode(utilizedFraction, forKey: .utilizedFraction)
+    }
 }
 
 public enum DataDrivenUtilization {
@@ -38,6 +56,11 @@ public enum DataDrivenUtilization {
             } }
         }
         let (vals, vecs) = try Linalg.symmetricEigen(c, n: inn)
+        // A covariance is positive semi-definite; round-off may leave eigenvalues a little below zero, no more.
+        if let low = vals.last, let high = vals.first, low < -1e-6 * max(high, 0) - Double.leastNormalMagnitude {
+            throw DataUtilizationError(String(format: "the covariance given for %@ is not positive semi-definite (smallest eigenvalue %.3g, largest %.3g)",
+                                              name, low, high))
+        }
         let total = vals.reduce(0) { $0 + max(0, $1) }
         var acc = 0.0, k = 0
         if total > 0 { for v in vals { if acc >= energy * total { break }; acc += max(0, v); k += 1 } }

@@ -49,7 +49,19 @@ extension Catalog {
     }
 
     /// Stored spectra of a checkpoint (empty when never analysed), in stored order.
+    /// The stored records, all with one set of energy fractions: a run over some tensors with other `--energy`
+    /// values leaves records with different sets, and tables have one column per fraction. The most common set
+    /// wins; the others' ranks are recomputed from their singular values.
     public func spectra(checkpoint id: Int64) throws -> [SpectrumRecord] {
+        let recs = try storedSpectra(checkpoint: id)
+        var counts: [[Double]: Int] = [:]
+        for r in recs where r.spectrum != nil { counts[r.energies, default: 0] += 1 }
+        guard counts.count > 1, let top = counts.values.max(),
+              let target = recs.first(where: { $0.spectrum != nil && counts[$0.energies] == top })?.energies else { return recs }
+        return recs.map { $0.energies == target ? $0 : SpectrumRunner.withEnergies($0, target) }
+    }
+
+    func storedSpectra(checkpoint id: Int64) throws -> [SpectrumRecord] {
         try db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM spectra WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map { r in
                 let shape: [Int] = CheckpointRow.decode(r["shape"] as String?) ?? []

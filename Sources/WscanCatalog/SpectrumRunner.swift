@@ -31,7 +31,6 @@ public enum SpectrumRunner {
     /// analysed per slice gives one record per slice.
     public static func run(catalog: Catalog, checkpoint row: CheckpointRow, request: Request,
                            progress: ((Int, Int, String) -> Void)? = nil) throws -> [SpectrumRecord] {
-        let key = request.options.storageKey
         let stored = try catalog.spectra(checkpoint: row.id)
         let tensors = try catalog.tensors(checkpoint: row.id).filter { globMatch(request.tensorGlob, $0.name) }
         var storedFor: [String: [SpectrumRecord]] = [:]
@@ -42,6 +41,7 @@ public enum SpectrumRunner {
         }
         let reusable = tensors.allSatisfy { t in
             guard let rs = storedFor[t.name], !rs.isEmpty else { return false }
+            let key = request.options.storageKey(shape: t.shape)
             return rs.allSatisfy { $0.options == key && $0.skipReason != SpectrumRecord.unreadable }
         }
         if !request.force, !tensors.isEmpty, reusable {
@@ -49,12 +49,7 @@ public enum SpectrumRunner {
             return tensors.flatMap { t in
                 storedFor[t.name]!.map { stored in
                     var r = stored
-                    if var s = r.spectrum, r.energies != request.options.energies {
-                        let fresh = SpectrumAnalyzer.computeMetrics(s.singularValues, rows: s.rows, cols: s.cols, slices: s.slices,
-                                                                    energies: request.options.energies)
-                        s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
-                        r.spectrum = s; r.energies = request.options.energies
-                    }
+                    if r.energies != request.options.energies { r = SpectrumRunner.withEnergies(r, request.options.energies) }
                     return r
                 }
             }
@@ -63,7 +58,8 @@ public enum SpectrumRunner {
         let selected = ck.tensors.filter { globMatch(request.tensorGlob, $0.name) }
         let energies = request.options.energies
         func skipped(_ t: TensorInfo, _ why: String) -> [SpectrumRecord] {
-            [SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: energies, options: key)]
+            [SpectrumRecord(tensor: t.name, shape: t.shape, skipReason: why, spectrum: nil, energies: energies,
+                            options: request.options.storageKey(shape: t.shape))]
         }
         var results = [[SpectrumRecord]?](repeating: nil, count: selected.count)
         var jobs: [Int] = []
@@ -87,13 +83,14 @@ public enum SpectrumRunner {
                 let values = try TensorData.floats(ck, t)
                 let m = MatrixExtractor.matrix(name: t.name, shape: t.shape, values: values)
                 let parts = request.options.convPerSlice && t.shape.count > 2 ? MatrixExtractor.perSlice(m) : [m]
+                let key = request.options.storageKey(shape: t.shape)
                 out = []
                 for p in parts {
                     do {
                         let s = try SpectrumAnalyzer.analyze(p, options: request.options)
                         out.append(SpectrumRecord(tensor: p.name, shape: p.shape, skipReason: nil, spectrum: s, energies: energies, options: key))
                     } catch {
-                        let why = error is NonFiniteMatrix ? "\(error)" : "analysis failed: \(error)"
+                        let why = error is NonFiniteMatrix || error is SpectrumSkip ? "\(error)" : "analysis failed: \(error)"
                         out.append(SpectrumRecord(tensor: p.name, shape: p.shape, skipReason: why, spectrum: nil, energies: energies, options: key))
                     }
                 }
@@ -127,6 +124,27 @@ public enum SpectrumRunner {
         merged = merged.enumerated().sorted { (position($0.element), $0.offset) < (position($1.element), $1.offset) }.map(\.element)
         try catalog.storeSpectra(checkpoint: row.id, merged)
         return out
+    }
+}
+
+extension SpectrumRunner {
+    /// A stored record with its energy ranks recomputed for other energy fractions from its singular values. A
+    /// randomized record knows only its top values: the exact ‖W‖²_F (its Frobenius norm) is the total, and ranks
+    /// the top values cannot reach are lower bounds, as its warning then says.
+    public static func withEnergies(_ record: SpectrumRecord, _ energies: [Double]) -> SpectrumRecord {
+        var r = record
+        r.energies = energies
+        guard var s = r.spectrum else { return r }
+        let randomized = s.method == SpectrumMethod.randomized.rawValue
+        let fresh = SpectrumAnalyzer.computeMetrics(s.singularValues, rows: s.rows, cols: s.cols, slices: s.slices, energies: energies,
+                                                    totalEnergy: randomized ? s.metrics.frobeniusNorm * s.metrics.frobeniusNorm : nil)
+        s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
+        if randomized {
+            s.warnings.removeAll { $0.hasPrefix(SpectrumAnalyzer.lowerBoundWarning) }
+            if fresh.energyRanks.contains(s.singularValues.count) { s.warnings.append(SpectrumAnalyzer.lowerBoundNote(s.singularValues.count)) }
+        }
+        r.spectrum = s
+        return r
     }
 }
 

@@ -102,7 +102,7 @@ extension ReportWriter {
             let summary = SpectrumSummary.make(spectra, energyIndex: ei, weloreReduction: 0.5, weloreMinRatio: 0.5)
             line("\(done.count) matrices analysed (\(spectra.count - done.count) tensors skipped: biases, norms, non-float). " +
                  "Parameter-weighted means: \(term("stable rank")) \(Self.f(summary.weightedMeans["stable_rank"])), " +
-                 "\(term("alpha")) \(Self.f(summary.weightedMeans["alpha"])), \(term("utilization")) at \(Int(energies[ei] * 100))% energy " +
+                 "\(term("alpha")) \(Self.f(summary.weightedMeans["alpha"])), \(term("utilization")) at \(energyPercent(energies[ei])) energy " +
                  "\(Self.pct(summary.weightedMeans["utilization"])).")
             line()
             let warn = done.filter { !$0.warnings.isEmpty }
@@ -110,7 +110,7 @@ extension ReportWriter {
             figure("alpha-\(Self.slug(r.name))", Fig.bars(title: "Power-law exponent α per matrix", labels: done.map(\.name),
                                                         values: done.map { $0.metrics.alpha ?? .nan }, valueLabel: "alpha",
                                                         refLines: [(2, "2"), (6, "6")]), alt: "alpha per layer")
-            figure("utilization-\(Self.slug(r.name))", Fig.bars(title: "Rank utilization at \(Int(energies[ei] * 100))% energy", labels: done.map(\.name),
+            figure("utilization-\(Self.slug(r.name))", Fig.bars(title: "Rank utilization at \(energyPercent(energies[ei])) energy", labels: done.map(\.name),
                                                               values: done.map { $0.metrics.utilization.indices.contains(ei) ? $0.metrics.utilization[ei] : .nan },
                                                               valueLabel: "rank / min(m, n)", refLines: []), alt: "utilization per layer")
             let sv = done.prefix(12).map { s -> (String, [Double], [Double]) in
@@ -129,12 +129,12 @@ extension ReportWriter {
             }
             let rowsT = done.map { s -> [String] in
                 let m = s.metrics
-                return ["`\(s.name)`", "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), s.method == "dgesdd" ? "svd" : "gram",
+                return ["`\(s.name)`", "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), SpectrumMethod.label(s.method),
                         Self.f(m.stableRank), Self.f(m.effectiveRank), m.energyRanks.indices.contains(ei) ? "\(m.energyRanks[ei])" : "–",
                         m.utilization.indices.contains(ei) ? Self.pct(m.utilization[ei]) : "–",
                         Self.f(m.alpha, 3), Self.f(m.alphaWeighted, 3), Self.f(m.logNorm, 3), Self.f(m.entropy, 3), s.warnings.isEmpty ? "" : "⚠"]
             }
-            table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(Int(energies[ei] * 100))%", term("utilization"),
+            table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(energyPercent(energies[ei]))", term("utilization"),
                    term("alpha"), "α weighted", "log norm", term("entropy"), ""], rowsT,
                   align: [false, false, false, true, true, true, true, true, true, true, true, false], fold: 12, foldTitle: "all matrices")
             let lrc = summary.welore.layers.filter(\.lowRank)

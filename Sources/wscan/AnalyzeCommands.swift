@@ -72,29 +72,40 @@ struct SpectrumCommand: ParsableCommand {
         bar.finish()
         let summary = SpectrumSummary.make(recs, energyIndex: min(1, energy.count - 1), weloreReduction: weloreReduction, weloreMinRatio: weloreMinRatio)
         let e = energy[min(1, energy.count - 1)]
-        var utilization: [DataUtilization]?
+        var utilization: [DataUtilization]?, utilizationFailed: [LayerFailure]?
         if let act = activations {
-            let u = try dataUtilization(row: row, activations: act, energy: e)
-            try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
-                                summary: "\(u.count) layers with activations", data: u)
-            utilization = u
+            let (u, f) = try dataUtilization(row: row, activations: act, energy: e)
+            if !u.isEmpty {
+                try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
+                                    summary: "\(u.count) layers with activations", data: u)
+            }
+            utilization = u; utilizationFailed = f
         }
+        // Exit 1 when a layer could not be analysed for a reason other than a deliberate skip or non-finite weights
+        // (those are findings, listed with their reasons).
+        let failed = recs.contains { $0.skipReason?.hasPrefix("analysis failed") == true } || !(utilizationFailed ?? []).isEmpty
         if catalog.json {
             struct Out: Encodable {
                 var checkpoint: String; var energies: [Double]; var summary: SpectrumSummary; var layers: [SpectrumRecord]
-                var dataUtilization: [DataUtilization]?
+                var dataUtilization: [DataUtilization]?; var dataUtilizationFailed: [LayerFailure]?
             }
-            print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs, dataUtilization: utilization)))
+            print(Fmt.json(Out(checkpoint: row.path, energies: energy, summary: summary, layers: recs, dataUtilization: utilization,
+                               dataUtilizationFailed: utilizationFailed)))
+            if failed { throw ExitCode(1) }
             return
         }
         SpectrumReportText.show(row: row, records: recs, summary: summary, energies: energy, all: all,
                                  seconds: Date().timeIntervalSince(t0))
         if let act = activations, let u = utilization {
-            print("\ndata-driven utilization at \(Int(e * 100))% energy (inputs from \(act)):")
-            print(Fmt.table(["layer", "input_rank", "utilized_rank", "data_free_rank", "utilized/min(m,n)"],
-                            u.map { [$0.name, "\($0.inputRank)", "\($0.utilizedRank)", "\($0.dataFreeRank)", String(format: "%.1f%%", $0.utilizedFraction * 100)] },
-                            numeric: [1, 2, 3, 4]))
+            print("\ndata-driven utilization at \(energyPercent(e)) energy (inputs from \(act)):")
+            if !u.isEmpty {
+                print(Fmt.table(["layer", "input_rank", "utilized_rank", "data_free_rank", "utilized/min(m,n)"],
+                                u.map { [$0.name, "\($0.inputRank)", "\($0.utilizedRank)", "\($0.dataFreeRank)", String(format: "%.1f%%", $0.utilizedFraction * 100)] },
+                                numeric: [1, 2, 3, 4]))
+            }
+            for f in utilizationFailed ?? [] { print("  not measured: \(Fmt.field(f.name)): \(Fmt.field(f.reason))") }
         }
+        if failed { throw ExitCode(1) }
     }
 }
 
@@ -112,10 +123,10 @@ enum SpectrumReportText {
         print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
                     (seconds.map { String(format: " (%.2f s)", $0) } ?? ""))
         let shown = all ? done : Array(done.prefix(40))
-        let eh = energies.map { "r@\(Int(($0 * 100).rounded()))%" }
+        let eh = energies.map { "r@" + energyPercent($0) }
         let rows = shown.map { s -> [String] in
             let m = s.metrics
-            return [s.name, "\(s.rows)x\(s.cols)" + (s.slices > 1 ? "x\(s.slices)" : ""), s.method == "dgesdd" ? "svd" : "gram",
+            return [s.name, "\(s.rows)x\(s.cols)" + (s.slices > 1 ? "x\(s.slices)" : ""), SpectrumMethod.label(s.method),
                     Fmt.num(m.stableRank, 3), Fmt.num(m.effectiveRank, 3)] +
                 zip(m.energyRanks, m.utilization).map { "\($0) (\(Int(($1 * 100).rounded()))%)" } +
                 [Fmt.num(m.alpha, 3), Fmt.num(m.alphaWeighted, 3), Fmt.num(m.logNorm, 3), Fmt.num(m.entropy, 3),
@@ -139,7 +150,7 @@ enum SpectrumReportText {
             if let v = summary.weightedMeans[k] { print("  \(k.padding(toLength: 15, withPad: " ", startingAt: 0)) \(Fmt.num(v, 4))") }
         }
         let eidx = min(1, energies.count - 1)
-        print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(Int(energies[eidx] * 100))% energy / min(m,n))")
+        print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(energyPercent(energies[eidx])) energy / min(m,n))")
         print("  least utilized  \(summary.leastUtilized.joined(separator: ", "))")
         let wl = summary.welore
         let lrc = wl.layers.filter(\.lowRank)
@@ -152,16 +163,35 @@ enum SpectrumReportText {
     }
 }
 
-func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> [DataUtilization] {
+/// Data-driven utilization of every weight that has activations. A layer that cannot be measured (NaN in the
+/// weight or its activations, a wrong shape, a covariance that is not one) is listed with its reason; the others
+/// are still measured.
+func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> (layers: [DataUtilization], failed: [LayerFailure]) {
     let ck = try CheckpointOpener.open(row.path)
+    var failed: [LayerFailure] = []
     let out: [DataUtilization] = try withInput(activations) { acts in
         try ck.tensors.filter { $0.shape.count == 2 && $0.dtype.isFloatingPoint && $0.dtype.decodable }.compactMap { t in
             let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name
             guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { return nil }
-            return try DataDrivenUtilization.analyze(name: t.name, weight: try TensorData.floats(ck, t), out: t.shape[0], inn: t.shape[1],
-                                                     inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy)
+            let weight: [Float]
+            do { weight = try TensorData.floats(ck, t) } catch { throw CLIError("\(row.path): \(error)") }
+            if let i = weight.firstIndex(where: { !$0.isFinite }) {
+                failed.append(LayerFailure(name: t.name, reason: "\(row.path): the weight holds \(weight[i]) at [\(i / t.shape[1]), \(i % t.shape[1])]"))
+                return nil
+            }
+            do {
+                return try DataDrivenUtilization.analyze(name: t.name, weight: weight, out: t.shape[0], inn: t.shape[1],
+                                                         inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy)
+            } catch let e as DataUtilizationError {
+                failed.append(LayerFailure(name: t.name, reason: "\(activations): \(e)"))
+                return nil
+            }
         }
     }
-    if out.isEmpty { throw CLIError("\(activations) has no activations named after this checkpoint's weights (NAME, NAME without .weight, or NAME.input)") }
-    return out
+    if out.isEmpty && failed.isEmpty {
+        throw CLIError("\(activations) has no activations named after this checkpoint's weights (NAME, NAME without .weight, or NAME.input)")
+    }
+    return (out, failed)
 }
+
+struct LayerFailure: Codable { var name: String; var reason: String }

@@ -69,7 +69,18 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow 
         if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
         return try catalog.resolve(p)
     }
-    do { return try catalog.resolve(ref) } catch CatalogError.notFound {
+    do {
+        let row = try catalog.resolve(ref)
+        // A catalog reference (#id, name, suffix) to a file that changed since it was indexed is indexed again
+        // first, as a path would be: stored results must never outlive the bytes they describe. A file that is
+        // gone keeps its catalog entry (show still works; reading it fails with its own one-line error).
+        if FileRef.isRegularFile(row.path), !(try catalog.isUpToDate(path: row.path, needSHA: false)) {
+            let ix = Indexer(catalog: catalog, options: .init())
+            if case let .failed(path, reason) = ix.indexOne(row.path) { throw CLIError("\(path): \(reason)") }
+            return try catalog.resolve(row.path)
+        }
+        return row
+    } catch CatalogError.notFound {
         // A reference that looks like a path is reported as a missing file, not as a catalog lookup.
         if ref.contains("/") || FormatDetector.isCandidate(ref) {
             throw CLIError("\(ref): no such file or directory, and no catalog entry matches it")

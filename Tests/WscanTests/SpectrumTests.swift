@@ -364,3 +364,116 @@ final class UtilizationTests: XCTestCase {
         }
     }
 }
+
+/// Review findings on the spectrum command: catalog references to changed files, low-rank accuracy, re-use keys,
+/// randomized layers after an `--energy` change, mixed stored energies, odd shapes and per-layer activation failures.
+final class SpectrumCLITests: XCTestCase {
+    func json(_ r: (status: Int32, out: String, err: String)) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+    }
+    func layers(_ j: [String: Any]) -> [String: [String: Any]] {
+        Dictionary(uniqueKeysWithValues: (j["layers"] as! [[String: Any]]).map { ($0["tensor"] as! String, $0) })
+    }
+    func metrics(_ l: [String: Any]?) -> [String: Any] { ((l?["spectrum"] as? [String: Any])?["metrics"] as? [String: Any]) ?? [:] }
+
+    func testCatalogReferenceToChangedFileIsReindexed() throws {
+        let tmp = TempDir()
+        let m = tmp.path("m.safetensors"), db = tmp.path("c.db")
+        let corpus = Paths.corpus
+        try FileManager.default.copyItem(at: corpus.appendingPathComponent("mlp_seed0.safetensors"), to: URL(fileURLWithPath: m))
+        let a = try runWscan(["analyze", "spectrum", m, "--db", db, "--json", "--no-randomize"])
+        XCTAssertEqual(a.status, 0, a.err)
+        try FileManager.default.removeItem(atPath: m)
+        try FileManager.default.copyItem(at: corpus.appendingPathComponent("mlp_seed1.safetensors"), to: URL(fileURLWithPath: m))
+        let byId = try runWscan(["analyze", "spectrum", "#1", "--db", db, "--json", "--no-randomize"])
+        XCTAssertEqual(byId.status, 0, byId.err)
+        let fresh = try runWscan(["analyze", "spectrum", corpus.appendingPathComponent("mlp_seed1.safetensors").path, "--db", tmp.path("d.db"), "--json", "--no-randomize"])
+        let sr = { (r: (status: Int32, out: String, err: String)) in self.metrics(try! self.layers(self.json(r))["fc3.weight"])["stableRank"] as? Double }
+        XCTAssertNotEqual(sr(a), sr(fresh))
+        XCTAssertEqual(sr(byId), sr(fresh), "a reference by id must not return the spectra of the file's old contents")
+    }
+
+    func testLowRankAccuracyReuseKeysAndOddShapes() throws {
+        let tmp = TempDir()
+        let ck = tmp.path("odd.safetensors"), ref = tmp.path("ref.json"), db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np, json
+        from safetensors.numpy import save_file
+        r = np.random.default_rng(3)
+        t = {"lora.weight": (r.standard_normal((256, 16)) @ r.standard_normal((16, 256))).astype(np.float32),
+             "big.weight": (r.standard_normal((300, 200)) * 0.01).astype(np.float32),
+             "row.weight": r.standard_normal((1, 50)).astype(np.float32),
+             "zero.weight": np.zeros((80, 70), np.float32),
+             "emptyconv.weight": np.zeros((4, 0, 3, 3), np.float32)}
+        save_file(t, \(pyStr(ck)))
+        sv = {k: np.linalg.svd(t[k].astype(np.float64), compute_uv=False).tolist() for k in ["lora.weight", "row.weight", "big.weight"]}
+        e = np.array(sv["big.weight"]) ** 2
+        sv["big_rank_10"] = [float(np.searchsorted(np.cumsum(e), 0.1 * e.sum()) + 1)]
+        json.dump(sv, open(\(pyStr(ref)), "w"))
+        """)
+        let refSV = try loadJSON(URL(fileURLWithPath: ref)) as! [String: [Double]]
+        let r = try runWscan(["analyze", "spectrum", ck, "--db", db, "--json", "--no-randomize"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let l = layers(try json(r))
+        // Rank 16: the numerically-zero tail is exact only through dgesdd (the Gram route was 3× off there).
+        let lora = (l["lora.weight"]!["spectrum"] as! [String: Any])
+        XCTAssertEqual(lora["method"] as? String, "dgesdd")
+        let sv = lora["singularValues"] as! [Double], rsv = refSV["lora.weight"]!
+        for i in 0..<Int(Double(rsv.count) * 0.99) { XCTAssertEqual(sv[i], rsv[i], accuracy: 1e-4 * rsv[i], "σ[\(i)]") }
+        XCTAssertEqual(metrics(l["lora.weight"])["numericalRank"] as? Int, 16)
+        let row = (l["row.weight"]!["spectrum"] as! [String: Any])["singularValues"] as! [Double]
+        XCTAssertEqual(row.count, 1, "a 1×n matrix has one singular value, its norm")
+        XCTAssertEqual(row[0], refSV["row.weight"]![0], accuracy: 1e-12 * row[0])
+        XCTAssertEqual(metrics(l["zero.weight"])["effectiveRank"] as? Double, 0)
+        XCTAssertTrue((l["emptyconv.weight"]!["skipReason"] as! String).hasPrefix("empty tensor"))
+        // A --gram-memory that changes no layer's method re-uses the stored rows; one that randomizes a layer does not.
+        func ids() throws -> [Int64] { try DatabaseQueue(path: db).read { try Int64.fetchAll($0, sql: "SELECT id FROM spectra ORDER BY id") } }
+        let before = try ids()
+        XCTAssertEqual(try runWscan(["analyze", "spectrum", ck, "--db", db, "--no-randomize", "--gram-memory", "8G"]).status, 0)
+        XCTAssertEqual(try ids(), before, "re-used")
+        // big.weight randomized (its Gram matrix, 16·200² bytes, exceeds 100K): the table says so, and an --energy
+        // change on re-use gives what a fresh run gives (ranks against the exact ‖W‖²_F).
+        let rz = try runWscan(["analyze", "spectrum", ck, "--db", db, "--no-randomize", "--gram-memory", "100K", "--randomized-rank", "40", "--tensors", "big*"])
+        XCTAssertEqual(rz.status, 0, rz.err)
+        XCTAssertTrue(rz.out.contains("randomized"), rz.out)
+        let reused = try runWscan(["analyze", "spectrum", ck, "--db", db, "--no-randomize", "--gram-memory", "100K", "--randomized-rank", "40",
+                                   "--tensors", "big*", "--energy", "0.1", "--json"])
+        let forced = try runWscan(["analyze", "spectrum", ck, "--db", db, "--no-randomize", "--gram-memory", "100K", "--randomized-rank", "40",
+                                   "--tensors", "big*", "--energy", "0.1", "--json", "--force"])
+        XCTAssertEqual(metrics(layers(try json(reused))["big.weight"])["energyRanks"] as? [Int], metrics(layers(try json(forced))["big.weight"])["energyRanks"] as? [Int])
+        XCTAssertEqual(metrics(layers(try json(forced))["big.weight"])["energyRanks"] as? [Int], [Int(refSV["big_rank_10"]![0])],
+                       "numpy's count of top values holding 10% of ‖W‖²_F")
+        // The catalog now holds big.weight at 10% and the rest at 90/95/99%: show puts all on the common set.
+        let show = try runWscan(["show", ck, "--db", db, "--spectrum", "--json"])
+        let shown = try json(show)
+        for (_, rec) in layers(shown) where rec["spectrum"] != nil {
+            XCTAssertEqual(rec["energies"] as? [Double], [0.9, 0.95, 0.99])
+            XCTAssertEqual((metrics(rec)["energyRanks"] as? [Int])?.count, 3)
+        }
+    }
+
+    func testActivationFailuresArePerLayer() throws {
+        let tmp = TempDir()
+        let ck = tmp.path("w.safetensors"), acts = tmp.path("a.npz"), db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        r = np.random.default_rng(1)
+        a = r.standard_normal((12, 10)).astype(np.float32); a[2, 3] = np.nan
+        save_file({"fc1.weight": a, "fc2.weight": r.standard_normal((6, 12)).astype(np.float32),
+                   "fc3.weight": r.standard_normal((4, 6)).astype(np.float32)}, \(pyStr(ck)))
+        c = np.cov(r.standard_normal((50, 6)).T)
+        np.savez(\(pyStr(acts)), **{"fc1": r.standard_normal((40, 10)).astype(np.float32),
+                                    "fc2": r.standard_normal((40, 12)).astype(np.float32), "fc3": -c})
+        """)
+        let r = try runWscan(["analyze", "spectrum", ck, "--db", db, "--activations", acts, "--json", "--no-randomize"])
+        XCTAssertEqual(r.status, 1, "layers that could not be measured: exit 1")
+        let j = try json(r)
+        XCTAssertEqual((j["dataUtilization"] as! [[String: Any]]).map { $0["name"] as! String }, ["fc2.weight"])
+        XCTAssertNotNil((j["dataUtilization"] as! [[String: Any]])[0]["utilizedFraction"] as? Double)
+        let failed = Dictionary(uniqueKeysWithValues: (j["dataUtilizationFailed"] as! [[String: Any]]).map { ($0["name"] as! String, $0["reason"] as! String) })
+        XCTAssertTrue(failed["fc1.weight"]!.hasPrefix(ck) && failed["fc1.weight"]!.contains("nan at [2, 3]"), failed["fc1.weight"]!)
+        XCTAssertTrue(failed["fc3.weight"]!.hasPrefix(acts) && failed["fc3.weight"]!.contains("not positive semi-definite"), failed["fc3.weight"]!)
+        XCTAssertEqual(layers(j).count, 3, "the data-free spectra are all still reported")
+    }
+}
