@@ -42,10 +42,15 @@ public enum Saliency {
     /// never paired with a state of another shape. Matching by order needs the model's tensors in registration
     /// order, which a torch checkpoint keeps and safetensors (sorted by name) does not: `modelInParameterOrder`
     /// false refuses it.
+    /// Whether a tensor name is optimizer state (Adam's moments, a torch optimizer state dict), not a model weight.
+    public static func isOptimizerState(_ name: String) -> Bool {
+        name.hasPrefix("optimizer.") || name.contains("exp_avg")
+    }
+
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true) throws -> WeightSet {
         let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
         let modelParams = model.names.filter { n in
-            !n.hasPrefix("optimizer.") && !n.contains("exp_avg") && !buffers.contains(String(n.split(separator: ".").last ?? ""))
+            !isOptimizerState(n) && !buffers.contains(String(n.split(separator: ".").last ?? ""))
         }
         var byOrder: [String: String] = [:], orderProblem: String?
         let states = s.names.compactMap { n -> (Int, String)? in
@@ -75,7 +80,9 @@ public enum Saliency {
             guard let (key, v) = found else {
                 throw EvaluatorError("no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))")
             }
-            guard v.count == model.values[n]!.count else { throw EvaluatorError("\(key) has \(v.count) values, '\(n)' has \(model.values[n]!.count)") }
+            guard v.count == model.values[n]!.count, s.shapes[key] == model.shapes[n] else {
+                throw EvaluatorError("\(key) has shape \(s.shapes[key] ?? [v.count]), '\(n)' has shape \(model.shapes[n] ?? [])")
+            }
             out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
         }
         return out

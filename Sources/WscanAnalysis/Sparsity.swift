@@ -56,6 +56,13 @@ public struct SparsityCurve: Codable, Sendable {
     public var essential: EssentialSparsity
     public var evaluator: String?
     public var warnings: [String]?
+    /// `--write-pruned`: the file written, the sparsity it was pruned at and the share of its pruned tensors'
+    /// weights that are zero (pre-existing zeros included).
+    public var written: Written?
+    public struct Written: Codable, Sendable {
+        public var path: String; public var sparsity: Double; public var zeroFraction: Double
+        public init(path: String, sparsity: Double, zeroFraction: Double) { self.path = path; self.sparsity = sparsity; self.zeroFraction = zeroFraction }
+    }
 }
 
 /// The exact cut for one sparsity: prune |w| < value, and |w| == value up to (tensor, index) inclusive.
@@ -340,13 +347,22 @@ public enum Sparsity {
         let H = tables.hists()
         let totalEnergy = H.reduce(0) { $0 + $1.energy }
         let prunable = values.reduce(0) { $0 + $1.count }
+        // Nothing finite to prune (all NaN/±Inf, or empty tensors): every point would be the dense model.
+        if prunable == H.reduce(0, { $0 + $1.nonFinite }) {
+            throw SparsityError(prunable == 0 ? "the selected tensors hold no weights" : "every selected weight is NaN or ±Inf: nothing can be pruned")
+        }
 
         func evalPoints(_ sparsities: [Double]) throws -> [SparsityPoint] {
             if case .nm = pattern {
                 // N:M has one sparsity: report it next to the dense model it is measured against.
+                // Achieved sparsity as for unstructured pruning: the share of weights the cut selects (N of every
+                // M in the tensors that take the pattern), not the zeros the model may already hold.
                 let pw = prune(w, tensors: tensors, pattern: pattern)
-                return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator),
-                        try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator)]
+                guard case let .nm(nz, m) = pattern else { return [] }
+                let dense = Set(nmUnprunable(w, tensors: tensors, m: m))
+                let selected = Dictionary(uniqueKeysWithValues: tensors.map { t in (t, dense.contains(t) ? 0 : w.values[t]!.count / m * nz) })
+                return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator, selected: tensors.reduce(into: [:]) { $0[$1] = 0 }),
+                        try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator, selected: selected)]
             }
             // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
@@ -364,7 +380,8 @@ public enum Sparsity {
             }
         }
 
-        var points = try evalPoints(pattern == .unstructured ? grid.sorted() : [])
+        // The dense model (0%) is always measured: it is what "within tolerance of dense" compares against.
+        var points = try evalPoints(pattern == .unstructured ? Array(Set(grid + [0])).sorted() : [])
         var ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         if refine, pattern == .unstructured, let knee = ess.knee, let i = points.firstIndex(where: { $0.sparsity == knee }) {
             var extra: [Double] = []
@@ -409,7 +426,10 @@ public enum Sparsity {
     /// 2⁻²⁶ may disagree in the last bits when everything is pruned.
     static func prunedFraction(_ pruned: Double, of total: Double) -> Double { total > 0 ? min(1, max(0, pruned / total)) : 0 }
 
-    static func point(_ s: Double, w: WeightSet, pw: WeightSet, tensors: [String], totalEnergy: Double, evaluator: Evaluator?) throws -> SparsityPoint {
+    /// `selected[t]`, when given, is how many of t's weights the cut selects (the achieved sparsity's numerator);
+    /// otherwise the zeros of the pruned tensor count.
+    static func point(_ s: Double, w: WeightSet, pw: WeightSet, tensors: [String], totalEnergy: Double, evaluator: Evaluator?,
+                      selected: [String: Int]? = nil) throws -> SparsityPoint {
         var layers: [SparsityPoint.LayerPoint] = []
         var zeros = 0, n = 0, pe = 0.0
         for t in tensors {
@@ -420,6 +440,7 @@ public enum Sparsity {
                 guard a[i].isFinite else { continue }        // as in the histogram path: Inf/NaN outside the energy
                 let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
             }
+            if let sel = selected?[t] { lz = sel }
             zeros += lz; n += a.count; pe += le
             layers.append(.init(name: t, sparsity: Double(lz) / Double(max(1, a.count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,
                                 retainedEnergy: lt > 0 ? 1 - le / lt : 1))

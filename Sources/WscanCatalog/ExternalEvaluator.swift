@@ -50,7 +50,9 @@ public struct ExternalEvaluator: Evaluator {
             let last = String(decoding: run.stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
             throw EvaluatorError("evaluator `\(command)` \(run.status > 0 ? "exited with status \(run.status)" : "was killed by signal \(-run.status)")\(last.isEmpty ? "" : ": " + last)")
         }
+        // The candidate's path (a random folder name full of digits) never counts, whichever pass reads the number.
         let text = String(decoding: run.stdout, as: UTF8.self)
+            .replacingOccurrences(of: file, with: " ").replacingOccurrences(of: dir.path, with: " ")
         guard let v = Self.lastNumber(text) else {
             let last = text.split(whereSeparator: \.isNewline).last.map { " (last line: \(String($0.prefix(120))))" } ?? ""
             throw EvaluatorError("evaluator `\(command)` printed no number on stdout\(last)")

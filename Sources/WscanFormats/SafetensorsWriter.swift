@@ -44,9 +44,23 @@ public enum SafetensorsWriter {
         withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
         out.append(contentsOf: h)
         for e in sorted { out.append(contentsOf: e.bytes) }
+        // Written beside the target and renamed over it, so a reader never sees half a file. Failures say why.
         let tmp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: out) else { throw FormatError(.io, "cannot write \(tmp)") }
-        if rename(tmp, path) != 0 { unlink(tmp); throw FormatError(.io, "cannot rename into \(path)") }
+        func reason() -> String { String(cString: strerror(errno)).lowercased() }
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FormatError(.io, "cannot write \(path): \(reason())") }
+        var ok = true
+        out.withUnsafeBytes { (b: UnsafeRawBufferPointer) in
+            var done = 0
+            while done < b.count {
+                let n = Glibc.write(fd, b.baseAddress! + done, b.count - done)
+                if n < 0 { if errno == EINTR { continue }; ok = false; break }
+                done += n
+            }
+        }
+        if !ok { let why = reason(); close(fd); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
+        if close(fd) != 0 { let why = reason(); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
+        if rename(tmp, path) != 0 { let why = reason(); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
     }
 
     static func quote(_ s: String) -> String {

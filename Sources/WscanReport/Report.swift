@@ -57,7 +57,7 @@ public final class ReportWriter {
     }
 
     /// The POSIX reason behind a Foundation file error ("Permission denied", "File name too long"), not its domain dump.
-    static func reason(_ error: Error) -> String {
+    public static func reason(_ error: Error) -> String {
         let ns = error as NSError
         if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
         if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }

@@ -78,14 +78,15 @@ struct SparsityCommand: ParsableCommand {
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
-        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && SpectrumRunner.globMatch(tensors, $0) }
-        guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point tensors to prune\(tensors.map { " matching \($0)" } ?? "")") }
+        // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
+        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
+        guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
         let w = all.subset(prunable)
-        let rest = all.subset(all.names.filter { !prunable.contains($0) })
+        let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0) })
         let evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
         let g = grid ?? Sparsity.defaultGrid()
         let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
-        let curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
+        var curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
                                        evaluator: curveEval, refine: !noRefine)
         struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }
         let e = curve.essential
@@ -108,6 +109,7 @@ struct SparsityCommand: ParsableCommand {
             for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
             for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
             written = (out, n > 0 ? Double(zeros) / Double(n) : 0)
+            curve.written = .init(path: out, sparsity: s, zeroFraction: written!.achieved)
         }
         for w in curve.warnings ?? [] { printErr("wscan: warning: \(w)") }
         if catalog.json { print(Fmt.json(curve)); return }
@@ -177,8 +179,7 @@ struct SaliencyCommand: ParsableCommand {
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
         // Parameters: ≥2-D floating tensors that are not optimizer state.
-        let isState: (String) -> Bool = { $0.contains("exp_avg") || $0.hasPrefix("optimizer.") }
-        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !isState($0) && SpectrumRunner.globMatch(tensors, $0) }
+        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
         var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?
         var otherID: Int64?
@@ -187,10 +188,11 @@ struct SaliencyCommand: ParsableCommand {
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
             let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
             baseW = try WeightSet.load(bck); otherID = brow.id
-            baseW = try aligned(baseW!, to: all, params: params, what: "--base")
+            baseW = try aligned(baseW!, tensors: bck.tensors, to: all, params: params, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            gradW = try aligned(try withInput(grads) { try WeightSet.load($0) }, to: all, params: params, what: "--grads")
+            let (g, gt) = try withInput(grads) { (try WeightSet.load($0), $0.tensors) }
+            gradW = try aligned(g, tensors: gt, to: all, params: params, path: grads, what: "--grads")
         case .fisher:
             let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
             do {
@@ -232,11 +234,19 @@ struct SaliencyCommand: ParsableCommand {
         if !mapFiles.isEmpty { print("wrote \(mapFiles.count) heat maps to \(maps!)") }
     }
 
-    func aligned(_ other: WeightSet, to w: WeightSet, params: [String], what: String) throws -> WeightSet {
+    /// `other` (from `path`, given as `what`) with the scored tensors, each of the same shape. Errors name the file.
+    func aligned(_ other: WeightSet, tensors: [TensorInfo], to w: WeightSet, params: [String], path: String, what: String) throws -> WeightSet {
         var out = WeightSet()
         for n in params {
-            guard let v = other.values[n] else { throw CLIError("\(what) has no tensor '\(n)'") }
-            guard other.shapes[n] == w.shapes[n] else { throw CLIError("\(what) tensor '\(n)' has shape \(other.shapes[n]!) not \(w.shapes[n]!)") }
+            guard let v = other.values[n] else {
+                if let t = tensors.first(where: { $0.name == n }) {
+                    throw CLIError("\(path) (\(what)): tensor '\(n)' is \(t.dtype.rawValue), not a floating-point type wscan can score")
+                }
+                throw CLIError("\(path) (\(what)): no tensor '\(n)' (it needs one for every scored weight)")
+            }
+            guard other.shapes[n] == w.shapes[n] else {
+                throw CLIError("\(path) (\(what)): tensor '\(n)' has shape \(other.shapes[n]!), the checkpoint's has \(w.shapes[n]!)")
+            }
             out.names.append(n); out.shapes[n] = other.shapes[n]; out.values[n] = v
         }
         return out
@@ -247,18 +257,43 @@ struct SaliencyCommand: ParsableCommand {
 /// drawn beside it; see Heatmap.renderWithLegend), plus the same scale as an SVG colour bar with its label.
 enum SaliencyMaps {
     static func write(scores: WeightSet, names: [String], to dir: String, reduce: String) throws -> [String] {
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var out: [String] = []
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), !isDir.boolValue {
+            throw CLIError("\(dir): exists and is not a folder (--maps needs a folder)")
+        }
+        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw CLIError("\(dir): cannot create the folder: \(ReportWriter.reason(error))")
+        }
+        var out: [String] = [], used = Set<String>()
         for n in names {
             guard let v = scores.values[n], let s = scores.shapes[n], s.count >= 2 else { continue }
             let rows = s[0], cols = s.dropFirst().reduce(1, *)
             let h = Heatmap.renderWithLegend(values: v, rows: rows, cols: cols, maxSide: 256, reduce: reduce == "mean" ? .mean : .max, absolute: true)
-            let base = (dir as NSString).appendingPathComponent(n.replacingOccurrences(of: "/", with: "_"))
-            try Data(h.png).write(to: URL(fileURLWithPath: base + ".png"))
+            let base = (dir as NSString).appendingPathComponent(fileStem(n, used: &used))
             let legend = Heatmap.legendSVG(vmin: h.vmin, vmax: h.vmax, label: "score (block \(reduce))", height: max(64, h.mapHeight))
-            try Data(legend.utf8).write(to: URL(fileURLWithPath: base + ".legend.svg"))
+            for (path, bytes) in [(base + ".png", Data(h.png)), (base + ".legend.svg", Data(legend.utf8))] {
+                do { try bytes.write(to: URL(fileURLWithPath: path)) } catch { throw CLIError("cannot write \(path): \(ReportWriter.reason(error))") }
+            }
             out.append(base + ".png")
         }
         return out
+    }
+
+    /// A file name for a tensor: "/" becomes "_", names too long for a file system are cut (with a hash of the
+    /// whole name), and a name that would repeat another's (`a/b` and `a_b`) gets "-2", "-3", ….
+    static func fileStem(_ name: String, used: inout Set<String>) -> String {
+        var stem = name.replacingOccurrences(of: "/", with: "_")
+        if stem.hasPrefix(".") { stem = "_" + stem }
+        if stem.utf8.count > 200 {
+            var h: UInt64 = 0xcbf29ce484222325
+            for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+            var cut = ""
+            for c in stem { if cut.utf8.count + String(c).utf8.count > 180 { break }; cut.append(c) }
+            stem = cut + "-" + String(h, radix: 16)
+        }
+        var candidate = stem, k = 2
+        while used.contains(candidate.lowercased()) { candidate = "\(stem)-\(k)"; k += 1 }
+        used.insert(candidate.lowercased())
+        return candidate
     }
 }

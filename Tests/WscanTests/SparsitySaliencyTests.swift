@@ -156,6 +156,11 @@ final class SparsityTests: XCTestCase {
                         }
                     }
                 }
+                // Nothing finite to prune: a one-line error instead of a curve of dense points.
+                if !w.names.contains(where: { w.values[$0]!.contains { $0.isFinite } }) {
+                    XCTAssertThrowsError(try Sparsity.curve(w, tensors: w.names, scope: scope, pattern: .unstructured, grid: grid, refine: false))
+                    continue
+                }
                 let c = try Sparsity.curve(w, tensors: w.names, scope: scope, pattern: .unstructured, grid: grid, refine: false)
                 for p in c.points {
                     let pw = Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
@@ -596,5 +601,98 @@ final class SaliencyTests: XCTestCase {
         let sc = try Saliency.scores(.fisher, weights: w, tensors: ["fc1.weight", "fc2.weight"], stat: stat)
         XCTAssertEqual(sc.values["fc1.weight"]!, st.values["exp_avg_sq.fc1.weight"]!.map { abs($0) })
         XCTAssertThrowsError(try Saliency.scores(.grad, weights: w, tensors: ["fc1.weight"], grad: nil))
+    }
+}
+
+/// Review findings on sparsity and saliency: optimizer state, the dense reference, N:M achieved sparsity, the
+/// evaluator's own path, shape checks on Fisher state, heat-map file names, and messages that name the file.
+final class SparsitySaliencyCLITests: XCTestCase {
+    let tmp = TempDir()
+    let corpus = Paths.corpus
+    func json(_ r: (status: Int32, out: String, err: String)) throws -> [String: Any] {
+        XCTAssertEqual(r.status, 0, r.err)
+        return try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+    }
+
+    func testOptimizerStateIsNotPrunedAndDenseIsAlwaysMeasured() throws {
+        let ck = tmp.path("with_state.safetensors"), db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        t = load_file(\(pyStr(corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        s = np.load(\(pyStr(corpus.appendingPathComponent("mlp_seed0_adam_state.npz").path)))
+        t.update({k: s[k] for k in s.files})
+        save_file(t, \(pyStr(ck)))
+        """)
+        let data = corpus.appendingPathComponent("digits_test.npz").path
+        let j = try json(try runWscan(["analyze", "sparsity", ck, "--db", db, "--grid", "0.5,0.6", "--no-refine", "--data", data, "--json"]))
+        XCTAssertEqual(Set(j["tensors"] as! [String]), ["fc1.weight", "fc2.weight", "fc3.weight"])
+        let points = j["points"] as! [[String: Any]]
+        XCTAssertEqual(points.map { $0["sparsity"] as! Double }, [0, 0.5, 0.6], "the dense point is added to a grid without 0")
+        let dense = ((points[0]["eval"] as! [String: Any])["accuracy"] as! Double)
+        let m = try loadJSON(corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any]
+        let recorded = ((m["models"] as! [String: [String: Any]])["mlp_seed0"]!["test_accuracy"] as! Double)
+        XCTAssertEqual(dense, recorded, accuracy: 1e-12)
+        XCTAssertEqual((j["essential"] as! [String: Any])["denseMetric"] as! Double, dense)
+    }
+
+    func testNMAchievedCountsTheCutAndWrittenIsInJSON() throws {
+        let db = tmp.path("c.db"), out = tmp.path("p.safetensors")
+        let j = try json(try runWscan(["analyze", "sparsity", corpus.appendingPathComponent("mlp_seed0_pruned50.safetensors").path,
+                                       "--pattern", "2:4", "--db", db, "--json", "--write-pruned", out]))
+        let achieved = (j["points"] as! [[String: Any]]).map { $0["achieved"] as! Double }
+        XCTAssertEqual(achieved, [0, 0.5], "as for unstructured pruning: the share the cut selects, not the zeros already there")
+        let written = j["written"] as! [String: Any]
+        XCTAssertEqual(written["path"] as? String, out); XCTAssertEqual(written["sparsity"] as? Double, 0.5)
+        XCTAssertGreaterThan(written["zeroFraction"] as! Double, 0.5, "the model's own zeros are still zeros")
+        let nan = tmp.path("nan.safetensors")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        save_file({"w": np.full((4, 4), np.nan, np.float32)}, \(pyStr(nan)))
+        """)
+        let r = try runWscan(["analyze", "sparsity", nan, "--db", db])
+        XCTAssertEqual(r.status, 1); XCTAssertTrue(r.err.contains("nothing can be pruned"), r.err)
+    }
+
+    func testEvaluatorNeverReadsItsCandidatePath() throws {
+        let db = tmp.path("c.db")
+        let r = try runWscan(["analyze", "sparsity", corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", db,
+                              "--grid", "0,0.5", "--no-refine", "--eval", "echo evaluating {ckpt} done"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("printed no number"), r.err)
+        let r2 = try runWscan(["analyze", "sparsity", corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", db,
+                               "--grid", "0,0.5", "--no-refine", "--eval", "echo loaded"])      // path appended
+        XCTAssertEqual(r2.status, 1); XCTAssertTrue(r2.err.contains("printed no number"), r2.err)
+    }
+
+    func testSaliencyShapesNamesAndMessages() throws {
+        let db = tmp.path("c.db"), model = corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let st = tmp.path("state_T.npz"), gi = tmp.path("g_int.safetensors"), ramp = tmp.path("ramp.safetensors")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        s = dict(np.load(\(pyStr(corpus.appendingPathComponent("mlp_seed0_adam_state.npz").path))))
+        s["exp_avg_sq.fc2.weight"] = np.ascontiguousarray(s["exp_avg_sq.fc2.weight"].T)
+        np.savez(\(pyStr(st)), **s)
+        t = load_file(\(pyStr(model)))
+        save_file({k: (v * 100).astype(np.int32) if k == "fc1.weight" else v for k, v in t.items()}, \(pyStr(gi)))
+        r = np.arange(64, dtype=np.float32).reshape(8, 8)
+        save_file({"dir/a": r, "dir_a": r + 1, "Dir_A": r + 2}, \(pyStr(ramp)))
+        """)
+        let f = try runWscan(["analyze", "saliency", model, "--source", "fisher", "--state", st, "--db", db])
+        XCTAssertEqual(f.status, 1); XCTAssertTrue(f.err.contains("has shape [64, 32]") && f.err.contains(st), f.err)
+        let g = try runWscan(["analyze", "saliency", model, "--source", "grad", "--grads", gi, "--db", db])
+        XCTAssertEqual(g.status, 1); XCTAssertTrue(g.err.hasPrefix("wscan: \(gi)") && g.err.contains("is I32"), g.err)
+        let maps = tmp.path("maps")
+        let j = try json(try runWscan(["analyze", "saliency", ramp, "--maps", maps, "--db", db, "--json"]))
+        let files = j["maps"] as! [String]
+        XCTAssertEqual(files.count, 3); XCTAssertEqual(Set(files).count, 3, "one file per tensor, never overwritten")
+        for p in files { XCTAssertTrue(FileManager.default.fileExists(atPath: p), p) }
+        let notDir = tmp.write("afile", [1])
+        let m = try runWscan(["analyze", "saliency", ramp, "--maps", notDir, "--db", db])
+        XCTAssertEqual(m.status, 1); XCTAssertEqual(m.err.split(separator: "\n").count, 1); XCTAssertTrue(m.err.contains("not a folder"), m.err)
+        let w = try runWscan(["analyze", "sparsity", model, "--db", db, "--write-pruned", tmp.path("nodir/x.safetensors")])
+        XCTAssertEqual(w.status, 1); XCTAssertTrue(w.err.contains("no such file or directory"), w.err)
     }
 }
