@@ -256,13 +256,15 @@ int wscan_dgesdd_values(int m, int n, double *a, double *s) {
 /* Eigenvalue-only workspace: 2n + 1 is LAPACK's minimum, but with it dsytrd cannot block and falls back to the
    level-2 dsytd2 (rank-2 updates through daxpy): give it room for panels of 64 columns. */
 static lapack_int syevd_values_lwork(int n) { return 2 * (lapack_int)n + 1 + (lapack_int)n * 66 + 64; }
-int wscan_dsyevd_values(int n, double *a, double *w) {
+static int dsyevd_values(int n, double *a, double *w, char uplo) {
     lapack_int lwork = syevd_values_lwork(n), liwork = 1;
     double *work = malloc(sizeof(double) * (size_t)lwork);
     lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
-    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', uplo, n, a, n, w, work, lwork, iwork, liwork);
     free(work); free(iwork); return info;
 }
+int wscan_dsyevd_values(int n, double *a, double *w) { return dsyevd_values(n, a, w, 'U'); }
 int wscan_dsyevd_vectors(int n, double *a, double *w) {
     /* Column-major symmetric input equals row-major; output eigenvector j is column j = a[j*n ...] in column-major. */
     long long lwork = 1LL + 6LL * n + 2LL * n * n + 64;
@@ -282,27 +284,28 @@ int wscan_ssyevd_values(int n, float *a, float *w) {
 }
 /* Eigenvalues of the k x k Gram matrix g (upper triangle, column-major); consumes g. */
 static int gram_solve(int k, double *g, double *w) {
-    /* NaN/Inf in the matrix reach the Gram matrix: refuse before LAPACK (which would print xerbla messages). Only
-       the upper triangle (dsyrk's) is meaningful. */
+    /* NaN/Inf in the matrix reach the Gram matrix (each element's square is on its diagonal): refuse before LAPACK
+       (which would print xerbla messages). Only the lower triangle (dsyrk's) is meaningful: dsytrd on the lower
+       triangle of a column-major matrix runs ~10% faster than on the upper one (measured for k = 384). */
     for (int j = 0; j < k; j++)
-        for (int i = 0; i <= j; i++)
+        for (int i = j; i < k; i++)
             if (!isfinite(g[(size_t)j * k + i])) { free(g); return WSCAN_NONFINITE; }
     if (k <= 1024) {
         /* Small matrices: the one-stage reduction is faster than the two-stage one's band-reduction overhead. */
-        int info1 = wscan_dsyevd_values(k, g, w);
+        int info1 = dsyevd_values(k, g, w, 'L');
         free(g);
         return info1;
     }
     /* Workspace query; LAPACK 3.11 reports it as a float, so add a margin instead of trusting it exactly. */
     double wq = 0; lapack_int iq = 0;
-    lapack_int info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', k, g, k, w, &wq, -1, &iq, -1);
+    lapack_int info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, w, &wq, -1, &iq, -1);
     if (info != 0) { free(g); return info; }
     long long lwork = (long long)(wq * 1.01) + 1024;
     lapack_int liwork = iq > 0 ? iq + 16 : 16;
     double *work = malloc(sizeof(double) * (size_t)lwork);
     lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
     if (!work || !iwork) { free(g); free(work); free(iwork); return -1000; }
-    info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', k, g, k, w, work, (lapack_int)lwork, iwork, liwork);
+    info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, w, work, (lapack_int)lwork, iwork, liwork);
     free(g); free(work); free(iwork);
     return info;
 }
@@ -312,9 +315,9 @@ static int gram_eigvals_d(int m, int n, const double *a, double *w) {
     double *g = calloc((size_t)k * (size_t)k, sizeof(double));
     if (!g) return -1000;
     if (n <= m) /* row-major A (m x n): A^T A = col-major view: A_cm is n x m; G = A_cm A_cm^T */
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, m, 1.0, a, n, 0.0, g, n);
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, n, m, 1.0, a, n, 0.0, g, n);
     else        /* A A^T: A_cm (n x m), G = A_cm^T A_cm (m x m) */
-        cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, n, 1.0, a, n, 0.0, g, m);
+        cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, m, n, 1.0, a, n, 0.0, g, m);
     return gram_solve(k, g, w);
 }
 int wscan_gram_eigvals_d(int m, int n, const double *a, double *w) { return gram_eigvals_d(m, n, a, w); }
@@ -337,14 +340,14 @@ int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
         if (n <= m) {   /* rows p0..p0+p of A (each n floats): col-major n x p panel */
             const float *src = a + p0 * (size_t)n;
             for (size_t i = 0; i < p * (size_t)n; i++) buf[i] = src[i];
-            cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, (int)p, 1.0, buf, n, p0 ? 1.0 : 0.0, g, n);
+            cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, n, (int)p, 1.0, buf, n, p0 ? 1.0 : 0.0, g, n);
         } else {        /* columns p0..p0+p of A, kept as a col-major p x m panel B (row i of A -> column i) */
             for (size_t i = 0; i < (size_t)m; i++) {
                 const float *src = a + i * (size_t)n + p0;
                 double *dst = buf + i * p;
                 for (size_t j = 0; j < p; j++) dst[j] = src[j];
             }
-            cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, m, (int)p, 1.0, buf, (int)p, p0 ? 1.0 : 0.0, g, m);
+            cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, m, (int)p, 1.0, buf, (int)p, p0 ? 1.0 : 0.0, g, m);
         }
     }
     free(buf);

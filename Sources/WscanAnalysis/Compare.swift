@@ -28,6 +28,8 @@ public struct TensorEvidence: Codable, Sendable {
     /// "F16"/"BF16" when B is A pruned (or low-rank updated) and then stored in that narrower type: the pruning is
     /// exact up to that rounding, and the difference's rank discounts the rounding energy.
     public var alsoReencodedAs: String? = nil
+    /// Identical tensors whose values are all the same (zeros, ones): equal by initialisation, not by descent.
+    public var constant: Bool = false
 }
 
 public struct DiffSpectrum: Codable, Sendable {
@@ -53,6 +55,7 @@ public struct ConnectivityCurve: Codable, Sendable {
     public var metric: [Double]?
     public var barrier: Double?               // max_λ L(λ) − ½(L(0) + L(1)) on the loss (or −metric)
     public var distance: Double               // ‖θ_B − θ_A‖ over interpolated tensors
+    public var higherIsBetter: Bool? = nil    // the evaluator's metric direction (nil without an evaluator)
 }
 
 public struct Connectivity: Codable, Sendable {
@@ -158,6 +161,7 @@ public enum Comparator {
             prunedFromA: pruned && newZeros > 0, maxZeroedMagnitude: maxZeroed >= 0 ? maxZeroed : nil,
             minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
         ev.prunedFromB = prunedB && zerosNewInA > 0
+        if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow: ((Float) -> Float)? = (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .f16 ? { Float(Float16($0)) }
             : (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
@@ -177,7 +181,8 @@ public enum Comparator {
                     ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
                 }
             }
-            if ev.prunedFromA, let last = shape.last {
+            // A tensor B zeroed entirely fits every N:M pattern trivially: no pattern is claimed for it.
+            if ev.prunedFromA, let last = shape.last, b.contains(where: { $0 != 0 }) {
                 for (n, m) in [(2, 4), (4, 8), (1, 4), (1, 2)] where last % m == 0 && a.count % m == 0 {
                     var ok = true
                     var g = 0

@@ -46,6 +46,12 @@ public enum Forensics {
         if !onlyA.isEmpty || !onlyB.isEmpty { evidence.append("\(onlyA.count) tensors only in A, \(onlyB.count) only in B") }
         let renamed = t.filter { $0.matchedBy != "name" }.count
         if renamed > 0 { evidence.append("\(renamed) tensors paired by shape and position (names differ)") }
+        let reshaped = Set(onlyA).intersection(onlyB).sorted()
+        if !reshaped.isEmpty {
+            evidence.append("\(reshaped.count) tensors have the same name but another shape: \(reshaped.prefix(6).joined(separator: ", "))\(reshaped.count > 6 ? ", …" : "")")
+        }
+        // Tensors both hold unchanged that carry information (≥ 2-D, not constant like a zero-initialised bias).
+        let shared = t.filter { $0.identicalValues && $0.shape.count >= 2 && !$0.constant }
         if let ind = independence {
             evidence.append(String(format: "independence test: p = %.3g over %d layers (Spearman ρ %@)", ind.pValue, ind.layers.count,
                                    ind.layers.map { String(format: "%.2f", $0.spearman) }.joined(separator: ", ")))
@@ -63,10 +69,9 @@ public enum Forensics {
                            evidence: evidence + ["all \(t.count) tensors have identical values"], details: ["bytes": bytes ? "identical" : "differ"])
         }
         // 1b. one holds a subset of the other's tensors, unchanged (an extracted part, or a model with extra heads)
-        if differing.isEmpty {
+        if differing.isEmpty && (onlyA.isEmpty || onlyB.isEmpty) {
             let which = onlyB.isEmpty ? "B holds \(t.count) of A's tensors unchanged; A has \(onlyA.count) more"
-                : onlyA.isEmpty ? "A holds \(t.count) of B's tensors unchanged; B has \(onlyB.count) more"
-                : "\(t.count) shared tensors are unchanged; A has \(onlyA.count) others, B \(onlyB.count)"
+                : "A holds \(t.count) of B's tensors unchanged; B has \(onlyB.count) more"
             return Verdict(kind: "subset", confidence: 1, summary: which,
                            evidence: evidence + ["all \(t.count) paired tensors have identical values"], details: [:])
         }
@@ -120,7 +125,8 @@ public enum Forensics {
                            summary: String(format: "pruned derivative: %.1f%% of the pruned tensors' weights are zero (%@, %@)", sparsity * 100,
                                            pattern as NSString, scope as NSString) + storedNote,
                            evidence: evidence + ["\(differing.count) tensors equal A except \(newZeros) new zeros",
-                                                 String(format: "largest zeroed |w| %.4g vs smallest kept %.4g", maxZeroed, minKept.isFinite ? minKept : 0)],
+                                                 minKept.isFinite ? String(format: "largest zeroed |w| %.4g vs smallest kept %.4g", maxZeroed, minKept)
+                                                     : String(format: "largest zeroed |w| %.4g; no non-zero weight kept", maxZeroed)],
                            details: ["sparsity": String(format: "%.4f", sparsity), "pattern": pattern, "scope": scope,
                                      "tensors": differing.map(\.name).joined(separator: ",")])
         }
@@ -149,7 +155,7 @@ public enum Forensics {
         if let al = aligned, let alignment, !alignment.identity {
             let moved = alignment.perms.filter { !Permuter.isIdentity($0.value) }.map(\.key).sorted()
             let inner = verdict(tensors: al, onlyA: onlyA, onlyB: onlyB, independence: nil, aligned: nil, alignment: nil)
-            if ["identical", "reencoded", "pruned", "lora_merged"].contains(inner.kind) {
+            if ["identical", "subset", "reencoded", "pruned", "lora_merged"].contains(inner.kind) {
                 let worst = al.map(\.relativeL2).max() ?? .infinity
                 var details = inner.details
                 details["groups"] = moved.joined(separator: ",")
@@ -161,6 +167,20 @@ public enum Forensics {
                                                      "permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst(),
                                details: details)
             }
+        }
+        // 5b. partly shared: weight matrices identical to the bit on both sides (not constant ones, which two
+        // independent initialisations can share) cannot come from independent training. A replaced or re-initialised
+        // head, layers fine-tuned while the rest stayed frozen, or tensors whose shape changed.
+        if !shared.isEmpty {
+            let sharedParams = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            let changedNames = (differing.map(\.name) + Array(Set(onlyA).union(onlyB)).sorted())
+            let listed = changedNames.prefix(6).joined(separator: ", ") + (changedNames.count > 6 ? ", …" : "")
+            return Verdict(kind: "finetuned", confidence: 0.99,
+                           summary: "derived from the other: \(shared.count) weight matrices (\(sharedParams) parameters) are identical; "
+                               + "\(changedNames.count) tensors changed or exist on one side only (\(listed)): replaced or retrained layers, the rest frozen",
+                           evidence: evidence + ["\(shared.count) of \(t.count) paired tensors are bit-identical non-constant matrices: \(shared.prefix(6).map(\.name).joined(separator: ", "))\(shared.count > 6 ? ", …" : "")"],
+                           details: ["shared": shared.map(\.name).joined(separator: ","), "changed": changedNames.joined(separator: ","),
+                                     "cosine": String(format: "%.6f", meanCos)])
         }
         // 6./7. fine-tuned or independent, by the independence test (and similarity as supporting evidence)
         if let ind = independence {
@@ -198,7 +218,7 @@ public enum Forensics {
         for n in names { for (x, y) in zip(a.values[n]!, b.values[n]!) { let d = Double(y) - Double(x); dist += d * d } }
         let lambdas = (0..<grid).map { Double($0) / Double(grid - 1) }
         guard let evaluator else { return ConnectivityCurve(lambdas: lambdas, loss: nil, accuracy: nil, metric: nil, barrier: nil, distance: dist.squareRoot()) }
-        var loss: [Double] = [], acc: [Double] = [], metric: [Double] = []
+        var loss: [Double] = [], acc: [Double] = [], metric: [Double] = [], higherBetter = true
         for l in lambdas {
             var w = a
             for n in names {
@@ -208,14 +228,13 @@ public enum Forensics {
             let r = try evaluator.evaluate(w)
             if let v = r.loss { loss.append(v) }
             if let v = r.accuracy { acc.append(v) }
-            metric.append(r.metric)
+            metric.append(r.metric); higherBetter = r.higherIsBetter
         }
         // The barrier is taken on the loss when the evaluator reports one, else on the metric oriented so that
         // lower is better.
-        let higherBetter = try evaluator.evaluate(a).higherIsBetter
         let curve = loss.count == lambdas.count ? loss : (higherBetter ? metric.map { -$0 } : metric)
         let barrier = (curve.max() ?? 0) - 0.5 * (curve.first! + curve.last!)
         return ConnectivityCurve(lambdas: lambdas, loss: loss.isEmpty ? nil : loss, accuracy: acc.isEmpty ? nil : acc,
-                                 metric: metric, barrier: barrier, distance: dist.squareRoot())
+                                 metric: metric, barrier: barrier, distance: dist.squareRoot(), higherIsBetter: higherBetter)
     }
 }

@@ -103,11 +103,22 @@ public enum CompareRunner {
         let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
         var conn: Connectivity? = nil
         if options.connectivity, !pairs.isEmpty, verdict.kind != "identical" {
-            let before = try Forensics.connectivity(wa, wb, evaluator: options.evaluator, grid: options.grid)
-            let after = try wbAligned.map { try Forensics.connectivity(wa, $0, evaluator: options.evaluator, grid: options.grid) }
+            // An evaluator that cannot run on these weights (B lacks a layer it needs) costs the barrier, not the
+            // comparison: the path is still measured and a note says why there is no barrier.
+            var evaluator = options.evaluator, failure: String?
+            var before: ConnectivityCurve
+            do { before = try Forensics.connectivity(wa, wb, evaluator: evaluator, grid: options.grid) } catch {
+                failure = "\(error)"; evaluator = nil
+                before = try Forensics.connectivity(wa, wb, evaluator: nil, grid: options.grid)
+                notes.append("\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
+            }
+            let after = try wbAligned.map { try Forensics.connectivity(wa, $0, evaluator: evaluator, grid: options.grid) }
+            let barrierText = before.loss != nil || before.higherIsBetter == false ? "barrier = max L(λ) − ½(L(0)+L(1))"
+                : "barrier = ½(M(0)+M(1)) − min M(λ), the drop of the evaluator's metric M (higher is better)"
             conn = Connectivity(evaluator: options.evaluator?.description, before: before, after: after,
-                                note: options.evaluator == nil ? "no evaluator (--data or --eval): weight-space path only, no loss barrier"
-                                    : "θ(λ) = (1−λ)θA + λθB on \(options.grid) points; barrier = max L(λ) − ½(L(0)+L(1))")
+                                note: failure.map { "the evaluator could not run (\($0)): weight-space path only, no barrier" }
+                                    ?? (options.evaluator == nil ? "no evaluator (--data or --eval): weight-space path only, no loss barrier"
+                                    : "θ(λ) = (1−λ)θA + λθB on \(options.grid) points; \(barrierText)"))
         }
         var writeNotes: [String] = []
         if let out = options.writeAligned {

@@ -61,14 +61,17 @@ extension ReportWriter {
             line()
             var rows: [[String]] = [["before alignment", Self.f(c.before.distance), Self.f(c.before.barrier)]]
             if let a = c.after { rows.append(["after alignment", Self.f(a.distance), Self.f(a.barrier)]) }
-            table(["path", "‖θB − θA‖", "loss barrier"], rows, align: [false, true, true])
+            let onLoss = c.before.loss != nil || c.before.higherIsBetter == false
+            table(["path", "‖θB − θA‖", onLoss ? "loss barrier" : "barrier (metric drop)"], rows, align: [false, true, true])
             if c.before.loss != nil || c.before.metric != nil {
                 var series: [(String, [Double], [Double], Bool)] = []
                 if let l = c.before.loss { series.append(("loss, before", c.before.lambdas, l, true)) }
                 if let l = c.after?.loss { series.append(("loss, after", c.after!.lambdas, l, false)) }
                 if series.isEmpty, let m = c.before.metric { series.append(("metric, before", c.before.lambdas, m, true)); if let a = c.after?.metric { series.append(("metric, after", c.after!.lambdas, a, false)) } }
-                figure("connectivity-loss", Fig.line(title: "Loss along the interpolation path", xLabel: "λ", yLabel: "loss", xLog: false, yLog: false,
-                                                     series: series, markers: [], hlines: []), alt: "loss along the path")
+                let what = onLoss ? "loss" : "metric"
+                figure("connectivity-loss", Fig.line(title: onLoss ? "Loss along the interpolation path" : "Evaluator metric along the interpolation path",
+                                                     xLabel: "λ", yLabel: what, xLog: false, yLog: false,
+                                                     series: series, markers: [], hlines: []), alt: "\(what) along the path")
                 if let a0 = c.before.accuracy {
                     var s2: [(String, [Double], [Double], Bool)] = [("accuracy, before", c.before.lambdas, a0, true)]
                     if let a1 = c.after?.accuracy { s2.append(("accuracy, after", c.after!.lambdas, a1, false)) }

@@ -46,12 +46,13 @@ public final class ReportWriter {
         var all = files
         all["README.md"] = Data((md.joined(separator: "\n") + "\n").utf8)
         all["data.json"] = Data(JSONTree.object(data).rendered().utf8)
-        for (rel, content) in all.sorted(by: { $0.key < $1.key }) {
+        // Figures and data first, README.md last: a failure never leaves a README linking files that are not there.
+        for (rel, content) in all.sorted(by: { ($0.key == "README.md" ? 1 : 0, $0.key) < ($1.key == "README.md" ? 1 : 0, $1.key) }) {
             let p = (dir as NSString).appendingPathComponent(rel)
             do {
                 try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try content.write(to: URL(fileURLWithPath: p))
-            } catch { throw ReportError("cannot write \(p): \(Self.reason(error))") }
+            } catch { throw ReportError("cannot write \(rel) in \(dir): \(Self.reason(error))") }
         }
         return all.keys.sorted()
     }
@@ -65,12 +66,20 @@ public final class ReportWriter {
     }
 
     func line(_ s: String = "") { md.append(s) }
+    /// A file name not yet taken under `folder` (two names may slug alike).
+    func unique(_ name: String, in folder: String, ext: String) -> String {
+        var n = name, k = 2
+        while files["\(folder)/\(n).\(ext)"] != nil { n = "\(name)-\(k)"; k += 1 }
+        return n
+    }
     func figure(_ name: String, _ svg: String, alt: String) {
+        let name = unique(name, in: "figures", ext: "svg")
         files["figures/\(name).svg"] = Data(svg.utf8)
         line("![\(alt)](figures/\(name).svg)")
         line()
     }
     func diagram(_ name: String, dot: String, alt: String) {
+        let name = unique(name, in: "diagrams", ext: "dot")
         files["diagrams/\(name).dot"] = Data(dot.utf8)
         if let svg = try? Fig.dot(dot) {
             files["diagrams/\(name).svg"] = Data(svg.utf8)
@@ -132,8 +141,16 @@ public final class ReportWriter {
         return "\(n)"
     }
     public static func slugName(_ s: String) -> String { slug(s.replacingOccurrences(of: ".safetensors", with: "").replacingOccurrences(of: ".npz", with: "")) }
+    /// Lower-case letters and digits, other characters as "-"; a long name (tensor names can run to hundreds of
+    /// bytes) is cut and ends with a hash of the whole, so a file name stays well under the 255-byte limit.
     static func slug(_ s: String) -> String {
-        String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-")
+        let full = String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-")
+        guard full.utf8.count > 120 else { return full }
+        var h: UInt64 = 0xcbf29ce484222325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        var cut = ""
+        for c in full { if cut.utf8.count + String(c).utf8.count > 100 { break }; cut.append(c) }
+        return cut + "-" + String(h, radix: 16)
     }
 }
 

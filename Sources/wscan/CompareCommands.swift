@@ -116,10 +116,12 @@ struct LineageCommand: ParsableCommand {
         let bar = ProgressBar()
         let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(files: k, of: n, bytes: k, of: n, label: "pairs") }
         bar.finish()
-        if catalog.json { print(Fmt.json(lin)); return }
+        // A checkpoint that could not be read (gone, changed, unreadable) is a failed input: exit 1.
+        if catalog.json { print(Fmt.json(lin)); if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }; return }
         print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
         print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
                               lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
         for f in lin.failed ?? [] { printErr("wscan: warning: not compared: \(f)") }
+        if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }
     }
 }

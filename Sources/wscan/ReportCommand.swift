@@ -35,10 +35,12 @@ struct ReportCmd: ParsableCommand {
         let cmdLine = "wscan " + CommandLine.arguments.dropFirst().filter { !$0.hasPrefix("--db") }.joined(separator: " ")
         let w = ReportWriter(catalog: cat, command: cmdLine.replacingOccurrences(of: catalog.dbPath, with: "").replacingOccurrences(of: "  ", with: " ").trimmingCharacters(in: .whitespaces))
         let dir: String
+        var failedInputs: [String] = []
         if lineage {
             let stored = try cat.results(kind: "lineage").first.flatMap { try? cat.decodeResult($0, as: CompareRunner.Lineage.self) }
             let lin = try stored ?? CompareRunner.lineage(catalog: cat)
             w.lineageReport(lin)
+            failedInputs = lin.failed ?? []
             dir = output ?? "reports/lineage"
         } else if compare {
             let a = try resolveCheckpoint(checkpoints[0], catalog: cat), b = try resolveCheckpoint(checkpoints[1], catalog: cat)
@@ -58,9 +60,13 @@ struct ReportCmd: ParsableCommand {
         let written = try w.write(to: dir)
         if catalog.json {
             struct Out: Encodable { var folder: String; var files: [String] }
-            print(Fmt.json(Out(folder: dir, files: written))); return
+            print(Fmt.json(Out(folder: dir, files: written)))
+        } else {
+            print("wrote \(dir)/README.md and \(written.count - 1) more files")
         }
-        print("wrote \(dir)/README.md and \(written.count - 1) more files")
+        // Checkpoints the lineage could not read are named in the report and here; they make the exit status 1.
+        for f in failedInputs { printErr("wscan: warning: not compared: \(f)") }
+        if !failedInputs.isEmpty { throw ExitCode(1) }
     }
 }
 

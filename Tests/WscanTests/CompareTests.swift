@@ -238,3 +238,82 @@ final class CompareTests: XCTestCase {
         XCTAssertTrue(onlyA.isEmpty && onlyB.isEmpty)
     }
 }
+
+/// Review findings on compare, lineage and reports: shared frozen matrices are never "independent", a reshaped
+/// tensor is no subset, a permuted copy with an extra head is still a permuted copy, an evaluator that cannot run
+/// costs only the barrier, a failed lineage input exits 1, and long tensor names do not break reports.
+final class CompareReviewTests: XCTestCase {
+    func testVerdictsOnPartlySharedModels() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        t = load_file(\(pyStr(a)))
+        r = np.random.default_rng(5)
+        h = dict(t); h["fc3.weight"] = (r.standard_normal(t["fc3.weight"].shape) * 0.1).astype(np.float32); h["fc3.bias"] = np.zeros_like(t["fc3.bias"])
+        save_file(h, \(pyStr(tmp.path("head.safetensors"))))
+        x = dict(t); x["fc2.weight"] = np.ascontiguousarray(t["fc2.weight"].T)
+        save_file(x, \(pyStr(tmp.path("reshaped.safetensors"))))
+        p = r.permutation(t["fc1.weight"].shape[0]); e = dict(t)
+        e["fc1.weight"] = t["fc1.weight"][p]; e["fc1.bias"] = t["fc1.bias"][p]; e["fc2.weight"] = np.ascontiguousarray(t["fc2.weight"][:, p])
+        e["extra.weight"] = r.standard_normal((4, 4)).astype(np.float32)
+        save_file(e, \(pyStr(tmp.path("perm_extra.safetensors"))))
+        s = {k: v for k, v in t.items() if not k.startswith("fc3")}
+        save_file(s, \(pyStr(tmp.path("subset.safetensors"))))
+        """)
+        func verdict(_ b: String, _ extra: [String] = []) throws -> (kind: String, evidence: [String], json: [String: Any]) {
+            let r = try runWscan(["compare", a, tmp.path(b), "--db", db, "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.err)
+            let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            let v = j["verdict"] as! [String: Any]
+            return (v["kind"] as! String, v["evidence"] as! [String], j)
+        }
+        let head = try verdict("head.safetensors")
+        XCTAssertEqual(head.kind, "finetuned", "a replaced head over frozen layers is derived, not independent")
+        XCTAssertTrue(head.evidence.contains { $0.contains("bit-identical") && $0.contains("fc1.weight") }, "\(head.evidence)")
+        let reshaped = try verdict("reshaped.safetensors")
+        XCTAssertNotEqual(reshaped.kind, "subset")
+        XCTAssertTrue(reshaped.evidence.contains { $0.contains("same name but another shape: fc2.weight") }, "\(reshaped.evidence)")
+        XCTAssertEqual(try verdict("perm_extra.safetensors").kind, "permuted")
+        // The built-in evaluator needs fc3, which the subset lacks: the verdict stands and a note says why there is no barrier.
+        let sub = try verdict("subset.safetensors", ["--data", Paths.corpus.appendingPathComponent("digits_test.npz").path])
+        XCTAssertEqual(sub.kind, "subset")
+        XCTAssertTrue(((sub.json["notes"] as? [String]) ?? []).contains { $0.contains("evaluator cannot run") }, "\(sub.json["notes"] ?? "")")
+    }
+
+    func testLineageWithAMissingFileExitsOne() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        for f in ["mlp_seed0.safetensors", "mlp_seed0_f16.safetensors"] {
+            try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent(f), to: URL(fileURLWithPath: tmp.path(f)))
+        }
+        XCTAssertEqual(try runWscan(["index", tmp.path("."), "--db", db]).status, 0)
+        try FileManager.default.removeItem(atPath: tmp.path("mlp_seed0_f16.safetensors"))
+        let r = try runWscan(["lineage", "--db", db])
+        XCTAssertEqual(r.status, 1, r.out + r.err)
+        XCTAssertTrue(r.err.contains("not compared") && r.err.contains("mlp_seed0_f16.safetensors"), r.err)
+    }
+
+    func testReportWithVeryLongTensorNames() throws {
+        let tmp = TempDir(), db = tmp.path("c.db"), ck = tmp.path("long.safetensors"), out = tmp.path("r")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        r = np.random.default_rng(0)
+        save_file({"ünï/" + "x" * 300 + "/fc.weight": r.standard_normal((40, 30)).astype(np.float32),
+                   "ünï/" + "x" * 300 + "/fc2.weight": r.standard_normal((40, 30)).astype(np.float32)}, \(pyStr(ck)))
+        """)
+        for args in [["analyze", "spectrum", ck], ["analyze", "sparsity", ck, "--grid", "0,0.5", "--no-refine"], ["analyze", "saliency", ck]] {
+            let r = try runWscan(args + ["--db", db]); XCTAssertEqual(r.status, 0, r.err)
+        }
+        let r = try runWscan(["report", ck, "--db", db, "-o", out])
+        XCTAssertEqual(r.status, 0, r.err)
+        let md = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
+        let links = md.components(separatedBy: "](").dropFirst().map { String($0.prefix { $0 != ")" }) }.filter { !$0.hasPrefix("http") && !$0.hasPrefix("#") }
+        XCTAssertFalse(links.isEmpty)
+        for l in links {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + l), "README links \(l), which was not written")
+            XCTAssertLessThan((l as NSString).lastPathComponent.utf8.count, 160, l)
+        }
+    }
+}
