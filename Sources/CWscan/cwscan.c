@@ -448,6 +448,8 @@ void wscan_map_register(const void *base, size_t len, const char *path) {
     pthread_mutex_lock(&maps_lock);
     for (int i = 0; i < WSCAN_MAPS; i++) if (!wscan_maps[i].base) {
         snprintf(wscan_maps[i].path, sizeof wscan_maps[i].path, "%s", path);
+        /* The handler writes the path as it is: control characters in a crafted name must not reach the terminal. */
+        for (char *c = wscan_maps[i].path; *c; c++) if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
         wscan_maps[i].len = len;
         __atomic_store_n(&wscan_maps[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
         break;

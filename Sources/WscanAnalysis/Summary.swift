@@ -11,12 +11,23 @@ public struct TensorSummary: Sendable {
 }
 
 public enum Summarizer {
+    /// What a non-contiguous layout adds to the content hash (nil for row-major tensors).
+    static func layoutTag(_ t: TensorInfo) -> [UInt8]? {
+        switch t.layout {
+        case .contiguous: return nil
+        case .fortran: return Array("layout fortran \(t.shape)".utf8)
+        case let .strided(strides, offset): return Array("layout strided \(t.shape) \(strides) \(offset)".utf8)
+        }
+    }
+
     /// Statistics and hash for one tensor. Undecodable tensors get a hash and a note, no statistics.
     public static func summarize(_ ck: Checkpoint, _ t: TensorInfo) -> TensorSummary {
         let raw = ck.bytes(of: t)
         guard t.dtype.decodable else {
-            return TensorSummary(stats: nil, hash: XXH3Hasher.hash(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, raw.count),
-                                 note: t.note ?? "no decoder for \(t.dtype.rawValue)")
+            let h = XXH3Hasher()
+            if let b = raw.baseAddress { h.update(b, raw.count) }
+            if let tag = layoutTag(t) { tag.withUnsafeBytes { h.update($0.baseAddress!, $0.count) } }
+            return TensorSummary(stats: nil, hash: h.hex(), note: t.note ?? "no decoder for \(t.dtype.rawValue)")
         }
         let hasher = XXH3Hasher()
         var st = TensorStats()
@@ -58,6 +69,10 @@ public enum Summarizer {
             return TensorSummary(stats: nil, hash: XXH3Hasher.hash(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, raw.count),
                                  note: "\(error)")
         }
+        // The hash covers the stored bytes; a view reads them in another order (a Fortran-ordered array, a torch
+        // transpose or slice), so its layout goes into the hash too: a matrix and its transpose, or two views of
+        // one storage, never hash alike. (A C-ordered and a Fortran-ordered copy of one matrix then differ too.)
+        if let tag = layoutTag(t) { tag.withUnsafeBytes { hasher.update($0.baseAddress!, $0.count) } }
         // Strided views and padded storages: statistics over the stored run equal the tensor's only when the
         // view covers it exactly; say so when it does not.
         var note: String? = nil

@@ -70,8 +70,7 @@ public final class Indexer {
             let files = [(try? FileRef.stat(path)) ?? FileRef(path: path, size: 0, mtime: 0)]
             let findings = (error as? UnsafeCheckpointError)?.findings ?? []
             let status = findings.isEmpty ? "error" : "unsafe"
-            let kind = FormatDetector.sniff(path: path)
-            let format = kind == .shardIndex ? Format.safetensorsSharded.rawValue : kind.rawValue   // as `ls` names formats
+            let format = FormatDetector.formatName(path: path)
             try? catalog.recordFailure(path: path, format: format, error: reason,
                                        files: files, findings: findings, status: status)
             return .failed(path: path, reason: reason)

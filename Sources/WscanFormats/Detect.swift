@@ -33,11 +33,53 @@ public enum FormatDetector {
     static let candidateExtensions = [".safetensors", ".npy", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".gguf",
                                       ".pkl", ".pickle", ".joblib", ".safetensors.index.json"]
 
-    /// Whether a folder walk should consider this file (by name or, for extension-less files, by magic).
+    /// Whether a folder walk should consider this file: by name, or else by content, so a checkpoint or pickle
+    /// saved under another name (`checkpoint_best.tar`, `model.pt.1`, no extension) is not passed over. A zip
+    /// counts only with a torch `data.pkl` member, a safetensors header only with a plausible length.
     public static func isCandidate(_ path: String) -> Bool {
         let l = path.lowercased()
         if candidateExtensions.contains(where: { l.hasSuffix($0) }) { return true }
-        return false
+        guard FileRef.isRegularFile(path), let fh = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? fh.close() }
+        let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
+        switch sniff(head: head, name: "") {
+        case .npy, .gguf, .pickle: return true
+        case .safetensors:
+            guard let size = try? FileRef.stat(path).size, head.count >= 9 else { return false }
+            let n = head.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            return n >= 2 && n <= UInt64(max(0, size - 8))
+        case .zip: return zipNamesTorchPickle(fh)
+        default: return false
+        }
+    }
+
+    /// Whether a zip's central directory (the member names, at the end of the file) names a torch `data.pkl`.
+    static func zipNamesTorchPickle(_ fh: FileHandle) -> Bool {
+        guard let size = try? fh.seekToEnd() else { return false }
+        let tail = min(size, 1 << 20)
+        guard (try? fh.seek(toOffset: size - tail)) != nil, let d = try? fh.read(upToCount: Int(tail)) else { return false }
+        return d.range(of: Data("data.pkl".utf8)) != nil
+    }
+
+    /// The catalog's format name for a file that could not be read (as `ls` names formats): a torch zip is
+    /// `pytorch`, an npz `npz`, a legacy torch file (its pickle starts with torch's magic number) `pytorch-legacy`.
+    public static func formatName(path: String) -> String {
+        let kind = sniff(path: path)
+        switch kind {
+        case .shardIndex: return Format.safetensorsSharded.rawValue
+        case .zip:
+            if path.lowercased().hasSuffix(".npz") { return Format.npz.rawValue }
+            guard let fh = FileHandle(forReadingAtPath: path) else { return kind.rawValue }
+            defer { try? fh.close() }
+            return zipNamesTorchPickle(fh) ? Format.pytorch.rawValue : kind.rawValue
+        case .pickle:
+            guard let fh = FileHandle(forReadingAtPath: path) else { return kind.rawValue }
+            defer { try? fh.close() }
+            let head = [UInt8]((try? fh.read(upToCount: 16)) ?? Data())
+            let legacy: [UInt8] = [0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+            return head.count >= 14 && Array(head[2..<14]) == legacy ? Format.pytorchLegacy.rawValue : kind.rawValue
+        default: return kind.rawValue
+        }
     }
 }
 
@@ -49,6 +91,16 @@ public enum CheckpointOpener {
     }
 
     public static func open(_ path: String, options: Options = Options()) throws -> Checkpoint {
+        let ck = try openUnchecked(path, options: options)
+        // A NUL inside a name would be cut short by every C string on its way (SQLite among them), so two tensors
+        // could end up under one wrong name: refuse the file instead.
+        if let t = ck.tensors.first(where: { $0.name.utf8.contains(0) }) {
+            throw FormatError(.header, "tensor name '\(t.name.replacingOccurrences(of: "\u{0}", with: "\\0"))' contains a NUL character")
+        }
+        return ck
+    }
+
+    static func openUnchecked(_ path: String, options: Options) throws -> Checkpoint {
         try FileRef.requireRegularFile(path)
         switch FormatDetector.sniff(path: path) {
         case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
@@ -91,8 +143,10 @@ public enum CheckpointOpener {
         for p in paths {
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
-            let abs = URL(fileURLWithPath: p).standardizedFileURL.path
+            var abs = URL(fileURLWithPath: p).standardizedFileURL.path
             if isDir.boolValue {
+                // A folder given by a link is walked (links met inside the walk are not followed: no cycles).
+                abs = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
                 guard let en = fm.enumerator(atPath: abs) else { continue }
                 var found: [String] = []
                 while let rel = en.nextObject() as? String {

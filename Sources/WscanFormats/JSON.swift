@@ -33,9 +33,14 @@ func parseJSONObject(_ bytes: UnsafeRawBufferPointer, what: String) throws -> [S
     return dict
 }
 
-/// A JSON number as an exact non-negative Int (fractions, negatives and out-of-range values give nil).
+/// A JSON integer literal as a non-negative Int: `true`, `2.0`, `8e0`, fractions, negatives and out-of-range values
+/// give nil, as in the reference implementation (serde's u64).
 func jsonInt(_ v: Any?) -> Int? {
+    // `v is Bool` also holds for the numbers 0 and 1; JSON's true and false come as the boolean class, whose
+    // objCType is "c", and fractional or exponent literals as "d".
     guard let n = v as? NSNumber else { return nil }
+    let type = String(cString: n.objCType)
+    guard type != "d", type != "f", type != "c", type != "B" else { return nil }
     let d = n.doubleValue
     guard d.isFinite, d >= 0, d == d.rounded(), d < 9.2e18 else { return nil }
     let i = n.int64Value

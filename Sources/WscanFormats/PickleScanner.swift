@@ -121,6 +121,20 @@ public enum PickleScanner {
         if let (sev, why) = deniedNames[full] { return .dangerous(sev, why) }
         for (dm, sev, why) in deniedModules where m == dm || m.hasPrefix(dm + ".") { return .dangerous(sev, why) }
         if allowed.contains(full) { return .allowed }
+        // Protocol 4 resolves a dotted name attribute by attribute, so `torch` + `serialization.os.system` reaches
+        // os.system through a module that imported os. Every tail of the path is checked as if it were the import.
+        if name.contains(".") {
+            let parts = full.split(separator: ".").map(String.init)
+            var worst: Verdict?
+            for i in 1..<parts.count - 1 {
+                let v = classify(module: parts[i..<(parts.count - 1)].joined(separator: "."), name: parts[parts.count - 1])
+                if case let .dangerous(sev, why) = v {
+                    if case let .dangerous(w, _)? = worst, w >= sev { continue }
+                    worst = .dangerous(sev, why + " (reached through \(full))")
+                }
+            }
+            return worst ?? .dangerous(.high, "dotted name: attribute traversal from \(m) can reach other modules")
+        }
         if m == "numpy.dtypes", name.hasSuffix("DType") { return .allowed }
         if m == "builtins" { return .dangerous(.medium, "builtin not on the allow list") }
         if name.hasPrefix("__") && name != "__newobj__" && name != "__newobj_ex__" {

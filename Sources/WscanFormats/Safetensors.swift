@@ -50,7 +50,9 @@ public enum SafetensorsReader {
             guard let sh = e["shape"] as? [Any] else { throw FormatError(.header, "tensor '\(name)': missing shape") }
             var shape: [Int] = []
             for d in sh {
-                guard let v = jsonInt(d) else { throw FormatError(.shape, "tensor '\(name)': bad dimension \(d)") }
+                guard let v = jsonInt(d) else {
+                    throw FormatError(.shape, "tensor '\(name)': bad dimension \(String(describing: type(of: d)).contains("Boolean") ? ((d as? Bool) == true ? "true" : "false") : "\(d)") (dimensions are non-negative integers)")
+                }
                 shape.append(v)
             }
             guard let offs = e["data_offsets"] as? [Any], offs.count == 2, let b = jsonInt(offs[0]), let en = jsonInt(offs[1]) else {
@@ -105,7 +107,10 @@ public enum SafetensorsReader {
                 var esc = false
                 while j < n { let d = hdr[j]; if esc { esc = false } else if d == 0x5C { esc = true } else if d == 0x22 { break }; j += 1 }
                 if depth == 1 && expectKey {
-                    let key = String(decoding: UnsafeRawBufferPointer(rebasing: hdr[(i + 1)..<min(j, n)]), as: UTF8.self)
+                    // Compared decoded ("a" and "\u0061" are one name), and shown decoded.
+                    let raw = UnsafeRawBufferPointer(rebasing: hdr[i..<min(j + 1, n)])
+                    let key = (try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])) as? String
+                        ?? String(decoding: UnsafeRawBufferPointer(rebasing: hdr[(i + 1)..<min(j, n)]), as: UTF8.self)
                     if !seen.insert(key).inserted { throw FormatError(.duplicate, "duplicate tensor name '\(key)'") }
                     expectKey = false
                 }
@@ -171,7 +176,11 @@ public enum ShardedSafetensorsReader {
         guard let st = try? Storage(mapping: indexPath), st.count <= 100_000_000,
               let json = try? parseJSONObject(st.buffer, what: "index"),
               let wm = json["weight_map"] as? [String: Any] else { return [] }
+        // Only real safetensors shards are claimed (read as part of the sharded model, not on their own): an index
+        // naming a pickle, itself or anything else hides nothing from a folder walk.
         let dir = (indexPath as NSString).deletingLastPathComponent
-        return Set(wm.values.compactMap { $0 as? String }).filter { !$0.contains("/") }.map { (dir as NSString).appendingPathComponent($0) }
+        return Set(wm.values.compactMap { $0 as? String }).filter { !$0.contains("/") && $0.hasSuffix(".safetensors") }
+            .map { (dir as NSString).appendingPathComponent($0) }
+            .filter { $0 != indexPath && FormatDetector.sniff(path: $0) == .safetensors }
     }
 }

@@ -156,13 +156,21 @@ public enum NpzReader {
         var tensors: [TensorInfo] = []
         var warnings: [String] = []
         for e in zipf.entries where !e.name.hasSuffix("/") {
-            guard e.name.hasSuffix(".npy") else { warnings.append("member \(e.name) is not an .npy array; skipped"); continue }
+            // numpy.load names a member after its file name without ".npy", and loads any member holding an
+            // array, whatever its name (`a/b/c`, `y.txt`): so does wscan, by the NPY magic.
             let (s, off, foff) = try zipf.contents(e)
+            let sub = try s.slice(off, s === st ? e.size : s.count)
+            let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+            if !e.name.hasSuffix(".npy"), !(sub.count >= 6 && zip(sub.prefix(6), magic).allSatisfy { $0 == $1 }) {
+                warnings.append("member \(e.name) is not an .npy array; skipped"); continue
+            }
             let si: Int
             if s === st { si = 0 } else { si = storages.count; storages.append(s) }
-            let sub = try s.slice(off, s === st ? e.size : s.count)
             let view = Storage(borrowing: sub, owner: s)
-            let name = String(e.name.dropLast(4))
+            let name = e.name.hasSuffix(".npy") ? String(e.name.dropLast(4)) : e.name
+            guard !tensors.contains(where: { $0.name == name }) else {
+                warnings.append("member \(e.name) has the same array name as an earlier member ('\(name)'); skipped"); continue
+            }
             do {
                 var t = try NpyReader.tensor(in: view, name: name, storageIndex: si, fileIndex: 0, fileBase: foff)
                 t.byteOffset += off

@@ -260,3 +260,66 @@ final class FuzzRegressionTests: XCTestCase {
         }
     }
 }
+
+/// Review findings on discovery, pickles, hashes and validation: nothing a folder holds is passed over, dotted
+/// pickle names are classified at every tail, views hash with their layout, and odd headers are refused.
+final class DiscoveryReviewTests: XCTestCase {
+    func testFolderWalksFindEveryPickleAndDottedNamesAreCritical() throws {
+        let tmp = TempDir(), root = tmp.path("m")
+        _ = try runPython("""
+        import os, pickle, json, torch
+        root = \(pyStr(root)); os.makedirs(root + "/s4"); os.makedirs(root + "/noext"); os.makedirs(root + "/real")
+        class E:
+            def __reduce__(self): return (os.system, ("true",))
+        open(root + "/s4/evil.bin", "wb").write(pickle.dumps(E(), protocol=2))
+        json.dump({"weight_map": {"a": "evil.bin", "b": "model.safetensors.index.json"}}, open(root + "/s4/model.safetensors.index.json", "w"))
+        open(root + "/noext/evil", "wb").write(pickle.dumps(E(), protocol=4))
+        torch.save({"w": torch.zeros(2)}, root + "/noext/checkpoint_best.tar")
+        # protocol 4: STACK_GLOBAL "torch" "serialization.os.system" (reaches os.system through torch.serialization)
+        p = b"\\x80\\x04\\x8c\\x05torch\\x94\\x8c\\x17serialization.os.system\\x94\\x93\\x8c\\x04true\\x85R."
+        open(root + "/real/dotted.pkl", "wb").write(p)
+        os.symlink(root + "/real", root + "/../link")
+        """)
+        let r = try runWscan(["scan", root, "--json"])
+        XCTAssertEqual(r.status, 1)
+        for f in ["s4/evil.bin", "noext/evil", "noext/checkpoint_best.tar", "real/dotted.pkl"] {
+            XCTAssertTrue(r.out.contains(root + "/" + f), "\(f) was not scanned: \(r.out.prefix(600))")
+        }
+        let dotted = try runWscan(["scan", tmp.path("link")])       // a folder given as a link is walked
+        XCTAssertEqual(dotted.status, 1, dotted.out)
+        XCTAssertTrue(dotted.out.contains("[critical]") && dotted.out.contains("serialization.os.system"), dotted.out)
+    }
+
+    func testViewsHashWithTheirLayoutAndOddHeadersAreRefused() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        _ = try runPython("""
+        import torch, numpy as np, json, struct, zipfile
+        d = \(pyStr(tmp.path("")))
+        w = torch.arange(1024, dtype=torch.float32).reshape(32, 32)
+        torch.save({"w": w, "wt": w.t()}, d + "/tr.pt")
+        def st(name, header):
+            h = json.dumps(header).encode() if not isinstance(header, bytes) else header
+            open(d + "/" + name, "wb").write(struct.pack("<Q", len(h)) + h + b"\\0" * 8)
+        st("booldim.safetensors", {"a": {"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}})
+        st("floatoff.safetensors", {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8.0]}})
+        st("dupesc.safetensors", b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"\\\\u0061":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}')
+        st("nul.safetensors", {"a\\u0000b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a\\u0000c": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})
+        import io
+        with zipfile.ZipFile(d + "/odd.npz", "w") as z:
+            for name in ["x.npy", "noext", "a/b/c"]:
+                b = io.BytesIO(); np.save(b, np.arange(6, dtype=np.float32)); z.writestr(name, b.getvalue())
+        """)
+        XCTAssertEqual(try runWscan(["index", tmp.path("tr.pt"), "--db", db]).status, 0)
+        let dupes = try runWscan(["dupes", "--db", db, "--min-bytes", "1"])
+        XCTAssertFalse(dupes.out.contains("wt"), "a matrix and its transpose share storage bytes, not content: \(dupes.out)")
+        for (f, why) in [("booldim", "bad dimension true"), ("floatoff", "data_offsets must be two non-negative integers"),
+                         ("dupesc", "duplicate tensor name 'a'"), ("nul", "contains a NUL character")] {
+            let r = try runWscan(["show", tmp.path(f + ".safetensors"), "--db", db])
+            XCTAssertEqual(r.status, 1, f); XCTAssertTrue(r.err.contains(why), "\(f): \(r.err)")
+        }
+        let npz = try runWscan(["show", tmp.path("odd.npz"), "--db", db, "--tensors", "--json"])
+        XCTAssertEqual(npz.status, 0, npz.err)
+        let names = ((try JSONSerialization.jsonObject(with: Data(npz.out.utf8)) as! [String: Any])["tensors"] as! [[String: Any]]).map { $0["name"] as! String }
+        XCTAssertEqual(Set(names), ["x", "noext", "a/b/c"], "numpy.load's names")
+    }
+}
