@@ -122,7 +122,10 @@ extension ReportWriter {
                    alt: "singular value spectra")
             // ESD of the matrices with the smallest and largest alpha
             let fitted = done.filter { $0.metrics.alpha != nil }.sorted { ($0.metrics.alpha!, $0.name) < ($1.metrics.alpha!, $1.name) }
-            for s in [fitted.first, fitted.last].compactMap({ $0 }).reduce(into: [MatrixSpectrum]()) { acc, x in if !acc.contains { $0.name == x.name } { acc.append(x) } } {
+            let extremes = [fitted.first, fitted.last].compactMap({ $0 }).reduce(into: [MatrixSpectrum]()) { acc, x in
+                if !acc.contains(where: { $0.name == x.name }) { acc.append(x) }
+            }
+            for s in extremes {
                 figure("esd-\(Self.slug(s.name))", Fig.esd(eigenvalues: s.singularValues.map { $0 * $0 }, alpha: s.metrics.alpha!, xmin: s.metrics.xmin ?? 0,
                                                          title: "ESD of \(s.name) (α = \(Self.f(s.metrics.alpha, 3)))"),
                        alt: "empirical spectral density of \(s.name)")
