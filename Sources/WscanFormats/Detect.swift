@@ -169,8 +169,15 @@ public enum CheckpointOpener {
         for f in files where f.hasSuffix(".safetensors.index.json") {
             claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f))
         }
+        // One entry per file: a Hugging Face cache holds each file twice, as a content-named blob (no extension,
+        // found by content) and as a named link into it (snapshots/REV/model.safetensors). The named path wins.
+        let kept = files.filter { !claimed.contains($0) }
+        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().path }
+        func named(_ p: String) -> Bool { let l = p.lowercased(); return FormatDetector.candidateExtensions.contains { l.hasSuffix($0) } }
+        var best: [String: String] = [:]
+        for f in kept { let r = real(f); if let b = best[r] { if !named(b) && named(f) { best[r] = f } } else { best[r] = f } }
         var seen = Set<String>()
-        let out = files.filter { !claimed.contains($0) && seen.insert($0).inserted }
+        let out = kept.filter { f in best[real(f)] == f && seen.insert(f).inserted }
         return (out, missing)
     }
 }

@@ -290,6 +290,21 @@ final class DiscoveryReviewTests: XCTestCase {
         XCTAssertTrue(dotted.out.contains("[critical]") && dotted.out.contains("serialization.os.system"), dotted.out)
     }
 
+    /// A Hugging Face cache holds each file as a content-named blob and as a named link into it: one checkpoint,
+    /// under the link's name.
+    func testHuggingFaceCacheIsIndexedOnce() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        let blobs = tmp.path("hub/models--x/blobs"), snap = tmp.path("hub/models--x/snapshots/r1")
+        try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: snap, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: blobs + "/abc123")
+        try FileManager.default.createSymbolicLink(atPath: snap + "/model.safetensors", withDestinationPath: "../../blobs/abc123")
+        XCTAssertEqual(try runWscan(["index", tmp.path("hub"), "--db", db]).status, 0)
+        let q = try runWscan(["query", "SELECT path FROM checkpoints", "--db", db, "--json"])
+        XCTAssertEqual(q.status, 0, q.err)
+        XCTAssertTrue(q.out.contains("snapshots/r1/model.safetensors") && !q.out.contains("blobs/abc123"), q.out)
+    }
+
     func testViewsHashWithTheirLayoutAndOddHeadersAreRefused() throws {
         let tmp = TempDir(), db = tmp.path("c.db")
         _ = try runPython("""
