@@ -164,7 +164,7 @@ public enum Forensics {
                                summary: "permuted copy: after aligning \(moved.count) permutation groups the models " +
                                    (inner.kind == "identical" ? "coincide" : "are related directly (\(inner.summary))"),
                                evidence: evidence + [String(format: "after Git Re-Basin alignment the largest relative L2 difference is %.2e", worst),
-                                                     "permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst(),
+                                                     "permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst().map { "after alignment: " + $0 },
                                details: details)
             }
         }

@@ -33,8 +33,16 @@ public enum Summarizer {
         var st = TensorStats()
         let fast = t.dtype == .f32 && !t.bigEndian
         let contiguousBF16 = t.dtype == .bf16 && !t.bigEndian
+        // A strided view that does not cover its storage run exactly (a slice, a step): statistics over the view's
+        // own elements (gathered), the hash over the stored run plus the layout.
+        var partialView = false
+        if case .strided = t.layout, TensorData.storedElements(t) != t.elementCount { partialView = true }
         do {
-            if (contiguousBF16 || fast), let base = raw.baseAddress {
+            if partialView {
+                if let b = raw.baseAddress { hasher.update(b, raw.count) }
+                let v = try TensorData.floats(ck, t)
+                v.withUnsafeBufferPointer { if let p = $0.baseAddress { StatsKernel.accumulate(p, $0.count, into: &st) } }
+            } else if contiguousBF16 || fast, let base = raw.baseAddress {
                 // F32 straight from the map, BF16 widened block by block inside the statistics kernel; the
                 // content hash runs on the same cache-hot chunk.
                 let width = fast ? 4 : 2
@@ -73,13 +81,7 @@ public enum Summarizer {
         // transpose or slice), so its layout goes into the hash too: a matrix and its transpose, or two views of
         // one storage, never hash alike. (A C-ordered and a Fortran-ordered copy of one matrix then differ too.)
         if let tag = layoutTag(t) { tag.withUnsafeBytes { hasher.update($0.baseAddress!, $0.count) } }
-        // Strided views and padded storages: statistics over the stored run equal the tensor's only when the
-        // view covers it exactly; say so when it does not.
-        var note: String? = nil
-        if case .strided = t.layout, TensorData.storedElements(t) != t.elementCount {
-            note = "statistics cover the view's whole storage run"
-        }
-        return TensorSummary(stats: st, hash: hasher.hex(), note: note)
+        return TensorSummary(stats: st, hash: hasher.hex(), note: nil)
     }
 
     /// Summaries for all tensors, in parallel over tensors on all cores.

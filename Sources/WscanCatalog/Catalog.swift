@@ -185,12 +185,15 @@ public final class Catalog: @unchecked Sendable {
         else if ck.findings.contains(where: { $0.severity >= .high }) { safety = "dangerous" }
         else { safety = "findings" }
         return try db.write { db in
+            // Re-indexing a path replaces its row (and, by cascade, everything derived from the old bytes) but keeps
+            // its id, so `#N` references stay valid.
+            let old = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [ck.path])
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [ck.path])
             try db.execute(sql: """
-                INSERT INTO checkpoints (path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
+                INSERT INTO checkpoints (id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
                                          fingerprint, safety, warnings, indexed_at)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                """, arguments: [ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                """, arguments: [old, ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
                                  ck.tensors.count, ck.parameterCount, ck.totalBytes, Self.json(dtypes), Self.json(ck.metadata),
                                  fp, safety, Self.json(ck.warnings), Date().timeIntervalSince1970])
             let id = db.lastInsertedRowID
@@ -231,10 +234,11 @@ public final class Catalog: @unchecked Sendable {
     public func recordFailure(path: String, format: String?, error: String, files: [FileRef], findings: [Finding] = [],
                               status: String = "error") throws {
         try db.write { db in
+            let old = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [path])
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [path])
             try db.execute(sql: """
-                INSERT INTO checkpoints (path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?)
-                """, arguments: [path, Self.displayName(path, format: nil), format, status, error,
+                INSERT INTO checkpoints (id, path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)
+                """, arguments: [old, path, Self.displayName(path, format: nil), format, status, error,
                                  files.reduce(0) { $0 + $1.size },
                                  findings.isEmpty ? "not-scanned" : (findings.contains { $0.severity >= .high } ? "dangerous" : "findings"),
                                  Date().timeIntervalSince1970])

@@ -160,6 +160,8 @@ public enum CompareRunner {
         public var edges: [LineageEdge]
         public var skippedPairs: Int   // different architectures, pruned by shape signature
         public var compared: Int
+        /// Pairs declared identical by their content fingerprints, without decoding (not in `compared`).
+        public var identicalByFingerprint: Int?
         /// Pairs that could not be compared ("a ↔ b: reason"); the others are still linked.
         public var failed: [String]? = nil
     }
@@ -174,7 +176,7 @@ public enum CompareRunner {
             signature[r.id] = ts.map { $0.shape.map(String.init).joined(separator: "x") }.sorted().joined(separator: ";")
         }
         var edges: [LineageEdge] = []
-        var skipped = 0, compared = 0
+        var skipped = 0, compared = 0, byFingerprint = 0
         var failed: [String] = []
         var pairs: [(CheckpointRow, CheckpointRow)] = []
         for i in 0..<rows.count { for j in (i + 1)..<max(i + 1, rows.count) {
@@ -185,6 +187,7 @@ public enum CompareRunner {
             progress?(k, pairs.count)
             if a.fingerprint != nil && a.fingerprint == b.fingerprint {
                 edges.append(LineageEdge(a: a.name, b: b.name, kind: "identical", confidence: 1, summary: "same content fingerprint", how: "fingerprint"))
+                byFingerprint += 1
                 continue
             }
             var o = Options(); o.connectivity = false
@@ -198,8 +201,9 @@ public enum CompareRunner {
                 edges.append(LineageEdge(a: a.name, b: b.name, kind: r.verdict.kind, confidence: r.verdict.confidence, summary: r.verdict.summary, how: "compare"))
             }
         }
-        let lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared,
+        var lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared,
                           failed: failed.isEmpty ? nil : failed)
+        lin.identicalByFingerprint = byFingerprint
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
         return lin
     }

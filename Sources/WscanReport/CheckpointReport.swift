@@ -224,7 +224,7 @@ extension ReportWriter {
                 guard let cr = try? catalog.decodeResult(c, as: CompareResult.self) else { continue }
                 let other = cr.a == r.path ? cr.b : cr.a
                 guard seen.insert(other).inserted else { continue }
-                rowsC.append(["`\((other as NSString).lastPathComponent)`", cr.verdict.kind, Self.f(cr.verdict.confidence, 2), cr.independence.map { Self.f($0.pValue, 3) } ?? "–", cr.verdict.summary])
+                rowsC.append(["`\(Catalog.displayName(other, format: nil))`", cr.verdict.kind, Self.f(cr.verdict.confidence, 2), cr.independence.map { Self.f($0.pValue, 3) } ?? "–", cr.verdict.summary])
                 arr.append(.object(["other": .string(Self.display(other)), "verdict": .string(cr.verdict.kind), "confidence": .double(cr.verdict.confidence)]))
             }
             rowsC.sort { $0[0] < $1[0] }

@@ -91,7 +91,9 @@ extension ReportWriter {
         line()
         line("Produced by `\(command)`; every number below is also in [data.json](data.json).")
         line()
-        line("\(l.checkpoints.count) checkpoints; \(l.compared) pairs compared, \(l.skippedPairs) pairs skipped because their tensor shapes differ. " +
+        let fp = l.identicalByFingerprint ?? 0, nf = (l.failed ?? []).count
+        line("\(l.checkpoints.count) checkpoints, \(l.compared + fp + l.skippedPairs + nf) pairs: \(l.compared) compared, \(fp) identical by content fingerprint (not decoded), "
+             + "\(l.skippedPairs) skipped because their tensor shapes differ" + (nf > 0 ? ", \(nf) could not be read" : "") + ". " +
              "Edges show the verdict and its confidence; independent pairs are omitted.")
         line()
         let edges = l.edges.filter { $0.kind != "independent" }.sorted { ($0.a, $0.b) < ($1.a, $1.b) }

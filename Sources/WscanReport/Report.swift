@@ -96,7 +96,7 @@ public final class ReportWriter {
     /// A table; above `fold` rows the first `fold` are shown and the full table is folded below.
     func table(_ header: [String], _ rows: [[String]], align: [Bool]? = nil, fold: Int = 15, foldTitle: String = "full table") {
         func render(_ rs: [[String]]) {
-            line("| " + header.joined(separator: " | ") + " |")
+            line("| " + header.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |")
             line("|" + header.indices.map { (align?[$0] ?? false) ? "---:" : "---" }.joined(separator: "|") + "|")
             for r in rs { line("| " + r.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |") }
             line()

@@ -16,17 +16,17 @@ struct SpectrumCommand: ParsableCommand {
         commandName: "spectrum",
         abstract: "Singular-value spectra: norms, stable/effective rank, utilization, WeLore, WeightWatcher metrics.",
         discussion: """
-        Every 2-D weight (embeddings included) and conv kernel (kh·kw slices, pooled) is decomposed exactly in double
-        precision: dgesdd for small matrices, otherwise the eigenvalues of the Gram matrix of the smaller side
-        (dsyrk + dsyevd). A matrix whose Gram matrix would exceed --gram-memory gets a randomized method with a stated
-        error bound. The output names the method per layer. 1-D tensors are listed as skipped with a reason.
-        Results are stored in the catalog and re-used until the checkpoint changes (--force recomputes).
+        Every 2-D weight (embeddings included) and conv kernel (kh·kw slices, pooled) is decomposed exactly in double \
+        precision: dgesdd for small matrices, otherwise the eigenvalues of the Gram matrix of the smaller side \
+        (dsyrk + dsyevd). A matrix whose Gram matrix would exceed --gram-memory gets a randomized method with a stated \
+        error bound. The output names the method per layer. 1-D tensors are listed as skipped with a reason. \
+        Results are stored in the catalog and re-used until the checkpoint changes (--force recomputes). \
         Metrics: see README.md#spectrum-metrics.
         """)
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "Catalog id, name, or a path (indexed on the fly).") var checkpoint: String
     @Option(help: "Only tensors matching these shell globs (comma-separated).") var tensors: String?
-    @Option(help: "Energy fractions for the utilization ranks.", transform: parseFractions) var energy: [Double] = [0.9, 0.95, 0.99]
+    @Option(help: "Energy fractions for the utilization ranks (default 0.9,0.95,0.99).", transform: parseFractions) var energy: [Double] = [0.9, 0.95, 0.99]
     @Option(help: "WeLore: overall rank reduction to aim for.") var weloreReduction = 0.5
     @Option(help: "WeLore: a matrix whose own reduction ratio reaches this is a low-rank component.") var weloreMinRatio = 0.5
     @Option(help: "Seed for rand_distance's element shuffle.") var seed: UInt64 = 0
@@ -67,7 +67,7 @@ struct SpectrumCommand: ParsableCommand {
         let bar = ProgressBar()
         let t0 = Date()
         let recs = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: req) { d, n, name in
-            bar.update(files: d, of: n, bytes: d, of: n, label: name)
+            bar.update(items: d, of: n, unit: "matrices", label: name)
         }
         bar.finish()
         let summary = SpectrumSummary.make(recs, energyIndex: min(1, energy.count - 1), weloreReduction: weloreReduction, weloreMinRatio: weloreMinRatio)

@@ -11,10 +11,11 @@ struct Wscan: ParsableCommand {
         commandName: "wscan",
         abstract: "Weight-space analysis and model forensics.",
         discussion: """
-        Catalog checkpoints (safetensors incl. sharded, PyTorch zip pickles, GGUF incl. quantized types,
-        NumPy .npy/.npz) in a SQLite catalog, scan pickles for unsafe imports, and analyse weights.
-        The catalog is ./wscan.db unless --db or WSCAN_DB says otherwise.
-        Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error.
+        Catalog checkpoints (safetensors incl. sharded, PyTorch zip pickles, GGUF incl. quantized types, \
+        NumPy .npy/.npz) in a SQLite catalog, scan pickles for unsafe imports, and analyse weights. \
+        The catalog is ./wscan.db unless --db or WSCAN_DB says otherwise. \
+        Exit codes: 0 success, 1 some inputs failed or were flagged, 2 usage error, 3 CPU unsupported (no AVX2/FMA/F16C), \
+        4 OpenBLAS/LAPACKE missing.
         """,
         version: "0.1.0",
         subcommands: [Index.self, Ls.self, Show.self, Query.self, Dupes.self, Scan.self, Export.self, Analyze.self, Compare.self, LineageCommand.self, ReportCmd.self, KernelBench.self]
@@ -32,6 +33,10 @@ struct CatalogOptions: ParsableArguments {
 
     /// `create` false (listing and query commands): a missing catalog is an error, not a new empty file.
     func open(create: Bool = true) throws -> Catalog {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: dbPath, isDirectory: &isDir), isDir.boolValue {
+            throw CLIError("\(dbPath) is a folder, not a catalog file (give --db FILE, e.g. \((dbPath as NSString).appendingPathComponent("wscan.db")))")
+        }
         do { return try Catalog(path: dbPath, create: create) } catch let e as CatalogError { throw CLIError("\(e)") } catch {
             throw CLIError("cannot open catalog \(dbPath): \(error)")
         }
@@ -52,7 +57,7 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Resolves a checkpoint reference: an existing path is indexed on the fly (if not already current), otherwise
 /// it is looked up in the catalog by id, name or path suffix.
-func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow {
+func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = false) throws -> CheckpointRow {
     if FileManager.default.fileExists(atPath: ref) {
         var (paths, _) = CheckpointOpener.discover([ref])
         guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
@@ -66,7 +71,11 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog) throws -> CheckpointRow 
         }
         let p = paths[0]
         let ix = Indexer(catalog: catalog, options: .init())
-        if case let .failed(path, reason) = ix.indexOne(p) { throw CLIError("\(path): \(reason)") }
+        if case let .failed(path, reason) = ix.indexOne(p) {
+            // `show` reports a file that failed (its status and error are in the catalog); the analyses refuse it.
+            if allowFailed, let row = try? catalog.resolve(p) { return row }
+            throw CLIError("\(path): \(reason)")
+        }
         return try catalog.resolve(p)
     }
     do {
@@ -101,9 +110,9 @@ struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Catalog every checkpoint under these folders (recursively) or files.",
         discussion: """
-        Unchanged files (same size and mtime) are skipped; changed ones are re-indexed. Each checkpoint is written
-        in one transaction, so an interrupted run leaves a consistent catalog and the next run completes it.
-        A file that cannot be read gets a one-line error and is recorded with its reason; the others continue.
+        Unchanged files (same size and mtime) are skipped; changed ones are re-indexed. Each checkpoint is written \
+        in one transaction, so an interrupted run leaves a consistent catalog and the next run completes it. \
+        A file that cannot be read gets a one-line error and is recorded with its reason; the others continue. \
         Exit status: 0 when every checkpoint was indexed or current, 1 when some failed.
         """)
 
@@ -172,7 +181,9 @@ struct Ls: ParsableCommand {
         if rows.isEmpty { print("catalog \(catalog.dbPath) is empty — run `wscan index PATH`"); return }
         let table = rows.map { r -> [String] in
             let dt = r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key).joined(separator: ",")
-            let status = r.status == "ok" ? (r.safety == "dangerous" || r.safety == "findings" ? r.safety : "ok") : "\(r.status): \(r.error ?? "")"
+            let err = r.error ?? ""
+            let status = r.status == "ok" ? (r.safety == "dangerous" || r.safety == "findings" ? r.safety : "ok")
+                : err.hasPrefix(r.status) ? err : "\(r.status): \(err)"      // "unsafe pickle: …" already says unsafe
             return ["#\(r.id)", r.name, r.format ?? "?", Fmt.count(r.paramCount), dt, Fmt.bytes(r.bytes), String(status.prefix(70))]
         }
         print(Fmt.table(["id", "name", "format", "params", "dtypes", "size", "status"], table, numeric: [3, 5]))
@@ -188,7 +199,17 @@ struct Show: ParsableCommand {
 
     func run() throws {
         let cat = try catalog.open()
-        let r = try resolveCheckpoint(checkpoint, catalog: cat)
+        let r = try resolveCheckpoint(checkpoint, catalog: cat, allowFailed: true)
+        if r.status != "ok" && spectrum { throw CLIError("\(r.path): \(r.error ?? r.status)") }
+        try show(r, cat)
+        // A checkpoint that could not be read is shown (status, error, findings), then named on stderr: exit 1.
+        if r.status != "ok" {
+            printErr("wscan: \(Fmt.field(r.path)): \(Fmt.field(r.error ?? r.status))")
+            throw ExitCode(1)
+        }
+    }
+
+    func show(_ r: CheckpointRow, _ cat: Catalog) throws {
         let ts = try cat.tensors(checkpoint: r.id)
         let files = try cat.files(checkpoint: r.id)
         let findings = try cat.findings(checkpoint: r.id)
@@ -252,10 +273,10 @@ struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run read-only SQL over the catalog.",
         discussion: """
-        Tables: checkpoints(id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
-        fingerprint, safety, warnings, indexed_at), files(checkpoint_id, path, size, mtime, sha256),
-        tensors(checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count, mean, std, min, max,
-        absmax, l2, zero_frac, nan_count, inf_count, note), findings(checkpoint_id, severity, member, offset, what, detail).
+        Tables: checkpoints(id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata, \
+        fingerprint, safety, warnings, indexed_at), files(checkpoint_id, path, size, mtime, sha256), \
+        tensors(checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count, mean, std, min, max, \
+        absmax, l2, zero_frac, nan_count, inf_count, note), findings(checkpoint_id, severity, member, offset, what, detail). \
         See README.md for the full schema. The connection is read-only.
         """)
     @OptionGroup var catalog: CatalogOptions

@@ -8,15 +8,15 @@ struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "What is the relationship between two checkpoints? Evidence, verdict, independence test, alignment, connectivity.",
         discussion: """
-        Verdicts: identical, reencoded (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules),
-        permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), subset (the shared tensors are
-        unchanged, one side has more), independent, incomparable (no
-        floating-point tensors could be paired: different architectures).
-        Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the
-        permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units;
-        BERT attention heads when config.json gives num_attention_heads). --align auto runs it when the models are
-        neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and
-        accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier.
+        Verdicts: identical, reencoded (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules), \
+        permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), subset (the shared tensors are \
+        unchanged, one side has more), independent, incomparable (no \
+        floating-point tensors could be paired: different architectures). \
+        Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the \
+        permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units; \
+        BERT attention heads when config.json gives num_attention_heads). --align auto runs it when the models are \
+        neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and \
+        accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier. \
         Exit status: 0 (the verdict is reported, whatever it is), 2 usage, 1 unreadable input.
         """)
     @OptionGroup var catalog: CatalogOptions
@@ -105,7 +105,7 @@ struct LineageCommand: ParsableCommand {
         commandName: "lineage",
         abstract: "Relationships among everything in the catalog (pairwise verdicts, pruned by fingerprints).",
         discussion: """
-        Only checkpoints with the same tensor shapes are compared; equal content fingerprints are identical without
+        Only checkpoints with the same tensor shapes are compared; equal content fingerprints are identical without \
         decoding. Independent pairs are left out of the listing unless --all. Results are stored for `wscan report --lineage`.
         """)
     @OptionGroup var catalog: CatalogOptions
@@ -114,11 +114,13 @@ struct LineageCommand: ParsableCommand {
     func run() throws {
         let cat = try catalog.open()
         let bar = ProgressBar()
-        let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(files: k, of: n, bytes: k, of: n, label: "pairs") }
+        let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(items: k, of: n, unit: "pairs", label: "") }
         bar.finish()
         // A checkpoint that could not be read (gone, changed, unreadable) is a failed input: exit 1.
         if catalog.json { print(Fmt.json(lin)); if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }; return }
-        print("\(lin.checkpoints.count) checkpoints, \(lin.compared) pairs compared, \(lin.skippedPairs) pairs skipped (different shapes)")
+        let fp = lin.identicalByFingerprint ?? 0, nf = (lin.failed ?? []).count
+        print("\(lin.checkpoints.count) checkpoints, \(lin.compared + fp + lin.skippedPairs + nf) pairs: \(lin.compared) compared, "
+              + "\(fp) identical by content fingerprint, \(lin.skippedPairs) skipped (different shapes)" + (nf > 0 ? ", \(nf) not compared" : ""))
         print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
                               lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
         for f in lin.failed ?? [] { printErr("wscan: warning: not compared: \(f)") }

@@ -104,6 +104,24 @@ final class ProgressBar: @unchecked Sendable {
         FileHandle.standardError.write(Data(line.utf8))
     }
 
+    /// Progress over countable items (matrices, pairs): a count and an ETA, no byte figures.
+    func update(items done: Int, of total: Int, unit: String, label: String) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        let now = Date()
+        guard now.timeIntervalSince(last) > 0.1 || done >= total else { return }
+        last = now
+        let el = now.timeIntervalSince(start)
+        let frac = total > 0 ? min(1, Double(done) / Double(total)) : 0
+        let eta = done > 0 ? el / Double(done) * Double(total - done) : .infinity
+        let width = 24, fill = Int(frac * Double(width))
+        let bar = String(repeating: "█", count: fill) + String(repeating: "░", count: width - fill)
+        let name = Terminal.safe(label)
+        let short = name.count > 40 ? "…" + name.suffix(39) : name
+        let line = String(format: "\r\u{1B}[2K%@ %3.0f%% %d/%d %@  ETA %@  %@", bar, frac * 100, done, total, unit, Self.dur(eta), short)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
     func finish() {
         guard enabled else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))

@@ -10,16 +10,20 @@ struct ReportCmd: ParsableCommand {
         commandName: "report",
         abstract: "Write an audit report: README.md, figures/ (SVG, PNG), diagrams/ (DOT + SVG), data.json.",
         discussion: """
-        wscan report CKPT...            audit of one or more checkpoints, with every analysis stored in the catalog
-        wscan report --compare A B      forensic comparison report (uses the stored comparison, or runs one)
-        wscan report --lineage          the catalog's family tree (uses the stored lineage, or computes it)
-        Output is deterministic: two runs on the same catalog give byte-identical files.
+        Forms:
+          wscan report CKPT...         audit of checkpoints (every stored analysis)
+          wscan report --compare A B   forensic comparison (stored, or run now)
+          wscan report --lineage       the catalog's family tree (stored, or run now)
+
+        Output is deterministic: two runs on the same catalog give byte-identical files. The default folder is \
+        reports/SLUG, SLUG being the checkpoint's name in lower case with other characters as "-" (reports/audit for \
+        several checkpoints, reports/compare-A-vs-B, reports/lineage).
         """)
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "Checkpoints (catalog ids, names or paths).") var checkpoints: [String] = []
     @Flag(help: "Forensic comparison of exactly two checkpoints.") var compare = false
     @Flag(help: "Family tree of the catalog.") var lineage = false
-    @Option(name: .shortAndLong, help: "Output folder (default: reports/NAME).") var output: String?
+    @Option(name: .shortAndLong, help: "Output folder (default: reports/SLUG, see above).") var output: String?
     @Option(help: "Heat maps for at most this many tensors in the saliency section.") var maxMaps: Int = 4
 
     func validate() throws {

@@ -7,8 +7,8 @@ struct Scan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Safety verdict for every pickle-bearing file (torch .pt/.pth/.bin/.ckpt, .pkl, .joblib, object arrays).",
         discussion: """
-        Pickles are disassembled by a passive parser; nothing is imported or executed. Every import (GLOBAL,
-        STACK_GLOBAL, INST, OBJ) and what REDUCE/BUILD/NEWOBJ call is classified: allowed, dangerous or unknown.
+        Pickles are disassembled by a passive parser; nothing is imported or executed. Every import (GLOBAL, \
+        STACK_GLOBAL, INST, OBJ) and what REDUCE/BUILD/NEWOBJ call is classified: allowed, dangerous or unknown. \
         Exit status: 0 all clean, 1 findings (low or above), 2 a file could not be read.
         """)
     @Argument(help: "Files or folders (folders are walked recursively).") var paths: [String]
@@ -61,9 +61,9 @@ struct Export: ParsableCommand {
         abstract: "Write any readable checkpoint (torch, GGUF dequantized, npz, sharded) as one safetensors file.",
         discussion: """
         Exit status 1 when tensors had to be left out (types without a decoder); the file holds the others.
-        --dtype keep copies tensors whose type safetensors has, byte for byte; others (GGUF block types, strided
-        views, big-endian arrays) are decoded to F32 and listed. F32/F16/BF16 convert every floating-point tensor
-        (BF16 rounds to nearest even). The output is written beside the target and renamed into place; wscan
+        --dtype keep copies tensors whose type safetensors has, byte for byte; others (GGUF block types, strided \
+        views, big-endian arrays) are decoded to F32 and listed. F32/F16/BF16 convert every floating-point tensor \
+        (BF16 rounds to nearest even). The output is written beside the target and renamed into place; wscan \
         refuses to write over any of the checkpoint's own files.
         """)
     @OptionGroup var catalog: CatalogOptions
@@ -88,9 +88,23 @@ struct Export: ParsableCommand {
         }
         let rep = try Exporter.export(ck, to: to, dtype: target, include: { SpectrumRunner.globMatch(tensors, $0.name) },
                                       metadata: ["exported_by": "wscan", "source_format": ck.format.rawValue])
-        if catalog.json { print(Fmt.json(rep)) } else {
+        if rep.tensors == 0 {
+            // Nothing could be exported (object arrays, types without a decoder): no empty file is left behind.
+            unlink(to)
+            let why = rep.skipped.sorted(by: { $0.key < $1.key }).prefix(3).map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+            throw CLIError("\(path): no tensor can be exported (\(why)\(rep.skipped.count > 3 ? "; …" : ""))")
+        }
+        if catalog.json {
+            struct Out: Encodable { var output: String; var tensors: Int; var bytes: Int; var converted: [String: String]; var skipped: [String: String] }
+            print(Fmt.json(Out(output: to, tensors: rep.tensors, bytes: rep.bytes, converted: rep.converted, skipped: rep.skipped)))
+        } else {
             print("wrote \(to): \(rep.tensors) tensors, \(Fmt.bytes(rep.bytes))")
-            if !rep.converted.isEmpty { print("decoded to F32 (type not representable as is): \(rep.converted.count) tensors") }
+            if !rep.converted.isEmpty {
+                print("decoded to F32 (type not representable as is): \(rep.converted.count) tensors")
+                let conv = rep.converted.sorted { $0.key < $1.key }
+                for (n, c) in conv.prefix(20) { print("  \(Fmt.field(n))  \(c)") }
+                if conv.count > 20 { print("  … \(conv.count - 20) more (--json lists all)") }
+            }
             for (n, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: skipped \(n): \(why)") }
         }
         // An export that left tensors out is incomplete: exit 1, as for any input that could not be read in full.

@@ -47,11 +47,11 @@ struct SparsityCommand: ParsableCommand {
         commandName: "sparsity",
         abstract: "Essential-sparsity curve: one-shot magnitude pruning over a sparsity grid.",
         discussion: """
-        Prunes every ≥2-D floating-point weight (or those matching --tensors) by magnitude, globally or per layer,
-        unstructured or N:M (N zeros in each group of M along the input axis), at each grid point (default 0–95% in
-        steps of 5% and 99%, then 6 more points around the knee). Reports the relative Frobenius error and retained
-        energy per layer and overall, and the evaluator's metric when --data or --eval is given.
-        Essential sparsity: (1) the largest sparsity whose metric stays within --tolerance (relative) of dense —
+        Prunes every ≥2-D floating-point weight (or those matching --tensors) by magnitude, globally or per layer, \
+        unstructured or N:M (N zeros in each group of M along the input axis), at each grid point (default 0–95% in \
+        steps of 5% and 99%, then 6 more points around the knee). Reports the relative Frobenius error and retained \
+        energy per layer and overall, and the evaluator's metric when --data or --eval is given. \
+        Essential sparsity: (1) the largest sparsity whose metric stays within --tolerance (relative) of dense — \
         accuracy with an evaluator, retained energy without; (2) the Kneedle knee of the same curve.
         """)
     @OptionGroup var catalog: CatalogOptions
@@ -151,10 +151,10 @@ struct SaliencyCommand: ParsableCommand {
         commandName: "saliency",
         abstract: "Weight-saliency map and mask (SalUn and data-free relatives).",
         discussion: """
-        Sources: magnitude |w|; delta |w − w_base| (--base); fisher: Adam's exp_avg_sq found in the checkpoint
-        (optimizer.state.<i>.exp_avg_sq, exp_avg_sq.<name> or <name>.exp_avg_sq) or in --state FILE; grad |g| and
-        wgrad |w·g| from --grads FILE (same tensor names, e.g. SalUn's forgetting-loss gradient).
-        The global top fraction (--top, SalUn's default 0.5) is salient; ties at the threshold go to later tensors and
+        Sources: magnitude |w|; delta |w − w_base| (--base); fisher: Adam's exp_avg_sq found in the checkpoint \
+        (optimizer.state.<i>.exp_avg_sq, exp_avg_sq.<name> or <name>.exp_avg_sq) or in --state FILE; grad |g| and \
+        wgrad |w·g| from --grads FILE (same tensor names, e.g. SalUn's forgetting-loss gradient). \
+        The global top fraction (--top, SalUn's default 0.5) is salient; ties at the threshold go to later tensors and \
         elements, so exactly round(top·N) weights are kept. --mask-out writes a U8 safetensors mask with the same names.
         """)
     @OptionGroup var catalog: CatalogOptions

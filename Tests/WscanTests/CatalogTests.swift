@@ -357,3 +357,59 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM tensors").rows[0][0].storage, .int64(2400))
     }
 }
+
+/// Review findings on everyday use: stable ids, statistics of strided views, Markdown tables, lineage counts,
+/// `show` on a failed file, exports that would be empty, and a folder given as the catalog.
+final class UXReviewTests: XCTestCase {
+    func testIdsStatsTablesAndMessages() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        for f in ["mlp_seed0.safetensors", "mlp_seed1.safetensors", "mlp_seed0_f16.safetensors"] {
+            try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent(f), to: URL(fileURLWithPath: tmp.path(f)))
+        }
+        _ = try runPython("""
+        import torch, numpy as np
+        w = torch.arange(35, dtype=torch.float32)
+        torch.save({"stepped": w.as_strided((2, 2), (14, 3), 9)}, \(pyStr(tmp.path("view.pt"))))
+        np.save(\(pyStr(tmp.path("obj.npy"))), np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        open(\(pyStr(tmp.path("bad.safetensors"))), "wb").write(b"\\x10\\0\\0\\0\\0\\0\\0\\0{")
+        """)
+        XCTAssertEqual(try runWscan(["index", tmp.path("."), "--db", db]).status, 1, "bad.safetensors fails")
+        func ids() throws -> [String: Int64] {
+            try DatabaseQueue(path: db).read { db in
+                Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, path FROM checkpoints").map { (($0["path"] as String), $0["id"] as Int64) })
+            }
+        }
+        let before = try ids()
+        XCTAssertEqual(try runWscan(["index", tmp.path("."), "--db", db, "--force"]).status, 1)
+        XCTAssertEqual(try ids(), before, "re-indexing keeps each path's id, so #N references stay valid")
+        // The strided view's statistics are its own four elements (9, 12, 23, 26), not its storage run's.
+        let st = try DatabaseQueue(path: db).read { try Row.fetchOne($0, sql: "SELECT mean, min, max, zero_frac FROM tensors WHERE name = 'stepped'")! }
+        XCTAssertEqual(st["mean"] as Double, 17.5); XCTAssertEqual(st["min"] as Double, 9); XCTAssertEqual(st["max"] as Double, 26)
+        XCTAssertEqual(st["zero_frac"] as Double, 0)
+        // show on a file that failed: its record on stdout (JSON), the reason on stderr, exit 1.
+        let show = try runWscan(["show", tmp.path("bad.safetensors"), "--db", db, "--json"])
+        XCTAssertEqual(show.status, 1)
+        XCTAssertTrue(show.out.contains("\"status\" : \"error\""), show.out)
+        XCTAssertEqual(show.err.split(separator: "\n").count, 1, show.err)
+        // An export with nothing to write leaves no file behind.
+        let ex = try runWscan(["export", tmp.path("obj.npy"), "--to", tmp.path("o.safetensors")])
+        XCTAssertEqual(ex.status, 1, ex.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.path("o.safetensors")))
+        // Lineage counts every pair once.
+        let lin = try runWscan(["lineage", "--db", db, "--json"])
+        let j = try JSONSerialization.jsonObject(with: Data(lin.out.utf8)) as! [String: Any]
+        let n = (j["checkpoints"] as! [String]).count
+        XCTAssertEqual((j["compared"] as! Int) + (j["identicalByFingerprint"] as! Int) + (j["skippedPairs"] as! Int) + ((j["failed"] as? [String])?.count ?? 0),
+                       n * (n - 1) / 2)
+        // A compare report's tables render: header and delimiter rows have the same number of cells.
+        let out = tmp.path("r")
+        XCTAssertEqual(try runWscan(["report", "--compare", tmp.path("mlp_seed0.safetensors"), tmp.path("mlp_seed1.safetensors"), "--db", db, "-o", out]).status, 0)
+        let md = try String(contentsOfFile: out + "/README.md", encoding: .utf8).split(separator: "\n").map(String.init)
+        func cells(_ l: String) -> Int { l.replacingOccurrences(of: "\\|", with: "").filter { $0 == "|" }.count }
+        for (i, l) in md.enumerated() where l.hasPrefix("|---") || l.hasPrefix("|:--") {
+            XCTAssertEqual(cells(md[i - 1]), cells(l), "table header: \(md[i - 1])")
+        }
+        let folder = try runWscan(["ls", "--db", tmp.path(".")])
+        XCTAssertEqual(folder.status, 1); XCTAssertTrue(folder.err.contains("is a folder"), folder.err)
+    }
+}
