@@ -170,9 +170,11 @@ public enum Forensics {
         }
         // 5b. partly shared: weight matrices identical to the bit on both sides (not constant ones, which two
         // independent initialisations can share) cannot come from independent training. A replaced or re-initialised
-        // head, layers fine-tuned while the rest stayed frozen, or tensors whose shape changed.
-        if !shared.isEmpty {
-            let sharedParams = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        // head, layers fine-tuned while the rest stayed frozen, or tensors whose shape changed. They must hold at
+        // least 10% of the paired parameters: fixed buffers that independent models also share (a causal mask, a
+        // sinusoidal position table) are small next to the weights.
+        let sharedParams = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        if !shared.isEmpty, Double(sharedParams) >= 0.1 * Double(params) {
             let changedNames = (differing.map(\.name) + Array(Set(onlyA).union(onlyB)).sorted())
             let listed = changedNames.prefix(6).joined(separator: ", ") + (changedNames.count > 6 ? ", …" : "")
             return Verdict(kind: "finetuned", confidence: 0.99,

@@ -165,7 +165,7 @@ public final class Catalog: @unchecked Sendable {
     /// The name listings show: the folder for a sharded model, "folder/file" for the generic file names of
     /// Hugging Face and llama.cpp layouts (model.safetensors, pytorch_model.bin, …), else the file name.
     public static func displayName(_ path: String, format: Format?) -> String {
-        let folder = ((path as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        let folder = (FileRef.parentPath(path) as NSString).lastPathComponent
         if format == .safetensorsSharded || path.hasSuffix(".index.json") { return folder }
         let file = (path as NSString).lastPathComponent
         let stem = file.lowercased().split(whereSeparator: { $0 == "." || $0 == "-" }).first.map(String.init) ?? ""

@@ -19,7 +19,7 @@ public enum CompareRunner {
 
     /// Reads num_attention_heads from a config.json beside the checkpoint, if there is one.
     public static func headCount(near path: String) -> Int? {
-        let p = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
+        let p = (FileRef.parentPath(path) as NSString).appendingPathComponent("config.json")
         guard let d = FileManager.default.contents(atPath: p), d.count < 10_000_000,
               let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return nil }
         return (j["num_attention_heads"] as? Int) ?? (j["n_head"] as? Int)
@@ -108,6 +108,9 @@ public enum CompareRunner {
             var evaluator = options.evaluator, failure: String?
             var before: ConnectivityCurve
             do { before = try Forensics.connectivity(wa, wb, evaluator: evaluator, grid: options.grid) } catch {
+                // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
+                // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)
+                if let ev = options.evaluator as? ExternalEvaluator { _ = try ev.evaluate(wa) }
                 failure = "\(error)"; evaluator = nil
                 before = try Forensics.connectivity(wa, wb, evaluator: nil, grid: options.grid)
                 notes.append("\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")

@@ -48,17 +48,21 @@ public enum FormatDetector {
             guard let size = try? FileRef.stat(path).size, head.count >= 9 else { return false }
             let n = head.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             return n >= 2 && n <= UInt64(max(0, size - 8))
-        case .zip: return zipNamesTorchPickle(fh)
+        case .zip: return isTorchZip(path)
         default: return false
         }
     }
 
-    /// Whether a zip's central directory (the member names, at the end of the file) names a torch `data.pkl`.
-    static func zipNamesTorchPickle(_ fh: FileHandle) -> Bool {
-        guard let size = try? fh.seekToEnd() else { return false }
-        let tail = min(size, 1 << 20)
-        guard (try? fh.seek(toOffset: size - tail)) != nil, let d = try? fh.read(upToCount: Int(tail)) else { return false }
-        return d.range(of: Data("data.pkl".utf8)) != nil
+    /// Whether a zip is laid out as torch.save writes it: `PREFIX/data.pkl` beside `PREFIX/version` (or
+    /// `PREFIX/.data/version`), read from the parsed central directory.
+    static func isTorchZip(_ path: String) -> Bool {
+        guard let st = try? Storage(mapping: path), let z = try? ZipArchive(st) else { return false }
+        let names = Set(z.entries.map(\.name))
+        return names.contains { n in
+            guard n == "data.pkl" || n.hasSuffix("/data.pkl") else { return false }
+            let prefix = String(n.dropLast("data.pkl".count))
+            return names.contains(prefix + "version") || names.contains(prefix + ".data/version")
+        }
     }
 
     /// The catalog's format name for a file that could not be read (as `ls` names formats): a torch zip is
@@ -69,9 +73,7 @@ public enum FormatDetector {
         case .shardIndex: return Format.safetensorsSharded.rawValue
         case .zip:
             if path.lowercased().hasSuffix(".npz") { return Format.npz.rawValue }
-            guard let fh = FileHandle(forReadingAtPath: path) else { return kind.rawValue }
-            defer { try? fh.close() }
-            return zipNamesTorchPickle(fh) ? Format.pytorch.rawValue : kind.rawValue
+            return isTorchZip(path) ? Format.pytorch.rawValue : kind.rawValue
         case .pickle:
             guard let fh = FileHandle(forReadingAtPath: path) else { return kind.rawValue }
             defer { try? fh.close() }
@@ -143,11 +145,12 @@ public enum CheckpointOpener {
         for p in paths {
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
-            var abs = URL(fileURLWithPath: p).standardizedFileURL.path
+            let abs = URL(fileURLWithPath: p).standardizedFileURL.path
             if isDir.boolValue {
-                // A folder given by a link is walked (links met inside the walk are not followed: no cycles).
-                abs = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
-                guard let en = fm.enumerator(atPath: abs) else { continue }
+                // A folder given by a link is walked through its target (links met inside the walk are not
+                // followed: no cycles), and its files keep the path the user gave.
+                let walked = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
+                guard let en = fm.enumerator(atPath: walked) else { continue }
                 var found: [String] = []
                 while let rel = en.nextObject() as? String {
                     let full = (abs as NSString).appendingPathComponent(rel)

@@ -125,6 +125,7 @@ public enum PickleScanner {
         // os.system through a module that imported os. Every tail of the path is checked as if it were the import.
         if name.contains(".") {
             let parts = full.split(separator: ".").map(String.init)
+            guard parts.count >= 3 else { return .dangerous(.high, "dotted name \(full): attribute traversal from \(m)") }
             var worst: Verdict?
             for i in 1..<parts.count - 1 {
                 let v = classify(module: parts[i..<(parts.count - 1)].joined(separator: "."), name: parts[parts.count - 1])
@@ -431,7 +432,7 @@ public enum PickleScanner {
     /// they start with a PROTO opcode, so random tensor bytes are not read as a malformed pickle.
     static func isDataMember(_ name: String) -> Bool {
         let last = (name as NSString).lastPathComponent
-        let parent = ((name as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        let parent = (FileRef.parentPath(name) as NSString).lastPathComponent
         if parent == "data", !last.isEmpty, last.allSatisfy(\.isNumber) { return true }
         return [".py", ".json", ".txt"].contains { last.hasSuffix($0) } || ["version", "byteorder", "serialization_id"].contains(last)
     }

@@ -140,7 +140,7 @@ public enum ShardedSafetensorsReader {
             guard !f.contains("/"), !f.hasPrefix("."), !f.isEmpty else { throw FormatError(.unsafe, "weight_map[\(k)] names a file outside the folder: \(f)") }
             weightMap[k] = f
         }
-        let dir = (indexPath as NSString).deletingLastPathComponent
+        let dir = FileRef.parentPath(indexPath)
         let shardNames = Array(Set(weightMap.values)).sorted()
         var files = [try FileRef.stat(indexPath)]
         var storages: [Storage] = []
@@ -178,7 +178,7 @@ public enum ShardedSafetensorsReader {
               let wm = json["weight_map"] as? [String: Any] else { return [] }
         // Only real safetensors shards are claimed (read as part of the sharded model, not on their own): an index
         // naming a pickle, itself or anything else hides nothing from a folder walk.
-        let dir = (indexPath as NSString).deletingLastPathComponent
+        let dir = FileRef.parentPath(indexPath)
         return Set(wm.values.compactMap { $0 as? String }).filter { !$0.contains("/") && $0.hasSuffix(".safetensors") }
             .map { (dir as NSString).appendingPathComponent($0) }
             .filter { $0 != indexPath && FormatDetector.sniff(path: $0) == .safetensors }

@@ -164,6 +164,19 @@ extension FileRef {
     /// would block forever, and devices and sockets are not checkpoints.
     public static func isRegularFile(_ path: String) -> Bool { followIsRegular(path) == true }
 
+    /// The folder part of a path ("a/b" → "a", "/x" → "/", "x" → ""), by string operations: Foundation's
+    /// `NSString.deletingLastPathComponent` traps on a one-character name such as a zip member "x" (Swift 6.3.1,
+    /// Linux), and names here come from untrusted files.
+    public static func parentPath(_ path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
+        guard let i = p.lastIndex(of: "/") else { return "" }
+        if i == p.startIndex { return "/" }
+        var d = p[..<i]
+        while d.count > 1 && d.hasSuffix("/") { d = d.dropLast() }
+        return String(d)
+    }
+
     /// Throws the reason `path` cannot be opened as a checkpoint: "no such file or directory", "not a regular file".
     public static func requireRegularFile(_ path: String) throws {
         guard let regular = followIsRegular(path) else { throw FormatError(.io, String(cString: strerror(errno)).lowercased()) }

@@ -155,20 +155,29 @@ public enum NpzReader {
         var storages = [st]
         var tensors: [TensorInfo] = []
         var warnings: [String] = []
+        var names = Set<String>()
         for e in zipf.entries where !e.name.hasSuffix("/") {
             // numpy.load names a member after its file name without ".npy", and loads any member holding an
             // array, whatever its name (`a/b/c`, `y.txt`): so does wscan, by the NPY magic.
-            let (s, off, foff) = try zipf.contents(e)
+            let isNpy = e.name.hasSuffix(".npy")
+            // A member under another name counts only if it can be read and starts with the NPY magic; one that
+            // cannot be read (another compression, a bad stream) is skipped with a warning, as before.
+            let got: (storage: Storage, offset: Int, fileOffset: Int?)
+            if isNpy { got = try zipf.contents(e) } else {
+                guard let g = try? zipf.contents(e) else { warnings.append("member \(e.name) is not an .npy array; skipped"); continue }
+                got = g
+            }
+            let (s, off, foff) = got
             let sub = try s.slice(off, s === st ? e.size : s.count)
             let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
-            if !e.name.hasSuffix(".npy"), !(sub.count >= 6 && zip(sub.prefix(6), magic).allSatisfy { $0 == $1 }) {
+            if !isNpy, !(sub.count >= 6 && zip(sub.prefix(6), magic).allSatisfy { $0 == $1 }) {
                 warnings.append("member \(e.name) is not an .npy array; skipped"); continue
             }
             let si: Int
             if s === st { si = 0 } else { si = storages.count; storages.append(s) }
             let view = Storage(borrowing: sub, owner: s)
             let name = e.name.hasSuffix(".npy") ? String(e.name.dropLast(4)) : e.name
-            guard !tensors.contains(where: { $0.name == name }) else {
+            guard names.insert(name).inserted else {
                 warnings.append("member \(e.name) has the same array name as an earlier member ('\(name)'); skipped"); continue
             }
             do {

@@ -50,7 +50,7 @@ public final class ReportWriter {
         for (rel, content) in all.sorted(by: { ($0.key == "README.md" ? 1 : 0, $0.key) < ($1.key == "README.md" ? 1 : 0, $1.key) }) {
             let p = (dir as NSString).appendingPathComponent(rel)
             do {
-                try fm.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try fm.createDirectory(atPath: FileRef.parentPath(p), withIntermediateDirectories: true)
                 try content.write(to: URL(fileURLWithPath: p))
             } catch { throw ReportError("cannot write \(rel) in \(dir): \(Self.reason(error))") }
         }

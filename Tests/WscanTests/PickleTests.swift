@@ -1,4 +1,5 @@
 import XCTest
+@testable import WscanAnalysis
 @testable import WscanFormats
 
 final class PickleTests: XCTestCase {
@@ -336,5 +337,59 @@ final class DiscoveryReviewTests: XCTestCase {
         XCTAssertEqual(npz.status, 0, npz.err)
         let names = ((try JSONSerialization.jsonObject(with: Data(npz.out.utf8)) as! [String: Any])["tensors"] as! [[String: Any]]).map { $0["name"] as! String }
         XCTAssertEqual(Set(names), ["x", "noext", "a/b/c"], "numpy.load's names")
+    }
+}
+
+/// Regressions a review of the day's changes found: each was reproduced before its fix.
+final class DayReviewRegressionTests: XCTestCase {
+    func testOddInputsNeitherTrapNorFailWalks() throws {
+        let tmp = TempDir(), db = tmp.path("c.db"), walk = tmp.path("walk")
+        _ = try runPython("""
+        import os, zipfile, pickle, io, numpy as np
+        w = \(pyStr(walk)); os.makedirs(w)
+        open(w + "/dots", "wb").write(b"\\x80\\x02ctorch\\n.\\n.")             # GLOBAL torch + "." (a name of dots)
+        with zipfile.ZipFile(w + "/logs.zip", "w") as z: z.writestr("run/metadata.pkl", pickle.dumps({"a": 1}))
+        b = io.BytesIO(); np.save(b, np.arange(4, dtype=np.float32))
+        with zipfile.ZipFile(w + "/odd.npz", "w") as z:
+            z.writestr("x", b.getvalue())                                       # a one-character member name
+            z.writestr("w.npy", b.getvalue())
+            z.writestr(zipfile.ZipInfo("notes.txt"), b"hello" * 100, compress_type=zipfile.ZIP_BZIP2)
+        """)
+        let scan = try runWscan(["scan", walk + "/dots"])
+        XCTAssertEqual(scan.status, 1, scan.out + scan.err)                   // flagged, not a trap (132)
+        XCTAssertTrue(scan.out.contains("dotted name"), scan.out)
+        let ix = try runWscan(["index", walk, "--db", db, "-v"])
+        XCTAssertFalse(ix.out.contains("logs.zip") || ix.err.contains("logs.zip"), "a zip that is not a torch checkpoint is not a candidate")
+        XCTAssertTrue(ix.out.contains("odd.npz"), ix.out + ix.err)
+        let show = try runWscan(["show", walk + "/odd.npz", "--db", db, "--tensors"])
+        XCTAssertEqual(show.status, 0, show.err)
+        XCTAssertTrue(show.out.contains("notes.txt is not an .npy array; skipped"), show.out)
+    }
+
+    func testFixedBuffersDoNotMakeIndependentModelsDerived() throws {
+        let tmp = TempDir(), db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        for s in ["0", "1"]:
+            t = load_file(\(pyStr(Paths.corpus.path)) + "/mlp_seed" + s + ".safetensors")
+            t["causal_mask"] = np.tril(np.ones((16, 16), np.float32))
+            save_file(t, \(pyStr(tmp.path(""))) + "/m" + s + ".safetensors")
+        """)
+        let r = try runWscan(["compare", tmp.path("m0.safetensors"), tmp.path("m1.safetensors"), "--db", db, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        XCTAssertEqual(v["kind"] as? String, "independent", "a shared fixed buffer (4% of the parameters) is no evidence of descent")
+        let bad = try runWscan(["compare", tmp.path("m0.safetensors"), tmp.path("m1.safetensors"), "--db", db, "--eval", "exit 3"])
+        XCTAssertEqual(bad.status, 1, "an evaluator that fails on A itself is an error")
+    }
+
+    func testOneZeroRowKeepsTheGramRoute() throws {
+        var w = [Float](repeating: 0, count: 300 * 200)
+        var rng = SplitMix64(seed: 9)
+        for i in w.indices where i % 200 != 0 { w[i] = Float(Int64(bitPattern: rng.next() % 2001) - 1000) / 1000 }   // column 0 stays zero: rank 199
+        let (sv, method) = try SpectrumAnalyzer.singularValues(w, rows: 300, cols: 200)
+        XCTAssertEqual(method, .gram, "one value at the floor is below the top 99%: no second decomposition")
+        XCTAssertEqual(sv.count, 200)
     }
 }
