@@ -48,6 +48,15 @@ public enum Saliency {
     }
 
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true) throws -> WeightSet {
+        var frozen: [String] = []
+        return try fisherState(s, model: model, params: params, modelInParameterOrder: modelInParameterOrder, frozen: &frozen)
+    }
+
+    /// As above; parameters with no state at all while others have theirs are frozen ones (fine-tuning with frozen
+    /// embeddings is the common case): they get a zero score, never salient, and are listed in `frozen`. When no
+    /// parameter has a state, or the order matching failed, a missing state is an error.
+    public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true,
+                                   frozen: inout [String]) throws -> WeightSet {
         let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
         let modelParams = model.names.filter { n in
             !isOptimizerState(n) && !buffers.contains(String(n.split(separator: ".").last ?? ""))
@@ -72,18 +81,29 @@ public enum Saliency {
             byOrder[modelParams[p]] = key; p += 1
         }
         var out = WeightSet()
+        var missing: [(String, String)] = []
         for n in params {
             let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
             let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
             var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
             if found == nil, let key = byOrder[n], let v = s.values[key] { found = (key, v) }
             guard let (key, v) = found else {
-                throw EvaluatorError("no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))")
+                missing.append((n, "no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))"))
+                continue
             }
             guard v.count == model.values[n]!.count, s.shapes[key] == model.shapes[n] else {
                 throw EvaluatorError("\(key) has shape \(s.shapes[key] ?? [v.count]), '\(n)' has shape \(model.shapes[n] ?? [])")
             }
             out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
+        }
+        if let first = missing.first {
+            if out.names.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
+            for (n, _) in missing {
+                frozen.append(n)
+                out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = [Float](repeating: 0, count: model.values[n]!.count)
+            }
+            let order = Dictionary(uniqueKeysWithValues: params.enumerated().map { ($1, $0) })
+            out.names.sort { order[$0]! < order[$1]! }
         }
         return out
     }

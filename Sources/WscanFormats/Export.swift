@@ -60,7 +60,7 @@ public enum Exporter {
                     entries.append(.init(name: t.name, dtype: .f64, shape: t.shape, bytes: b))
                     if rounded > 0 { converted[t.name] = "F64 with \(rounded) of \(r.count) values at float32 precision (moved or changed values)" }
                 case (.keep, _), (.F32, _): 
-                    if dtype == .keep { converted[t.name] = "\(t.dtype.rawValue)→F32" }
+                    if dtype == .keep { converted[t.name] = t.dtype == .f32 ? "F32 view made contiguous" : "\(t.dtype.rawValue)→F32" }
                     entries.append(.init(name: t.name, shape: t.shape, floats: r))
                 case (.F16, _): entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(r)))
                 case (.BF16, _): entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(r)))
@@ -73,7 +73,9 @@ public enum Exporter {
             }
             let v = try TensorData.floats(ck, t)
             let target: TargetDType = dtype == .keep || !t.dtype.isFloatingPoint ? .F32 : dtype
-            if dtype == .keep || !t.dtype.isFloatingPoint { converted[t.name] = "\(t.dtype.rawValue)→F32" }
+            if dtype == .keep || !t.dtype.isFloatingPoint {
+                converted[t.name] = t.dtype == .f32 && !t.bigEndian ? "F32 view made contiguous" : "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : "")→F32"
+            }
             if t.dtype == .c64 || t.dtype == .c128 { throw FormatError(.unsupported, "complex tensor '\(t.name)' can only be kept as C64") }
             switch target {
             case .F32, .keep: entries.append(.init(name: t.name, shape: t.shape, floats: v))

@@ -57,19 +57,25 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Resolves a checkpoint reference: an existing path is indexed on the fly (if not already current), otherwise
 /// it is looked up in the catalog by id, name or path suffix.
+/// The one checkpoint file a path names: the path itself, or the single checkpoint of a folder (a sharded model's
+/// index, or the one weights file beside pickled extras).
+func checkpointFile(_ ref: String) throws -> String {
+    var (paths, _) = CheckpointOpener.discover([ref])
+    guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
+    if paths.count > 1 {
+        // A model folder often holds one weights file beside pickled extras (training_args.bin, optimizer.pt).
+        let weights = paths.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") || $0.hasSuffix(".gguf") }
+        if weights.count == 1 { paths = weights } else {
+            let names = paths.prefix(3).map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")
+            throw CLIError("\(ref) holds \(paths.count) checkpoints (\(names)\(paths.count > 3 ? ", …" : "")): name one")
+        }
+    }
+    return paths[0]
+}
+
 func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = false) throws -> CheckpointRow {
     if FileManager.default.fileExists(atPath: ref) {
-        var (paths, _) = CheckpointOpener.discover([ref])
-        guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
-        if paths.count > 1 {
-            // A model folder often holds one weights file beside pickled extras (training_args.bin, optimizer.pt).
-            let weights = paths.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") || $0.hasSuffix(".gguf") }
-            if weights.count == 1 { paths = weights } else {
-                let names = paths.prefix(3).map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")
-                throw CLIError("\(ref) holds \(paths.count) checkpoints (\(names)\(paths.count > 3 ? ", …" : "")): name one")
-            }
-        }
-        let p = paths[0]
+        let p = try checkpointFile(ref)
         let ix = Indexer(catalog: catalog, options: .init())
         if case let .failed(path, reason) = ix.indexOne(p) {
             // `show` reports a file that failed (its status and error are in the catalog); the analyses refuse it.

@@ -78,7 +78,7 @@ struct Export: ParsableCommand {
             throw ValidationError("--dtype must be keep, F32, F16 or BF16")
         }
         let path: String
-        if FileManager.default.fileExists(atPath: checkpoint) { path = checkpoint } else {
+        if FileManager.default.fileExists(atPath: checkpoint) { path = try checkpointFile(checkpoint) } else {
             path = try catalog.open().resolve(checkpoint).path
         }
         let ck = try withInput(path, trust: trust) { $0 }
@@ -100,7 +100,7 @@ struct Export: ParsableCommand {
         } else {
             print("wrote \(to): \(rep.tensors) tensors, \(Fmt.bytes(rep.bytes))")
             if !rep.converted.isEmpty {
-                print("decoded to F32 (type not representable as is): \(rep.converted.count) tensors")
+                print("written as F32 (a type safetensors lacks, or a view made contiguous): \(rep.converted.count) tensors")
                 let conv = rep.converted.sorted { $0.key < $1.key }
                 for (n, c) in conv.prefix(20) { print("  \(Fmt.field(n))  \(c)") }
                 if conv.count > 20 { print("  … \(conv.count - 20) more (--json lists all)") }

@@ -181,7 +181,7 @@ struct SaliencyCommand: ParsableCommand {
         // Parameters: ≥2-D floating tensors that are not optimizer state.
         let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
-        var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?
+        var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?, frozen: [String] = []
         var otherID: Int64?
         switch src {
         case .delta:
@@ -197,14 +197,18 @@ struct SaliencyCommand: ParsableCommand {
             let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
             do {
                 statW = try Saliency.fisherState(stateSet, model: all, params: params,
-                                                 modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format))
+                                                 modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format), frozen: &frozen)
             } catch {
                 throw CLIError("\(state ?? row.path): \(error)")
             }
         case .magnitude: break
         }
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
-        let (mask, result) = Saliency.mask(scores, top: top, source: src)
+        var (mask, result) = Saliency.mask(scores, top: top, source: src)
+        if !frozen.isEmpty {
+            result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, never salient: "
+                + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]
+        }
         for w in result.warnings ?? [] { printErr("wscan: warning: \(w)") }
         struct Params: Encodable { var source: String; var top: Double; var base: String?; var grads: String?; var tensors: String? }
         try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,

@@ -384,6 +384,14 @@ final class DayReviewRegressionTests: XCTestCase {
         XCTAssertEqual(bad.status, 1, "an evaluator that fails on A itself is an error")
     }
 
+    func testExportTakesAFolderAsOtherCommandsDo() throws {
+        let tmp = TempDir()
+        let r = try runWscan(["export", Paths.corpus.appendingPathComponent("mlp_seed1_sharded").path, "--to", tmp.path("o.safetensors"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(j["tensors"] as? Int, 6); XCTAssertEqual(j["output"] as? String, tmp.path("o.safetensors"))
+    }
+
     func testOneZeroRowKeepsTheGramRoute() throws {
         var w = [Float](repeating: 0, count: 300 * 200)
         var rng = SplitMix64(seed: 9)

@@ -591,6 +591,13 @@ final class SaliencyTests: XCTestCase {
         }
         let r = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--tensors", "model.0.*,model.3.*,model.5.*", "--json"])
         XCTAssertEqual(r.status, 0, r.err)
+        // Without --tensors the frozen layer is included: no state, score 0, never salient, and a warning says so.
+        let all2 = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--json"])
+        XCTAssertEqual(all2.status, 0, all2.err)
+        XCTAssertTrue(all2.err.contains("no optimizer state (frozen in training)") && all2.err.contains("model.4.weight"), all2.err)
+        let layers = ((try JSONSerialization.jsonObject(with: Data(all2.out.utf8)) as! [String: Any])["result"] as! [String: Any])["layers"] as! [[String: Any]]
+        let frozenLayer = layers.first { $0["name"] as? String == "model.4.weight" }!
+        XCTAssertEqual(frozenLayer["share"] as? Double, 0, "a frozen layer is never salient")
     }
 
     func testFisherFromAdamState() throws {
