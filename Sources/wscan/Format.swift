@@ -85,41 +85,37 @@ final class ProgressBar: @unchecked Sendable {
     init() { enabled = isatty(2) != 0 && ProcessInfo.processInfo.environment["WSCAN_NO_PROGRESS"] == nil }
 
     func update(files: Int, of totalFiles: Int, bytes: Int, of totalBytes: Int, label: String) {
-        guard enabled else { return }
-        lock.lock(); defer { lock.unlock() }
-        let now = Date()
-        guard now.timeIntervalSince(last) > 0.1 || bytes >= totalBytes else { return }
-        last = now
-        let el = now.timeIntervalSince(start)
-        let frac = totalBytes > 0 ? min(1, Double(bytes) / Double(totalBytes)) : 0
-        let rate = el > 0 ? Double(bytes) / el : 0
-        let eta = rate > 0 ? Double(totalBytes - bytes) / rate : 0
-        let width = 24
-        let fill = Int(frac * Double(width))
-        let bar = String(repeating: "█", count: fill) + String(repeating: "░", count: width - fill)
-        let name = Terminal.safe((label as NSString).lastPathComponent)
-        let short = name.count > 28 ? "…" + name.suffix(27) : name
-        let line = String(format: "\r\u{1B}[2K%@ %3.0f%% %d/%d files  %@/%@  %@/s  ETA %@  %@", bar, frac * 100, files, totalFiles,
+        draw(done: bytes, of: totalBytes) { frac, el in
+            let rate = el > 0 ? Double(bytes) / el : 0
+            let eta = rate > 0 ? Double(totalBytes - bytes) / rate : 0
+            let name = Terminal.safe((label as NSString).lastPathComponent)
+            let short = name.count > 28 ? "…" + name.suffix(27) : name
+            return String(format: "%3.0f%% %d/%d files  %@/%@  %@/s  ETA %@  %@", frac * 100, files, totalFiles,
                           Fmt.bytes(bytes), Fmt.bytes(totalBytes), Fmt.bytes(Int(rate)), Self.dur(eta), short)
-        FileHandle.standardError.write(Data(line.utf8))
+        }
     }
 
     /// Progress over countable items (matrices, pairs): a count and an ETA, no byte figures.
     func update(items done: Int, of total: Int, unit: String, label: String) {
+        draw(done: done, of: total) { frac, el in
+            let eta = done > 0 ? el / Double(done) * Double(total - done) : .infinity
+            let name = Terminal.safe(label)
+            let short = name.count > 40 ? "…" + name.suffix(39) : name
+            return String(format: "%3.0f%% %d/%d %@  ETA %@  %@", frac * 100, done, total, unit, Self.dur(eta), short)
+        }
+    }
+
+    /// One redraw (at most every 0.1 s, and at the end): the bar, then `text(fraction, elapsed seconds)`.
+    private func draw(done: Int, of total: Int, _ text: (Double, Double) -> String) {
         guard enabled else { return }
         lock.lock(); defer { lock.unlock() }
         let now = Date()
         guard now.timeIntervalSince(last) > 0.1 || done >= total else { return }
         last = now
-        let el = now.timeIntervalSince(start)
         let frac = total > 0 ? min(1, Double(done) / Double(total)) : 0
-        let eta = done > 0 ? el / Double(done) * Double(total - done) : .infinity
         let width = 24, fill = Int(frac * Double(width))
         let bar = String(repeating: "█", count: fill) + String(repeating: "░", count: width - fill)
-        let name = Terminal.safe(label)
-        let short = name.count > 40 ? "…" + name.suffix(39) : name
-        let line = String(format: "\r\u{1B}[2K%@ %3.0f%% %d/%d %@  ETA %@  %@", bar, frac * 100, done, total, unit, Self.dur(eta), short)
-        FileHandle.standardError.write(Data(line.utf8))
+        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + bar + " " + text(frac, now.timeIntervalSince(start))).utf8))
     }
 
     func finish() {
