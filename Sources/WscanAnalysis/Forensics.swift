@@ -52,6 +52,11 @@ public enum Forensics {
         }
         // Tensors both hold unchanged that carry information (≥ 2-D, not constant like a zero-initialised bias).
         let shared = t.filter { $0.identicalValues && $0.shape.count >= 2 && !$0.constant }
+        if !shared.isEmpty && t.contains(where: { !$0.identicalValues }) {
+            let n = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            evidence.append(String(format: "%d bit-identical non-constant matrices (%.1f%% of the paired parameters): ", shared.count, 100 * Double(n) / Double(max(1, params)))
+                            + shared.prefix(6).map(\.name).joined(separator: ", ") + (shared.count > 6 ? ", …" : ""))
+        }
         if let ind = independence {
             evidence.append(String(format: "independence test: p = %.3g over %d layers (Spearman ρ %@)", ind.pValue, ind.layers.count,
                                    ind.layers.map { String(format: "%.2f", $0.spearman) }.joined(separator: ", ")))
@@ -180,7 +185,7 @@ public enum Forensics {
             return Verdict(kind: "finetuned", confidence: 0.99,
                            summary: "derived from the other: \(shared.count) weight matrices (\(sharedParams) parameters) are identical; "
                                + "\(changedNames.count) tensors changed or exist on one side only (\(listed)): replaced or retrained layers, the rest frozen",
-                           evidence: evidence + ["\(shared.count) of \(t.count) paired tensors are bit-identical non-constant matrices: \(shared.prefix(6).map(\.name).joined(separator: ", "))\(shared.count > 6 ? ", …" : "")"],
+                           evidence: evidence,
                            details: ["shared": shared.map(\.name).joined(separator: ","), "changed": changedNames.joined(separator: ","),
                                      "cosine": String(format: "%.6f", meanCos)])
         }
@@ -199,7 +204,8 @@ public enum Forensics {
             }
             let why = ind.pValue < ind.threshold
                 ? String(format: "independent: the two unit matchings agree on few units (median Spearman ρ %.2f < %.1f), as shared features of independently trained networks do (p = %.3g)", ind.medianSpearman, IndependenceTest.minimumAgreement, ind.pValue)
-                : String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue)
+                : shared.isEmpty ? String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue)
+                : String(format: "independent by the independence test (p = %.3g), though %d small matrices are bit-identical (below the 10%% of parameters that would make the pair derived)", ind.pValue, shared.count)
             return Verdict(kind: "independent", confidence: min(0.99, max(0.5, ind.pValue * 10)),
                            summary: why, evidence: evidence,
                            details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])

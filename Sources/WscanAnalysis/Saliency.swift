@@ -53,7 +53,7 @@ public enum Saliency {
     }
 
     /// As above; parameters with no state at all while others have theirs are frozen ones (fine-tuning with frozen
-    /// embeddings is the common case): they get a zero score, never salient, and are listed in `frozen`. When no
+    /// embeddings is the common case): they get a zero score (ranked below every trained weight) and are listed in `frozen`. When no
     /// parameter has a state, or the order matching failed, a missing state is an error.
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true,
                                    frozen: inout [String]) throws -> WeightSet {
@@ -98,6 +98,12 @@ public enum Saliency {
         }
         if let first = missing.first {
             if out.names.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
+            // Matching by order skips a frozen parameter only by its shape: one that shares its shape with a trained
+            // parameter could have taken that parameter's state. Refuse rather than guess.
+            let orderShapes = Set(byOrder.keys.compactMap { model.shapes[$0] })
+            if let clash = missing.first(where: { orderShapes.contains(model.shapes[$0.0] ?? []) }) {
+                throw EvaluatorError("'\(clash.0)' has no optimizer state, and trained parameters of its shape were matched by order: which ones were frozen is ambiguous (name the states exp_avg_sq.<name>, or leave the frozen ones out with --tensors)")
+            }
             for (n, _) in missing {
                 frozen.append(n)
                 out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = [Float](repeating: 0, count: model.values[n]!.count)

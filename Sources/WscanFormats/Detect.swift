@@ -43,7 +43,14 @@ public enum FormatDetector {
         defer { try? fh.close() }
         let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
         switch sniff(head: head, name: "") {
-        case .npy, .gguf, .pickle: return true
+        case .npy, .gguf: return true
+        case .pickle:
+            // PROTO 2–5 is two bytes any binary file may start with: also ask for a plausible first opcode and a
+            // final STOP (".").
+            let openers: Set<UInt8> = [0x95, 0x8A, 0x7D, 0x5D, 0x28, 0x63, 0x8C, 0x58, 0x71, 0x94, 0x4B, 0x4A, 0x4E, 0x88, 0x89, 0x29, 0x93]
+            guard head.count >= 3, openers.contains(head[2]), let size = try? fh.seekToEnd(), size > 3,
+                  (try? fh.seek(toOffset: size - 1)) != nil, let last = try? fh.read(upToCount: 1) else { return false }
+            return last.first == 0x2E
         case .safetensors:
             guard let size = try? FileRef.stat(path).size, head.count >= 9 else { return false }
             let n = head.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
@@ -168,14 +175,16 @@ public enum CheckpointOpener {
                 files.append(abs)
             }
         }
+        // Shards are claimed by their real paths: in a Hugging Face cache the index names links, and the shards'
+        // content-named blobs are found too.
+        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().path }
         var claimed = Set<String>()
         for f in files where f.hasSuffix(".safetensors.index.json") {
-            claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f))
+            claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f).map(real))
         }
         // One entry per file: a Hugging Face cache holds each file twice, as a content-named blob (no extension,
         // found by content) and as a named link into it (snapshots/REV/model.safetensors). The named path wins.
-        let kept = files.filter { !claimed.contains($0) }
-        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().path }
+        let kept = files.filter { !claimed.contains(real($0)) }
         func named(_ p: String) -> Bool { let l = p.lowercased(); return FormatDetector.candidateExtensions.contains { l.hasSuffix($0) } }
         var best: [String: String] = [:]
         for f in kept { let r = real(f); if let b = best[r] { if !named(b) && named(f) { best[r] = f } } else { best[r] = f } }

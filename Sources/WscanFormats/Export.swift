@@ -83,6 +83,11 @@ public enum Exporter {
             case .BF16: entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(v)))
             }
         }
+        // Nothing to write: no file is written (one that is already at `out` stays as it was).
+        if entries.isEmpty && !skipped.isEmpty {
+            let why = skipped.sorted { $0.key < $1.key }.prefix(3).map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+            throw FormatError(.unsupported, "no tensor can be exported (\(why)\(skipped.count > 3 ? "; …" : ""))")
+        }
         try SafetensorsWriter.write(entries, metadata: metadata, to: out)
         return Report(tensors: entries.count, bytes: entries.reduce(0) { $0 + $1.bytes.count }, converted: converted, skipped: skipped)
     }

@@ -124,17 +124,19 @@ public enum PickleScanner {
         // Protocol 4 resolves a dotted name attribute by attribute, so `torch` + `serialization.os.system` reaches
         // os.system through a module that imported os. Every tail of the path is checked as if it were the import.
         if name.contains(".") {
-            let parts = full.split(separator: ".").map(String.init)
-            guard parts.count >= 3 else { return .dangerous(.high, "dotted name \(full): attribute traversal from \(m)") }
-            var worst: Verdict?
-            for i in 1..<parts.count - 1 {
-                let v = classify(module: parts[i..<(parts.count - 1)].joined(separator: "."), name: parts[parts.count - 1])
-                if case let .dangerous(sev, why) = v {
-                    if case let .dangerous(w, _)? = worst, w >= sev { continue }
-                    worst = .dangerous(sev, why + " (reached through \(full))")
+            // Every sub-path counts, prefixes included (`builtins` + `exec.__call__` is exec), and a dotted name
+            // that is not allowed is at least high.
+            let parts = Array(full.split(separator: ".").map(String.init).prefix(16))
+            var worst = Verdict.dangerous(.high, "dotted name: attribute traversal from \(m) can reach other modules")
+            for i in 0..<max(0, parts.count - 1) {
+                for j in (i + 1)..<parts.count {
+                    let v = classify(module: parts[i..<j].joined(separator: "."), name: parts[j])
+                    if case let .dangerous(sev, why) = v, case let .dangerous(w, _) = worst, sev > w {
+                        worst = .dangerous(sev, why + " (reached through \(full))")
+                    }
                 }
             }
-            return worst ?? .dangerous(.high, "dotted name: attribute traversal from \(m) can reach other modules")
+            return worst
         }
         if m == "numpy.dtypes", name.hasSuffix("DType") { return .allowed }
         if m == "builtins" { return .dangerous(.medium, "builtin not on the allow list") }

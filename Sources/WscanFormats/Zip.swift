@@ -155,7 +155,7 @@ public enum NpzReader {
         var storages = [st]
         var tensors: [TensorInfo] = []
         var warnings: [String] = []
-        var names = Set<String>()
+        var seen: [String: (index: Int, exact: Bool)] = [:]
         for e in zipf.entries where !e.name.hasSuffix("/") {
             // numpy.load names a member after its file name without ".npy", and loads any member holding an
             // array, whatever its name (`a/b/c`, `y.txt`): so does wscan, by the NPY magic.
@@ -177,13 +177,21 @@ public enum NpzReader {
             if s === st { si = 0 } else { si = storages.count; storages.append(s) }
             let view = Storage(borrowing: sub, owner: s)
             let name = e.name.hasSuffix(".npy") ? String(e.name.dropLast(4)) : e.name
-            guard names.insert(name).inserted else {
-                warnings.append("member \(e.name) has the same array name as an earlier member ('\(name)'); skipped"); continue
-            }
+            // Two members with one array name (`a.npy` and `a`): numpy.load(...)["a"] returns the member named
+            // exactly `a`, so that one wins; any other repeat is skipped.
+            let replace: Int?
+            if let (k, exact) = seen[name] {
+                guard !isNpy, !exact else {
+                    warnings.append("member \(e.name) has the same array name as another member ('\(name)'); skipped"); continue
+                }
+                warnings.append("member \(name).npy is shadowed by member \(name) (as in numpy.load); skipped")
+                replace = k
+            } else { replace = nil }
             do {
                 var t = try NpyReader.tensor(in: view, name: name, storageIndex: si, fileIndex: 0, fileBase: foff)
                 t.byteOffset += off
-                tensors.append(t)
+                if let k = replace { tensors[k] = t } else { tensors.append(t) }
+                seen[name] = (replace ?? tensors.count - 1, !isNpy)
             } catch let err as FormatError {
                 throw FormatError(err.kind, "member \(e.name): \(err.message)")
             }

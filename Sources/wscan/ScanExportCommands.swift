@@ -86,14 +86,11 @@ struct Export: ParsableCommand {
         guard ck.tensors.contains(where: { SpectrumRunner.globMatch(tensors, $0.name) }) else {
             throw CLIError("\(path): no tensor matches \(tensors ?? "*")")
         }
-        let rep = try Exporter.export(ck, to: to, dtype: target, include: { SpectrumRunner.globMatch(tensors, $0.name) },
+        let rep: Exporter.Report
+        do {
+            rep = try Exporter.export(ck, to: to, dtype: target, include: { SpectrumRunner.globMatch(tensors, $0.name) },
                                       metadata: ["exported_by": "wscan", "source_format": ck.format.rawValue])
-        if rep.tensors == 0 {
-            // Nothing could be exported (object arrays, types without a decoder): no empty file is left behind.
-            unlink(to)
-            let why = rep.skipped.sorted(by: { $0.key < $1.key }).prefix(3).map { "\($0.key): \($0.value)" }.joined(separator: "; ")
-            throw CLIError("\(path): no tensor can be exported (\(why)\(rep.skipped.count > 3 ? "; …" : ""))")
-        }
+        } catch let e as FormatError { throw CLIError("\(path): \(e.message)") }
         if catalog.json {
             struct Out: Encodable { var output: String; var tensors: Int; var bytes: Int; var converted: [String: String]; var skipped: [String: String] }
             print(Fmt.json(Out(output: to, tensors: rep.tensors, bytes: rep.bytes, converted: rep.converted, skipped: rep.skipped)))

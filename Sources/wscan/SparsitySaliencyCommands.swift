@@ -206,7 +206,7 @@ struct SaliencyCommand: ParsableCommand {
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
         var (mask, result) = Saliency.mask(scores, top: top, source: src)
         if !frozen.isEmpty {
-            result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, never salient: "
+            result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, ranked below every trained weight: "
                 + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]
         }
         for w in result.warnings ?? [] { printErr("wscan: warning: \(w)") }

@@ -380,6 +380,9 @@ final class DayReviewRegressionTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
         XCTAssertEqual(v["kind"] as? String, "independent", "a shared fixed buffer (4% of the parameters) is no evidence of descent")
+        XCTAssertTrue((v["evidence"] as! [String]).contains { $0.contains("bit-identical non-constant matrices") && $0.contains("causal_mask") },
+                      "the shared matrix is still reported: \(v["evidence"]!)")
+        XCTAssertTrue((v["summary"] as! String).contains("bit-identical"), "\(v["summary"]!)")
         let bad = try runWscan(["compare", tmp.path("m0.safetensors"), tmp.path("m1.safetensors"), "--db", db, "--eval", "exit 3"])
         XCTAssertEqual(bad.status, 1, "an evaluator that fails on A itself is an error")
     }
@@ -390,6 +393,48 @@ final class DayReviewRegressionTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(j["tensors"] as? Int, 6); XCTAssertEqual(j["output"] as? String, tmp.path("o.safetensors"))
+    }
+
+    func testLastReviewFindings() throws {
+        let tmp = TempDir(), db = tmp.path("c.db"), walk = tmp.path("walk")
+        _ = try runPython("""
+        import os, io, zipfile, numpy as np, json
+        from safetensors.numpy import load_file, save_file
+        w = \(pyStr(walk)); os.makedirs(w)
+        open(w + "/ex1.pkl", "wb").write(b"\\x80\\x04\\x8c\\x08builtins\\x94\\x8c\\x0dexec.__call__\\x94\\x93.")
+        open(w + "/r.dat", "wb").write(b"\\x80\\x04" + bytes(range(198)))           # binary that starts like a pickle
+        def npy(a):
+            f = io.BytesIO(); np.save(f, a); return f.getvalue()
+        with zipfile.ZipFile(w + "/dup.npz", "w") as z:
+            z.writestr("a.npy", npy(np.ones(3, np.float32))); z.writestr("a", npy(np.zeros(3, np.float32)))
+        np.savez(\(pyStr(tmp.path("obj.npz"))), a=np.array([{"x": 1}], dtype=object))
+        open(\(pyStr(tmp.path("precious.safetensors"))), "w").write("precious")
+        # a Hugging Face cache with a sharded model: index and shards are links into content-named blobs
+        t = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        hub = \(pyStr(tmp.path("hub"))); os.makedirs(hub + "/blobs"); os.makedirs(hub + "/snapshots/r1")
+        names = sorted(t); parts = [names[:3], names[3:]]; wm = {}
+        for i, ns in enumerate(parts):
+            save_file({n: t[n] for n in ns}, hub + "/blobs/shard%d" % i)
+            f = "model-%05d-of-00002.safetensors" % (i + 1)
+            os.symlink("../../blobs/shard%d" % i, hub + "/snapshots/r1/" + f)
+            wm.update({n: f for n in ns})
+        json.dump({"weight_map": wm}, open(hub + "/blobs/index", "w"))
+        os.symlink("../../blobs/index", hub + "/snapshots/r1/model.safetensors.index.json")
+        """)
+        let scan = try runWscan(["scan", walk + "/ex1.pkl"])
+        XCTAssertTrue(scan.out.contains("[critical]"), "builtins + exec.__call__ is exec: \(scan.out)")
+        let ix = try runWscan(["index", walk, "--db", db, "-v"])
+        XCTAssertFalse((ix.out + ix.err).contains("r.dat"), "a binary file is not a pickle because of its first two bytes")
+        let dup = try runWscan(["show", walk + "/dup.npz", "--db", db, "--tensors", "--json"])
+        let t = ((try JSONSerialization.jsonObject(with: Data(dup.out.utf8)) as! [String: Any])["tensors"] as! [[String: Any]])
+        XCTAssertEqual(t.count, 1); XCTAssertEqual(t[0]["mean"] as? Double, 0, "numpy.load returns the member named exactly 'a'")
+        let ex = try runWscan(["export", tmp.path("obj.npz"), "--to", tmp.path("precious.safetensors"), "--trust"])
+        XCTAssertEqual(ex.status, 1)
+        XCTAssertEqual(try String(contentsOfFile: tmp.path("precious.safetensors"), encoding: .utf8), "precious", "a refused export writes nothing")
+        let hub = try runWscan(["index", tmp.path("hub"), "--db", tmp.path("h.db"), "--json"])
+        let q = try runWscan(["query", "SELECT path FROM checkpoints", "--db", tmp.path("h.db")])
+        XCTAssertEqual(hub.status, 0, hub.err)
+        XCTAssertEqual(q.out.split(separator: "\n").filter { $0.contains("/tmp") || $0.contains("/") }.count, 1, "one sharded model, not its blobs: \(q.out)")
     }
 
     func testOneZeroRowKeepsTheGramRoute() throws {

@@ -591,13 +591,30 @@ final class SaliencyTests: XCTestCase {
         }
         let r = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--tensors", "model.0.*,model.3.*,model.5.*", "--json"])
         XCTAssertEqual(r.status, 0, r.err)
-        // Without --tensors the frozen layer is included: no state, score 0, never salient, and a warning says so.
-        let all2 = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher", "--json"])
+        // Without --tensors the frozen layer 4 is included. It shares its shape with the trained layer 3, so which of
+        // the two was frozen cannot be told from the state's order: refused, not guessed.
+        let amb = try runWscan(["analyze", "saliency", ck, "--db", tmp.path("f.db"), "--source", "fisher"])
+        XCTAssertEqual(amb.status, 1); XCTAssertTrue(amb.err.contains("ambiguous"), amb.err)
+        // A frozen layer of a shape no trained layer has: no state, score 0, never salient, and a warning says so.
+        let ck2 = tmp.path("frozen_unique.pt")
+        _ = try runPython("""
+        import torch
+        torch.manual_seed(1)
+        m = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        for p in m[0].parameters(): p.requires_grad_(False)
+        opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad(); m(torch.randn(8, 6)).pow(2).sum().backward(); opt.step()
+        torch.save({"model": m.state_dict(), "optimizer": opt.state_dict()}, \(pyStr(ck2)))
+        """)
+        let all2 = try runWscan(["analyze", "saliency", ck2, "--db", tmp.path("f.db"), "--source", "fisher", "--json"])
         XCTAssertEqual(all2.status, 0, all2.err)
-        XCTAssertTrue(all2.err.contains("no optimizer state (frozen in training)") && all2.err.contains("model.4.weight"), all2.err)
+        XCTAssertTrue(all2.err.contains("no optimizer state (frozen in training)") && all2.err.contains("model.0.weight"), all2.err)
         let layers = ((try JSONSerialization.jsonObject(with: Data(all2.out.utf8)) as! [String: Any])["result"] as! [String: Any])["layers"] as! [[String: Any]]
-        let frozenLayer = layers.first { $0["name"] as? String == "model.4.weight" }!
-        XCTAssertEqual(frozenLayer["share"] as? Double, 0, "a frozen layer is never salient")
+        // top 50% of 45 weights: all 15 trained weights first, then 8 of the frozen layer's zeros by the tie rule.
+        let share = Dictionary(uniqueKeysWithValues: layers.map { ($0["name"] as! String, $0["share"] as! Double) })
+        XCTAssertEqual(share["model.2.weight"], 1, "trained weights rank above every frozen one")
+        XCTAssertEqual(share["model.0.weight"]!, 8.0 / 30, accuracy: 1e-12)
     }
 
     func testFisherFromAdamState() throws {
