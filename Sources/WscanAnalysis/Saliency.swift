@@ -71,14 +71,32 @@ public enum Saliency {
         if !modelInParameterOrder && !states.isEmpty {
             orderProblem = "the state is numbered in parameter order, which the model file does not keep (e.g. safetensors sorts names); use the torch checkpoint, or states named exp_avg_sq.<name>"
         }
+        var leftmost: [Int] = []
         for (i, key) in states where orderProblem == nil {
             let shape = s.shapes[key]
             while p < modelParams.count && model.shapes[modelParams[p]] != shape { p += 1 }
             guard p < modelParams.count else {
                 orderProblem = "optimizer.state.\(i).exp_avg_sq (shape \(shape ?? [])) matches no remaining model parameter in order"
-                byOrder = [:]; break
+                byOrder = [:]; leftmost = []; break
             }
-            byOrder[modelParams[p]] = key; p += 1
+            byOrder[modelParams[p]] = key; leftmost.append(p); p += 1
+        }
+        // Matching by order skips a frozen parameter only by its shape, so the states may fit the parameters in more
+        // than one way. The earliest fit (above) and the latest fit (from the end) agree on every state whose
+        // parameter is certain; where they differ, any parameter of that shape between the two could own it, and
+        // such parameters are refused rather than guessed (over the whole model, not only the selection).
+        var ambiguous = Set<String>()
+        if leftmost.count == states.count && !states.isEmpty {
+            var q = modelParams.count - 1
+            for (i, (_, key)) in states.enumerated().reversed() {
+                let shape = s.shapes[key]
+                while q >= 0 && model.shapes[modelParams[q]] != shape { q -= 1 }
+                guard q >= 0 else { break }
+                if q != leftmost[i] {
+                    for r in leftmost[i]...q where model.shapes[modelParams[r]] == shape { ambiguous.insert(modelParams[r]) }
+                }
+                q -= 1
+            }
         }
         var out = WeightSet()
         var missing: [(String, String)] = []
@@ -86,7 +104,11 @@ public enum Saliency {
             let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
             let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
             var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
+            let byName = found != nil
             if found == nil, let key = byOrder[n], let v = s.values[key] { found = (key, v) }
+            if !byName, ambiguous.contains(n) {
+                throw EvaluatorError("cannot tell which parameters of shape \(model.shapes[n] ?? []) were frozen: the optimizer state is numbered in parameter order, and '\(n)' could own a state or be frozen; save the states under parameter names (exp_avg_sq.<name>) to score it")
+            }
             guard let (key, v) = found else {
                 missing.append((n, "no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))"))
                 continue
@@ -98,12 +120,7 @@ public enum Saliency {
         }
         if let first = missing.first {
             if out.names.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
-            // Matching by order skips a frozen parameter only by its shape: one that shares its shape with a trained
-            // parameter could have taken that parameter's state. Refuse rather than guess.
-            let orderShapes = Set(byOrder.keys.compactMap { model.shapes[$0] })
-            if let clash = missing.first(where: { orderShapes.contains(model.shapes[$0.0] ?? []) }) {
-                throw EvaluatorError("'\(clash.0)' has no optimizer state, and trained parameters of its shape were matched by order: which ones were frozen is ambiguous (name the states exp_avg_sq.<name>, or leave the frozen ones out with --tensors)")
-            }
+
             for (n, _) in missing {
                 frozen.append(n)
                 out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = [Float](repeating: 0, count: model.values[n]!.count)

@@ -45,12 +45,11 @@ public enum FormatDetector {
         switch sniff(head: head, name: "") {
         case .npy, .gguf: return true
         case .pickle:
-            // PROTO 2–5 is two bytes any binary file may start with: also ask for a plausible first opcode and a
-            // final STOP (".").
-            let openers: Set<UInt8> = [0x95, 0x8A, 0x7D, 0x5D, 0x28, 0x63, 0x8C, 0x58, 0x71, 0x94, 0x4B, 0x4A, 0x4E, 0x88, 0x89, 0x29, 0x93]
-            guard head.count >= 3, openers.contains(head[2]), let size = try? fh.seekToEnd(), size > 3,
-                  (try? fh.seek(toOffset: size - 1)) != nil, let last = try? fh.read(upToCount: 1) else { return false }
-            return last.first == 0x2E
+            // PROTO 2–5 is two bytes any binary file may start with: also ask for an opcode that can open a pickle
+            // (a value, a mark or a frame; torch's legacy magic is a LONG1). The last byte is not asked for: a
+            // legacy torch file ends with raw storage, and pickle.load ignores what follows STOP.
+            let openers = Set(Array("()]}cGJKMNILFSVTUXBCqh".utf8) + [0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x95, 0x96, 0x97])
+            return head.count >= 3 && openers.contains(head[2])
         case .safetensors:
             guard let size = try? FileRef.stat(path).size, head.count >= 9 else { return false }
             let n = head.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }

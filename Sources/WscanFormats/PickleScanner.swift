@@ -126,10 +126,11 @@ public enum PickleScanner {
         if name.contains(".") {
             // Every sub-path counts, prefixes included (`builtins` + `exec.__call__` is exec), and a dotted name
             // that is not allowed is at least high.
-            let parts = Array(full.split(separator: ".").map(String.init).prefix(16))
+            // Every window of up to 6 parts is checked (the longest denied path has 5), at any depth of the name.
+            let parts = full.split(separator: ".").map(String.init)
             var worst = Verdict.dangerous(.high, "dotted name: attribute traversal from \(m) can reach other modules")
             for i in 0..<max(0, parts.count - 1) {
-                for j in (i + 1)..<parts.count {
+                for j in (i + 1)..<min(parts.count, i + 7) {
                     let v = classify(module: parts[i..<j].joined(separator: "."), name: parts[j])
                     if case let .dangerous(sev, why) = v, case let .dangerous(w, _) = worst, sev > w {
                         worst = .dangerous(sev, why + " (reached through \(full))")

@@ -402,7 +402,12 @@ final class DayReviewRegressionTests: XCTestCase {
         from safetensors.numpy import load_file, save_file
         w = \(pyStr(walk)); os.makedirs(w)
         open(w + "/ex1.pkl", "wb").write(b"\\x80\\x04\\x8c\\x08builtins\\x94\\x8c\\x0dexec.__call__\\x94\\x93.")
-        open(w + "/r.dat", "wb").write(b"\\x80\\x04" + bytes(range(198)))           # binary that starts like a pickle
+        open(w + "/r.dat", "wb").write(b"\\x80\\x04" + bytes(range(1, 199)))        # binary that starts like a pickle
+        import torch, pickle
+        torch.save({"w": torch.zeros(3)}, w + "/legacy_noext", _use_new_zipfile_serialization=False)  # ends with raw storage
+        open(w + "/float_p2", "wb").write(pickle.dumps(1.5, protocol=2) + b"\\n")      # opens with G, trailing byte
+        deep = ".".join(["serialization", "torch"] * 9 + ["serialization", "os", "system"])
+        open(w + "/deep.pkl", "wb").write(b"\\x80\\x04\\x8c\\x05torch\\x94\\x8c" + bytes([len(deep)]) + deep.encode() + b"\\x94\\x93.")
         def npy(a):
             f = io.BytesIO(); np.save(f, a); return f.getvalue()
         with zipfile.ZipFile(w + "/dup.npz", "w") as z:
@@ -423,6 +428,9 @@ final class DayReviewRegressionTests: XCTestCase {
         """)
         let scan = try runWscan(["scan", walk + "/ex1.pkl"])
         XCTAssertTrue(scan.out.contains("[critical]"), "builtins + exec.__call__ is exec: \(scan.out)")
+        let walked = try runWscan(["scan", walk])
+        for f in ["legacy_noext", "float_p2", "deep.pkl", "ex1.pkl"] { XCTAssertTrue(walked.out.contains(walk + "/" + f), "\(f) not scanned: \(walked.out)") }
+        XCTAssertTrue(walked.out.contains("[critical] deep.pkl"), "a deep dotted name reaching os.system: \(walked.out)")
         let ix = try runWscan(["index", walk, "--db", db, "-v"])
         XCTAssertFalse((ix.out + ix.err).contains("r.dat"), "a binary file is not a pickle because of its first two bytes")
         let dup = try runWscan(["show", walk + "/dup.npz", "--db", db, "--tensors", "--json"])
