@@ -52,9 +52,9 @@ public enum Forensics {
         }
         // Tensors both hold unchanged that carry information (≥ 2-D, not constant like a zero-initialised bias).
         let shared = t.filter { $0.identicalValues && $0.shape.count >= 2 && !$0.constant }
+        let sharedParams = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
         if !shared.isEmpty && t.contains(where: { !$0.identicalValues }) {
-            let n = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
-            evidence.append(String(format: "%d bit-identical non-constant matrices (%.1f%% of the paired parameters): ", shared.count, 100 * Double(n) / Double(max(1, params)))
+            evidence.append(String(format: "%d bit-identical non-constant matrices (%.1f%% of the paired parameters): ", shared.count, 100 * Double(sharedParams) / Double(max(1, params)))
                             + shared.prefix(6).map(\.name).joined(separator: ", ") + (shared.count > 6 ? ", …" : ""))
         }
         if let ind = independence {
@@ -178,7 +178,6 @@ public enum Forensics {
         // head, layers fine-tuned while the rest stayed frozen, or tensors whose shape changed. They must hold at
         // least 10% of the paired parameters: fixed buffers that independent models also share (a causal mask, a
         // sinusoidal position table) are small next to the weights.
-        let sharedParams = shared.reduce(0) { $0 + $1.shape.reduce(1, *) }
         if !shared.isEmpty, Double(sharedParams) >= 0.1 * Double(params) {
             let changedNames = (differing.map(\.name) + Array(Set(onlyA).union(onlyB)).sorted())
             let listed = changedNames.prefix(6).joined(separator: ", ") + (changedNames.count > 6 ? ", …" : "")

@@ -34,6 +34,11 @@ public struct SaliencyResult: Codable, Sendable {
 }
 
 public enum Saliency {
+    /// Whether a tensor name is optimizer state (Adam's moments, a torch optimizer state dict), not a model weight.
+    public static func isOptimizerState(_ name: String) -> Bool {
+        name.hasPrefix("optimizer.") || name.contains("exp_avg")
+    }
+
     /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without
     /// a leading `model.`) or, for a torch optimizer state dict (`optimizer.state.<i>.exp_avg_sq`), by order: the
     /// optimizer numbers the parameters it was given, which are the model's parameters without its buffers, and
@@ -42,11 +47,6 @@ public enum Saliency {
     /// never paired with a state of another shape. Matching by order needs the model's tensors in registration
     /// order, which a torch checkpoint keeps and safetensors (sorted by name) does not: `modelInParameterOrder`
     /// false refuses it.
-    /// Whether a tensor name is optimizer state (Adam's moments, a torch optimizer state dict), not a model weight.
-    public static func isOptimizerState(_ name: String) -> Bool {
-        name.hasPrefix("optimizer.") || name.contains("exp_avg")
-    }
-
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true) throws -> WeightSet {
         var frozen: [String] = []
         return try fisherState(s, model: model, params: params, modelInParameterOrder: modelInParameterOrder, frozen: &frozen)
@@ -120,7 +120,6 @@ public enum Saliency {
         }
         if let first = missing.first {
             if out.names.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
-
             for (n, _) in missing {
                 frozen.append(n)
                 out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = [Float](repeating: 0, count: model.values[n]!.count)

@@ -353,12 +353,11 @@ public enum Sparsity {
         }
 
         func evalPoints(_ sparsities: [Double]) throws -> [SparsityPoint] {
-            if case .nm = pattern {
+            if case let .nm(nz, m) = pattern {
                 // N:M has one sparsity: report it next to the dense model it is measured against.
                 // Achieved sparsity as for unstructured pruning: the share of weights the cut selects (N of every
                 // M in the tensors that take the pattern), not the zeros the model may already hold.
                 let pw = prune(w, tensors: tensors, pattern: pattern)
-                guard case let .nm(nz, m) = pattern else { return [] }
                 let dense = Set(nmUnprunable(w, tensors: tensors, m: m))
                 let selected = Dictionary(uniqueKeysWithValues: tensors.map { t in (t, dense.contains(t) ? 0 : w.values[t]!.count / m * nz) })
                 return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator, selected: tensors.reduce(into: [:]) { $0[$1] = 0 }),

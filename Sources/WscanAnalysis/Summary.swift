@@ -20,14 +20,19 @@ public enum Summarizer {
         }
     }
 
+    /// The content hash alone: the stored bytes, then the layout of a view.
+    static func storedHash(_ raw: UnsafeRawBufferPointer, _ t: TensorInfo) -> String {
+        let h = XXH3Hasher()
+        if let b = raw.baseAddress { h.update(b, raw.count) }
+        if let tag = layoutTag(t) { tag.withUnsafeBytes { h.update($0.baseAddress!, $0.count) } }
+        return h.hex()
+    }
+
     /// Statistics and hash for one tensor. Undecodable tensors get a hash and a note, no statistics.
     public static func summarize(_ ck: Checkpoint, _ t: TensorInfo) -> TensorSummary {
         let raw = ck.bytes(of: t)
         guard t.dtype.decodable else {
-            let h = XXH3Hasher()
-            if let b = raw.baseAddress { h.update(b, raw.count) }
-            if let tag = layoutTag(t) { tag.withUnsafeBytes { h.update($0.baseAddress!, $0.count) } }
-            return TensorSummary(stats: nil, hash: h.hex(), note: t.note ?? "no decoder for \(t.dtype.rawValue)")
+            return TensorSummary(stats: nil, hash: storedHash(raw, t), note: t.note ?? "no decoder for \(t.dtype.rawValue)")
         }
         let hasher = XXH3Hasher()
         var st = TensorStats()
@@ -74,8 +79,7 @@ public enum Summarizer {
                 if consumed < raw.count, let b = raw.baseAddress { hasher.update(b + consumed, raw.count - consumed) }
             }
         } catch {
-            return TensorSummary(stats: nil, hash: XXH3Hasher.hash(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, raw.count),
-                                 note: "\(error)")
+            return TensorSummary(stats: nil, hash: storedHash(raw, t), note: "\(error)")
         }
         // The hash covers the stored bytes; a view reads them in another order (a Fortran-ordered array, a torch
         // transpose or slice), so its layout goes into the hash too: a matrix and its transpose, or two views of

@@ -41,6 +41,9 @@ public enum DataDrivenUtilization {
         guard inputShape.count == 2, inputShape[1] == inn, inputShape[0] > 0 else {
             throw DataUtilizationError("activations for \(name) must be [N, \(inn)] or [\(inn), \(inn)], got \(inputShape)")
         }
+        if let i = weight.firstIndex(where: { !$0.isFinite }) {
+            throw DataUtilizationError("the weight holds \(weight[i]) at [\(i / inn), \(i % inn)]", inWeight: true)
+        }
         if let i = inputs.firstIndex(where: { !$0.isFinite }) {
             throw DataUtilizationError("activations for \(name) hold \(inputs[i]) at [\(i / inn), \(i % inn)]; they must be finite")
         }
@@ -96,5 +99,7 @@ extension DataDrivenUtilization {
 
 public struct DataUtilizationError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ s: String) { description = s }
+    /// The weight is at fault (non-finite), not the activations.
+    public let inWeight: Bool
+    public init(_ s: String, inWeight: Bool = false) { description = s; self.inWeight = inWeight }
 }

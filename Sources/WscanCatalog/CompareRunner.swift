@@ -167,6 +167,8 @@ public enum CompareRunner {
         public var identicalByFingerprint: Int?
         /// Pairs that could not be compared ("a ↔ b: reason"); the others are still linked.
         public var failed: [String]? = nil
+        /// Identical-by-fingerprint pairs (counted from the edges for lineages stored before the count was).
+        public var fingerprintPairs: Int { identicalByFingerprint ?? edges.filter { $0.how == "fingerprint" }.count }
     }
 
     /// Pairwise relationships among the catalog's checkpoints. Cheap fingerprints first: checkpoints whose

@@ -48,7 +48,6 @@ extension Catalog {
         }
     }
 
-    /// Stored spectra of a checkpoint (empty when never analysed), in stored order.
     /// The stored records, all with one set of energy fractions: a run over some tensors with other `--energy`
     /// values leaves records with different sets, and tables have one column per fraction. The most common set
     /// wins; the others' ranks are recomputed from their singular values.
@@ -61,6 +60,7 @@ extension Catalog {
         return recs.map { $0.energies == target ? $0 : SpectrumRunner.withEnergies($0, target) }
     }
 
+    /// Stored spectra of a checkpoint (empty when never analysed), in stored order, as stored.
     func storedSpectra(checkpoint id: Int64) throws -> [SpectrumRecord] {
         try db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM spectra WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map { r in

@@ -6,11 +6,21 @@ public enum FormatDetector {
 
     public static func sniff(path: String) -> Kind {
         if path.hasSuffix(".safetensors.index.json") { return .shardIndex }
-        guard FileRef.isRegularFile(path) else { return .unknown }
-        guard let fh = FileHandle(forReadingAtPath: path) else { return .unknown }
-        defer { try? fh.close() }
-        let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
+        guard let head = head(path) else { return .unknown }
         return sniff(head: head, name: path)
+    }
+
+    /// The first 64 bytes of a regular file (nil for anything else: FIFOs, devices and folders are never opened).
+    static func head(_ path: String) -> [UInt8]? {
+        guard FileRef.isRegularFile(path), let fh = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? fh.close() }
+        return [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
+    }
+
+    /// Whether a file name ends with an extension checkpoints use.
+    static func hasCheckpointExtension(_ path: String) -> Bool {
+        let l = path.lowercased()
+        return candidateExtensions.contains { l.hasSuffix($0) }
     }
 
     public static func sniff(head: [UInt8], name: String) -> Kind {
@@ -37,11 +47,8 @@ public enum FormatDetector {
     /// saved under another name (`checkpoint_best.tar`, `model.pt.1`, no extension) is not passed over. A zip
     /// counts only with a torch `data.pkl` member, a safetensors header only with a plausible length.
     public static func isCandidate(_ path: String) -> Bool {
-        let l = path.lowercased()
-        if candidateExtensions.contains(where: { l.hasSuffix($0) }) { return true }
-        guard FileRef.isRegularFile(path), let fh = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? fh.close() }
-        let head = [UInt8]((try? fh.read(upToCount: 64)) ?? Data())
+        if hasCheckpointExtension(path) { return true }
+        guard let head = head(path) else { return false }
         switch sniff(head: head, name: "") {
         case .npy, .gguf: return true
         case .pickle:
@@ -81,11 +88,8 @@ public enum FormatDetector {
             if path.lowercased().hasSuffix(".npz") { return Format.npz.rawValue }
             return isTorchZip(path) ? Format.pytorch.rawValue : kind.rawValue
         case .pickle:
-            guard let fh = FileHandle(forReadingAtPath: path) else { return kind.rawValue }
-            defer { try? fh.close() }
-            let head = [UInt8]((try? fh.read(upToCount: 16)) ?? Data())
-            let legacy: [UInt8] = [0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
-            return head.count >= 14 && Array(head[2..<14]) == legacy ? Format.pytorchLegacy.rawValue : kind.rawValue
+            let legacy = PickleFileReader.legacyMagicPrefix
+            return head(path).map { $0.starts(with: legacy) } == true ? Format.pytorchLegacy.rawValue : kind.rawValue
         default: return kind.rawValue
         }
     }
@@ -183,12 +187,14 @@ public enum CheckpointOpener {
         }
         // One entry per file: a Hugging Face cache holds each file twice, as a content-named blob (no extension,
         // found by content) and as a named link into it (snapshots/REV/model.safetensors). The named path wins.
-        let kept = files.filter { !claimed.contains(real($0)) }
-        func named(_ p: String) -> Bool { let l = p.lowercased(); return FormatDetector.candidateExtensions.contains { l.hasSuffix($0) } }
+        let kept = files.map { ($0, real($0)) }.filter { !claimed.contains($0.1) }
         var best: [String: String] = [:]
-        for f in kept { let r = real(f); if let b = best[r] { if !named(b) && named(f) { best[r] = f } } else { best[r] = f } }
+        for (f, r) in kept {
+            if let b = best[r], FormatDetector.hasCheckpointExtension(b) || !FormatDetector.hasCheckpointExtension(f) { continue }
+            best[r] = f
+        }
         var seen = Set<String>()
-        let out = kept.filter { f in best[real(f)] == f && seen.insert(f).inserted }
+        let out = kept.filter { best[$0.1] == $0.0 && seen.insert($0.0).inserted }.map(\.0)
         return (out, missing)
     }
 }

@@ -33,6 +33,12 @@ func parseJSONObject(_ bytes: UnsafeRawBufferPointer, what: String) throws -> [S
     return dict
 }
 
+/// A parsed JSON value as it was written (`true`, not "1").
+func jsonLiteral(_ v: Any) -> String {
+    if let n = v as? NSNumber, String(cString: n.objCType) == "c" { return n.boolValue ? "true" : "false" }
+    return "\(v)"
+}
+
 /// A JSON integer literal as a non-negative Int: `true`, `2.0`, `8e0`, fractions, negatives and out-of-range values
 /// give nil, as in the reference implementation (serde's u64).
 func jsonInt(_ v: Any?) -> Int? {

@@ -122,11 +122,10 @@ public enum PickleScanner {
         for (dm, sev, why) in deniedModules where m == dm || m.hasPrefix(dm + ".") { return .dangerous(sev, why) }
         if allowed.contains(full) { return .allowed }
         // Protocol 4 resolves a dotted name attribute by attribute, so `torch` + `serialization.os.system` reaches
-        // os.system through a module that imported os. Every tail of the path is checked as if it were the import.
+        // os.system through a module that imported os. Every window of up to 6 parts of the path (the longest denied
+        // path has 5) is checked as if it were the import, at any depth and prefixes included (`builtins` +
+        // `exec.__call__` is exec); a dotted name that is not allowed is at least high.
         if name.contains(".") {
-            // Every sub-path counts, prefixes included (`builtins` + `exec.__call__` is exec), and a dotted name
-            // that is not allowed is at least high.
-            // Every window of up to 6 parts is checked (the longest denied path has 5), at any depth of the name.
             let parts = full.split(separator: ".").map(String.init)
             var worst = Verdict.dangerous(.high, "dotted name: attribute traversal from \(m) can reach other modules")
             for i in 0..<max(0, parts.count - 1) {

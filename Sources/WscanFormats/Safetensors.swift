@@ -51,7 +51,7 @@ public enum SafetensorsReader {
             var shape: [Int] = []
             for d in sh {
                 guard let v = jsonInt(d) else {
-                    throw FormatError(.shape, "tensor '\(name)': bad dimension \(String(describing: type(of: d)).contains("Boolean") ? ((d as? Bool) == true ? "true" : "false") : "\(d)") (dimensions are non-negative integers)")
+                    throw FormatError(.shape, "tensor '\(name)': bad dimension \(jsonLiteral(d)) (dimensions are non-negative integers)")
                 }
                 shape.append(v)
             }

@@ -268,6 +268,12 @@ public enum TorchReader {
 /// Bare pickles and legacy (pre-1.6) PyTorch files: scanned, never unpickled into tensors.
 public enum PickleFileReader {
     static let legacyMagic = "0x1950a86a20f9469cfc6c"
+    /// The same number as a legacy file's pickle starts with it: PROTO 2, then LONG1 of 10 little-endian bytes.
+    static let legacyMagicPrefix: [UInt8] = {
+        let hex = Array(legacyMagic.dropFirst(2))
+        let le = stride(from: hex.count, to: 0, by: -2).map { UInt8(String(hex[($0 - 2)..<$0]), radix: 16)! }
+        return [0x80, 0x02, 0x8A, UInt8(le.count)] + le
+    }()
 
     public static func read(path: String, options: CheckpointOpener.Options) throws -> Checkpoint {
         let st = try Storage(mapping: path)

@@ -176,7 +176,7 @@ public enum NpzReader {
             let si: Int
             if s === st { si = 0 } else { si = storages.count; storages.append(s) }
             let view = Storage(borrowing: sub, owner: s)
-            let name = e.name.hasSuffix(".npy") ? String(e.name.dropLast(4)) : e.name
+            let name = isNpy ? String(e.name.dropLast(4)) : e.name
             // Two members with one array name (`a.npy` and `a`): numpy.load(...)["a"] returns the member named
             // exactly `a`, so that one wins; any other repeat is skipped.
             let replace: Int?

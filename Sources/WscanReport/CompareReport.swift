@@ -91,7 +91,7 @@ extension ReportWriter {
         line()
         line("Produced by `\(command)`; every number below is also in [data.json](data.json).")
         line()
-        let fp = l.identicalByFingerprint ?? l.edges.filter { $0.how == "fingerprint" }.count, nf = (l.failed ?? []).count   // older stored lineages lack the count
+        let fp = l.fingerprintPairs, nf = (l.failed ?? []).count
         line("\(l.checkpoints.count) checkpoints, \(l.compared + fp + l.skippedPairs + nf) pairs: \(l.compared) compared, \(fp) identical by content fingerprint (not decoded), "
              + "\(l.skippedPairs) skipped because their tensor shapes differ" + (nf > 0 ? ", \(nf) could not be read" : "") + ". " +
              "Edges show the verdict and its confidence; independent pairs are omitted.")

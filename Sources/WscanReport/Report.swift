@@ -144,12 +144,18 @@ public final class ReportWriter {
     /// Lower-case letters and digits, other characters as "-"; a long name (tensor names can run to hundreds of
     /// bytes) is cut and ends with a hash of the whole, so a file name stays well under the 255-byte limit.
     static func slug(_ s: String) -> String {
-        let full = String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-")
-        guard full.utf8.count > 120 else { return full }
+        bounded(String(s.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).replacingOccurrences(of: "--", with: "-"),
+                of: s, above: 120, keep: 100)
+    }
+
+    /// `stem` as is while it has at most `above` UTF-8 bytes; longer, its first `keep` bytes (whole characters)
+    /// and an FNV-1a hash of `original`, so distinct long names stay distinct.
+    public static func bounded(_ stem: String, of original: String, above: Int, keep: Int) -> String {
+        guard stem.utf8.count > above else { return stem }
         var h: UInt64 = 0xcbf29ce484222325
-        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        for b in original.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
         var cut = ""
-        for c in full { if cut.utf8.count + String(c).utf8.count > 100 { break }; cut.append(c) }
+        for c in stem { if cut.utf8.count + String(c).utf8.count > keep { break }; cut.append(c) }
         return cut + "-" + String(h, radix: 16)
     }
 }

@@ -175,15 +175,11 @@ func dataUtilization(row: CheckpointRow, activations: String, energy: Double) th
             guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { return nil }
             let weight: [Float]
             do { weight = try TensorData.floats(ck, t) } catch { throw CLIError("\(row.path): \(error)") }
-            if let i = weight.firstIndex(where: { !$0.isFinite }) {
-                failed.append(LayerFailure(name: t.name, reason: "\(row.path): the weight holds \(weight[i]) at [\(i / t.shape[1]), \(i % t.shape[1])]"))
-                return nil
-            }
             do {
                 return try DataDrivenUtilization.analyze(name: t.name, weight: weight, out: t.shape[0], inn: t.shape[1],
                                                          inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy)
             } catch let e as DataUtilizationError {
-                failed.append(LayerFailure(name: t.name, reason: "\(activations): \(e)"))
+                failed.append(LayerFailure(name: t.name, reason: "\(e.inWeight ? row.path : activations): \(e)"))
                 return nil
             }
         }

@@ -118,7 +118,7 @@ struct LineageCommand: ParsableCommand {
         bar.finish()
         // A checkpoint that could not be read (gone, changed, unreadable) is a failed input: exit 1.
         if catalog.json { print(Fmt.json(lin)); if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }; return }
-        let fp = lin.identicalByFingerprint ?? lin.edges.filter { $0.how == "fingerprint" }.count, nf = (lin.failed ?? []).count
+        let fp = lin.fingerprintPairs, nf = (lin.failed ?? []).count
         print("\(lin.checkpoints.count) checkpoints, \(lin.compared + fp + lin.skippedPairs + nf) pairs: \(lin.compared) compared, "
               + "\(fp) identical by content fingerprint, \(lin.skippedPairs) skipped (different shapes)" + (nf > 0 ? ", \(nf) not compared" : ""))
         print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],

@@ -288,13 +288,7 @@ enum SaliencyMaps {
     static func fileStem(_ name: String, used: inout Set<String>) -> String {
         var stem = name.replacingOccurrences(of: "/", with: "_")
         if stem.hasPrefix(".") { stem = "_" + stem }
-        if stem.utf8.count > 200 {
-            var h: UInt64 = 0xcbf29ce484222325
-            for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
-            var cut = ""
-            for c in stem { if cut.utf8.count + String(c).utf8.count > 180 { break }; cut.append(c) }
-            stem = cut + "-" + String(h, radix: 16)
-        }
+        stem = ReportWriter.bounded(stem, of: name, above: 200, keep: 180)
         var candidate = stem, k = 2
         while used.contains(candidate.lowercased()) { candidate = "\(stem)-\(k)"; k += 1 }
         used.insert(candidate.lowercased())
