@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <errno.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <math.h>
 
 /* ---- OpenBLAS / LAPACKE, loaded on first use ----
@@ -416,26 +417,41 @@ done:
 void wscan_free(void *p) { free(p); }
 
 /* ---- Mapped files and SIGBUS ----
-   A mapped file that another process truncates while wscan reads it raises SIGBUS on the next page touched. The
-   handler finds which registered mapping holds the faulting address and ends wscan with a one-line error naming the
-   file instead of a crash trace (the catalog stays consistent: one transaction per checkpoint). */
+   A mapped file that another process truncates while wscan reads it raises SIGBUS on the next page touched past the
+   new end. The handler finds which registered mapping holds the faulting address, replaces the rest of that mapping
+   with zero pages (mmap MAP_FIXED: a plain system call, safe in a handler on Linux), marks the mapping as shrunk and
+   returns: the interrupted read goes on over zeros. Callers check the mark before trusting what they read
+   (`wscan_map_shrank`): the indexer fails just that file and goes on with the next; other commands refuse to store or
+   print results computed from it. Faults outside registered mappings keep the default action (a real crash). */
 #define WSCAN_MAPS 4096
-static struct { volatile uintptr_t base; volatile size_t len; char path[448]; } wscan_maps[WSCAN_MAPS];
+static struct { volatile uintptr_t base; volatile size_t len; volatile sig_atomic_t shrank; char path[448]; } wscan_maps[WSCAN_MAPS];
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Shrinks not yet taken by a caller (`wscan_map_shrunk`), and the path of the first. */
+static volatile sig_atomic_t shrunk_pending = 0;
+static char shrunk_path[448];
 static void bus_handler(int sig, siginfo_t *si, void *ctx) {
     (void)ctx;
     uintptr_t a = (uintptr_t)si->si_addr;
-    const char *path = NULL;
+    int found = -1;
     for (int i = 0; i < WSCAN_MAPS; i++) {
         uintptr_t b = wscan_maps[i].base;
-        if (b && a >= b && a < b + wscan_maps[i].len) { path = wscan_maps[i].path; break; }
+        if (b && a >= b && a < b + wscan_maps[i].len) { found = i; break; }
     }
-    if (!path) { signal(sig, SIG_DFL); raise(sig); return; }
-    static const char pre[] = "wscan: ", post[] = ": the file shrank while it was being read (changed by another process); stopping\n";
-    (void)!write(2, pre, sizeof pre - 1);
-    (void)!write(2, path, strnlen(path, sizeof wscan_maps[0].path));
-    (void)!write(2, post, sizeof post - 1);
-    _exit(1);
+    if (found < 0) { signal(sig, SIG_DFL); raise(sig); return; }
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), start = a & ~(page - 1), end = wscan_maps[found].base + wscan_maps[found].len;
+    void *z = mmap((void *)start, end - start, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (z == MAP_FAILED) {
+        static const char pre[] = "wscan: ", post[] = ": the file shrank while it was being read (changed by another process); stopping\n";
+        (void)!write(2, pre, sizeof pre - 1);
+        (void)!write(2, wscan_maps[found].path, strnlen(wscan_maps[found].path, sizeof wscan_maps[0].path));
+        (void)!write(2, post, sizeof post - 1);
+        _exit(1);
+    }
+    if (!wscan_maps[found].shrank) {
+        wscan_maps[found].shrank = 1;
+        if (!shrunk_pending) memcpy(shrunk_path, wscan_maps[found].path, sizeof shrunk_path);
+        shrunk_pending = shrunk_pending + 1;
+    }
 }
 static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
 static void bus_install(void) {
@@ -451,6 +467,7 @@ void wscan_map_register(const void *base, size_t len, const char *path) {
         /* The handler writes the path as it is: control characters in a crafted name must not reach the terminal. */
         for (char *c = wscan_maps[i].path; *c; c++) if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
         wscan_maps[i].len = len;
+        wscan_maps[i].shrank = 0;
         __atomic_store_n(&wscan_maps[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
         break;
     }
@@ -460,6 +477,21 @@ void wscan_map_unregister(const void *base) {
     pthread_mutex_lock(&maps_lock);
     for (int i = 0; i < WSCAN_MAPS; i++) if (wscan_maps[i].base == (uintptr_t)base) { __atomic_store_n(&wscan_maps[i].base, 0, __ATOMIC_RELEASE); break; }
     pthread_mutex_unlock(&maps_lock);
+}
+int wscan_map_shrank(const void *base) {
+    int r = 0;
+    pthread_mutex_lock(&maps_lock);
+    for (int i = 0; i < WSCAN_MAPS; i++) if (wscan_maps[i].base == (uintptr_t)base) { r = wscan_maps[i].shrank != 0; break; }
+    pthread_mutex_unlock(&maps_lock);
+    return r;
+}
+int wscan_map_shrunk(char *path, size_t cap, int take) {
+    pthread_mutex_lock(&maps_lock);
+    int n = shrunk_pending;
+    if (n && path && cap) snprintf(path, cap, "%s", shrunk_path);
+    if (take) shrunk_pending = 0;
+    pthread_mutex_unlock(&maps_lock);
+    return n;
 }
 
 /* ---- Child processes ---- */

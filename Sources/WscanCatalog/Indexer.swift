@@ -63,9 +63,13 @@ public final class Indexer {
             if !options.force, try catalog.isUpToDate(path: path, needSHA: options.sha256) { return .skipped(path: path) }
         } catch { /* treat as not indexed */ }
         let ck: Checkpoint
+        // A file truncated by another process while it is read: SIGBUS is turned into zero pages and counted
+        // (MappedFiles). Files are indexed one at a time, so a count taken after this file is this file's.
+        _ = MappedFiles.shrunk(take: true)
         do {
             ck = try CheckpointOpener.open(path, options: .init(trust: options.trust))
         } catch {
+            if MappedFiles.shrunk(take: true) != nil { return .failed(path: path, reason: MappedFiles.shrankReason) }
             let reason = (error as? FormatError)?.message ?? "\(error)"
             let files = [(try? FileRef.stat(path)) ?? FileRef(path: path, size: 0, mtime: 0)]
             let findings = (error as? UnsafeCheckpointError)?.findings ?? []
@@ -87,6 +91,9 @@ public final class Indexer {
                 return h.hex()
             }
         }
+        // Nothing is recorded from a file that changed under us; its old record (if any) stays, and the next run
+        // sees the new size and indexes it again.
+        if MappedFiles.shrunk(take: true) != nil { return .failed(path: path, reason: MappedFiles.shrankReason) }
         do {
             try catalog.record(ck, summaries: summaries, sha256: shas)
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import WscanFormats
 
 public struct CheckpointRow: Codable, Sendable {
     public var id: Int64
@@ -75,12 +76,13 @@ public struct DupeGroup: Codable, Sendable {
 }
 
 public enum CatalogError: Error, CustomStringConvertible {
-    case notFound(String), ambiguous(String, [String]), readOnly(String)
+    case notFound(String), ambiguous(String, [String]), readOnly(String), shrunk(String)
     public var description: String {
         switch self {
         case let .notFound(s): return "no checkpoint matches '\(s)' in the catalog (index it first, or pass a path)"
         case let .ambiguous(s, c): return "'\(s)' matches \(c.count) checkpoints: \(c.prefix(5).joined(separator: ", "))\(c.count > 5 ? " and \(c.count - 5) more" : ""); name one by path or id"
         case let .readOnly(s): return s
+        case let .shrunk(p): return "\(p): \(MappedFiles.shrankReason)"
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import WscanFormats
 
 /// Generic stored analysis results (sparsity curves, saliency tables, comparisons, lineage) as JSON.
 public struct StoredResult: Sendable {
@@ -15,6 +16,7 @@ public struct StoredResult: Sendable {
 extension Catalog {
     public func storeResult<T: Encodable, P: Encodable>(kind: String, checkpoint: Int64?, other: Int64? = nil, params: P,
                                                         summary: String?, data: T) throws {
+        if let f = MappedFiles.shrunk() { throw CatalogError.shrunk(f) }   // computed from zero pages
         let p = Self.json(params)
         let d = String(decoding: try Self.jsonEncoder().encode(data), as: UTF8.self)
         try db.write { db in

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import WscanFormats
 import WscanAnalysis
 
 /// A stored spectrum row: analysed (`spectrum` set) or skipped with a reason.
@@ -18,6 +19,7 @@ public struct SpectrumRecord: Codable, Sendable {
 extension Catalog {
     /// Replaces the checkpoint's stored spectra in one transaction.
     public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord]) throws {
+        if let f = MappedFiles.shrunk() { throw CatalogError.shrunk(f) }   // computed from zero pages
         try db.write { db in
             try db.execute(sql: "DELETE FROM spectra WHERE checkpoint_id = ?", arguments: [id])
             for r in records {

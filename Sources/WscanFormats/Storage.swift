@@ -55,6 +55,14 @@ public final class Storage: @unchecked Sendable {
 
     public var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
+    /// The mapped file shrank while it was read (another process truncated it): the pages past the new end now
+    /// read as zeros, so nothing computed from this storage can be trusted. See `MappedFiles`.
+    public var shrank: Bool {
+        if let k = keepAlive { return k.shrank }
+        guard unmapLength > 0, let b = base else { return false }
+        return wscan_map_shrank(b) != 0
+    }
+
     /// Bounds-checked sub-range.
     public func slice(_ offset: Int, _ length: Int) throws -> UnsafeRawBufferPointer {
         guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
@@ -66,6 +74,22 @@ public final class Storage: @unchecked Sendable {
     /// Hint the kernel that the range will be read sequentially.
     public func adviseSequential() {
         if unmapLength > 0, let b = base { madvise(UnsafeMutableRawPointer(mutating: b), unmapLength, MADV_SEQUENTIAL) }
+    }
+}
+
+/// Mapped files that shrank under wscan. Reading a page of a mapped file past its end raises SIGBUS; wscan's handler
+/// (CWscan) swaps the rest of that mapping for zero pages and counts the event, so the read finishes instead of
+/// killing the process. Whoever reads must then throw away what it computed: the indexer fails just that file and
+/// goes on; other commands refuse to store results (Catalog) and exit 1 (the CLI).
+public enum MappedFiles {
+    public static let shrankReason = "the file shrank while it was being read (changed by another process); nothing recorded from it"
+
+    /// The first file that shrank since the last `take`, if any; `take` resets the count.
+    public static func shrunk(take: Bool = false) -> String? {
+        var buf = [CChar](repeating: 0, count: 512)
+        let n = wscan_map_shrunk(&buf, buf.count, take ? 1 : 0)
+        guard n > 0 else { return nil }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

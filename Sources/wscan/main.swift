@@ -22,11 +22,22 @@ do {
     printErr(Wscan.fullMessage(for: error), multiline: true)
     exit(2) // usage error
 }
+/// A mapped checkpoint that another process truncated while wscan read it (MappedFiles): whatever the command printed
+/// was computed over zero pages. `index` handles this per file (the file fails, the run goes on) and takes the count.
+func exitIfShrunk() {
+    if let f = MappedFiles.shrunk(take: true) {
+        fflush(stdout)
+        printErr("wscan: \(f): the file shrank while it was being read (changed by another process); results computed from it are wrong")
+        exit(1)
+    }
+}
 do {
     try command.run()
+    exitIfShrunk()
     fflush(stdout)
     exit(0)
 } catch let e as ExitCode {
+    exitIfShrunk()
     fflush(stdout)
     exit(e.rawValue)
 } catch let e as ValidationError {

@@ -52,14 +52,17 @@ func runProcess(_ exe: URL, _ args: [String], cwd: URL? = nil) throws -> (status
     let o = Pipe(), e = Pipe()
     p.standardOutput = o; p.standardError = e
     try p.run()
-    var ed = Data()
+    let ed = DataBox()
     let drained = DispatchSemaphore(value: 0)
-    DispatchQueue.global().async { ed = e.fileHandleForReading.readDataToEndOfFile(); drained.signal() }
+    DispatchQueue.global().async { ed.data = e.fileHandleForReading.readDataToEndOfFile(); drained.signal() }
     let od = o.fileHandleForReading.readDataToEndOfFile()
     drained.wait()
     p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+    return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed.data, as: UTF8.self))
 }
+
+/// Standard error read on another thread; the semaphore orders the write before the read.
+private final class DataBox: @unchecked Sendable { var data = Data() }
 
 func runWscan(_ args: [String], cwd: URL? = nil) throws -> (status: Int32, out: String, err: String) {
     try runProcess(Paths.wscanBinary, args, cwd: cwd)

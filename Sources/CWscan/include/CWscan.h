@@ -69,6 +69,11 @@ const char *wscan_openblas_corename(void);
    read) ends wscan with a one-line error naming the file; unregister before munmap. */
 void wscan_map_register(const void *base, size_t len, const char *path);
 void wscan_map_unregister(const void *base);
+/* 1 when the mapping at base took a SIGBUS (its file shrank) and now reads zeros past the fault. */
+int wscan_map_shrank(const void *base);
+/* How many mappings shrank since the count was last taken (0 if none); copies the first one's path. `take` resets
+   the count. */
+int wscan_map_shrunk(char *path, size_t cap, int take);
 
 /* ---- Child processes (external evaluators) ---- */
 /* Runs `/bin/sh -c cmd` in a new process group, stdin from /dev/null, stdout and stderr into pipes whose read ends
