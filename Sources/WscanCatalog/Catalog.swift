@@ -137,6 +137,17 @@ public final class Catalog: @unchecked Sendable {
             // request with other options recomputes. Rows from before have NULL and are recomputed once.
             try db.execute(sql: "ALTER TABLE spectra ADD COLUMN options TEXT")
         }
+        m.registerMigration("v5-id-highwater") { db in
+            // Checkpoint ids are never reused (as AUTOINCREMENT would do, which the table was not created with): a
+            // `#N` in a report or a script must not come to name another checkpoint after N was pruned.
+            try db.execute(sql: """
+            CREATE TABLE catalog_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            INSERT INTO catalog_state (key, value) SELECT 'max_checkpoint_id', COALESCE(MAX(id), 0) FROM checkpoints;
+            CREATE TRIGGER checkpoints_max_id AFTER INSERT ON checkpoints BEGIN
+              UPDATE catalog_state SET value = max(value, NEW.id) WHERE key = 'max_checkpoint_id';
+            END;
+            """)
+        }
         return m
     }
 
@@ -193,7 +204,7 @@ public final class Catalog: @unchecked Sendable {
                 INSERT INTO checkpoints (id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
                                          fingerprint, safety, warnings, indexed_at)
                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                """, arguments: [old, ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
+                """, arguments: [try old ?? Self.nextID(db), ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
                                  ck.tensors.count, ck.parameterCount, ck.totalBytes, Self.json(dtypes), Self.json(ck.metadata),
                                  fp, safety, Self.json(ck.warnings), Date().timeIntervalSince1970])
             let id = db.lastInsertedRowID
@@ -238,7 +249,7 @@ public final class Catalog: @unchecked Sendable {
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [path])
             try db.execute(sql: """
                 INSERT INTO checkpoints (id, path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)
-                """, arguments: [old, path, Self.displayName(path, format: nil), format, status, error,
+                """, arguments: [try old ?? Self.nextID(db), path, Self.displayName(path, format: nil), format, status, error,
                                  files.reduce(0) { $0 + $1.size },
                                  findings.isEmpty ? "not-scanned" : (findings.contains { $0.severity >= .high } ? "dangerous" : "findings"),
                                  Date().timeIntervalSince1970])
@@ -251,6 +262,13 @@ public final class Catalog: @unchecked Sendable {
                                arguments: [id, f.severity.rawValue, f.member, f.offset, f.what, f.detail])
             }
         }
+    }
+
+    /// The id for a new checkpoint: above every id the catalog has ever given out.
+    static func nextID(_ db: Database) throws -> Int64 {
+        let hw = try Int64.fetchOne(db, sql: "SELECT value FROM catalog_state WHERE key = 'max_checkpoint_id'") ?? 0
+        let mx = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM checkpoints") ?? 0
+        return max(hw, mx) + 1
     }
 
     /// Drops checkpoints whose files are gone (or, with `under`, only those below these folders).

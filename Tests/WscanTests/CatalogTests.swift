@@ -108,6 +108,31 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try cat.checkpoints().count, 12)
     }
 
+    /// An id freed by --prune is never given to another checkpoint (a `#N` in a report must keep naming one model),
+    /// while re-indexing a changed file keeps its id.
+    func testPrunedIdsAreNotReused() throws {
+        let dir = tmp.url.appendingPathComponent("ids")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for (i, n) in ["mlp_seed0", "mlp_seed1", "mlp_seed2"].enumerated() {
+            try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent("\(n).safetensors"), to: dir.appendingPathComponent("m\(i).safetensors"))
+        }
+        let cat = try Catalog(path: tmp.path("c.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        XCTAssertEqual(try cat.resolve("m2.safetensors").id, 3)
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("m2.safetensors"))
+        var opts = Indexer.Options(); opts.prune = true
+        _ = try Indexer(catalog: cat, options: opts).run(paths: [dir.path])
+        XCTAssertEqual(try cat.checkpoints().map(\.id), [1, 2])
+        try FileManager.default.copyItem(at: Paths.corpus.appendingPathComponent("mlp_seed0_copy.npz"), to: dir.appendingPathComponent("n.npz"))
+        tmp.write("ids/bad.safetensors", [1, 2, 3])
+        opts.force = true
+        _ = try Indexer(catalog: cat, options: opts).run(paths: [dir.path])
+        let ids = Dictionary(uniqueKeysWithValues: try cat.checkpoints().map { ($0.name, $0.id) })
+        XCTAssertEqual(ids["m0.safetensors"], 1)        // re-indexed (--force): same id
+        XCTAssertEqual(ids["m1.safetensors"], 2)
+        XCTAssertEqual(Set([ids["n.npz"], ids["bad.safetensors"]]), [4, 5], "\(ids)")   // 3 stays retired
+    }
+
     func testBadFilesRecordedAndRunContinues() throws {
         let dir = tmp.url.appendingPathComponent("mixed")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
