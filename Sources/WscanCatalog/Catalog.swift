@@ -198,8 +198,25 @@ public final class Catalog: @unchecked Sendable {
         return try db.write { db in
             // Re-indexing a path replaces its row (and, by cascade, everything derived from the old bytes) but keeps
             // its id, so `#N` references stay valid.
-            let old = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [ck.path])
+            let prev = try Row.fetchOne(db, sql: "SELECT id, fingerprint, status FROM checkpoints WHERE path = ?", arguments: [ck.path])
+            let old: Int64? = prev?["id"]
+            if let prev, let id = old, (prev["fingerprint"] as String?) == fp, (prev["status"] as String?) == status {
+                // The same content again (touched, copied back, --force, --sha256 added): the record is refreshed in
+                // place and what was derived from these bytes (spectra, results) stays valid and is kept.
+                try db.execute(sql: "DELETE FROM files WHERE checkpoint_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM tensors WHERE checkpoint_id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM findings WHERE checkpoint_id = ?", arguments: [id])
+                try db.execute(sql: """
+                    UPDATE checkpoints SET name = ?, format = ?, error = ?, tensor_count = ?, param_count = ?, bytes = ?, dtypes = ?,
+                                           metadata = ?, safety = ?, warnings = ?, indexed_at = ? WHERE id = ?
+                    """, arguments: [Self.displayName(ck.path, format: ck.format), ck.format.rawValue, error, ck.tensors.count,
+                                     ck.parameterCount, ck.totalBytes, Self.json(dtypes), Self.json(ck.metadata), safety,
+                                     Self.json(ck.warnings), Date().timeIntervalSince1970, id])
+            } else {
+            // New content: the old row goes, and by cascade everything derived from the old bytes; the catalog-wide
+            // lineage is no longer current either.
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [ck.path])
+            try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")
             try db.execute(sql: """
                 INSERT INTO checkpoints (id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata,
                                          fingerprint, safety, warnings, indexed_at)
@@ -207,7 +224,8 @@ public final class Catalog: @unchecked Sendable {
                 """, arguments: [try old ?? Self.nextID(db), ck.path, Self.displayName(ck.path, format: ck.format), ck.format.rawValue, status, error,
                                  ck.tensors.count, ck.parameterCount, ck.totalBytes, Self.json(dtypes), Self.json(ck.metadata),
                                  fp, safety, Self.json(ck.warnings), Date().timeIntervalSince1970])
-            let id = db.lastInsertedRowID
+            }
+            let id = old ?? db.lastInsertedRowID
             for (i, f) in ck.files.enumerated() {
                 try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256) VALUES (?,?,?,?,?)",
                                arguments: [id, f.path, f.size, f.mtime, sha256?[i]])
@@ -247,6 +265,7 @@ public final class Catalog: @unchecked Sendable {
         try db.write { db in
             let old = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [path])
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [path])
+            try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")
             try db.execute(sql: """
                 INSERT INTO checkpoints (id, path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)
                 """, arguments: [try old ?? Self.nextID(db), path, Self.displayName(path, format: nil), format, status, error,
@@ -271,6 +290,15 @@ public final class Catalog: @unchecked Sendable {
         return max(hw, mx) + 1
     }
 
+    /// Throws unless every row still has the content it had when it was read: an analysis that overlapped a re-index
+    /// of its checkpoint (same id, new bytes) must not store results computed from the old bytes under it.
+    static func checkUnchanged(_ db: Database, _ rows: [CheckpointRow]) throws {
+        for r in rows {
+            let fp = try String?.fetchOne(db, sql: "SELECT fingerprint FROM checkpoints WHERE id = ?", arguments: [r.id]) ?? nil
+            if fp != r.fingerprint { throw CatalogError.changed(r.path) }
+        }
+    }
+
     /// Drops checkpoints whose files are gone (or, with `under`, only those below these folders).
     public func prune(under roots: [String]) throws -> [String] {
         let rows = try db.read { db in try Row.fetchAll(db, sql: "SELECT id, path FROM checkpoints") }
@@ -280,7 +308,10 @@ public final class Catalog: @unchecked Sendable {
             // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
             guard roots.isEmpty || roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
             if !FileRef.isRegularFile(p) {
-                try db.write { db in try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64]) }
+                try db.write { db in
+                    try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64])
+                    try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")
+                }
                 dropped.append(p)
             }
         }

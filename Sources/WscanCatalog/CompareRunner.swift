@@ -144,7 +144,7 @@ public enum CompareRunner {
             struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
             try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
                                     params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
-                                    summary: "\(verdict.kind): \(verdict.summary)", data: result)
+                                    summary: "\(verdict.kind): \(verdict.summary)", data: result, analysed: [rowA, rowB])
         }
         return result
     }
@@ -167,6 +167,8 @@ public enum CompareRunner {
         public var identicalByFingerprint: Int?
         /// Pairs that could not be compared ("a ↔ b: reason"); the others are still linked.
         public var failed: [String]? = nil
+        /// Catalog entries left out because they could not be read (status error or unsafe).
+        public var notRead: [String]? = nil
         /// Identical-by-fingerprint pairs (counted from the edges for lineages stored before the count was).
         public var fingerprintPairs: Int { identicalByFingerprint ?? edges.filter { $0.how == "fingerprint" }.count }
     }
@@ -209,6 +211,8 @@ public enum CompareRunner {
         var lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared,
                           failed: failed.isEmpty ? nil : failed)
         lin.identicalByFingerprint = byFingerprint
+        let notRead = try catalog.checkpoints().filter { $0.status != "ok" }.map(\.name)
+        if !notRead.isEmpty { lin.notRead = notRead }
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
         return lin
     }

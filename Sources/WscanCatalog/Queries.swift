@@ -76,13 +76,14 @@ public struct DupeGroup: Codable, Sendable {
 }
 
 public enum CatalogError: Error, CustomStringConvertible {
-    case notFound(String), ambiguous(String, [String]), readOnly(String), shrunk(String)
+    case notFound(String), ambiguous(String, [String]), readOnly(String), shrunk(String), changed(String)
     public var description: String {
         switch self {
         case let .notFound(s): return "no checkpoint matches '\(s)' in the catalog (index it first, or pass a path)"
         case let .ambiguous(s, c): return "'\(s)' matches \(c.count) checkpoints: \(c.prefix(5).joined(separator: ", "))\(c.count > 5 ? " and \(c.count - 5) more" : ""); name one by path or id"
         case let .readOnly(s): return s
         case let .shrunk(p): return "\(p): \(MappedFiles.shrankReason)"
+        case let .changed(p): return "\(p) was re-indexed with new content while this analysis ran: its result was not stored; run it again"
         }
     }
 }

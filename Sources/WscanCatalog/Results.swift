@@ -14,12 +14,14 @@ public struct StoredResult: Sendable {
 }
 
 extension Catalog {
+    /// `analysed`: the catalog rows the result was computed from; it is stored only if they still hold that content.
     public func storeResult<T: Encodable, P: Encodable>(kind: String, checkpoint: Int64?, other: Int64? = nil, params: P,
-                                                        summary: String?, data: T) throws {
+                                                        summary: String?, data: T, analysed: [CheckpointRow] = []) throws {
         if let f = MappedFiles.shrunk() { throw CatalogError.shrunk(f) }   // computed from zero pages
         let p = Self.json(params)
         let d = String(decoding: try Self.jsonEncoder().encode(data), as: UTF8.self)
         try db.write { db in
+            try Self.checkUnchanged(db, analysed)
             try db.execute(sql: "DELETE FROM results WHERE kind = ? AND checkpoint_id IS ? AND other_id IS ? AND params = ?",
                            arguments: [kind, checkpoint, other, p])
             try db.execute(sql: "INSERT INTO results (kind, checkpoint_id, other_id, params, summary, data, created_at) VALUES (?,?,?,?,?,?,?)",

@@ -18,9 +18,10 @@ public struct SpectrumRecord: Codable, Sendable {
 
 extension Catalog {
     /// Replaces the checkpoint's stored spectra in one transaction.
-    public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord]) throws {
+    public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord], analysed: [CheckpointRow] = []) throws {
         if let f = MappedFiles.shrunk() { throw CatalogError.shrunk(f) }   // computed from zero pages
         try db.write { db in
+            try Self.checkUnchanged(db, analysed)
             try db.execute(sql: "DELETE FROM spectra WHERE checkpoint_id = ?", arguments: [id])
             for r in records {
                 guard let s = r.spectrum else {

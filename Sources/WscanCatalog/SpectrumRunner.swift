@@ -122,7 +122,7 @@ public enum SpectrumRunner {
             orderIndex[r.tensor] ?? r.tensor.firstIndex(of: "[").flatMap { orderIndex[String(r.tensor[..<$0])] } ?? .max
         }
         merged = merged.enumerated().sorted { (position($0.element), $0.offset) < (position($1.element), $1.offset) }.map(\.element)
-        try catalog.storeSpectra(checkpoint: row.id, merged)
+        try catalog.storeSpectra(checkpoint: row.id, merged, analysed: [row])
         return out
     }
 }
@@ -158,6 +158,9 @@ public struct SpectrumSummary: Codable, Sendable {
     public var leastUtilized: [String]
     public var alphaWarnings: [String]
     public var welore: WeLoreResult
+    /// Matrices analysed by the randomized method: their energy ranks and utilization are lower bounds and their
+    /// spectra partial, so they are left out of the utilization mean, the most/least utilized lists and WeLore.
+    public var partial: [String]? = nil
 
     public static func make(_ records: [SpectrumRecord], energyIndex: Int, weloreReduction: Double, weloreMinRatio: Double) -> SpectrumSummary {
         let done = records.compactMap(\.spectrum)
@@ -171,17 +174,20 @@ public struct SpectrumSummary: Codable, Sendable {
         var means: [String: Double] = [:]
         means["stable_rank"] = wmean { $0.metrics.stableRank }
         means["effective_rank"] = wmean { $0.metrics.effectiveRank }
-        means["utilization"] = wmean { $0.metrics.utilization.indices.contains(energyIndex) ? $0.metrics.utilization[energyIndex] : nil }
+        let partial = done.filter { $0.method == SpectrumMethod.randomized.rawValue }.map(\.name)
+        let isPartial = Set(partial)
+        means["utilization"] = wmean { !isPartial.contains($0.name) && $0.metrics.utilization.indices.contains(energyIndex) ? $0.metrics.utilization[energyIndex] : nil }
         means["alpha"] = wmean { $0.metrics.alpha }
         means["alpha_weighted"] = wmean { $0.metrics.alphaWeighted }
         means["log_norm"] = wmean { $0.metrics.logNorm }
         means["entropy"] = wmean { $0.metrics.entropy }
-        let byUtil = done.filter { $0.metrics.utilization.indices.contains(energyIndex) }
+        let byUtil = done.filter { !isPartial.contains($0.name) && $0.metrics.utilization.indices.contains(energyIndex) }
             .sorted { $0.metrics.utilization[energyIndex] > $1.metrics.utilization[energyIndex] }
-        let wl = WeLore.classify(done.map { ($0.name, $0.singularValues) }, targetReduction: weloreReduction, minRatio: weloreMinRatio)
+        let wl = WeLore.classify(done.filter { !isPartial.contains($0.name) }.map { ($0.name, $0.singularValues) }, targetReduction: weloreReduction, minRatio: weloreMinRatio)
         return SpectrumSummary(matrices: done.count, skipped: records.count - done.count, parameters: Int(total),
                                weightedMeans: means.compactMapValues { $0 },
                                mostUtilized: byUtil.prefix(3).map(\.name), leastUtilized: byUtil.suffix(3).reversed().map(\.name),
-                               alphaWarnings: done.flatMap { m in m.warnings.map { "\(m.name): \($0)" } }, welore: wl)
+                               alphaWarnings: done.flatMap { m in m.warnings.map { "\(m.name): \($0)" } }, welore: wl,
+                               partial: partial.isEmpty ? nil : partial)
     }
 }

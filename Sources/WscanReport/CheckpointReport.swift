@@ -7,14 +7,14 @@ extension ReportWriter {
     /// The audit of one or more checkpoints.
     public func checkpointReport(_ rows: [CheckpointRow]) throws {
         let title = rows.count == 1 ? rows[0].name : "\(rows.count) checkpoints"
-        line("# Audit report: \(title)")
+        line("# Audit report: \(rows.count == 1 ? Self.text(title) : title)")
         line()
-        line("Produced by `\(command)` from the catalog; every number below is also in [data.json](data.json).")
+        line("Produced by \(Self.code(command)) from the catalog; every number below is also in [data.json](data.json).")
         line()
         var perCk: [String: JSONTree] = [:]
         if rows.count > 1 {
             line("## Contents")
-            for r in rows { line("- [\(r.name)](#\(Self.slug(r.name)))") }
+            for r in rows { line("- [\(Self.text(r.name))](#\(Self.anchor(r.name)))") }
             line()
         }
         for r in rows { perCk[r.name] = try section(r, multi: rows.count > 1) }
@@ -25,7 +25,8 @@ extension ReportWriter {
 
     func section(_ r: CheckpointRow, multi: Bool) throws -> JSONTree {
         let h = multi ? "##" : "#"
-        if multi { line("## \(r.name)"); line() }
+        let sectionStart = md.count
+        if multi { line("## \(Self.text(r.name))"); line() }
         let tensors = try catalog.tensors(checkpoint: r.id)
         let findings = try catalog.findings(checkpoint: r.id)
         let spectra = try catalog.spectra(checkpoint: r.id)
@@ -40,7 +41,7 @@ extension ReportWriter {
         line()
         let dt = r.dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
         table(["property", "value"], [
-            ["file", "`\(Self.display(r.path))`"], ["format", r.format ?? "?"], ["status", r.status + (r.error.map { ": " + $0 } ?? "")],
+            ["file", Self.code(Self.display(r.path))], ["format", r.format ?? "?"], ["status", r.status + (r.error.map { ": " + Self.text($0) } ?? "")],
             ["tensors", "\(r.tensorCount)"], [term("parameters"), "\(Self.count(r.paramCount)) (\(r.paramCount))"],
             ["size on disk", Self.bytes(r.bytes)],
             ["dtype mix", dt.map { "\($0.key) \(Self.pct(Double($0.value) / Double(max(1, r.paramCount))))" }.joined(separator: ", ")],
@@ -60,9 +61,22 @@ extension ReportWriter {
         if !findings.isEmpty {
             line("\(h)# Safety findings")
             line()
-            table(["severity", "member", "offset", "import / call", "detail"], findings.map { [$0.severity, "`\($0.member)`", "\($0.offset)", "`\($0.what)`", $0.detail] },
+            table(["severity", "member", "offset", "import / call", "detail"], findings.map { [$0.severity, Self.code($0.member), "\($0.offset)", Self.code($0.what), Self.text($0.detail)] },
                   align: [false, false, true, false, false])
             out["findings"] = .array(findings.map { .object(["severity": .string($0.severity), "member": .string($0.member), "offset": .int($0.offset), "what": .string($0.what)]) })
+        }
+
+        // A file that could not be read (or was refused as unsafe) has its record and findings, nothing more.
+        if r.status != "ok" {
+            line("\(h)# Tensors")
+            line()
+            line("Not read: \(Self.text(r.error ?? r.status)). No tensor statistics or analyses exist for this file" +
+                 (r.status == "unsafe" ? " (wscan does not load a pickle with dangerous imports; see the findings above)." : "."))
+            line()
+            if r.safety != "dangerous" { keyFindings.append("Not readable: \(Self.text(r.error ?? r.status)).") }
+            insertKeyFindings(keyFindings, h: h, from: sectionStart)
+            out["key_findings"] = .array(keyFindings.prefix(3).map { .string($0) })
+            return .object(out)
         }
 
         // Tensors
@@ -70,7 +84,7 @@ extension ReportWriter {
         line()
         let ordered = tensors.sorted { $0.nbytes != $1.nbytes ? $0.nbytes > $1.nbytes : $0.name < $1.name }
         table(["tensor", "shape", "dtype", "size", "mean", "std", term("abs max"), "zeros", "NaN/Inf"],
-              ordered.map { t in [ "`\(t.name)`", t.shape.map(String.init).joined(separator: "×"), t.dtype, Self.bytes(t.nbytes), Self.f(t.mean), Self.f(t.std),
+              ordered.map { t in [ Self.code(t.name), t.shape.map(String.init).joined(separator: "×"), t.dtype, Self.bytes(t.nbytes), Self.f(t.mean), Self.f(t.std),
                                    Self.f(t.absmax), Self.pct(t.zeroFrac), "\((t.nanCount ?? 0) + (t.infCount ?? 0))"] },
               align: [false, false, false, true, true, true, true, true, true], fold: 12, foldTitle: "all tensors, largest first")
         out["tensors"] = .array(ordered.map { t in .object(["name": .string(t.name), "shape": .array(t.shape.map { .int($0) }), "dtype": .string(t.dtype),
@@ -93,32 +107,46 @@ extension ReportWriter {
         line("\(h)# Spectrum and low-rank utilization")
         line()
         let done = spectra.compactMap(\.spectrum)
-        if done.isEmpty {
-            line("Not analysed yet. Run `wscan analyze spectrum \(r.name)` to add singular-value spectra, ranks, utilization and WeightWatcher metrics.")
+        if done.isEmpty && !spectra.isEmpty {
+            let reasons = Dictionary(grouping: spectra.compactMap(\.skipReason), by: { $0 }).map { ($0.key, $0.value.count) }.sorted { ($0.1, $1.0) > ($1.1, $0.0) }
+            line("Analysed, but no tensor is a matrix that could be decomposed (\(spectra.count) skipped): " +
+                 reasons.prefix(4).map { "\($0.1)× \(Self.text($0.0))" }.joined(separator: "; ") + (reasons.count > 4 ? "; …" : "") + ".")
+            line()
+        } else if done.isEmpty {
+            line("Not analysed yet. Run \(Self.code("wscan analyze spectrum " + Self.shell(r.path))) to add singular-value spectra, ranks, utilization and WeightWatcher metrics.")
             line()
         } else {
             let energies = spectra.first { $0.spectrum != nil }!.energies
             let ei = min(1, energies.count - 1)
             let summary = SpectrumSummary.make(spectra, energyIndex: ei, weloreReduction: 0.5, weloreMinRatio: 0.5)
-            line("\(done.count) matrices analysed (\(spectra.count - done.count) tensors skipped: biases, norms, non-float). " +
+            let skippedWhy = Dictionary(grouping: spectra.compactMap(\.skipReason), by: { $0 }).map { ($0.key, $0.value.count) }.sorted { ($0.1, $1.0) > ($1.1, $0.0) }
+            let skippedText = skippedWhy.isEmpty ? "" : " (\(spectra.count - done.count) tensors skipped: " +
+                skippedWhy.prefix(3).map { "\($0.1)× \(Self.text($0.0))" }.joined(separator: "; ") + (skippedWhy.count > 3 ? "; …" : "") + ")"
+            line("\(done.count) matrices analysed\(skippedText). " +
                  "Parameter-weighted means: \(term("stable rank")) \(Self.f(summary.weightedMeans["stable_rank"])), " +
                  "\(term("alpha")) \(Self.f(summary.weightedMeans["alpha"])), \(term("utilization")) at \(energyPercent(energies[ei])) energy " +
-                 "\(Self.pct(summary.weightedMeans["utilization"])).")
+                 "\(Self.pct(summary.weightedMeans["utilization"]))" +
+                 (summary.partial.map { " (\($0.count) randomized matrices left out of the utilization mean and WeLore: their ranks are lower bounds, marked ≥)" } ?? "") + ".")
             line()
-            let warn = done.filter { !$0.warnings.isEmpty }
-            if !warn.isEmpty { keyFindings.append("\(warn.count) of \(done.count) matrices have \(term("alpha")) outside [2, 6] (e.g. `\(warn[0].name)`: \(warn[0].warnings[0])).") }
+            let outside = done.filter { s in s.metrics.alpha.map { $0 < 2 || $0 > 6 } ?? false }
+            if let e = outside.first {
+                keyFindings.append("\(outside.count) of \(done.count) matrices have \(term("alpha")) outside [2, 6] (e.g. \(Self.code(e.name)): α = \(Self.f(e.metrics.alpha, 3))).")
+            }
             figure("alpha-\(Self.slug(r.name))", Fig.bars(title: "Power-law exponent α per matrix", labels: done.map(\.name),
                                                         values: done.map { $0.metrics.alpha ?? .nan }, valueLabel: "alpha",
                                                         refLines: [(2, "2"), (6, "6")]), alt: "alpha per layer")
             figure("utilization-\(Self.slug(r.name))", Fig.bars(title: "Rank utilization at \(energyPercent(energies[ei])) energy", labels: done.map(\.name),
                                                               values: done.map { $0.metrics.utilization.indices.contains(ei) ? $0.metrics.utilization[ei] : .nan },
                                                               valueLabel: "rank / min(m, n)", refLines: []), alt: "utilization per layer")
-            let sv = done.prefix(12).map { s -> (String, [Double], [Double]) in
+            // At most 12 lines stay readable: the largest matrices, in tensor order.
+            let shown = Set(done.enumerated().sorted { ($0.element.rows * $0.element.cols * $0.element.slices, -$0.offset) > ($1.element.rows * $1.element.cols * $1.element.slices, -$1.offset) }
+                .prefix(12).map(\.offset))
+            let sv = done.enumerated().filter { shown.contains($0.offset) }.map(\.element).map { s -> (String, [Double], [Double]) in
                 let n = s.singularValues.count, mx = s.singularValues.first ?? 1
                 return (s.name, (0..<n).map { Double($0 + 1) / Double(n) }, s.singularValues.map { mx > 0 ? $0 / mx : 0 })
             }
-            figure("spectra-\(Self.slug(r.name))", Fig.line(title: "Normalised singular values σ/σmax", xLabel: "rank / min(m, n)", yLabel: "σ / σmax",
-                                                           xLog: false, yLog: true, series: sv.map { ($0.0, $0.1, $0.2, false) }, markers: [], hlines: []),
+            figure("spectra-\(Self.slug(r.name))", Fig.line(title: "Normalised singular values σ/σmax" + (done.count > 12 ? " (the 12 largest of \(done.count) matrices)" : ""), xLabel: "rank / min(m, n)", yLabel: "σ / σmax",
+                                                           xLog: false, yLog: true, series: sv.enumerated().map { ($0.element.0, $0.element.1, $0.element.2, $0.offset >= SVG.palette.count) }, markers: [], hlines: []),
                    alt: "singular value spectra")
             // ESD of the matrices with the smallest and largest alpha
             let fitted = done.filter { $0.metrics.alpha != nil }.sorted { ($0.metrics.alpha!, $0.name) < ($1.metrics.alpha!, $1.name) }
@@ -132,9 +160,11 @@ extension ReportWriter {
             }
             let rowsT = done.map { s -> [String] in
                 let m = s.metrics
-                return ["`\(s.name)`", "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), SpectrumMethod.label(s.method),
-                        Self.f(m.stableRank), Self.f(m.effectiveRank), m.energyRanks.indices.contains(ei) ? "\(m.energyRanks[ei])" : "–",
-                        m.utilization.indices.contains(ei) ? Self.pct(m.utilization[ei]) : "–",
+                // A randomized rank that reaches the computed values is a lower bound.
+                func lb(_ rank: Int) -> String { s.method == SpectrumMethod.randomized.rawValue && rank >= s.singularValues.count ? "≥" : "" }
+                return [Self.code(s.name), "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), SpectrumMethod.label(s.method),
+                        Self.f(m.stableRank), Self.f(m.effectiveRank), m.energyRanks.indices.contains(ei) ? lb(m.energyRanks[ei]) + "\(m.energyRanks[ei])" : "–",
+                        m.utilization.indices.contains(ei) ? lb(m.energyRanks.indices.contains(ei) ? m.energyRanks[ei] : 0) + Self.pct(m.utilization[ei]) : "–",
                         Self.f(m.alpha, 3), Self.f(m.alphaWeighted, 3), Self.f(m.logNorm, 3), Self.f(m.entropy, 3), s.warnings.isEmpty ? "" : "⚠"]
             }
             table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(energyPercent(energies[ei]))", term("utilization"),
@@ -145,9 +175,9 @@ extension ReportWriter {
                  "\(Self.pct(summary.welore.targetReduction)) overall rank reduction): \(lrc.count) of \(summary.welore.layers.count) matrices.")
             line()
             if !lrc.isEmpty {
-                table(["matrix", "rank", "kept rank", "reduction"], lrc.map { ["`\($0.name)`", "\($0.rank)", "\($0.keptRank)", Self.pct($0.reductionRatio)] },
+                table(["matrix", "rank", "kept rank", "reduction"], lrc.map { [Self.code($0.name), "\($0.rank)", "\($0.keptRank)", Self.pct($0.reductionRatio)] },
                       align: [false, true, true, true], fold: 10, foldTitle: "all low-rank candidates")
-                keyFindings.append("\(lrc.count) matrices are low-rank candidates (WeLore); e.g. `\(lrc[0].name)` keeps rank \(lrc[0].keptRank) of \(lrc[0].rank).")
+                keyFindings.append("\(lrc.count) matrices are low-rank candidates (WeLore); e.g. \(Self.code(lrc[0].name)) keeps rank \(lrc[0].keptRank) of \(lrc[0].rank).")
             }
             out["spectrum"] = .object([
                 "weighted_means": .object(summary.weightedMeans.mapValues { .double($0) }), "energies": .array(energies.map { .double($0) }),
@@ -183,7 +213,7 @@ extension ReportWriter {
                   align: [true, true, true, true, true, true], fold: 12, foldTitle: "all points")
             out["sparsity"] = JSONTree.from(curve)
         } else {
-            line("Not analysed yet. Run `wscan analyze sparsity \(r.name)` (add `--data D.npz` or `--eval CMD` for task quality).")
+            line("Not analysed yet. Run \(Self.code("wscan analyze sparsity " + Self.shell(r.path))) (add `--data D.npz` or `--eval CMD` for task quality).")
             line()
         }
 
@@ -197,19 +227,21 @@ extension ReportWriter {
             figure("saliency-\(Self.slug(r.name))", Fig.bars(title: "Share of salient weights per tensor (\(s.source.rawValue))", labels: s.layers.map(\.name),
                                                             values: s.layers.map(\.share), valueLabel: "salient share", refLines: [(s.top, "global top")]),
                    alt: "salient share per tensor")
-            table(["tensor", "weights", "salient", "mass share", "top-1% mass"], layers.map { ["`\($0.name)`", "\($0.count)", Self.pct($0.share), Self.pct($0.massShare), Self.pct($0.top1Concentration)] },
+            table(["tensor", "weights", "salient", "mass share", "top-1% mass"], layers.map { [Self.code($0.name), "\($0.count)", Self.pct($0.share), Self.pct($0.massShare), Self.pct($0.top1Concentration)] },
                   align: [false, true, true, true, true], fold: 12, foldTitle: "all tensors")
             if let mapsDir = heatmapProvider?(r, s) {
                 for (name, png, legend, w, hgt) in mapsDir {
-                    files["figures/heat-\(Self.slug(name)).png"] = Data(png)
-                    files["figures/heat-\(Self.slug(name))-legend.svg"] = Data(legend.utf8)
-                    line("**`\(name)`** (\(w)×\(hgt) px, block max): ![saliency map of \(name)](figures/heat-\(Self.slug(name)).png) ![scale](figures/heat-\(Self.slug(name))-legend.svg)")
+                    // Unique across the whole report: two checkpoints (or `dup.a` and `dup_a`) must not share a file.
+                    let f = unique("heat-\(Self.slug(name))", in: "figures", ext: "png")
+                    files["figures/\(f).png"] = Data(png)
+                    files["figures/\(f)-legend.svg"] = Data(legend.utf8)
+                    line("**\(Self.code(name))** (map \(w) px wide × \(hgt) px high, block max of |w|): ![saliency map of \(Self.alt(name))](figures/\(f).png) ![scale](figures/\(f)-legend.svg)")
                     line()
                 }
             }
             out["saliency"] = JSONTree.from(s)
         } else {
-            line("Not analysed yet. Run `wscan analyze saliency \(r.name) --source magnitude|delta|fisher|grad`.")
+            line("Not analysed yet. Run \(Self.code("wscan analyze saliency " + Self.shell(r.path) + " --source magnitude|delta|fisher|grad")).")
             line()
         }
 
@@ -224,23 +256,36 @@ extension ReportWriter {
                 guard let cr = try? catalog.decodeResult(c, as: CompareResult.self) else { continue }
                 let other = cr.a == r.path ? cr.b : cr.a
                 guard seen.insert(other).inserted else { continue }
-                rowsC.append(["`\(Catalog.displayName(other, format: nil))`", cr.verdict.kind, Self.f(cr.verdict.confidence, 2), cr.independence.map { Self.f($0.pValue, 3) } ?? "–", cr.verdict.summary])
-                arr.append(.object(["other": .string(Self.display(other)), "verdict": .string(cr.verdict.kind), "confidence": .double(cr.verdict.confidence)]))
+                // The other file changed on disk since it was indexed: the verdict describes bytes that are gone.
+                let stale = FileRef.isRegularFile(other) && !((try? catalog.isUpToDate(path: other, needSHA: false)) ?? true)
+                let role = cr.a == r.path ? "A" : "B"
+                rowsC.append([Self.code(Catalog.displayName(other, format: nil)), role, cr.verdict.kind + (stale ? " (stale: the other file changed since; run compare again)" : ""),
+                              Self.conf(cr.verdict.confidence), cr.independence.map { Self.f($0.pValue, 3) } ?? "–", Self.text(cr.verdict.summary)])
+                var o: [String: JSONTree] = ["other": .string(Self.display(other)), "role": .string(role), "verdict": .string(cr.verdict.kind),
+                                             "confidence": .double(cr.verdict.confidence), "summary": .string(cr.verdict.summary), "stale": .bool(stale)]
+                if let p = cr.independence?.pValue { o["independence_p"] = .double(p) }
+                arr.append(.object(o))
             }
             rowsC.sort { $0[0] < $1[0] }
-            table(["other checkpoint", "verdict", "confidence", "independence p", "summary"], rowsC, align: [false, false, true, true, false])
+            line("\"this is\" says whether this checkpoint was A or B of the comparison (the summary speaks of A and B).")
+            line()
+            table(["other checkpoint", "this is", "verdict", "confidence", "independence p", "summary"], rowsC, align: [false, false, false, true, true, false])
             out["comparisons"] = .array(arr)
         }
 
-        // Key findings go first: insert after the summary table.
-        if !keyFindings.isEmpty, let idx = md.firstIndex(where: { $0.hasPrefix("\(h)# Tensors") || $0.hasPrefix("\(h)# Safety findings") }) {
-            var block = ["**Key findings**", ""]
-            for k in keyFindings.prefix(3) { block.append("1. " + k) }
-            block.append("")
-            md.insert(contentsOf: block, at: idx)
-        }
+        insertKeyFindings(keyFindings, h: h, from: sectionStart)
         out["key_findings"] = .array(keyFindings.prefix(3).map { .string($0) })
         return .object(out)
+    }
+
+    /// Key findings go first: after the section's summary table (searched from the section's own start).
+    func insertKeyFindings(_ keyFindings: [String], h: String, from sectionStart: Int) {
+        guard !keyFindings.isEmpty,
+              let idx = md[sectionStart...].firstIndex(where: { $0.hasPrefix("\(h)# Tensors") || $0.hasPrefix("\(h)# Safety findings") }) else { return }
+        var block = ["**Key findings**", ""]
+        for k in keyFindings.prefix(3) { block.append("1. " + k) }
+        block.append("")
+        md.insert(contentsOf: block, at: idx)
     }
 
     func glossary() {

@@ -5,21 +5,21 @@ import WscanAnalysis
 extension ReportWriter {
     /// Forensic comparison report for a stored (or just computed) comparison.
     public func compareReport(_ r: CompareResult, nameA: String, nameB: String) {
-        line("# Forensic comparison: \(nameA) vs \(nameB)")
+        line("# Forensic comparison: \(Self.text(nameA)) vs \(Self.text(nameB))")
         line()
-        line("Produced by `\(command)` from the catalog; every number below is also in [data.json](data.json).")
+        line("Produced by \(Self.code(command)) from the catalog; every number below is also in [data.json](data.json).")
         line()
         let v = r.verdict
         line("## Verdict")
         line()
-        line("**\(v.kind.replacingOccurrences(of: "_", with: " "))** — \(v.summary) (confidence \(Self.f(v.confidence, 2))).")
+        line("**\(v.kind.replacingOccurrences(of: "_", with: " "))** — \(Self.text(v.summary)) (confidence \(Self.conf(v.confidence))).")
         line()
-        for e in v.evidence { line("- \(e)") }
+        for e in v.evidence { line("- " + Self.text(e)) }
         line()
-        table(["", "path"], [["A", "`\(Self.display(r.a))`"], ["B", "`\(Self.display(r.b))`"]])
+        table(["", "path"], [["A", Self.code(Self.display(r.a))], ["B", Self.code(Self.display(r.b))]])
         if !r.onlyInA.isEmpty || !r.onlyInB.isEmpty {
-            line("Unpaired tensors: \(r.onlyInA.count) only in A (\(r.onlyInA.prefix(5).map { "`\($0)`" }.joined(separator: ", "))), " +
-                 "\(r.onlyInB.count) only in B (\(r.onlyInB.prefix(5).map { "`\($0)`" }.joined(separator: ", "))).")
+            line("Unpaired tensors: \(r.onlyInA.count) only in A (\(r.onlyInA.prefix(5).map { Self.code($0) }.joined(separator: ", "))), " +
+                 "\(r.onlyInB.count) only in B (\(r.onlyInB.prefix(5).map { Self.code($0) }.joined(separator: ", "))).")
             line()
         }
         line("## Where the models differ")
@@ -30,7 +30,7 @@ extension ReportWriter {
         line("\(r.tensors.count - differing.count) of \(r.tensors.count) paired tensors are identical. Differing tensors, largest relative L2 first:")
         line()
         table(["tensor", "paired by", "dtypes", "cosine", "relative L2", "max |Δ|", "sign agreement", "new zeros", "Δ rank", "Δ energy top-4"],
-              differing.map { e in ["`\(e.name)`", e.matchedBy, e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)", String(format: "%.6f", e.cosine),
+              differing.map { e in [Self.code(e.name), e.matchedBy, e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)", String(format: "%.6f", e.cosine),
                                     Self.f(e.relativeL2), Self.f(e.maxAbsDiff), Self.f(e.signAgreement), "\(e.newZeros)",
                                     e.diff.map { "\($0.rank)/\($0.minDim)" } ?? "–", e.diff.map { Self.f($0.energyTop["4"]) } ?? "–"] },
               align: [false, false, false, true, true, true, true, true, true, true], fold: 12, foldTitle: "all differing tensors")
@@ -41,7 +41,7 @@ extension ReportWriter {
                  "combined p-value **\(Self.f(ind.pValue, 3))** (threshold \(Self.f(ind.threshold, 2))): " +
                  (ind.dependent ? "the models are **not** independent." : "consistent with independent training."))
             line()
-            table(["layer", "units", "Spearman ρ", "p-value", "matched cosine"], ind.layers.map { [ "`\($0.group)`", "\($0.units)", Self.f($0.spearman), Self.f($0.pValue, 3), Self.f($0.meanCosine) ] },
+            table(["layer", "units", "Spearman ρ", "p-value", "matched cosine"], ind.layers.map { [ Self.code($0.group), "\($0.units)", Self.f($0.spearman), Self.f($0.pValue, 3), Self.f($0.meanCosine) ] },
                   align: [false, true, true, true, true])
         }
         if let al = r.alignment {
@@ -51,13 +51,13 @@ extension ReportWriter {
             line("Git Re-Basin weight matching (\(al.family)): \(al.sweeps) sweeps; \(moved.count) of \(al.perms.count) groups permuted; " +
                  "objective Σ⟨W_A, P W_B⟩ \(Self.f(al.objectiveBefore)) → \(Self.f(al.objectiveAfter)).")
             line()
-            for n in al.notes { line("- \(n)") }
+            for n in al.notes { line("- " + Self.text(n)) }
             if !al.notes.isEmpty { line() }
         }
         if let c = r.connectivity {
             line("## Linear-mode connectivity")
             line()
-            line(c.note + ".")
+            line(Self.text(c.note) + ".")
             line()
             var rows: [[String]] = [["before alignment", Self.f(c.before.distance), Self.f(c.before.barrier)]]
             if let a = c.after { rows.append(["after alignment", Self.f(a.distance), Self.f(a.barrier)]) }
@@ -89,19 +89,38 @@ extension ReportWriter {
     public func lineageReport(_ l: CompareRunner.Lineage) {
         line("# Lineage of the catalog")
         line()
-        line("Produced by `\(command)`; every number below is also in [data.json](data.json).")
+        line("Produced by \(Self.code(command)); every number below is also in [data.json](data.json).")
         line()
         let fp = l.fingerprintPairs, nf = (l.failed ?? []).count
         line("\(l.checkpoints.count) checkpoints, \(l.compared + fp + l.skippedPairs + nf) pairs: \(l.compared) compared, \(fp) identical by content fingerprint (not decoded), "
              + "\(l.skippedPairs) skipped because their tensor shapes differ" + (nf > 0 ? ", \(nf) could not be read" : "") + ". " +
-             "Edges show the verdict and its confidence; independent pairs are omitted.")
+             "Edges show the verdict and its confidence (no arrowheads: the table's summary says which side is derived); independent pairs are omitted.")
         line()
+        if l.checkpoints.isEmpty {
+            line("The catalog holds no readable checkpoint with tensors: nothing to relate. Index some with `wscan index PATH`.")
+            line()
+        }
         let edges = l.edges.filter { $0.kind != "independent" }.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
         let linked = Set(edges.flatMap { [$0.a, $0.b] })
-        let alone = l.checkpoints.filter { !linked.contains($0) }.sorted()
-        if !alone.isEmpty { line("Without any relationship found: \(alone.map { "`\($0)`" }.joined(separator: ", ")).") ; line() }
-        diagram("lineage", dot: Diagrams.lineage(nodes: l.checkpoints.sorted(), edges: edges.map { ($0.a, $0.b, $0.kind, $0.confidence) }), alt: "lineage graph")
-        table(["A", "B", "relationship", "confidence", "how", "summary"], edges.map { ["`\($0.a)`", "`\($0.b)`", $0.kind, Self.f($0.confidence, 2), $0.how, $0.summary] },
+        let failed = l.failed ?? []
+        // A checkpoint whose comparisons failed is not "without relationship": we could not tell.
+        let inFailure = Set(l.checkpoints.filter { n in failed.contains { $0.hasPrefix(n + " ↔ ") || $0.contains(" ↔ " + n + ":") } })
+        let alone = l.checkpoints.filter { !linked.contains($0) && !inFailure.contains($0) }.sorted()
+        if !alone.isEmpty { line("Without any relationship found: \(alone.map { Self.code($0) }.joined(separator: ", ")).") ; line() }
+        if !failed.isEmpty {
+            line("Pairs that could not be compared (their relationship is unknown):")
+            line()
+            for f in failed.sorted().prefix(20) { line("- " + Self.text(f)) }
+            if failed.count > 20 { line("- … and \(failed.count - 20) more (all in data.json)") }
+            line()
+        }
+        if let n = l.notRead, !n.isEmpty {
+            line("Not part of the lineage: \(n.count) catalog entries that could not be read or were refused as unsafe (" +
+                 n.sorted().prefix(8).map { Self.code($0) }.joined(separator: ", ") + (n.count > 8 ? ", …" : "") + ").")
+            line()
+        }
+        diagram("lineage", dot: Diagrams.lineage(nodes: l.checkpoints.sorted(), edges: edges.map { ($0.a, $0.b, $0.kind, $0.confidence) }), alt: "relationship graph")
+        table(["A", "B", "relationship", "confidence", "how", "summary"], edges.map { [Self.code($0.a), Self.code($0.b), $0.kind, Self.conf($0.confidence), $0.how, Self.text($0.summary)] },
               align: [false, false, false, true, false, false], fold: 20, foldTitle: "all relationships")
         data["lineage"] = JSONTree.from(l)
         data["command"] = .string(command)

@@ -5,7 +5,8 @@ public enum Diagrams {
     /// A numbered path component (`layer.3`): ASCII digits only, so `Int` parses it.
     static func isIndex(_ p: String) -> Bool { !p.isEmpty && p.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && Int(p) != nil }
 
-    static func esc(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
+    /// Label text: Graphviz.escape (backslashes, quotes, `&`, control characters); a newline is a line break.
+    static func esc(_ s: String) -> String { Graphviz.escape(s) }
 
     /// Module tree from dotted tensor names. Numbered siblings with the same structure collapse into one node
     /// "layer.{0..5} ×6". Leaves are tensors with their shapes; boxes may be coloured by a per-tensor metric.
@@ -57,13 +58,13 @@ public enum Diagrams {
                 if !vals.isEmpty {
                     let m = vals.reduce(0, +) / Double(vals.count)
                     fill = (2...6).contains(m) ? "#c7e9c0" : "#fdd0a2"
-                    label += String(format: "\\nα̅ %.2f", m)
+                    label += String(format: "\nα̅ %.2f", m)
                 }
                 if !leaves.isEmpty || params > 0 {
-                    label += "\\n" + child.tensors.sorted { $0.0 < $1.0 }.prefix(6).map { "\($0.0) \($0.1.map(String.init).joined(separator: "×"))" }.joined(separator: "\\n")
-                    if child.tensors.count > 6 { label += "\\n… \(child.tensors.count - 6) more" }
+                    label += "\n" + child.tensors.sorted { $0.0 < $1.0 }.prefix(6).map { "\($0.0) \($0.1.map(String.init).joined(separator: "×"))" }.joined(separator: "\n")
+                    if child.tensors.count > 6 { label += "\n… \(child.tensors.count - 6) more" }
                 }
-                lines.append("  \(id) [label=\"\(esc(label).replacingOccurrences(of: "\\\\n", with: "\\n"))\", fillcolor=\"\(fill)\"];")
+                lines.append("  \(id) [label=\"\(esc(label))\", fillcolor=\"\(fill)\"];")
                 if let parentID { lines.append("  \(parentID) -> \(id);") }
                 emit(child, path: path + [key], parentID: id)
             }
@@ -76,8 +77,9 @@ public enum Diagrams {
         lines.append("  root [label=\"\(esc(name))\", shape=folder];")
         emit(root, path: [], parentID: "root")
         if !root.tensors.isEmpty {
-            let label = root.tensors.sorted { $0.0 < $1.0 }.prefix(8).map { "\($0.0) \($0.1.map(String.init).joined(separator: "×"))" }.joined(separator: "\\n")
-            lines.append("  top [label=\"\(esc(label).replacingOccurrences(of: "\\\\n", with: "\\n"))\"];")
+            var label = root.tensors.sorted { $0.0 < $1.0 }.prefix(8).map { "\($0.0) \($0.1.map(String.init).joined(separator: "×"))" }.joined(separator: "\n")
+            if root.tensors.count > 8 { label += "\n… \(root.tensors.count - 8) more" }
+            lines.append("  top [label=\"\(esc(label))\"];")
             lines.append("  root -> top;")
         }
         lines.append("}")
@@ -96,16 +98,17 @@ public enum Diagrams {
                       "finetuned": "#2166ac", "independent": "#bbbbbb"]
         for (a, b, kind, conf) in edges {
             guard let ia = idx[a], let ib = idx[b] else { continue }
-            l.append("  c\(ia) -> c\(ib) [label=\"\(esc(kind)) \(String(format: "%.2f", conf))\", color=\"\(colors[kind] ?? "#444444")\"" +
-                     (kind == "independent" ? ", style=dashed, dir=none" : "") + "];")
+            // No arrowhead: the pair's order is the catalog's, not who derives from whom (the table's summary says).
+            l.append("  c\(ia) -> c\(ib) [label=\"\(esc(kind)) \(String(format: "%.3f", conf))\", color=\"\(colors[kind] ?? "#444444")\", dir=none" +
+                     (kind == "independent" ? ", style=dashed" : "") + "];")
         }
         l.append("}")
         return l.joined(separator: "\n") + "\n"
     }
 
-    /// Per-block map of where two models differ: blocks coloured by relative L2 of their tensors.
+    /// Per-block map of where two models differ: blocks coloured by the largest relative L2 among their tensors.
     public static func differenceMap(title: String, tensors: [(String, Double, Bool)]) -> String {
-        var blocks: [String: (sum: Double, n: Int, identical: Int)] = [:]
+        var blocks: [String: (max: Double, n: Int, identical: Int)] = [:]
         var order: [String] = []
         for (name, rel, ident) in tensors {
             var parts = name.split(separator: ".").map(String.init)
@@ -114,15 +117,15 @@ public enum Diagrams {
             let key = parts.joined(separator: ".")
             if blocks[key] == nil { order.append(key) }
             let b = blocks[key] ?? (0, 0, 0)
-            blocks[key] = (b.sum + (rel.isFinite ? rel : 1), b.n + 1, b.identical + (ident ? 1 : 0))
+            blocks[key] = (max(b.max, rel.isFinite ? rel : 1), b.n + 1, b.identical + (ident ? 1 : 0))
         }
         var l = ["digraph differences {", "  graph [rankdir=TB, fontname=\"Helvetica\", label=\"\(esc(title))\", labelloc=t];",
                  "  node [shape=box, style=filled, fontname=\"Helvetica\", fontsize=10];"]
         for (i, k) in order.enumerated() {
             let b = blocks[k]!
-            let mean = b.sum / Double(b.n)
+            let mean = b.max
             let color = b.identical == b.n ? "#e0e0e0" : mean < 1e-3 ? "#d9f0d3" : mean < 0.05 ? "#a6dba0" : mean < 0.3 ? "#fdb863" : "#e66101"
-            l.append("  b\(i) [label=\"\(esc(k))\\nrel. L2 \(String(format: "%.2e", mean))\\n\(b.identical)/\(b.n) identical\", fillcolor=\"\(color)\"];")
+            l.append("  b\(i) [label=\"\(esc(k + "\nmax rel. L2 " + String(format: "%.2e", mean) + "\n\(b.identical)/\(b.n) identical"))\", fillcolor=\"\(color)\"];")
             if i > 0 { l.append("  b\(i - 1) -> b\(i) [style=invis];") }
         }
         l.append("}")

@@ -18,14 +18,17 @@ public enum Fig {
     }
 
     public static func esd(eigenvalues: [Double], alpha: Double, xmin: Double, title: String) -> String {
-        var c = Histogram.esd(eigenvalues: eigenvalues, bins: 60, fit: (alpha: alpha, xmin: xmin))
+        // About 2√n bins (8 to 60): with 60 bins for a 32-value spectrum every bin holds one value and the histogram
+        // shows the binning, not the spectrum.
+        let bins = min(60, max(8, Int((2 * Double(eigenvalues.count).squareRoot()).rounded())))
+        var c = Histogram.esd(eigenvalues: eigenvalues, bins: bins, fit: (alpha: alpha, xmin: xmin))
         c.title = title
         return c.svg()
     }
 
     public static func heatmap(values: [Float], rows: Int, cols: Int) -> (png: [UInt8], legend: String, width: Int, height: Int) {
         let h = Heatmap.render(values: values, rows: rows, cols: cols, maxSide: 256, reduce: .max, absolute: true)
-        return (h.png, Heatmap.legendSVG(vmin: h.vmin, vmax: h.vmax, label: "score (block max)", height: max(64, h.height)), h.width, h.height)
+        return (h.png, Heatmap.legendSVG(vmin: h.vmin, vmax: h.vmax, label: "score (block max)", height: max(140, h.height)), h.width, h.height)
     }
 
     public static func dot(_ source: String) throws -> String { try Graphviz.svg(dot: source) }

@@ -39,9 +39,14 @@ public final class ReportWriter {
             let why = mkdir(dir, 0o755) != 0 ? String(cString: strerror(errno)) : Self.reason(error)   // errno says why
             throw ReportError("cannot create \(dir): \(why)")
         }
-        for sub in ["figures", "diagrams"] {
-            let p = (dir as NSString).appendingPathComponent(sub)
-            if fm.fileExists(atPath: p) { try fm.removeItem(atPath: p) }
+        // The earlier report's figures and diagrams (the files its README.md links) are removed, so none is left
+        // over; anything else in those folders is someone else's and stays.
+        if let old = try? String(contentsOfFile: (dir as NSString).appendingPathComponent("README.md"), encoding: .utf8) {
+            for rel in Self.linkedFiles(old) { try? fm.removeItem(atPath: (dir as NSString).appendingPathComponent(rel)) }
+            for sub in ["figures", "diagrams"] {
+                let p = (dir as NSString).appendingPathComponent(sub)
+                if (try? fm.contentsOfDirectory(atPath: p))?.isEmpty == true { try? fm.removeItem(atPath: p) }
+            }
         }
         var all = files
         all["README.md"] = Data((md.joined(separator: "\n") + "\n").utf8)
@@ -57,6 +62,21 @@ public final class ReportWriter {
         return all.keys.sorted()
     }
 
+    /// Files under figures/ and diagrams/ a report's Markdown links to (plain names: no "..", no sub-folders).
+    static func linkedFiles(_ markdown: String) -> Set<String> {
+        var out = Set<String>()
+        for sub in ["figures/", "diagrams/"] {
+            var rest = Substring(markdown)
+            while let r = rest.range(of: "](" + sub) {
+                let after = rest[r.upperBound...]
+                let name = after.prefix { $0 != ")" && $0 != " " && $0 != "\n" }
+                if !name.isEmpty && !name.contains("/") && name != "." && name != ".." { out.insert(sub + name) }
+                rest = after
+            }
+        }
+        return out
+    }
+
     /// The POSIX reason behind a Foundation file error ("Permission denied", "File name too long"), not its domain dump.
     public static func reason(_ error: Error) -> String {
         let ns = error as NSError
@@ -66,6 +86,59 @@ public final class ReportWriter {
     }
 
     func line(_ s: String = "") { md.append(s) }
+
+    // MARK: text from checkpoints (names, paths, reasons) in Markdown: nothing in it may start markup or HTML
+
+    /// Inline text: Markdown punctuation and HTML are backslash-escaped, line breaks become spaces.
+    static func text(_ s: String) -> String {
+        var o = ""
+        let cs = Array(s)
+        for (i, c) in cs.enumerated() {
+            // An underscore between letters or digits cannot start emphasis (GFM): left as is, so `mlp_seed0` reads plainly.
+            if c == "_", i > 0, i + 1 < cs.count, cs[i - 1].isLetter || cs[i - 1].isNumber, cs[i + 1].isLetter || cs[i + 1].isNumber { o.append(c); continue }
+            switch c {
+            case "\\", "`", "*", "_", "[", "]", "<", ">", "~", "&": o.append("\\"); o.append(c)   // "|": table() escapes it
+            case "\n", "\r", "\r\n", "\t": o.append(" ")
+            default: o.append(c)
+            }
+        }
+        return o
+    }
+    /// A code span that holds any text: fenced by one more backtick than the longest run inside, line breaks shown as ⏎.
+    static func code(_ s: String) -> String {
+        let t = s.replacingOccurrences(of: "\r\n", with: "⏎").replacingOccurrences(of: "\n", with: "⏎").replacingOccurrences(of: "\r", with: "⏎")
+        var run = 0, longest = 0
+        for c in t { if c == "`" { run += 1; longest = max(longest, run) } else { run = 0 } }
+        let fence = String(repeating: "`", count: longest + 1)
+        let pad = t.hasPrefix("`") || t.hasSuffix("`") || t.hasPrefix(" ") ? " " : ""
+        return fence + pad + t + pad + fence
+    }
+    /// Image alt text: brackets and backslashes escaped, one line.
+    static func alt(_ s: String) -> String {
+        var o = ""
+        for c in s {
+            switch c {
+            case "\\", "[", "]", "<", ">", "&", "`": o.append("\\"); o.append(c)
+            case "\n", "\r", "\r\n", "\t": o.append(" ")
+            default: o.append(c)
+            }
+        }
+        return o
+    }
+    /// A word for a shell command line: as is when made of safe characters, else single-quoted.
+    static func shell(_ s: String) -> String {
+        let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/#:=+,@%-")
+        if !s.isEmpty && s.allSatisfy({ safe.contains($0) }) && !s.hasPrefix("-") { return s }
+        return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+    /// The id GitHub gives a heading: lower case, punctuation other than "-" and "_" dropped, spaces as "-".
+    static func anchor(_ heading: String) -> String {
+        String(heading.lowercased().compactMap { c -> Character? in
+            if c == " " { return "-" }
+            if c.isLetter || c.isNumber || c == "-" || c == "_" { return c }
+            return nil
+        })
+    }
     /// A file name not yet taken under `folder` (two names may slug alike).
     func unique(_ name: String, in folder: String, ext: String) -> String {
         var n = name, k = 2
@@ -75,7 +148,7 @@ public final class ReportWriter {
     func figure(_ name: String, _ svg: String, alt: String) {
         let name = unique(name, in: "figures", ext: "svg")
         files["figures/\(name).svg"] = Data(svg.utf8)
-        line("![\(alt)](figures/\(name).svg)")
+        line("![\(Self.alt(alt))](figures/\(name).svg)")
         line()
     }
     func diagram(_ name: String, dot: String, alt: String) {
@@ -83,7 +156,7 @@ public final class ReportWriter {
         files["diagrams/\(name).dot"] = Data(dot.utf8)
         if let svg = try? Fig.dot(dot) {
             files["diagrams/\(name).svg"] = Data(svg.utf8)
-            line("![\(alt)](diagrams/\(name).svg)")
+            line("![\(Self.alt(alt))](diagrams/\(name).svg)")
         } else {
             line("*(diagram could not be rendered; source: [diagrams/\(name).dot](diagrams/\(name).dot))*")
         }
@@ -126,6 +199,8 @@ public final class ReportWriter {
         if abs(v) >= 1e5 || abs(v) < 1e-3 { return String(format: "%.\(digits - 1)e", v) }
         return String(format: "%.\(digits)g", v)
     }
+    /// A verdict confidence: three decimals, so 0.999 is not shown as 1.
+    static func conf(_ v: Double) -> String { String(format: "%.3f", v) }
     static func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
     static func bytes(_ n: Int) -> String {
         let u = ["B", "KiB", "MiB", "GiB", "TiB"]

@@ -77,7 +77,7 @@ struct SpectrumCommand: ParsableCommand {
             let (u, f) = try dataUtilization(row: row, activations: act, energy: e)
             if !u.isEmpty {
                 try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
-                                    summary: "\(u.count) layers with activations", data: u)
+                                    summary: "\(u.count) layers with activations", data: u, analysed: [row])
             }
             utilization = u; utilizationFailed = f
         }

@@ -91,7 +91,10 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = fals
         // gone keeps its catalog entry (show still works; reading it fails with its own one-line error).
         if FileRef.isRegularFile(row.path), !(try catalog.isUpToDate(path: row.path, needSHA: false)) {
             let ix = Indexer(catalog: catalog, options: .init())
-            if case let .failed(path, reason) = ix.indexOne(row.path) { throw CLIError("\(path): \(reason)") }
+            if case let .failed(path, reason) = ix.indexOne(row.path) {
+                if allowFailed, let again = try? catalog.resolve(row.path) { return again }
+                throw CLIError("\(path): \(reason)")
+            }
             return try catalog.resolve(row.path)
         }
         return row

@@ -13,7 +13,7 @@ struct ReportCmd: ParsableCommand {
         Forms:
           wscan report CKPT...         audit of checkpoints (every stored analysis)
           wscan report --compare A B   forensic comparison (stored, or run now)
-          wscan report --lineage       the catalog's family tree (stored, or run now)
+          wscan report --lineage       relationships among the catalog's checkpoints (stored, or run now)
 
         Output is deterministic: two runs on the same catalog give byte-identical files. The default folder is \
         reports/SLUG, SLUG being the checkpoint's name in lower case with other characters as "-" (reports/audit for \
@@ -22,7 +22,7 @@ struct ReportCmd: ParsableCommand {
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "Checkpoints (catalog ids, names or paths).") var checkpoints: [String] = []
     @Flag(help: "Forensic comparison of exactly two checkpoints.") var compare = false
-    @Flag(help: "Family tree of the catalog.") var lineage = false
+    @Flag(help: "Relationships among the catalog's checkpoints (pairwise verdicts).") var lineage = false
     @Option(name: .shortAndLong, help: "Output folder (default: reports/SLUG, see above).") var output: String?
     @Option(help: "Heat maps for at most this many tensors in the saliency section.") var maxMaps: Int = 4
 
@@ -36,8 +36,15 @@ struct ReportCmd: ParsableCommand {
 
     func run() throws {
         let cat = try catalog.open()
-        let cmdLine = "wscan " + CommandLine.arguments.dropFirst().filter { !$0.hasPrefix("--db") }.joined(separator: " ")
-        let w = ReportWriter(catalog: cat, command: cmdLine.replacingOccurrences(of: catalog.dbPath, with: "").replacingOccurrences(of: "  ", with: " ").trimmingCharacters(in: .whitespaces))
+        // The command line as given, without the catalog's location (`--db X`, `--db=X`): reports must not depend on it.
+        var args: [String] = [], skipNext = false
+        for a in CommandLine.arguments.dropFirst() {
+            if skipNext { skipNext = false; continue }
+            if a == "--db" { skipNext = true; continue }
+            if a.hasPrefix("--db=") { continue }
+            args.append(a)
+        }
+        let w = ReportWriter(catalog: cat, command: (["wscan"] + args).joined(separator: " "))
         let dir: String
         var failedInputs: [String] = []
         if lineage {
@@ -56,7 +63,7 @@ struct ReportCmd: ParsableCommand {
             w.compareReport(r, nameA: a.name, nameB: b.name)
             dir = output ?? "reports/compare-\(ReportWriter.slugName(a.name))-vs-\(ReportWriter.slugName(b.name))"
         } else {
-            let rows = try checkpoints.map { try resolveCheckpoint($0, catalog: cat) }
+            let rows = try checkpoints.map { try resolveCheckpoint($0, catalog: cat, allowFailed: true) }   // an unsafe file is reported too
             w.heatmapProvider = { row, result in heatmaps(row: row, result: result, catalog: cat, max: maxMaps) }
             try w.checkpointReport(rows)
             dir = output ?? "reports/\(rows.count == 1 ? ReportWriter.slugName(rows[0].name) : "audit")"

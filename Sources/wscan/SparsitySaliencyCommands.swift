@@ -94,7 +94,7 @@ struct SparsityCommand: ParsableCommand {
                              e.metric as NSString, (e.knee.map { String(format: "%.1f%%", $0 * 100) } ?? "none") as NSString)
         try cat.storeResult(kind: "sparsity", checkpoint: row.id,
                             params: Params(scope: scope, pattern: pattern, grid: g, tolerance: tolerance, tensors: tensors, evaluator: evaluator?.description),
-                            summary: summary, data: curve)
+                            summary: summary, data: curve, analysed: [row])
         var written: (path: String, achieved: Double)?
         if let out = writePruned {
             try catalog.refuseCatalogAsOutput(out)
@@ -214,7 +214,7 @@ struct SaliencyCommand: ParsableCommand {
         try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,
                             params: Params(source: source, top: top, base: base, grads: grads, tensors: tensors),
                             summary: String(format: "%@ saliency, top %.0f%%: %d of %d weights", source as NSString, top * 100, result.kept, result.total),
-                            data: result)
+                            data: result, analysed: [row])
         if let out = maskOut {
             try ck.refuseToOverwrite(out)
             try catalog.refuseCatalogAsOutput(out)

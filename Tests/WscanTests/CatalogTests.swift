@@ -133,6 +133,40 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(Set([ids["n.npz"], ids["bad.safetensors"]]), [4, 5], "\(ids)")   // 3 stays retired
     }
 
+    /// Indexing the same content again (--force, touch, --sha256) keeps what was derived from it; new content drops
+    /// it; an analysis computed from the old content is not stored under the re-indexed record.
+    func testReindexKeepsResultsOfUnchangedContentOnly() throws {
+        let dir = tmp.url.appendingPathComponent("re")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let f = dir.appendingPathComponent("m.safetensors").path
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: f)
+        let cat = try Catalog(path: tmp.path("c.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        let row = try cat.resolve(f)
+        _ = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: .init())
+        try cat.storeResult(kind: "test", checkpoint: row.id, params: ["p": 1], summary: nil, data: [1], analysed: [row])
+        func counts() throws -> [Int64] {
+            [try cat.query("SELECT COUNT(*) FROM spectra").rows[0][0], try cat.query("SELECT COUNT(*) FROM results").rows[0][0]].map {
+                if case let .int64(n) = $0.storage { return n }; return -1 }
+        }
+        let before = try counts()
+        XCTAssertGreaterThan(before[0], 0)
+        var opts = Indexer.Options(); opts.force = true; opts.sha256 = true
+        _ = try Indexer(catalog: cat, options: opts).run(paths: [dir.path])
+        XCTAssertEqual(try counts(), before, "same content: spectra and results stay")
+        XCTAssertEqual(try cat.query("SELECT COUNT(*) FROM files WHERE sha256 IS NOT NULL").rows[0][0].storage, .int64(1))
+        // New content under the same id: derived data goes, and a result computed from the old row is refused.
+        try FileManager.default.removeItem(atPath: f)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path, toPath: f)
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: f)
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        XCTAssertEqual(try cat.resolve(f).id, row.id)
+        XCTAssertEqual(try counts(), [0, 0])
+        XCTAssertThrowsError(try cat.storeResult(kind: "test", checkpoint: row.id, params: ["p": 1], summary: nil, data: [1], analysed: [row])) {
+            XCTAssertTrue("\($0)".contains("re-indexed with new content"), "\($0)")
+        }
+    }
+
     func testBadFilesRecordedAndRunContinues() throws {
         let dir = tmp.url.appendingPathComponent("mixed")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
