@@ -175,9 +175,17 @@ void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]) {
     unsigned int len = 32; EVP_DigestFinal_ex(s->ctx, out, &len); EVP_MD_CTX_free(s->ctx); free(s);
 }
 
+static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
 int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
+    return inflate_wbits(-MAX_WBITS, src, srcLen, dst, dstCap, outLen);
+}
+/* zlib or gzip (header detected), e.g. joblib compress= or .pkl.gz: the first stream. */
+int wscan_inflate_auto(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
+    return inflate_wbits(MAX_WBITS + 32, src, srcLen, dst, dstCap, outLen);
+}
+static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
     z_stream zs; memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) return -1;
+    if (inflateInit2(&zs, wbits) != Z_OK) return -1;
     size_t produced = 0; int rc = Z_OK;
     const size_t chunk = (size_t)1 << 30;
     zs.next_in = (Bytef *)src;

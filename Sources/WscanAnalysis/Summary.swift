@@ -41,7 +41,10 @@ public enum Summarizer {
         // A strided view that does not cover its storage run exactly (a slice, a step): statistics over the view's
         // own elements (gathered), the hash over the stored run plus the layout.
         var partialView = false
-        if case .strided = t.layout, TensorData.storedElements(t) != t.elementCount { partialView = true }
+        if case let .strided(strides, offset) = t.layout,
+           !TensorData.isPermutation(shape: t.shape, strides: strides, offset: offset, stored: TensorData.storedElements(t)) {
+            partialView = true
+        }
         do {
             if partialView {
                 if let b = raw.baseAddress { hasher.update(b, raw.count) }

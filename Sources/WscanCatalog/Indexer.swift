@@ -72,8 +72,11 @@ public final class Indexer {
             if MappedFiles.shrunk(take: true) != nil { return .failed(path: path, reason: MappedFiles.shrankReason) }
             let reason = (error as? FormatError)?.message ?? "\(error)"
             let files = [(try? FileRef.stat(path)) ?? FileRef(path: path, size: 0, mtime: 0)]
-            let findings = (error as? UnsafeCheckpointError)?.findings ?? []
-            let status = findings.isEmpty ? "error" : "unsafe"
+            var findings = (error as? UnsafeCheckpointError)?.findings ?? []
+            // A file wscan cannot read may still be one Python loads (numpy accepts dtypes wscan refuses; a pickle
+            // the passive parser rejects may run): its pickles are scanned all the same.
+            if findings.isEmpty, let scanned = try? PickleScanner.scanFile(path: path) { findings = scanned.filter { $0.severity > .info } }
+            let status = findings.contains(where: { $0.severity >= .high }) || error is UnsafeCheckpointError ? "unsafe" : "error"
             let format = FormatDetector.formatName(path: path)
             try? catalog.recordFailure(path: path, format: format, error: reason,
                                        files: files, findings: findings, status: status)

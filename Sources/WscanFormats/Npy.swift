@@ -55,6 +55,22 @@ public enum NpyReader {
         return t
     }
 
+    /// The header's text and where the data starts, from the magic and length fields alone (no dict parsing).
+    public static func headerSpan(_ b: UnsafeRawBufferPointer) -> (text: String, dataOffset: Int)? {
+        guard b.count >= 10, b[6] >= 1, b[6] <= 3 else { return nil }
+        let start = b[6] == 1 ? 10 : 12
+        guard b.count >= start else { return nil }
+        let hlen = b[6] == 1 ? Int(b.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian)
+                             : Int(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian)
+        guard hlen <= maxHeaderBytes, hlen <= b.count - start else { return nil }
+        return (String(decoding: UnsafeRawBufferPointer(rebasing: b[start..<(start + hlen)]), as: UTF8.self), start + hlen)
+    }
+
+    /// Whether a header's descr names an object type anywhere ('O', '|O8', 'object', a structured field 'O').
+    public static func mentionsObject(_ header: String) -> Bool {
+        header.range(of: #"['"][<>|=]?O[0-9]*['"]|['"]object['"]"#, options: .regularExpression) != nil
+    }
+
     public static func parseHeader(_ b: UnsafeRawBufferPointer) throws -> Header {
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         guard b.count >= 10 else { throw FormatError(.truncated, "file too short for an .npy header") }
@@ -113,6 +129,8 @@ public enum NpyReader {
     }
 
     static func mapDescr(_ s: String) throws -> (DType, Bool) {
+        // numpy reads 'O', 'object', 'O8' and '|O' alike: Python objects (a pickle follows the header).
+        if ["O", "object", "|O", "O8", "|O8", "<O", ">O", "=O", "<O8", ">O8", "=O8"].contains(s) { return (.object, false) }
         guard s.count >= 2 else { throw FormatError(.dtype, "bad descr '\(s)'") }
         var chars = Array(s)
         var order: Character = "="

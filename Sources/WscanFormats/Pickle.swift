@@ -232,7 +232,8 @@ public final class PickleVM {
         switch g.nodes[target] {
         case let .list(l): li = l
         case let .set(l): li = l
-        case .tuple, .dict, .frozenset, .none, .bool, .int, .bigInt, .float, .string, .bytes, .mark, .persistentID, .buffer:
+        case .bytes, .buffer: return   // bytearray.append(int): nothing to keep
+        case .tuple, .dict, .frozenset, .none, .bool, .int, .bigInt, .float, .string, .mark, .persistentID:
             throw fail("APPEND to a non-list value")
         default:
             if let l = g.objectList[target] { li = l } else { li = g.lists.count; g.lists.append([]); g.objectList[target] = li }
@@ -251,7 +252,12 @@ public final class PickleVM {
         let di: Int
         switch g.nodes[target] {
         case let .dict(d): di = d
-        case .tuple, .list, .set, .frozenset, .none, .bool, .int, .bigInt, .float, .string, .bytes, .mark, .persistentID, .buffer:
+        case let .list(l):
+            // list[k] = v is valid Python: the values stay reachable (kept as elements) for the scanner.
+            var k = 1
+            while k < kv.count { g.lists[l].append(kv[k]); k += 2 }
+            return
+        case .tuple, .set, .frozenset, .none, .bool, .int, .bigInt, .float, .string, .bytes, .mark, .persistentID, .buffer:
             throw fail("SETITEM on a non-dict value")
         default:
             if let d = g.objectDict[target] { di = d } else { di = g.dicts.count; g.dicts.append([]); g.objectDict[target] = di }
@@ -381,13 +387,13 @@ public final class PickleVM {
             case 0x73: let v = try pop(); let k = try pop(); try setItems(on: try top(), [k, v]) // SETITEM
             case 0x75: let items = try popMark(); try setItems(on: try top(), items) // SETITEMS
             case 0x70: // PUT
-                guard let k = Int(try lineString()) else { throw fail("bad PUT index") }
+                guard let k = Int(try lineString().trimmingCharacters(in: .whitespaces)) else { throw fail("bad PUT index") }
                 try memoPut(k)
             case 0x71: try memoPut(try u8())      // BINPUT
             case 0x72: try memoPut(try u32())     // LONG_BINPUT
             case 0x94: try memoPut(memo.count)   // MEMOIZE
             case 0x67: // GET
-                guard let k = Int(try lineString()) else { throw fail("bad GET index") }
+                guard let k = Int(try lineString().trimmingCharacters(in: .whitespaces)) else { throw fail("bad GET index") }
                 try memoGet(k)
             case 0x68: try memoGet(try u8())      // BINGET
             case 0x6A: try memoGet(try u32())     // LONG_BINGET
@@ -396,8 +402,13 @@ public final class PickleVM {
                 try push(try makeGlobal(m, n, opcode: "GLOBAL"))
             case 0x93: // STACK_GLOBAL
                 let n = try pop(); let m = try pop()
-                guard let ms = g.string(m), let ns = g.string(n) else { throw fail("STACK_GLOBAL requires two strings") }
-                try push(try makeGlobal(ms, ns, opcode: "STACK_GLOBAL"))
+                if let ms = g.string(m), let ns = g.string(n) {
+                    try push(try makeGlobal(ms, ns, opcode: "STACK_GLOBAL"))
+                } else {
+                    // Python accepts any str the pickle computes (builtins.str(b'os', 'latin1')): an import nobody can
+                    // name in advance, reported as such.
+                    try push(try makeGlobal(PickleScanner.computedModule, "\(g.describe(m)) . \(g.describe(n))", opcode: "STACK_GLOBAL"))
+                }
             case 0x82, 0x83, 0x84: // EXT1/2/4
                 let code = op == 0x82 ? try u8() : op == 0x83 ? try u16() : try i32()
                 let n = try add(.ext(code)); event(.ext(code), n); try push(n)
@@ -477,8 +488,20 @@ public final class PickleVM {
     }
 
     func decimal(_ s0: String) throws -> PickleNode {
-        let s = s0.trimmingCharacters(in: .whitespaces)
+        // Python's int(s, 0), as INT and LONG read their text: surrounding spaces, `_` between digits, 0x/0o/0b.
+        var s = s0.trimmingCharacters(in: .whitespaces)
+        if s.contains("_") { s = s.replacingOccurrences(of: "_", with: "") }
         if let v = Int(s) { return .int(v) }
+        do {
+            var body = Substring(s), neg = false
+            if body.hasPrefix("-") { neg = true; body = body.dropFirst() } else if body.hasPrefix("+") { body = body.dropFirst() }
+            let radix = [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)].first { body.hasPrefix($0.0) }
+            if let (p, r) = radix {
+                guard let v = UInt64(body.dropFirst(p.count), radix: r) else { throw limit("integer literal out of range") }
+                guard v <= UInt64(Int.max) else { throw limit("integer literal out of range") }
+                return .int(neg ? -Int(v) : Int(v))
+            }
+        }
         var digits = Substring(s)
         var neg = false
         if digits.hasPrefix("-") { neg = true; digits = digits.dropFirst() } else if digits.hasPrefix("+") { digits = digits.dropFirst() }
@@ -579,10 +602,18 @@ public final class PickleVM {
                 let base = g.unwrapBuild(v)
                 if case let .call(_, _, a) = g.nodes[base], let t = g.tuple(a), let first = t.first, let s = g.string(first) {
                     if s.contains("O") { objectDtype = true }
-                    let digits = s.filter { $0.isNumber }
-                    itemsize = Int(digits) ?? 0
+                    // numpy.dtype.__reduce__ gives ('U4', …) for 4 characters of 4 bytes: the digits are not always bytes.
+                    let code = s.drop { "<>|=".contains($0) }
+                    let digits = Int(code.filter { $0.isNumber }) ?? 0
+                    itemsize = code.first == "U" ? 4 * digits : digits
                     if s.hasPrefix("b") || s == "?" || s.hasPrefix("|b") { itemsize = max(itemsize, 1) }
-                    if s.hasPrefix("c") || s.dropFirst().hasPrefix("c") { /* complex: digits already bytes */ }
+                }
+                // The BUILD state (version, byte order, subarray, names, fields, elsize, alignment, flags): elsize is
+                // the item size of structured and flexible dtypes; flag 1 (NPY_ITEM_REFCOUNT) means the dtype holds
+                // objects anywhere (a structured field, a sub-array), which joblib writes as a nested pickle.
+                if case let .build(_, st) = g.nodes[v], let state = g.tuple(st) {
+                    if state.count > 5, let el = g.int(state[5]), el > 0 { itemsize = el }
+                    if state.count > 7, let flags = g.int(state[7]), flags & 1 != 0 { objectDtype = true }   // NPY_ITEM_REFCOUNT
                 }
             default: break
             }

@@ -1,4 +1,5 @@
 import Foundation
+import CWscan
 
 /// Static safety scanner for pickles. It runs the passive `PickleVM` (nothing is imported or called) and
 /// classifies every import (GLOBAL, STACK_GLOBAL resolved through the stack and memo, INST, OBJ) and every call
@@ -16,7 +17,16 @@ public enum PickleScanner {
 
     // MARK: classification tables
 
-    static let py2Modules = ["__builtin__": "builtins", "copy_reg": "copyreg", "cPickle": "pickle", "exceptions": "builtins"]
+    /// Python 2 names as Python 3's unpickler maps them (`_compat_pickle`): modules, then whole names.
+    static let py2Modules = ["__builtin__": "builtins", "copy_reg": "copyreg", "cPickle": "pickle", "exceptions": "builtins",
+                             "thread": "_thread", "dummy_thread": "_dummy_thread", "commands": "subprocess", "Queue": "queue",
+                             "SocketServer": "socketserver", "httplib": "http.client", "urllib2": "urllib.request",
+                             "cStringIO": "io", "StringIO": "io", "UserDict": "collections", "UserList": "collections",
+                             "UserString": "collections", "__main__": "__main__"]
+    static let py2Names = ["__builtin__.reduce": "functools.reduce", "__builtin__.intern": "sys.intern",
+                           "__builtin__.unichr": "builtins.chr", "__builtin__.xrange": "builtins.range",
+                           "__builtin__.raw_input": "builtins.input", "__builtin__.execfile": "builtins.exec",
+                           "itertools.imap": "builtins.map", "itertools.izip": "builtins.zip", "itertools.ifilter": "builtins.filter"]
 
     static let allowed: Set<String> = {
         var s: Set<String> = [
@@ -78,6 +88,9 @@ public enum PickleScanner {
         ("telnetlib", .high, "network access"), ("bdb", .high, "debugger"), ("pdb", .high, "debugger"),
         ("multiprocessing", .high, "processes"), ("threading", .high, "threads"), ("_thread", .high, "threads"),
         ("signal", .high, "signal handlers"), ("tempfile", .medium, "file-system access"),
+        // Known command-execution gadgets in modules that look harmless.
+        ("pydoc", .critical, "runs shell commands (pipepager, tempfilepager) and imports arbitrary names (locate)"),
+        ("_osx_support", .critical, "runs shell commands"),
     ]
 
     static let deniedNames: [String: (Finding.Severity, String)] = {
@@ -104,6 +117,10 @@ public enum PickleScanner {
         d["io.FileIO"] = (.high, "file access"); d["_io.FileIO"] = (.high, "file access")
         d["joblib.load"] = (.critical, "nested unpickling")
         d["builtins.memoryview"] = (.medium, "raw memory views")
+        d["uuid._get_command_stdout"] = (.critical, "runs a command")
+        d["imaplib.IMAP4_stream"] = (.critical, "runs a command")
+        d["_aix_support._read_cmd_output"] = (.critical, "runs a command")
+        d["ctypes.util._findSoname_ldconfig"] = (.critical, "runs a command")
         return d
     }()
 
@@ -114,8 +131,16 @@ public enum PickleScanner {
     ]
 
     static func normalize(_ module: String) -> String { py2Modules[module] ?? module }
+    /// The module name the passive parser gives a STACK_GLOBAL whose operands are not literal strings.
+    public static let computedModule = "<computed>"
 
     public static func classify(module: String, name: String) -> Verdict {
+        if module == computedModule {
+            return .dangerous(.high, "import whose module or name is computed at load time (\(name)); it cannot be verified statically")
+        }
+        if let mapped = py2Names["\(module).\(name)"], let dot = mapped.lastIndex(of: ".") {
+            return classify(module: String(mapped[..<dot]), name: String(mapped[mapped.index(after: dot)...]))
+        }
         let m = normalize(module)
         let full = "\(m).\(name)"
         if let (sev, why) = deniedNames[full] { return .dangerous(sev, why) }
@@ -158,6 +183,10 @@ public enum PickleScanner {
         return textStartOps.contains(b[at]) && b.count - at >= 2
     }
 
+    /// Every opcode of protocols 0–5.
+    static let opcodes: Set<UInt8> = Set("(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC".utf8).union(0x80...0x98)
+    static func isOpcode(_ b: UInt8) -> Bool { opcodes.contains(b) }
+
     static func bytesOf(_ g: PickleGraph, _ i: Int) -> [UInt8]? {
         switch g.nodes[i] {
         case let .bytes(v): return v
@@ -183,8 +212,10 @@ public enum PickleScanner {
         var index = 0
         while start < bytes.count, index < maxPicklesPerStream {
             if index > 0 {
-                // Several pickles in one stream: keep going while what follows STOP starts like a pickle.
-                guard looksLikePickle(bytes, at: start) else { break }
+                // Several pickles in one stream: keep going while what follows STOP is an opcode. Any opcode can
+                // open a pickle (a data pickle prefixed with NEWTRUE POP loads), so the next one is not required
+                // to look like a usual first opcode.
+                guard isOpcode(bytes[start]) else { break }
             }
             let vm = PickleVM(bytes, start: start, recordEvents: true)
             var failure: Error? = nil
@@ -203,9 +234,17 @@ public enum PickleScanner {
                     findings.append(Finding(severity: strong || hadEvents ? .high : .info, member: member, offset: start, what: "analysis limit",
                                             detail: "pickle exceeds analysis limits (\(msg)); its imports cannot all be verified"))
                     findings += staticWalk(bytes, from: vm.offset, member: member)
-                } else if (index == 0 && strong) || hadEvents {
-                    findings.append(Finding(severity: strong ? .medium : .low, member: member, offset: start, what: "malformed pickle",
-                                            detail: msg))
+                } else {
+                    if (index == 0 && strong) || hadEvents {
+                        findings.append(Finding(severity: strong ? .medium : .low, member: member, offset: start, what: "malformed pickle",
+                                                detail: msg))
+                    }
+                    // Python may accept what the passive parser refused (or a crafted stream hides its imports past
+                    // the point of refusal): the rest of the stream is walked opcode by opcode for imports. Bytes not
+                    // known to be a pickle (tensor data) only report imports that are named and rated medium or worse.
+                    var walked = staticWalk(bytes, from: vm.offset, member: member)
+                    if !(strong || hadEvents) { walked = walked.filter { $0.severity >= .medium && $0.what != "STACK_GLOBAL" } }
+                    findings += walked
                 }
                 break
             }
@@ -419,12 +458,54 @@ public enum PickleScanner {
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4B, b[2] == 0x03 || b[2] == 0x05 {
             return try scanArchive(try ZipArchive(st))
         }
+        let named = pickleExtensions.contains { name.lowercased().hasSuffix($0) } || name.lowercased().hasSuffix(".gz")
+        if let kind = compression(b) { return scanCompressed(b, kind: kind, member: name, nameSaysPickle: named) }
         if b.count >= 2, !looksLikePickle(b), !(b[0] == 0x93 && b[1] == 0x4E), argLength(b[0], b, 1) != nil {
             // Any opcode can start a pickle, and numpy.load / legacy torch.load fall back to unpickling files
             // whose magic they don't recognise: scan, reporting only what imports.
             return scan(b, member: name, nested: 0, strong: false)
         }
         return scanBlob(b, member: name, nameSaysPickle: pickleExtensions.contains { name.lowercased().hasSuffix($0) })
+    }
+
+    /// Compressed pickles: joblib's `compress=` (zlib, gzip, bz2, lzma, xz) and `.pkl.gz`. Their loaders decompress
+    /// and unpickle, so the bytes on disk say nothing: zlib and gzip are inflated (up to `maxInflated`) and scanned;
+    /// the others, and streams past the limit, cannot be verified.
+    static let maxInflated = 256 << 20
+    static func compression(_ b: UnsafeRawBufferPointer) -> String? {
+        guard b.count >= 6 else { return nil }
+        if b[0] == 0x1F, b[1] == 0x8B, b[2] == 0x08 { return "gzip" }
+        if b[0] & 0x0F == 8, b[0] >> 4 <= 7, (Int(b[0]) << 8 | Int(b[1])) % 31 == 0, b[1] & 0x20 == 0 { return "zlib" }
+        if b[0] == 0xFD, b[1] == 0x37, b[2] == 0x7A, b[3] == 0x58, b[4] == 0x5A, b[5] == 0x00 { return "xz" }
+        if b[0] == 0x42, b[1] == 0x5A, b[2] == 0x68, (0x31...0x39).contains(b[3]) { return "bz2" }
+        if b[0] == 0x5D, b[1] == 0x00, b[2] == 0x00 { return "lzma" }
+        return nil
+    }
+
+    static func scanCompressed(_ b: UnsafeRawBufferPointer, kind: String, member: String, nameSaysPickle: Bool) -> [Finding] {
+        let cannot = nameSaysPickle ? Finding.Severity.high : .medium
+        if kind == "gzip" || kind == "zlib" {
+            let cap = min(maxInflated, max(1 << 20, b.count.multipliedReportingOverflow(by: 64).overflow ? maxInflated : b.count * 64))
+            var out = [UInt8](repeating: 0, count: cap)
+            var n = 0
+            let rc = out.withUnsafeMutableBufferPointer { o in
+                wscan_inflate_auto(b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, o.baseAddress!, cap, &n)
+            }
+            if rc == 0 {
+                return out.withUnsafeBytes { raw in
+                    let inflated = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                    guard nameSaysPickle || looksLikePickle(inflated) else { return [] }
+                    return scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true)
+                }
+            }
+            if rc != -2 && !nameSaysPickle { return [] }    // not a \(kind) stream after all: data that starts alike
+            return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                            detail: rc == -2 ? "\(kind) stream inflates past \(cap >> 20) MiB: its pickle cannot be verified"
+                                             : "\(kind) stream that does not inflate: cannot be verified")]
+        }
+        guard nameSaysPickle else { return [] }
+        return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                        detail: "\(kind)-compressed: a loader that decompresses (joblib) unpickles it; wscan cannot verify what it imports")]
     }
 
     /// File and member names whose loaders unpickle them whatever their first byte.
@@ -447,7 +528,14 @@ public enum PickleScanner {
         for e in entries {
             let c: (storage: Storage, offset: Int, fileOffset: Int?)
             do { c = try z.contents(e) } catch {
-                out.append(Finding(severity: .low, member: e.name, offset: 0, what: "unreadable member", detail: "\(error)"))
+                // A member its loader unpickles (data.pkl, *.pkl, an .npy that may hold objects) that wscan cannot
+                // read (bz2 or lzma in a zip, a damaged stream) cannot be verified.
+                // (numpy.load unpickles an .npy member only with allow_pickle=True: medium.)
+                let l = e.name.lowercased()
+                let unpickled = pickleExtensions.contains { l.hasSuffix($0) } || l.hasSuffix("/data.pkl")
+                let npy = l.hasSuffix(".npy")
+                out.append(Finding(severity: unpickled ? .high : npy ? .medium : .low, member: e.name, offset: 0, what: "unreadable member",
+                                   detail: "\(error)" + (unpickled || npy ? "; its loader may unpickle it: cannot be verified" : "")))
                 continue
             }
             guard let slice = try? c.storage.slice(c.offset, c.storage === z.storage ? e.size : c.storage.count - c.offset) else { continue }
@@ -460,9 +548,18 @@ public enum PickleScanner {
 
     static func scanBlob(_ b: UnsafeRawBufferPointer, member: String, nameSaysPickle: Bool) -> [Finding] {
         if b.count >= 6, b[0] == 0x93, b[1] == 0x4E, b[2] == 0x55, b[3] == 0x4D, b[4] == 0x50, b[5] == 0x59 {
-            // .npy: only object arrays carry a pickle.
-            guard let h = try? NpyReader.parseHeader(b), h.dtype == .object, h.dataOffset < b.count else { return [] }
-            return scan(UnsafeRawBufferPointer(rebasing: b[h.dataOffset...]), member: member, nested: 0, strong: true)
+            // .npy: only arrays whose dtype holds objects carry a pickle, and numpy.load(allow_pickle=True) unpickles
+            // every such dtype: 'O', 'object', '|O8', a structured dtype with an object field, a sub-array of objects.
+            // The header text is read even where wscan's reader refuses the dtype.
+            guard let span = NpyReader.headerSpan(b), span.dataOffset < b.count else { return [] }
+            let payload = UnsafeRawBufferPointer(rebasing: b[span.dataOffset...])
+            let parsed = try? NpyReader.parseHeader(b)
+            if parsed?.dtype == .object || NpyReader.mentionsObject(span.text) {
+                return scan(payload, member: member, nested: 0, strong: true)
+            }
+            // A header wscan cannot read that numpy might: the data is scanned if it looks like a pickle.
+            if parsed == nil, looksLikePickle(payload) { return scan(payload, member: member, nested: 0, strong: true) }
+            return []
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first
         // opcode (torch.load reads a data.pkl without PROTO): always scanned. Other bytes (tensor data) are scanned

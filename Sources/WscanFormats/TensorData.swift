@@ -95,9 +95,29 @@ public enum TensorData {
     }
 
     /// The whole tensor as row-major Float (Fortran and strided layouts gathered into C order).
+    /// Whether a strided view reads each stored element exactly once (a transpose or permutation of the whole
+    /// run): then the stored run's statistics are the view's. Broadcasts (stride 0), overlaps, slices and steps
+    /// are not.
+    public static func isPermutation(shape: [Int], strides: [Int], offset: Int, stored: Int) -> Bool {
+        guard offset == 0, shape.count == strides.count, let n = elementCount(shape), n == stored else { return false }
+        if n <= 1 { return true }
+        var dims = zip(shape, strides).filter { $0.0 != 1 }.sorted { $0.1 < $1.1 }
+        var expect = 1
+        for (size, stride) in dims { guard stride == expect else { return false }; expect *= size }
+        dims.removeAll()
+        return expect == n
+    }
+
+    /// Views larger than this many times their stored elements (broadcasts, overlapping strides) are not
+    /// materialised: a 1.8 KB file can describe zeros(1).expand(65536, 65536), 16 GiB as floats.
+    public static let maxViewExpansion = 16
+
     public static func floats(_ ck: Checkpoint, _ t: TensorInfo) throws -> [Float] {
         let n = t.elementCount * lanes(t.dtype)
         let ln = lanes(t.dtype)
+        if case .strided = t.layout, t.elementCount > max(1 << 20, maxViewExpansion * max(1, storedElements(t))) {
+            throw FormatError(.bounds, "tensor '\(t.name)' is a view of \(t.elementCount) elements over \(storedElements(t)) stored (a broadcast or overlapping strides): not expanded")
+        }
         // Decoded straight into the result (no staging buffer), the source pre-faulted in one call.
         ck.bytes(of: t).prefault()
         var stored = try [Float](unsafeUninitializedCapacity: storedElements(t) * ln) { dst, count in

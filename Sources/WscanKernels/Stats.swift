@@ -90,7 +90,17 @@ public enum StatsKernel {
             if x > fmx { fmx = x }
             if x == 0 { fz += 1 }
         }
+        if tiny(fmn, fmx) { scalar(p, n, &st); return }
         commit(&st, n: n, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
+    }
+
+    /// A block whose values are all below 2^-50 in magnitude (but not all zero): their squares (< 2^-100) lose bits
+    /// or underflow in Float (Adam's exp_avg_sq holds values near 1e-22, squares near 1e-44), so it goes through the
+    /// Double path instead.
+    @inlinable
+    static func tiny(_ mn: Float, _ mx: Float) -> Bool {
+        let a = Swift.max(-mn, mx)
+        return a < 0x1p-50 && a > 0
     }
 
     /// Folds one block of n finite values into `st`: their sums of (x − shift) and (x − shift)², extremes, zeros.
@@ -187,7 +197,7 @@ public enum StatsKernel {
                 if x > fmx { fmx = x }
                 if x == 0 { fz += 1 }
             }
-            if bad { scalarBF16(base, len, &st); continue }
+            if bad || tiny(fmn, fmx) { scalarBF16(base, len, &st); continue }
             commit(&st, n: len, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
         }
     }
@@ -214,7 +224,7 @@ public enum StatsKernel {
             var shift: Float = st.finiteCount > 0 ? Float(st.mean) : firstMean(len) { bf16(base, $0) }
             if !shift.isFinite { shift = 0 }
             wscan_bf16_block_stats_avx512(base, len, shift, &out)
-            if out.nonfinite != 0 { scalarBF16(base, len, &st); continue }
+            if out.nonfinite != 0 || tiny(out.mn, out.mx) { scalarBF16(base, len, &st); continue }
             commit(&st, n: len, shift: shift, s1: out.s1, s2: out.s2, min: out.mn, max: out.mx, zeros: Int(out.zeros))
         }
     }

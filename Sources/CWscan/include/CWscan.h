@@ -33,6 +33,8 @@ void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]); /* frees s */
 /* ---- zlib raw inflate (zip members) ---- */
 /* returns 0 on success with *outLen = produced bytes; -1 data error; -2 output would exceed outCap */
 int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
+/* The same for a zlib or gzip stream (header detected). */
+int wscan_inflate_auto(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
 uint32_t wscan_crc32(uint32_t crc, const uint8_t *data, size_t len);
 /* zlib-format deflate (header + adler32), e.g. for PNG IDAT. level 0-9 (-1 = default).
    On success returns 0 and *out is malloc'd (free with wscan_free); -1 on error or bad level, -2 out of memory. */

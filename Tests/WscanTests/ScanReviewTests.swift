@@ -1,0 +1,167 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanKernels
+@testable import WscanAnalysis
+
+/// Files that run os.system when Python loads them, which an earlier scanner called clean, plus reader defects found
+/// in the same review. The files are written by numpy, torch and joblib from Python; nothing is ever unpickled
+/// (each payload is `os.system('true')`, and Python here only writes bytes).
+final class ScanReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    func verdict(_ path: String) throws -> (worst: Finding.Severity?, findings: [Finding]) {
+        let f = try PickleScanner.scanFile(path: path)
+        return (PickleScanner.worst(f), f)
+    }
+
+    func assertDangerous(_ name: String, _ minimum: Finding.Severity = .critical, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (w, f) = try verdict(tmp.path(name))
+        XCTAssertNotNil(w, "\(name): clean", file: file, line: line)
+        if let w { XCTAssertGreaterThanOrEqual(w, minimum, "\(name): \(f.map { "\($0.severity) \($0.what)" })", file: file, line: line) }
+    }
+
+    func testObjectDtypesNotSpelledOAreScanned() throws {
+        _ = try runPython("""
+        import numpy as np, pickle, os, struct, zipfile
+        d = \(pyStr(tmp.url.path))
+        class Evil:
+            def __reduce__(self): return (os.system, ('true',))
+        a = np.zeros(2, dtype=[('x', 'f4'), ('o', 'O')]); a['o'][0] = Evil()
+        np.save(d + '/struct_obj.npy', a, allow_pickle=True)
+        c = np.zeros(2, dtype=[('o', 'O', (2,))]); c['o'][0, 0] = Evil()
+        np.save(d + '/subarr_obj.npy', c, allow_pickle=True)
+        np.save(d + '/struct_plain.npy', np.zeros(3, dtype=[('x', '<f4'), ('y', '<i2')]))
+        def npy(descr, payload):
+            h = ("{'descr': %r, 'fortran_order': False, 'shape': (1,), }" % descr).encode('latin1')
+            h = h + b' ' * (64 - (10 + len(h) + 1) % 64) + b'\\n'
+            return b'\\x93NUMPY\\x01\\x00' + struct.pack('<H', len(h)) + h + payload
+        payload = pickle.dumps([Evil()], protocol=3)
+        for name, descr in [('descr_O', 'O'), ('descr_object', 'object'), ('descr_O8', '|O8')]:
+            open(d + '/' + name + '.npy', 'wb').write(npy(descr, payload))
+        with zipfile.ZipFile(d + '/struct_obj.npz', 'w') as z: z.write(d + '/struct_obj.npy', 'weights.npy')
+        """)
+        for n in ["struct_obj.npy", "subarr_obj.npy", "descr_O.npy", "descr_object.npy", "descr_O8.npy", "struct_obj.npz"] {
+            try assertDangerous(n)
+        }
+        XCTAssertNil(try verdict(tmp.path("struct_plain.npy")).worst, "a numeric structured array holds no pickle")
+        // numpy's other spellings of object arrays are read as object arrays
+        XCTAssertEqual(try NpyReader.mapDescr("O").0, .object)
+        XCTAssertEqual(try NpyReader.mapDescr("object").0, .object)
+    }
+
+    /// Valid pickles the passive parser used to refuse before reaching the import: base-0 integer literals, a
+    /// space-padded PUT index, SETITEM on a list. Written as .pkl and as .pt (scanned as possible tensor data).
+    func testParserGapsDoNotHideLaterImports() throws {
+        let evilTail = Array("cos\nsystem\n(S'true'\ntR.".utf8)
+        let prefixes: [String: [UInt8]] = [
+            "int_hex": Array("I0x10\n0".utf8), "long_hex": Array("L0x10L\n0".utf8), "put_space": Array("Np 1\n0".utf8),
+            "setitem_list": [0x5D, 0x4B, 0x00, 0x61, 0x4B, 0x00, 0x4B, 0x07, 0x73, 0x30],
+            "bytearray_append": [0x80, 0x05, 0x96] + [UInt8](repeating: 0, count: 8) + [0x4B, 0x07, 0x61, 0x30],
+        ]
+        for (k, p) in prefixes {
+            tmp.write("gap_\(k).pkl", p + evilTail)
+            tmp.write("gap_\(k).pt", p + evilTail)
+            try assertDangerous("gap_\(k).pkl")
+            try assertDangerous("gap_\(k).pt")
+            // and the parser itself reads them now: the import is found by the VM, not only by the fallback walk
+            let f = try verdict(tmp.path("gap_\(k).pkl")).findings
+            XCTAssertTrue(f.contains { $0.what == "os.system" && !$0.detail.contains("static walk") }, "\(k): \(f)")
+        }
+    }
+
+    func testComputedStackGlobalAndGadgetsAreHigh() throws {
+        func s(_ x: String) -> [UInt8] { [0x8C, UInt8(x.utf8.count)] + Array(x.utf8) }
+        // builtins.str(b'os', 'latin1') as the module of a STACK_GLOBAL
+        let computed: [UInt8] = [0x80, 0x04] + s("builtins") + s("str") + [0x93, 0x43, 0x02] + Array("os".utf8) + s("latin1") + [0x86, 0x52]
+            + s("system") + [0x93] + s("true") + [0x85, 0x52, 0x2E]
+        tmp.write("computed.pkl", computed)
+        try assertDangerous("computed.pkl", .high)
+        for (m, n) in [("pydoc", "pipepager"), ("uuid", "_get_command_stdout"), ("imaplib", "IMAP4_stream"), ("_osx_support", "_read_output"),
+                       ("__builtin__", "reduce"), ("thread", "start_new_thread")] {
+            tmp.write("g_\(n).pkl", Array("c\(m)\n\(n)\n(S'true'\ntR.".utf8))
+            try assertDangerous("g_\(n).pkl", .high)
+        }
+    }
+
+    /// A legacy torch file whose data pickle is prefixed with NEWTRUE POP (torch.load accepts it).
+    func testLegacyTorchChainIsFollowedPastUnusualFirstOpcodes() throws {
+        _ = try runPython("""
+        import torch, os, io, pickletools
+        d = \(pyStr(tmp.url.path))
+        class R:
+            def __reduce__(self): return (os.system, ('true',))
+        torch.save({'w': torch.randn(3, 4), 'evil': R()}, d + '/legacy.pt', _use_new_zipfile_serialization=False)
+        b = open(d + '/legacy.pt', 'rb').read()
+        f = io.BytesIO(b); starts = []
+        for i in range(4):
+            starts.append(f.tell())
+            for op, arg, p in pickletools.genops(f):
+                if op.name == 'STOP': break
+        open(d + '/hidden.pt', 'wb').write(b[:starts[3]] + b'\\x880' + b[starts[3]:])
+        """)
+        try assertDangerous("legacy.pt")
+        try assertDangerous("hidden.pt")
+    }
+
+    func testJoblibArraysAndCompressedPickles() throws {
+        _ = try runPython("""
+        import joblib, numpy as np, os, zipfile, pickle
+        d = \(pyStr(tmp.url.path))
+        class R:
+            def __reduce__(self): return (os.system, ('true',))
+        joblib.dump({'a': np.array(['A\\u2e75BC'], dtype='U4'), 'evil': R()}, d + '/unicode.joblib')
+        joblib.dump({'a': np.array(['abcd'], dtype='U4')}, d + '/unicode_clean.joblib')
+        joblib.dump({'a': np.zeros(3, dtype=[('x', '<f4'), ('y', '<i8')]), 'evil': R()}, d + '/struct.joblib')
+        joblib.dump({'w': np.ones(3), 'evil': R()}, d + '/zlib.joblib', compress=3)
+        joblib.dump({'w': np.ones(3), 'evil': R()}, d + '/gz.pkl.gz')
+        joblib.dump({'w': np.ones(3), 'evil': R()}, d + '/xz.joblib', compress=('lzma', 3))
+        np.save(d + '/obj.npy', np.array([R(), 1], dtype=object), allow_pickle=True)
+        with zipfile.ZipFile(d + '/obj_lzma.npz', 'w', zipfile.ZIP_LZMA) as z: z.write(d + '/obj.npy', 'a.npy')
+        """)
+        for n in ["unicode.joblib", "struct.joblib", "zlib.joblib", "gz.pkl.gz"] { try assertDangerous(n) }
+        try assertDangerous("xz.joblib", .high)         // cannot be inflated here: cannot be verified
+        try assertDangerous("obj_lzma.npz", .medium)   // numpy unpickles it only with allow_pickle=True
+        let clean = try verdict(tmp.path("unicode_clean.joblib"))
+        XCTAssertFalse(clean.findings.contains { $0.what == "malformed pickle" }, "\(clean.findings)")
+    }
+
+    /// torch views: a 1.8 KB file describing a 16 GiB broadcast is catalogued without expanding it, and views that
+    /// read some stored elements twice get the statistics of their own elements.
+    func testTorchBroadcastAndOverlappingViews() throws {
+        _ = try runPython("""
+        import torch
+        d = \(pyStr(tmp.url.path))
+        x = torch.tensor([1., 2., 100., 200.])
+        torch.save({'expand_slice': x[:2].expand(2, 2), 'overlap': x.as_strided((2, 2), (1, 1)), 't': torch.arange(6.).reshape(2, 3).t(),
+                    'bomb': torch.zeros(1).expand(2**16, 2**16)}, d + '/views.pt')
+        """)
+        let ck = try CheckpointOpener.open(tmp.path("views.pt"))
+        let s = Dictionary(uniqueKeysWithValues: zip(ck.tensors.map(\.name), Summarizer.summarizeAll(ck)))
+        XCTAssertEqual(s["expand_slice"]?.stats?.mean ?? 0, 1.5, accuracy: 1e-12)
+        XCTAssertEqual(s["expand_slice"]?.stats?.max, 2)
+        XCTAssertEqual(s["overlap"]?.stats?.mean ?? 0, (1 + 2 + 2 + 100) / 4.0, accuracy: 1e-12)
+        XCTAssertEqual(s["t"]?.stats?.mean ?? 0, 2.5, accuracy: 1e-12)   // a transpose reads its run once
+        XCTAssertNil(s["bomb"]?.stats)
+        XCTAssertTrue(s["bomb"]?.note?.contains("not expanded") ?? false, "\(String(describing: s["bomb"]?.note))")
+    }
+
+    /// Squares of values near 1e-22 underflow in Float: std and L2 against numpy's float64.
+    func testStatisticsOfTinyValues() throws {
+        let out = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        rng = np.random.default_rng(0)
+        t = {f's{e}': (10.0 ** -e * np.abs(rng.standard_normal(4096))).astype(np.float32) for e in (10, 20, 22, 25)}
+        save_file(t, \(pyStr(tmp.path("tiny.safetensors"))))
+        for k in sorted(t): a = t[k].astype(np.float64); print(k, repr(float(a.std())), repr(float(np.sqrt((a * a).sum()))))
+        """)
+        let ck = try CheckpointOpener.open(tmp.path("tiny.safetensors"))
+        let s = Dictionary(uniqueKeysWithValues: zip(ck.tensors.map(\.name), Summarizer.summarizeAll(ck)))
+        for l in out.split(separator: "\n") {
+            let p = l.split(separator: " "), std = Double(p[1])!, l2 = Double(p[2])!
+            let st = try XCTUnwrap(s[String(p[0])]?.stats)
+            XCTAssertEqual(st.std, std, accuracy: std * 1e-6, "\(p[0])")
+            XCTAssertEqual(st.l2Norm, l2, accuracy: l2 * 1e-6, "\(p[0])")
+        }
+    }
+}
