@@ -22,7 +22,8 @@ public enum Alignment {
         let inner = shape.count > axis ? shape[(axis + 1)...].reduce(1, *) : 1
         let rowLen = block * inner * outer
         var out = [Double](repeating: 0, count: size * rowLen)
-        precondition(dim == size * block)
+        // PermSpecInference.validated has checked this; checked again because release builds drop preconditions.
+        guard dim == size * block, v.count == outer * dim * inner else { return out }
         for u in 0..<size {
             var c = u * rowLen
             for o in 0..<outer {
@@ -38,6 +39,7 @@ public enum Alignment {
     /// Similarity matrix C[i, j] = Σ_members ⟨A unit i, B unit j⟩ for one group.
     static func cost(_ g: PermGroup, a: WeightSet, b: WeightSet) -> [Double] {
         var c = [Double](repeating: 0, count: g.size * g.size)
+        guard g.size > 0 else { return c }
         for m in g.members {
             guard let va = a.values[m.tensor], let vb = b.values[m.tensor], let s = a.shapes[m.tensor], b.shapes[m.tensor] == s else { continue }
             let ma = unitMatrix(va, shape: s, axis: m.axis, size: g.size, block: g.blockSize)
@@ -50,7 +52,8 @@ public enum Alignment {
         return c
     }
 
-    public static func weightMatching(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, seed: UInt64 = 0, maxSweeps: Int = 100) throws -> AlignmentResult {
+    public static func weightMatching(_ a: WeightSet, _ b: WeightSet, spec spec0: PermSpec, seed: UInt64 = 0, maxSweeps: Int = 100) throws -> AlignmentResult {
+        let spec = PermSpecInference.validated(spec0, [a, b])
         var perms: [String: [Int]] = [:]
         for g in spec.groups { perms[g.name] = Array(0..<g.size) }
         var rng = SplitMix64(seed: seed)
@@ -127,8 +130,8 @@ public struct IndependenceTest: Codable, Sendable {
         for g in groups {
             let t = g.inTensor!
             guard let va = a.values[t], let vb = aligned.values[t], let s = a.shapes[t], s.count == 2 else { continue }
-            let (p, mc) = try match(va, vb, rows: s[0], cols: s[1])
-            inPerm[g.name] = p; meanCos[g.name] = mc
+            let (p, mc, informative) = try match(va, vb, rows: s[0], cols: s[1])
+            if informative { inPerm[g.name] = p; meanCos[g.name] = mc }
             // undo this layer's permutation on the tensors downstream (its out-tensor's columns)
             for m in g.members where m.tensor != t && m.axis == 1 {
                 if let v = aligned.values[m.tensor], let sh = aligned.shapes[m.tensor] { aligned.values[m.tensor] = Permuter.apply(v, shape: sh, axis: 1, perm: p, block: 1) }
@@ -144,7 +147,9 @@ public struct IndependenceTest: Codable, Sendable {
                 vb = Permuter.apply(vb, shape: s, axis: 0, perm: pn, block: 1)
             }
             let ta = transpose(va, rows: s[0], cols: s[1]), tb = transpose(vb, rows: s[0], cols: s[1])
-            let (pout, _) = try match(ta, tb, rows: s[1], cols: s[0])
+            let (pout, _, informative) = try match(ta, tb, rows: s[1], cols: s[0])
+            // Equal similarities everywhere (all-zero or all-NaN weights) match every unit to itself: no evidence.
+            guard informative else { continue }
             let rho = spearman(pin, pout)
             layers.append(Layer(group: g.name, units: pin.count, spearman: rho, pValue: spearmanPValue(rho, n: pin.count), meanCosine: meanCos[g.name] ?? 0))
         }
@@ -157,8 +162,9 @@ public struct IndependenceTest: Codable, Sendable {
                                 threshold: threshold, medianSpearman: median)
     }
 
-    /// Rows of B matched to rows of A by cosine similarity (maximised); returns perm (A row i ↔ B row perm[i]).
-    static func match(_ a: [Float], _ b: [Float], rows: Int, cols: Int) throws -> ([Int], Double) {
+    /// Rows of B matched to rows of A by cosine similarity (maximised); returns perm (A row i ↔ B row perm[i]), the
+    /// mean matched cosine, and whether the similarities differ at all (a constant matrix makes any matching optimal).
+    static func match(_ a: [Float], _ b: [Float], rows: Int, cols: Int) throws -> ([Int], Double, Bool) {
         func normed(_ v: [Float]) -> [Double] {
             var d = v.map(Double.init)
             for r in 0..<rows {
@@ -175,7 +181,8 @@ public struct IndependenceTest: Codable, Sendable {
             Linalg.gemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: rows, n: rows, k: cols, transB: true)
         } } }
         let (p, total) = try LinearAssignment.solve(c, rows: rows, cols: rows, maximize: true)
-        return (p, total / Double(rows))
+        let spread = (c.max() ?? 0) - (c.min() ?? 0)
+        return (p, total / Double(rows), spread > 1e-9)
     }
 
     static func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
@@ -193,10 +200,36 @@ public struct IndependenceTest: Codable, Sendable {
         return 1 - 6 * d2 / (n * (n * n - 1))
     }
 
-    /// One-sided p-value P(ρ ≥ observed) from the t approximation with n − 2 degrees of freedom.
+    /// One-sided p-value P(ρ ≥ observed) under independence: exact (all n! permutations) up to n = 8, else the t
+    /// approximation with n − 2 degrees of freedom, never below 1/n! (the chance of the identity itself: with 4
+    /// units, ρ = 1 happens one time in 24).
     public static func spearmanPValue(_ rho: Double, n: Int) -> Double {
         guard n > 2 else { return 1 }
-        if rho >= 1 { return 0 }
+        if n <= 8 { return exactSpearmanPValue(rho, n: n) }
+        let floor = exp(-lgamma(Double(n) + 1))
+        if rho >= 1 { return floor }
+        return max(floor, tApproxSpearman(rho, n: n))
+    }
+
+    /// P(ρ ≥ observed) by enumerating the n! permutations (Heap's algorithm): ρ ≥ r ⇔ Σd² ≤ (1 − r)·n(n²−1)/6.
+    static func exactSpearmanPValue(_ rho: Double, n: Int) -> Double {
+        let limit = (1 - rho) * Double(n * (n * n - 1)) / 6 + 1e-9
+        var p = Array(0..<n), c = [Int](repeating: 0, count: n)
+        func d2() -> Double { var s = 0; for i in 0..<n { s += (p[i] - i) * (p[i] - i) }; return Double(s) }
+        var hits = d2() <= limit ? 1 : 0, total = 1
+        var i = 0
+        while i < n {
+            if c[i] < i {
+                if i % 2 == 0 { p.swapAt(0, i) } else { p.swapAt(c[i], i) }
+                total += 1
+                if d2() <= limit { hits += 1 }
+                c[i] += 1; i = 0
+            } else { c[i] = 0; i += 1 }
+        }
+        return Double(hits) / Double(total)
+    }
+
+    static func tApproxSpearman(_ rho: Double, n: Int) -> Double {
         let df = Double(n - 2)
         let t = rho * (df / max(1e-300, 1 - rho * rho)).squareRoot()
         let x = df / (df + t * t)

@@ -25,6 +25,49 @@ public struct PermSpec: Codable, Sendable {
 /// The residual stream is left unpermuted.
 public enum PermSpecInference {
     public static func infer(_ w: WeightSet, numHeads: Int? = nil) -> PermSpec {
+        validated(inferNames(w, numHeads: numHeads), [w])
+    }
+
+    /// The spec with every member checked against the weights (of A, and of B when aligning): its extent along the
+    /// permuted axis must be `size · blockSize` and its value count its shape's. A crafted bias of the wrong length
+    /// is left out with a note instead of being read out of bounds; a group left with no matrix, or of size 0, goes.
+    public static func validated(_ spec: PermSpec, _ sets: [WeightSet]) -> PermSpec {
+        var out = spec
+        var notes = spec.notes
+        out.groups = spec.groups.compactMap { g -> PermGroup? in
+            guard g.size > 0, g.blockSize > 0 else { notes.append("\(g.name): empty permutation group left out"); return nil }
+            var ok = g
+            ok.members = g.members.filter { m in
+                for w in sets {
+                    guard let s = w.shapes[m.tensor], let v = w.values[m.tensor], m.axis < s.count,
+                          s[m.axis] == g.size * g.blockSize, let n = checkedCount(s), n == v.count else {
+                        notes.append("\(m.tensor): shape does not fit permutation group \(g.name) (\(g.size) units): left out")
+                        return false
+                    }
+                }
+                return true
+            }
+            let kept = Set(ok.members.map(\.tensor))
+            if let t = ok.inTensor, !kept.contains(t) { ok.inTensor = nil }
+            if let t = ok.outTensor, !kept.contains(t) { ok.outTensor = nil }
+            guard ok.members.contains(where: { m in sets.first?.shapes[m.tensor].map { $0.count >= 2 } ?? false }) else {
+                notes.append("\(g.name): no matrix left in the group: not permuted")
+                return nil
+            }
+            return ok
+        }
+        out.notes = notes
+        return out
+    }
+
+    /// Product of a shape, nil on a negative dimension or overflow.
+    static func checkedCount(_ s: [Int]) -> Int? {
+        var n = 1
+        for d in s { guard d >= 0 else { return nil }; let (p, o) = n.multipliedReportingOverflow(by: d); if o { return nil }; n = p }
+        return n
+    }
+
+    static func inferNames(_ w: WeightSet, numHeads: Int? = nil) -> PermSpec {
         let names = Set(w.names)
         func shape(_ n: String) -> [Int]? { w.shapes[n] }
         var groups: [PermGroup] = []
@@ -84,7 +127,7 @@ public enum PermSpecInference {
         }
         // Plain MLP chain: P.weight [out, in] (+ P.bias [out]) linked by out == next in.
         var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
-        for n in w.names.sorted(by: naturalLess) where n.hasSuffix("weight") {
+        for n in w.names.sorted(by: LayerOrder.less) where n.hasSuffix("weight") {
             guard let s = shape(n), s.count == 2 else { continue }
             let b = String(n.dropLast(6)) + "bias"
             lin.append((n, shape(b) == [s[0]] ? b : nil, s[0], s[1]))
@@ -123,7 +166,8 @@ public enum Permuter {
         let outer = shape[..<axis].reduce(1, *)
         let dim = shape[axis]
         let inner = shape[(axis + 1)...].reduce(1, *)
-        precondition(dim == perm.count * block)
+        // Checked always (release builds drop preconditions): a mismatch leaves the tensor as it is.
+        guard dim == perm.count * block, t.count == outer * dim * inner, perm.allSatisfy({ $0 >= 0 && $0 < perm.count }) else { return t }
         var out = [Float](repeating: 0, count: t.count)
         t.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in

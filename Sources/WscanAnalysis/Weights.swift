@@ -70,6 +70,24 @@ public struct EvaluatorError: Error, CustomStringConvertible {
     public init(_ s: String) { description = s }
 }
 
+/// The order of linear layers when shapes alone do not fix it (square hidden layers): names that say input come
+/// first and names that say output last, the rest in natural order (`layers.2` before `layers.10`).
+public enum LayerOrder {
+    static let firstWords: Set<String> = ["input", "inp", "first", "embed", "embedding", "stem"]
+    static let lastWords: Set<String> = ["output", "out", "head", "classifier", "final", "last", "logits", "fc_out"]
+    static func role(_ name: String) -> Int {
+        let words = Set(name.lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })
+        if !words.isDisjoint(with: firstWords) { return 0 }
+        if !words.isDisjoint(with: lastWords) { return 2 }
+        return 1
+    }
+    public static func less(_ a: String, _ b: String) -> Bool {
+        let ra = role(a), rb = role(b)
+        if ra != rb { return ra < rb }
+        return a.compare(b, options: [.numeric]) == .orderedAscending
+    }
+}
+
 /// Built-in evaluator: a forward pass of an MLP classifier (a chain of linear layers with an activation
 /// between them), recognised from tensor names and shapes, on a dataset x (N×d), y (N) of class indices.
 /// Computed in Double so that accuracies match a float64 NumPy reference exactly.
@@ -91,7 +109,7 @@ public struct MLPEvaluator: Evaluator {
         self.x = x.map(Double.init); self.y = y
         // Linear layers: 2-D "P.weight" [out, in] with an optional 1-D "P.bias" [out].
         var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
-        for name in w.names where name.hasSuffix("weight") {
+        for name in w.names.sorted(by: LayerOrder.less) where name.hasSuffix("weight") {
             guard let s = w.shapes[name], s.count == 2 else { continue }
             let prefix = String(name.dropLast("weight".count))
             let b = prefix + "bias"

@@ -64,7 +64,8 @@ public enum CompareRunner {
         CPU.setBLASThreads(1)
         defer { CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
         let ev = try evidence(wb)
-        let spec = PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
+        // Checked against both sides: a member whose shape does not fit its group in A or B is left out (with a note).
+        let spec = PermSpecInference.validated(PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path)), [wa, wb])
         CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
         // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
         var notes: [String] = []
@@ -176,7 +177,18 @@ public enum CompareRunner {
     /// Pairwise relationships among the catalog's checkpoints. Cheap fingerprints first: checkpoints whose
     /// float-tensor shapes differ are not compared; equal content fingerprints are identical without decoding.
     public static func lineage(catalog: Catalog, includeIndependent: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Lineage {
-        let rows = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 }
+        // Fingerprints describe the bytes as indexed: a file changed since is indexed again first (else an edited
+        // copy would still be "identical"), and one that is gone or now unreadable is a failed input.
+        var failed: [String] = []
+        var gone = Set<Int64>()
+        for r in try catalog.checkpoints() where r.status == "ok" {
+            guard !((try? catalog.isUpToDate(path: r.path, needSHA: false)) ?? false) else { continue }
+            guard FileRef.isRegularFile(r.path) else { failed.append("\(r.name): its file is gone since it was indexed"); gone.insert(r.id); continue }
+            if case let .failed(_, reason) = Indexer(catalog: catalog, options: .init()).indexOne(r.path) {
+                failed.append("\(r.name): changed since it was indexed, and now unreadable: \(reason)")
+            }
+        }
+        let rows = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 && !gone.contains($0.id) }
         var signature: [Int64: String] = [:]
         for r in rows {
             let ts = try catalog.tensors(checkpoint: r.id).filter { ["F16", "BF16", "F32", "F64"].contains($0.dtype) || $0.dtype.hasPrefix("Q") || $0.dtype.hasPrefix("F8") }
@@ -184,7 +196,6 @@ public enum CompareRunner {
         }
         var edges: [LineageEdge] = []
         var skipped = 0, compared = 0, byFingerprint = 0
-        var failed: [String] = []
         var pairs: [(CheckpointRow, CheckpointRow)] = []
         for i in 0..<rows.count { for j in (i + 1)..<max(i + 1, rows.count) {
             if signature[rows[i].id] != signature[rows[j].id] || signature[rows[i].id]!.isEmpty { skipped += 1; continue }

@@ -14,7 +14,7 @@ struct Compare: ParsableCommand {
         floating-point tensors could be paired: different architectures). \
         Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the \
         permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units; \
-        BERT attention heads when config.json gives num_attention_heads). --align auto runs it when the models are \
+        BERT attention heads when config.json gives num_attention_heads). By default it runs when the models are \
         neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and \
         accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier. \
         Exit status: 0 (the verdict is reported, whatever it is), 2 usage, 1 unreadable input.

@@ -1,0 +1,94 @@
+import XCTest
+@testable import WscanFormats
+@testable import WscanAnalysis
+@testable import WscanCatalog
+
+/// Compare and alignment defects found in review: crafted shapes that crashed or corrupted memory, a p-value of 0
+/// for 4 units, layer order taken from names, a lineage that trusted stale fingerprints.
+final class AlignReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    /// A feed-forward bias of the wrong length (GPT-2 and BERT layouts) and a hidden layer of width 0: the comparison
+    /// completes, and the odd bias is named as left out of the permutation.
+    func testCraftedShapesDoNotCrashAlignment() throws {
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(0); f = np.float32
+        g = {"h.0.mlp.c_fc.weight": r.standard_normal((8, 32)).astype(f), "h.0.mlp.c_fc.bias": r.standard_normal(16).astype(f),
+             "h.0.mlp.c_proj.weight": r.standard_normal((32, 8)).astype(f)}
+        save_file(g, d + "/gpt_a.safetensors"); save_file({k: v + 1 for k, v in g.items()}, d + "/gpt_b.safetensors")
+        b = {"encoder.layer.0.intermediate.dense.weight": r.standard_normal((32, 8)).astype(f),
+             "encoder.layer.0.intermediate.dense.bias": r.standard_normal(7).astype(f),
+             "encoder.layer.0.output.dense.weight": r.standard_normal((8, 32)).astype(f)}
+        save_file(b, d + "/bert_a.safetensors"); save_file({k: v * 2 for k, v in b.items()}, d + "/bert_b.safetensors")
+        e = {"fc1.weight": np.zeros((0, 8), f), "fc1.bias": np.zeros(0, f), "fc2.weight": np.zeros((4, 0), f), "fc2.bias": r.standard_normal(4).astype(f)}
+        save_file(e, d + "/empty_a.safetensors"); e["fc2.bias"] = e["fc2.bias"] + 1; save_file(e, d + "/empty_b.safetensors")
+        """)
+        let db = tmp.path("c.db")
+        for (a, b) in [("gpt_a", "gpt_b"), ("bert_a", "bert_b"), ("empty_a", "empty_b")] {
+            let r = try runWscan(["compare", tmp.path(a + ".safetensors"), tmp.path(b + ".safetensors"), "--db", db, "--align", "--json"])
+            XCTAssertTrue(r.status == 0 || r.status == 1, "\(a): status \(r.status) \(r.err)")
+            XCTAssertTrue(r.out.hasPrefix("{"), "\(a): \(r.err)")
+            if a != "empty_a" { XCTAssertTrue(r.out.contains("shape does not fit permutation group"), "\(a): \(r.out.prefix(2000))") }
+        }
+    }
+
+    /// Spearman's ρ between two matchings of n units: the exact null distribution for small n (ρ = 1 with 4 units is
+    /// a 1-in-24 event, not p = 0), checked against an enumeration in Python.
+    func testSpearmanPValueIsExactForFewUnits() throws {
+        XCTAssertEqual(IndependenceTest.spearmanPValue(1, n: 4), 1.0 / 24, accuracy: 1e-15)
+        let out = try runPython("""
+        import itertools
+        for n, rho in [(5, 0.8), (6, 0.6), (7, 1.0), (8, 0.5)]:
+            lim = (1 - rho) * n * (n * n - 1) / 6 + 1e-9
+            hits = total = 0
+            for p in itertools.permutations(range(n)):
+                total += 1; hits += sum((a - i) ** 2 for i, a in enumerate(p)) <= lim
+            print(n, rho, repr(hits / total))
+        """)
+        for l in out.split(separator: "\n") {
+            let p = l.split(separator: " ")
+            XCTAssertEqual(IndependenceTest.spearmanPValue(Double(p[1])!, n: Int(p[0])!), Double(p[2])!, accuracy: 1e-15, String(l))
+        }
+        // above 8 units: the t approximation, never below 1/n!
+        XCTAssertEqual(IndependenceTest.spearmanPValue(1, n: 10), 1 / 3628800.0, accuracy: 1e-18)
+    }
+
+    /// Square hidden layers: the order comes from what the names say (input … output) and natural numbering
+    /// (layers.2 before layers.10), not from the alphabet.
+    func testLayerOrderForSquareChains() throws {
+        func set(_ names: [String]) -> WeightSet {
+            WeightSet(names: names, shapes: Dictionary(uniqueKeysWithValues: names.map { ($0, [4, 4]) }),
+                      values: Dictionary(uniqueKeysWithValues: names.map { ($0, [Float](repeating: 0.1, count: 16)) }))
+        }
+        let w = set(["hidden_layer.weight", "input_layer.weight", "output_layer.weight"])
+        let ev = try MLPEvaluator(weights: w, x: Array(repeating: 1, count: 8), y: [0, 1], features: 4)
+        XCTAssertEqual(ev.layers.map(\.weight), ["input_layer.weight", "hidden_layer.weight", "output_layer.weight"])
+        let deep = set((0..<12).map { "layers.\($0).weight" }.sorted())
+        let e2 = try MLPEvaluator(weights: deep, x: Array(repeating: 1, count: 8), y: [0, 1], features: 4)
+        XCTAssertEqual(e2.layers.map(\.weight), (0..<12).map { "layers.\($0).weight" })
+        XCTAssertEqual(PermSpecInference.infer(deep).groups.map(\.name).first, "layers.0.units")
+    }
+
+    /// A file replaced after indexing is indexed again before the lineage compares fingerprints.
+    func testLineageReindexesChangedFiles() throws {
+        let dir = tmp.url.appendingPathComponent("lin")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let a = dir.appendingPathComponent("a.safetensors").path, b = dir.appendingPathComponent("b.safetensors").path
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: a)
+        try FileManager.default.copyItem(atPath: a, toPath: b)
+        let cat = try Catalog(path: tmp.path("c.db"))
+        _ = try Indexer(catalog: cat, options: .init()).run(paths: [dir.path])
+        try FileManager.default.removeItem(atPath: b)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path, toPath: b)
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: b)
+        let lin = try CompareRunner.lineage(catalog: cat)
+        XCTAssertEqual(lin.edges.map(\.kind), ["finetuned"], "\(lin.edges)")
+        XCTAssertNil(lin.failed)
+        try FileManager.default.removeItem(atPath: b)
+        let again = try CompareRunner.lineage(catalog: cat)
+        XCTAssertEqual(again.failed?.count, 1)
+        XCTAssertTrue(again.failed?[0].contains("gone") ?? false)
+    }
+}
