@@ -35,8 +35,10 @@ public final class Indexer {
 
     public func run(paths: [String]) throws -> [Outcome] {
         let (cks, missing) = CheckpointOpener.discover(paths)
-        var outcomes: [Outcome] = missing.map { .failed(path: $0, reason: "no such file or folder") }
-        missing.forEach { onOutcome?(.failed(path: $0, reason: "no such file or folder")) }
+        // With --prune a root that is gone is the point (its entries are dropped below), not a failure.
+        let reportMissing = options.prune ? [] : missing
+        var outcomes: [Outcome] = reportMissing.map { .failed(path: $0, reason: "no such file or folder") }
+        reportMissing.forEach { onOutcome?(.failed(path: $0, reason: "no such file or folder")) }
         let sizes = cks.map { (try? FileRef.stat($0).size) ?? 0 }
         let bytesTotal = sizes.reduce(0, +)
         let done = ProgressState()

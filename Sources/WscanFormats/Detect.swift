@@ -114,6 +114,10 @@ public enum CheckpointOpener {
 
     static func openUnchecked(_ path: String, options: Options) throws -> Checkpoint {
         try FileRef.requireRegularFile(path)
+        // A file we may not read is said to be so (not "unrecognised format" from an empty sniff).
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw FormatError(.io, "cannot open: \(String(cString: strerror(errno)))") }
+        close(fd)
         switch FormatDetector.sniff(path: path) {
         case .lfsPointer: throw FormatError(.lfsPointer, "Git LFS pointer file, not a model (run `git lfs pull`)")
         case .shardIndex: return try ShardedSafetensorsReader.read(indexPath: path)

@@ -14,7 +14,7 @@ public enum GGUFReader {
 
     public static func read(path: String) throws -> Checkpoint {
         let storage = try Storage(mapping: path)
-        let file = try FileRef.stat(path)
+        let file = try FileRef.of(storage, path)
         let (tensors, meta) = try parse(storage, fileIndex: 0, storageIndex: 0)
         return Checkpoint(path: path, format: .gguf, files: [file], storages: [storage], tensors: tensors, metadata: meta)
     }

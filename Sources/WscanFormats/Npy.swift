@@ -16,7 +16,7 @@ public enum NpyReader {
 
     public static func read(path: String) throws -> Checkpoint {
         let st = try Storage(mapping: path)
-        let file = try FileRef.stat(path)
+        let file = try FileRef.of(st, path)
         let t = try tensor(in: st, name: (path as NSString).lastPathComponent.replacingOccurrences(of: ".npy", with: ""),
                            storageIndex: 0, fileIndex: 0, fileBase: 0)
         let ck = Checkpoint(path: path, format: .npy, files: [file], storages: [st], tensors: [t])

@@ -7,7 +7,7 @@ public enum SafetensorsReader {
 
     public static func read(path: String) throws -> Checkpoint {
         let storage = try Storage(mapping: path)
-        let file = try FileRef.stat(path)
+        let file = try FileRef.of(storage, path)
         let (tensors, meta) = try parse(storage, fileIndex: 0, storageIndex: 0)
         return Checkpoint(path: path, format: .safetensors, files: [file], storages: [storage], tensors: tensors, metadata: meta)
     }
@@ -153,7 +153,7 @@ public enum ShardedSafetensorsReader {
             let st: Storage
             do { st = try Storage(mapping: p) } catch let e as FormatError { throw FormatError(e.kind, "shard \(shard): \(e.message)") }
             let fi = files.count
-            files.append(try FileRef.stat(p))
+            files.append(try FileRef.of(st, p))
             storages.append(st)
             let ts: [TensorInfo]
             do { (ts, _) = try SafetensorsReader.parse(st, fileIndex: fi, storageIndex: si) }

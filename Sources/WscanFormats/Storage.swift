@@ -11,6 +11,9 @@ public final class Storage: @unchecked Sendable {
     public let count: Int
     private let unmapLength: Int
     private let owned: UnsafeMutableRawPointer?
+    /// The mapped file's path, size and mtime, from fstat on the descriptor that was mapped: what the catalog stores
+    /// must describe these bytes, not a file renamed into place after they were read.
+    public let mappedFile: FileRef?
 
     /// Maps `path` read-only. Empty files get an empty storage.
     public init(mapping path: String) throws {
@@ -23,6 +26,7 @@ public final class Storage: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
         let size = Int(st.st_size)
         owned = nil; keepAlive = nil
+        mappedFile = FileRef(path: path, size: size, mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
         if size == 0 { base = nil; count = 0; unmapLength = 0; return }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
@@ -33,19 +37,19 @@ public final class Storage: @unchecked Sendable {
     public init(bytes: [UInt8]) {
         let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(1, bytes.count), alignment: 64)
         bytes.withUnsafeBytes { if let b = $0.baseAddress { p.copyMemory(from: b, byteCount: bytes.count) } }
-        owned = p; base = UnsafeRawPointer(p); count = bytes.count; unmapLength = 0; keepAlive = nil
+        owned = p; base = UnsafeRawPointer(p); count = bytes.count; unmapLength = 0; keepAlive = nil; mappedFile = nil
     }
 
     private let keepAlive: Storage?
 
     /// Takes ownership of `count` bytes at `p` (allocated with UnsafeMutableRawPointer.allocate).
     public init(owning p: UnsafeMutableRawPointer, count: Int) {
-        owned = p; base = UnsafeRawPointer(p); self.count = count; unmapLength = 0; keepAlive = nil
+        owned = p; base = UnsafeRawPointer(p); self.count = count; unmapLength = 0; keepAlive = nil; mappedFile = nil
     }
 
     /// A view of part of another storage, keeping it alive.
     public init(borrowing range: UnsafeRawBufferPointer, owner: Storage) {
-        base = range.baseAddress; count = range.count; unmapLength = 0; owned = nil; keepAlive = owner
+        base = range.baseAddress; count = range.count; unmapLength = 0; owned = nil; keepAlive = owner; mappedFile = owner.mappedFile
     }
 
     deinit {
@@ -157,6 +161,12 @@ public struct FileRef: Sendable {
 
     /// Size and modification time of the file itself: symbolic links are followed (a Hugging Face cache is links
     /// into blobs/), so replacing a link's target is a change.
+    /// The file as it was when `storage` mapped it (else as it is now).
+    public static func of(_ storage: Storage, _ path: String) throws -> FileRef {
+        if let f = storage.mappedFile, f.path == path { return f }
+        return try stat(path)
+    }
+
     public static func stat(_ path: String) throws -> FileRef {
         guard let (size, mtime) = followStat(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
         return FileRef(path: path, size: size, mtime: mtime)

@@ -37,7 +37,7 @@ public enum TorchReader {
         }
         var b = Builder(g: g, z: z, prefix: prefix, bigEndian: bigEndian)
         try b.walk(g.root, name: "", depth: 0)
-        let ck = Checkpoint(path: path, format: .pytorch, files: [try FileRef.stat(path)], storages: b.storages,
+        let ck = Checkpoint(path: path, format: .pytorch, files: [try FileRef.of(z.storage, path)], storages: b.storages,
                             tensors: b.tensors, metadata: b.metadata)
         ck.findings = findings
         ck.warnings = b.warnings
@@ -287,7 +287,7 @@ public enum PickleFileReader {
         if g.root >= 0, g.describe(g.root) == legacyMagic {
             throw FormatError(.unsupported, "legacy (pre-1.6) PyTorch format: re-save with torch.save(..., _use_new_zipfile_serialization=True)")
         }
-        let ck = Checkpoint(path: path, format: .pickle, files: [try FileRef.stat(path)], storages: [st], tensors: [])
+        let ck = Checkpoint(path: path, format: .pickle, files: [try FileRef.of(st, path)], storages: [st], tensors: [])
         ck.findings = findings
         ck.warnings = ["bare pickle: no tensors loaded (wscan never executes pickles)"]
         return ck

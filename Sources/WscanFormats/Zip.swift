@@ -196,7 +196,7 @@ public enum NpzReader {
                 throw FormatError(err.kind, "member \(e.name): \(err.message)")
             }
         }
-        let ck = Checkpoint(path: path, format: .npz, files: [try FileRef.stat(path)], storages: storages, tensors: tensors)
+        let ck = Checkpoint(path: path, format: .npz, files: [try FileRef.of(st, path)], storages: storages, tensors: tensors)
         ck.warnings = warnings + tensors.filter { $0.dtype == .object }.map { "\($0.name): object array (pickle) not loaded" }
         return ck
     }

@@ -193,7 +193,7 @@ struct Ls: ParsableCommand {
             let err = r.error ?? ""
             let status = r.status == "ok" ? (r.safety == "dangerous" || r.safety == "findings" ? r.safety : "ok")
                 : err.hasPrefix(r.status) ? err : "\(r.status): \(err)"      // "unsafe pickle: …" already says unsafe
-            return ["#\(r.id)", r.name, r.format ?? "?", Fmt.count(r.paramCount), dt, Fmt.bytes(r.bytes), String(status.prefix(70))]
+            return ["#\(r.id)", r.name, r.format ?? "?", Fmt.count(r.paramCount), dt, Fmt.bytes(r.bytes), status.count > 70 ? String(status.prefix(69)) + "…" : status]
         }
         print(Fmt.table(["id", "name", "format", "params", "dtypes", "size", "status"], table, numeric: [3, 5]))
     }
@@ -207,7 +207,8 @@ struct Show: ParsableCommand {
     @Flag(help: "Print the stored per-layer spectrum table (run `wscan analyze spectrum` first).") var spectrum = false
 
     func run() throws {
-        let cat = try catalog.open()
+        // A catalog reference needs an existing catalog (no empty file is made for a typo in --db); a path is indexed.
+        let cat = try catalog.open(create: FileManager.default.fileExists(atPath: checkpoint))
         let r = try resolveCheckpoint(checkpoint, catalog: cat, allowFailed: true)
         if r.status != "ok" && spectrum { throw CLIError("\(r.path): \(r.error ?? r.status)") }
         try show(r, cat)
@@ -324,7 +325,7 @@ struct Query: ParsableCommand {
             switch v.storage {
             case .null: return "NULL"
             case let .int64(i): return String(i)
-            case let .double(d): return Fmt.num(d, 6)
+            case let .double(d): return "\(d)"   // shortest exact form: timestamps and sizes keep every digit
             case let .string(s): return s
             case let .blob(b): return "<\(b.count) bytes>"
             }

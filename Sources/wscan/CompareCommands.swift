@@ -112,7 +112,7 @@ struct LineageCommand: ParsableCommand {
     @Flag(help: "Also list independent pairs.") var all = false
 
     func run() throws {
-        let cat = try catalog.open()
+        let cat = try catalog.open(create: false)
         let bar = ProgressBar()
         let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(items: k, of: n, unit: "pairs", label: "") }
         bar.finish()

@@ -472,3 +472,44 @@ final class UXReviewTests: XCTestCase {
         XCTAssertEqual(folder.status, 1); XCTAssertTrue(folder.err.contains("is a folder"), folder.err)
     }
 }
+
+/// Catalog review fixes reproduced through the CLI and the reader API.
+final class CatalogReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    /// The size and mtime stored for a file are those of the bytes that were mapped and read, even when another file
+    /// is renamed into place afterwards (before: the new file's stat was stored with the old content, "current" forever).
+    func testFileStateComesFromTheMappedDescriptor() throws {
+        let p = tmp.path("m.safetensors")
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: p)
+        let st = try Storage(mapping: p)
+        let size = st.count
+        tmp.write("other", [1, 2, 3])
+        XCTAssertEqual(rename(tmp.path("other"), p), 0)
+        let f = try FileRef.of(st, p)
+        XCTAssertEqual(f.size, size)
+        XCTAssertNotEqual(try FileRef.stat(p).size, size)
+    }
+
+    func testReadOnlyCommandsDoNotCreateCatalogsAndPruneOfAGoneFolderSucceeds() throws {
+        let db = tmp.path("typo.db")
+        let r = try runWscan(["show", "#1", "--db", db])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("no catalog"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db))
+        XCTAssertEqual(try runWscan(["lineage", "--db", db]).status, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db))
+        // index a folder, delete it, prune it: success, and the entry is gone
+        let c = tmp.path("c.db")
+        try FileManager.default.createDirectory(atPath: tmp.path("d/sub"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: tmp.path("d/sub/m.safetensors"))
+        XCTAssertEqual(try runWscan(["index", tmp.path("d"), "--db", c]).status, 0)
+        try FileManager.default.removeItem(atPath: tmp.path("d/sub"))
+        let p = try runWscan(["index", tmp.path("d/sub"), "--prune", "--db", c])
+        XCTAssertEqual(p.status, 0, p.out + p.err)
+        XCTAssertTrue(p.out.contains("pruned 1 entries"), p.out)
+        // REAL values are printed exactly (timestamps were rounded to 6 digits)
+        let q = try runWscan(["query", "SELECT 1795960000.125 AS t", "--db", c])
+        XCTAssertTrue(q.out.contains("1795960000.125"), q.out)
+    }
+}
