@@ -181,6 +181,17 @@ public enum Comparator {
                     ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
                 }
             }
+            // The mirror: A is B pruned and then stored narrower (the arguments in the other order).
+            let narrowA: ((Float) -> Float)? = (dtypeB == .f32 || dtypeB == .f64) && dtypeA == .f16 ? { Float(Float16($0)) }
+                : (dtypeB == .f32 || dtypeB == .f64) && dtypeA == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
+            if let r = narrowA, ev.reencodedAs == nil, !ev.prunedFromB {
+                var ok = true, zeros = 0
+                for i in a.indices where ok {
+                    let x = a[i], y = b[i]
+                    if x == 0 && y != 0 { zeros += 1 } else if !(r(y).bitPattern == x.bitPattern || (x.isNaN && y.isNaN)) { ok = false }
+                }
+                if ok && zeros > 0 { ev.prunedFromB = true }
+            }
             // A tensor B zeroed entirely fits every N:M pattern trivially: no pattern is claimed for it.
             if ev.prunedFromA, let last = shape.last, b.contains(where: { $0 != 0 }) {
                 for (n, m) in [(2, 4), (4, 8), (1, 4), (1, 2)] where last % m == 0 && a.count % m == 0 {
@@ -200,8 +211,16 @@ public enum Comparator {
                     // for the update's) is discounted before counting the rank that holds the difference.
                     var noise = 0.0
                     if let r = narrow { for x in a { let e = Double(r(x)) - Double(x); noise += e * e } }
+                    else if let (t, v) = [(dtypeB, b), (dtypeA, a)].first(where: { $0.0 == .bf16 || $0.0 == .f16 }) {
+                        // A side stored narrow after the update (a LoRA merged into a BF16 base and saved as BF16, or
+                        // A is the narrow one): its rounding is uniform within half an ulp, variance ulp²/12 with
+                        // ulp ≤ |x|·2^−p (p = 7 for BF16, 10 for F16).
+                        let p = t == .bf16 ? 7.0 : 10.0
+                        for x in v where x.isFinite { noise += Double(x) * Double(x) }
+                        noise *= pow(2, -2 * p) / 12
+                    }
                     ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise)
-                    if noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
+                    if narrow != nil, noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
                 }
             }
         }

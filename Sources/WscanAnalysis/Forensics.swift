@@ -136,7 +136,8 @@ public enum Forensics {
                                      "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 3b. A is the pruned one
-        if sameSet, differing.allSatisfy(\.prunedFromB) {
+        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromB) {
+            let differing = changed   // tensors that only changed storage type (A's biases stored as F16) do not count
             let size = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
             let zeros = differing.reduce(0) { $0 + $1.zerosA }
             let sparsity = Double(zeros) / Double(max(1, size))

@@ -108,6 +108,17 @@ public enum CompareRunner {
             // comparison: the path is still measured and a note says why there is no barrier.
             var evaluator = options.evaluator, failure: String?
             var before: ConnectivityCurve
+            // The evaluated model is A with its paired tensors interpolated: tensors only A has (a bias B lacks)
+            // stay A's own instead of being dropped.
+            var wa = wa
+            if evaluator != nil {
+                let all = try WeightSet.load(ckA)
+                let kept = all.names.filter { wa.values[$0] == nil }
+                for n in kept { wa.names.append(n); wa.shapes[n] = all.shapes[n]; wa.values[n] = all.values[n] }
+                if !kept.isEmpty {
+                    notes.append("\(kept.count) tensors only A has (\(kept.prefix(4).joined(separator: ", "))\(kept.count > 4 ? ", …" : "")) keep A's values along the path: the λ = 1 end is B's shared weights with them, not B alone")
+                }
+            }
             do { before = try Forensics.connectivity(wa, wb, evaluator: evaluator, grid: options.grid) } catch {
                 // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
                 // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)

@@ -41,8 +41,10 @@ struct Compare: ParsableCommand {
         if let w = writeAligned { try catalog.refuseCatalogAsOutput(w) }
         o.grid = grid; o.seed = seed; o.writeAligned = writeAligned
         if eval.data != nil || eval.evalCommand != nil {
-            let ws = try WeightSet.load(try CheckpointOpener.open(ra.path))
-            o.evaluator = try eval.make(weights: ws, passThrough: WeightSet())
+            // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
+            // own dtypes) with the interpolated tensors replaced.
+            let ckA = try CheckpointOpener.open(ra.path)
+            o.evaluator = try eval.make(weights: try WeightSet.load(ckA), passThrough: WeightSet(), source: ckA)
         }
         let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)
         if catalog.json { print(Fmt.json(r)); return }

@@ -92,3 +92,62 @@ final class AlignReviewTests: XCTestCase {
         XCTAssertTrue(again.failed?[0].contains("gone") ?? false)
     }
 }
+
+extension AlignReviewTests {
+    /// B lacks one of A's biases: the evaluated path keeps A's own bias (L(0) is A's test loss from the corpus
+    /// manifest), instead of silently evaluating A without it.
+    func testConnectivityKeepsTensorsOnlyAHas() throws {
+        let b = tmp.path("b_nobias.safetensors")
+        _ = try runPython("""
+        from safetensors.numpy import load_file, save_file
+        t = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path)))
+        del t["fc1.bias"]
+        save_file(t, \(pyStr(b)))
+        """)
+        let m = try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any]
+        let loss0 = ((m["models"] as! [String: Any])["mlp_seed0"] as! [String: Any])["test_loss"] as! Double
+        let r = try runWscan(["compare", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, b, "--data",
+                              Paths.corpus.appendingPathComponent("digits_test.npz").path, "--grid", "3", "--no-align", "--json", "--db", tmp.path("c.db")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let before = (j["connectivity"] as! [String: Any])["before"] as! [String: Any]
+        XCTAssertEqual((before["loss"] as! [Double])[0], loss0, accuracy: 1e-9)
+    }
+}
+
+extension AlignReviewTests {
+    /// The usual merge_and_unload path: a LoRA merged into a BF16 (or F16) base and saved in the same type is a
+    /// LoRA, not a fine-tune; and a LoRA or a pruning saved as F16 reads the same with the arguments swapped.
+    func testNarrowStoredLoRAAndPruningInEitherOrder() throws {
+        _ = try runPython("""
+        import torch
+        from safetensors.torch import load_file, save_file
+        d = \(pyStr(tmp.url.path)); torch.manual_seed(0)
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        for t, name in [(torch.bfloat16, "bf16"), (torch.float16, "f16")]:
+            base = {k: v.to(t) for k, v in a.items()}
+            save_file(base, f"{d}/base_{name}.safetensors")
+            m = dict(base); m["fc1.weight"] = (base["fc1.weight"].float() + (torch.randn(64, 4) * 0.05) @ (torch.randn(4, 64) * 0.05)).to(t)
+            save_file(m, f"{d}/lora_{name}.safetensors")
+        m = {k: v.clone() for k, v in a.items()}
+        m["fc1.weight"] = a["fc1.weight"] + (torch.randn(64, 4) * 0.05) @ (torch.randn(4, 64) * 0.05)
+        save_file({k: v.to(torch.float16) for k, v in m.items()}, f"{d}/lora_then_f16.safetensors")
+        p = {k: v.clone() for k, v in a.items()}
+        w = p["fc2.weight"]; w[w.abs() < w.abs().median()] = 0
+        save_file({k: v.to(torch.float16) for k, v in p.items()}, f"{d}/pruned_then_f16.safetensors")
+        """)
+        let db = tmp.path("c.db"), base = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        func kind(_ a: String, _ b: String) throws -> String {
+            let r = try runWscan(["compare", a, b, "--json", "--no-align", "--db", db])
+            XCTAssertEqual(r.status, 0, r.err)
+            return ((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any])["kind"] as! String
+        }
+        for n in ["bf16", "f16"] { XCTAssertEqual(try kind(tmp.path("base_\(n).safetensors"), tmp.path("lora_\(n).safetensors")), "lora_merged", n) }
+        XCTAssertEqual(try kind(base, tmp.path("lora_then_f16.safetensors")), "lora_merged")
+        XCTAssertEqual(try kind(tmp.path("lora_then_f16.safetensors"), base), "lora_merged")
+        XCTAssertEqual(try kind(base, tmp.path("pruned_then_f16.safetensors")), "pruned")
+        XCTAssertEqual(try kind(tmp.path("pruned_then_f16.safetensors"), base), "pruned")
+        // two independently trained models stay independent
+        XCTAssertEqual(try kind(base, Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path), "independent")
+    }
+}

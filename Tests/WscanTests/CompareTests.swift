@@ -276,10 +276,11 @@ final class CompareReviewTests: XCTestCase {
         XCTAssertNotEqual(reshaped.kind, "subset")
         XCTAssertTrue(reshaped.evidence.contains { $0.contains("same name but another shape: fc2.weight") }, "\(reshaped.evidence)")
         XCTAssertEqual(try verdict("perm_extra.safetensors").kind, "permuted")
-        // The built-in evaluator needs fc3, which the subset lacks: the verdict stands and a note says why there is no barrier.
+        // The built-in evaluator needs fc3, which the subset lacks: the path keeps A's fc3 and a note says the λ = 1
+        // end is not B alone.
         let sub = try verdict("subset.safetensors", ["--data", Paths.corpus.appendingPathComponent("digits_test.npz").path])
         XCTAssertEqual(sub.kind, "subset")
-        XCTAssertTrue(((sub.json["notes"] as? [String]) ?? []).contains { $0.contains("evaluator cannot run") }, "\(sub.json["notes"] ?? "")")
+        XCTAssertTrue(((sub.json["notes"] as? [String]) ?? []).contains { $0.contains("only A has (fc3") }, "\(sub.json["notes"] ?? "")")
     }
 
     func testLineageWithAMissingFileExitsOne() throws {
