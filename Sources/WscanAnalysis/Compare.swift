@@ -99,13 +99,17 @@ public enum Comparator {
         for t in a {
             if let u = bByName[t.name], u.shape == t.shape { pairs.append((t, u, "name")); usedB.insert(u.name) } else { restA.append(t) }
         }
-        var restB = b.filter { !usedB.contains($0.name) }
+        // A name both sides have, with another shape (a transposed export), is a reshaped tensor: it is reported
+        // as such on both sides, never paired by shape with some other tensor.
+        let aNames = Set(a.map(\.name))
+        var restB = b.filter { !usedB.contains($0.name) && !aNames.contains($0.name) }
+        let reshapedB = b.filter { !usedB.contains($0.name) && aNames.contains($0.name) }.map(\.name)
         var unmatchedA: [String] = []
         for t in restA {
-            if let k = restB.firstIndex(where: { $0.shape == t.shape }) { pairs.append((t, restB[k], "shape+position")); restB.remove(at: k) }
+            if bByName[t.name] == nil, let k = restB.firstIndex(where: { $0.shape == t.shape }) { pairs.append((t, restB[k], "shape+position")); restB.remove(at: k) }
             else { unmatchedA.append(t.name) }
         }
-        return (pairs, unmatchedA, restB.map(\.name))
+        return (pairs, unmatchedA, restB.map(\.name) + reshapedB)
     }
 
     /// Tensors that `matchTensors` paired by shape and position (names differ, e.g. Hugging Face vs llama.cpp, and
@@ -144,7 +148,7 @@ public enum Comparator {
             let d = y - x
             nd += d * d
             if abs(d) > maxd { maxd = abs(d) }
-            if a[i].bitPattern != b[i].bitPattern { identical = false }
+            if !(a[i] == b[i] || (a[i].isNaN && b[i].isNaN)) { identical = false }   // −0 and +0 are the same value
             if x == 0 { zerosA += 1 }
             if x != 0 && y != 0 { signBoth += 1; if (x > 0) == (y > 0) { signSame += 1 } }
             if y == 0 && x != 0 { newZeros += 1; maxZeroed = max(maxZeroed, abs(x)) }

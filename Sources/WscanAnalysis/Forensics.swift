@@ -66,7 +66,15 @@ public enum Forensics {
         }
         let sameSet = onlyA.isEmpty && onlyB.isEmpty
         let differing = t.filter { !$0.identicalValues }
-        // 1. identical
+        // 1. identical (values compared as decoded, in float32: F64 beside F32 or F16 beside F32 is a re-encoding)
+        let retyped = t.filter { $0.dtypeA != $0.dtypeB }
+        if differing.isEmpty && sameSet && !retyped.isEmpty {
+            let types = Set(retyped.map { "\($0.dtypeA)→\($0.dtypeB)" }).sorted()
+            return Verdict(kind: "reencoded", confidence: 0.9,
+                           summary: "same values as far as float32 shows, stored as another type (\(types.joined(separator: ", ")))",
+                           evidence: evidence + ["all \(t.count) tensors have identical values after decoding to float32; \(retyped.count) changed type"],
+                           details: ["dtype": types.joined(separator: ",")])
+        }
         if differing.isEmpty && sameSet {
             let bytes = t.allSatisfy(\.identicalBytes)
             return Verdict(kind: "identical", confidence: 1,
@@ -114,7 +122,8 @@ public enum Forensics {
         let storedAs = Set(differing.compactMap { $0.reencodedAs.map { String($0.prefix { $0 != " " }) } } + differing.compactMap(\.alsoReencodedAs)).sorted()
         let storedNote = storedAs.isEmpty ? "" : ", then stored as \(storedAs.joined(separator: "/"))"
         // 3. pruned
-        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromA) {
+        // (Some weight must be kept: a model of zeros is "pruned" from anything and says nothing.)
+        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromA), changed.contains(where: { $0.minKeptMagnitude != nil }) {
             let differing = changed
             let newZeros = differing.reduce(0) { $0 + $1.newZeros }
             let prunable = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
@@ -206,7 +215,11 @@ public enum Forensics {
                 ? String(format: "independent: the two unit matchings agree on few units (median Spearman ρ %.2f < %.1f), as shared features of independently trained networks do (p = %.3g)", ind.medianSpearman, IndependenceTest.minimumAgreement, ind.pValue)
                 : shared.isEmpty ? String(format: "independent: no evidence of a shared origin (p = %.3g)", ind.pValue)
                 : String(format: "independent by the independence test (p = %.3g), though %d small matrices are bit-identical (below the 10%% of parameters that would make the pair derived)", ind.pValue, shared.count)
-            return Verdict(kind: "independent", confidence: min(0.99, max(0.5, ind.pValue * 10)),
+            // A high p only means something when the test could have seen a shared origin: with few units even a copy
+            // can fail to reach the threshold. Confidence grows with p and with the units matched (64 or more: full).
+            let units = ind.layers.reduce(0) { $0 + $1.units }
+            let power = min(1, Double(units) / 64)
+            return Verdict(kind: "independent", confidence: 0.5 + (min(0.99, max(0.5, ind.pValue * 10)) - 0.5) * power,
                            summary: why, evidence: evidence,
                            details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
         }

@@ -151,3 +151,38 @@ extension AlignReviewTests {
         XCTAssertEqual(try kind(base, Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path), "independent")
     }
 }
+
+extension AlignReviewTests {
+    /// Smaller verdict defects: F64 saved as F32 is a re-encoding (values compare equal only after decoding to
+    /// float32); a model of zeros is not "pruned" from anything; −0 and +0 are the same value; a tensor whose name
+    /// both sides have with another shape is reported as reshaped, not paired with another tensor of that shape.
+    func testSmallVerdictDefects() throws {
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(0)
+        t = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        save_file({k: v.astype(np.float64) for k, v in t.items()}, d + "/f64.safetensors")
+        save_file({k: np.zeros_like(v) for k, v in t.items()}, d + "/zeros.safetensors")
+        z = {k: v.copy() for k, v in t.items()}; z["fc1.bias"][:] = 0.0; save_file(z, d + "/pz.safetensors")
+        z2 = {k: v.copy() for k, v in z.items()}; z2["fc1.bias"][:] = -0.0; save_file(z2, d + "/nz.safetensors")
+        g = {"h.0.mlp.c_fc.weight": r.standard_normal((8, 32)).astype(np.float32), "h.0.mlp.c_proj.weight": r.standard_normal((32, 8)).astype(np.float32),
+             "h.0.ln.weight": np.ones(8, np.float32)}
+        save_file(g, d + "/tr_a.safetensors")
+        save_file({k: np.ascontiguousarray(v.T) if v.ndim == 2 else v for k, v in g.items()}, d + "/tr_b.safetensors")
+        """)
+        let db = tmp.path("c.db")
+        func verdict(_ a: String, _ b: String) throws -> [String: Any] {
+            let r = try runWscan(["compare", a, b, "--json", "--no-align", "--db", db])
+            XCTAssertEqual(r.status, 0, r.err)
+            return try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        }
+        func kind(_ j: [String: Any]) -> String { (j["verdict"] as! [String: Any])["kind"] as! String }
+        XCTAssertEqual(kind(try verdict(tmp.path("f64.safetensors"), Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)), "reencoded")
+        XCTAssertNotEqual(kind(try verdict(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, tmp.path("zeros.safetensors"))), "pruned")
+        XCTAssertEqual(kind(try verdict(tmp.path("pz.safetensors"), tmp.path("nz.safetensors"))), "identical")
+        let tr = try verdict(tmp.path("tr_a.safetensors"), tmp.path("tr_b.safetensors"))
+        XCTAssertEqual(Set(tr["onlyInA"] as! [String]), ["h.0.mlp.c_fc.weight", "h.0.mlp.c_proj.weight"])
+        XCTAssertEqual(Set(tr["onlyInB"] as! [String]), ["h.0.mlp.c_fc.weight", "h.0.mlp.c_proj.weight"])
+    }
+}
