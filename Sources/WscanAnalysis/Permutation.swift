@@ -125,6 +125,26 @@ public enum PermSpecInference {
             notes.append("GPT-2: feed-forward units only (fused c_attn heads not permuted); independence test needs row-major in/out matrices")
             return PermSpec(family: "gpt2", groups: groups, notes: notes)
         }
+        // Other transformer blocks (DistilBERT ffn.lin1/lin2, OPT/BART/Whisper fc1/fc2 beside self_attn): their
+        // feed-forward units only. A chain through them would permute the residual stream.
+        let attention = w.names.contains { $0.contains("attn") || $0.contains("attention") }
+        let ffnPairs: [(String, String)] = [(".ffn.lin1.weight", ".ffn.lin2.weight"), (".fc1.weight", ".fc2.weight")]
+        for (upS, downS) in ffnPairs where attention {
+            let ups = w.names.filter { $0.hasSuffix(upS) }.sorted { naturalLess($0, $1) }
+            guard !ups.isEmpty else { continue }
+            for up in ups {
+                let b = String(up.dropLast(upS.count)), down = b + downS
+                guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
+                var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
+                let bias = String(up.dropLast(6)) + "bias"
+                if shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
+                groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: up, outTensor: down, kind: "ffn"))
+            }
+            if !groups.isEmpty {
+                notes.append("transformer blocks (\(upS.dropFirst().dropLast(7))/\(downS.dropFirst().dropLast(7))): feed-forward units only; attention heads and the residual stream are not permuted")
+                return PermSpec(family: "transformer-ffn", groups: groups, notes: notes)
+            }
+        }
         // Plain MLP chain: P.weight [out, in] (+ P.bias [out]) linked by out == next in.
         var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
         for n in w.names.sorted(by: LayerOrder.less) where n.hasSuffix("weight") {
@@ -140,16 +160,60 @@ public enum PermSpecInference {
             while let next = lin.first(where: { $0.inn == cur.out && !chain.map(\.w).contains($0.w) }) { chain.append(next); cur = next }
         }
         if chain.count >= 2 {
+            // Only a plain chain: matrices off it (attention, a second head, residual blocks) may share the hidden
+            // axes, and permuting the chain alone would change the function.
+            guard chain.count == lin.count else {
+                return PermSpec(family: "unknown", groups: [], notes: ["\(lin.count - chain.count) of \(lin.count) matrices are off the linear chain (not a plain MLP): no permutation inferred"])
+            }
+            // Per-unit vectors that are not a chain layer's bias (BatchNorm/LayerNorm weight, bias, running stats)
+            // must move with their units: each goes to the one hidden layer of its length, or, when several have
+            // it, the layer its name points to (bn1 ↔ fc1, Sequential index k ↔ the linear layer just before).
+            let chainVectors = Set(chain.compactMap(\.b))
+            var extra: [Int: [String]] = [:]
+            for n in w.names.sorted(by: naturalLess) where !chainVectors.contains(n) {
+                guard let s = shape(n), s.count == 1 else { continue }
+                let cands = (0..<(chain.count - 1)).filter { chain[$0].out == s[0] }
+                guard !cands.isEmpty else { continue }
+                if cands.count == 1 { extra[cands[0], default: []].append(n); continue }
+                if let k = ownerByName(n, cands.map { chain[$0].w }) { extra[cands[k], default: []].append(n); continue }
+                return PermSpec(family: "unknown", groups: [], notes: ["\(n): a per-unit vector that could belong to several hidden layers of width \(s[0]): no permutation inferred"])
+            }
             for i in 0..<(chain.count - 1) {
                 let l = chain[i], nx = chain[i + 1]
                 var m = [PermGroup.Member(tensor: l.w, axis: 0), .init(tensor: nx.w, axis: 1)]
                 if let b = l.b { m.append(.init(tensor: b, axis: 0)) }
+                for v in extra[i] ?? [] { m.append(.init(tensor: v, axis: 0)) }
                 groups.append(PermGroup(name: "\(l.w.dropLast(7)).units", size: l.out, blockSize: 1, members: m, inTensor: l.w, outTensor: nx.w, kind: "mlp"))
             }
-            if chain.count < lin.count { notes.append("\(lin.count - chain.count) linear layers are off the main chain and were not permuted") }
             return PermSpec(family: "mlp", groups: groups, notes: notes)
         }
         return PermSpec(family: "unknown", groups: [], notes: ["no permutation symmetry recognised from tensor names"])
+    }
+
+    /// Which of `layers` (weight names) a per-unit vector belongs to, from its name: the same trailing number in the
+    /// module name (`bn1.weight` ↔ `fc1.weight`), or in an nn.Sequential the linear layer with the largest index
+    /// below the vector's (`net.1.running_mean` ↔ `net.0.weight`) under the same parent. nil when undecided.
+    static func ownerByName(_ vector: String, _ layers: [String]) -> Int? {
+        func parts(_ n: String) -> [Substring] { n.split(separator: ".") }
+        func trailingNumber(_ s: Substring) -> Int? { let d = s.reversed().prefix { $0.isNumber }; return d.isEmpty ? nil : Int(String(d.reversed())) }
+        let vp = parts(vector)
+        guard vp.count >= 2 else { return nil }
+        let vModule = vp[vp.count - 2], vParent = vp.dropLast(2)
+        // nn.Sequential: numeric module names under one parent
+        if let vi = Int(vModule) {
+            var best: (Int, Int)? = nil
+            for (k, l) in layers.enumerated() {
+                let lp = parts(l)
+                guard lp.count >= 2, lp.dropLast(2) == vParent, let li = Int(lp[lp.count - 2]), li < vi else { continue }
+                if best == nil || li > best!.1 { best = (k, li) }
+            }
+            return best?.0
+        }
+        guard let vn = trailingNumber(vModule) else { return nil }
+        let hits = layers.indices.filter { k in
+            let lp = parts(layers[k]); return lp.count >= 2 && lp.dropLast(2) == vParent && trailingNumber(lp[lp.count - 2]) == vn
+        }
+        return hits.count == 1 ? hits[0] : nil
     }
 
     /// "layer.10" after "layer.9".

@@ -76,7 +76,12 @@ public enum LayerOrder {
     static let firstWords: Set<String> = ["input", "inp", "first", "embed", "embedding", "stem"]
     static let lastWords: Set<String> = ["output", "out", "head", "classifier", "final", "last", "logits", "fc_out"]
     static func role(_ name: String) -> Int {
-        let words = Set(name.lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })
+        // Only layers outside numbered blocks have a role by name (`head`, `input_layer`): inside `blocks.0`, an
+        // `fc_out` is the block's own second layer, not the network's output.
+        let parts = name.split(separator: ".")
+        if parts.contains(where: { $0.allSatisfy(\.isNumber) }) { return 1 }
+        let module = parts.count >= 2 ? String(parts[parts.count - 2]) : name
+        let words = Set(module.lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })
         if !words.isDisjoint(with: firstWords) { return 0 }
         if !words.isDisjoint(with: lastWords) { return 2 }
         return 1

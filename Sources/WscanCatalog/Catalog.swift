@@ -263,9 +263,14 @@ public final class Catalog: @unchecked Sendable {
     public func recordFailure(path: String, format: String?, error: String, files: [FileRef], findings: [Finding] = [],
                               status: String = "error") throws {
         try db.write { db in
-            let old = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ?", arguments: [path])
+            let prev = try Row.fetchOne(db, sql: "SELECT id, status, error FROM checkpoints WHERE path = ?", arguments: [path])
+            let old: Int64? = prev?["id"]
             try db.execute(sql: "DELETE FROM checkpoints WHERE path = ?", arguments: [path])
-            try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")
+            // The lineage lists unreadable entries: it is out of date when this one is new or its record changed,
+            // not when the same failure is recorded again (failed files are re-read on every run).
+            if prev == nil || (prev?["status"] as String?) != status || (prev?["error"] as String?) != error {
+                try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")
+            }
             try db.execute(sql: """
                 INSERT INTO checkpoints (id, path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)
                 """, arguments: [try old ?? Self.nextID(db), path, Self.displayName(path, format: nil), format, status, error,

@@ -68,7 +68,9 @@ public enum NpyReader {
 
     /// Whether a header's descr names an object type anywhere ('O', '|O8', 'object', a structured field 'O').
     public static func mentionsObject(_ header: String) -> Bool {
-        header.range(of: #"['"][<>|=]?O[0-9]*['"]|['"]object['"]"#, options: .regularExpression) != nil
+        // The type, not a field name: the value of 'descr', or the second item of a structured field tuple.
+        header.range(of: #"(?:['"]descr['"]\s*:\s*|\(\s*(?:'[^']*'|"[^"]*"|\([^)]*\))\s*,\s*)['"](?:[<>|=]?O[0-9]*|object)['"]"#,
+                     options: .regularExpression) != nil
     }
 
     public static func parseHeader(_ b: UnsafeRawBufferPointer) throws -> Header {

@@ -242,9 +242,12 @@ public enum PickleScanner {
                     // Python may accept what the passive parser refused (or a crafted stream hides its imports past
                     // the point of refusal): the rest of the stream is walked opcode by opcode for imports. Bytes not
                     // known to be a pickle (tensor data) only report imports that are named and rated medium or worse.
-                    var walked = staticWalk(bytes, from: vm.offset, member: member)
-                    if !(strong || hadEvents) { walked = walked.filter { $0.severity >= .medium && $0.what != "STACK_GLOBAL" } }
-                    findings += walked
+                    // Only imports count: the refusal itself is already reported above, and bytes after it that are
+                    // no opcode say nothing more.
+                    let strongHere = (index == 0 && strong) || hadEvents
+                    findings += staticWalk(bytes, from: vm.offset, member: member).filter {
+                        $0.detail.contains("imported by") && (strongHere || $0.severity >= .medium) || (strongHere && $0.what == "STACK_GLOBAL")
+                    }
                 }
                 break
             }
@@ -458,8 +461,9 @@ public enum PickleScanner {
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4B, b[2] == 0x03 || b[2] == 0x05 {
             return try scanArchive(try ZipArchive(st))
         }
-        let named = pickleExtensions.contains { name.lowercased().hasSuffix($0) } || name.lowercased().hasSuffix(".gz")
-        if let kind = compression(b) { return scanCompressed(b, kind: kind, member: name, nameSaysPickle: named) }
+        let lower = name.lowercased()
+        let named = pickleExtensions.contains { lower.hasSuffix($0) } || [".pkl.", ".pickle.", ".joblib."].contains { lower.contains($0) }
+        if let kind = compression(b), let f = scanCompressed(b, kind: kind, member: name, nameSaysPickle: named) { return f }
         if b.count >= 2, !looksLikePickle(b), !(b[0] == 0x93 && b[1] == 0x4E), argLength(b[0], b, 1) != nil {
             // Any opcode can start a pickle, and numpy.load / legacy torch.load fall back to unpickling files
             // whose magic they don't recognise: scan, reporting only what imports.
@@ -471,39 +475,42 @@ public enum PickleScanner {
     /// Compressed pickles: joblib's `compress=` (zlib, gzip, bz2, lzma, xz) and `.pkl.gz`. Their loaders decompress
     /// and unpickle, so the bytes on disk say nothing: zlib and gzip are inflated (up to `maxInflated`) and scanned;
     /// the others, and streams past the limit, cannot be verified.
-    static let maxInflated = 256 << 20
+    static let maxInflated = 1 << 30
     static func compression(_ b: UnsafeRawBufferPointer) -> String? {
         guard b.count >= 6 else { return nil }
         if b[0] == 0x1F, b[1] == 0x8B, b[2] == 0x08 { return "gzip" }
-        if b[0] & 0x0F == 8, b[0] >> 4 <= 7, (Int(b[0]) << 8 | Int(b[1])) % 31 == 0, b[1] & 0x20 == 0 { return "zlib" }
+        // zlib with a 32 KiB window (0x78), as joblib and zlib.compress write; other 0x?8 headers are ordinary
+        // bytes far more often ("(S" opens a protocol-0 pickle).
+        if b[0] == 0x78, (Int(b[0]) << 8 | Int(b[1])) % 31 == 0, b[1] & 0x20 == 0 { return "zlib" }
         if b[0] == 0xFD, b[1] == 0x37, b[2] == 0x7A, b[3] == 0x58, b[4] == 0x5A, b[5] == 0x00 { return "xz" }
         if b[0] == 0x42, b[1] == 0x5A, b[2] == 0x68, (0x31...0x39).contains(b[3]) { return "bz2" }
         if b[0] == 0x5D, b[1] == 0x00, b[2] == 0x00 { return "lzma" }
         return nil
     }
 
-    static func scanCompressed(_ b: UnsafeRawBufferPointer, kind: String, member: String, nameSaysPickle: Bool) -> [Finding] {
+    /// nil when the bytes are not a stream of that kind after all (the caller scans them as they are).
+    static func scanCompressed(_ b: UnsafeRawBufferPointer, kind: String, member: String, nameSaysPickle: Bool) -> [Finding]? {
         let cannot = nameSaysPickle ? Finding.Severity.high : .medium
         if kind == "gzip" || kind == "zlib" {
-            let cap = min(maxInflated, max(1 << 20, b.count.multipliedReportingOverflow(by: 64).overflow ? maxInflated : b.count * 64))
-            var out = [UInt8](repeating: 0, count: cap)
+            // Address space only: pages the inflater never writes are never committed.
+            let cap = maxInflated
+            let out = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
+            defer { out.deallocate() }
             var n = 0
-            let rc = out.withUnsafeMutableBufferPointer { o in
-                wscan_inflate_auto(b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, o.baseAddress!, cap, &n)
-            }
-            if rc == 0 {
-                return out.withUnsafeBytes { raw in
-                    let inflated = UnsafeRawBufferPointer(rebasing: raw[0..<n])
-                    guard nameSaysPickle || looksLikePickle(inflated) else { return [] }
-                    return scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true)
+            let rc = wscan_inflate_auto(b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, out.assumingMemoryBound(to: UInt8.self), cap, &n)
+            if rc == 0 || rc == -2 {
+                let inflated = UnsafeRawBufferPointer(start: out, count: rc == 0 ? n : cap)
+                // A compressed file that is not a pickle (table.csv.gz) is not one for anybody.
+                guard nameSaysPickle || looksLikePickle(inflated, strictOnly: true) else { return [] }
+                if rc == -2 {
+                    return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                                    detail: "\(kind) stream inflates past \(cap >> 20) MiB: its pickle cannot be verified")]
                 }
+                return scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true)
             }
-            if rc != -2 && !nameSaysPickle { return [] }    // not a \(kind) stream after all: data that starts alike
-            return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
-                            detail: rc == -2 ? "\(kind) stream inflates past \(cap >> 20) MiB: its pickle cannot be verified"
-                                             : "\(kind) stream that does not inflate: cannot be verified")]
+            return nil    // not a \(kind) stream after all: bytes that start alike
         }
-        guard nameSaysPickle else { return [] }
+        guard nameSaysPickle else { return nil }
         return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
                         detail: "\(kind)-compressed: a loader that decompresses (joblib) unpickles it; wscan cannot verify what it imports")]
     }
@@ -557,8 +564,7 @@ public enum PickleScanner {
             if parsed?.dtype == .object || NpyReader.mentionsObject(span.text) {
                 return scan(payload, member: member, nested: 0, strong: true)
             }
-            // A header wscan cannot read that numpy might: the data is scanned if it looks like a pickle.
-            if parsed == nil, looksLikePickle(payload) { return scan(payload, member: member, nested: 0, strong: true) }
+            // numpy unpickles only dtypes that hold objects: any other array (structured records included) carries none.
             return []
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first

@@ -60,6 +60,9 @@ public enum SafetensorsWriter {
         }
         if !ok { let why = reason(); close(fd); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
         if close(fd) != 0 { let why = reason(); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
+        // A source file that shrank while it was read (SIGBUS turned into zero pages) makes this output wrong: it is
+        // not put in place.
+        if let f = MappedFiles.shrunk() { unlink(tmp); throw FormatError(.io, "not writing \(path): \(f): \(MappedFiles.shrankReason)") }
         if rename(tmp, path) != 0 { let why = reason(); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
     }
 

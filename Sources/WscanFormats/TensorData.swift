@@ -108,14 +108,16 @@ public enum TensorData {
         return expect == n
     }
 
-    /// Views larger than this many times their stored elements (broadcasts, overlapping strides) are not
-    /// materialised: a 1.8 KB file can describe zeros(1).expand(65536, 65536), 16 GiB as floats.
+    /// Views larger than this many times their stored elements (broadcasts, overlapping strides) and larger than
+    /// `maxExpandedElements` are not materialised: a 1.8 KB file can describe zeros(1).expand(65536, 65536), 16 GiB
+    /// as floats. An ordinary broadcast mask (ones(1).expand(2048, 1024), 8 MB) is expanded.
     public static let maxViewExpansion = 16
+    public static let maxExpandedElements = 1 << 28
 
     public static func floats(_ ck: Checkpoint, _ t: TensorInfo) throws -> [Float] {
         let n = t.elementCount * lanes(t.dtype)
         let ln = lanes(t.dtype)
-        if case .strided = t.layout, t.elementCount > max(1 << 20, maxViewExpansion * max(1, storedElements(t))) {
+        if case .strided = t.layout, t.elementCount > max(maxExpandedElements, maxViewExpansion * max(1, storedElements(t))) {
             throw FormatError(.bounds, "tensor '\(t.name)' is a view of \(t.elementCount) elements over \(storedElements(t)) stored (a broadcast or overlapping strides): not expanded")
         }
         // Decoded straight into the result (no staging buffer), the source pre-faulted in one call.

@@ -90,8 +90,36 @@ public enum StatsKernel {
             if x > fmx { fmx = x }
             if x == 0 { fz += 1 }
         }
-        if tiny(fmn, fmx) { scalar(p, n, &st); return }
+        if tiny(fmn, fmx) { tinyBlock(p, n, &st, min: fmn, max: fmx); return }
         commit(&st, n: n, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
+    }
+
+    /// A finite block whose largest |x| is below 2^-50: scaled by the power of two that brings it near 1 (exact,
+    /// subnormals included), summed by the vector path, and the moments scaled back in Double.
+    @usableFromInline
+    static func tinyBlock(_ p: UnsafePointer<Float>, _ n: Int, _ st: inout TensorStats, min mn: Float, max mx: Float) {
+        let a = Swift.max(-mn, mx)
+        let e = -Int(a.exponent)
+        let scale = Float(sign: .plus, exponent: e, significand: 1)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buf in
+            for i in 0..<n { buf[i] = p[i] * scale }
+            var t = TensorStats()
+            block(UnsafePointer(buf.baseAddress!), n, &t)
+            let inv = Double(sign: .plus, exponent: -e, significand: 1)
+            st.addMoments(n: t.finiteCount, mean: t.mean * inv, m2: t.m2 * inv * inv)
+            st.count += t.count
+            st.zeros += t.zeros
+            if mn < st.min { st.min = mn }
+            if mx > st.max { st.max = mx }
+        }
+    }
+
+    /// A BF16 block of tiny values: widened, then `tinyBlock`.
+    static func tinyBF16(_ base: UnsafeRawPointer, _ len: Int, _ st: inout TensorStats, min mn: Float, max mx: Float) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: len) { buf in
+            Decode.bf16(base, len, buf.baseAddress!)
+            tinyBlock(UnsafePointer(buf.baseAddress!), len, &st, min: mn, max: mx)
+        }
     }
 
     /// A block whose values are all below 2^-50 in magnitude (but not all zero): their squares (< 2^-100) lose bits
@@ -197,7 +225,8 @@ public enum StatsKernel {
                 if x > fmx { fmx = x }
                 if x == 0 { fz += 1 }
             }
-            if bad || tiny(fmn, fmx) { scalarBF16(base, len, &st); continue }
+            if bad { scalarBF16(base, len, &st); continue }
+            if tiny(fmn, fmx) { tinyBF16(base, len, &st, min: fmn, max: fmx); continue }
             commit(&st, n: len, shift: shift, s1: f1, s2: f2, min: fmn, max: fmx, zeros: fz)
         }
     }
@@ -224,7 +253,8 @@ public enum StatsKernel {
             var shift: Float = st.finiteCount > 0 ? Float(st.mean) : firstMean(len) { bf16(base, $0) }
             if !shift.isFinite { shift = 0 }
             wscan_bf16_block_stats_avx512(base, len, shift, &out)
-            if out.nonfinite != 0 || tiny(out.mn, out.mx) { scalarBF16(base, len, &st); continue }
+            if out.nonfinite != 0 { scalarBF16(base, len, &st); continue }
+            if tiny(out.mn, out.mx) { tinyBF16(base, len, &st, min: out.mn, max: out.mx); continue }
             commit(&st, n: len, shift: shift, s1: out.s1, s2: out.s2, min: out.mn, max: out.mx, zeros: Int(out.zeros))
         }
     }

@@ -113,7 +113,7 @@ extension ReportWriter {
                  reasons.prefix(4).map { "\($0.1)× \(Self.text($0.0))" }.joined(separator: "; ") + (reasons.count > 4 ? "; …" : "") + ".")
             line()
         } else if done.isEmpty {
-            line("Not analysed yet. Run \(Self.code("wscan analyze spectrum " + Self.shell(r.path))) to add singular-value spectra, ranks, utilization and WeightWatcher metrics.")
+            line("Not analysed yet. Run \(Self.code("wscan analyze spectrum " + Self.shell(Self.display(r.path)))) to add singular-value spectra, ranks, utilization and WeightWatcher metrics.")
             line()
         } else {
             let energies = spectra.first { $0.spectrum != nil }!.energies
@@ -213,7 +213,7 @@ extension ReportWriter {
                   align: [true, true, true, true, true, true], fold: 12, foldTitle: "all points")
             out["sparsity"] = JSONTree.from(curve)
         } else {
-            line("Not analysed yet. Run \(Self.code("wscan analyze sparsity " + Self.shell(r.path))) (add `--data D.npz` or `--eval CMD` for task quality).")
+            line("Not analysed yet. Run \(Self.code("wscan analyze sparsity " + Self.shell(Self.display(r.path)))) (add `--data D.npz` or `--eval CMD` for task quality).")
             line()
         }
 
@@ -241,7 +241,7 @@ extension ReportWriter {
             }
             out["saliency"] = JSONTree.from(s)
         } else {
-            line("Not analysed yet. Run \(Self.code("wscan analyze saliency " + Self.shell(r.path) + " --source magnitude|delta|fisher|grad")).")
+            line("Not analysed yet. Run \(Self.code("wscan analyze saliency " + Self.shell(Self.display(r.path)) + " --source magnitude|delta|fisher|grad")).")
             line()
         }
 

@@ -30,7 +30,7 @@ public final class ReportWriter {
             guard isDir.boolValue else { throw ReportError("\(dir) exists and is not a folder") }
             let contents = (try? fm.contentsOfDirectory(atPath: dir)) ?? []
             let readme = (dir as NSString).appendingPathComponent("README.md")
-            let ours = (try? String(contentsOfFile: readme, encoding: .utf8))?.contains("Produced by `wscan") ?? false
+            let ours = (try? String(contentsOfFile: readme, encoding: .utf8))?.range(of: "Produced by `+ ?wscan", options: .regularExpression) != nil
             if !contents.isEmpty && !ours {
                 throw ReportError("\(dir) holds files wscan did not write: refusing to write a report there (use a new or empty folder)")
             }
@@ -48,6 +48,8 @@ public final class ReportWriter {
                 if (try? fm.contentsOfDirectory(atPath: p))?.isEmpty == true { try? fm.removeItem(atPath: p) }
             }
         }
+        // Figures computed from a checkpoint that shrank while it was read (zero pages) are not written.
+        if let f = MappedFiles.shrunk() { throw ReportError("not writing \(dir): \(f): \(MappedFiles.shrankReason)") }
         var all = files
         all["README.md"] = Data((md.joined(separator: "\n") + "\n").utf8)
         all["data.json"] = Data(JSONTree.object(data).rendered().utf8)

@@ -186,3 +186,49 @@ extension AlignReviewTests {
         XCTAssertEqual(Set(tr["onlyInB"] as! [String]), ["h.0.mlp.c_fc.weight", "h.0.mlp.c_proj.weight"])
     }
 }
+
+extension AlignReviewTests {
+    /// Inside numbered blocks, `fc_out` is the block's second layer, not the network's output.
+    func testLayerRolesApplyOutsideNumberedBlocksOnly() throws {
+        let names = ["head.weight", "blocks.1.fc_out.weight", "blocks.0.fc_out.weight", "embed.weight", "blocks.0.fc_in.weight", "blocks.1.fc_in.weight"]
+        XCTAssertEqual(names.sorted(by: LayerOrder.less),
+                       ["embed.weight", "blocks.0.fc_in.weight", "blocks.0.fc_out.weight", "blocks.1.fc_in.weight", "blocks.1.fc_out.weight", "head.weight"])
+    }
+
+    /// An MLP with BatchNorm and LayerNorm between its layers, permuted: the norm parameters move with their units,
+    /// so the copy is recognised and the aligned file computes B's function (checked by torch).
+    func testNormLayersMoveWithTheirUnits() throws {
+        _ = try runPython("""
+        import torch, torch.nn as nn
+        from safetensors.torch import save_file
+        torch.manual_seed(0)
+        def net(): return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12), nn.LayerNorm(12), nn.ReLU(), nn.Linear(12, 3))
+        a = net(); a[1].running_mean.uniform_(-1, 1); a[1].running_var.uniform_(0.5, 2); a[1].weight.data.uniform_(0.5, 2); a[4].weight.data.uniform_(0.5, 2)
+        sd = {k: v.clone() for k, v in a.state_dict().items() if v.dtype.is_floating_point}
+        save_file(sd, \(pyStr(tmp.path("bn_a.safetensors"))))
+        p1, p2 = torch.randperm(16), torch.randperm(12); b = dict(sd)
+        b["0.weight"], b["0.bias"] = sd["0.weight"][p1], sd["0.bias"][p1]
+        for k in ["1.weight", "1.bias", "1.running_mean", "1.running_var"]: b[k] = sd[k][p1]
+        b["3.weight"], b["3.bias"] = sd["3.weight"][p2][:, p1], sd["3.bias"][p2]
+        for k in ["4.weight", "4.bias"]: b[k] = sd[k][p2]
+        b["6.weight"] = sd["6.weight"][:, p2]
+        save_file({k: v.contiguous() for k, v in b.items()}, \(pyStr(tmp.path("bn_b.safetensors"))))
+        """)
+        let r = try runWscan(["compare", tmp.path("bn_a.safetensors"), tmp.path("bn_b.safetensors"), "--write-aligned", tmp.path("bn_al.safetensors"),
+                              "--json", "--db", tmp.path("c.db")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual((j["verdict"] as! [String: Any])["kind"] as? String, "permuted")
+        let out = try runPython("""
+        import torch, torch.nn as nn
+        from safetensors.torch import load_file
+        def net(): return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12), nn.LayerNorm(12), nn.ReLU(), nn.Linear(12, 3))
+        x = torch.randn(64, 8); o = []
+        for n in ["bn_b", "bn_al"]:
+            m = net(); m.load_state_dict(load_file(\(pyStr(tmp.url.path)) + "/" + n + ".safetensors"), strict=False); m.eval()
+            with torch.no_grad(): o.append(m(x))
+        print(float((o[0] - o[1]).abs().max()))
+        """)
+        XCTAssertLessThan(Double(out.trimmingCharacters(in: .whitespacesAndNewlines))!, 1e-5)
+    }
+}

@@ -165,3 +165,41 @@ final class ScanReviewTests: XCTestCase {
         }
     }
 }
+
+/// Regressions found in a review of the scanner changes: a protocol-0 pickle taken for zlib (a bypass), and benign
+/// files (GGUF, safetensors, structured arrays, compressed text, large compressed joblib dumps) flagged.
+final class ScanRegressionTests: XCTestCase {
+    let tmp = TempDir()
+
+    func worst(_ name: String) throws -> Finding.Severity? { PickleScanner.worst(try PickleScanner.scanFile(path: tmp.path(name))) }
+
+    func testProtocolZeroPickleIsNotTakenForZlib() throws {
+        // "(S" is 0x28 0x53: a valid zlib header check, but not a zlib stream
+        for n in ["model.bin", "weights.pt", "checkpoint"] {
+            tmp.write(n, Array("(S'x'\n01cos\nsystem\n(S'echo pwned'\ntR.".utf8))
+            XCTAssertEqual(try worst(n), .critical, n)
+        }
+    }
+
+    func testBenignFilesStayClean() throws {
+        _ = try runPython("""
+        import numpy as np, gzip, io, tarfile, joblib, gguf
+        from safetensors.numpy import save_file
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(0)
+        for i in range(8): save_file({"w": r.standard_normal((64, 64)).astype(np.float32)}, f"{d}/st_{i}.safetensors")
+        w = gguf.GGUFWriter(f"{d}/m.gguf", "llama"); w.add_tensor("t", r.standard_normal((8, 32)).astype(np.float32))
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        np.save(f"{d}/struct_chem.npy", np.zeros(4, dtype=[('H', 'i4'), ('C', 'i4'), ('N', 'i4'), ('O', 'i4')]))
+        np.save(f"{d}/struct_named_object.npy", np.zeros(2, dtype=[('object', 'f8'), ('x', 'S8')]))
+        np.savez(f"{d}/recs.npz", a=np.zeros(3, dtype=[('name', 'S8'), ('v', 'f8')]))
+        open(f"{d}/table.csv.gz", "wb").write(gzip.compress(b"a,b\\n1,2\\n" * 1000))
+        with tarfile.open(f"{d}/src.tar.gz", "w:gz") as t:
+            data = b"print('hi')\\n"; ti = tarfile.TarInfo("src/main.py"); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+        joblib.dump({"zeros": np.zeros((2000, 2000))}, f"{d}/big_zeros.joblib", compress=3)
+        """)
+        for n in (0..<8).map({ "st_\($0).safetensors" }) + ["m.gguf", "struct_chem.npy", "struct_named_object.npy", "recs.npz",
+                                                            "table.csv.gz", "src.tar.gz", "big_zeros.joblib"] {
+            XCTAssertNil(try worst(n), n)
+        }
+    }
+}
