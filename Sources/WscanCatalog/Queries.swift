@@ -72,7 +72,12 @@ public struct DupeGroup: Codable, Sendable {
     public var dtype: String
     public var shape: [Int]
     public var members: [Member]
-    public struct Member: Codable, Sendable { public var checkpoint: String; public var tensor: String }
+    public struct Member: Codable, Sendable {
+        public var checkpoint: String; public var tensor: String
+        /// The catalog id and path: two checkpoints may share a display name.
+        public var id: Int64 = 0; public var path: String = ""
+        public init(checkpoint: String, tensor: String, id: Int64 = 0, path: String = "") { self.checkpoint = checkpoint; self.tensor = tensor; self.id = id; self.path = path }
+    }
 }
 
 public enum CatalogError: Error, CustomStringConvertible {
@@ -153,7 +158,7 @@ extension Catalog {
     public func dupes(minBytes: Int = 1) throws -> [DupeGroup] {
         try db.read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT t.hash, t.nbytes, t.dtype, t.shape, t.name, c.name AS ck, c.path AS ckpath
+                SELECT t.hash, t.nbytes, t.dtype, t.shape, t.name, c.name AS ck, c.path AS ckpath, c.id AS ckid
                 FROM tensors t JOIN checkpoints c ON c.id = t.checkpoint_id
                 WHERE t.nbytes >= ? AND t.hash IN (SELECT hash FROM tensors WHERE nbytes >= ? GROUP BY hash HAVING COUNT(*) > 1)
                 ORDER BY t.nbytes DESC, t.hash, c.name, t.name
@@ -165,7 +170,7 @@ extension Catalog {
             for r in rows {
                 let h: String = r["hash"], dt: String = r["dtype"], shape: String = r["shape"] ?? ""
                 let key = h + "\u{1}" + dt + "\u{1}" + shape
-                let m = DupeGroup.Member(checkpoint: r["ck"], tensor: r["name"])
+                let m = DupeGroup.Member(checkpoint: r["ck"], tensor: r["name"], id: r["ckid"], path: r["ckpath"])
                 if let g = index[key] { groups[g].members.append(m); continue }
                 index[key] = groups.count
                 groups.append(DupeGroup(hash: h, nbytes: r["nbytes"], dtype: dt, shape: CheckpointRow.decode(shape) ?? [], members: [m]))

@@ -114,6 +114,14 @@ public enum TorchReader {
                     if fn.hasPrefix("torch._utils._rebuild_tensor") { try tensor(a[2], name: name, v3: fn.hasSuffix("v3")); return }
                     try walk(a[2], name: name, depth: depth + 1)
                     return
+                case "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor", "torch._utils._rebuild_sparse_csr_tensor",
+                     "torch._utils._rebuild_meta_tensor_no_storage", "torch._utils._rebuild_wrapper_subclass",
+                     "torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_device_tensor_from_numpy",
+                     "torch._utils._rebuild_xla_tensor", "torch._utils._rebuild_mlc_tensor", "torch._utils._rebuild_tensor_from_numpy":
+                    // Tensors wscan does not decode (quantized, sparse, meta, nested, …): named, never silently dropped.
+                    let kind = callee.dropFirst("torch._utils._rebuild_".count).replacingOccurrences(of: "_", with: " ")
+                    warnings.append("\(name.isEmpty ? "(root)" : name): \(kind) (\(callee)) not loaded: wscan reads dense strided tensors only")
+                    return
                 default:
                     try walkItems(i, name: name, depth: depth)
                 }

@@ -370,9 +370,10 @@ struct Dupes: ParsableCommand {
         for g in groups {
             wasted += g.nbytes * (g.members.count - 1)
             print("\(g.hash.prefix(16))  \(g.dtype) [\(g.shape.map(String.init).joined(separator: ","))]  \(Fmt.bytes(g.nbytes)) × \(g.members.count)")
-            for m in g.members { print(Fmt.field("    \(m.checkpoint): \(m.tensor)")) }
+            for m in g.members { print(Fmt.field("    #\(m.id) \(m.checkpoint): \(m.tensor)")) }
         }
-        print("\(groups.count) groups; \(Fmt.bytes(wasted)) stored more than once")
+        // "stored more than once" counts catalogue entries: tied weights saved once, or hard links, count too.
+        print("\(groups.count) groups; \(Fmt.bytes(wasted)) in the extra copies (counted per catalogued tensor)")
     }
 }
 

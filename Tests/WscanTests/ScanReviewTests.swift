@@ -203,3 +203,43 @@ final class ScanRegressionTests: XCTestCase {
         }
     }
 }
+
+/// Reader findings: torch tensors wscan cannot decode are named; one complex tensor does not sink an export;
+/// dupes tells same-named checkpoints apart.
+final class FormatReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    func testUndecodedTorchTensorsAreNamedAndComplexExportIsPartial() throws {
+        _ = try runPython("""
+        import torch, numpy as np
+        d = \(pyStr(tmp.url.path))
+        q = torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8)
+        torch.save({"w": torch.randn(2, 2), "q": q, "sp": torch.randn(3, 3).to_sparse()}, d + "/special.pt")
+        np.savez(d + "/mixed.npz", w=np.ones((3, 3), np.float32), c=np.array([1j], np.complex128))
+        """)
+        let ck = try CheckpointOpener.open(tmp.path("special.pt"), options: .init(trust: true))
+        XCTAssertEqual(ck.tensors.map(\.name), ["w"])
+        XCTAssertTrue(ck.warnings.contains { $0.hasPrefix("q: qtensor") }, "\(ck.warnings)")
+        XCTAssertTrue(ck.warnings.contains { $0.hasPrefix("sp: sparse tensor") }, "\(ck.warnings)")
+        let out = tmp.path("o.safetensors")
+        let r = try runWscan(["export", tmp.path("mixed.npz"), "--to", out, "--dtype", "keep", "--db", tmp.path("c.db")])
+        XCTAssertEqual(r.status, 1, "incomplete export: exit 1")
+        XCTAssertTrue(r.err.contains("c: C128"), r.err)
+        XCTAssertEqual(try CheckpointOpener.open(out).tensors.map(\.name), ["w"])
+    }
+
+    func testDupesNameCheckpointsById() throws {
+        for d in ["x", "y"] {
+            try FileManager.default.createDirectory(atPath: tmp.path(d), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: tmp.path("\(d)/mlp.safetensors"))
+        }
+        let db = tmp.path("c.db")
+        XCTAssertEqual(try runWscan(["index", tmp.path("x"), tmp.path("y"), "--db", db]).status, 0)
+        let r = try runWscan(["dupes", "--json", "--db", db])
+        let g = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [[String: Any]]
+        let paths = Set((g[0]["members"] as! [[String: Any]]).map { $0["path"] as! String })
+        XCTAssertEqual(paths, [tmp.path("x/mlp.safetensors"), tmp.path("y/mlp.safetensors")])
+        let text = try runWscan(["dupes", "--db", db]).out
+        XCTAssertTrue(text.contains("#1 mlp.safetensors") && text.contains("#2 mlp.safetensors"), text)
+    }
+}
