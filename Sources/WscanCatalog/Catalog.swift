@@ -305,13 +305,15 @@ public final class Catalog: @unchecked Sendable {
     }
 
     /// Drops checkpoints whose files are gone (or, with `under`, only those below these folders).
-    public func prune(under roots: [String]) throws -> [String] {
+    /// `except`: folders that could not be listed; entries below them are kept (their files may well exist).
+    public func prune(under roots: [String], except unlisted: [String] = []) throws -> [String] {
         let rows = try db.read { db in try Row.fetchAll(db, sql: "SELECT id, path FROM checkpoints") }
         var dropped: [String] = []
         for r in rows {
             let p: String = r["path"]
             // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
             guard roots.isEmpty || roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
+            guard !unlisted.contains(where: { p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
             if !FileRef.isRegularFile(p) {
                 try db.write { db in
                     try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64])

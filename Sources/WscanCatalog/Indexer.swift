@@ -34,11 +34,15 @@ public final class Indexer {
     public init(catalog: Catalog, options: Options) { self.catalog = catalog; self.options = options }
 
     public func run(paths: [String]) throws -> [Outcome] {
-        let (cks, missing) = CheckpointOpener.discover(paths)
+        let (cks, missing, unreadable) = CheckpointOpener.discover(paths)
         // With --prune a root that is gone is the point (its entries are dropped below), not a failure.
         let reportMissing = options.prune ? [] : missing
         var outcomes: [Outcome] = reportMissing.map { .failed(path: $0, reason: "no such file or folder") }
         reportMissing.forEach { onOutcome?(.failed(path: $0, reason: "no such file or folder")) }
+        // A folder that cannot be listed is a failure, not an empty folder; and --prune must not take its entries
+        // for gone files.
+        for u in unreadable { outcomes.append(.failed(path: u.path, reason: u.reason)); onOutcome?(.failed(path: u.path, reason: u.reason)) }
+        let unlisted = unreadable.map(\.path)
         let sizes = cks.map { (try? FileRef.stat($0).size) ?? 0 }
         let bytesTotal = sizes.reduce(0, +)
         let done = ProgressState()
@@ -54,7 +58,7 @@ public final class Indexer {
         }
         if options.prune {
             let roots = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-            pruned = try catalog.prune(under: roots)
+            pruned = try catalog.prune(under: roots, except: unlisted)
         }
         return outcomes
     }

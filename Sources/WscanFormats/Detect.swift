@@ -153,8 +153,14 @@ public enum CheckpointOpener {
     }
 
     /// Expands paths (files or folders, recursively) into checkpoint paths: shard indexes replace the shards they claim.
-    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String]) {
+    /// `unreadable`: folders met in a walk that cannot be listed (permissions), with the reason: said, not skipped.
+    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)]) {
         var files: [String] = [], missing: [String] = []
+        var unreadable: [(path: String, reason: String)] = []
+        func listable(_ dir: String) -> Bool {
+            guard let d = opendir(dir) else { unreadable.append((dir, "cannot list folder: \(String(cString: strerror(errno)))")); return false }
+            closedir(d); return true
+        }
         let fm = FileManager.default
         for p in paths {
             var isDir: ObjCBool = false
@@ -164,13 +170,14 @@ public enum CheckpointOpener {
                 // A folder given by a link is walked through its target (links met inside the walk are not
                 // followed: no cycles), and its files keep the path the user gave.
                 let walked = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
-                guard let en = fm.enumerator(atPath: walked) else { continue }
+                guard listable(walked), let en = fm.enumerator(atPath: walked) else { continue }
                 var found: [String] = []
                 while let rel = en.nextObject() as? String {
                     let full = (abs as NSString).appendingPathComponent(rel)
                     let name = (rel as NSString).lastPathComponent
                     if name.hasPrefix(".") { if (en.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { en.skipDescendants() }; continue }
                     let type = en.fileAttributes?[.type] as? FileAttributeType
+                    if type == .typeDirectory { if !listable(full) { en.skipDescendants() }; continue }
                     guard FormatDetector.isCandidate(full) else { continue }
                     if type == .typeRegular { found.append(full); continue }
                     // A link to a regular file counts (Hugging Face caches link snapshots into blobs/); links to
@@ -199,6 +206,6 @@ public enum CheckpointOpener {
         }
         var seen = Set<String>()
         let out = kept.filter { best[$0.1] == $0.0 && seen.insert($0.0).inserted }.map(\.0)
-        return (out, missing)
+        return (out, missing, unreadable)
     }
 }

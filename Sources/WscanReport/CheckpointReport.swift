@@ -89,7 +89,8 @@ extension ReportWriter {
               align: [false, false, false, true, true, true, true, true, true], fold: 12, foldTitle: "all tensors, largest first")
         out["tensors"] = .array(ordered.map { t in .object(["name": .string(t.name), "shape": .array(t.shape.map { .int($0) }), "dtype": .string(t.dtype),
                                                            "nbytes": .int(t.nbytes), "mean": .double(t.mean ?? .nan), "std": .double(t.std ?? .nan),
-                                                           "absmax": .double(t.absmax ?? .nan), "zero_frac": .double(t.zeroFrac ?? .nan), "hash": .string(t.hash)]) })
+                                                           "absmax": .double(t.absmax ?? .nan), "zero_frac": .double(t.zeroFrac ?? .nan), "hash": .string(t.hash),
+                                                           "nan_count": .int(t.nanCount ?? 0), "inf_count": .int(t.infCount ?? 0)]) })
 
         // Architecture
         if tensors.count > 1 {
@@ -165,14 +166,16 @@ extension ReportWriter {
                 return [Self.code(s.name), "\(s.rows)×\(s.cols)" + (s.slices > 1 ? "×\(s.slices)" : ""), SpectrumMethod.label(s.method),
                         Self.f(m.stableRank), Self.f(m.effectiveRank), m.energyRanks.indices.contains(ei) ? lb(m.energyRanks[ei]) + "\(m.energyRanks[ei])" : "–",
                         m.utilization.indices.contains(ei) ? lb(m.energyRanks.indices.contains(ei) ? m.energyRanks[ei] : 0) + Self.pct(m.utilization[ei]) : "–",
-                        Self.f(m.alpha, 3), Self.f(m.alphaWeighted, 3), Self.f(m.logNorm, 3), Self.f(m.entropy, 3), s.warnings.isEmpty ? "" : "⚠"]
+                        Self.f(m.alpha, 3), Self.f(m.alphaWeighted, 3), m.logNorm.isFinite ? Self.f(m.logNorm, 3) : "–",
+                        m.entropy >= 0 ? Self.f(m.entropy, 3) : "–", s.warnings.isEmpty ? "" : "⚠"]   // −1: undefined (rank ≤ 1)
             }
             table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(energyPercent(energies[ei]))", term("utilization"),
                    term("alpha"), "α weighted", "log norm", term("entropy"), ""], rowsT,
                   align: [false, false, false, true, true, true, true, true, true, true, true, false], fold: 12, foldTitle: "all matrices")
             let lrc = summary.welore.layers.filter(\.lowRank)
             line("**Low-rank candidates** (\(term("WeLore")), threshold \(Self.f(summary.welore.threshold)) on normalised spectra for a " +
-                 "\(Self.pct(summary.welore.targetReduction)) overall rank reduction): \(lrc.count) of \(summary.welore.layers.count) matrices.")
+                 "\(Self.pct(summary.welore.targetReduction)) overall rank reduction, the report's fixed setting; " +
+                 "`analyze spectrum --welore-reduction` changes only that command's own summary): \(lrc.count) of \(summary.welore.layers.count) matrices.")
             line()
             if !lrc.isEmpty {
                 table(["matrix", "rank", "kept rank", "reduction"], lrc.map { [Self.code($0.name), "\($0.rank)", "\($0.keptRank)", Self.pct($0.reductionRatio)] },

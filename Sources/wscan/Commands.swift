@@ -60,7 +60,7 @@ struct CLIError: Error, CustomStringConvertible {
 /// The one checkpoint file a path names: the path itself, or the single checkpoint of a folder (a sharded model's
 /// index, or the one weights file beside pickled extras).
 func checkpointFile(_ ref: String) throws -> String {
-    var (paths, _) = CheckpointOpener.discover([ref])
+    var (paths, _, _) = CheckpointOpener.discover([ref])
     guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
     if paths.count > 1 {
         // A model folder often holds one weights file beside pickled extras (training_args.bin, optimizer.pt).

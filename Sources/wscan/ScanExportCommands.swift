@@ -24,7 +24,7 @@ struct Scan: ParsableCommand {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
             if isDir.boolValue {
-                let (c, _) = CheckpointOpener.discover([p])
+                let (c, _, _) = CheckpointOpener.discover([p])
                 files += c.filter { !$0.hasSuffix(".index.json") }
             } else { files.append(p) }
         }

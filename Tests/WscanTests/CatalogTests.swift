@@ -513,3 +513,34 @@ final class CatalogReviewTests: XCTestCase {
         XCTAssertTrue(q.out.contains("1795960000.125"), q.out)
     }
 }
+
+extension CatalogReviewTests {
+    /// A folder that cannot be listed is a failure with its reason, not an empty folder, and --prune keeps the
+    /// entries below it. Run as an unprivileged user (root reads everything); skipped where that is not possible.
+    func testUnlistableFolderIsReportedAndNotPruned() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run wscan as an unprivileged user")
+        }
+        let root = tmp.path("perm")
+        try FileManager.default.createDirectory(atPath: root + "/ok", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/locked", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: root + "/ok/a.safetensors")
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path, toPath: root + "/locked/b.safetensors")
+        let bin = tmp.path("wscan")
+        try FileManager.default.copyItem(atPath: Paths.wscanBinary.path, toPath: bin)
+        for p in [tmp.url.path, root, root + "/ok", root + "/locked", root + "/ok/a.safetensors", root + "/locked/b.safetensors", bin] {
+            XCTAssertEqual(chmod(p, 0o777), 0)
+        }
+        let db = root + "/c.db"
+        let setpriv = URL(fileURLWithPath: "/usr/bin/setpriv")
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", bin]
+        XCTAssertEqual(try runProcess(setpriv, asNobody + ["index", root, "--db", db]).status, 0)   // both indexed
+        XCTAssertEqual(chmod(root + "/locked", 0o000), 0)
+        defer { _ = chmod(root + "/locked", 0o755) }
+        let r = try runProcess(setpriv, asNobody + ["index", root, "--prune", "--db", db])
+        XCTAssertEqual(r.status, 1, r.out + r.err)
+        XCTAssertTrue(r.err.contains("locked: cannot list folder: Permission denied"), r.err)
+        XCTAssertTrue(r.out.contains("pruned 0 entries") || !r.out.contains("pruned 1"), r.out)
+        XCTAssertEqual(try Catalog(path: db).checkpoints().count, 2, "b's entry is kept: its folder could not be listed")
+    }
+}
