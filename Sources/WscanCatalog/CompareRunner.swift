@@ -25,6 +25,32 @@ public enum CompareRunner {
         return (j["num_attention_heads"] as? Int) ?? (j["n_head"] as? Int)
     }
 
+    /// Architectures whose q/k rows convert_hf_to_gguf.py permutes (LlamaModel.permute and its subclasses).
+    static let ropePermuted: Set<String> = ["llama", "mistral", "mixtral", "granite", "granitemoe", "deci", "plamo"]
+
+    /// The head count the converter permuted a GGUF tensor's rows with (head_count for attn_q, head_count_kv for
+    /// attn_k), or nil for any other tensor or architecture.
+    static func ropeHeads(_ ck: Checkpoint, _ t: TensorInfo) -> Int? {
+        guard let arch = ck.metadata["general.architecture"], ropePermuted.contains(arch), t.shape.count == 2 else { return nil }
+        let isQ = t.name.hasSuffix(".attn_q.weight"), isK = t.name.hasSuffix(".attn_k.weight")
+        guard isQ || isK, let hq = ck.metadata["\(arch).attention.head_count"].flatMap({ Int($0) }), hq > 0 else { return nil }
+        let h = isK ? (ck.metadata["\(arch).attention.head_count_kv"].flatMap { Int($0) } ?? hq) : hq
+        guard h > 0, t.shape[0] % (2 * h) == 0 else { return nil }
+        return h
+    }
+
+    /// Undoes LlamaModel.permute: w.reshape(h, 2, rows/h/2, cols).swapaxes(1, 2) — GGUF row (g, i, j) is HF row (g, j, i).
+    static func unpermuteRope(_ v: [Float], shape: [Int], heads h: Int) -> [Float] {
+        let rows = shape[0], cols = shape[1], half = rows / h / 2
+        guard v.count == rows * cols else { return v }
+        var out = [Float](repeating: 0, count: v.count)
+        for g in 0..<h { for i in 0..<half { for j in 0..<2 {
+            let src = (g * 2 * half + i * 2 + j) * cols, dst = (g * 2 * half + j * half + i) * cols
+            for c in 0..<cols { out[dst + c] = v[src + c] }
+        } } }
+        return out
+    }
+
     public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
                                store: Bool = true) throws -> CompareResult {
         let ckA = try CheckpointOpener.open(rowA.path), ckB = try CheckpointOpener.open(rowB.path)
@@ -40,11 +66,17 @@ public enum CompareRunner {
         func valuesB(_ t: TensorInfo) throws -> [Float] { if let v = decodedB[t.name] { return v }; let v = try TensorData.floats(ckB, t); decodedB[t.name] = v; return v }
         // Tensors paired by shape alone (other names, in another order) are re-paired by their values.
         try Comparator.repairByValues(&pairs, valuesA: valuesA, valuesB: valuesB)
-        // Decode (B's tensors under A's names so that architecture rules apply to both).
+        // Decode (B's tensors under A's names so that architecture rules apply to both). llama.cpp's converter
+        // reorders the rows of Llama-style q/k projections for its RoPE layout: a GGUF side is put back in
+        // Hugging Face order when the other side is not GGUF, so that a conversion reads as a re-encoding.
         var wa = WeightSet(), wb = WeightSet()
+        var ropeNote: String? = nil
         for (ta, tb, _) in pairs {
-            wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = try valuesA(ta)
-            wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = try valuesB(tb)
+            var va = try valuesA(ta), vb = try valuesB(tb)
+            if ckA.format == .gguf, ckB.format != .gguf, let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); ropeNote = "A" }
+            if ckB.format == .gguf, ckA.format != .gguf, let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); ropeNote = "B" }
+            wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = va
+            wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = vb
         }
         decodedA = [:]; decodedB = [:]
         func evidence(_ b: WeightSet) throws -> [TensorEvidence] {
@@ -69,6 +101,7 @@ public enum CompareRunner {
         CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
         // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
         var notes: [String] = []
+        if let side = ropeNote { notes.append("\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)") }
         func finite(_ w: WeightSet, _ side: String) -> WeightSet {
             var out = w
             for n in w.names {

@@ -232,3 +232,41 @@ extension AlignReviewTests {
         XCTAssertLessThan(Double(out.trimmingCharacters(in: .whitespacesAndNewlines))!, 1e-5)
     }
 }
+
+extension AlignReviewTests {
+    /// llama.cpp's converter permutes the rows of q/k projections (grouped-query k with head_count_kv): the GGUF
+    /// of a Llama is a re-encoding of it, not a fine-tune.
+    func testLlamaCppGGUFOfALlamaIsAReencoding() throws {
+        _ = try runPython("""
+        import numpy as np, gguf
+        from safetensors.numpy import save_file
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(0); H, KV = 4, 2
+        hf = {"model.embed_tokens.weight": r.standard_normal((32, 16)), "model.norm.weight": np.ones(16), "lm_head.weight": r.standard_normal((32, 16))}
+        for l in range(2):
+            p = f"model.layers.{l}."
+            hf.update({p + "self_attn.q_proj.weight": r.standard_normal((16, 16)), p + "self_attn.k_proj.weight": r.standard_normal((8, 16)),
+                       p + "self_attn.v_proj.weight": r.standard_normal((8, 16)), p + "self_attn.o_proj.weight": r.standard_normal((16, 16)),
+                       p + "mlp.gate_proj.weight": r.standard_normal((24, 16)), p + "mlp.up_proj.weight": r.standard_normal((24, 16)),
+                       p + "mlp.down_proj.weight": r.standard_normal((16, 24)), p + "input_layernorm.weight": np.ones(16), p + "post_attention_layernorm.weight": np.ones(16)})
+        hf = {k: v.astype(np.float32) for k, v in hf.items()}
+        save_file(hf, d + "/hf.safetensors")
+        def permute(w, n): return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        top = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight", "model.norm.weight": "output_norm.weight"}
+        sub = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+        w = gguf.GGUFWriter(d + "/model.gguf", "llama"); w.add_head_count(H); w.add_head_count_kv(KV)
+        for k, v in hf.items():
+            if k in top: n = top[k]
+            else: n = f"blk.{k.split('.')[2]}.{sub['.'.join(k.split('.')[3:-1])]}.weight"
+            if k.endswith("q_proj.weight"): v = permute(v, H)
+            if k.endswith("k_proj.weight"): v = permute(v, KV)
+            w.add_tensor(n, v.astype(np.float16) if v.ndim == 2 else v)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        """)
+        let r = try runWscan(["compare", tmp.path("hf.safetensors"), tmp.path("model.gguf"), "--json", "--db", tmp.path("c.db")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual((j["verdict"] as! [String: Any])["kind"] as? String, "reencoded", "\(j["verdict"] ?? "")")
+        XCTAssertTrue(((j["notes"] as? [String]) ?? []).contains { $0.contains("Hugging Face order") })
+    }
+}
