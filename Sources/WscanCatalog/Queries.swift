@@ -137,10 +137,12 @@ extension Catalog {
     }
 
     /// Read-only SQL: runs on a connection opened read-only, so no statement can change the catalog.
-    public func query(_ sql: String, limit: Int = 100_000) throws -> (columns: [String], rows: [[DatabaseValue]]) {
+    /// `timeout`: seconds before the statement is interrupted (a recursive CTE can run for ever); nil waits.
+    public func query(_ sql: String, limit: Int = 100_000, timeout: Double? = nil) throws -> (columns: [String], rows: [[DatabaseValue]]) {
         var config = Configuration()
         config.readonly = true
         let q = try DatabaseQueue(path: path, configuration: config)
+        if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak q] in q?.interrupt() } }
         return try q.read { db in
             let stmt = try db.makeStatement(sql: sql)
             let cols = stmt.columnNames

@@ -292,12 +292,15 @@ struct Query: ParsableCommand {
     @OptionGroup var catalog: CatalogOptions
     @Argument(help: "A SQL statement.") var sql: String
     @Option(help: "Print at most this many rows (a note says when rows were left out).") var limit: Int = 100_000
+    @Option(help: "Stop the statement after this many seconds (0: no limit).") var timeout: Double = 60
 
     func run() throws {
         guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+        guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 or a positive number of seconds") }
         let cat = try catalog.open(create: false)
         let res: (columns: [String], rows: [[DatabaseValue]])
-        do { res = try cat.query(sql, limit: limit == .max ? limit : limit + 1) } catch let e as DatabaseError {
+        do { res = try cat.query(sql, limit: limit == .max ? limit : limit + 1, timeout: timeout > 0 ? timeout : nil) } catch let e as DatabaseError {
+            if e.resultCode == .SQLITE_INTERRUPT { throw CLIError("SQL statement stopped after \(Fmt.num(timeout, 3)) s (--timeout; 0 waits)") }
             let msg = e.message ?? "\(e)"
             throw CLIError("SQL error: " + (msg.contains("Multiple statements") ? "one SQL statement at a time" : msg))
         }

@@ -544,3 +544,15 @@ extension CatalogReviewTests {
         XCTAssertEqual(try Catalog(path: db).checkpoints().count, 2, "b's entry is kept: its folder could not be listed")
     }
 }
+
+extension CatalogReviewTests {
+    func testQueryStopsAfterItsTimeout() throws {
+        let db = tmp.path("c.db")
+        _ = try Catalog(path: db)
+        let t0 = Date()
+        let r = try runWscan(["query", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "--timeout", "0.5", "--db", db])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("stopped after 0.5 s"), r.err)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 30)
+    }
+}
