@@ -30,6 +30,9 @@ public struct TensorEvidence: Codable, Sendable {
     public var alsoReencodedAs: String? = nil
     /// Identical tensors whose values are all the same (zeros, ones): equal by initialisation, not by descent.
     public var constant: Bool = false
+    /// A Q8_0 side that is not the other side requantized: ‖Q8_0 − requantized other‖ divided by the requantization's
+    /// own error ‖requantized − other‖. Above 2 the Q8_0 tensor was quantized from different weights.
+    public var requantExcess: Double? = nil
 }
 
 public struct DiffSpectrum: Codable, Sendable {
@@ -169,8 +172,27 @@ public enum Comparator {
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow: ((Float) -> Float)? = (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .f16 ? { Float(Float16($0)) }
             : (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
+        var quantNoise = 0.0      // the Q8_0 requantization error energy, when one side is Q8_0
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
+            // A Q8_0 side against a float side: requantize the float side as the writers do. Bit-equal is a proven
+            // re-encoding; far from it (more than twice the requantization's own error) was quantized from other
+            // weights (a LoRA merged before quantizing hides under the type's error bound otherwise).
+            let floats: Set<DType> = [.f32, .f16, .bf16, .f64]
+            if ev.reencodedAs == nil, (dtypeB == .q8_0 && floats.contains(dtypeA)) || (dtypeA == .q8_0 && floats.contains(dtypeB)),
+               let last = shape.last, last % 32 == 0 {
+                let (src, q8) = dtypeB == .q8_0 ? (a, b) : (b, a)
+                var best = Double.infinity, own = 0.0, exact = false
+                for reciprocal in [false, true] {
+                    let rq = GGMLQuant.q8_0RoundTrip(src, reciprocal: reciprocal)
+                    if zip(rq, q8).allSatisfy({ $0.bitPattern == $1.bitPattern || ($0 == 0 && $1 == 0) }) { exact = true; break }
+                    var e = 0.0, r = 0.0
+                    for i in rq.indices { let d1 = Double(rq[i]) - Double(src[i]), d2 = Double(q8[i]) - Double(rq[i]); e += d1 * d1; r += d2 * d2 }
+                    if r < best { best = r; own = e }
+                }
+                if exact { ev.reencodedAs = "Q8_0 (exact requantization)" }
+                else if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
+            }
             if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA {
                 // Pruned, then saved in the narrower type: new zeros, everything else exactly A rounded.
                 var ok = true, zeros = 0, maxZ = -1.0, minK = Double.infinity
@@ -223,6 +245,7 @@ public enum Comparator {
                         for x in v where x.isFinite { noise += Double(x) * Double(x) }
                         noise *= pow(2, -2 * p) / 12
                     }
+                    if noise == 0 { noise = quantNoise }    // a Q8_0 side: its quantization noise, as measured
                     ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise)
                     if narrow != nil, noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
                 }

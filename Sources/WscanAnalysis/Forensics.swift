@@ -96,6 +96,7 @@ public enum Forensics {
         let quantizedTensor = { (e: TensorEvidence, slack: Double) -> Bool in
             e.reencodedAs == nil && e.dtypeA != e.dtypeB && e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
                 && (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true)
+                && (e.requantExcess ?? 0) <= 2
         }
         let quantized = differing.filter { quantizedTensor($0, 1) }
         let loose = differing.filter { $0.reencodedAs == nil && !quantizedTensor($0, 1) && quantizedTensor($0, 2) }

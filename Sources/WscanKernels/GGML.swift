@@ -284,3 +284,26 @@ public enum GGMLDequant {
         }
     }
 }
+
+/// Q8_0 quantization as the reference writers do it, to test whether a Q8_0 tensor is exactly another tensor
+/// requantized: per block of 32, d = max|x| / 127 in float32, q = round-half-away(x / d) (gguf-py) or
+/// round(x · (1/d)) (llama.cpp's quantize_row_q8_0_ref), d stored as float16. Returns the dequantized values.
+public enum GGMLQuant {
+    public static func q8_0RoundTrip(_ x: [Float], reciprocal: Bool) -> [Float] {
+        var out = [Float](repeating: 0, count: x.count)
+        var b = 0
+        while b + 32 <= x.count {
+            var amax: Float = 0
+            for i in b..<(b + 32) { amax = max(amax, abs(x[i])) }
+            let d = amax / 127
+            let id: Float = d != 0 ? 1 / d : 0
+            let dh = Float(Float16(d))
+            for i in b..<(b + 32) {
+                let q: Float = d == 0 ? 0 : (reciprocal ? (x[i] * id) : (x[i] / d)).rounded(.toNearestOrAwayFromZero)
+                out[i] = dh * q
+            }
+            b += 32
+        }
+        return out
+    }
+}

@@ -270,3 +270,38 @@ extension AlignReviewTests {
         XCTAssertTrue(((j["notes"] as? [String]) ?? []).contains { $0.contains("Hugging Face order") })
     }
 }
+
+extension AlignReviewTests {
+    /// Q8_0 written by the gguf package from A is an exact requantization of A; a Q8_0 of A with a LoRA merged
+    /// first is not a re-encoding of A (its change was under Q8_0's error bound and passed for one).
+    func testQ8_0RequantizationIsChecked() throws {
+        _ = try runPython("""
+        import numpy as np, gguf
+        from gguf.quants import quantize
+        from safetensors.numpy import load_file
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(0)
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        def write(t, path):
+            w = gguf.GGUFWriter(path, "mlp")
+            for k, v in t.items():
+                if v.ndim == 2 and v.shape[1] % 32 == 0:
+                    w.add_tensor(k, quantize(v, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+                else: w.add_tensor(k, v)
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        write(a, d + "/q8.gguf")
+        b = dict(a); b["fc1.weight"] = (a["fc1.weight"] + 0.2 * r.standard_normal((64, 8)) @ r.standard_normal((8, 64)) / 8).astype(np.float32)
+        write(b, d + "/lora_q8.gguf")
+        """)
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        func verdict(_ b: String) throws -> [String: Any] {
+            let r = try runWscan(["compare", a, tmp.path(b), "--json", "--no-align", "--db", tmp.path("c.db")])
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        }
+        let q8 = try verdict("q8.gguf")
+        XCTAssertEqual(q8["kind"] as? String, "reencoded", "\(q8)")
+        let lora = try verdict("lora_q8.gguf")
+        XCTAssertNotEqual(lora["kind"] as? String, "reencoded", "\(lora)")
+        XCTAssertNotEqual(lora["kind"] as? String, "independent", "\(lora)")
+    }
+}
