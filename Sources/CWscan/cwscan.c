@@ -198,6 +198,7 @@ static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *
             rc = inflate(&zs, Z_NO_FLUSH);
             inflateEnd(&zs);
             if (rc == Z_STREAM_END && zs.avail_out == 1) { *outLen = produced; return 0; }
+            *outLen = produced;
             return -2;
         }
         size_t room = dstCap - produced; if (room > chunk) room = chunk;
@@ -205,8 +206,10 @@ static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *
         rc = inflate(&zs, Z_NO_FLUSH);
         produced += room - zs.avail_out;
         if (rc == Z_STREAM_END) break;
-        if (rc != Z_OK) { inflateEnd(&zs); return -1; }
-        if (zs.avail_in == 0 && inLeft == 0 && zs.avail_out != 0) { inflateEnd(&zs); return -1; } /* truncated */
+        /* On a data error or a truncated stream *outLen still says how much was inflated before it (a loader that
+           unpickles while it inflates has already run that part). */
+        if (rc != Z_OK) { inflateEnd(&zs); *outLen = produced; return -1; }
+        if (zs.avail_in == 0 && inLeft == 0 && zs.avail_out != 0) { inflateEnd(&zs); *outLen = produced; return -1; } /* truncated */
     }
     inflateEnd(&zs);
     *outLen = produced;

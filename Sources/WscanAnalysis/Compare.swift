@@ -246,6 +246,12 @@ public enum Comparator {
                         noise *= pow(2, -2 * p) / 12
                     }
                     if noise == 0 { noise = quantNoise }    // a Q8_0 side: its quantization noise, as measured
+                    // An estimated (not measured) rounding noise is discounted only when it is small next to Δ: a
+                    // change of the order of the rounding itself (a short BF16 fine-tune) is not a low-rank update.
+                    if narrow == nil, quantNoise == 0 {
+                        let total = sv.reduce(0) { $0 + $1 * $1 }
+                        if 4 * noise > 0.25 * total { noise = 0 }
+                    }
                     ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise)
                     if narrow != nil, noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
                 }

@@ -146,7 +146,7 @@ public enum Forensics {
                                      "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 3b. A is the pruned one
-        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromB) {
+        if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromB), changed.contains(where: { $0.zerosA < $0.shape.reduce(1, *) }) {
             let differing = changed   // tensors that only changed storage type (A's biases stored as F16) do not count
             let size = differing.reduce(0) { $0 + $1.shape.reduce(1, *) }
             let zeros = differing.reduce(0) { $0 + $1.zerosA }

@@ -138,6 +138,8 @@ public enum PermSpecInference {
                 var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
                 let bias = String(up.dropLast(6)) + "bias"
                 if shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
+                // A norm between the two (timm's mlp.norm) works on the hidden units: it moves with them.
+                for n in w.names where n.hasPrefix(b + ".") && n != bias && shape(n) == [su[0]] { m.append(.init(tensor: n, axis: 0)) }
                 groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: up, outTensor: down, kind: "ffn"))
             }
             if !groups.isEmpty {
@@ -168,15 +170,19 @@ public enum PermSpecInference {
             // Per-unit vectors that are not a chain layer's bias (BatchNorm/LayerNorm weight, bias, running stats)
             // must move with their units: each goes to the one hidden layer of its length, or, when several have
             // it, the layer its name points to (bn1 ↔ fc1, Sequential index k ↔ the linear layer just before).
+            // Only a vector whose name ties it to a hidden layer moves; one before the first layer (an input norm),
+            // after the last, or whose name says nothing stays where it is.
             let chainVectors = Set(chain.compactMap(\.b))
             var extra: [Int: [String]] = [:]
+            var unplaced: [String] = []
             for n in w.names.sorted(by: naturalLess) where !chainVectors.contains(n) {
-                guard let s = shape(n), s.count == 1 else { continue }
-                let cands = (0..<(chain.count - 1)).filter { chain[$0].out == s[0] }
-                guard !cands.isEmpty else { continue }
-                if cands.count == 1 { extra[cands[0], default: []].append(n); continue }
-                if let k = ownerByName(n, cands.map { chain[$0].w }) { extra[cands[k], default: []].append(n); continue }
-                return PermSpec(family: "unknown", groups: [], notes: ["\(n): a per-unit vector that could belong to several hidden layers of width \(s[0]): no permutation inferred"])
+                guard let s = shape(n), s.count == 1, (0..<(chain.count - 1)).contains(where: { chain[$0].out == s[0] }) else { continue }
+                if case let .layer(k)? = ownerByName(n, chain.map(\.w)) {
+                    if k < chain.count - 1, chain[k].out == s[0] { extra[k, default: []].append(n) }
+                } else if ownerByName(n, chain.map(\.w)) == nil { unplaced.append(n) }
+            }
+            if !unplaced.isEmpty {
+                notes.append("\(unplaced.count) per-unit vectors not moved with any layer (their names do not tie them to one): " + unplaced.prefix(4).joined(separator: ", "))
             }
             for i in 0..<(chain.count - 1) {
                 let l = chain[i], nx = chain[i + 1]
@@ -193,27 +199,36 @@ public enum PermSpecInference {
     /// Which of `layers` (weight names) a per-unit vector belongs to, from its name: the same trailing number in the
     /// module name (`bn1.weight` ↔ `fc1.weight`), or in an nn.Sequential the linear layer with the largest index
     /// below the vector's (`net.1.running_mean` ↔ `net.0.weight`) under the same parent. nil when undecided.
-    static func ownerByName(_ vector: String, _ layers: [String]) -> Int? {
+    enum Owner: Equatable { case layer(Int), outside }
+    /// Which of `layers` (the chain's weight names, in order) a per-unit vector belongs to, from its name, or
+    /// `.outside` (before the first layer), or nil when the name does not say:
+    /// - nn.Sequential (`net.1.running_mean`): the linear layer with the largest index below it under the same parent;
+    /// - a block holding one linear layer (`layers.3.bn` ↔ `layers.3.fc`);
+    /// - the same trailing number in the module name (`bn1` ↔ `fc1`).
+    static func ownerByName(_ vector: String, _ layers: [String]) -> Owner? {
         func parts(_ n: String) -> [Substring] { n.split(separator: ".") }
         func trailingNumber(_ s: Substring) -> Int? { let d = s.reversed().prefix { $0.isNumber }; return d.isEmpty ? nil : Int(String(d.reversed())) }
         let vp = parts(vector)
         guard vp.count >= 2 else { return nil }
         let vModule = vp[vp.count - 2], vParent = vp.dropLast(2)
-        // nn.Sequential: numeric module names under one parent
         if let vi = Int(vModule) {
-            var best: (Int, Int)? = nil
+            var best: (Int, Int)? = nil, siblings = false
             for (k, l) in layers.enumerated() {
                 let lp = parts(l)
-                guard lp.count >= 2, lp.dropLast(2) == vParent, let li = Int(lp[lp.count - 2]), li < vi else { continue }
-                if best == nil || li > best!.1 { best = (k, li) }
+                guard lp.count >= 2, lp.dropLast(2) == vParent, let li = Int(lp[lp.count - 2]) else { continue }
+                siblings = true
+                if li < vi, best == nil || li > best!.1 { best = (k, li) }
             }
-            return best?.0
+            if let best { return .layer(best.0) }
+            return siblings ? .outside : nil
         }
+        let inBlock = layers.indices.filter { parts(layers[$0]).dropLast(2) == vParent && !vParent.isEmpty }
+        if inBlock.count == 1 { return .layer(inBlock[0]) }
         guard let vn = trailingNumber(vModule) else { return nil }
         let hits = layers.indices.filter { k in
             let lp = parts(layers[k]); return lp.count >= 2 && lp.dropLast(2) == vParent && trailingNumber(lp[lp.count - 2]) == vn
         }
-        return hits.count == 1 ? hits[0] : nil
+        return hits.count == 1 ? .layer(hits[0]) : nil
     }
 
     /// "layer.10" after "layer.9".

@@ -78,10 +78,11 @@ public enum LayerOrder {
     static func role(_ name: String) -> Int {
         // Only layers outside numbered blocks have a role by name (`head`, `input_layer`): inside `blocks.0`, an
         // `fc_out` is the block's own second layer, not the network's output.
-        let parts = name.split(separator: ".")
-        if parts.contains(where: { $0.allSatisfy(\.isNumber) }) { return 1 }
-        let module = parts.count >= 2 ? String(parts[parts.count - 2]) : name
-        let words = Set(module.lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })
+        // The words that name the layer's place in the network: the path before any block number (`stem` in
+        // `stem.0.weight`, `blocks` in `blocks.0.fc_out.weight`), without the parameter's own name.
+        let parts = Array(name.split(separator: ".").dropLast())
+        let outer = parts.prefix { !$0.allSatisfy(\.isNumber) }
+        let words = Set(outer.joined(separator: ".").lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })
         if !words.isDisjoint(with: firstWords) { return 0 }
         if !words.isDisjoint(with: lastWords) { return 2 }
         return 1

@@ -157,8 +157,9 @@ public enum CheckpointOpener {
     public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)]) {
         var files: [String] = [], missing: [String] = []
         var unreadable: [(path: String, reason: String)] = []
-        func listable(_ dir: String) -> Bool {
-            guard let d = opendir(dir) else { unreadable.append((dir, "cannot list folder: \(String(cString: strerror(errno)))")); return false }
+        /// `shown`: the path the user knows the folder by (entries are stored under it).
+        func listable(_ dir: String, shown: String) -> Bool {
+            guard let d = opendir(dir) else { unreadable.append((shown, "cannot list folder: \(String(cString: strerror(errno)))")); return false }
             closedir(d); return true
         }
         let fm = FileManager.default
@@ -170,14 +171,14 @@ public enum CheckpointOpener {
                 // A folder given by a link is walked through its target (links met inside the walk are not
                 // followed: no cycles), and its files keep the path the user gave.
                 let walked = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
-                guard listable(walked), let en = fm.enumerator(atPath: walked) else { continue }
+                guard listable(walked, shown: abs), let en = fm.enumerator(atPath: walked) else { continue }
                 var found: [String] = []
                 while let rel = en.nextObject() as? String {
                     let full = (abs as NSString).appendingPathComponent(rel)
                     let name = (rel as NSString).lastPathComponent
                     if name.hasPrefix(".") { if (en.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { en.skipDescendants() }; continue }
                     let type = en.fileAttributes?[.type] as? FileAttributeType
-                    if type == .typeDirectory { if !listable(full) { en.skipDescendants() }; continue }
+                    if type == .typeDirectory { if !listable((walked as NSString).appendingPathComponent(rel), shown: full) { en.skipDescendants() }; continue }
                     guard FormatDetector.isCandidate(full) else { continue }
                     if type == .typeRegular { found.append(full); continue }
                     // A link to a regular file counts (Hugging Face caches link snapshots into blobs/); links to

@@ -66,11 +66,30 @@ public enum NpyReader {
         return (String(decoding: UnsafeRawBufferPointer(rebasing: b[start..<(start + hlen)]), as: UTF8.self), start + hlen)
     }
 
-    /// Whether a header's descr names an object type anywhere ('O', '|O8', 'object', a structured field 'O').
-    public static func mentionsObject(_ header: String) -> Bool {
-        // The type, not a field name: the value of 'descr', or the second item of a structured field tuple.
-        header.range(of: #"(?:['"]descr['"]\s*:\s*|\(\s*(?:'[^']*'|"[^"]*"|\([^)]*\))\s*,\s*)['"](?:[<>|=]?O[0-9]*|object)['"]"#,
-                     options: .regularExpression) != nil
+    /// Whether a header's descr holds Python objects anywhere numpy looks for them: 'O', '|O8', 'object' (any
+    /// spelling the literal allows: u'|O', '|' 'O', '|\x4f'), a structured field's type, a sub-array's base type,
+    /// nested. nil when the header cannot be parsed.
+    public static func descrHoldsObject(_ header: String) -> Bool? {
+        var p = PyLiteralParser(Array(header.unicodeScalars))
+        guard let v = try? p.parse(), case let .dict(d) = v, let descr = d["descr"] else { return nil }
+        func holds(_ v: PyLiteralParser.Value, depth: Int) -> Bool {
+            guard depth < 16 else { return true }
+            switch v {
+            case let .str(s): return isObjectType(s)
+            case let .list(fields):   // [(name, type[, shape]), …]; a name may be (title, name)
+                return fields.contains { f in if case let .tuple(t) = f, t.count >= 2 { return holds(t[1], depth: depth + 1) }; return false }
+            case let .tuple(t):       // (base type, shape): a sub-array
+                return t.first.map { holds($0, depth: depth + 1) } ?? false
+            default: return false
+            }
+        }
+        return holds(descr, depth: 0)
+    }
+
+    static func isObjectType(_ s: String) -> Bool {
+        var c = Substring(s)
+        if let f = c.first, "<>|=".contains(f) { c = c.dropFirst() }
+        return c == "object" || (c.first == "O" && c.dropFirst().allSatisfy(\.isNumber))
     }
 
     public static func parseHeader(_ b: UnsafeRawBufferPointer) throws -> Header {
@@ -132,7 +151,7 @@ public enum NpyReader {
 
     static func mapDescr(_ s: String) throws -> (DType, Bool) {
         // numpy reads 'O', 'object', 'O8' and '|O' alike: Python objects (a pickle follows the header).
-        if ["O", "object", "|O", "O8", "|O8", "<O", ">O", "=O", "<O8", ">O8", "=O8"].contains(s) { return (.object, false) }
+        if isObjectType(s) { return (.object, false) }
         guard s.count >= 2 else { throw FormatError(.dtype, "bad descr '\(s)'") }
         var chars = Array(s)
         var order: Character = "="
@@ -153,7 +172,7 @@ public enum NpyReader {
 
 /// Python literal subset used by .npy headers: dicts, tuples, lists, strings, ints, True/False/None.
 struct PyLiteralParser {
-    indirect enum Value { case dict([String: Value]), tuple([Value]), str(String), int(Int), bool(Bool), none }
+    indirect enum Value { case dict([String: Value]), tuple([Value]), list([Value]), str(String), int(Int), bool(Bool), none }
     let s: [Unicode.Scalar]
     var i = 0
     var depth = 0
@@ -198,26 +217,58 @@ struct PyLiteralParser {
             guard depth < 16 else { throw err("too deep") }
             let close: Unicode.Scalar = c == "(" ? ")" : "]"
             i += 1
-            var items: [Value] = []
+            var items: [Value] = [], comma = false
+            func done() -> Value {
+                if close == "]" { return .list(items) }
+                // ('|O') is a parenthesised value, ('|O',) a tuple
+                return items.count == 1 && !comma ? items[0] : .tuple(items)
+            }
             while true {
                 ws()
-                if i < s.count, s[i] == close { i += 1; return .tuple(items) }
+                if i < s.count, s[i] == close { i += 1; return done() }
                 items.append(try value())
                 guard items.count <= 64 else { throw err("too many items") }
                 ws()
-                if i < s.count, s[i] == "," { i += 1; continue }
-                if i < s.count, s[i] == close { i += 1; return .tuple(items) }
+                if i < s.count, s[i] == "," { i += 1; comma = true; continue }
+                if i < s.count, s[i] == close { i += 1; return done() }
                 throw err("expected ',' or '\(close)'")
             }
-        case "'", "\"":
-            i += 1
+        case "'", "\"", "u", "U", "b", "B", "r", "R":
+            // Python string literals as numpy's header (ast.literal_eval) reads them: u/b/r prefixes, escapes
+            // (\xHH, \uXXXX, \n, …), and adjacent literals concatenated ('|' 'O' is '|O').
             var out = ""
-            while i < s.count, s[i] != c {
-                if s[i] == "\\" { i += 1; guard i < s.count else { break } }
-                out.unicodeScalars.append(s[i]); i += 1
+            var any = false
+            while true {
+                ws()
+                var raw = false
+                var j = i
+                while j < s.count, j - i < 2, "uUbBrR".unicodeScalars.contains(s[j]) { if s[j] == "r" || s[j] == "R" { raw = true }; j += 1 }
+                guard j < s.count, s[j] == "'" || s[j] == "\"" else { break }
+                let q = s[j]; i = j + 1
+                while i < s.count, s[i] != q {
+                    if s[i] == "\\" && !raw {
+                        i += 1; guard i < s.count else { break }
+                        let e = s[i]
+                        func hex(_ n: Int) throws -> Unicode.Scalar {
+                            guard i + n < s.count, let v = UInt32(String(String.UnicodeScalarView(s[(i + 1)...(i + n)])), radix: 16),
+                                  let u = Unicode.Scalar(v) else { throw err("bad escape") }
+                            i += n; return u
+                        }
+                        switch e {
+                        case "x": out.unicodeScalars.append(try hex(2))
+                        case "u": out.unicodeScalars.append(try hex(4))
+                        case "U": out.unicodeScalars.append(try hex(8))
+                        case "n": out += "\n"; case "t": out += "\t"; case "r": out += "\r"; case "0": out += "\u{0}"
+                        default: out.unicodeScalars.append(e)
+                        }
+                        i += 1; continue
+                    }
+                    out.unicodeScalars.append(s[i]); i += 1
+                }
+                guard i < s.count else { throw err("unterminated string") }
+                i += 1; any = true
             }
-            guard i < s.count else { throw err("unterminated string") }
-            i += 1
+            guard any else { throw err("unexpected character '\(c)'") }
             return .str(out)
         default:
             if c == "-" || ("0"..."9").contains(c) {

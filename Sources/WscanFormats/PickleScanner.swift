@@ -475,7 +475,7 @@ public enum PickleScanner {
     /// Compressed pickles: joblib's `compress=` (zlib, gzip, bz2, lzma, xz) and `.pkl.gz`. Their loaders decompress
     /// and unpickle, so the bytes on disk say nothing: zlib and gzip are inflated (up to `maxInflated`) and scanned;
     /// the others, and streams past the limit, cannot be verified.
-    static let maxInflated = 1 << 30
+    static let maxInflated = 512 << 20
     static func compression(_ b: UnsafeRawBufferPointer) -> String? {
         guard b.count >= 6 else { return nil }
         if b[0] == 0x1F, b[1] == 0x8B, b[2] == 0x08 { return "gzip" }
@@ -492,23 +492,30 @@ public enum PickleScanner {
     static func scanCompressed(_ b: UnsafeRawBufferPointer, kind: String, member: String, nameSaysPickle: Bool) -> [Finding]? {
         let cannot = nameSaysPickle ? Finding.Severity.high : .medium
         if kind == "gzip" || kind == "zlib" {
-            // Address space only: pages the inflater never writes are never committed.
-            let cap = maxInflated
-            let out = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
-            defer { out.deallocate() }
+            // Up to 256× the compressed size (at least 16 MiB, at most 512 MiB): a compression bomb stops there.
+            let cap = min(maxInflated, max(16 << 20, b.count.multipliedReportingOverflow(by: 256).overflow ? maxInflated : b.count * 256))
+            guard let out = malloc(cap) else {
+                return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                                detail: "\(kind) stream: no memory to inflate \(cap >> 20) MiB; its pickle cannot be verified")]
+            }
+            defer { free(out) }
             var n = 0
             let rc = wscan_inflate_auto(b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, out.assumingMemoryBound(to: UInt8.self), cap, &n)
-            if rc == 0 || rc == -2 {
-                let inflated = UnsafeRawBufferPointer(start: out, count: rc == 0 ? n : cap)
-                // A compressed file that is not a pickle (table.csv.gz) is not one for anybody.
-                guard nameSaysPickle || looksLikePickle(inflated, strictOnly: true) else { return [] }
-                if rc == -2 {
-                    return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
-                                    detail: "\(kind) stream inflates past \(cap >> 20) MiB: its pickle cannot be verified")]
-                }
-                return scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true)
+            let inflated = UnsafeRawBufferPointer(start: out, count: min(n, cap))
+            // A compressed file that is not a pickle (table.csv.gz) is not one for anybody.
+            if rc != 0 && n == 0 && !nameSaysPickle { return nil }    // not a \(kind) stream after all: bytes that start alike
+            guard nameSaysPickle || looksLikePickle(inflated, strictOnly: true) else { return [] }
+            // What inflated is scanned even when the stream breaks off or runs past the cap: a loader unpickles as
+            // it inflates, so the imports before the break have run by the time it notices.
+            var f = n > 0 ? scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true) : []
+            if rc == -2 {
+                f.append(Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                                 detail: "\(kind) stream inflates past \(cap >> 20) MiB: the rest of its pickle cannot be verified"))
+            } else if rc != 0 {
+                f.append(Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
+                                 detail: "\(kind) stream that breaks off after \(n) bytes (bad data or checksum): the rest cannot be verified"))
             }
-            return nil    // not a \(kind) stream after all: bytes that start alike
+            return f
         }
         guard nameSaysPickle else { return nil }
         return [Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
@@ -560,12 +567,13 @@ public enum PickleScanner {
             // The header text is read even where wscan's reader refuses the dtype.
             guard let span = NpyReader.headerSpan(b), span.dataOffset < b.count else { return [] }
             let payload = UnsafeRawBufferPointer(rebasing: b[span.dataOffset...])
-            let parsed = try? NpyReader.parseHeader(b)
-            if parsed?.dtype == .object || NpyReader.mentionsObject(span.text) {
-                return scan(payload, member: member, nested: 0, strong: true)
+            switch NpyReader.descrHoldsObject(span.text) {
+            case true?: return scan(payload, member: member, nested: 0, strong: true)
+            case false?: return []    // numpy unpickles only dtypes that hold objects
+            case nil:
+                // A header wscan cannot parse, which numpy might: the data is scanned if it opens like a pickle.
+                return looksLikePickle(payload, strictOnly: true) ? scan(payload, member: member, nested: 0, strong: true) : []
             }
-            // numpy unpickles only dtypes that hold objects: any other array (structured records included) carries none.
-            return []
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first
         // opcode (torch.load reads a data.pkl without PROTO): always scanned. Other bytes (tensor data) are scanned

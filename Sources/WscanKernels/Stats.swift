@@ -99,10 +99,11 @@ public enum StatsKernel {
     @usableFromInline
     static func tinyBlock(_ p: UnsafePointer<Float>, _ n: Int, _ st: inout TensorStats, min mn: Float, max mx: Float) {
         let a = Swift.max(-mn, mx)
-        let e = -Int(a.exponent)
-        let scale = Float(sign: .plus, exponent: e, significand: 1)
+        let e = -Int(a.exponent)            // up to 149 for subnormals: applied in two steps, each a finite power of 2
+        let s1 = Float(sign: .plus, exponent: Swift.min(e, 100), significand: 1)
+        let s2 = Float(sign: .plus, exponent: e - Swift.min(e, 100), significand: 1)
         withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buf in
-            for i in 0..<n { buf[i] = p[i] * scale }
+            for i in 0..<n { buf[i] = (p[i] * s1) * s2 }
             var t = TensorStats()
             block(UnsafePointer(buf.baseAddress!), n, &t)
             let inv = Double(sign: .plus, exponent: -e, significand: 1)

@@ -19,17 +19,18 @@ struct Scan: ParsableCommand {
 
     func run() throws {
         var files: [String] = []
-        var missing: [String] = []
+        var missing: [(String, String)] = []
         for p in paths {
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { missing.append((p, "no such file or folder")); continue }
             if isDir.boolValue {
-                let (c, _, _) = CheckpointOpener.discover([p])
+                let (c, _, unlisted) = CheckpointOpener.discover([p])
                 files += c.filter { !$0.hasSuffix(".index.json") }
+                missing += unlisted.map { ($0.path, $0.reason) }    // a folder we cannot list may hide anything
             } else { files.append(p) }
         }
         struct Result: Encodable { var path: String; var verdict: String; var worst: String?; var findings: [Finding]; var error: String? }
-        var results: [Result] = missing.map { Result(path: $0, verdict: "error", worst: nil, findings: [], error: "no such file or folder") }
+        var results: [Result] = missing.map { Result(path: $0.0, verdict: "error", worst: nil, findings: [], error: $0.1) }
         for f in files {
             do {
                 let fs = try PickleScanner.scanFile(path: f).filter { verbose || $0.severity > .info }

@@ -305,3 +305,43 @@ extension AlignReviewTests {
         XCTAssertNotEqual(lora["kind"] as? String, "independent", "\(lora)")
     }
 }
+
+extension AlignReviewTests {
+    /// Second review: a full BF16 fine-tune with small steps is not a LoRA; a model of zeros as A is not "pruned";
+    /// an input BatchNorm (before the first layer) is not permuted with the hidden units; `stem.0` comes first.
+    func testSecondReviewVerdicts() throws {
+        _ = try runPython("""
+        import torch, torch.nn as nn, numpy as np
+        from safetensors.torch import save_file
+        d = \(pyStr(tmp.url.path)); torch.manual_seed(0)
+        base = {f"l{i}.weight": torch.randn(192, 192) * 0.05 for i in range(3)}
+        save_file({k: v.to(torch.bfloat16) for k, v in base.items()}, d + "/base.safetensors")
+        ft = {k: (v + torch.randn_like(v) * 0.05 * 0.004) for k, v in base.items()}
+        save_file({k: v.to(torch.bfloat16) for k, v in ft.items()}, d + "/ft.safetensors")
+        net = nn.Sequential(nn.BatchNorm1d(16), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+        net[0].running_mean.uniform_(-1, 1); net[0].weight.data.uniform_(0.5, 2)
+        sd = {k: v.clone() for k, v in net.state_dict().items() if v.dtype.is_floating_point}
+        save_file(sd, d + "/inbn_a.safetensors")
+        p = torch.randperm(16); b = dict(sd)
+        b["1.weight"], b["1.bias"], b["3.weight"] = sd["1.weight"][p], sd["1.bias"][p], sd["3.weight"][:, p]
+        save_file({k: v.contiguous() for k, v in b.items()}, d + "/inbn_b.safetensors")
+        """)
+        let db = tmp.path("c.db")
+        func kind(_ a: String, _ b: String) throws -> String {
+            let r = try runWscan(["compare", a, b, "--json", "--db", db])
+            XCTAssertEqual(r.status, 0, r.err)
+            return ((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any])["kind"] as! String
+        }
+        XCTAssertEqual(try kind(tmp.path("base.safetensors"), tmp.path("ft.safetensors")), "finetuned")
+        XCTAssertEqual(try kind(tmp.path("ft.safetensors"), tmp.path("base.safetensors")), "finetuned")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        t = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        save_file({k: np.zeros_like(v) for k, v in t.items()}, \(pyStr(tmp.path("zeros.safetensors"))))
+        """)
+        XCTAssertNotEqual(try kind(tmp.path("zeros.safetensors"), Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path), "pruned")
+        XCTAssertEqual(try kind(tmp.path("inbn_a.safetensors"), tmp.path("inbn_b.safetensors")), "permuted")
+        XCTAssertEqual(["mid.weight", "head.weight", "stem.0.weight"].sorted(by: LayerOrder.less), ["stem.0.weight", "mid.weight", "head.weight"])
+    }
+}

@@ -243,3 +243,63 @@ final class FormatReviewTests: XCTestCase {
         XCTAssertTrue(text.contains("#1 mlp.safetensors") && text.contains("#2 mlp.safetensors"), text)
     }
 }
+
+/// Second review of the scanner and statistics changes.
+final class ScanSecondReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    func worst(_ name: String) throws -> Finding.Severity? { PickleScanner.worst(try PickleScanner.scanFile(path: tmp.path(name))) }
+
+    /// A gzip or zlib pickle that breaks off (bad checksum, truncated) has already run what inflated before the break.
+    func testBrokenCompressedPicklesAreScannedUpToTheBreak() throws {
+        _ = try runPython("""
+        import gzip, zlib, pickle, os
+        d = \(pyStr(tmp.url.path))
+        p = b"\\x80\\x04\\x95\\x1b\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x8c\\x05posix\\x94\\x8c\\x06system\\x94\\x93\\x94\\x8c\\x04true\\x94\\x85\\x94R\\x94."
+        g = bytearray(gzip.compress(p)); g[-8] ^= 0xFF; open(d + "/badcrc.pkl.gz", "wb").write(bytes(g))
+        z = zlib.compress(p + bytes(range(256)) * 64); open(d + "/trunc.joblib", "wb").write(z[:len(z) - 200])
+        """)
+        XCTAssertEqual(try worst("badcrc.pkl.gz"), .critical)
+        XCTAssertEqual(try worst("trunc.joblib"), .critical)
+    }
+
+    /// numpy reads a descr through ast.literal_eval: every spelling of an object dtype is one.
+    func testObjectDtypeSpellings() throws {
+        let payload: [UInt8] = [0x80, 0x04] + [0x8C, 0x05] + Array("posix".utf8) + [0x8C, 0x06] + Array("system".utf8) + [0x93, 0x8C, 0x04] + Array("true".utf8) + [0x85, 0x52, 0x2E]
+        func npy(_ descr: String) -> [UInt8] {
+            var h = Array("{'descr': \(descr), 'fortran_order': False, 'shape': (1,), }".utf8)
+            while (10 + h.count + 1) % 64 != 0 { h.append(0x20) }
+            h.append(0x0A)
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h + payload
+        }
+        for (i, d) in ["u'|O'", "'|' 'O'", "'|\\x4f'", "('O', (1,))", "[('a', ('O', (1,)))]", "('|O')", "[('O', '<f4'), ('x', 'O')]"].enumerated() {
+            tmp.write("o\(i).npy", npy(d))
+            XCTAssertEqual(try worst("o\(i).npy"), .critical, d)
+        }
+        tmp.write("plain.npy", npy("[('O', '<f4'), ('object', '<i4')]"))
+        XCTAssertNil(try worst("plain.npy"), "fields named O/object are not object types")
+    }
+
+    /// Statistics of blocks whose values are all subnormal, or zeros mixed with subnormals.
+    func testSubnormalBlocks() throws {
+        let out = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        r = np.random.default_rng(0)
+        t = {"sub": (np.abs(r.standard_normal(4096)) * 1e-40).astype(np.float32), "mix": np.zeros(4096, np.float32)}
+        t["mix"][::40] = 3e-42
+        save_file(t, \(pyStr(tmp.path("s.safetensors"))))
+        for k in sorted(t): a = t[k].astype(np.float64); print(k, repr(float(a.mean())), repr(float(a.std())), repr(float((a == 0).mean())))
+        """)
+        let ck = try CheckpointOpener.open(tmp.path("s.safetensors"))
+        let s = Dictionary(uniqueKeysWithValues: zip(ck.tensors.map(\.name), Summarizer.summarizeAll(ck)))
+        for l in out.split(separator: "\n") {
+            let p = l.split(separator: " ")
+            let st = try XCTUnwrap(s[String(p[0])]?.stats)
+            XCTAssertEqual(st.nans + st.infs, 0)
+            XCTAssertEqual(st.mean, Double(p[1])!, accuracy: abs(Double(p[1])!) * 1e-5, String(p[0]))
+            XCTAssertEqual(st.std, Double(p[2])!, accuracy: Double(p[2])! * 1e-5, String(p[0]))
+            XCTAssertEqual(st.zeroFraction, Double(p[3])!, accuracy: 1e-12, String(p[0]))
+        }
+    }
+}

@@ -31,7 +31,8 @@ void wscan_sha256_update(wscan_sha256_state *s, const void *data, size_t len);
 void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]); /* frees s */
 
 /* ---- zlib raw inflate (zip members) ---- */
-/* returns 0 on success with *outLen = produced bytes; -1 data error; -2 output would exceed outCap */
+/* returns 0 on success with *outLen = produced bytes; -1 data error; -2 output would exceed outCap (on -1 and -2,
+   *outLen is what was inflated before) */
 int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
 /* The same for a zlib or gzip stream (header detected). */
 int wscan_inflate_auto(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
