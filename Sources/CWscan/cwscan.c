@@ -176,14 +176,30 @@ void wscan_sha256_final(wscan_sha256_state *s, uint8_t out[32]) {
 }
 
 static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen);
+static int inflate_wbits_consumed(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen, size_t *consumed);
 int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
     return inflate_wbits(-MAX_WBITS, src, srcLen, dst, dstCap, outLen);
 }
 /* zlib or gzip (header detected), e.g. joblib compress= or .pkl.gz: the first stream. */
 int wscan_inflate_auto(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
-    return inflate_wbits(MAX_WBITS + 32, src, srcLen, dst, dstCap, outLen);
+    /* Several members or streams one after another (gzip's multi-member files, a second zlib stream): Python's gzip
+       and joblib read on through them, so they are inflated one after the other into dst. */
+    size_t done = 0, used = 0;
+    for (;;) {
+        size_t n = 0, consumed = 0;
+        int rc = inflate_wbits_consumed(MAX_WBITS + 32, src + used, srcLen - used, dst + done, dstCap - done, &n, &consumed);
+        done += n;
+        if (rc != 0) { *outLen = done; return rc; }
+        used += consumed;
+        if (used >= srcLen || consumed == 0) { *outLen = done; return 0; }
+    }
 }
 static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
+    size_t consumed = 0;
+    return inflate_wbits_consumed(wbits, src, srcLen, dst, dstCap, outLen, &consumed);
+}
+/* One stream; *consumed is the input it used (for the next member of a multi-member file). */
+static int inflate_wbits_consumed(int wbits, const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen, size_t *consumed) {
     z_stream zs; memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, wbits) != Z_OK) return -1;
     size_t produced = 0; int rc = Z_OK;
@@ -197,7 +213,7 @@ static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *
             uint8_t probe[1]; zs.next_out = probe; zs.avail_out = 1;
             rc = inflate(&zs, Z_NO_FLUSH);
             inflateEnd(&zs);
-            if (rc == Z_STREAM_END && zs.avail_out == 1) { *outLen = produced; return 0; }
+            if (rc == Z_STREAM_END && zs.avail_out == 1) { *outLen = produced; *consumed = srcLen - inLeft - zs.avail_in; return 0; }
             *outLen = produced;
             return -2;
         }
@@ -211,6 +227,7 @@ static int inflate_wbits(int wbits, const uint8_t *src, size_t srcLen, uint8_t *
         if (rc != Z_OK) { inflateEnd(&zs); *outLen = produced; return -1; }
         if (zs.avail_in == 0 && inLeft == 0 && zs.avail_out != 0) { inflateEnd(&zs); *outLen = produced; return -1; } /* truncated */
     }
+    *consumed = srcLen - inLeft - zs.avail_in;
     inflateEnd(&zs);
     *outLen = produced;
     return 0;

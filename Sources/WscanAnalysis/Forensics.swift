@@ -94,9 +94,9 @@ public enum Forensics {
         // within twice the bound.
         let reenc = differing.compactMap(\.reencodedAs)
         let quantizedTensor = { (e: TensorEvidence, slack: Double) -> Bool in
+            // A measured requantization (Q8_0) decides; otherwise the difference must be noise-like (full rank).
             e.reencodedAs == nil && e.dtypeA != e.dtypeB && e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
-                && (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true)
-                && (e.requantExcess ?? 0) <= 2
+                && (e.requantExcess.map { $0 <= 2 } ?? (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true))
         }
         let quantized = differing.filter { quantizedTensor($0, 1) }
         let loose = differing.filter { $0.reencodedAs == nil && !quantizedTensor($0, 1) && quantizedTensor($0, 2) }

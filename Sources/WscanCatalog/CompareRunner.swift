@@ -73,8 +73,10 @@ public enum CompareRunner {
         var ropeNote: String? = nil
         for (ta, tb, _) in pairs {
             var va = try valuesA(ta), vb = try valuesB(tb)
-            if ckA.format == .gguf, ckB.format != .gguf, let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); ropeNote = "A" }
-            if ckB.format == .gguf, ckA.format != .gguf, let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); ropeNote = "B" }
+            // Only against a Hugging Face layout (q_proj/k_proj names): a GGUF exported to safetensors keeps its order.
+            func hf(_ n: String) -> Bool { n.hasSuffix("q_proj.weight") || n.hasSuffix("k_proj.weight") }
+            if ckA.format == .gguf, ckB.format != .gguf, hf(tb.name), let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); ropeNote = "A" }
+            if ckB.format == .gguf, ckA.format != .gguf, hf(ta.name), let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); ropeNote = "B" }
             wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = va
             wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = vb
         }

@@ -258,8 +258,18 @@ struct PyLiteralParser {
                         case "x": out.unicodeScalars.append(try hex(2))
                         case "u": out.unicodeScalars.append(try hex(4))
                         case "U": out.unicodeScalars.append(try hex(8))
-                        case "n": out += "\n"; case "t": out += "\t"; case "r": out += "\r"; case "0": out += "\u{0}"
-                        default: out.unicodeScalars.append(e)
+                        case "n": out += "\n"; case "t": out += "\t"; case "r": out += "\r"
+                        case "\\", "'", "\"": out.unicodeScalars.append(e)
+                        case "\n": break                                  // line continuation
+                        case "0"..."7":                                    // octal: up to three digits
+                            var v: UInt32 = 0, k = 0
+                            while k < 3, i < s.count, ("0"..."7").contains(s[i]) { v = v * 8 + (s[i].value - 48); i += 1; k += 1 }
+                            guard let u = Unicode.Scalar(v) else { throw err("bad escape") }
+                            out.unicodeScalars.append(u); continue
+                        default:
+                            // \N{name}, \a, \b, … or an unknown escape: what Python makes of it is not modelled here,
+                            // so the literal is refused (a caller that must be safe treats that as unknown).
+                            throw err("unsupported escape '\\\(e)'")
                         }
                         i += 1; continue
                     }

@@ -571,8 +571,9 @@ public enum PickleScanner {
             case true?: return scan(payload, member: member, nested: 0, strong: true)
             case false?: return []    // numpy unpickles only dtypes that hold objects
             case nil:
-                // A header wscan cannot parse, which numpy might: the data is scanned if it opens like a pickle.
-                return looksLikePickle(payload, strictOnly: true) ? scan(payload, member: member, nested: 0, strong: true) : []
+                // A header wscan cannot parse, which numpy might: the data is scanned for what it imports (any
+                // protocol; a malformation alone is not reported, since the data may well be numbers).
+                return looksLikePickle(payload) ? scan(payload, member: member, nested: 0, strong: false) : []
             }
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first

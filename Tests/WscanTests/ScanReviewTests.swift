@@ -303,3 +303,57 @@ final class ScanSecondReviewTests: XCTestCase {
         }
     }
 }
+
+extension ScanSecondReviewTests {
+    /// Third review: escapes the header parser did not model, headers it cannot parse followed by a protocol-0 pickle,
+    /// and gzip files of several members (an empty first one) were clean.
+    func testThirdReviewScannerGaps() throws {
+        let p0 = Array("cposix\nsystem\n(S'true'\ntR.".utf8)
+        func npy(_ header: String) -> [UInt8] {
+            var h = Array(header.utf8)
+            while (10 + h.count + 1) % 64 != 0 { h.append(0x20) }
+            h.append(0x0A)
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h + p0
+        }
+        let headers = ["{'descr': '|\\117', 'fortran_order': False, 'shape': (1,), }",
+                       "{'descr': '|\\N{LATIN CAPITAL LETTER O}', 'fortran_order': False, 'shape': (1,), }",
+                       "{'descr': '|\\\nO', 'fortran_order': False, 'shape': (1,), }",
+                       "{'descr': '|O', 'fortran_order': False, 'shape': (0x1,), }",
+                       "{'descr': '|O', 'fortran_order': False, 'shape': (1_0,), }"]
+        for (i, h) in headers.enumerated() {
+            tmp.write("h\(i).npy", npy(h))
+            XCTAssertGreaterThanOrEqual(try worst("h\(i).npy") ?? .info, .high, h)
+        }
+        _ = try runPython("""
+        import gzip
+        p = b"cposix\\nsystem\\n(S'true'\\ntR."
+        open(\(pyStr(tmp.path("empty1.pkl.gz"))), "wb").write(gzip.compress(b"") + gzip.compress(p))
+        open(\(pyStr(tmp.path("split.pkl.gz"))), "wb").write(gzip.compress(p[:10]) + gzip.compress(p[10:]))
+        """)
+        XCTAssertEqual(try worst("empty1.pkl.gz"), .critical)
+        XCTAssertEqual(try worst("split.pkl.gz"), .critical)
+    }
+}
+
+extension AlignReviewTests {
+    /// A BF16 copy against the Q8_0 of the F32 original is a re-encoding (the measured requantization decides).
+    func testBF16AgainstQ8_0OfF32() throws {
+        _ = try runPython("""
+        import numpy as np, gguf, torch
+        from gguf.quants import quantize
+        from safetensors.numpy import load_file
+        from safetensors.torch import save_file
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        save_file({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in a.items()}, \(pyStr(tmp.path("bf16.safetensors"))))
+        w = gguf.GGUFWriter(\(pyStr(tmp.path("q8.gguf"))), "mlp")
+        for k, v in a.items():
+            if v.ndim == 2 and v.shape[1] % 32 == 0: w.add_tensor(k, quantize(v, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else: w.add_tensor(k, v)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        """)
+        let r = try runWscan(["compare", tmp.path("bf16.safetensors"), tmp.path("q8.gguf"), "--json", "--no-align", "--db", tmp.path("c.db")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        XCTAssertEqual(v["kind"] as? String, "reencoded", "\(v)")
+    }
+}
