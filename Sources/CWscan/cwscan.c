@@ -184,12 +184,18 @@ int wscan_inflate_raw(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t ds
 int wscan_inflate_auto(const uint8_t *src, size_t srcLen, uint8_t *dst, size_t dstCap, size_t *outLen) {
     /* Several members or streams one after another (gzip's multi-member files, a second zlib stream): Python's gzip
        and joblib read on through them, so they are inflated one after the other into dst. */
-    size_t done = 0, used = 0;
+    size_t done = 0, used = 0, members = 0;
     for (;;) {
+        /* zero padding between members is skipped, as Python's gzip does */
+        if (members > 0) while (used < srcLen && src[used] == 0) used++;
+        if (members > 0 && used >= srcLen) { *outLen = done; return 0; }
         size_t n = 0, consumed = 0;
         int rc = inflate_wbits_consumed(MAX_WBITS + 32, src + used, srcLen - used, dst + done, dstCap - done, &n, &consumed);
+        /* Bytes after a complete member that start no stream at all: the end (a loader stops there too). */
+        if (rc == -1 && n == 0 && members > 0) { *outLen = done; return 0; }
         done += n;
         if (rc != 0) { *outLen = done; return rc; }
+        members++;
         used += consumed;
         if (used >= srcLen || consumed == 0) { *outLen = done; return 0; }
     }

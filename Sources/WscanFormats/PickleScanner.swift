@@ -504,10 +504,13 @@ public enum PickleScanner {
             let inflated = UnsafeRawBufferPointer(start: out, count: min(n, cap))
             // A compressed file that is not a pickle (table.csv.gz) is not one for anybody.
             if rc != 0 && n == 0 && !nameSaysPickle { return nil }    // not a \(kind) stream after all: bytes that start alike
-            guard nameSaysPickle || looksLikePickle(inflated, strictOnly: true) else { return [] }
+            guard nameSaysPickle || inflated.first.map(isOpcode) == true else { return [] }
             // What inflated is scanned even when the stream breaks off or runs past the cap: a loader unpickles as
-            // it inflates, so the imports before the break have run by the time it notices.
-            var f = n > 0 ? scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: true) : []
+            // it inflates, so the imports before the break have run by the time it notices. joblib.load inflates
+            // any file by its magic, so unnamed content is scanned too, for its imports only unless it opens with
+            // PROTO.
+            let strong = nameSaysPickle || looksLikePickle(inflated, strictOnly: true)
+            var f = n > 0 ? scan(inflated, member: member + " (\(kind)-inflated)", nested: 0, strong: strong) : []
             if rc == -2 {
                 f.append(Finding(severity: cannot, member: member, offset: 0, what: "compressed pickle",
                                  detail: "\(kind) stream inflates past \(cap >> 20) MiB: the rest of its pickle cannot be verified"))
@@ -573,7 +576,7 @@ public enum PickleScanner {
             case nil:
                 // A header wscan cannot parse, which numpy might: the data is scanned for what it imports (any
                 // protocol; a malformation alone is not reported, since the data may well be numbers).
-                return looksLikePickle(payload) ? scan(payload, member: member, nested: 0, strong: false) : []
+                return payload.first.map(isOpcode) == true ? scan(payload, member: member, nested: 0, strong: false) : []   // any opcode can open a pickle
             }
         }
         // A member or file named as a pickle (data.pkl, *.pkl) is unpickled by its loader whatever its first

@@ -357,3 +357,29 @@ extension AlignReviewTests {
         XCTAssertEqual(v["kind"] as? String, "reencoded", "\(v)")
     }
 }
+
+extension ScanSecondReviewTests {
+    /// Fourth review: zero padding between gzip members is skipped (an empty member, zeros, then the pickle), trailing
+    /// bytes after a complete member end the stream quietly, and an unparseable npy header's data is scanned from
+    /// any opening opcode.
+    func testGzipPaddingAndAnyOpcodeFallback() throws {
+        _ = try runPython("""
+        import gzip, zlib
+        d = \(pyStr(tmp.url.path))
+        evil = b"cposix\\nsystem\\n(S'true'\\ntR."
+        benign = b"\\x80\\x04\\x95\\x09\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x8c\\x05hello\\x94."
+        for n in ["ep.gz", "ep.bin", "ep.pkl.gz"]: open(d + "/" + n, "wb").write(gzip.compress(b"") + b"\\0" * 8 + gzip.compress(evil))
+        open(d + "/pad.pkl.gz", "wb").write(gzip.compress(benign) + b"\\0" * 512)
+        open(d + "/garb.pkl.gz", "wb").write(gzip.compress(benign) + b"GARBAGE!")
+        open(d + "/zpad.joblib", "wb").write(zlib.compress(benign) + b"\\0" * 16)
+        """)
+        for n in ["ep.gz", "ep.bin", "ep.pkl.gz"] { XCTAssertEqual(try worst(n), .critical, n) }
+        for n in ["pad.pkl.gz", "garb.pkl.gz", "zpad.joblib"] { XCTAssertNil(try worst(n), n) }
+        // header numpy reads as '|O' (\N{...} is not modelled), data opening with NEWTRUE POP
+        var h = Array("{'descr': '|\\N{LATIN CAPITAL LETTER O}', 'fortran_order': False, 'shape': (1,), }".utf8)
+        while (10 + h.count + 1) % 64 != 0 { h.append(0x20) }
+        h.append(0x0A)
+        tmp.write("b88.npy", [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h + [0x88, 0x30] + Array("cposix\nsystem\n(S'true'\ntR.".utf8))
+        XCTAssertEqual(try worst("b88.npy"), .critical)
+    }
+}
