@@ -8,6 +8,8 @@ import WscanAnalysis
 /// previous or the new record of a checkpoint, never half of one.
 public final class Catalog: @unchecked Sendable {
     public let path: String
+    /// What SQLite opens: the path, or an immutable file: URI for a catalog the user may only read.
+    let connectPath: String
     public let db: DatabasePool
 
     /// Opens (creating it when `create`) the catalog at `path`. An existing SQLite file that is not a wscan catalog
@@ -15,11 +17,16 @@ public final class Catalog: @unchecked Sendable {
     public init(path: String, create: Bool = true) throws {
         self.path = path
         var st = stat()
+        // A catalog the user may not write: opened as an immutable file (no -shm/-wal needed), read-only.
+        let readOnly = stat(path, &st) == 0 && st.st_size > 0 && access(path, W_OK) != 0
+        let openPath = readOnly ? "file:" + (path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
+            .replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "?", with: "%3f").replacingOccurrences(of: "#", with: "%23") + "?immutable=1" : path
+        connectPath = openPath
         if stat(path, &st) != 0 || (st.st_size == 0 && !create) {
             guard create else { throw CatalogError.readOnly("no catalog at \(path) (run `wscan index PATH` first, or pass --db)") }
         } else if st.st_size > 0 {
             var ro = Configuration(); ro.readonly = true; ro.busyMode = .timeout(10)   // another wscan may be writing
-            let probe = try DatabaseQueue(path: path, configuration: ro)
+            let probe = try DatabaseQueue(path: openPath, configuration: ro)
             let tables = try probe.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
             let objects = try probe.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") } ?? 0
             try probe.close()
@@ -31,6 +38,17 @@ public final class Catalog: @unchecked Sendable {
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        // A catalog the user may read but not write (someone else's, a shared read-only copy) opens read-only for the
+        // commands that only read; it must already be up to date (migrations write).
+        if readOnly {
+            config.readonly = true
+            let pool = try DatabasePool(path: openPath, configuration: config)
+            guard try pool.read({ try Self.migrator.hasCompletedMigrations($0) }) else {
+                throw CatalogError.readOnly("\(path) is read-only and was made by an older wscan: open it once with write access to upgrade it")
+            }
+            db = pool
+            return
         }
         db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)

@@ -53,7 +53,7 @@ public enum CompareRunner {
 
     public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
                                store: Bool = true) throws -> CompareResult {
-        let ckA = try CheckpointOpener.open(rowA.path), ckB = try CheckpointOpener.open(rowB.path)
+        let ckA = try CheckpointOpener.openNamed(rowA.path), ckB = try CheckpointOpener.openNamed(rowB.path)
         let hashA = Dictionary(try catalog.tensors(checkpoint: rowA.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
         let hashB = Dictionary(try catalog.tensors(checkpoint: rowB.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
         let floatA = ckA.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }

@@ -141,7 +141,7 @@ extension Catalog {
     public func query(_ sql: String, limit: Int = 100_000, timeout: Double? = nil) throws -> (columns: [String], rows: [[DatabaseValue]]) {
         var config = Configuration()
         config.readonly = true
-        let q = try DatabaseQueue(path: path, configuration: config)
+        let q = try DatabaseQueue(path: connectPath, configuration: config)
         if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak q] in q?.interrupt() } }
         return try q.read { db in
             let stmt = try db.makeStatement(sql: sql)

@@ -54,7 +54,7 @@ public enum SpectrumRunner {
                 }
             }
         }
-        let ck = try CheckpointOpener.open(row.path)
+        let ck = try CheckpointOpener.openNamed(row.path)
         let selected = ck.tensors.filter { globMatch(request.tensorGlob, $0.name) }
         let energies = request.options.energies
         func skipped(_ t: TensorInfo, _ why: String) -> [SpectrumRecord] {

@@ -112,6 +112,14 @@ public enum CheckpointOpener {
         return ck
     }
 
+    /// `open`, with the file named in any format error: for commands that open a catalogued checkpoint, whose
+    /// errors would otherwise not say which file failed.
+    public static func openNamed(_ path: String, options: Options = Options()) throws -> Checkpoint {
+        do { return try open(path, options: options) } catch let e as FormatError where !e.message.contains(path) {
+            throw FormatError(e.kind, "\(path): \(e.message)")
+        }
+    }
+
     static func openUnchecked(_ path: String, options: Options) throws -> Checkpoint {
         try FileRef.requireRegularFile(path)
         // A file we may not read is said to be so (not "unrecognised format" from an empty sniff).

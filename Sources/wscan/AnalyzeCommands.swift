@@ -167,7 +167,7 @@ enum SpectrumReportText {
 /// weight or its activations, a wrong shape, a covariance that is not one) is listed with its reason; the others
 /// are still measured.
 func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> (layers: [DataUtilization], failed: [LayerFailure]) {
-    let ck = try CheckpointOpener.open(row.path)
+    let ck = try CheckpointOpener.openNamed(row.path)
     var failed: [LayerFailure] = []
     let out: [DataUtilization] = try withInput(activations) { acts in
         try ck.tensors.filter { $0.shape.count == 2 && $0.dtype.isFloatingPoint && $0.dtype.decodable }.compactMap { t in

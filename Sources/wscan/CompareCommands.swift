@@ -43,7 +43,7 @@ struct Compare: ParsableCommand {
         if eval.data != nil || eval.evalCommand != nil {
             // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
             // own dtypes) with the interpolated tensors replaced.
-            let ckA = try CheckpointOpener.open(ra.path)
+            let ckA = try CheckpointOpener.openNamed(ra.path)
             o.evaluator = try eval.make(weights: try WeightSet.load(ckA), passThrough: WeightSet(), source: ckA)
         }
         let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)

@@ -39,7 +39,7 @@ func openForAnalysis(_ ref: String, catalog: CatalogOptions, trust: Bool = false
     let cat = try catalog.open()
     let row = try resolveCheckpoint(ref, catalog: cat)
     guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
-    return (cat, row, try CheckpointOpener.open(row.path, options: .init(trust: trust)))
+    return (cat, row, try CheckpointOpener.openNamed(row.path, options: .init(trust: trust)))
 }
 
 struct SparsityCommand: ParsableCommand {

@@ -556,3 +556,31 @@ extension CatalogReviewTests {
         XCTAssertLessThan(Date().timeIntervalSince(t0), 30)
     }
 }
+
+extension CatalogReviewTests {
+    /// A catalog the user may read but not write opens read-only (as an immutable file) for the reading commands.
+    func testReadOnlyCatalogServesReadingCommands() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run wscan as an unprivileged user")
+        }
+        let dir = tmp.path("ro")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let model = dir + "/m.safetensors", db = dir + "/c.db", bin = tmp.path("wscan")
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: model)
+        try FileManager.default.copyItem(atPath: Paths.wscanBinary.path, toPath: bin)
+        XCTAssertEqual(try runWscan(["index", dir, "--db", db]).status, 0)
+        for (p, m) in [(tmp.url.path, 0o755), (dir, 0o755), (model, 0o644), (db, 0o444), (bin, 0o755)] { XCTAssertEqual(chmod(p, mode_t(m)), 0) }
+        let setpriv = URL(fileURLWithPath: "/usr/bin/setpriv")
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", bin]
+        let ls = try runProcess(setpriv, asNobody + ["ls", "--db", db])
+        XCTAssertEqual(ls.status, 0, ls.err)
+        XCTAssertTrue(ls.out.contains("m.safetensors"), ls.out)
+        let q = try runProcess(setpriv, asNobody + ["query", "SELECT COUNT(*) AS n FROM tensors", "--json", "--db", db])
+        XCTAssertEqual(q.status, 0, q.err)
+        XCTAssertTrue(q.out.contains("\"n\" : 6") || q.out.contains("\"n\": 6"), q.out)
+        XCTAssertEqual(try runProcess(setpriv, asNobody + ["show", "#1", "--db", db]).status, 0)
+        let w = try runProcess(setpriv, asNobody + ["analyze", "spectrum", "#1", "--db", db])
+        XCTAssertEqual(w.status, 1, "writing to a read-only catalog fails with a message")
+        XCTAssertFalse(w.err.isEmpty)
+    }
+}
