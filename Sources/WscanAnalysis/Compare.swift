@@ -170,8 +170,7 @@ public enum Comparator {
         ev.prunedFromB = prunedB && zerosNewInA > 0
         if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
-        let narrow: ((Float) -> Float)? = (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .f16 ? { Float(Float16($0)) }
-            : (dtypeA == .f32 || dtypeA == .f64) && dtypeB == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
+        let narrow = rounding(from: dtypeA, to: dtypeB)
         var quantNoise = 0.0      // the Q8_0 requantization error energy, when one side is Q8_0
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
@@ -208,8 +207,7 @@ public enum Comparator {
                 }
             }
             // The mirror: A is B pruned and then stored narrower (the arguments in the other order).
-            let narrowA: ((Float) -> Float)? = (dtypeB == .f32 || dtypeB == .f64) && dtypeA == .f16 ? { Float(Float16($0)) }
-                : (dtypeB == .f32 || dtypeB == .f64) && dtypeA == .bf16 ? { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) } : nil
+            let narrowA = rounding(from: dtypeB, to: dtypeA)
             if let r = narrowA, ev.reencodedAs == nil, !ev.prunedFromB {
                 var ok = true, zeros = 0
                 for i in a.indices where ok {
@@ -258,6 +256,16 @@ public enum Comparator {
             }
         }
         return ev
+    }
+
+    /// Rounding of a wide float type (F32/F64) to a narrower one (F16, BF16 round-to-nearest-even), nil otherwise.
+    static func rounding(from wide: DType, to narrow: DType) -> ((Float) -> Float)? {
+        guard wide == .f32 || wide == .f64 else { return nil }
+        switch narrow {
+        case .f16: return { Float(Float16($0)) }
+        case .bf16: return { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) }
+        default: return nil
+        }
     }
 
     static func diffSpectrum(_ sv: [Double], minDim: Int, noiseEnergy: Double = 0) -> DiffSpectrum {

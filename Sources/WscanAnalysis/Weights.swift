@@ -90,7 +90,7 @@ public enum LayerOrder {
     public static func less(_ a: String, _ b: String) -> Bool {
         let ra = role(a), rb = role(b)
         if ra != rb { return ra < rb }
-        return a.compare(b, options: [.numeric]) == .orderedAscending
+        return PermSpecInference.naturalLess(a, b)
     }
 }
 

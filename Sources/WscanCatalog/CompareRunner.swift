@@ -147,8 +147,8 @@ public enum CompareRunner {
             // stay A's own instead of being dropped.
             var wa = wa
             if evaluator != nil {
-                let all = try WeightSet.load(ckA)
-                let kept = all.names.filter { wa.values[$0] == nil }
+                let all = try WeightSet.load(ckA, where: { wa.values[$0.name] == nil })   // only what is not decoded yet
+                let kept = all.names
                 for n in kept { wa.names.append(n); wa.shapes[n] = all.shapes[n]; wa.values[n] = all.values[n] }
                 if !kept.isEmpty {
                     notes.append("\(kept.count) tensors only A has (\(kept.prefix(4).joined(separator: ", "))\(kept.count > 4 ? ", …" : "")) keep A's values along the path: the λ = 1 end is B's shared weights with them, not B alone")

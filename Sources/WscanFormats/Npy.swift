@@ -57,13 +57,27 @@ public enum NpyReader {
 
     /// The header's text and where the data starts, from the magic and length fields alone (no dict parsing).
     public static func headerSpan(_ b: UnsafeRawBufferPointer) -> (text: String, dataOffset: Int)? {
-        guard b.count >= 10, b[6] >= 1, b[6] <= 3 else { return nil }
-        let start = b[6] == 1 ? 10 : 12
-        guard b.count >= start else { return nil }
-        let hlen = b[6] == 1 ? Int(b.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian)
-                             : Int(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian)
-        guard hlen <= maxHeaderBytes, hlen <= b.count - start else { return nil }
+        guard let (start, hlen, _) = try? headerBounds(b) else { return nil }
         return (String(decoding: UnsafeRawBufferPointer(rebasing: b[start..<(start + hlen)]), as: UTF8.self), start + hlen)
+    }
+
+    /// Where the header text starts, its length and the format major version, from the magic and length fields.
+    static func headerBounds(_ b: UnsafeRawBufferPointer) throws -> (start: Int, length: Int, major: UInt8) {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard b.count >= 10 else { throw FormatError(.truncated, "file too short for an .npy header") }
+        guard zip(magic, b).allSatisfy({ $0 == $1 }) else { throw FormatError(.header, "missing \\x93NUMPY magic") }
+        let major = b[6]
+        var hlen: Int, start: Int
+        switch major {
+        case 1: hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian); start = 10
+        case 2, 3:
+            guard b.count >= 12 else { throw FormatError(.truncated, "file too short for an .npy v\(major) header") }
+            hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian); start = 12
+        default: throw FormatError(.header, "unsupported .npy version \(major).\(b[7])")
+        }
+        guard hlen <= maxHeaderBytes else { throw FormatError(.header, "header length \(hlen) over the limit") }
+        guard hlen <= b.count - start else { throw FormatError(.truncated, "header length \(hlen) runs past end of file") }
+        return (start, hlen, major)
     }
 
     /// Whether a header's descr holds Python objects anywhere numpy looks for them: 'O', '|O8', 'object' (any
@@ -93,20 +107,7 @@ public enum NpyReader {
     }
 
     public static func parseHeader(_ b: UnsafeRawBufferPointer) throws -> Header {
-        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
-        guard b.count >= 10 else { throw FormatError(.truncated, "file too short for an .npy header") }
-        guard zip(magic, b).allSatisfy({ $0 == $1 }) else { throw FormatError(.header, "missing \\x93NUMPY magic") }
-        let major = b[6]
-        var hlen: Int, start: Int
-        switch major {
-        case 1: hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian); start = 10
-        case 2, 3:
-            guard b.count >= 12 else { throw FormatError(.truncated, "file too short for an .npy v\(major) header") }
-            hlen = Int(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian); start = 12
-        default: throw FormatError(.header, "unsupported .npy version \(major).\(b[7])")
-        }
-        guard hlen <= maxHeaderBytes else { throw FormatError(.header, "header length \(hlen) over the limit") }
-        guard hlen <= b.count - start else { throw FormatError(.truncated, "header length \(hlen) runs past end of file") }
+        let (start, hlen, major) = try headerBounds(b)
         let bytes = UnsafeRawBufferPointer(rebasing: b[start..<(start + hlen)])
         let text: String
         if major == 3 {
