@@ -166,6 +166,11 @@ public final class Catalog: @unchecked Sendable {
             END;
             """)
         }
+        m.registerMigration("v6-file-inode") { db in
+            // The inode next to size and mtime: a link retargeted to a file of the same size and mtime is a change.
+            // Rows from before have NULL, which is not compared (they learn their inode at the next re-index).
+            try db.execute(sql: "ALTER TABLE files ADD COLUMN inode INTEGER")
+        }
         return m
     }
 
@@ -178,12 +183,13 @@ public final class Catalog: @unchecked Sendable {
         try db.read { db in
             // A checkpoint that failed is read again: the cause (a missing shard, a file being copied) may be gone.
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ? AND status = 'ok'", arguments: [path]) else { return false }
-            let rows = try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256 FROM files WHERE checkpoint_id = ?", arguments: [id])
+            let rows = try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256, inode FROM files WHERE checkpoint_id = ?", arguments: [id])
             if rows.isEmpty { return false }
             for r in rows {
                 let p: String = r["path"]
                 guard let cur = try? FileRef.stat(p) else { return false }
                 if cur.size != (r["size"] as Int) || cur.mtime != (r["mtime"] as Double) { return false }
+                if let ino = r["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { return false }
                 if needSHA && (r["sha256"] as String?) == nil { return false }
             }
             // A sharded model may gain shards: the caller re-reads the index if its mtime changed (covered above).
@@ -245,8 +251,8 @@ public final class Catalog: @unchecked Sendable {
             }
             let id = old ?? db.lastInsertedRowID
             for (i, f) in ck.files.enumerated() {
-                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256) VALUES (?,?,?,?,?)",
-                               arguments: [id, f.path, f.size, f.mtime, sha256?[i]])
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256, inode) VALUES (?,?,?,?,?,?)",
+                               arguments: [id, f.path, f.size, f.mtime, sha256?[i], Int64(bitPattern: f.inode)])
             }
             let stmt = try db.makeStatement(sql: """
                 INSERT INTO tensors (checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count,
@@ -297,7 +303,8 @@ public final class Catalog: @unchecked Sendable {
                                  Date().timeIntervalSince1970])
             let id = db.lastInsertedRowID
             for f in files {
-                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime) VALUES (?,?,?,?)", arguments: [id, f.path, f.size, f.mtime])
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, inode) VALUES (?,?,?,?,?)",
+                               arguments: [id, f.path, f.size, f.mtime, Int64(bitPattern: f.inode)])
             }
             for f in findings {
                 try db.execute(sql: "INSERT INTO findings (checkpoint_id, severity, member, offset, what, detail) VALUES (?,?,?,?,?,?)",
@@ -330,8 +337,8 @@ public final class Catalog: @unchecked Sendable {
         for r in rows {
             let p: String = r["path"]
             // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
-            guard roots.isEmpty || roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
-            guard !unlisted.contains(where: { p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else { continue }
+            guard roots.isEmpty || roots.contains(where: { PathBytes.isUnder(p, $0) }) else { continue }
+            guard !unlisted.contains(where: { PathBytes.isUnder(p, $0) && !PathBytes.equal(p, $0) }) else { continue }
             if !FileRef.isRegularFile(p) {
                 try db.write { db in
                     try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64])

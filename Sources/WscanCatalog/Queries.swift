@@ -108,7 +108,7 @@ extension Catalog {
         let idText = ref.hasPrefix("#") ? String(ref.dropFirst()) : ref
         if let id = Int64(idText), let r = all.first(where: { $0.id == id }) { return r }
         let abs = URL(fileURLWithPath: ref).standardizedFileURL.path
-        if let r = all.first(where: { $0.path == abs || $0.path == ref }) { return r }
+        if let r = all.first(where: { PathBytes.equal($0.path, abs) || PathBytes.equal($0.path, ref) }) { return r }
         let byName = all.filter { $0.name == ref }
         if byName.count == 1 { return byName[0] }
         if byName.count > 1 { throw CatalogError.ambiguous(ref, byName.map(\.path)) }

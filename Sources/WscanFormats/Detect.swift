@@ -160,6 +160,50 @@ public enum CheckpointOpener {
         ck.findings = findings
     }
 
+    /// The candidate files below a folder, by readdir(3): hidden entries are skipped (and hidden folders not entered),
+    /// links to regular files count (Hugging Face caches link snapshots into blobs/), links to folders are not
+    /// followed (no cycles), and FIFOs, devices and sockets are never opened. File names on Linux are bytes:
+    /// a folder or a checkpoint-named file whose name is not UTF-8 (wscan keeps paths as text) is reported in
+    /// `unreadable` instead of vanishing from the walk, as it did with FileManager's enumerator.
+    static func walk(_ walked: String, shown: String, unreadable: inout [(path: String, reason: String)]) -> [String] {
+        func join(_ dir: String, _ name: String) -> String { dir.hasSuffix("/") ? dir + name : dir + "/" + name }
+        var found: [String] = []
+        var stack: [(real: String, shown: String)] = [(walked, shown)]
+        while let (dir, sdir) = stack.popLast() {
+            guard let d = opendir(dir) else {
+                unreadable.append((sdir, "cannot list folder: \(String(cString: strerror(errno)))")); continue
+            }
+            while let e = readdir(d) {
+                let bytes: [UInt8] = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix(while: { $0 != 0 })) }
+                if bytes.first == UInt8(ascii: ".") { continue }          // ".", "..", and hidden entries
+                var type = Int32(e.pointee.d_type)
+                if type == Int32(DT_UNKNOWN) {
+                    var st = stat()
+                    let ok = (Array(dir.utf8) + [UInt8(ascii: "/")] + bytes + [0]).withUnsafeBufferPointer { p in
+                        p.withMemoryRebound(to: CChar.self) { lstat($0.baseAddress!, &st) == 0 }
+                    }
+                    let fmt = ok ? st.st_mode & S_IFMT : 0
+                    type = fmt == S_IFDIR ? Int32(DT_DIR) : fmt == S_IFREG ? Int32(DT_REG) : fmt == S_IFLNK ? Int32(DT_LNK) : Int32(DT_UNKNOWN)
+                }
+                guard let name = String(validating: bytes, as: UTF8.self) else {
+                    let display = join(sdir, PathBytes.escaped(bytes))
+                    if type == Int32(DT_DIR) {
+                        unreadable.append((display, "folder name is not valid UTF-8 (wscan keeps paths as text): not walked; rename it"))
+                    } else if FormatDetector.hasCheckpointExtension(PathBytes.escaped(bytes)) {
+                        unreadable.append((display, "file name is not valid UTF-8 (wscan keeps paths as text): not indexed; rename it"))
+                    }
+                    continue
+                }
+                let real = join(dir, name), full = join(sdir, name)
+                if type == Int32(DT_DIR) { stack.append((real, full)); continue }
+                guard type == Int32(DT_REG) || type == Int32(DT_LNK), FormatDetector.isCandidate(full) else { continue }
+                if type == Int32(DT_REG) || FileRef.isRegularFile(full) { found.append(full) }
+            }
+            closedir(d)
+        }
+        return found
+    }
+
     /// Expands paths (files or folders, recursively) into checkpoint paths: shard indexes replace the shards they claim.
     /// `unreadable`: folders met in a walk that cannot be listed (permissions), with the reason: said, not skipped.
     public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)]) {
@@ -179,42 +223,32 @@ public enum CheckpointOpener {
                 // A folder given by a link is walked through its target (links met inside the walk are not
                 // followed: no cycles), and its files keep the path the user gave.
                 let walked = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
-                guard listable(walked, shown: abs), let en = fm.enumerator(atPath: walked) else { continue }
-                var found: [String] = []
-                while let rel = en.nextObject() as? String {
-                    let full = (abs as NSString).appendingPathComponent(rel)
-                    let name = (rel as NSString).lastPathComponent
-                    if name.hasPrefix(".") { if (en.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { en.skipDescendants() }; continue }
-                    let type = en.fileAttributes?[.type] as? FileAttributeType
-                    if type == .typeDirectory { if !listable((walked as NSString).appendingPathComponent(rel), shown: full) { en.skipDescendants() }; continue }
-                    guard FormatDetector.isCandidate(full) else { continue }
-                    if type == .typeRegular { found.append(full); continue }
-                    // A link to a regular file counts (Hugging Face caches link snapshots into blobs/); links to
-                    // folders are not followed (no cycles), and FIFOs, devices and sockets are never opened.
-                    if type == .typeSymbolicLink, FileRef.isRegularFile(full) { found.append(full) }
-                }
-                files += found.sorted()
+                guard listable(walked, shown: abs) else { continue }
+                files += walk(walked, shown: abs, unreadable: &unreadable).sorted(by: PathBytes.less)
             } else {
                 files.append(abs)
             }
         }
         // Shards are claimed by their real paths: in a Hugging Face cache the index names links, and the shards'
-        // content-named blobs are found too.
-        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().path }
-        var claimed = Set<String>()
+        // content-named blobs are found too. Paths are keyed by their bytes (PathBytes): NFC and NFD twins are two files.
+        func real(_ p: String) -> [UInt8] { PathBytes.key(URL(fileURLWithPath: p).resolvingSymlinksInPath().path) }
+        var claimed = Set<[UInt8]>()
         for f in files where f.hasSuffix(".safetensors.index.json") {
             claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f).map(real))
         }
         // One entry per file: a Hugging Face cache holds each file twice, as a content-named blob (no extension,
         // found by content) and as a named link into it (snapshots/REV/model.safetensors). The named path wins.
         let kept = files.map { ($0, real($0)) }.filter { !claimed.contains($0.1) }
-        var best: [String: String] = [:]
+        var best: [[UInt8]: String] = [:]
         for (f, r) in kept {
             if let b = best[r], FormatDetector.hasCheckpointExtension(b) || !FormatDetector.hasCheckpointExtension(f) { continue }
             best[r] = f
         }
-        var seen = Set<String>()
-        let out = kept.filter { best[$0.1] == $0.0 && seen.insert($0.0).inserted }.map(\.0)
+        var seen = Set<[UInt8]>()
+        let out = kept.filter { f, r in
+            guard let b = best[r], PathBytes.equal(b, f) else { return false }
+            return seen.insert(PathBytes.key(f)).inserted
+        }.map(\.0)
         return (out, missing, unreadable)
     }
 }

@@ -26,7 +26,8 @@ public final class Storage: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
         let size = Int(st.st_size)
         owned = nil; keepAlive = nil
-        mappedFile = FileRef(path: path, size: size, mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
+        mappedFile = FileRef(path: path, size: size, mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
+                             inode: UInt64(st.st_ino))
         if size == 0 { base = nil; count = 0; unmapLength = 0; return }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
@@ -157,27 +158,30 @@ public struct FileRef: Sendable {
     public var path: String
     public var size: Int
     public var mtime: Double
-    public init(path: String, size: Int, mtime: Double) { self.path = path; self.size = size; self.mtime = mtime }
+    /// The inode of the file (links followed), 0 when unknown: a link retargeted to another file of the same size
+    /// and mtime, or a file replaced by a copy made with `cp -p`, is a different inode.
+    public var inode: UInt64
+    public init(path: String, size: Int, mtime: Double, inode: UInt64 = 0) { self.path = path; self.size = size; self.mtime = mtime; self.inode = inode }
 
     /// Size and modification time of the file itself: symbolic links are followed (a Hugging Face cache is links
     /// into blobs/), so replacing a link's target is a change.
     /// The file as it was when `storage` mapped it (else as it is now).
     public static func of(_ storage: Storage, _ path: String) throws -> FileRef {
-        if let f = storage.mappedFile, f.path == path { return f }
+        if let f = storage.mappedFile, PathBytes.equal(f.path, path) { return f }
         return try stat(path)
     }
 
     public static func stat(_ path: String) throws -> FileRef {
-        guard let (size, mtime) = followStat(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
-        return FileRef(path: path, size: size, mtime: mtime)
+        guard let (size, mtime, inode) = followStat(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        return FileRef(path: path, size: size, mtime: mtime, inode: inode)
     }
 }
 
-/// stat(2), following links: size and mtime (with nanoseconds), or nil with errno set.
-private func followStat(_ path: String) -> (Int, Double)? {
+/// stat(2), following links: size, mtime (with nanoseconds) and inode, or nil with errno set.
+private func followStat(_ path: String) -> (Int, Double, UInt64)? {
     var st = stat()
     guard stat(path, &st) == 0 else { return nil }
-    return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
+    return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, UInt64(st.st_ino))
 }
 
 /// stat(2), following links: whether the path is a regular file, or nil with errno set.
@@ -187,11 +191,33 @@ private func followIsRegular(_ path: String) -> Bool? {
     return (st.st_mode & S_IFMT) == S_IFREG
 }
 
+/// File paths compared as the kernel compares them, byte for byte. Swift's `==` on String is Unicode canonical
+/// equivalence: "café" spelled with U+00E9 (NFC) and with "e" + U+0301 (NFD) are equal Strings, and equal keys of a
+/// Set or Dictionary, but two different files on Linux.
+public enum PathBytes {
+    public static func equal(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
+    /// A Set / Dictionary key that keeps canonically equivalent spellings apart.
+    public static func key(_ p: String) -> [UInt8] { Array(p.utf8) }
+    /// Byte order (the order `ls` gives in the C locale); a total order, unlike String's `<` on twins.
+    public static func less(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
+    /// Whether `p` is `root` or below it, as a path: x/ holds x/a, not xx/b.
+    public static func isUnder(_ p: String, _ root: String) -> Bool {
+        if equal(p, root) { return true }
+        var r = Array(root.utf8)
+        if r.last != UInt8(ascii: "/") { r.append(UInt8(ascii: "/")) }
+        return p.utf8.starts(with: r)
+    }
+    /// A name that is not UTF-8, for messages: printable ASCII kept, every other byte as \xNN.
+    public static func escaped(_ bytes: [UInt8]) -> String {
+        bytes.map { (0x20..<0x7f).contains($0) && $0 != UInt8(ascii: "\\") ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+    }
+}
+
 extension FileRef {
     /// Whether two paths name the same file once links, `.` and `..` are resolved (an output must not be an input).
     public static func samePath(_ a: String, _ b: String) -> Bool {
         func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
-        return real(a) == real(b)
+        return PathBytes.equal(real(a), real(b))
     }
 
     /// Whether `path` (links followed) is a regular file. Only those are ever opened: opening a FIFO for reading

@@ -584,3 +584,67 @@ extension CatalogReviewTests {
         XCTAssertFalse(w.err.isEmpty)
     }
 }
+
+extension CatalogReviewTests {
+    /// File names are bytes on Linux. "café" in NFC and in NFD are two files (Swift's String == calls them equal);
+    /// a checkpoint whose name is not UTF-8 is reported, not silently skipped; `--prune` of one twin's folder does
+    /// not reach the other's.
+    func testUnicodeTwinsAndNonUTF8NamesAreTwoFilesAndAReportedFailure() throws {
+        let root = tmp.path("names"), db = tmp.path("names.db")
+        let nfc = "caf\u{E9}", nfd = "cafe\u{301}"
+        XCTAssertEqual(nfc, nfd, "the premise: Swift compares by canonical equivalence")
+        for d in [nfc, nfd] { try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true) }
+        let src = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let other = Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path
+        try FileManager.default.copyItem(atPath: src, toPath: root + "/\(nfc)/\(nfc).safetensors")
+        try FileManager.default.copyItem(atPath: other, toPath: root + "/\(nfd)/\(nfd).safetensors")
+        // A file and a folder whose names hold the byte 0xFF, made with the raw bytes.
+        func rawPath(_ name: [UInt8]) -> [CChar] { (Array((root + "/").utf8) + name + [0]).map { CChar(bitPattern: $0) } }
+        let data = try Data(contentsOf: URL(fileURLWithPath: src))
+        let fd = open(rawPath(Array("bad".utf8) + [0xFF] + Array(".safetensors".utf8)), O_WRONLY | O_CREAT, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        _ = data.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }; close(fd)
+        XCTAssertEqual(mkdir(rawPath([0xFE, 0x41]), 0o755), 0)
+        let r = try runWscan(["index", root, "--db", db])
+        XCTAssertEqual(r.status, 1, "a file that cannot be indexed is a failure: \(r.out) \(r.err)")
+        XCTAssertTrue(r.out.hasPrefix("2 indexed"), r.out)
+        XCTAssertTrue(r.err.contains("bad\\xff.safetensors: file name is not valid UTF-8"), r.err)
+        XCTAssertTrue(r.err.contains("\\xfeA: folder name is not valid UTF-8"), r.err)
+        let cat = try Catalog(path: db)
+        let paths = try cat.checkpoints().map { Array($0.path.utf8) }
+        XCTAssertEqual(Set(paths), Set([root + "/\(nfc)/\(nfc).safetensors", root + "/\(nfd)/\(nfd).safetensors"].map { Array($0.utf8) }))
+        // Each twin resolves to its own entry, by exact path.
+        let a = try cat.resolve(root + "/\(nfc)/\(nfc).safetensors"), b = try cat.resolve(root + "/\(nfd)/\(nfd).safetensors")
+        XCTAssertNotEqual(a.id, b.id)
+        XCTAssertTrue(PathBytes.equal(b.path, root + "/\(nfd)/\(nfd).safetensors"))
+        // The NFD folder's file goes; pruning the NFC folder keeps its entry (it is not under that folder).
+        try FileManager.default.removeItem(atPath: root + "/\(nfd)/\(nfd).safetensors")
+        XCTAssertTrue(try runWscan(["index", root + "/" + nfc, "--prune", "--db", db]).out.contains("pruned 0 entries"))
+        XCTAssertEqual(try cat.checkpoints().count, 2)
+        XCTAssertTrue(try runWscan(["index", root + "/" + nfd, "--prune", "--db", db]).out.contains("pruned 1 entries"))
+        XCTAssertEqual(try cat.checkpoints().map { Array($0.path.utf8) }, [Array((root + "/\(nfc)/\(nfc).safetensors").utf8)])
+    }
+
+    /// A link retargeted to another file with the same size and mtime is a change (the inode differs).
+    func testRetargetedLinkWithSameSizeAndMtimeIsReindexed() throws {
+        let root = tmp.path("retarget"), db = tmp.path("retarget.db"), store = tmp.path("retarget-store")
+        for d in [root, store] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        let a = store + "/a", b = store + "/b"
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: a)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path, toPath: b)
+        let when = Date(timeIntervalSince1970: 1_600_000_000)
+        for p in [a, b] { try FileManager.default.setAttributes([.modificationDate: when], ofItemAtPath: p) }
+        XCTAssertEqual(try FileRef.stat(a).size, try FileRef.stat(b).size, "the premise: same size")
+        XCTAssertEqual(try FileRef.stat(a).mtime, try FileRef.stat(b).mtime, "the premise: same mtime")
+        let link = root + "/m.safetensors"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: a)
+        XCTAssertTrue(try runWscan(["index", root, "--db", db]).out.hasPrefix("1 indexed"))
+        let before = try Catalog(path: db).resolve(link).fingerprint
+        XCTAssertTrue(try runWscan(["index", root, "--db", db]).out.hasPrefix("0 indexed, 1 current"))
+        try FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: b)
+        let r = try runWscan(["index", root, "--db", db])
+        XCTAssertTrue(r.out.hasPrefix("1 indexed, 0 current"), "the link now names another file: \(r.out)")
+        XCTAssertNotEqual(try Catalog(path: db).resolve(link).fingerprint, before)
+    }
+}
