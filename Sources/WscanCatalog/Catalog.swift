@@ -17,10 +17,19 @@ public final class Catalog: @unchecked Sendable {
     public init(path: String, create: Bool = true) throws {
         self.path = path
         var st = stat()
-        // A catalog the user may not write: opened as an immutable file (no -shm/-wal needed), read-only.
+        // A catalog the user may not write opens read-only: as a WAL database when SQLite can (it then sees the
+        // owner's committed changes still in the -wal file, and a write in progress safely), else, with no -wal
+        // content to miss, as an immutable file (no -shm needed).
         let readOnly = stat(path, &st) == 0 && st.st_size > 0 && access(path, W_OK) != 0
-        let openPath = readOnly ? "file:" + (path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
-            .replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "?", with: "%3f").replacingOccurrences(of: "#", with: "%23") + "?immutable=1" : path
+        var openPath = path
+        if readOnly && !Self.opensReadOnly(path) {
+            var w = stat()
+            if stat(path + "-wal", &w) == 0 && w.st_size > 0 {
+                throw CatalogError.readOnly("\(path) is read-only and its write-ahead log (\(path)-wal) holds changes this user cannot apply: ask its owner to run `wscan ls --db \(path)` once")
+            }
+            openPath = "file:" + (path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
+                .replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "?", with: "%3f").replacingOccurrences(of: "#", with: "%23") + "?immutable=1"
+        }
         connectPath = openPath
         if stat(path, &st) != 0 || (st.st_size == 0 && !create) {
             guard create else { throw CatalogError.readOnly("no catalog at \(path) (run `wscan index PATH` first, or pass --db)") }
@@ -52,6 +61,14 @@ public final class Catalog: @unchecked Sendable {
         }
         db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)
+    }
+
+    /// Whether SQLite reads this WAL catalog through a read-only connection (it needs a readable -shm, or one it may create).
+    static func opensReadOnly(_ path: String) -> Bool {
+        var ro = Configuration(); ro.readonly = true; ro.busyMode = .timeout(10)
+        guard let q = try? DatabaseQueue(path: path, configuration: ro) else { return false }
+        defer { try? q.close() }
+        return (try? q.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") }) != nil
     }
 
     static var migrator: DatabaseMigrator {
@@ -331,7 +348,10 @@ public final class Catalog: @unchecked Sendable {
 
     /// Drops checkpoints whose files are gone (or, with `under`, only those below these folders).
     /// `except`: folders that could not be listed; entries below them are kept (their files may well exist).
-    public func prune(under roots: [String], except unlisted: [String] = []) throws -> [String] {
+    /// `covered`: paths the walk found to be no checkpoint of their own any more (shards now listed by an index, a
+    /// second path to a listed file): their entries go too, so the catalog lists what a fresh index would.
+    public func prune(under roots: [String], except unlisted: [String] = [], covered: [String] = []) throws -> [String] {
+        let coveredKeys = Set(covered.map(PathBytes.key))
         let rows = try db.read { db in try Row.fetchAll(db, sql: "SELECT id, path FROM checkpoints") }
         var dropped: [String] = []
         for r in rows {
@@ -339,7 +359,7 @@ public final class Catalog: @unchecked Sendable {
             // Under a root as a path (x/ holds x/a, not xx/b); gone when no longer a regular file.
             guard roots.isEmpty || roots.contains(where: { PathBytes.isUnder(p, $0) }) else { continue }
             guard !unlisted.contains(where: { PathBytes.isUnder(p, $0) && !PathBytes.equal(p, $0) }) else { continue }
-            if !FileRef.isRegularFile(p) {
+            if FileRef.isGone(p) || coveredKeys.contains(PathBytes.key(p)) {
                 try db.write { db in
                     try db.execute(sql: "DELETE FROM checkpoints WHERE id = ?", arguments: [r["id"] as Int64])
                     try db.execute(sql: "DELETE FROM results WHERE kind = 'lineage'")

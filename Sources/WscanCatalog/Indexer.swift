@@ -34,7 +34,7 @@ public final class Indexer {
     public init(catalog: Catalog, options: Options) { self.catalog = catalog; self.options = options }
 
     public func run(paths: [String]) throws -> [Outcome] {
-        let (cks, missing, unreadable) = CheckpointOpener.discover(paths)
+        let (cks, missing, unreadable, covered) = CheckpointOpener.discover(paths)
         // With --prune a root that is gone is the point (its entries are dropped below), not a failure.
         let reportMissing = options.prune ? [] : missing
         var outcomes: [Outcome] = reportMissing.map { .failed(path: $0, reason: "no such file or folder") }
@@ -57,8 +57,8 @@ public final class Indexer {
             onOutcome?(o)
         }
         if options.prune {
-            let roots = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-            pruned = try catalog.prune(under: roots, except: unlisted)
+            let roots = paths.map { FileRef.absolute($0) }
+            pruned = try catalog.prune(under: roots, except: unlisted, covered: covered)
         }
         return outcomes
     }

@@ -107,7 +107,7 @@ extension Catalog {
         let all = try checkpoints()
         let idText = ref.hasPrefix("#") ? String(ref.dropFirst()) : ref
         if let id = Int64(idText), let r = all.first(where: { $0.id == id }) { return r }
-        let abs = URL(fileURLWithPath: ref).standardizedFileURL.path
+        let abs = FileRef.absolute(ref)
         if let r = all.first(where: { PathBytes.equal($0.path, abs) || PathBytes.equal($0.path, ref) }) { return r }
         let byName = all.filter { $0.name == ref }
         if byName.count == 1 { return byName[0] }

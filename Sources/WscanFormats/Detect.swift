@@ -173,6 +173,10 @@ public enum CheckpointOpener {
             guard let d = opendir(dir) else {
                 unreadable.append((sdir, "cannot list folder: \(String(cString: strerror(errno)))")); continue
             }
+            // Listable but not searchable (mode r--): the names come back but none of the files can be opened.
+            if access(dir, X_OK) != 0 {
+                unreadable.append((sdir, "cannot open the files of folder: \(String(cString: strerror(errno)))")); closedir(d); continue
+            }
             while let e = readdir(d) {
                 let bytes: [UInt8] = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix(while: { $0 != 0 })) }
                 if bytes.first == UInt8(ascii: ".") { continue }          // ".", "..", and hidden entries
@@ -196,8 +200,23 @@ public enum CheckpointOpener {
                 }
                 let real = join(dir, name), full = join(sdir, name)
                 if type == Int32(DT_DIR) { stack.append((real, full)); continue }
-                guard type == Int32(DT_REG) || type == Int32(DT_LNK), FormatDetector.isCandidate(full) else { continue }
-                if type == Int32(DT_REG) || FileRef.isRegularFile(full) { found.append(full) }
+                guard type == Int32(DT_REG) || type == Int32(DT_LNK) else { continue }
+                if full.utf8.count >= Int(PATH_MAX) || real.utf8.count >= Int(PATH_MAX) {
+                    if FormatDetector.hasCheckpointExtension(name) {
+                        unreadable.append((full, "path is longer than PATH_MAX (\(PATH_MAX) bytes): the system cannot open it"))
+                    }
+                    continue
+                }
+                if type == Int32(DT_LNK) {
+                    var st = stat()
+                    if stat(full, &st) != 0 {
+                        // A dangling link named like a checkpoint (an unfinished download, a moved blob) is worth a line.
+                        if FormatDetector.hasCheckpointExtension(name) { unreadable.append((full, "link to nothing: \(String(cString: strerror(errno)))")) }
+                        continue
+                    }
+                    guard (st.st_mode & S_IFMT) == S_IFREG else { continue }
+                }
+                if FormatDetector.isCandidate(full) { found.append(full) }
             }
             closedir(d)
         }
@@ -206,7 +225,9 @@ public enum CheckpointOpener {
 
     /// Expands paths (files or folders, recursively) into checkpoint paths: shard indexes replace the shards they claim.
     /// `unreadable`: folders met in a walk that cannot be listed (permissions), with the reason: said, not skipped.
-    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)]) {
+    /// `covered`: files the walk met that are not checkpoints of their own (shards of a listed sharded model, a second
+    /// path to a listed file); `index --prune` drops catalog entries left under those paths.
+    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)], covered: [String]) {
         var files: [String] = [], missing: [String] = []
         var unreadable: [(path: String, reason: String)] = []
         /// `shown`: the path the user knows the folder by (entries are stored under it).
@@ -218,7 +239,7 @@ public enum CheckpointOpener {
         for p in paths {
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: p, isDirectory: &isDir) else { missing.append(p); continue }
-            let abs = URL(fileURLWithPath: p).standardizedFileURL.path
+            let abs = FileRef.absolute(p)
             if isDir.boolValue {
                 // A folder given by a link is walked through its target (links met inside the walk are not
                 // followed: no cycles), and its files keep the path the user gave.
@@ -231,24 +252,35 @@ public enum CheckpointOpener {
         }
         // Shards are claimed by their real paths: in a Hugging Face cache the index names links, and the shards'
         // content-named blobs are found too. Paths are keyed by their bytes (PathBytes): NFC and NFD twins are two files.
-        func real(_ p: String) -> [UInt8] { PathBytes.key(URL(fileURLWithPath: p).resolvingSymlinksInPath().path) }
+        // One entry per file, by device and inode (FileRef.identity): a file reached twice (a hard link, a link)
+        // is indexed once.
+        let ids = files.map(FileRef.identity)
         var claimed = Set<[UInt8]>()
         for f in files where f.hasSuffix(".safetensors.index.json") {
-            claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f).map(real))
+            claimed.formUnion(ShardedSafetensorsReader.claimedShards(indexPath: f).map(FileRef.identity))
         }
-        // One entry per file: a Hugging Face cache holds each file twice, as a content-named blob (no extension,
-        // found by content) and as a named link into it (snapshots/REV/model.safetensors). The named path wins.
-        let kept = files.map { ($0, real($0)) }.filter { !claimed.contains($0.1) }
-        var best: [[UInt8]: String] = [:]
-        for (f, r) in kept {
-            if let b = best[r], FormatDetector.hasCheckpointExtension(b) || !FormatDetector.hasCheckpointExtension(f) { continue }
-            best[r] = f
+        // A Hugging Face cache holds each file twice, as a content-named blob (no extension, found by content) and as
+        // a named link into it (snapshots/REV/model.safetensors): the named path wins; between two named paths, the
+        // file itself wins over a link to it; else the first in byte order.
+        func rank(_ p: String) -> Int {
+            var st = stat()
+            let link = lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+            return (FormatDetector.hasCheckpointExtension(p) ? 2 : 0) + (link ? 0 : 1)
         }
-        var seen = Set<[UInt8]>()
-        let out = kept.filter { f, r in
-            guard let b = best[r], PathBytes.equal(b, f) else { return false }
-            return seen.insert(PathBytes.key(f)).inserted
-        }.map(\.0)
-        return (out, missing, unreadable)
+        var best: [[UInt8]: (path: String, rank: Int)] = [:]
+        for (f, r) in zip(files, ids) where !claimed.contains(r) {
+            let k = rank(f)
+            if let b = best[r], b.rank >= k { continue }
+            best[r] = (f, k)
+        }
+        var seen = Set<[UInt8]>(), out: [String] = [], covered: [String] = []
+        for (f, r) in zip(files, ids) {
+            if let b = best[r], PathBytes.equal(b.path, f) {
+                if seen.insert(PathBytes.key(f)).inserted { out.append(f) }
+            } else {
+                covered.append(f)
+            }
+        }
+        return (out, missing, unreadable, covered)
     }
 }

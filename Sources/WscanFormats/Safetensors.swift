@@ -134,6 +134,7 @@ public enum ShardedSafetensorsReader {
         guard idxStorage.count <= 100_000_000 else { throw FormatError(.header, "index file larger than 100 MB") }
         let json = try parseJSONObject(idxStorage.buffer, what: "shard index")
         guard let wm = json["weight_map"] as? [String: Any] else { throw FormatError(.header, "shard index has no weight_map") }
+        guard !wm.isEmpty else { throw FormatError(.header, "shard index lists no tensors (empty weight_map)") }
         var weightMap: [String: String] = [:]
         for (k, v) in wm {
             guard let f = v as? String else { throw FormatError(.header, "weight_map[\(k)] is not a string") }

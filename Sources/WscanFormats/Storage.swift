@@ -184,6 +184,12 @@ private func followStat(_ path: String) -> (Int, Double, UInt64)? {
     return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, UInt64(st.st_ino))
 }
 
+/// stat(2), following links, or nil with errno set.
+private func statFollowing(_ path: String) -> stat? {
+    var st = stat()
+    return stat(path, &st) == 0 ? st : nil
+}
+
 /// stat(2), following links: whether the path is a regular file, or nil with errno set.
 private func followIsRegular(_ path: String) -> Bool? {
     var st = stat()
@@ -214,6 +220,38 @@ public enum PathBytes {
 }
 
 extension FileRef {
+    /// The absolute form of a path the user typed, naming the file the kernel opens. `.` and repeated slashes go;
+    /// a `..` is resolved against the real folder before it (realpath): `link/../x` is x beside the link's target,
+    /// which a string edit (`standardizedFileURL`) turned into x beside the link. The last component stays as
+    /// typed, so a link to a file keeps its own name.
+    public static func absolute(_ path: String) -> String {
+        let lexical = URL(fileURLWithPath: path).standardizedFileURL.path
+        let raw = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let parts = raw.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        guard let last = parts.lastIndex(of: "..") else { return lexical }
+        guard let r = realpath("/" + parts[...last].joined(separator: "/"), nil) else { return lexical }
+        defer { free(r) }
+        var out = String(cString: r)
+        for c in parts[(last + 1)...] where c != "." {
+            if c == ".." { out = parentPath(out) } else { out += (out.hasSuffix("/") ? "" : "/") + c }
+        }
+        return out
+    }
+
+    /// Whether a catalogued file is gone: no such file (or a path through a non-folder), or no longer a regular
+    /// file. A file that cannot be examined (permission, link loop, I/O error) is not gone.
+    public static func isGone(_ path: String) -> Bool {
+        if let st = statFollowing(path) { return (st.st_mode & S_IFMT) != S_IFREG }
+        return errno == ENOENT || errno == ENOTDIR
+    }
+
+    /// A key for "the same file": device and inode (hard links and links to one file share it), else the bytes of
+    /// the path with links resolved.
+    public static func identity(_ path: String) -> [UInt8] {
+        if let st = statFollowing(path) { return [0] + Array("\(st.st_dev):\(st.st_ino)".utf8) }
+        return PathBytes.key(URL(fileURLWithPath: path).resolvingSymlinksInPath().path)
+    }
+
     /// Whether two paths name the same file once links, `.` and `..` are resolved (an output must not be an input).
     public static func samePath(_ a: String, _ b: String) -> Bool {
         func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }

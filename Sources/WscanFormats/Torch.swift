@@ -290,7 +290,7 @@ public enum PickleFileReader {
         try TorchReader.refuseIfUnsafe(findings, trust: options.trust)
         let g: PickleGraph
         do { g = try PickleVM.parse(st.buffer) } catch let e as FormatError {
-            throw FormatError(.pickle, "\(name): \(e.message)")
+            throw FormatError(.pickle, e.message)     // the caller names the file
         }
         if g.root >= 0, g.describe(g.root) == legacyMagic {
             throw FormatError(.unsupported, "legacy (pre-1.6) PyTorch format: re-save with torch.save(..., _use_new_zipfile_serialization=True)")

@@ -60,7 +60,7 @@ struct CLIError: Error, CustomStringConvertible {
 /// The one checkpoint file a path names: the path itself, or the single checkpoint of a folder (a sharded model's
 /// index, or the one weights file beside pickled extras).
 func checkpointFile(_ ref: String) throws -> String {
-    var (paths, _, _) = CheckpointOpener.discover([ref])
+    var (paths, _, _, _) = CheckpointOpener.discover([ref])
     guard !paths.isEmpty else { throw CLIError("\(ref): no checkpoint found there") }
     if paths.count > 1 {
         // A model folder often holds one weights file beside pickled extras (training_args.bin, optimizer.pt).
@@ -76,6 +76,8 @@ func checkpointFile(_ ref: String) throws -> String {
 func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = false) throws -> CheckpointRow {
     if FileManager.default.fileExists(atPath: ref) {
         let p = try checkpointFile(ref)
+        // A FIFO, a device or a socket is no checkpoint: said without leaving a record in the catalog.
+        do { try FileRef.requireRegularFile(p) } catch let e as FormatError { throw CLIError("\(p): \(e.message)") }
         let ix = Indexer(catalog: catalog, options: .init())
         if case let .failed(path, reason) = ix.indexOne(p) {
             // `show` reports a file that failed (its status and error are in the catalog); the analyses refuse it.

@@ -582,6 +582,21 @@ extension CatalogReviewTests {
         let w = try runProcess(setpriv, asNobody + ["analyze", "spectrum", "#1", "--db", db])
         XCTAssertEqual(w.status, 1, "writing to a read-only catalog fails with a message")
         XCTAssertFalse(w.err.isEmpty)
+        // The owner indexes a second model while holding the catalog open, so the change stays in the -wal file
+        // (SQLite folds it back only when the last connection closes): a reader must see it (an immutable open
+        // reads the main file alone and saw one checkpoint).
+        XCTAssertEqual(chmod(db, 0o644), 0)
+        let owner = try Catalog(path: db)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path, toPath: dir + "/n.safetensors")
+        XCTAssertEqual(chmod(dir + "/n.safetensors", 0o644), 0)
+        XCTAssertEqual(try runWscan(["index", dir, "--db", db]).status, 0)
+        var walSize = stat()
+        XCTAssertEqual(stat(db + "-wal", &walSize), 0); XCTAssertGreaterThan(walSize.st_size, 0, "the premise: changes in the WAL")
+        for f in [db + "-wal", db + "-shm"] { _ = chmod(f, 0o644) }
+        let q2 = try runProcess(setpriv, asNobody + ["query", "SELECT COUNT(*) AS n FROM checkpoints", "--json", "--db", db])
+        XCTAssertEqual(q2.status, 0, q2.err)
+        XCTAssertTrue(q2.out.contains("\"n\" : 2") || q2.out.contains("\"n\": 2"), q2.out)
+        withExtendedLifetime(owner) {}
     }
 }
 
@@ -646,5 +661,92 @@ extension CatalogReviewTests {
         let r = try runWscan(["index", root, "--db", db])
         XCTAssertTrue(r.out.hasPrefix("1 indexed, 0 current"), "the link now names another file: \(r.out)")
         XCTAssertNotEqual(try Catalog(path: db).resolve(link).fingerprint, before)
+    }
+}
+
+extension CatalogReviewTests {
+    /// What a fresh index lists, `--prune` leaves: shards an index file now claims and a second path to a listed
+    /// file lose their own entries; the file itself wins over a link to it; hard links are one file; a `..` after a
+    /// linked folder is resolved where the kernel resolves it; dangling links, paths past PATH_MAX and an empty
+    /// weight_map are reported.
+    func testPruneReconcilesWithTheWalkAndPathsNameTheFileTheKernelOpens() throws {
+        let fm = FileManager.default
+        let root = tmp.path("recon"), db = tmp.path("recon.db")
+        let shardSrc = Paths.corpus.appendingPathComponent("mlp_seed1_sharded").path
+        try fm.createDirectory(atPath: root + "/m", withIntermediateDirectories: true)
+        for s in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] { try fm.copyItem(atPath: shardSrc + "/" + s, toPath: root + "/m/" + s) }
+        try fm.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: root + "/real.safetensors")
+        XCTAssertEqual(try runWscan(["index", root, "--db", db]).status, 0)
+        XCTAssertEqual(try Catalog(path: db).checkpoints().count, 3, "two shards on their own, and real")
+        try fm.copyItem(atPath: shardSrc + "/model.safetensors.index.json", toPath: root + "/m/model.safetensors.index.json")
+        try fm.createSymbolicLink(atPath: root + "/alias.safetensors", withDestinationPath: "real.safetensors")
+        XCTAssertEqual(link(root + "/real.safetensors", root + "/zhard.safetensors"), 0)     // equals sort by bytes
+        try fm.createSymbolicLink(atPath: root + "/gone.safetensors", withDestinationPath: "nowhere.safetensors")
+        let r = try runWscan(["index", root, "--prune", "--db", db])
+        XCTAssertEqual(r.status, 1, "the dangling link is a failure: \(r.out) \(r.err)")
+        XCTAssertTrue(r.err.contains("gone.safetensors: link to nothing: No such file or directory"), r.err)
+        XCTAssertTrue(r.out.contains("pruned 2 entries"), r.out)
+        let paths = try Catalog(path: db).checkpoints().map(\.path).sorted()
+        XCTAssertEqual(paths, [root + "/m/model.safetensors.index.json", root + "/real.safetensors"],
+                       "one entry per file: the sharded model, and real (not its link, not its hard link)")
+
+        // `..` after a linked folder: the file beside the link's target, as open(2) resolves it.
+        try fm.createDirectory(atPath: root + "/elsewhere/sub", withIntermediateDirectories: true)
+        try fm.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed2.safetensors").path, toPath: root + "/elsewhere/x.safetensors")
+        try fm.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: root + "/x.safetensors")
+        try fm.createSymbolicLink(atPath: root + "/link", withDestinationPath: "elsewhere/sub")
+        XCTAssertEqual(try runWscan(["index", "link/../x.safetensors", "--db", db], cwd: URL(fileURLWithPath: root)).status, 0)
+        XCTAssertTrue(try Catalog(path: db).checkpoints().contains { $0.path == root + "/elsewhere/x.safetensors" })
+        XCTAssertEqual(FileRef.absolute(root + "/link/../x.safetensors"), root + "/elsewhere/x.safetensors")
+        XCTAssertEqual(FileRef.absolute(root + "/./m//real.safetensors"), root + "/m/real.safetensors")
+
+        // A checkpoint whose path is longer than PATH_MAX (its folders within it): named, not skipped in silence.
+        var deep = tmp.path("deepdir")
+        try fm.createDirectory(atPath: deep, withIntermediateDirectories: true)
+        let top = deep
+        XCTAssertEqual(chdir(deep), 0)
+        defer { _ = chdir("/") }
+        while deep.utf8.count < 3900 {
+            let seg = String(repeating: "d", count: min(250, 3950 - deep.utf8.count))
+            XCTAssertEqual(mkdir(seg, 0o755), 0); XCTAssertEqual(chdir(seg), 0); deep += "/" + seg
+        }
+        let long = String(repeating: "f", count: 228) + ".safetensors"
+        XCTAssertGreaterThan(deep.utf8.count + 1 + long.utf8.count, Int(PATH_MAX))
+        XCTAssertEqual(link(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, long), 0)
+        let d = try runWscan(["index", top, "--db", tmp.path("deep.db")])
+        XCTAssertEqual(d.status, 1, d.out)
+        XCTAssertTrue(d.err.contains("path is longer than PATH_MAX") || d.err.contains("cannot list folder: File name too long"), d.err)
+
+        // An index that lists nothing is an error, not an empty model.
+        let e = tmp.path("emptyidx")
+        try fm.createDirectory(atPath: e, withIntermediateDirectories: true)
+        try Data(#"{"metadata": {}, "weight_map": {}}"#.utf8).write(to: URL(fileURLWithPath: e + "/w.safetensors.index.json"))
+        let ei = try runWscan(["index", e, "--db", tmp.path("e.db")])
+        XCTAssertEqual(ei.status, 1); XCTAssertTrue(ei.err.contains("empty weight_map"), ei.err)
+    }
+
+    /// A folder the user may list but not search (r--) is reported, and `--prune` keeps its entries; an entry whose
+    /// file cannot be examined is not "gone".
+    func testUnsearchableFolderIsReportedAndItsEntriesKept() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run wscan as an unprivileged user")
+        }
+        let root = tmp.path("rx")
+        try FileManager.default.createDirectory(atPath: root + "/noexec", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: root + "/noexec/a.safetensors")
+        let bin = tmp.path("wscan-rx")
+        try FileManager.default.copyItem(atPath: Paths.wscanBinary.path, toPath: bin)
+        for p in [tmp.url.path, root, root + "/noexec", root + "/noexec/a.safetensors", bin] { XCTAssertEqual(chmod(p, 0o777), 0) }
+        let db = root + "/c.db"
+        let setpriv = URL(fileURLWithPath: "/usr/bin/setpriv")
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", bin]
+        XCTAssertEqual(try runProcess(setpriv, asNobody + ["index", root, "--db", db]).status, 0)
+        XCTAssertEqual(chmod(root + "/noexec", 0o444), 0)
+        defer { _ = chmod(root + "/noexec", 0o755) }
+        let r = try runProcess(setpriv, asNobody + ["index", root, "--prune", "--db", db])
+        XCTAssertEqual(r.status, 1, r.out + r.err)
+        XCTAssertTrue(r.err.contains("noexec: cannot open the files of folder: Permission denied"), r.err)
+        XCTAssertTrue(r.out.contains("pruned 0 entries"), r.out)
+        XCTAssertEqual(try Catalog(path: db).checkpoints().count, 1)
     }
 }
