@@ -627,9 +627,10 @@ static void mag_flush(uint64_t *w, double *tab, uint32_t base, uint32_t lo, uint
         uint32_t e = k >> 7;                      /* biased exponent */
         double *t = tab + 2 * (k - base);
         t[0] += (double)(v >> 45);
-        /* zeros and subnormals (x^2 < 2^-252) count 0, and so do Inf and NaN: the caller reports them apart */
-        if (e == 0 || e == 255) continue;
-        t[1] += ldexp((double)(v & ((1ull << 45) - 1)), 2 * (int)e - 279);
+        /* Inf and NaN count 0: the caller reports them apart */
+        if (e == 255) continue;
+        /* a subnormal is m * 2^-149 with no implicit bit: the normal formula with exponent 1 */
+        t[1] += ldexp((double)(v & ((1ull << 45) - 1)), 2 * (int)(e ? e : 1) - 279);
     }
 }
 
@@ -663,12 +664,14 @@ static void mag_key_make(void) { pthread_key_create(&mag_key, free); }   /* free
    Pairs come out in the order 0,2,4,6,1,3,5,7 of each group of eight, keys matching words. */
 __attribute__((target("avx2")))
 static void mag_terms(const uint32_t *u, size_t n, uint64_t *key, uint64_t *term) {
-    const __m256i lo23 = _mm256_set1_epi32(0x7fffff), one23 = _mm256_set1_epi32(0x800000);
+    const __m256i lo23 = _mm256_set1_epi32(0x7fffff), one23 = _mm256_set1_epi32(0x800000), expo = _mm256_set1_epi32(0x7f800000);
     const __m256i k15 = _mm256_set1_epi64x(0x7fff), half = _mm256_set1_epi64x(1 << 20), cnt = _mm256_set1_epi64x(1ll << 45);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(u + i));
-        __m256i m = _mm256_or_si256(_mm256_and_si256(v, lo23), one23);
+        /* the implicit bit for normal numbers only: zeros and subnormals (exponent 0) have none */
+        __m256i normal = _mm256_cmpgt_epi32(_mm256_and_si256(v, expo), _mm256_setzero_si256());
+        __m256i m = _mm256_or_si256(_mm256_and_si256(v, lo23), _mm256_and_si256(normal, one23));
         __m256i pe = _mm256_mul_epu32(m, m);                                   /* elements 0,2,4,6 */
         __m256i mo = _mm256_srli_epi64(m, 32);
         __m256i po = _mm256_mul_epu32(mo, mo);                                 /* elements 1,3,5,7 */
@@ -680,7 +683,7 @@ static void mag_terms(const uint32_t *u, size_t n, uint64_t *key, uint64_t *term
         _mm256_storeu_si256((__m256i *)(term + i), pe); _mm256_storeu_si256((__m256i *)(term + i + 4), po);
     }
     for (; i < n; i++) {
-        uint64_t mm = (u[i] & 0x7fffffu) | 0x800000u;
+        uint64_t mm = (u[i] & 0x7fffffu) | ((u[i] & 0x7f800000u) ? 0x800000u : 0);
         key[i] = WSCAN_MAG_KEY(u[i]);
         term[i] = ((mm * mm + (1u << 20)) >> 21) + (1ull << 45);
     }

@@ -158,7 +158,7 @@ public enum Saliency {
     public static func mask(_ scores: WeightSet, top: Double, source: SaliencySource) -> (mask: [String: [UInt8]], result: SaliencyResult) {
         let tensors = scores.names
         let total = tensors.reduce(0) { $0 + scores.values[$1]!.count }
-        let keep = Int((top * Double(total)).rounded())
+        let keep = DecimalFraction.times(top, total, .plain)        // round half up, on the decimal top
         // The (total − keep) least salient, found by selection, are masked out.
         let values = tensors.map { scores.values[$0]! }
         var cut = Sparsity.cuts(values, counts: [total - keep])[0]
@@ -185,6 +185,8 @@ public enum Saliency {
                                         meanScore: v.isEmpty ? 0 : mass / Double(v.count)))
         }
         let kept = layers.reduce(0) { $0 + $1.salient }
+        if keep == 0 { warnings.append("top \(top) of \(total) weights rounds to 0: the mask keeps no weight") }
+        if kept > keep { warnings.append("\(kept) weights are salient, more than round(top·N) = \(keep): every NaN/±Inf score is salient and there are more of them") }
         return (masks, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers,
                                       warnings: warnings.isEmpty ? nil : warnings))
     }

@@ -74,6 +74,21 @@ public struct PruneCut: Sendable {
     public var none: Bool      // k = 0
 }
 
+/// s·n for a fraction s the user wrote in decimal, in exact decimal arithmetic: s is taken as its shortest decimal
+/// spelling (the digits Swift prints for it, which are the digits typed for any fraction of up to 15 significant
+/// digits), so ⌊0.999999 · 1,000,001⌋ is 999,999 and round(0.7 · 45) is 32, where binary arithmetic gives 1,000,000
+/// (after an epsilon nudge) and 31.
+public enum DecimalFraction {
+    public static func times(_ s: Double, _ n: Int, _ mode: NSDecimalNumber.RoundingMode) -> Int {
+        guard s.isFinite, s > 0, n > 0 else { return 0 }
+        guard var d = Decimal(string: "\(s)", locale: Locale(identifier: "en_US_POSIX")) else { return Int((s * Double(n)).rounded(.down)) }
+        d *= Decimal(n)
+        var r = Decimal()
+        NSDecimalRound(&r, &d, 0, mode)
+        return NSDecimalNumber(decimal: r).intValue
+    }
+}
+
 public enum Sparsity {
     /// Tensors are histogrammed in chunks of at most this many elements, so one big embedding doesn't leave a core idle.
     static let chunkElements = 1 << 20
@@ -163,9 +178,9 @@ public enum Sparsity {
     /// Pass 1 (histograms) gives, for each sparsity, the bin holding the k-th smallest |w| of the group; pass 2
     /// collects just those bins' elements, and a radix selection on the low 16 bits inside each bin gives the
     /// exact value. Ties at the threshold go in scan order (group order, then index).
-    /// How many of n weights sparsity s prunes: ⌊s·n⌋, computed so that a decimal fraction gives the count a person
-    /// expects (0.29 of 100 is 29, although 0.29·100 is 28.999999999999996 in binary floating point).
-    public static func count(_ s: Double, of n: Int) -> Int { min(n, max(0, Int((s * Double(n) * (1 + 1e-12)).rounded(.down)))) }
+    /// How many of n weights sparsity s prunes: ⌊s·n⌋ for s as the decimal it is written as (DecimalFraction): 0.29
+    /// of 100 is 29, although 0.29·100 is 28.999999999999996 in binary, and 0.999999 of 1,000,001 is 999,999.
+    public static func count(_ s: Double, of n: Int) -> Int { min(n, max(0, DecimalFraction.times(s, n, .down))) }
 
     /// `counts`, when given, are exact numbers to prune per sparsity slot (one group only), instead of fractions.
     static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double],
@@ -307,7 +322,7 @@ public enum Sparsity {
     }
 
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
-    static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && shape[1] % m == 0 }
+    static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && shape[1] > 0 && shape[1] % m == 0 && !shape.contains(0) }
 
     /// Tensors an N:M pattern leaves alone.
     public static func nmUnprunable(_ w: WeightSet, tensors: [String], m: Int) -> [String] {
@@ -326,7 +341,8 @@ public enum Sparsity {
         return prune(w, tensors: tensors, cut: cut)
     }
 
-    public static func defaultGrid() -> [Double] { (0..<20).map { Double($0) * 0.05 } + [0.99] }
+    /// 0, 5%, …, 95% (each the Double nearest its decimal: i/20, not i·0.05) and 99%.
+    public static func defaultGrid() -> [Double] { (0..<20).map { Double($0) / 20 } + [0.99] }
 
     /// The curve. `tensors` are the prunable tensors (by default every ≥2-D weight).
     public static func curve(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern,
@@ -391,7 +407,11 @@ public enum Sparsity {
             ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         }
         for (ti, n) in tensors.enumerated() where H[ti].nonFinite > 0 {
-            warnings.append("\(n): \(H[ti].nonFinite) NaN/±Inf weights, ranked above every finite magnitude (never pruned) and left out of the energy sums")
+            if case let .nm(nz, m) = pattern {
+                warnings.append("\(n): \(H[ti].nonFinite) NaN/±Inf weights, ranked above every finite magnitude (pruned only in a group of \(m) holding more than \(m - nz) of them)")
+            } else {
+                warnings.append("\(n): \(H[ti].nonFinite) NaN/±Inf weights, ranked above every finite magnitude (never pruned) and left out of the energy sums")
+            }
         }
         return SparsityCurve(scope: scope, pattern: pattern.description, prunable: prunable, tensors: tensors, points: points,
                              essential: ess, evaluator: evaluator?.description, warnings: warnings.isEmpty ? nil : warnings)

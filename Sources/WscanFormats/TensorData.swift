@@ -55,6 +55,21 @@ public enum TensorData {
 
     /// The stored byte runs of at most `chunk` elements (whole quantisation blocks), byte-swapped to little-endian
     /// where needed: body(source, first element, element count, step).
+    /// For F64 and C128 tensors: the first finite value float32 cannot hold (|x| beyond 3.4e38, which decodes to ±Inf),
+    /// or nil. Analyses that work in float32 refuse such a tensor instead of taking it for infinite.
+    public static func f64Overflow(_ ck: Checkpoint, _ t: TensorInfo) throws -> Double? {
+        guard t.dtype == .f64 || t.dtype == .c128 else { return nil }
+        var found: Double?
+        try storedRuns(ck, t, chunk: chunkElements) { src, _, n, _ in
+            guard found == nil else { return }
+            for j in 0..<(n * lanes(t.dtype)) {
+                let d = src.loadUnaligned(fromByteOffset: j * 8, as: Double.self)
+                if d.isFinite && abs(d) > Double(Float.greatestFiniteMagnitude) { found = d; return }
+            }
+        }
+        return found
+    }
+
     static func storedRuns(_ ck: Checkpoint, _ t: TensorInfo, chunk: Int,
                            _ body: (UnsafeRawPointer, Int, Int, Int) throws -> Void) throws {
         guard t.dtype.decodable else { throw FormatError(.unsupported, t.note ?? "no decoder for \(t.dtype.rawValue)") }

@@ -12,7 +12,7 @@ public enum MagnitudeKernel {
     public static let nonFiniteKey = 0x7F80
 
     /// Per-key (count, Σx²) of |x| over the populated keys: `pairs[2·(key − lo)]` and `pairs[2·(key − lo) + 1]`.
-    /// Counts are exact; each x² is rounded to 2⁻²⁶ relative in the kernel (zeros, subnormals, Inf and NaN count 0).
+    /// Counts are exact; each x² is rounded to 2⁻²⁶ relative in the kernel (a subnormal's to 2⁻²⁷⁸ absolute; Inf and NaN count 0).
     public struct Histogram: Sendable {
         public var lo: Int, hi: Int          // hi < lo when empty
         public var pairs: [Double]

@@ -19,6 +19,9 @@ enum Fmt {
         return Int(v * m)
     }
 
+    /// A fraction as a percentage with the digits it has: 0.01 → "1%", 0.005 → "0.5%", 1e-9 → "1e-07%".
+    static func percent(_ f: Double) -> String { String(format: "%.4g%%", f * 100) }
+
     static func count(_ n: Int) -> String {
         let a = Double(n)
         if a >= 1e9 { return String(format: "%.2fB", a / 1e9) }
@@ -137,10 +140,13 @@ final class ProgressBar: @unchecked Sendable {
 enum Terminal {
     static let diagnosticLimit = 400
 
-    /// Line breaks and tabs escaped, and cut to `limit` characters with an ellipsis.
+    /// Line breaks and tabs escaped, and cut to `limit` characters with an ellipsis in the middle: a diagnostic is
+    /// "path: reason", and the reason must survive a long path.
     static func oneLine(_ s: String, limit: Int = diagnosticLimit) -> String {
         let t = Fmt.field(s)
-        return t.count > limit ? String(t.prefix(limit - 1)) + "…" : t
+        guard t.count > limit else { return t }
+        let head = limit * 3 / 8
+        return String(t.prefix(head)) + "…" + String(t.suffix(limit - head - 1))
     }
 
     static func safe(_ s: String) -> String {

@@ -24,7 +24,7 @@ struct Scan: ParsableCommand {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { missing.append((p, "no such file or folder")); continue }
             if isDir.boolValue {
-                let (c, _, unlisted) = CheckpointOpener.discover([p])
+                let (c, _, unlisted, _) = CheckpointOpener.discover([p])
                 files += c.filter { !$0.hasSuffix(".index.json") }
                 missing += unlisted.map { ($0.path, $0.reason) }    // a folder we cannot list may hide anything
             } else { files.append(p) }

@@ -77,7 +77,7 @@ struct SparsityCommand: ParsableCommand {
             if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck)
+        let all = try WeightSet.load(ck, refuseNarrowing: true)
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
         let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
@@ -90,7 +90,7 @@ struct SparsityCommand: ParsableCommand {
                                        evaluator: curveEval, refine: !noRefine)
         struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }
         let e = curve.essential
-        let summary = String(format: "essential sparsity %.1f%% (within %.0f%% of dense %@), knee %@", e.withinTolerance * 100, tolerance * 100,
+        let summary = String(format: "essential sparsity %.1f%% (within %@ of dense %@), knee %@", e.withinTolerance * 100, Fmt.percent(tolerance) as NSString,
                              e.metric as NSString, (e.knee.map { String(format: "%.1f%%", $0 * 100) } ?? "none") as NSString)
         try cat.storeResult(kind: "sparsity", checkpoint: row.id,
                             params: Params(scope: scope, pattern: pattern, grid: g, tolerance: tolerance, tensors: tensors, evaluator: evaluator?.description),
@@ -141,7 +141,7 @@ struct PassThroughEvaluator: Evaluator {
 }
 
 func parseGrid(_ s: String) throws -> [Double] {
-    let v = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    let v = s.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
     guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! >= 0 && $0! < 1 }) else { throw ValidationError("grid values must be fractions in [0, 1)") }
     return v.map { $0! }
 }
@@ -177,24 +177,25 @@ struct SaliencyCommand: ParsableCommand {
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
         guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck)
+        let all = try WeightSet.load(ck, refuseNarrowing: true)
         // Parameters: ≥2-D floating tensors that are not optimizer state.
         let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
         var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?, frozen: [String] = []
         var otherID: Int64?
+        var inputs = ck.files.map(\.path)          // --mask-out must not replace any of them
         switch src {
         case .delta:
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
             let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
-            baseW = try WeightSet.load(bck); otherID = brow.id
+            baseW = try WeightSet.load(bck, refuseNarrowing: true); otherID = brow.id; inputs += bck.files.map(\.path)
             baseW = try aligned(baseW!, tensors: bck.tensors, to: all, params: params, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            let (g, gt) = try withInput(grads) { (try WeightSet.load($0), $0.tensors) }
+            let (g, gt) = try withInput(grads) { c in inputs += c.files.map(\.path); return (try WeightSet.load(c, refuseNarrowing: true), c.tensors) }
             gradW = try aligned(g, tensors: gt, to: all, params: params, path: grads, what: "--grads")
         case .fisher:
-            let stateSet = try state.map { try withInput($0) { try WeightSet.load($0) } } ?? all
+            let stateSet = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); return try WeightSet.load(c) } } ?? all
             do {
                 statW = try Saliency.fisherState(stateSet, model: all, params: params,
                                                  modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format), frozen: &frozen)
@@ -202,6 +203,12 @@ struct SaliencyCommand: ParsableCommand {
                 throw CLIError("\(state ?? row.path): \(error)")
             }
         case .magnitude: break
+        }
+        if let out = maskOut, let clash = inputs.first(where: { FileRef.samePath($0, out) }) {
+            throw CLIError("refusing to overwrite the input file \(clash) with the mask")
+        }
+        guard params.contains(where: { (all.values[$0]?.count ?? 0) > 0 }) else {
+            throw CLIError("the selected tensors hold no weights (\(params.prefix(3).joined(separator: ", "))\(params.count > 3 ? ", …" : ""))")
         }
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
         var (mask, result) = Saliency.mask(scores, top: top, source: src)
@@ -213,7 +220,7 @@ struct SaliencyCommand: ParsableCommand {
         struct Params: Encodable { var source: String; var top: Double; var base: String?; var grads: String?; var tensors: String? }
         try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,
                             params: Params(source: source, top: top, base: base, grads: grads, tensors: tensors),
-                            summary: String(format: "%@ saliency, top %.0f%%: %d of %d weights", source as NSString, top * 100, result.kept, result.total),
+                            summary: "\(source) saliency, top \(Fmt.percent(top)): \(result.kept) of \(result.total) weights",
                             data: result, analysed: [row])
         if let out = maskOut {
             try ck.refuseToOverwrite(out)
@@ -228,7 +235,7 @@ struct SaliencyCommand: ParsableCommand {
             print(Fmt.json(Out(checkpoint: row.path, result: result, mask: maskOut, maps: mapFiles)))
             return
         }
-        print("\(row.name): \(source) saliency over \(params.count) tensors; top \(String(format: "%.0f%%", top * 100)) = \(result.kept) of \(result.total) weights (threshold \(Fmt.num(result.threshold)))")
+        print("\(row.name): \(source) saliency over \(params.count) tensors; top \(Fmt.percent(top)) = \(result.kept) of \(result.total) weights (threshold \(result.kept > 0 ? Fmt.num(result.threshold) : "none"))")
         let rows = result.layers.map { l in
             [l.name, "\(l.count)", String(format: "%.1f%%", l.share * 100), String(format: "%.1f%%", l.massShare * 100),
              String(format: "%.1f%%", l.top1Concentration * 100), Fmt.num(l.meanScore)]

@@ -1,0 +1,105 @@
+import XCTest
+@testable import WscanKernels
+@testable import WscanFormats
+@testable import WscanAnalysis
+
+/// Defects a review found in `analyze sparsity` and `analyze saliency`, each on files written by numpy/safetensors.
+final class SparsityReviewTests: XCTestCase {
+    let tmp = TempDir()
+
+    /// ⌊s·N⌋ and round(top·N) on the decimal the user wrote, not on its binary approximation (nor nudged by an epsilon).
+    func testCountsUseTheDecimalFraction() {
+        XCTAssertEqual(Sparsity.count(0.999999, of: 1_000_001), 999_999, "⌊999,999.999999⌋ (an epsilon nudge gave 1,000,000)")
+        XCTAssertEqual(Sparsity.count(0.29, of: 100), 29, "0.29·100 is 28.999999999999996 in binary")
+        XCTAssertEqual(Sparsity.count(0.5, of: 7), 3)
+        XCTAssertEqual(Sparsity.count(1e-7, of: 30_000_000), 3)
+        XCTAssertEqual(Sparsity.count(0, of: 10), 0)
+        XCTAssertEqual(DecimalFraction.times(0.7, 45, .plain), 32, "31.5 rounds up; 0.7·45 is 31.499999999999996 in binary")
+        XCTAssertEqual(DecimalFraction.times(0.5, 45, .plain), 23)
+        XCTAssertEqual(DecimalFraction.times(0.333, 1_000_000_000_000, .down), 333_000_000_000)
+        XCTAssertEqual(Sparsity.defaultGrid().prefix(20).map { "\($0)" }, (0..<20).map { "\(Double("0.\(String(format: "%02d", $0 * 5))")!)" })
+        // Saliency keeps round(0.7 · 45) = 32.
+        let scores = WeightSet(names: ["w"], shapes: ["w": [5, 9]], values: ["w": (0..<45).map { Float($0) }])
+        let r = Saliency.mask(scores, top: 0.7, source: .magnitude).result
+        XCTAssertEqual(r.kept, 32)
+    }
+
+    /// Weights the float32 analysis cannot hold are refused (F64 beyond float32's range read as ±Inf); subnormal
+    /// float32 weights carry their energy (they counted 0, so an all-subnormal layer kept "retained 1.0" at 90%).
+    func testF64BeyondFloat32IsRefusedAndSubnormalsCarryEnergy() throws {
+        let big = tmp.path("f64big.safetensors"), sub = tmp.path("subnormal.safetensors")
+        let out = try runPython("""
+        import numpy as np, json
+        from safetensors.numpy import save_file
+        save_file({"w": np.array([[1e39, 1.0], [2.0, 3.0]], dtype=np.float64)}, "\(big)")
+        rng = np.random.default_rng(3)
+        w = (rng.uniform(1e-41, 1e-39, size=(10, 10)) * rng.choice([-1, 1], size=(10, 10))).astype(np.float32)
+        save_file({"w": w, "v": rng.standard_normal((8, 8)).astype(np.float32)}, "\(sub)")
+        a = np.abs(w.astype(np.float64)).ravel(); order = np.argsort(a, kind="stable")
+        res = {}
+        for s in (0.5, 0.9):
+            k = int(s * a.size); e = (a[order[:k]] ** 2).sum() / (a ** 2).sum()
+            res[str(s)] = [float(np.sqrt(e)), float(1 - e)]
+        print(json.dumps(res))
+        """)
+        let ref = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: [Double]]
+        let db = tmp.path("c.db")
+        let r = try runWscan(["analyze", "sparsity", big, "--grid", "0.5", "--no-refine", "--db", db])
+        XCTAssertEqual(r.status, 1, r.out)
+        XCTAssertTrue(r.err.contains("beyond float32's range"), r.err)
+        let s = try runWscan(["analyze", "saliency", big, "--db", db])
+        XCTAssertEqual(s.status, 1); XCTAssertTrue(s.err.contains("beyond float32's range"), s.err)
+
+        let j = try runWscan(["analyze", "sparsity", sub, "--scope", "layer", "--grid", "0.5,0.9", "--no-refine", "--json", "--db", db])
+        XCTAssertEqual(j.status, 0, j.err)
+        let curve = try JSONSerialization.jsonObject(with: Data(j.out.utf8)) as! [String: Any]
+        for p in curve["points"] as! [[String: Any]] {
+            let sp = p["sparsity"] as! Double
+            guard sp > 0 else { continue }
+            let layer = (p["layers"] as! [[String: Any]]).first { $0["name"] as! String == "w" }!
+            let want = ref["\(sp)"]!
+            XCTAssertEqual(layer["relativeError"] as! Double, want[0], accuracy: 1e-6 * max(1, want[0]), "\(sp)")
+            XCTAssertEqual(layer["retainedEnergy"] as! Double, want[1], accuracy: 1e-6, "\(sp)")
+            XCTAssertLessThan(layer["retainedEnergy"] as! Double, 0.99, "subnormal weights have energy")
+        }
+    }
+
+    /// `--mask-out` never replaces an input; an N:M pattern with no prunable tensor (a [4, 0] one qualified) and a
+    /// saliency of nothing are errors; tolerances and fractions print with their digits; an empty grid item is refused.
+    func testOutputsInputsAndMessages() throws {
+        let model = tmp.path("m.safetensors"), base = tmp.path("b.safetensors"), empty = tmp.path("e.safetensors"), nan = tmp.path("nan.safetensors")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        rng = np.random.default_rng(1)
+        b = rng.standard_normal((6, 8)).astype(np.float32)
+        save_file({"w": b}, "\(base)")
+        save_file({"w": b + 0.01 * rng.standard_normal((6, 8)).astype(np.float32)}, "\(model)")
+        save_file({"w": np.zeros((4, 0), np.float32), "v": rng.standard_normal((4, 6)).astype(np.float32)}, "\(empty)")
+        x = rng.standard_normal((2, 8)).astype(np.float32); x[0, 1:4] = np.nan
+        save_file({"w": x}, "\(nan)")
+        """)
+        let db = tmp.path("c.db")
+        let before = try Data(contentsOf: URL(fileURLWithPath: base))
+        let r = try runWscan(["analyze", "saliency", model, "--source", "delta", "--base", base, "--mask-out", base, "--db", db])
+        XCTAssertEqual(r.status, 1); XCTAssertTrue(r.err.contains("refusing to overwrite the input file"), r.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: base)), before, "the base is untouched")
+
+        let nm = try runWscan(["analyze", "sparsity", empty, "--tensors", "w", "--pattern", "2:4", "--db", db])
+        XCTAssertEqual(nm.status, 1, nm.out); XCTAssertTrue(nm.err.contains("multiple of 4"), nm.err)
+        let se = try runWscan(["analyze", "saliency", empty, "--tensors", "w", "--db", db])
+        XCTAssertEqual(se.status, 1, se.out); XCTAssertTrue(se.err.contains("hold no weights"), se.err)
+
+        let nw = try runWscan(["analyze", "sparsity", nan, "--pattern", "2:4", "--db", db])
+        XCTAssertEqual(nw.status, 0, nw.err)
+        XCTAssertTrue(nw.err.contains("pruned only in a group of 4 holding more than 2 of them"), nw.err)
+        XCTAssertFalse(nw.err.contains("never pruned"), nw.err)
+
+        let t = try runWscan(["analyze", "sparsity", model, "--tolerance", "0.005", "--grid", "0,0.5", "--no-refine", "--db", db])
+        XCTAssertTrue(t.out.contains("within 0.5% of dense"), t.out)
+        let tiny = try runWscan(["analyze", "saliency", model, "--top", "1e-9", "--db", db])
+        XCTAssertTrue(tiny.out.contains("top 1e-07% = 0 of 48 weights (threshold none)"), tiny.out)
+        XCTAssertTrue(tiny.err.contains("keeps no weight"), tiny.err)
+        XCTAssertEqual(try runWscan(["analyze", "sparsity", model, "--grid", "0.5,,0.6", "--db", db]).status, 2, "a usage error")
+    }
+}
