@@ -22,6 +22,15 @@ public enum MagnitudeKernel {
     public static func histogram(_ x: UnsafePointer<Float>, _ n: Int) -> Histogram {
         guard n > 0 else { return Histogram(lo: 0, hi: -1, pairs: []) }
         var lo: UInt32 = 0, hi: UInt32 = 0
+        // One pass on AVX-512 (range and table together); else the range first, then the table.
+        let fused = wscan_mag_hist_fused(x, n, &lo, &hi)
+        precondition(fused != -1, "out of memory")
+        if fused == 0 {
+            guard hi >= lo else { return Histogram(lo: 0, hi: -1, pairs: []) }
+            var pairs = [Double](repeating: 0, count: 2 * Int(hi - lo + 1))
+            pairs.withUnsafeMutableBufferPointer { wscan_mag_take($0.baseAddress!, lo, hi) }
+            return Histogram(lo: Int(lo), hi: Int(hi), pairs: pairs)
+        }
         wscan_mag_range(x, n, &lo, &hi)
         var pairs = [Double](repeating: 0, count: 2 * Int(hi - lo + 1))
         let rc = pairs.withUnsafeMutableBufferPointer { wscan_mag_hist(x, n, $0.baseAddress!, lo, hi) }

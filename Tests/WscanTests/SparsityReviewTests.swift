@@ -24,6 +24,28 @@ final class SparsityReviewTests: XCTestCase {
         XCTAssertEqual(r.kept, 32)
     }
 
+    /// The one-pass AVX-512 histogram (range found in the same pass, one table) equals the two-pass one to the bit:
+    /// zeros, subnormals, ±Inf, NaN, huge values, lengths off the 16/64-element blocks and past a sub-chunk.
+    func testOnePassHistogramEqualsTwoPass() throws {
+        guard StatsKernel.hasAVX512 else { throw XCTSkip("no AVX-512 on this CPU: only the two-pass kernel runs") }
+        var rng = SystemRandomNumberGenerator()
+        for n in [1, 15, 17, 63, 65, 1000, (1 << 18) + 37, 700_001] {
+            var x = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) * Float(pow(2.0, Double(Int.random(in: -40...40, using: &rng)))) }
+            for i in stride(from: 0, to: n, by: 97) { x[i] = Float(bitPattern: UInt32.random(in: 1..<0x7FFFFF, using: &rng)) }   // subnormals
+            for i in stride(from: 5, to: n, by: 211) { x[i] = [0, -0.0, .infinity, -.infinity, .nan, 3e38][i % 6] }
+            let one = x.withUnsafeBufferPointer { MagnitudeKernel.histogram($0.baseAddress!, n) }
+            MagnitudeKernel.useAVX512(false)
+            let two = x.withUnsafeBufferPointer { MagnitudeKernel.histogram($0.baseAddress!, n) }
+            MagnitudeKernel.useAVX512(true)
+            XCTAssertEqual(one.lo, two.lo, "n \(n)"); XCTAssertEqual(one.hi, two.hi, "n \(n)")
+            XCTAssertEqual(one.pairs.map(\.bitPattern), two.pairs.map(\.bitPattern), "n \(n)")
+            // And the sums are the squares: every finite element's w² within 2⁻²⁶ relative, subnormals included.
+            let exact = x.reduce(0.0) { $0 + ($1.isFinite ? Double($1) * Double($1) : 0) }
+            let got = stride(from: 1, to: one.pairs.count, by: 2).reduce(0.0) { $0 + one.pairs[$1] }
+            XCTAssertEqual(got, exact, accuracy: exact * 1e-7, "n \(n)")
+        }
+    }
+
     /// Weights the float32 analysis cannot hold are refused (F64 beyond float32's range read as ±Inf); subnormal
     /// float32 weights carry their energy (they counted 0, so an all-subnormal layer kept "retained 1.0" at 90%).
     func testF64BeyondFloat32IsRefusedAndSubnormalsCarryEnergy() throws {

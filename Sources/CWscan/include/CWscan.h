@@ -104,14 +104,20 @@ void wscan_free(void *p);
 void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
 /* Adds (1, x^2) for every x to the (count, sum of squares) pair of its key: tab[2*(key-lo)], tab[2*(key-lo)+1]
    for keys in [lo, hi], which must be the range wscan_mag_range gave for the same x (a narrower one corrupts
-   the per-thread tables). Counts are exact; each x^2 is rounded to 2^-26 relative
-   (zeros, subnormals, Inf and NaN count 0). Returns -1 if out of memory. */
+   the per-thread tables). Counts are exact; each x^2 is rounded to 2^-26 relative (a subnormal's to 2^-278
+   absolute; Inf and NaN count 0). Returns -1 if out of memory. */
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
 /* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
    vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. keys lists the nkeys keys with a slot (they prefilter 16
    elements at a time on AVX-512). The caller sizes the slots from the histogram counts. */
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
                        uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
+/* wscan_mag_range and wscan_mag_hist in one pass, on AVX-512 CPUs (returns -2 elsewhere, -1 if out of memory):
+   the key range in *lo, *hi (hi < lo when n = 0), and the table for it left in a per-thread table that
+   wscan_mag_take copies out. The same counts and sums as wscan_mag_hist, to the bit. */
+int wscan_mag_hist_fused(const float *x, size_t n, uint32_t *lo, uint32_t *hi);
+/* Copies the calling thread's table for keys [lo, hi] (as wscan_mag_hist lays it out) into tab and clears it. */
+void wscan_mag_take(double *tab, uint32_t lo, uint32_t hi);
 /* Tests: 0 forces the scalar collection loop, 1 restores the AVX-512 one where the CPU has it. */
 void wscan_mag_use_avx512(int on);
 /* The r-th smallest (0-based, r < n) of n >= 1 values sharing their top 16 bits, by two 8-bit counting rounds.
