@@ -30,8 +30,8 @@ public struct TensorEvidence: Codable, Sendable {
     public var alsoReencodedAs: String? = nil
     /// Identical tensors whose values are all the same (zeros, ones): equal by initialisation, not by descent.
     public var constant: Bool = false
-    /// A Q8_0 side that is not the other side requantized: ‖Q8_0 − requantized other‖ divided by the requantization's
-    /// own error ‖requantized − other‖. Above 2 the Q8_0 tensor was quantized from different weights.
+    /// A Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 side that is not the other side requantized: ‖quantized − requantized other‖ divided
+    /// by the requantization's own error ‖requantized − other‖. Above 2 it was quantized from different weights.
     public var requantExcess: Double? = nil
 }
 
@@ -171,25 +171,28 @@ public enum Comparator {
         if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow = rounding(from: dtypeA, to: dtypeB)
-        var quantNoise = 0.0      // the Q8_0 requantization error energy, when one side is Q8_0
+        var quantNoise = 0.0      // the requantization error energy, when one side is a requantizable GGUF type
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
-            // A Q8_0 side against a float side: requantize the float side as the writers do. Bit-equal is a proven
+            // A Q8_0 (or legacy Q4/Q5) side against a float side: requantize the float side as the writers do. Bit-equal is a proven
             // re-encoding; far from it (more than twice the requantization's own error) was quantized from other
             // weights (a LoRA merged before quantizing hides under the type's error bound otherwise).
             let floats: Set<DType> = [.f32, .f16, .bf16, .f64]
-            if ev.reencodedAs == nil, (dtypeB == .q8_0 && floats.contains(dtypeA)) || (dtypeA == .q8_0 && floats.contains(dtypeB)),
+            let requantizable: Set<DType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1]
+            if ev.reencodedAs == nil, (requantizable.contains(dtypeB) && floats.contains(dtypeA)) || (requantizable.contains(dtypeA) && floats.contains(dtypeB)),
                let last = shape.last, last % 32 == 0 {
-                let (src, q8) = dtypeB == .q8_0 ? (a, b) : (b, a)
+                let (src, qv, qt) = requantizable.contains(dtypeB) ? (a, b, dtypeB) : (b, a, dtypeA)
                 var best = Double.infinity, own = 0.0, exact = false
-                for reciprocal in [false, true] {
-                    let rq = GGMLQuant.q8_0RoundTrip(src, reciprocal: reciprocal)
-                    if zip(rq, q8).allSatisfy({ $0.bitPattern == $1.bitPattern || ($0 == 0 && $1 == 0) }) { exact = true; break }
+                // Q8_0: gguf-py divided by d before it multiplied by 1/d as llama.cpp does; both are tried.
+                let candidates = qt == .q8_0 ? [GGMLQuant.q8_0RoundTrip(src, reciprocal: false), GGMLQuant.q8_0RoundTrip(src, reciprocal: true)]
+                                             : [GGMLQuant.legacyRoundTrip(qt.rawValue, src)].compactMap { $0 }
+                for rq in candidates {
+                    if zip(rq, qv).allSatisfy({ $0.bitPattern == $1.bitPattern || ($0 == 0 && $1 == 0) }) { exact = true; break }
                     var e = 0.0, r = 0.0
-                    for i in rq.indices { let d1 = Double(rq[i]) - Double(src[i]), d2 = Double(q8[i]) - Double(rq[i]); e += d1 * d1; r += d2 * d2 }
+                    for i in rq.indices { let d1 = Double(rq[i]) - Double(src[i]), d2 = Double(qv[i]) - Double(rq[i]); e += d1 * d1; r += d2 * d2 }
                     if r < best { best = r; own = e }
                 }
-                if exact { ev.reencodedAs = "Q8_0 (exact requantization)" }
+                if exact { ev.reencodedAs = "\(qt.rawValue) (exact requantization)" }
                 else if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
             }
             if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA {

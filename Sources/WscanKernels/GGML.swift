@@ -289,6 +289,52 @@ public enum GGMLDequant {
 /// requantized: per block of 32, d = max|x| / 127 in float32, q = round-half-away(x / d) (gguf-py) or
 /// round(x · (1/d)) (llama.cpp's quantize_row_q8_0_ref), d stored as float16. Returns the dequantized values.
 public enum GGMLQuant {
+    /// The legacy 32-element types gguf-py can also write (Q4_0, Q4_1, Q5_0, Q5_1), requantized as gguf-py's
+    /// `quantize_blocks` and llama.cpp's quantize_row_*_ref do, in float32: symmetric types take d = x[argmax|x|] / −L
+    /// (L = 8 or 16; the first such element on ties), q = trunc(x · (1/d) + L + 0.5) clipped to [0, 2L − 1],
+    /// y = (q − L) · f16(d); the _1 types take d = (max − min) / (2^bits − 1), q = trunc((x − min) · (1/d) + 0.5)
+    /// clipped, y = q · f16(d) + f16(min). Returns the dequantized values, the same float operations as the
+    /// decoders above, or nil when a block holds NaN/±Inf.
+    public static func legacyRoundTrip(_ type: String, _ x: [Float]) -> [Float]? {
+        let bits: Int, offset: Bool
+        switch type {
+        case "Q4_0": (bits, offset) = (4, false)
+        case "Q5_0": (bits, offset) = (5, false)
+        case "Q4_1": (bits, offset) = (4, true)
+        case "Q5_1": (bits, offset) = (5, true)
+        default: return nil
+        }
+        let qmax = Float((1 << bits) - 1), L = Float(1 << (bits - 1))
+        var out = [Float](repeating: 0, count: x.count)
+        var b = 0
+        while b + 32 <= x.count {
+            let blk = x[b..<(b + 32)]
+            guard blk.allSatisfy(\.isFinite) else { return nil }
+            if offset {
+                let mx = blk.max()!, mn = blk.min()!
+                let d = (mx - mn) / qmax
+                let id: Float = d == 0 ? 0 : 1 / d
+                let dh = Float(Float16(d)), mh = Float(Float16(mn))
+                for i in b..<(b + 32) {
+                    let q = min(qmax, max(0, ((x[i] - mn) * id + 0.5).rounded(.towardZero)))
+                    out[i] = q * dh + mh
+                }
+            } else {
+                var amax: Float = 0, signed: Float = 0
+                for v in blk where abs(v) > amax { amax = abs(v); signed = v }
+                let d = signed / -L
+                let id: Float = d == 0 ? 0 : 1 / d
+                let dh = Float(Float16(d))
+                for i in b..<(b + 32) {
+                    let q = min(qmax, max(0, (x[i] * id + (L + 0.5)).rounded(.towardZero)))
+                    out[i] = (q - L) * dh
+                }
+            }
+            b += 32
+        }
+        return out
+    }
+
     public static func q8_0RoundTrip(_ x: [Float], reciprocal: Bool) -> [Float] {
         var out = [Float](repeating: 0, count: x.count)
         var b = 0

@@ -1,5 +1,6 @@
 import XCTest
 @testable import WscanFormats
+import WscanKernels
 @testable import WscanAnalysis
 @testable import WscanCatalog
 
@@ -343,5 +344,63 @@ extension AlignReviewTests {
         XCTAssertNotEqual(try kind(tmp.path("zeros.safetensors"), Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path), "pruned")
         XCTAssertEqual(try kind(tmp.path("inbn_a.safetensors"), tmp.path("inbn_b.safetensors")), "permuted")
         XCTAssertEqual(["mid.weight", "head.weight", "stem.0.weight"].sorted(by: LayerOrder.less), ["stem.0.weight", "mid.weight", "head.weight"])
+    }
+}
+
+extension AlignReviewTests {
+    /// Q4_0, Q4_1, Q5_0 and Q5_1 requantized by wscan equal gguf-py's quantize → dequantize to the bit (random
+    /// blocks, blocks of zeros, ties for the largest magnitude, constant blocks); a GGUF of A in those types is an
+    /// exact re-encoding of A, and one quantized from A with a LoRA merged is not.
+    func testLegacyQuantRequantizationMatchesGGUFPy() throws {
+        let ref = tmp.path("legacy.npz")
+        _ = try runPython("""
+        import numpy as np, gguf
+        from gguf.quants import quantize, dequantize
+        from safetensors.numpy import load_file
+        r = np.random.default_rng(7)
+        x = (r.standard_normal((16, 256)) * np.exp(r.uniform(-8, 2, (16, 1)))).astype(np.float32)
+        x[1, :64] = 0; x[2, 32:64] = 0.25; x[3, 5] = 3.0; x[3, 9] = -3.0; x[4, :32] = -1.5
+        out = {"x": x}
+        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]:
+            q = getattr(gguf.GGMLQuantizationType, t)
+            out[t] = dequantize(quantize(x, q), q).astype(np.float32)
+        np.savez(\(pyStr(ref)), **out)
+        d = \(pyStr(tmp.url.path)); rr = np.random.default_rng(0)
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        def write(t, path, qt):
+            w = gguf.GGUFWriter(path, "mlp")
+            for k, v in t.items():
+                if v.ndim == 2 and v.shape[1] % 32 == 0: w.add_tensor(k, quantize(v, qt), raw_dtype=qt)
+                else: w.add_tensor(k, v)
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        b = dict(a); b["fc1.weight"] = (a["fc1.weight"] + 0.2 * rr.standard_normal((64, 8)) @ rr.standard_normal((8, 64)) / 8).astype(np.float32)
+        for t in ["Q4_0", "Q5_1"]:
+            write(a, d + "/" + t + ".gguf", getattr(gguf.GGMLQuantizationType, t))
+            write(b, d + "/lora_" + t + ".gguf", getattr(gguf.GGMLQuantizationType, t))
+        """)
+        let ck = try CheckpointOpener.open(ref)
+        let w = try WeightSet.load(ck)
+        let x = w.values["x"]!
+        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1"] {
+            let mine = try XCTUnwrap(GGMLQuant.legacyRoundTrip(t, x))
+            let theirs = w.values[t]!
+            let off = zip(mine, theirs).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTAssertEqual(off, 0, "\(t): \(off) of \(x.count) values differ from gguf-py")
+        }
+        XCTAssertNil(GGMLQuant.legacyRoundTrip("Q4_0", [Float](repeating: .nan, count: 32)))
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        func verdict(_ b: String) throws -> (kind: String, notes: String) {
+            let r = try runWscan(["compare", a, tmp.path(b), "--json", "--no-align", "--db", tmp.path("c.db")])
+            XCTAssertEqual(r.status, 0, r.err)
+            return ((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]).reduce(into: ("", "")) {
+                if $1.key == "kind" { $0.kind = $1.value as! String } else { $0.notes += "\($1.value)" }
+            }
+        }
+        for t in ["Q4_0", "Q5_1"] {
+            XCTAssertEqual(try verdict(t + ".gguf").kind, "reencoded", t)
+            let lora = try verdict("lora_" + t + ".gguf")
+            XCTAssertNotEqual(lora.kind, "reencoded", "\(t): \(lora)")
+            XCTAssertNotEqual(lora.kind, "independent", "\(t): \(lora)")
+        }
     }
 }
