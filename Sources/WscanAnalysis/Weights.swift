@@ -13,14 +13,20 @@ public struct WeightSet: Sendable {
     }
 
     /// Decodes every floating-point tensor of `ck` (optionally filtered) into Float.
-    /// `refuseNarrowing`: an F64 tensor holding finite values beyond float32's range is an error (they would read
-    /// as ±Inf), for analyses whose numbers that would change.
-    public static func load(_ ck: Checkpoint, refuseNarrowing: Bool = false, where include: (TensorInfo) -> Bool = { _ in true }) throws -> WeightSet {
-        var w = WeightSet()
-        for t in ck.tensors where t.dtype.isFloatingPoint && t.dtype.decodable && include(t) {
-            if refuseNarrowing, let d = try TensorData.f64Overflow(ck, t) {
+    /// Throws if one of the named tensors is F64 (or C128) holding finite values beyond float32's range: analyses
+    /// whose numbers that would change (they read as ±Inf) refuse it by name.
+    public static func refuseNarrowing(_ ck: Checkpoint, names: [String]) throws {
+        let wanted = Set(names)
+        for t in ck.tensors where wanted.contains(t.name) {
+            if let d = try TensorData.f64Overflow(ck, t) {
                 throw FormatError(.unsupported, "tensor '\(t.name)' (\(t.dtype.rawValue)) holds \(d), beyond float32's range: this analysis works in float32 and would take it for ±Inf")
             }
+        }
+    }
+
+    public static func load(_ ck: Checkpoint, where include: (TensorInfo) -> Bool = { _ in true }) throws -> WeightSet {
+        var w = WeightSet()
+        for t in ck.tensors where t.dtype.isFloatingPoint && t.dtype.decodable && include(t) {
             w.names.append(t.name)
             w.shapes[t.name] = t.shape
             w.values[t.name] = try TensorData.floats(ck, t)

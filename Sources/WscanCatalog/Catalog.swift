@@ -22,13 +22,18 @@ public final class Catalog: @unchecked Sendable {
         // content to miss, as an immutable file (no -shm needed).
         let readOnly = stat(path, &st) == 0 && st.st_size > 0 && access(path, W_OK) != 0
         var openPath = path
-        if readOnly && !Self.opensReadOnly(path) {
-            var w = stat()
-            if stat(path + "-wal", &w) == 0 && w.st_size > 0 {
-                throw CatalogError.readOnly("\(path) is read-only and its write-ahead log (\(path)-wal) holds changes this user cannot apply: ask its owner to run `wscan ls --db \(path)` once")
+        if readOnly {
+            // Through the WAL only when its -wal and -shm files already exist (a writer is, or was, at work): a reader
+            // must never create them, for files it owns in the owner's folder would lock the owner out.
+            var w = stat(), m = stat()
+            let wal = stat(path + "-wal", &w) == 0 ? Int(w.st_size) : -1, shm = stat(path + "-shm", &m) == 0
+            if !(wal >= 0 && shm && Self.opensReadOnly(path)) {
+                if wal > 0 {
+                    throw CatalogError.readOnly("\(path) is read-only and its write-ahead log (\(path)-wal) holds changes this user cannot apply: ask its owner to run `wscan ls --db \(path)` once")
+                }
+                openPath = "file:" + (path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
+                    .replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "?", with: "%3f").replacingOccurrences(of: "#", with: "%23") + "?immutable=1"
             }
-            openPath = "file:" + (path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path)
-                .replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "?", with: "%3f").replacingOccurrences(of: "#", with: "%23") + "?immutable=1"
         }
         connectPath = openPath
         if stat(path, &st) != 0 || (st.st_size == 0 && !create) {
@@ -63,7 +68,7 @@ public final class Catalog: @unchecked Sendable {
         try Self.migrator.migrate(db)
     }
 
-    /// Whether SQLite reads this WAL catalog through a read-only connection (it needs a readable -shm, or one it may create).
+    /// Whether SQLite reads this WAL catalog through a read-only connection (its -wal and -shm exist and can be read).
     static func opensReadOnly(_ path: String) -> Bool {
         var ro = Configuration(); ro.readonly = true; ro.busyMode = .timeout(10)
         guard let q = try? DatabaseQueue(path: path, configuration: ro) else { return false }
@@ -197,21 +202,30 @@ public final class Catalog: @unchecked Sendable {
 
     /// True when the catalog holds this checkpoint with the same files (path, size, mtime) — and SHA-256s if needed.
     public func isUpToDate(path: String, needSHA: Bool) throws -> Bool {
-        try db.read { db in
+        var learn: [(rowid: Int64, inode: Int64)] = []
+        let current = try db.read { db -> Bool in
             // A checkpoint that failed is read again: the cause (a missing shard, a file being copied) may be gone.
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ? AND status = 'ok'", arguments: [path]) else { return false }
-            let rows = try Row.fetchAll(db, sql: "SELECT path, size, mtime, sha256, inode FROM files WHERE checkpoint_id = ?", arguments: [id])
+            let rows = try Row.fetchAll(db, sql: "SELECT rowid AS rid, path, size, mtime, sha256, inode FROM files WHERE checkpoint_id = ?", arguments: [id])
             if rows.isEmpty { return false }
             for r in rows {
                 let p: String = r["path"]
                 guard let cur = try? FileRef.stat(p) else { return false }
                 if cur.size != (r["size"] as Int) || cur.mtime != (r["mtime"] as Double) { return false }
                 if let ino = r["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { return false }
+                if (r["inode"] as Int64?) == nil, cur.inode != 0 { learn.append((r["rid"], Int64(bitPattern: cur.inode))) }
                 if needSHA && (r["sha256"] as String?) == nil { return false }
             }
             // A sharded model may gain shards: the caller re-reads the index if its mtime changed (covered above).
             return true
         }
+        // Rows written before v6 learn their inode the first time they are found current (size and mtime are the
+        // evidence then, as they were when the row was written), so later link retargets are seen. A read-only
+        // catalog stays as it is.
+        if current && !learn.isEmpty {
+            try? db.write { db in for l in learn { try db.execute(sql: "UPDATE files SET inode = ? WHERE rowid = ?", arguments: [l.inode, l.rowid]) } }
+        }
+        return current
     }
 
     /// The name listings show: the folder for a sharded model, "folder/file" for the generic file names of

@@ -28,13 +28,16 @@ public final class Indexer {
     public let options: Options
     public var onProgress: (@Sendable (Progress) -> Void)?
     public var onOutcome: ((Outcome) -> Void)?
-    /// Catalog entries `--prune` dropped in the last run (their files are gone).
+    /// Catalog entries `--prune` dropped in the last run: their files are gone, or they are now part of another entry
+    /// (a shard of a listed sharded model, a second path to a listed file).
     public private(set) var pruned: [String] = []
+    public private(set) var prunedCovered = 0
 
     public init(catalog: Catalog, options: Options) { self.catalog = catalog; self.options = options }
 
     public func run(paths: [String]) throws -> [Outcome] {
-        let (cks, missing, unreadable, covered) = CheckpointOpener.discover(paths)
+        let listed = Set(((try? catalog.checkpoints()) ?? []).map { PathBytes.key($0.path) })
+        let (cks, missing, unreadable, covered) = CheckpointOpener.discover(paths, keep: { listed.contains(PathBytes.key($0)) })
         // With --prune a root that is gone is the point (its entries are dropped below), not a failure.
         let reportMissing = options.prune ? [] : missing
         var outcomes: [Outcome] = reportMissing.map { .failed(path: $0, reason: "no such file or folder") }
@@ -58,7 +61,9 @@ public final class Indexer {
         }
         if options.prune {
             let roots = paths.map { FileRef.absolute($0) }
+            let coveredKeys = Set(covered.map(PathBytes.key))
             pruned = try catalog.prune(under: roots, except: unlisted, covered: covered)
+            prunedCovered = pruned.filter { coveredKeys.contains(PathBytes.key($0)) }.count
         }
         return outcomes
     }

@@ -109,10 +109,10 @@ extension Catalog {
         if let id = Int64(idText), let r = all.first(where: { $0.id == id }) { return r }
         let abs = FileRef.absolute(ref)
         if let r = all.first(where: { PathBytes.equal($0.path, abs) || PathBytes.equal($0.path, ref) }) { return r }
-        let byName = all.filter { $0.name == ref }
+        let byName = all.filter { PathBytes.equal($0.name, ref) }
         if byName.count == 1 { return byName[0] }
         if byName.count > 1 { throw CatalogError.ambiguous(ref, byName.map(\.path)) }
-        let bySuffix = all.filter { $0.path.hasSuffix("/" + ref) }
+        let bySuffix = all.filter { $0.path.utf8.reversed().starts(with: ("/" + ref).utf8.reversed()) }
         if bySuffix.count == 1 { return bySuffix[0] }
         if bySuffix.count > 1 { throw CatalogError.ambiguous(ref, bySuffix.map(\.path)) }
         throw CatalogError.notFound(ref)

@@ -227,7 +227,8 @@ public enum CheckpointOpener {
     /// `unreadable`: folders met in a walk that cannot be listed (permissions), with the reason: said, not skipped.
     /// `covered`: files the walk met that are not checkpoints of their own (shards of a listed sharded model, a second
     /// path to a listed file); `index --prune` drops catalog entries left under those paths.
-    public static func discover(_ paths: [String]) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)], covered: [String]) {
+    /// `keep`: paths the caller already lists (the catalog's): between two paths to one file, one of them is kept.
+    public static func discover(_ paths: [String], keep: (String) -> Bool = { _ in false }) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)], covered: [String]) {
         var files: [String] = [], missing: [String] = []
         var unreadable: [(path: String, reason: String)] = []
         /// `shown`: the path the user knows the folder by (entries are stored under it).
@@ -261,11 +262,12 @@ public enum CheckpointOpener {
         }
         // A Hugging Face cache holds each file twice, as a content-named blob (no extension, found by content) and as
         // a named link into it (snapshots/REV/model.safetensors): the named path wins; between two named paths, the
-        // file itself wins over a link to it; else the first in byte order.
+        // one the caller already lists (its catalog entry and stored analyses stay), then the file itself over a
+        // link to it, then the first in byte order.
         func rank(_ p: String) -> Int {
             var st = stat()
             let link = lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
-            return (FormatDetector.hasCheckpointExtension(p) ? 2 : 0) + (link ? 0 : 1)
+            return (FormatDetector.hasCheckpointExtension(p) ? 4 : 0) + (keep(p) ? 2 : 0) + (link ? 0 : 1)
         }
         var best: [[UInt8]: (path: String, rank: Int)] = [:]
         for (f, r) in zip(files, ids) where !claimed.contains(r) {

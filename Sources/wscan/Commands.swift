@@ -175,7 +175,12 @@ struct Index: ParsableCommand {
         } else {
             let rate = secs > 0 ? Fmt.bytes(Int(Double(bytes) / secs)) + "/s" : ""
             print("\(nIdx) indexed, \(nSkip) current, \(nFail) failed — \(Fmt.bytes(bytes)) in \(String(format: "%.2f", secs)) s \(rate) → \(catalog.dbPath)")
-            if prune { print("pruned \(ix.pruned.count) entries whose files are gone" + (ix.pruned.isEmpty ? "" : ": " + ix.pruned.prefix(5).map(Fmt.field).joined(separator: ", ") + (ix.pruned.count > 5 ? ", …" : ""))) }
+            if prune {
+                let why = ix.prunedCovered == 0 ? "whose files are gone"
+                    : ix.prunedCovered == ix.pruned.count ? "now part of another entry (shards of a sharded model, or a second path to one file)"
+                    : "(\(ix.pruned.count - ix.prunedCovered) whose files are gone, \(ix.prunedCovered) now part of another entry)"
+                print("pruned \(ix.pruned.count) entries \(why)" + (ix.pruned.isEmpty ? "" : ": " + ix.pruned.prefix(5).map(Fmt.field).joined(separator: ", ") + (ix.pruned.count > 5 ? ", …" : "")))
+            }
         }
         if nFail > 0 { throw ExitCode(1) }
     }

@@ -77,10 +77,11 @@ struct SparsityCommand: ParsableCommand {
             if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck, refuseNarrowing: true)
+        let all = try WeightSet.load(ck)
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
         let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
+        try WeightSet.refuseNarrowing(ck, names: prunable)
         let w = all.subset(prunable)
         let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0) })
         let evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
@@ -177,10 +178,11 @@ struct SaliencyCommand: ParsableCommand {
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
         guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck, refuseNarrowing: true)
+        let all = try WeightSet.load(ck)
         // Parameters: ≥2-D floating tensors that are not optimizer state.
         let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
+        try WeightSet.refuseNarrowing(ck, names: params)
         var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?, frozen: [String] = []
         var otherID: Int64?
         var inputs = ck.files.map(\.path)          // --mask-out must not replace any of them
@@ -188,11 +190,14 @@ struct SaliencyCommand: ParsableCommand {
         case .delta:
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
             let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
-            baseW = try WeightSet.load(bck, refuseNarrowing: true); otherID = brow.id; inputs += bck.files.map(\.path)
+            try WeightSet.refuseNarrowing(bck, names: params)
+            baseW = try WeightSet.load(bck); otherID = brow.id; inputs += bck.files.map(\.path)
             baseW = try aligned(baseW!, tensors: bck.tensors, to: all, params: params, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            let (g, gt) = try withInput(grads) { c in inputs += c.files.map(\.path); return (try WeightSet.load(c, refuseNarrowing: true), c.tensors) }
+            let (g, gt) = try withInput(grads) { c in
+                inputs += c.files.map(\.path); try WeightSet.refuseNarrowing(c, names: params); return (try WeightSet.load(c), c.tensors)
+            }
             gradW = try aligned(g, tensors: gt, to: all, params: params, path: grads, what: "--grads")
         case .fisher:
             let stateSet = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); return try WeightSet.load(c) } } ?? all

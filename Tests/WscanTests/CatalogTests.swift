@@ -750,3 +750,47 @@ extension CatalogReviewTests {
         XCTAssertEqual(try Catalog(path: db).checkpoints().count, 1)
     }
 }
+
+extension CatalogReviewTests {
+    /// Second review: a hard link made later does not displace the entry the catalog has (nor its analyses); rows
+    /// from before v6 learn their inode when found current; names are matched as bytes.
+    func testHardLinkKeepsTheCataloguedPathAndInodesAreLearned() throws {
+        let root = tmp.path("hl"), db = tmp.path("hl.db")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: root + "/model.safetensors")
+        XCTAssertEqual(try runWscan(["index", root, "--db", db]).status, 0)
+        let id = try Catalog(path: db).resolve(root + "/model.safetensors").id
+        XCTAssertEqual(link(root + "/model.safetensors", root + "/a-backup.safetensors"), 0)    // sorts first
+        let r = try runWscan(["index", root, "--prune", "--db", db])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("pruned 0 entries"), r.out)
+        XCTAssertEqual(try Catalog(path: db).checkpoints().map(\.path), [root + "/model.safetensors"])
+        XCTAssertEqual(try Catalog(path: db).resolve(root + "/model.safetensors").id, id)
+
+        // A row written before v6 has no inode: the next run that finds it current records it.
+        let cat = try Catalog(path: db)
+        try cat.db.write { try $0.execute(sql: "UPDATE files SET inode = NULL") }
+        XCTAssertTrue(try runWscan(["index", root, "--db", db]).out.hasPrefix("0 indexed, 1 current"))
+        let inodes = try cat.db.read { try Int64?.fetchAll($0, sql: "SELECT inode FROM files") }
+        XCTAssertEqual(inodes, [Int64(bitPattern: try FileRef.stat(root + "/model.safetensors").inode)])
+    }
+
+    /// A reader without write access never creates the catalog's -wal/-shm files (in a folder it may write, files
+    /// it owns would lock the owner out).
+    func testReadOnlyReaderCreatesNoSideFiles() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run wscan as an unprivileged user")
+        }
+        let dir = tmp.path("sticky"), db = dir + "/c.db", bin = tmp.path("wscan-st")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.wscanBinary.path, toPath: bin)
+        XCTAssertEqual(try runWscan(["index", Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, "--db", db]).status, 0)
+        for (p, m) in [(tmp.url.path, 0o755), (dir, 0o1777), (db, 0o644), (bin, 0o755)] { XCTAssertEqual(chmod(p, mode_t(m)), 0) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db + "-wal"), "the premise: the owner closed the catalog")
+        let r = try runProcess(URL(fileURLWithPath: "/usr/bin/setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", bin, "ls", "--db", db])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db + "-wal"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db + "-shm"))
+        XCTAssertEqual(try runWscan(["ls", "--db", db]).status, 0, "the owner still writes")
+    }
+}

@@ -54,6 +54,7 @@ final class SparsityReviewTests: XCTestCase {
         import numpy as np, json
         from safetensors.numpy import save_file
         save_file({"w": np.array([[1e39, 1.0], [2.0, 3.0]], dtype=np.float64)}, "\(big)")
+        save_file({"fc.weight": np.ones((4, 4), np.float32), "fill": np.array(np.finfo(np.float64).min)}, "\(big)-scalar.safetensors")
         rng = np.random.default_rng(3)
         w = (rng.uniform(1e-41, 1e-39, size=(10, 10)) * rng.choice([-1, 1], size=(10, 10))).astype(np.float32)
         save_file({"w": w, "v": rng.standard_normal((8, 8)).astype(np.float32)}, "\(sub)")
@@ -71,6 +72,8 @@ final class SparsityReviewTests: XCTestCase {
         XCTAssertTrue(r.err.contains("beyond float32's range"), r.err)
         let s = try runWscan(["analyze", "saliency", big, "--db", db])
         XCTAssertEqual(s.status, 1); XCTAssertTrue(s.err.contains("beyond float32's range"), s.err)
+        // Only the analysed tensors are checked: an F64 scalar beside them is no reason to refuse.
+        XCTAssertEqual(try runWscan(["analyze", "sparsity", big + "-scalar.safetensors", "--grid", "0.5", "--no-refine", "--db", db]).status, 0)
 
         let j = try runWscan(["analyze", "sparsity", sub, "--scope", "layer", "--grid", "0.5,0.9", "--no-refine", "--json", "--db", db])
         XCTAssertEqual(j.status, 0, j.err)
