@@ -59,6 +59,7 @@ public struct ConnectivityCurve: Codable, Sendable {
     public var barrier: Double?               // max_λ L(λ) − ½(L(0) + L(1)) on the loss (or −metric)
     public var distance: Double               // ‖θ_B − θ_A‖ over interpolated tensors
     public var higherIsBetter: Bool? = nil    // the evaluator's metric direction (nil without an evaluator)
+    public var nanAt: [Double]? = nil         // λ where the evaluator returned NaN (then there is no barrier)
 }
 
 public struct Connectivity: Codable, Sendable {
@@ -209,15 +210,40 @@ public enum Comparator {
                     ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
                 }
             }
-            // The mirror: A is B pruned and then stored narrower (the arguments in the other order).
+            // B narrower, A the one with new zeros: A is B's source pruned (A pruned in full precision, B a narrow copy
+            // of the unpruned weights).
+            if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA, !ev.prunedFromB {
+                var ok = true, zeros = 0
+                for i in a.indices where ok {
+                    let x = a[i], y = b[i]
+                    if x == 0 && y != 0 { zeros += 1 } else if !(r(x).bitPattern == y.bitPattern || (x.isNaN && y.isNaN)) { ok = false }
+                }
+                if ok && zeros > 0 { ev.prunedFromB = true }
+            }
+            // The mirror: A is B pruned and then stored narrower (the arguments in the other order); or A is a narrow
+            // copy of the unpruned weights and B their pruned full-precision version.
             let narrowA = rounding(from: dtypeB, to: dtypeA)
-            if let r = narrowA, ev.reencodedAs == nil, !ev.prunedFromB {
+            if let r = narrowA, ev.reencodedAs == nil, !ev.prunedFromB, !ev.prunedFromA {
                 var ok = true, zeros = 0
                 for i in a.indices where ok {
                     let x = a[i], y = b[i]
                     if x == 0 && y != 0 { zeros += 1 } else if !(r(y).bitPattern == x.bitPattern || (x.isNaN && y.isNaN)) { ok = false }
                 }
                 if ok && zeros > 0 { ev.prunedFromB = true }
+                else {
+                    // B has the new zeros; the rest of B rounds to A exactly.
+                    var ok2 = true, bz = 0, maxZ = -1.0, minK = Double.infinity
+                    for i in a.indices where ok2 {
+                        let x = a[i], y = b[i]
+                        if y == 0 && x != 0 { bz += 1; maxZ = max(maxZ, Double(abs(x))) }
+                        else if r(y).bitPattern == x.bitPattern || (x.isNaN && y.isNaN) { if y != 0 { minK = min(minK, Double(abs(y))) } }
+                        else { ok2 = false }
+                    }
+                    if ok2 && bz > 0 {
+                        ev.prunedFromA = true; ev.newZeros = bz
+                        ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
+                    }
+                }
             }
             // A tensor B zeroed entirely fits every N:M pattern trivially: no pattern is claimed for it.
             if ev.prunedFromA, let last = shape.last, b.contains(where: { $0 != 0 }) {

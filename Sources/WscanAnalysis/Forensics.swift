@@ -120,8 +120,13 @@ public enum Forensics {
         // Tensors that only changed storage type (exact rounding, e.g. biases saved as F16 alongside pruned or
         // LoRA-merged weights) do not stand in the way of rules 3 and 4.
         let changed = differing.filter { $0.reencodedAs == nil }
-        let storedAs = Set(differing.compactMap { $0.reencodedAs.map { String($0.prefix { $0 != " " }) } } + differing.compactMap(\.alsoReencodedAs)).sorted()
-        let storedNote = storedAs.isEmpty ? "" : ", then stored as \(storedAs.joined(separator: "/"))"
+        // Storage types one side was rounded to: B's (", then stored as F16", the usual order: the change, then a
+        // narrower save) or A's (A is the narrow copy of the weights B changed).
+        let storedAs = Set(differing.compactMap { e in e.reencodedAs.flatMap { e.dtypeA == $0.prefix { $0 != " " }.description ? nil : String($0.prefix { $0 != " " }) } }
+                           + differing.compactMap(\.alsoReencodedAs)).sorted()
+        let aStoredAs = Set(differing.compactMap { e in e.reencodedAs.flatMap { e.dtypeA == $0.prefix { $0 != " " }.description ? e.dtypeA : nil } }).sorted()
+        let storedNote = (storedAs.isEmpty ? "" : ", then stored as \(storedAs.joined(separator: "/"))")
+            + (aStoredAs.isEmpty ? "" : " (A is stored as \(aStoredAs.joined(separator: "/")))")
         // 3. pruned
         // (Some weight must be kept: a model of zeros is "pruned" from anything and says nothing.)
         if sameSet, !changed.isEmpty, changed.allSatisfy(\.prunedFromA), changed.contains(where: { $0.minKeptMagnitude != nil }) {
@@ -234,29 +239,49 @@ public enum Forensics {
     }
 
     /// Linear-mode connectivity: evaluate θ(λ) = (1−λ)θA + λθB on a grid. Without an evaluator, only the path's length.
-    public static func connectivity(_ a: WeightSet, _ b: WeightSet, evaluator: Evaluator?, grid: Int = 25) throws -> ConnectivityCurve {
+    /// Why a path has no barrier: the evaluator failed (or returned NaN) at λ.
+    public struct PathError: Error, CustomStringConvertible {
+        public var lambda: Double
+        public var reason: String
+        public var description: String { reason }
+    }
+
+    /// `first`: the evaluator's result on A (λ = 0) when already known (the aligned path starts where the first one
+    /// did). An evaluator failure is a PathError naming λ; a NaN result at λ = 0 is one too, and a NaN further along
+    /// leaves the curve without a barrier (`nanAt`).
+    public static func connectivity(_ a: WeightSet, _ b: WeightSet, evaluator: Evaluator?, grid: Int = 25, first: EvalResult? = nil) throws -> ConnectivityCurve {
         let names = a.names.filter { b.values[$0] != nil && a.shapes[$0] == b.shapes[$0] }
         var dist = 0.0
         for n in names { for (x, y) in zip(a.values[n]!, b.values[n]!) { let d = Double(y) - Double(x); dist += d * d } }
         let lambdas = (0..<grid).map { Double($0) / Double(grid - 1) }
         guard let evaluator else { return ConnectivityCurve(lambdas: lambdas, loss: nil, accuracy: nil, metric: nil, barrier: nil, distance: dist.squareRoot()) }
         var loss: [Double] = [], acc: [Double] = [], metric: [Double] = [], higherBetter = true
+        var nanAt: [Double] = []
         for l in lambdas {
-            var w = a
-            for n in names {
-                let x = a.values[n]!, y = b.values[n]!
-                w.values[n] = zip(x, y).map { Float((1 - l) * Double($0) + l * Double($1)) }
+            let r: EvalResult
+            if l == 0, let first { r = first } else {
+                var w = a
+                for n in names {
+                    let x = a.values[n]!, y = b.values[n]!
+                    w.values[n] = zip(x, y).map { Float((1 - l) * Double($0) + l * Double($1)) }
+                }
+                do { r = try evaluator.evaluate(w) } catch { throw PathError(lambda: l, reason: "\(error)") }
             }
-            let r = try evaluator.evaluate(w)
+            if r.metric.isNaN || (r.loss?.isNaN ?? false) {
+                if l == 0 { throw PathError(lambda: 0, reason: "the evaluator returned NaN on A's own weights (λ = 0)") }
+                nanAt.append(l)
+            }
             if let v = r.loss { loss.append(v) }
             if let v = r.accuracy { acc.append(v) }
             metric.append(r.metric); higherBetter = r.higherIsBetter
         }
         // The barrier is taken on the loss when the evaluator reports one, else on the metric oriented so that
-        // lower is better.
+        // lower is better. A NaN along the path (the model broke there) leaves no barrier to state.
         let curve = loss.count == lambdas.count ? loss : (higherBetter ? metric.map { -$0 } : metric)
-        let barrier = (curve.max() ?? 0) - 0.5 * (curve.first! + curve.last!)
-        return ConnectivityCurve(lambdas: lambdas, loss: loss.isEmpty ? nil : loss, accuracy: acc.isEmpty ? nil : acc,
-                                 metric: metric, barrier: barrier, distance: dist.squareRoot(), higherIsBetter: higherBetter)
+        let barrier = nanAt.isEmpty ? (curve.max() ?? 0) - 0.5 * (curve.first! + curve.last!) : nil
+        var c = ConnectivityCurve(lambdas: lambdas, loss: loss.isEmpty ? nil : loss, accuracy: acc.isEmpty ? nil : acc,
+                                  metric: metric, barrier: barrier, distance: dist.squareRoot(), higherIsBetter: higherBetter)
+        c.nanAt = nanAt.isEmpty ? nil : nanAt
+        return c
     }
 }

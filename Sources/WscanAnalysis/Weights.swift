@@ -142,6 +142,13 @@ public struct MLPEvaluator: Evaluator {
         guard chain.count == lin.count else {
             throw EvaluatorError("not a plain MLP: \(lin.count - chain.count) linear layers are not on the chain from \(d) features")
         }
+        // Every other floating tensor would be left out of the forward pass (a BatchNorm or LayerNorm, an embedding):
+        // the numbers would be those of another model. Optimizer state stored beside the weights is not the model.
+        let onChain = Set(chain.flatMap { [$0.0] + ($0.1.map { [$0] } ?? []) })
+        let ignored = w.names.filter { !onChain.contains($0) && !Saliency.isOptimizerState($0) }
+        guard ignored.isEmpty else {
+            throw EvaluatorError("not a plain MLP: the built-in evaluator runs chains of linear layers and would ignore \(ignored.count) tensors (\(ignored.prefix(4).joined(separator: ", "))\(ignored.count > 4 ? ", …" : "")), e.g. normalization layers; evaluate with --eval CMD instead")
+        }
         guard (y.min() ?? 0) >= 0 else { throw EvaluatorError("labels must be class indices ≥ 0 (found \(y.min()!))") }
         guard dim > (y.max() ?? 0) else { throw EvaluatorError("output has \(dim) classes but labels go up to \(y.max()!)") }
         layers = chain
@@ -157,7 +164,11 @@ public struct MLPEvaluator: Evaluator {
             let out = s[0]
             let wd = wv.map(Double.init)
             var z = [Double](repeating: 0, count: n * out)
-            if let bn, let b = w.values[bn] { for r in 0..<n { for c in 0..<out { z[r * out + c] = Double(b[c]) } } }
+            // The layer's bias, also when the weights evaluated have one the model it was built from lacked (the
+            // end of a connectivity path towards a model with biases).
+            let other = String(wn.dropLast("weight".count)) + "bias"
+            let biasName = bn ?? (w.shapes[other] == [out] ? other : nil)
+            if let biasName, let b = w.values[biasName] { for r in 0..<n { for c in 0..<out { z[r * out + c] = Double(b[c]) } } }
             h.withUnsafeBufferPointer { hp in wd.withUnsafeBufferPointer { wp in z.withUnsafeMutableBufferPointer { zp in
                 Linalg.gemm(hp.baseAddress!, wp.baseAddress!, zp.baseAddress!, m: n, n: out, k: width, transB: true, beta: 1)
             } } }

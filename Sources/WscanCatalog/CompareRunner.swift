@@ -99,7 +99,8 @@ public enum CompareRunner {
         defer { CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
         let ev = try evidence(wb)
         // Checked against both sides: a member whose shape does not fit its group in A or B is left out (with a note).
-        let spec = PermSpecInference.validated(PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path)), [wa, wb])
+        let inferred = PermSpecInference.infer(wa, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
+        let spec = PermSpecInference.validated(inferred, [wa, wb])
         CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
         // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
         var notes: [String] = []
@@ -122,8 +123,14 @@ public enum CompareRunner {
         let wantAlign = options.align == .always ||
             (options.align == .auto && !spec.groups.isEmpty && ["finetuned", "independent"].contains(quick.kind))
         if options.align == .always && spec.groups.isEmpty {
-            notes.append("no permutation symmetry recognised in A's architecture (MLP chains, transformer feed-forward units and heads are): alignment skipped"
-                         + (options.writeAligned != nil ? "; --write-aligned holds B unpermuted" : ""))
+            // wa holds the tensors paired with B only: when B lacks or reshapes some of A's, say so rather than
+            // blame A's architecture.
+            let why = !onlyA.isEmpty || !onlyB.isEmpty
+                ? "A and B pair only \(pairs.count) tensors of the same shape (\(onlyA.count) only in A, \(onlyB.count) only in B): no permutation symmetry spans them"
+                : PermSpecInference.validated(inferred, [wa]).groups.isEmpty
+                ? "no permutation symmetry recognised in A's architecture (MLP chains, transformer feed-forward units and heads are)"
+                : "A's permutation groups do not fit B's tensors"
+            notes.append(why + ": alignment skipped" + (options.writeAligned != nil ? "; --write-aligned holds B unpermuted" : ""))
         }
         if wantAlign, !spec.groups.isEmpty {
             let al = try Alignment.weightMatching(fa, fb, spec: spec, seed: options.seed)
@@ -145,7 +152,7 @@ public enum CompareRunner {
             var before: ConnectivityCurve
             // The evaluated model is A with its paired tensors interpolated: tensors only A has (a bias B lacks)
             // stay A's own instead of being dropped.
-            var wa = wa
+            var wa = wa, wbPath = wb, wbAlignedPath = wbAligned
             if evaluator != nil {
                 let all = try WeightSet.load(ckA, where: { wa.values[$0.name] == nil })   // only what is not decoded yet
                 let kept = all.names
@@ -153,16 +160,54 @@ public enum CompareRunner {
                 if !kept.isEmpty {
                     notes.append("\(kept.count) tensors only A has (\(kept.prefix(4).joined(separator: ", "))\(kept.count > 4 ? ", …" : "")) keep A's values along the path: the λ = 1 end is B's shared weights with them, not B alone")
                 }
+                // Tensors only B has: a bias A's layer lacks is a zero bias on A's side (the same function), so the
+                // path ends at B; anything else B alone has is not on the path, and a note says the end is not B.
+                let allB = try WeightSet.load(ckB, where: { wb.values[$0.name] == nil && wa.values[$0.name] == nil })
+                var zeroed: [String] = [], left: [String] = []
+                for n in allB.names {
+                    let s = allB.shapes[n] ?? []
+                    let weight = n.hasSuffix("bias") ? String(n.dropLast(4)) + "weight" : ""
+                    if s.count == 1, !weight.isEmpty, let ws = wa.shapes[weight], ws.first == s[0], wb.values[weight] != nil {
+                        zeroed.append(n)
+                        wa.names.append(n); wa.shapes[n] = s; wa.values[n] = [Float](repeating: 0, count: s[0])
+                        for target in [0, 1] {
+                            if target == 0 { wbPath.names.append(n); wbPath.shapes[n] = s; wbPath.values[n] = allB.values[n] }
+                            else if wbAlignedPath != nil {
+                                // The aligned copy permutes B's bias with its layer's units when that layer was permuted.
+                                wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = s
+                                wbAlignedPath!.values[n] = Permuter.applyAll(WeightSet(names: [n], shapes: [n: s], values: [n: allB.values[n]!]),
+                                                                             spec: spec, perms: alignment?.perms ?? [:]).values[n]
+                            }
+                        }
+                    } else { left.append(n) }
+                }
+                if !zeroed.isEmpty { notes.append("\(zeroed.count) biases only B has (\(zeroed.prefix(4).joined(separator: ", "))\(zeroed.count > 4 ? ", …" : "")) are zero on A's side of the path (A's layers have none)") }
+                if !left.isEmpty { notes.append("\(left.count) tensors only B has (\(left.prefix(4).joined(separator: ", "))\(left.count > 4 ? ", …" : "")) are not on the path: its λ = 1 end is not B") }
             }
-            do { before = try Forensics.connectivity(wa, wb, evaluator: evaluator, grid: options.grid) } catch {
+            var first: EvalResult? = nil
+            do {
+                first = try evaluator.map { try $0.evaluate(wa) }
+                before = try Forensics.connectivity(wa, wbPath, evaluator: evaluator, grid: options.grid, first: first)
+            } catch {
                 // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
                 // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)
-                if let ev = options.evaluator as? ExternalEvaluator { _ = try ev.evaluate(wa) }
+                if first == nil || (error as? Forensics.PathError)?.lambda == 0, options.evaluator is ExternalEvaluator {
+                    throw EvaluatorError("on A's own weights: \(error)")
+                }
                 failure = "\(error)"; evaluator = nil
-                before = try Forensics.connectivity(wa, wb, evaluator: nil, grid: options.grid)
+                before = try Forensics.connectivity(wa, wbPath, evaluator: nil, grid: options.grid)
                 notes.append("\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
             }
-            let after = try wbAligned.map { try Forensics.connectivity(wa, $0, evaluator: evaluator, grid: options.grid) }
+            var after: ConnectivityCurve? = nil
+            if let wal = wbAlignedPath {
+                do { after = try Forensics.connectivity(wa, wal, evaluator: evaluator, grid: options.grid, first: first) } catch {
+                    after = try Forensics.connectivity(wa, wal, evaluator: nil, grid: options.grid)
+                    notes.append("the evaluator cannot run on the aligned path (\(error)): no barrier after alignment")
+                }
+            }
+            for (what, c) in [("", before), (" after alignment", after)] {
+                if let at = c?.nanAt { notes.append("the evaluator returned NaN at λ = \(at.map { String(format: "%.3g", $0) }.joined(separator: ", "))\(what): the model breaks there, no barrier") }
+            }
             let barrierText = before.loss != nil || before.higherIsBetter == false ? "barrier = max L(λ) − ½(L(0)+L(1))"
                 : "barrier = ½(M(0)+M(1)) − min M(λ), the drop of the evaluator's metric M (higher is better)"
             conn = Connectivity(evaluator: options.evaluator?.description, before: before, after: after,

@@ -39,15 +39,15 @@ public struct ExternalEvaluator: Evaluator {
         } else {
             try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
         }
-        let quoted = "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'"
-        let cmd = command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: quoted) : command + " " + quoted
+        let cmd = Self.substitute(command, path: file)
         wscan_guard_paths(file, dir.path)                 // removed by the signal handler if wscan is interrupted
         defer { wscan_guard_paths(nil, nil) }
         let run = try Self.run(cmd, timeout: timeout)
         guard !run.timedOut else { throw EvaluatorError("evaluator `\(command)` timed out after \(Self.seconds(timeout))") }
         guard run.statusKnown else { throw EvaluatorError("evaluator `\(command)`: its exit status could not be read") }
         guard run.status == 0 else {
-            let last = String(decoding: run.stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+            // The last line it wrote, on stderr, else on stdout.
+            let last = [run.stderr, run.stdout].lazy.compactMap { String(decoding: $0, as: UTF8.self).split(whereSeparator: \.isNewline).last.map(String.init) }.first ?? ""
             throw EvaluatorError("evaluator `\(command)` \(run.status > 0 ? "exited with status \(run.status)" : "was killed by signal \(-run.status)")\(last.isEmpty ? "" : ": " + last)")
         }
         // The candidate's path (a random folder name full of digits) never counts, whichever pass reads the number.
@@ -58,6 +58,30 @@ public struct ExternalEvaluator: Evaluator {
             throw EvaluatorError("evaluator `\(command)` printed no number on stdout\(last)")
         }
         return EvalResult(loss: higherIsBetter ? nil : v, accuracy: nil, metric: v, metricName: "external", higherIsBetter: higherIsBetter)
+    }
+
+    /// The command with each {ckpt} replaced by the path, quoted for where it stands: bare, inside "…" (backslash
+    /// before \\ " $ and `), or inside '…' (each ' as '\\''); the path is appended as the last argument when there
+    /// is no {ckpt}. A user who writes "{ckpt}" or '{ckpt}', as shell habit suggests, gets the path, not quotes in it.
+    static func substitute(_ command: String, path: String) -> String {
+        let single = "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        guard command.contains("{ckpt}") else { return command + " " + single }
+        var out = "", inSingle = false, inDouble = false, escaped = false
+        var rest = Substring(command)
+        while let c = rest.first {
+            if !escaped && !inSingle && rest.hasPrefix("{ckpt}") || (inSingle && rest.hasPrefix("{ckpt}")) {
+                if inSingle { out += path.replacingOccurrences(of: "'", with: "'\\''") }
+                else if inDouble { out += path.reduce(into: "") { r, ch in if "\\\"$`".contains(ch) { r.append("\\") }; r.append(ch) } }
+                else { out += single }
+                rest = rest.dropFirst(6); continue
+            }
+            out.append(c); rest = rest.dropFirst()
+            if escaped { escaped = false; continue }
+            if c == "\\" && !inSingle { escaped = true }
+            else if c == "'" && !inDouble { inSingle.toggle() }
+            else if c == "\"" && !inSingle { inDouble.toggle() }
+        }
+        return out
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.3g s", t) }

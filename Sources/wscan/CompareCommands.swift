@@ -32,6 +32,7 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         if align && noAlign { throw ValidationError("--align and --no-align exclude each other") }
+        if writeAligned != nil && noAlign { throw ValidationError("--write-aligned aligns B first: it excludes --no-align") }
         guard grid >= 3 else { throw ValidationError("--grid must be at least 3") }
         let cat = try catalog.open()
         let ra = try resolveCheckpoint(a, catalog: cat), rb = try resolveCheckpoint(b, catalog: cat)

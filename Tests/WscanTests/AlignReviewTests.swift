@@ -404,3 +404,75 @@ extension AlignReviewTests {
         }
     }
 }
+
+extension AlignReviewTests {
+    /// Connectivity review: the built-in evaluator refuses what it would ignore (normalization layers); biases only
+    /// B has are zero on A's side, so the path ends at B; NaN along the path leaves no barrier (on A it is an error);
+    /// an evaluator failing on the aligned path costs that barrier only; a hanging evaluator on A runs once; quoted
+    /// {ckpt} works; --write-aligned excludes --no-align; an F16 copy against its pruned F32 version reads as pruned.
+    func testConnectivityReview() throws {
+        let d = tmp.url.path, corpus = Paths.corpus.path, data = corpus + "/digits_test.npz", db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        a = load_file("\(corpus)/mlp_seed0.safetensors")
+        save_file({k: v for k, v in a.items() if not k.endswith("bias")}, "\(d)/nobias.safetensors")
+        bn = dict(a); bn["bn1.weight"] = np.ones(64, np.float32); bn["bn1.bias"] = np.zeros(64, np.float32)
+        bn["bn1.running_mean"] = np.ones(64, np.float32); bn["bn1.running_var"] = np.ones(64, np.float32)
+        save_file(bn, "\(d)/bn.safetensors")
+        """)
+        let ev = { (name: String, body: String) in
+            let p = self.tmp.path(name)
+            try! ("#!/bin/sh\n" + body + "\n").write(toFile: p, atomically: true, encoding: .utf8)
+            chmod(p, 0o755)
+            return p
+        }
+        let nanmid = ev("nanmid.sh", "n=$(cat \(d)/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > \(d)/count; if [ $n -eq 3 ]; then echo nan; else echo 0.5; fi")
+        let nanAll = ev("nan.sh", "echo NaN")
+        let failAfter = ev("failn.sh", "n=$(cat \(d)/count2 2>/dev/null || echo 0); n=$((n+1)); echo $n > \(d)/count2; if [ $n -ge 6 ]; then echo boom >&2; exit 1; fi; echo 0.9")
+        let hang = ev("hang.sh", "echo start >> \(d)/hlog; sleep 30")
+        let quoted = ev("quoted.sh", "test -f \"$1\" && echo 0.75")
+        func run(_ args: [String]) throws -> (status: Int32, json: [String: Any]?, err: String) {
+            let r = try runWscan(args + ["--json", "--db", db])
+            return (r.status, try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any], r.err)
+        }
+        let seed0 = corpus + "/mlp_seed0.safetensors", seed1 = corpus + "/mlp_seed1.safetensors"
+
+        let bnRun = try run(["compare", tmp.path("bn.safetensors"), seed1, "--data", data, "--no-align"])
+        XCTAssertEqual(bnRun.status, 1); XCTAssertTrue(bnRun.err.contains("not a plain MLP"), bnRun.err)
+
+        let nb = try run(["compare", tmp.path("nobias.safetensors"), seed1, "--data", data, "--no-align"])
+        XCTAssertEqual(nb.status, 0, nb.err)
+        let before = (nb.json!["connectivity"] as! [String: Any])["before"] as! [String: Any]
+        let models = (try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any])["models"] as! [String: [String: Any]]
+        XCTAssertEqual((before["loss"] as! [Double]).last!, models["mlp_seed1"]!["test_loss"] as! Double, accuracy: 1e-5, "λ = 1 is B")
+        XCTAssertTrue((nb.json!["notes"] as! [String]).contains { $0.contains("biases only B has") })
+
+        let nm = try run(["compare", seed0, seed1, "--eval", nanmid + " {ckpt}", "--grid", "5", "--no-align"])
+        XCTAssertEqual(nm.status, 0, nm.err)
+        let nmBefore = (nm.json!["connectivity"] as! [String: Any])["before"] as! [String: Any]
+        XCTAssertNil(nmBefore["barrier"]); XCTAssertEqual(nmBefore["nanAt"] as? [Double], [0.5], "the third call: λ = 0, 0.25, 0.5")
+        XCTAssertEqual(try run(["compare", seed0, seed1, "--eval", nanAll + " {ckpt}", "--grid", "3", "--no-align"]).status, 1)
+
+        let fa = try run(["compare", seed0, corpus + "/mlp_seed0_permuted.safetensors", "--eval", failAfter + " {ckpt}", "--grid", "5", "--align"])
+        XCTAssertEqual(fa.status, 0, fa.err)
+        XCTAssertTrue((fa.json!["notes"] as! [String]).contains { $0.contains("cannot run on the aligned path") }, "\(fa.json!["notes"] ?? "")")
+
+        let t0 = Date()
+        XCTAssertEqual(try run(["compare", seed0, seed1, "--eval", hang + " {ckpt}", "--eval-timeout", "1", "--grid", "3"]).status, 1)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 15)
+        XCTAssertEqual(try String(contentsOfFile: d + "/hlog", encoding: .utf8).split(separator: "\n").count, 1, "A is evaluated once")
+
+        for form in ["\"{ckpt}\"", "'{ckpt}'", "{ckpt}"] {
+            let q = try run(["compare", seed0, seed1, "--eval", quoted + " " + form, "--grid", "3", "--no-align"])
+            XCTAssertEqual(q.status, 0, "\(form): \(q.err)")
+        }
+        XCTAssertEqual(ExternalEvaluator.substitute("x \"a {ckpt} b\"", path: "/t/it's \"q\" $x"), "x \"a /t/it's \\\"q\\\" \\$x b\"")
+        XCTAssertEqual(ExternalEvaluator.substitute("x '{ckpt}'", path: "/t/it's"), "x '/t/it'\\''s'")
+        XCTAssertEqual(ExternalEvaluator.substitute("x", path: "/t/a b"), "x '/t/a b'")
+
+        XCTAssertEqual(try runWscan(["compare", seed0, seed1, "--no-align", "--write-aligned", tmp.path("w.safetensors"), "--db", db]).status, 2)
+        let pr = try run(["compare", corpus + "/mlp_seed0_f16.safetensors", corpus + "/mlp_seed0_pruned50.safetensors"])
+        XCTAssertEqual((pr.json!["verdict"] as! [String: Any])["kind"] as? String, "pruned")
+    }
+}
