@@ -28,7 +28,7 @@ final class SparsityReviewTests: XCTestCase {
     /// zeros, subnormals, ±Inf, NaN, huge values, lengths off the 16/64-element blocks and past a sub-chunk.
     func testOnePassHistogramEqualsTwoPass() throws {
         guard StatsKernel.hasAVX512 else { throw XCTSkip("no AVX-512 on this CPU: only the two-pass kernel runs") }
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix64(seed: 11)
         for n in [1, 15, 17, 63, 65, 1000, (1 << 18) + 37, 700_001] {
             var x = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) * Float(pow(2.0, Double(Int.random(in: -40...40, using: &rng)))) }
             for i in stride(from: 0, to: n, by: 97) { x[i] = Float(bitPattern: UInt32.random(in: 1..<0x7FFFFF, using: &rng)) }   // subnormals
@@ -42,7 +42,8 @@ final class SparsityReviewTests: XCTestCase {
             // And the sums are the squares: every finite element's w² within 2⁻²⁶ relative, subnormals included.
             let exact = x.reduce(0.0) { $0 + ($1.isFinite ? Double($1) * Double($1) : 0) }
             let got = stride(from: 1, to: one.pairs.count, by: 2).reduce(0.0) { $0 + one.pairs[$1] }
-            XCTAssertEqual(got, exact, accuracy: exact * 1e-7, "n \(n)")
+            // (2⁻²⁶ relative per normal element; a subnormal's square to 2⁻²⁷⁸ absolute)
+            XCTAssertEqual(got, exact, accuracy: exact * 1e-7 + Double(n) * 0x1p-278, "n \(n)")
         }
     }
 
