@@ -60,6 +60,7 @@ public struct ConnectivityCurve: Codable, Sendable {
     public var distance: Double               // ‖θ_B − θ_A‖ over interpolated tensors
     public var higherIsBetter: Bool? = nil    // the evaluator's metric direction (nil without an evaluator)
     public var nanAt: [Double]? = nil         // λ where the evaluator returned NaN (then there is no barrier)
+    public var barrierOn: String? = nil       // "loss" (max L − ½(L(0)+L(1))) or "metric" (its drop, oriented by higherIsBetter)
 }
 
 public struct Connectivity: Codable, Sendable {

@@ -282,6 +282,7 @@ public enum Forensics {
         var c = ConnectivityCurve(lambdas: lambdas, loss: loss.isEmpty ? nil : loss, accuracy: acc.isEmpty ? nil : acc,
                                   metric: metric, barrier: barrier, distance: dist.squareRoot(), higherIsBetter: higherBetter)
         c.nanAt = nanAt.isEmpty ? nil : nanAt
+        c.barrierOn = loss.count == lambdas.count ? "loss" : "metric"
         return c
     }
 }

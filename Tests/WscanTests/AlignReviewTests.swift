@@ -447,6 +447,7 @@ extension AlignReviewTests {
         let models = (try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any])["models"] as! [String: [String: Any]]
         XCTAssertEqual((before["loss"] as! [Double]).last!, models["mlp_seed1"]!["test_loss"] as! Double, accuracy: 1e-5, "λ = 1 is B")
         XCTAssertTrue((nb.json!["notes"] as! [String]).contains { $0.contains("biases only B has") })
+        XCTAssertEqual(before["barrierOn"] as? String, "loss", "the built-in evaluator's barrier is on the loss, whatever higherIsBetter says of accuracy")
 
         let nm = try run(["compare", seed0, seed1, "--eval", nanmid + " {ckpt}", "--grid", "5", "--no-align"])
         XCTAssertEqual(nm.status, 0, nm.err)
