@@ -11,7 +11,10 @@ public struct PermGroup: Codable, Sendable {
     public var inTensor: String?
     public var outTensor: String?
     public var kind: String            // mlp | ffn | heads
-    public struct Member: Codable, Sendable { public var tensor: String; public var axis: Int }
+    public struct Member: Codable, Sendable {
+        public var tensor: String; public var axis: Int
+        public init(tensor: String, axis: Int) { self.tensor = tensor; self.axis = axis }
+    }
 }
 
 public struct PermSpec: Codable, Sendable {

@@ -35,8 +35,11 @@ public struct SaliencyResult: Codable, Sendable {
 
 public enum Saliency {
     /// Whether a tensor name is optimizer state (Adam's moments, a torch optimizer state dict), not a model weight.
+    /// Optimizer state stored beside the weights (torch's names: Adam/AMSGrad, SGD momentum, RMSprop, Adadelta).
     public static func isOptimizerState(_ name: String) -> Bool {
-        name.hasPrefix("optimizer.") || name.contains("exp_avg")
+        if name.hasPrefix("optimizer.") || name.contains("exp_avg") { return true }
+        let parts = name.split(separator: ".")
+        return parts.contains { ["momentum_buffer", "max_exp_avg_sq", "square_avg", "acc_delta"].contains($0) }
     }
 
     /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without

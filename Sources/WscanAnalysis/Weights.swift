@@ -126,7 +126,7 @@ public struct MLPEvaluator: Evaluator {
         self.x = x.map(Double.init); self.y = y
         // Linear layers: 2-D "P.weight" [out, in] with an optional 1-D "P.bias" [out].
         var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
-        for name in w.names.sorted(by: LayerOrder.less) where name.hasSuffix("weight") {
+        for name in w.names.sorted(by: LayerOrder.less) where name.hasSuffix("weight") && !Saliency.isOptimizerState(name) {
             guard let s = w.shapes[name], s.count == 2 else { continue }
             let prefix = String(name.dropLast("weight".count))
             let b = prefix + "bias"

@@ -144,6 +144,24 @@ public enum CompareRunner {
             }
         }
         let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
+        /// B's 1-D biases that A lacks, on layers whose weights are paired: (B's name, A's name of the weight, values).
+        func bOnlyBiases() throws -> [(String, String, [Float])] {
+            let byB = Dictionary(pairs.map { ($0.1.name, $0.0.name) }, uniquingKeysWith: { x, _ in x })
+            return try onlyB.compactMap { nameB -> (String, String, [Float])? in
+                guard nameB.hasSuffix("bias"), let t = ckB.tensors.first(where: { $0.name == nameB }), t.shape.count == 1,
+                      let weightA = byB[String(nameB.dropLast(4)) + "weight"], wa.shapes[weightA]?.first == t.shape[0] else { return nil }
+                return (nameB, weightA, try valuesB(t))
+            }
+        }
+        /// A bias in the aligned basis: permuted as its weight's rows (axis 0) are.
+        func alignedBias(_ n: String, weightA: String, _ values: [Float]) -> [Float] {
+            guard let al = alignment else { return values }
+            var spec2 = spec
+            for gi in spec2.groups.indices where spec2.groups[gi].members.contains(where: { $0.tensor == weightA && $0.axis == 0 }) {
+                spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0))
+            }
+            return Permuter.applyAll(WeightSet(names: [n], shapes: [n: [values.count]], values: [n: values]), spec: spec2, perms: al.perms).values[n]!
+        }
         var conn: Connectivity? = nil
         if options.connectivity, !pairs.isEmpty, verdict.kind != "identical" {
             // An evaluator that cannot run on these weights (B lacks a layer it needs) costs the barrier, not the
@@ -162,25 +180,20 @@ public enum CompareRunner {
                 }
                 // Tensors only B has: a bias A's layer lacks is a zero bias on A's side (the same function), so the
                 // path ends at B; anything else B alone has is not on the path, and a note says the end is not B.
-                let allB = try WeightSet.load(ckB, where: { wb.values[$0.name] == nil && wa.values[$0.name] == nil })
+                // (By pairs: B's names may differ from A's when tensors were paired by shape and position.)
                 var zeroed: [String] = [], left: [String] = []
-                for n in allB.names {
-                    let s = allB.shapes[n] ?? []
-                    let weight = n.hasSuffix("bias") ? String(n.dropLast(4)) + "weight" : ""
-                    if s.count == 1, !weight.isEmpty, let ws = wa.shapes[weight], ws.first == s[0], wb.values[weight] != nil {
-                        zeroed.append(n)
-                        wa.names.append(n); wa.shapes[n] = s; wa.values[n] = [Float](repeating: 0, count: s[0])
-                        for target in [0, 1] {
-                            if target == 0 { wbPath.names.append(n); wbPath.shapes[n] = s; wbPath.values[n] = allB.values[n] }
-                            else if wbAlignedPath != nil {
-                                // The aligned copy permutes B's bias with its layer's units when that layer was permuted.
-                                wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = s
-                                wbAlignedPath!.values[n] = Permuter.applyAll(WeightSet(names: [n], shapes: [n: s], values: [n: allB.values[n]!]),
-                                                                             spec: spec, perms: alignment?.perms ?? [:]).values[n]
-                            }
-                        }
-                    } else { left.append(n) }
+                for (nameB, weightA, values) in try bOnlyBiases() {
+                    let n = String(weightA.dropLast("weight".count)) + "bias"
+                    guard wa.values[n] == nil else { left.append(nameB); continue }
+                    zeroed.append(nameB)
+                    wa.names.append(n); wa.shapes[n] = [values.count]; wa.values[n] = [Float](repeating: 0, count: values.count)
+                    wbPath.names.append(n); wbPath.shapes[n] = [values.count]; wbPath.values[n] = values
+                    if wbAlignedPath != nil {
+                        wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = [values.count]; wbAlignedPath!.values[n] = alignedBias(n, weightA: weightA, values)
+                    }
                 }
+                let zeroedSet = Set(zeroed)
+                left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0) && !left.contains($0) }
                 if !zeroed.isEmpty { notes.append("\(zeroed.count) biases only B has (\(zeroed.prefix(4).joined(separator: ", "))\(zeroed.count > 4 ? ", …" : "")) are zero on A's side of the path (A's layers have none)") }
                 if !left.isEmpty { notes.append("\(left.count) tensors only B has (\(left.prefix(4).joined(separator: ", "))\(left.count > 4 ? ", …" : "")) are not on the path: its λ = 1 end is not B") }
             }
@@ -191,7 +204,7 @@ public enum CompareRunner {
             } catch {
                 // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
                 // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)
-                if first == nil || (error as? Forensics.PathError)?.lambda == 0, options.evaluator is ExternalEvaluator {
+                if first == nil || (error as? Forensics.PathError)?.lambda == 0 {
                     throw EvaluatorError("on A's own weights: \(error)")
                 }
                 failure = "\(error)"; evaluator = nil
@@ -224,6 +237,10 @@ public enum CompareRunner {
             // Every other tensor of B (integer buffers included) is copied in its own dtype.
             var replace: [String: [Float]] = [:]
             for (ta, tb, _) in pairs { replace[tb.name] = src.values[ta.name]! }
+            // A bias only B has moves with its layer's units (else the file would not compute B's function).
+            if wbAligned != nil {
+                for (nameB, weightA, values) in try bOnlyBiases() { replace[nameB] = alignedBias(String(weightA.dropLast("weight".count)) + "bias", weightA: weightA, values) }
+            }
             let rep = try Exporter.export(ckB, to: out, dtype: .keep, include: { _ in true }, replacing: replace,
                                           metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"])
             writeNotes = rep.converted.sorted { $0.key < $1.key }.map { "\(out): \($0.key) written as \($0.value)" }

@@ -34,7 +34,10 @@ public struct ExternalEvaluator: Evaluator {
         let merged = extra.map { $0.merged(with: w) } ?? w
         if let source {
             let replace = Dictionary(merged.names.map { ($0, merged.values[$0]!) }, uniquingKeysWith: { a, _ in a })
-            _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace,
+            // Weights the source checkpoint lacks (a bias only the other end of a path has) go in as F32.
+            let own = Set(source.tensors.map(\.name))
+            let adding = merged.names.filter { !own.contains($0) }.map { SafetensorsWriter.Entry(name: $0, shape: merged.shapes[$0]!, floats: merged.values[$0]!) }
+            _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace, adding: adding,
                                     metadata: ["written_by": "wscan evaluator"])
         } else {
             try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
@@ -60,28 +63,15 @@ public struct ExternalEvaluator: Evaluator {
         return EvalResult(loss: higherIsBetter ? nil : v, accuracy: nil, metric: v, metricName: "external", higherIsBetter: higherIsBetter)
     }
 
-    /// The command with each {ckpt} replaced by the path, quoted for where it stands: bare, inside "…" (backslash
-    /// before \\ " $ and `), or inside '…' (each ' as '\\''); the path is appended as the last argument when there
-    /// is no {ckpt}. A user who writes "{ckpt}" or '{ckpt}', as shell habit suggests, gets the path, not quotes in it.
+    /// The command with {ckpt} replaced by the shell-quoted path ('…', each ' as '\\''), the quotes a user put
+    /// directly around it ("{ckpt}" or '{ckpt}', out of shell habit) replaced too; the path is appended as the last
+    /// argument when there is no {ckpt}. Everywhere else (inside "$(…)", `sh -c "… {ckpt}"`) the single-quoted path
+    /// is what a shell parsing that text needs.
     static func substitute(_ command: String, path: String) -> String {
         let single = "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
         guard command.contains("{ckpt}") else { return command + " " + single }
-        var out = "", inSingle = false, inDouble = false, escaped = false
-        var rest = Substring(command)
-        while let c = rest.first {
-            if !escaped && !inSingle && rest.hasPrefix("{ckpt}") || (inSingle && rest.hasPrefix("{ckpt}")) {
-                if inSingle { out += path.replacingOccurrences(of: "'", with: "'\\''") }
-                else if inDouble { out += path.reduce(into: "") { r, ch in if "\\\"$`".contains(ch) { r.append("\\") }; r.append(ch) } }
-                else { out += single }
-                rest = rest.dropFirst(6); continue
-            }
-            out.append(c); rest = rest.dropFirst()
-            if escaped { escaped = false; continue }
-            if c == "\\" && !inSingle { escaped = true }
-            else if c == "'" && !inDouble { inSingle.toggle() }
-            else if c == "\"" && !inSingle { inDouble.toggle() }
-        }
-        return out
+        return command.replacingOccurrences(of: "\"{ckpt}\"", with: single).replacingOccurrences(of: "'{ckpt}'", with: single)
+            .replacingOccurrences(of: "{ckpt}", with: single)
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.3g s", t) }

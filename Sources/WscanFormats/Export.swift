@@ -21,7 +21,8 @@ public enum Exporter {
     /// exactly; an F64 tensor keeps its original value wherever the (non-zero) replacement equals it rounded to float32
     /// (so pruning an F64 tensor changes only the pruned elements, which become exact zeros); any other dtype becomes F32 (listed in `converted`).
     public static func export(_ ck: Checkpoint, to out: String, dtype: TargetDType, include: (TensorInfo) -> Bool,
-                              replacing: [String: [Float]] = [:], metadata: [String: String] = [:]) throws -> Report {
+                              replacing: [String: [Float]] = [:], adding: [SafetensorsWriter.Entry] = [],
+                              metadata: [String: String] = [:]) throws -> Report {
         try ck.refuseToOverwrite(out)
         var entries: [SafetensorsWriter.Entry] = []
         var converted: [String: String] = [:]
@@ -93,6 +94,8 @@ public enum Exporter {
             }
         }
         // Nothing to write: no file is written (one that is already at `out` stays as it was).
+        // Tensors the checkpoint lacks (a zero bias an evaluated path gives A), after its own.
+        for e in adding where !entries.contains(where: { $0.name == e.name }) { entries.append(e) }
         if entries.isEmpty && !skipped.isEmpty {
             let why = skipped.sorted { $0.key < $1.key }.prefix(3).map { "\($0.key): \($0.value)" }.joined(separator: "; ")
             throw FormatError(.unsupported, "no tensor can be exported (\(why)\(skipped.count > 3 ? "; …" : ""))")

@@ -59,8 +59,13 @@ extension ReportWriter {
             line()
             line(Self.text(c.note) + ".")
             line()
-            var rows: [[String]] = [["before alignment", Self.f(c.before.distance), Self.f(c.before.barrier)]]
-            if let a = c.after { rows.append(["after alignment", Self.f(a.distance), Self.f(a.barrier)]) }
+            // A missing barrier says why when the evaluator returned NaN along the path.
+            func barrier(_ p: ConnectivityCurve) -> String {
+                if p.barrier == nil, let at = p.nanAt { return "– (NaN at λ = \(at.map { String(format: "%.3g", $0) }.joined(separator: ", ")))" }
+                return Self.f(p.barrier)
+            }
+            var rows: [[String]] = [["before alignment", Self.f(c.before.distance), barrier(c.before)]]
+            if let a = c.after { rows.append(["after alignment", Self.f(a.distance), barrier(a)]) }
             let onLoss = c.before.loss != nil || c.before.higherIsBetter == false
             table(["path", "‖θB − θA‖", onLoss ? "loss barrier" : "barrier (metric drop)"], rows, align: [false, true, true])
             if c.before.loss != nil || c.before.metric != nil {
@@ -79,6 +84,14 @@ extension ReportWriter {
                                                              series: s2, markers: [], hlines: []), alt: "accuracy along the path")
                 }
             }
+        }
+        // The run's warnings (tensors only one side has, an evaluator that could not run, NaN along a path, …).
+        if let notes = r.notes, !notes.isEmpty {
+            line("## Notes")
+            line()
+            let cwd = FileManager.default.currentDirectoryPath + "/"
+            for n in notes { line("- " + Self.text(n.replacingOccurrences(of: cwd, with: ""))) }
+            line()
         }
         var rr = r
         rr.a = Self.display(r.a); rr.b = Self.display(r.b)

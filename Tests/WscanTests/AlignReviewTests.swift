@@ -468,12 +468,64 @@ extension AlignReviewTests {
             let q = try run(["compare", seed0, seed1, "--eval", quoted + " " + form, "--grid", "3", "--no-align"])
             XCTAssertEqual(q.status, 0, "\(form): \(q.err)")
         }
-        XCTAssertEqual(ExternalEvaluator.substitute("x \"a {ckpt} b\"", path: "/t/it's \"q\" $x"), "x \"a /t/it's \\\"q\\\" \\$x b\"")
+        XCTAssertEqual(ExternalEvaluator.substitute("x \"{ckpt}\"", path: "/t/a b"), "x '/t/a b'")
         XCTAssertEqual(ExternalEvaluator.substitute("x '{ckpt}'", path: "/t/it's"), "x '/t/it'\\''s'")
         XCTAssertEqual(ExternalEvaluator.substitute("x", path: "/t/a b"), "x '/t/a b'")
+        // Text a shell parses again (sh -c "…", "$(…)") gets the single-quoted path, as it needs.
+        XCTAssertEqual(ExternalEvaluator.substitute("sh -c \"ev {ckpt}\"", path: "/t/a b"), "sh -c \"ev '/t/a b'\"")
+        XCTAssertEqual(ExternalEvaluator.substitute("ev \"$(realpath {ckpt})\"", path: "/t/a b"), "ev \"$(realpath '/t/a b')\"")
 
         XCTAssertEqual(try runWscan(["compare", seed0, seed1, "--no-align", "--write-aligned", tmp.path("w.safetensors"), "--db", db]).status, 2)
         let pr = try run(["compare", corpus + "/mlp_seed0_f16.safetensors", corpus + "/mlp_seed0_pruned50.safetensors"])
         XCTAssertEqual((pr.json!["verdict"] as! [String: Any])["kind"] as? String, "pruned")
+    }
+}
+
+extension AlignReviewTests {
+    /// Third review: a bias only B has moves with its layer's units on the aligned path (λ = 1 is B there too) and
+    /// in --write-aligned; tensors paired under other names are not "only B"; NaN on A is an error with the built-in
+    /// evaluator too; optimizer state beside the weights (SGD momentum, Adam by prefix) is not a layer; the
+    /// report carries the run's notes.
+    func testConnectivityThirdReview() throws {
+        let d = tmp.url.path, corpus = Paths.corpus.path, data = corpus + "/digits_test.npz", db = tmp.path("c.db")
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        a = load_file("\(corpus)/mlp_seed0.safetensors")
+        save_file({k: v for k, v in a.items() if not k.endswith("bias")}, "\(d)/nobias.safetensors")
+        save_file({{"fc1": "0", "fc2": "2", "fc3": "4"}[k.split(".")[0]] + "." + k.split(".")[1]: v for k, v in a.items()}, "\(d)/seq.safetensors")
+        n = dict(a); n["fc1.weight"] = n["fc1.weight"].copy(); n["fc1.weight"][0, 0] = np.nan
+        save_file(n, "\(d)/nan.safetensors")
+        m = dict(a); m["fc1.weight.momentum_buffer"] = np.zeros_like(a["fc1.weight"]); m["exp_avg_sq.fc2.weight"] = np.ones_like(a["fc2.weight"])
+        save_file(m, "\(d)/momentum.safetensors")
+        """)
+        let models = (try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any])["models"] as! [String: [String: Any]]
+        let bLoss = models["mlp_seed1"]!["test_loss"] as! Double
+        let seed1 = corpus + "/mlp_seed1.safetensors"
+        let r = try runWscan(["compare", tmp.path("nobias.safetensors"), seed1, "--data", data, "--align", "--grid", "3", "--json", "--db", db,
+                              "--write-aligned", tmp.path("aligned.safetensors")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let conn = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["connectivity"] as! [String: Any]
+        XCTAssertEqual(((conn["after"] as! [String: Any])["loss"] as! [Double]).last!, bLoss, accuracy: 1e-5, "λ = 1 after alignment is B")
+        // The aligned file computes B's function: same loss under the built-in evaluator.
+        let data2 = try Dataset.load(data)
+        let aligned = try WeightSet.load(try CheckpointOpener.open(tmp.path("aligned.safetensors")))
+        let ev = try MLPEvaluator(weights: aligned, x: data2.x, y: data2.y, features: data2.features)
+        XCTAssertEqual(try ev.evaluate(aligned).loss!, bLoss, accuracy: 1e-5)
+
+        let seq = try runWscan(["compare", tmp.path("seq.safetensors"), seed1, "--data", data, "--no-align", "--grid", "3", "--db", db])
+        XCTAssertEqual(seq.status, 0, seq.err)
+        XCTAssertFalse(seq.err.contains("only B has"), seq.err)
+
+        let nanA = try runWscan(["compare", tmp.path("nan.safetensors"), seed1, "--data", data, "--no-align", "--grid", "3", "--db", db])
+        XCTAssertEqual(nanA.status, 1, nanA.out); XCTAssertTrue(nanA.err.contains("NaN on A's own weights"), nanA.err)
+
+        let mo = try runWscan(["analyze", "sparsity", tmp.path("momentum.safetensors"), "--data", data, "--grid", "0,0.5", "--no-refine", "--db", db])
+        XCTAssertEqual(mo.status, 0, mo.err)
+
+        let rep = try runWscan(["report", "--compare", tmp.path("nobias.safetensors"), seed1, "-o", tmp.path("rep"), "--db", db])
+        XCTAssertEqual(rep.status, 0, rep.err)
+        let md = try String(contentsOfFile: tmp.path("rep") + "/README.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("## Notes"), md)
     }
 }
