@@ -197,53 +197,23 @@ public enum Comparator {
                 if exact { ev.reencodedAs = "\(qt.rawValue) (exact requantization)" }
                 else if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
             }
+            // Pruning with a narrower save on one side, in the four ways it shows: B pruned then stored narrower; A
+            // pruned in full precision against a narrow copy of the unpruned weights (B); and both mirrored.
+            func markPrunedB(_ m: ZeroedRounded) {
+                ev.prunedFromA = true; ev.newZeros = m.zeros; ev.maxZeroedMagnitude = m.maxZeroed; ev.minKeptMagnitude = m.minKept
+            }
             if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA {
-                // Pruned, then saved in the narrower type: new zeros, everything else exactly A rounded.
-                var ok = true, zeros = 0, maxZ = -1.0, minK = Double.infinity
-                for i in a.indices where ok {
-                    let x = a[i], y = b[i]
-                    if y == 0 && x != 0 { zeros += 1; maxZ = max(maxZ, Double(abs(x))) }
-                    else if r(x).bitPattern == y.bitPattern || (x.isNaN && y.isNaN) { if x != 0 { minK = min(minK, Double(abs(x))) } }
-                    else { ok = false }
-                }
-                if ok && zeros > 0 {
-                    ev.prunedFromA = true; ev.newZeros = zeros; ev.alsoReencodedAs = dtypeB.rawValue
-                    ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
+                if let m = zeroedOrRounded(zeroed: b, other: a, roundZeroedSide: false, r) {          // B = round(A) but for zeros
+                    markPrunedB(m); ev.alsoReencodedAs = dtypeB.rawValue
+                } else if zeroedOrRounded(zeroed: a, other: b, roundZeroedSide: true, r) != nil {  // round(A) = B but for A's zeros
+                    ev.prunedFromB = true
                 }
             }
-            // B narrower, A the one with new zeros: A is B's source pruned (A pruned in full precision, B a narrow copy
-            // of the unpruned weights).
-            if let r = narrow, ev.reencodedAs == nil, !ev.prunedFromA, !ev.prunedFromB {
-                var ok = true, zeros = 0
-                for i in a.indices where ok {
-                    let x = a[i], y = b[i]
-                    if x == 0 && y != 0 { zeros += 1 } else if !(r(x).bitPattern == y.bitPattern || (x.isNaN && y.isNaN)) { ok = false }
-                }
-                if ok && zeros > 0 { ev.prunedFromB = true }
-            }
-            // The mirror: A is B pruned and then stored narrower (the arguments in the other order); or A is a narrow
-            // copy of the unpruned weights and B their pruned full-precision version.
-            let narrowA = rounding(from: dtypeB, to: dtypeA)
-            if let r = narrowA, ev.reencodedAs == nil, !ev.prunedFromB, !ev.prunedFromA {
-                var ok = true, zeros = 0
-                for i in a.indices where ok {
-                    let x = a[i], y = b[i]
-                    if x == 0 && y != 0 { zeros += 1 } else if !(r(y).bitPattern == x.bitPattern || (x.isNaN && y.isNaN)) { ok = false }
-                }
-                if ok && zeros > 0 { ev.prunedFromB = true }
-                else {
-                    // B has the new zeros; the rest of B rounds to A exactly.
-                    var ok2 = true, bz = 0, maxZ = -1.0, minK = Double.infinity
-                    for i in a.indices where ok2 {
-                        let x = a[i], y = b[i]
-                        if y == 0 && x != 0 { bz += 1; maxZ = max(maxZ, Double(abs(x))) }
-                        else if r(y).bitPattern == x.bitPattern || (x.isNaN && y.isNaN) { if y != 0 { minK = min(minK, Double(abs(y))) } }
-                        else { ok2 = false }
-                    }
-                    if ok2 && bz > 0 {
-                        ev.prunedFromA = true; ev.newZeros = bz
-                        ev.maxZeroedMagnitude = maxZ; ev.minKeptMagnitude = minK.isFinite ? minK : nil
-                    }
+            if let r = rounding(from: dtypeB, to: dtypeA), ev.reencodedAs == nil, !ev.prunedFromA, !ev.prunedFromB {
+                if zeroedOrRounded(zeroed: a, other: b, roundZeroedSide: false, r) != nil {          // A = round(B) but for zeros
+                    ev.prunedFromB = true
+                } else if let m = zeroedOrRounded(zeroed: b, other: a, roundZeroedSide: true, r) {  // round(B) = A but for B's zeros
+                    markPrunedB(m)
                 }
             }
             // A tensor B zeroed entirely fits every N:M pattern trivially: no pattern is claimed for it.
@@ -289,6 +259,24 @@ public enum Comparator {
     }
 
     /// Rounding of a wide float type (F32/F64) to a narrower one (F16, BF16 round-to-nearest-even), nil otherwise.
+    struct ZeroedRounded { var zeros: Int; var maxZeroed: Double; var minKept: Double? }
+
+    /// Whether `zeroed` is `other` with some weights set to zero, up to rounding with `r` (applied to `zeroed` when
+    /// `roundZeroedSide`, else to `other`): the new zeros (at least one), the largest |other| zeroed and the
+    /// smallest kept non-zero magnitude (of the wide side), or nil.
+    static func zeroedOrRounded(zeroed z: [Float], other o: [Float], roundZeroedSide: Bool, _ r: (Float) -> Float) -> ZeroedRounded? {
+        var zeros = 0, maxZ = -1.0, minK = Double.infinity
+        for i in z.indices {
+            let x = z[i], y = o[i]
+            if x == 0 && y != 0 { zeros += 1; maxZ = max(maxZ, Double(abs(y))); continue }
+            let same = roundZeroedSide ? r(x).bitPattern == y.bitPattern : r(y).bitPattern == x.bitPattern
+            guard same || (x.isNaN && y.isNaN) else { return nil }
+            let kept = roundZeroedSide ? x : y
+            if kept != 0 { minK = min(minK, Double(abs(kept))) }
+        }
+        return zeros > 0 ? ZeroedRounded(zeros: zeros, maxZeroed: maxZ, minKept: minK.isFinite ? minK : nil) : nil
+    }
+
     static func rounding(from wide: DType, to narrow: DType) -> ((Float) -> Float)? {
         guard wide == .f32 || wide == .f64 else { return nil }
         switch narrow {
