@@ -141,8 +141,10 @@ public enum PermSpecInference {
                 var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
                 let bias = String(up.dropLast(6)) + "bias"
                 if shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
-                // A norm between the two (timm's mlp.norm) works on the hidden units: it moves with them.
-                for n in w.names where n.hasPrefix(b + ".") && n != bias && shape(n) == [su[0]] { m.append(.init(tensor: n, axis: 0)) }
+                // A norm between the two (timm's mlp.norm) works on the hidden units: it moves with them. Only a norm
+                // of the feed-forward module itself: when the hidden width equals the model's, the block's other
+                // vectors (fc2's bias, attention biases, its layer norms) have that length too and stay.
+                for n in w.names where n.hasPrefix(b + ".norm") && shape(n) == [su[0]] { m.append(.init(tensor: n, axis: 0)) }
                 groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: up, outTensor: down, kind: "ffn"))
             }
             if !groups.isEmpty {

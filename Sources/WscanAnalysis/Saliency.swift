@@ -38,8 +38,10 @@ public enum Saliency {
     /// Optimizer state stored beside the weights (torch's names: Adam/AMSGrad, SGD momentum, RMSprop, Adadelta).
     public static func isOptimizerState(_ name: String) -> Bool {
         if name.hasPrefix("optimizer.") || name.contains("exp_avg") { return true }
-        let parts = name.split(separator: ".")
-        return parts.contains { ["momentum_buffer", "max_exp_avg_sq", "square_avg", "acc_delta"].contains($0) }
+        // `<param>.momentum_buffer` and the like: the key is the last component (a layer called `momentum_buffer`
+        // has a `.weight` after it and is a layer).
+        guard let last = name.split(separator: ".").last, name.contains(".") else { return false }
+        return ["momentum_buffer", "square_avg", "acc_delta"].contains(last)
     }
 
     /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without

@@ -397,6 +397,10 @@ public enum Sparsity {
 
         // The dense model (0%) is always measured: it is what "within tolerance of dense" compares against.
         var points = try evalPoints(pattern == .unstructured ? Array(Set(grid + [0])).sorted() : [])
+        // An evaluator that returns NaN on the dense model (NaN weights) gives no metric to hold a curve against.
+        if let e = points.first(where: { $0.sparsity == 0 })?.eval, e.metric.isNaN || (e.loss?.isNaN ?? false) {
+            throw SparsityError("the evaluator returns NaN on the dense model (are there NaN weights?): no essential sparsity can be measured against it")
+        }
         var ess = essential(points, tolerance: tolerance, evaluator: evaluator)
         if refine, pattern == .unstructured, let knee = ess.knee, let i = points.firstIndex(where: { $0.sparsity == knee }) {
             var extra: [Double] = []

@@ -144,22 +144,39 @@ public enum CompareRunner {
             }
         }
         let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
-        /// B's 1-D biases that A lacks, on layers whose weights are paired: (B's name, A's name of the weight, values).
+        /// B's 1-D `….bias` tensors that A lacks (under any dtype), on layers whose `….weight` is paired and has an
+        /// axis of the bias's length: (B's name, A's name of the weight, values).
         func bOnlyBiases() throws -> [(String, String, [Float])] {
             let byB = Dictionary(pairs.map { ($0.1.name, $0.0.name) }, uniquingKeysWith: { x, _ in x })
+            let namesA = Set(ckA.tensors.map(\.name))
             return try onlyB.compactMap { nameB -> (String, String, [Float])? in
-                guard nameB.hasSuffix("bias"), let t = ckB.tensors.first(where: { $0.name == nameB }), t.shape.count == 1,
-                      let weightA = byB[String(nameB.dropLast(4)) + "weight"], wa.shapes[weightA]?.first == t.shape[0] else { return nil }
+                guard nameB.hasSuffix(".bias") || nameB == "bias", let t = ckB.tensors.first(where: { $0.name == nameB }), t.shape.count == 1,
+                      let weightA = byB[String(nameB.dropLast(4)) + "weight"], weightA.hasSuffix("weight"),
+                      !namesA.contains(String(weightA.dropLast("weight".count)) + "bias"),
+                      wa.shapes[weightA]?.contains(t.shape[0]) == true else { return nil }
                 return (nameB, weightA, try valuesB(t))
             }
         }
-        /// A bias in the aligned basis: permuted as its weight's rows (axis 0) are.
-        func alignedBias(_ n: String, weightA: String, _ values: [Float]) -> [Float] {
+        /// Where a bias sits in the aligned basis: it moves with the units its layer produces, which is the group whose
+        /// producing tensor is this weight (a feed-forward group's input tensor, or an MLP chain member on axis 0, the
+        /// torch Linear output axis) on an axis of the bias's length; a layer that only consumes permuted units (a
+        /// feed-forward output into the residual stream) keeps its bias. nil when the layer's role is not known
+        /// (attention heads, other families): such a bias is left off the path.
+        func alignedBias(_ n: String, weightA: String, _ values: [Float]) -> [Float]? {
             guard let al = alignment else { return values }
-            var spec2 = spec
-            for gi in spec2.groups.indices where spec2.groups[gi].members.contains(where: { $0.tensor == weightA && $0.axis == 0 }) {
-                spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0))
+            var spec2 = spec, claimed = false
+            for gi in spec2.groups.indices {
+                let g = spec2.groups[gi]
+                guard let m = g.members.first(where: { $0.tensor == weightA }) else { continue }
+                // (GPT-2's groups name no input tensor: their first member, c_fc, produces the units.)
+                let producing = g.kind == "ffn" ? (g.inTensor ?? g.members.first?.tensor) == weightA : g.kind == "mlp" ? m.axis == 0 : nil
+                guard let producing else { return nil }
+                if producing {
+                    guard wa.shapes[weightA]?[m.axis] == values.count else { return nil }
+                    spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0)); claimed = true
+                }
             }
+            _ = claimed
             return Permuter.applyAll(WeightSet(names: [n], shapes: [n: [values.count]], values: [n: values]), spec: spec2, perms: al.perms).values[n]!
         }
         var conn: Connectivity? = nil
@@ -184,13 +201,12 @@ public enum CompareRunner {
                 var zeroed: [String] = [], left: [String] = []
                 for (nameB, weightA, values) in try bOnlyBiases() {
                     let n = String(weightA.dropLast("weight".count)) + "bias"
-                    guard wa.values[n] == nil else { left.append(nameB); continue }
+                    let aligned = wbAlignedPath == nil ? values : alignedBias(n, weightA: weightA, values)
+                    guard wa.values[n] == nil, let aligned else { left.append(nameB); continue }
                     zeroed.append(nameB)
                     wa.names.append(n); wa.shapes[n] = [values.count]; wa.values[n] = [Float](repeating: 0, count: values.count)
                     wbPath.names.append(n); wbPath.shapes[n] = [values.count]; wbPath.values[n] = values
-                    if wbAlignedPath != nil {
-                        wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = [values.count]; wbAlignedPath!.values[n] = alignedBias(n, weightA: weightA, values)
-                    }
+                    if wbAlignedPath != nil { wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = [values.count]; wbAlignedPath!.values[n] = aligned }
                 }
                 let zeroedSet = Set(zeroed)
                 left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0) && !left.contains($0) }
@@ -204,12 +220,15 @@ public enum CompareRunner {
             } catch {
                 // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
                 // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)
-                if first == nil || (error as? Forensics.PathError)?.lambda == 0 {
-                    throw EvaluatorError("on A's own weights: \(error)")
-                }
+                // A command that fails on A's own weights is broken: an error. NaN on A (its weights hold NaN) is the
+                // checkpoint's state, which a comparison still reports: no barrier, with a note.
+                let onA = first == nil || (error as? Forensics.PathError)?.lambda == 0
+                let nan = first.map { $0.metric.isNaN || ($0.loss?.isNaN ?? false) } ?? false
+                if onA && !nan && options.evaluator is ExternalEvaluator { throw EvaluatorError("on A's own weights: \(error)") }
                 failure = "\(error)"; evaluator = nil
                 before = try Forensics.connectivity(wa, wbPath, evaluator: nil, grid: options.grid)
-                notes.append("\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
+                notes.append(nan ? "the evaluator returned NaN on A's own weights: no barrier"
+                                 : "\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
             }
             var after: ConnectivityCurve? = nil
             if let wal = wbAlignedPath {
@@ -239,7 +258,11 @@ public enum CompareRunner {
             for (ta, tb, _) in pairs { replace[tb.name] = src.values[ta.name]! }
             // A bias only B has moves with its layer's units (else the file would not compute B's function).
             if wbAligned != nil {
-                for (nameB, weightA, values) in try bOnlyBiases() { replace[nameB] = alignedBias(String(weightA.dropLast("weight".count)) + "bias", weightA: weightA, values) }
+                var unsure: [String] = []
+                for (nameB, weightA, values) in try bOnlyBiases() {
+                    if let v = alignedBias(String(weightA.dropLast("weight".count)) + "bias", weightA: weightA, values) { replace[nameB] = v } else { unsure.append(nameB) }
+                }
+                if !unsure.isEmpty { notes.append("\(out): \(unsure.count) biases only B has (\(unsure.prefix(4).joined(separator: ", "))) are copied unpermuted: their layers' role in the permutation is not known") }
             }
             let rep = try Exporter.export(ckB, to: out, dtype: .keep, include: { _ in true }, replacing: replace,
                                           metadata: ["aligned_to": rowA.path, "written_by": "wscan compare --write-aligned"])

@@ -27,7 +27,7 @@ public struct ExternalEvaluator: Evaluator {
     public var description: String { "external command `\(command)`" }
 
     public func evaluate(_ w: WeightSet) throws -> EvalResult {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wscan-eval-\(UUID().uuidString)")
+        let dir = URL(fileURLWithPath: try Self.safeTemporaryFolder()).appendingPathComponent("wscan-eval-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("candidate.safetensors").path
@@ -63,15 +63,25 @@ public struct ExternalEvaluator: Evaluator {
         return EvalResult(loss: higherIsBetter ? nil : v, accuracy: nil, metric: v, metricName: "external", higherIsBetter: higherIsBetter)
     }
 
-    /// The command with {ckpt} replaced by the shell-quoted path ('…', each ' as '\\''), the quotes a user put
-    /// directly around it ("{ckpt}" or '{ckpt}', out of shell habit) replaced too; the path is appended as the last
-    /// argument when there is no {ckpt}. Everywhere else (inside "$(…)", `sh -c "… {ckpt}"`) the single-quoted path
-    /// is what a shell parsing that text needs.
+    /// The command with each {ckpt} replaced by the path as it is (appended as the last argument when there is no
+    /// {ckpt}). The path needs no quoting in any shell context: it is made only of characters no shell treats
+    /// specially (`safeTemporaryFolder`), so `{ckpt}`, `"{ckpt}"`, `'{ckpt}'`, `"--ckpt={ckpt}"`, `"$(realpath {ckpt})"`
+    /// and `sh -c "… \"{ckpt}\""` all hand the command the same path.
     static func substitute(_ command: String, path: String) -> String {
-        let single = "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
-        guard command.contains("{ckpt}") else { return command + " " + single }
-        return command.replacingOccurrences(of: "\"{ckpt}\"", with: single).replacingOccurrences(of: "'{ckpt}'", with: single)
-            .replacingOccurrences(of: "{ckpt}", with: single)
+        command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: path) : command + " " + path
+    }
+
+    /// Whether a path has only characters no shell context treats specially (letters, digits, / . _ - + , : @ %).
+    static func shellInert(_ p: String) -> Bool {
+        p.unicodeScalars.allSatisfy { c in c.isASCII && (CharacterSet.alphanumerics.contains(c) || "/._-+,:@%".unicodeScalars.contains(c)) }
+    }
+
+    /// $TMPDIR when its path is shell-inert, else /tmp; the candidate's folder name adds only a UUID.
+    static func safeTemporaryFolder() throws -> String {
+        let t = FileManager.default.temporaryDirectory.path
+        if shellInert(t) { return t }
+        if shellInert("/tmp"), access("/tmp", W_OK) == 0 { return "/tmp" }
+        throw EvaluatorError("the temporary folder \(t) has characters a shell command would need quoted, and /tmp is not writable: set TMPDIR to a plain path")
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.3g s", t) }

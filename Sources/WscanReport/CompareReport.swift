@@ -89,8 +89,8 @@ extension ReportWriter {
         if let notes = r.notes, !notes.isEmpty {
             line("## Notes")
             line()
-            let cwd = FileManager.default.currentDirectoryPath + "/"
-            for n in notes { line("- " + Self.text(n.replacingOccurrences(of: cwd, with: ""))) }
+            // A note that starts with a path (B's) shows it as the rest of the report does, relative to the folder.
+            for n in notes { line("- " + Self.text(Self.display(n))) }
             line()
         }
         var rr = r

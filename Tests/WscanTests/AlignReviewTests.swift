@@ -453,7 +453,8 @@ extension AlignReviewTests {
         XCTAssertEqual(nm.status, 0, nm.err)
         let nmBefore = (nm.json!["connectivity"] as! [String: Any])["before"] as! [String: Any]
         XCTAssertNil(nmBefore["barrier"]); XCTAssertEqual(nmBefore["nanAt"] as? [Double], [0.5], "the third call: λ = 0, 0.25, 0.5")
-        XCTAssertEqual(try run(["compare", seed0, seed1, "--eval", nanAll + " {ckpt}", "--grid", "3", "--no-align"]).status, 1)
+        let na = try run(["compare", seed0, seed1, "--eval", nanAll + " {ckpt}", "--grid", "3", "--no-align"])
+        XCTAssertEqual(na.status, 0, "NaN on A is the checkpoint's state, reported without a barrier"); XCTAssertTrue(((na.json?["notes"] as? [String]) ?? []).contains { $0.contains("NaN on A's own weights") }, "\(na.json ?? [:])")
 
         let fa = try run(["compare", seed0, corpus + "/mlp_seed0_permuted.safetensors", "--eval", failAfter + " {ckpt}", "--grid", "5", "--align"])
         XCTAssertEqual(fa.status, 0, fa.err)
@@ -468,13 +469,22 @@ extension AlignReviewTests {
             let q = try run(["compare", seed0, seed1, "--eval", quoted + " " + form, "--grid", "3", "--no-align"])
             XCTAssertEqual(q.status, 0, "\(form): \(q.err)")
         }
-        XCTAssertEqual(ExternalEvaluator.substitute("x \"{ckpt}\"", path: "/t/a b"), "x '/t/a b'")
-        XCTAssertEqual(ExternalEvaluator.substitute("x '{ckpt}'", path: "/t/it's"), "x '/t/it'\\''s'")
-        XCTAssertEqual(ExternalEvaluator.substitute("x", path: "/t/a b"), "x '/t/a b'")
-        // Text a shell parses again (sh -c "…", "$(…)") gets the single-quoted path, as it needs.
-        XCTAssertEqual(ExternalEvaluator.substitute("sh -c \"ev {ckpt}\"", path: "/t/a b"), "sh -c \"ev '/t/a b'\"")
-        XCTAssertEqual(ExternalEvaluator.substitute("ev \"$(realpath {ckpt})\"", path: "/t/a b"), "ev \"$(realpath '/t/a b')\"")
-
+        // The candidate's path needs no quoting anywhere: every form hands over the same path.
+        XCTAssertEqual(ExternalEvaluator.substitute("x \"{ckpt}\" '{ckpt}' {ckpt}", path: "/t/ab.st"), "x \"/t/ab.st\" '/t/ab.st' /t/ab.st")
+        XCTAssertEqual(ExternalEvaluator.substitute("x", path: "/t/ab"), "x /t/ab")
+        XCTAssertFalse(ExternalEvaluator.shellInert("/tmp/a b")); XCTAssertFalse(ExternalEvaluator.shellInert("/tmp/it's"))
+        XCTAssertTrue(ExternalEvaluator.shellInert("/tmp/wscan-eval-0F3A-77/candidate.safetensors"))
+        for form in ["sh -c \"\(quoted) \\\"{ckpt}\\\"\"", "sh -c '\(quoted) \"{ckpt}\"'"] {
+            let q = try run(["compare", seed0, seed1, "--eval", form, "--grid", "3", "--no-align"])
+            XCTAssertEqual(q.status, 0, "\(form): \(q.err)")
+        }
+        // A TMPDIR with a space: the candidate goes to /tmp instead, and still arrives whole.
+        let spaced = tmp.path("tmp dir")
+        try FileManager.default.createDirectory(atPath: spaced, withIntermediateDirectories: true)
+        setenv("TMPDIR", spaced, 1)
+        let sp = try run(["compare", seed0, seed1, "--eval", quoted + " {ckpt}", "--grid", "3", "--no-align"])
+        unsetenv("TMPDIR")
+        XCTAssertEqual(sp.status, 0, sp.err)
         XCTAssertEqual(try runWscan(["compare", seed0, seed1, "--no-align", "--write-aligned", tmp.path("w.safetensors"), "--db", db]).status, 2)
         let pr = try run(["compare", corpus + "/mlp_seed0_f16.safetensors", corpus + "/mlp_seed0_pruned50.safetensors"])
         XCTAssertEqual((pr.json!["verdict"] as! [String: Any])["kind"] as? String, "pruned")
@@ -517,8 +527,13 @@ extension AlignReviewTests {
         XCTAssertEqual(seq.status, 0, seq.err)
         XCTAssertFalse(seq.err.contains("only B has"), seq.err)
 
+        // NaN weights in A: the comparison still reports, without a barrier; a sparsity curve has nothing to hold on to.
         let nanA = try runWscan(["compare", tmp.path("nan.safetensors"), seed1, "--data", data, "--no-align", "--grid", "3", "--db", db])
-        XCTAssertEqual(nanA.status, 1, nanA.out); XCTAssertTrue(nanA.err.contains("NaN on A's own weights"), nanA.err)
+        XCTAssertEqual(nanA.status, 0, nanA.err); XCTAssertTrue(nanA.err.contains("returned NaN on A's own weights: no barrier"), nanA.err)
+        let nanS = try runWscan(["analyze", "sparsity", tmp.path("nan.safetensors"), "--data", data, "--grid", "0,0.5", "--no-refine", "--db", db])
+        XCTAssertEqual(nanS.status, 1); XCTAssertTrue(nanS.err.contains("NaN on the dense model"), nanS.err)
+        // A layer named like optimizer state is still a layer.
+        XCTAssertFalse(Saliency.isOptimizerState("momentum_buffer.weight")); XCTAssertTrue(Saliency.isOptimizerState("fc1.weight.momentum_buffer"))
 
         let mo = try runWscan(["analyze", "sparsity", tmp.path("momentum.safetensors"), "--data", data, "--grid", "0,0.5", "--no-refine", "--db", db])
         XCTAssertEqual(mo.status, 0, mo.err)
@@ -527,5 +542,21 @@ extension AlignReviewTests {
         XCTAssertEqual(rep.status, 0, rep.err)
         let md = try String(contentsOfFile: tmp.path("rep") + "/README.md", encoding: .utf8)
         XCTAssertTrue(md.contains("## Notes"), md)
+    }
+}
+
+extension AlignReviewTests {
+    /// Fourth review: in an OPT-style block whose feed-forward width equals the model's, fc2's bias and the block's
+    /// other vectors of that length are not feed-forward units (only a norm of the module itself is).
+    func testSquareFeedForwardGroupHoldsOnlyItsOwnVectors() {
+        var w = WeightSet()
+        for (n, s) in [("blk.0.fc1.weight", [8, 8]), ("blk.0.fc1.bias", [8]), ("blk.0.fc2.weight", [8, 8]), ("blk.0.fc2.bias", [8]),
+                       ("blk.0.self_attn.v_proj.weight", [8, 8]), ("blk.0.self_attn.v_proj.bias", [8]), ("blk.0.mlp_ln.weight", [8])] {
+            w.names.append(n); w.shapes[n] = s; w.values[n] = [Float](repeating: 1, count: s.reduce(1, *))
+        }
+        let spec = PermSpecInference.infer(w)
+        XCTAssertEqual(spec.family, "transformer-ffn")
+        let members = Set(spec.groups.flatMap { $0.members.map(\.tensor) })
+        XCTAssertEqual(members, ["blk.0.fc1.weight", "blk.0.fc1.bias", "blk.0.fc2.weight"])
     }
 }
