@@ -109,6 +109,8 @@ public enum PermSpecInference {
                 guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
                 var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
                 if shape(gate) == su { m.append(.init(tensor: gate, axis: 0)) }
+                // Biases of the unit-producing projections (Llama has none; Qwen-style variants may) move with the units.
+                for bias in ["\(b).mlp.up_proj.bias", "\(b).mlp.gate_proj.bias"] where shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
                 groups.append(PermGroup(name: "\(b).mlp", size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
             }
             notes.append("attention heads not permuted for Llama-style blocks (grouped-query attention and RoPE)")
@@ -141,10 +143,16 @@ public enum PermSpecInference {
                 var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
                 let bias = String(up.dropLast(6)) + "bias"
                 if shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
-                // A norm between the two (timm's mlp.norm) works on the hidden units: it moves with them. Only a norm
-                // of the feed-forward module itself: when the hidden width equals the model's, the block's other
-                // vectors (fc2's bias, attention biases, its layer norms) have that length too and stay.
-                for n in w.names where n.hasPrefix(b + ".norm") && shape(n) == [su[0]] { m.append(.init(tensor: n, axis: 0)) }
+                // A norm between the two (timm's mlp.norm, torchscale's ffn_layernorm) works on the hidden units: it
+                // moves with them. Only vectors of the feed-forward module itself, and not fc2's bias: when fc1/fc2
+                // sit directly in the layer (OPT) the layer's other vectors (attention biases, its norms) may have the
+                // hidden width too and stay.
+                let module = upS.hasPrefix(".ffn.") ? b + ".ffn" : b
+                let ownModule = upS.hasPrefix(".ffn.") || ["mlp", "ffn", "feed_forward", "feedforward"].contains { b.hasSuffix($0) }
+                let downBias = String(down.dropLast(6)) + "bias"
+                if ownModule {
+                    for n in w.names where n.hasPrefix(module + ".") && n != bias && n != downBias && shape(n) == [su[0]] { m.append(.init(tensor: n, axis: 0)) }
+                }
                 groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: up, outTensor: down, kind: "ffn"))
             }
             if !groups.isEmpty {

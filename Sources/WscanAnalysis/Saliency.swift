@@ -40,8 +40,12 @@ public enum Saliency {
         if name.hasPrefix("optimizer.") || name.contains("exp_avg") { return true }
         // `<param>.momentum_buffer` and the like: the key is the last component (a layer called `momentum_buffer`
         // has a `.weight` after it and is a layer).
-        guard let last = name.split(separator: ".").last, name.contains(".") else { return false }
-        return ["momentum_buffer", "square_avg", "acc_delta"].contains(last)
+        // `<key>.<param>` too, when what follows names a parameter (two components or more: `momentum_buffer.fc1.weight`,
+        // not a layer's own `momentum_buffer.weight`).
+        let parts = name.split(separator: ".")
+        guard parts.count > 1 else { return false }
+        let keys: Set<Substring> = ["momentum_buffer", "square_avg", "acc_delta"]
+        return keys.contains(parts.last!) || (keys.contains(parts.first!) && parts.count >= 3)
     }
 
     /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without

@@ -157,26 +157,18 @@ public enum CompareRunner {
                 return (nameB, weightA, try valuesB(t))
             }
         }
-        /// Where a bias sits in the aligned basis: it moves with the units its layer produces, which is the group whose
-        /// producing tensor is this weight (a feed-forward group's input tensor, or an MLP chain member on axis 0, the
-        /// torch Linear output axis) on an axis of the bias's length; a layer that only consumes permuted units (a
-        /// feed-forward output into the residual stream) keeps its bias. nil when the layer's role is not known
-        /// (attention heads, other families): such a bias is left off the path.
+        /// Where a bias sits in the aligned basis: it moves with its layer's output units, so it joins every group
+        /// that permutes its weight along the output axis (0 for torch's [out, in] layout, 1 for GPT-2's Conv1D
+        /// [in, out]), heads in their blocks; a layer whose outputs are not permuted (a projection back into the
+        /// residual stream) keeps its bias. nil when the output axis does not have the bias's length.
         func alignedBias(_ n: String, weightA: String, _ values: [Float]) -> [Float]? {
             guard let al = alignment else { return values }
-            var spec2 = spec, claimed = false
-            for gi in spec2.groups.indices {
-                let g = spec2.groups[gi]
-                guard let m = g.members.first(where: { $0.tensor == weightA }) else { continue }
-                // (GPT-2's groups name no input tensor: their first member, c_fc, produces the units.)
-                let producing = g.kind == "ffn" ? (g.inTensor ?? g.members.first?.tensor) == weightA : g.kind == "mlp" ? m.axis == 0 : nil
-                guard let producing else { return nil }
-                if producing {
-                    guard wa.shapes[weightA]?[m.axis] == values.count else { return nil }
-                    spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0)); claimed = true
-                }
+            let outAxis = spec.family == "gpt2" ? 1 : 0
+            guard let ws = wa.shapes[weightA], ws.count > outAxis, ws[outAxis] == values.count else { return nil }
+            var spec2 = spec
+            for gi in spec2.groups.indices where spec2.groups[gi].members.contains(where: { $0.tensor == weightA && $0.axis == outAxis }) {
+                spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0))
             }
-            _ = claimed
             return Permuter.applyAll(WeightSet(names: [n], shapes: [n: [values.count]], values: [n: values]), spec: spec2, perms: al.perms).values[n]!
         }
         var conn: Connectivity? = nil
@@ -224,7 +216,8 @@ public enum CompareRunner {
                 // checkpoint's state, which a comparison still reports: no barrier, with a note.
                 let onA = first == nil || (error as? Forensics.PathError)?.lambda == 0
                 let nan = first.map { $0.metric.isNaN || ($0.loss?.isNaN ?? false) } ?? false
-                if onA && !nan && options.evaluator is ExternalEvaluator { throw EvaluatorError("on A's own weights: \(error)") }
+                let aNonFinite = wa.values.values.contains { $0.contains { !$0.isFinite } }
+                if onA && !nan && !aNonFinite && options.evaluator is ExternalEvaluator { throw EvaluatorError("on A's own weights: \(error)") }
                 failure = "\(error)"; evaluator = nil
                 before = try Forensics.connectivity(wa, wbPath, evaluator: nil, grid: options.grid)
                 notes.append(nan ? "the evaluator returned NaN on A's own weights: no barrier"

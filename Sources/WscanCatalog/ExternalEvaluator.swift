@@ -27,7 +27,8 @@ public struct ExternalEvaluator: Evaluator {
     public var description: String { "external command `\(command)`" }
 
     public func evaluate(_ w: WeightSet) throws -> EvalResult {
-        let dir = URL(fileURLWithPath: try Self.safeTemporaryFolder()).appendingPathComponent("wscan-eval-\(UUID().uuidString)")
+        let (base, plain) = Self.temporaryFolder()
+        let dir = URL(fileURLWithPath: base).appendingPathComponent("wscan-eval-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("candidate.safetensors").path
@@ -42,7 +43,9 @@ public struct ExternalEvaluator: Evaluator {
         } else {
             try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
         }
-        let cmd = Self.substitute(command, path: file)
+        // A plain path goes in as it is; only when no writable plain folder exists is it single-quoted (then
+        // `"{ckpt}"` inside other quotes is the user's to get right, as before).
+        let cmd = plain ? Self.substitute(command, path: file) : Self.substitute(command, path: "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'")
         wscan_guard_paths(file, dir.path)                 // removed by the signal handler if wscan is interrupted
         defer { wscan_guard_paths(nil, nil) }
         let run = try Self.run(cmd, timeout: timeout)
@@ -76,12 +79,14 @@ public struct ExternalEvaluator: Evaluator {
         p.unicodeScalars.allSatisfy { c in c.isASCII && (CharacterSet.alphanumerics.contains(c) || "/._-+,:@%".unicodeScalars.contains(c)) }
     }
 
-    /// $TMPDIR when its path is shell-inert, else /tmp; the candidate's folder name adds only a UUID.
-    static func safeTemporaryFolder() throws -> String {
-        let t = FileManager.default.temporaryDirectory.path
-        if shellInert(t) { return t }
-        if shellInert("/tmp"), access("/tmp", W_OK) == 0 { return "/tmp" }
-        throw EvaluatorError("the temporary folder \(t) has characters a shell command would need quoted, and /tmp is not writable: set TMPDIR to a plain path")
+    /// $TMPDIR when it is set, writable and shell-inert, else /tmp when writable, else $TMPDIR as it is (with
+    /// `plain` false: the path must then be quoted). The candidate's folder name adds only a UUID.
+    static func temporaryFolder() -> (path: String, plain: Bool) {
+        let env = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
+        let t = env.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 } ?? "/tmp"
+        if shellInert(t), access(t, W_OK) == 0 { return (t, true) }
+        if access("/tmp", W_OK) == 0 { return ("/tmp", true) }
+        return (t, shellInert(t))
     }
 
     static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.3g s", t) }

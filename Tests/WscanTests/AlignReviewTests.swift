@@ -560,3 +560,27 @@ extension AlignReviewTests {
         XCTAssertEqual(members, ["blk.0.fc1.weight", "blk.0.fc1.bias", "blk.0.fc2.weight"])
     }
 }
+
+extension AlignReviewTests {
+    /// Fifth review: a feed-forward module's own norm of the hidden width moves with its units whatever its name
+    /// (torchscale's ffn_layernorm), fc2's bias does not; Llama-style up/gate biases join their group; SGD state
+    /// stored as `momentum_buffer.<param>` is optimizer state.
+    func testFeedForwardModuleVectorsAndOptimizerPrefixes() {
+        func set(_ t: [(String, [Int])]) -> WeightSet {
+            var w = WeightSet()
+            for (n, s) in t { w.names.append(n); w.shapes[n] = s; w.values[n] = [Float](repeating: 1, count: s.reduce(1, *)) }
+            return w
+        }
+        let timm = PermSpecInference.infer(set([("blocks.0.attn.qkv.weight", [24, 8]), ("blocks.0.mlp.fc1.weight", [16, 8]), ("blocks.0.mlp.fc1.bias", [16]),
+                                                ("blocks.0.mlp.ffn_layernorm.weight", [16]), ("blocks.0.mlp.fc2.weight", [8, 16]), ("blocks.0.mlp.fc2.bias", [8])]))
+        XCTAssertEqual(Set(timm.groups.flatMap { $0.members.map(\.tensor) }),
+                       ["blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias", "blocks.0.mlp.ffn_layernorm.weight", "blocks.0.mlp.fc2.weight"])
+        let llama = PermSpecInference.infer(set([("model.layers.0.mlp.up_proj.weight", [16, 8]), ("model.layers.0.mlp.up_proj.bias", [16]),
+                                                 ("model.layers.0.mlp.gate_proj.weight", [16, 8]), ("model.layers.0.mlp.gate_proj.bias", [16]),
+                                                 ("model.layers.0.mlp.down_proj.weight", [8, 16]), ("model.layers.0.mlp.down_proj.bias", [8])]))
+        XCTAssertEqual(Set(llama.groups.flatMap { $0.members.map(\.tensor) }).subtracting(["model.layers.0.mlp.down_proj.weight"]),
+                       ["model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.bias", "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.gate_proj.bias"])
+        XCTAssertTrue(Saliency.isOptimizerState("momentum_buffer.fc1.weight"))
+        XCTAssertFalse(Saliency.isOptimizerState("momentum_buffer.weight"))
+    }
+}
