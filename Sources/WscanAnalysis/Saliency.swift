@@ -36,16 +36,18 @@ public struct SaliencyResult: Codable, Sendable {
 public enum Saliency {
     /// Whether a tensor name is optimizer state (Adam's moments, a torch optimizer state dict), not a model weight.
     /// Optimizer state stored beside the weights (torch's names: Adam/AMSGrad, SGD momentum, RMSprop, Adadelta).
-    public static func isOptimizerState(_ name: String) -> Bool {
+    /// `among`: the checkpoint's tensor names; with them, `<key>.<param>` (SGD state keyed before the parameter's name)
+    /// is optimizer state when `<param>` is one of them (`momentum_buffer.fc1.weight` beside `fc1.weight`, while a
+    /// module called `momentum_buffer` with a child `0` is a layer).
+    public static func isOptimizerState(_ name: String, among names: Set<String> = []) -> Bool {
         if name.hasPrefix("optimizer.") || name.contains("exp_avg") { return true }
         // `<param>.momentum_buffer` and the like: the key is the last component (a layer called `momentum_buffer`
         // has a `.weight` after it and is a layer).
-        // `<key>.<param>` too, when what follows names a parameter (two components or more: `momentum_buffer.fc1.weight`,
-        // not a layer's own `momentum_buffer.weight`).
+        // `<key>.<param>` too, when what follows is a tensor of the checkpoint (`among`).
         let parts = name.split(separator: ".")
         guard parts.count > 1 else { return false }
         let keys: Set<Substring> = ["momentum_buffer", "square_avg", "acc_delta"]
-        return keys.contains(parts.last!) || (keys.contains(parts.first!) && parts.count >= 3)
+        return keys.contains(parts.last!) || (keys.contains(parts.first!) && names.contains(parts.dropFirst().joined(separator: ".")))
     }
 
     /// Adam's second moments for `params`, found by name (`exp_avg_sq.<name>`, `<name>.exp_avg_sq`, with or without
@@ -67,8 +69,9 @@ public enum Saliency {
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true,
                                    frozen: inout [String]) throws -> WeightSet {
         let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
+        let modelNames = Set(model.names)
         let modelParams = model.names.filter { n in
-            !isOptimizerState(n) && !buffers.contains(String(n.split(separator: ".").last ?? ""))
+            !isOptimizerState(n, among: modelNames) && !buffers.contains(String(n.split(separator: ".").last ?? ""))
         }
         var byOrder: [String: String] = [:], orderProblem: String?
         let states = s.names.compactMap { n -> (Int, String)? in

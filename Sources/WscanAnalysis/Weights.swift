@@ -126,7 +126,8 @@ public struct MLPEvaluator: Evaluator {
         self.x = x.map(Double.init); self.y = y
         // Linear layers: 2-D "P.weight" [out, in] with an optional 1-D "P.bias" [out].
         var lin: [(w: String, b: String?, out: Int, inn: Int)] = []
-        for name in w.names.sorted(by: LayerOrder.less) where name.hasSuffix("weight") && !Saliency.isOptimizerState(name) {
+        let names = Set(w.names)
+        for name in w.names.sorted(by: LayerOrder.less) where name.hasSuffix("weight") && !Saliency.isOptimizerState(name, among: names) {
             guard let s = w.shapes[name], s.count == 2 else { continue }
             let prefix = String(name.dropLast("weight".count))
             let b = prefix + "bias"
@@ -145,7 +146,7 @@ public struct MLPEvaluator: Evaluator {
         // Every other floating tensor would be left out of the forward pass (a BatchNorm or LayerNorm, an embedding):
         // the numbers would be those of another model. Optimizer state stored beside the weights is not the model.
         let onChain = Set(chain.flatMap { [$0.0] + ($0.1.map { [$0] } ?? []) })
-        let ignored = w.names.filter { !onChain.contains($0) && !Saliency.isOptimizerState($0) }
+        let ignored = w.names.filter { !onChain.contains($0) && !Saliency.isOptimizerState($0, among: names) }
         guard ignored.isEmpty else {
             throw EvaluatorError("not a plain MLP: the built-in evaluator runs chains of linear layers and would ignore \(ignored.count) tensors (\(ignored.prefix(4).joined(separator: ", "))\(ignored.count > 4 ? ", …" : "")), e.g. normalization layers; evaluate with --eval CMD instead")
         }

@@ -163,8 +163,9 @@ public enum CompareRunner {
         /// residual stream) keeps its bias. nil when the output axis does not have the bias's length.
         func alignedBias(_ n: String, weightA: String, _ values: [Float]) -> [Float]? {
             guard let al = alignment else { return values }
-            let outAxis = spec.family == "gpt2" ? 1 : 0
-            guard let ws = wa.shapes[weightA], ws.count > outAxis, ws[outAxis] == values.count else { return nil }
+            guard let ws = wa.shapes[weightA] else { return nil }
+            let outAxis = spec.family == "gpt2" && ws.count == 2 ? 1 : 0      // GPT-2's Conv1D matrices; its LayerNorms are 1-D
+            guard ws.count > outAxis, ws[outAxis] == values.count else { return nil }
             var spec2 = spec
             for gi in spec2.groups.indices where spec2.groups[gi].members.contains(where: { $0.tensor == weightA && $0.axis == outAxis }) {
                 spec2.groups[gi].members.append(PermGroup.Member(tensor: n, axis: 0))
@@ -201,7 +202,7 @@ public enum CompareRunner {
                     if wbAlignedPath != nil { wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = [values.count]; wbAlignedPath!.values[n] = aligned }
                 }
                 let zeroedSet = Set(zeroed)
-                left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0) && !left.contains($0) }
+                left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0, among: Set(ckB.tensors.map(\.name))) && !left.contains($0) }
                 if !zeroed.isEmpty { notes.append("\(zeroed.count) biases only B has (\(zeroed.prefix(4).joined(separator: ", "))\(zeroed.count > 4 ? ", …" : "")) are zero on A's side of the path (A's layers have none)") }
                 if !left.isEmpty { notes.append("\(left.count) tensors only B has (\(left.prefix(4).joined(separator: ", "))\(left.count > 4 ? ", …" : "")) are not on the path: its λ = 1 end is not B") }
             }
@@ -221,7 +222,8 @@ public enum CompareRunner {
                 failure = "\(error)"; evaluator = nil
                 before = try Forensics.connectivity(wa, wbPath, evaluator: nil, grid: options.grid)
                 notes.append(nan ? "the evaluator returned NaN on A's own weights: no barrier"
-                                 : "\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
+                             : onA ? "the evaluator cannot run on A's own weights, which hold NaN/±Inf (\(error)): no barrier"
+                             : "\(rowB.path): the evaluator cannot run on the interpolated weights (\(error)): no barrier")
             }
             var after: ConnectivityCurve? = nil
             if let wal = wbAlignedPath {

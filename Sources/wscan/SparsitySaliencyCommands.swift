@@ -78,12 +78,13 @@ struct SparsityCommand: ParsableCommand {
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
+        let allNames = Set(all.names)
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
-        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
+        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0, among: allNames) && SpectrumRunner.globMatch(tensors, $0) }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
         try WeightSet.refuseNarrowing(ck, names: prunable)
         let w = all.subset(prunable)
-        let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0) })
+        let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
         let evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
         let g = grid ?? Sparsity.defaultGrid()
         let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
@@ -179,8 +180,9 @@ struct SaliencyCommand: ParsableCommand {
         guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         let all = try WeightSet.load(ck)
+        let allNames = Set(all.names)
         // Parameters: ≥2-D floating tensors that are not optimizer state.
-        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0) && SpectrumRunner.globMatch(tensors, $0) }
+        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0, among: allNames) && SpectrumRunner.globMatch(tensors, $0) }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
         try WeightSet.refuseNarrowing(ck, names: params)
         var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?, frozen: [String] = []
