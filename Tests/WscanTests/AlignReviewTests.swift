@@ -406,17 +406,26 @@ extension AlignReviewTests {
 }
 
 extension AlignReviewTests {
+    /// Writes nobias.safetensors (mlp_seed0 without its biases) into the test folder, then runs `more` with `a`
+    /// (mlp_seed0's tensors), `d` (the folder), `np`, `load_file` and `save_file` at hand.
+    func seed0Variants(_ more: String) throws {
+        let d = tmp.url.path, corpus = Paths.corpus.path
+        _ = try runPython("""
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+        d = \(pyStr(d))
+        a = load_file(\(pyStr(corpus + "/mlp_seed0.safetensors")))
+        save_file({k: v for k, v in a.items() if not k.endswith("bias")}, d + "/nobias.safetensors")
+        """ + "\n" + more)
+    }
+
     /// Connectivity review: the built-in evaluator refuses what it would ignore (normalization layers); biases only
     /// B has are zero on A's side, so the path ends at B; NaN along the path leaves no barrier (on A it is an error);
     /// an evaluator failing on the aligned path costs that barrier only; a hanging evaluator on A runs once; quoted
     /// {ckpt} works; --write-aligned excludes --no-align; an F16 copy against its pruned F32 version reads as pruned.
     func testConnectivityReview() throws {
         let d = tmp.url.path, corpus = Paths.corpus.path, data = corpus + "/digits_test.npz", db = tmp.path("c.db")
-        _ = try runPython("""
-        import numpy as np
-        from safetensors.numpy import load_file, save_file
-        a = load_file("\(corpus)/mlp_seed0.safetensors")
-        save_file({k: v for k, v in a.items() if not k.endswith("bias")}, "\(d)/nobias.safetensors")
+        try seed0Variants("""
         bn = dict(a); bn["bn1.weight"] = np.ones(64, np.float32); bn["bn1.bias"] = np.zeros(64, np.float32)
         bn["bn1.running_mean"] = np.ones(64, np.float32); bn["bn1.running_var"] = np.ones(64, np.float32)
         save_file(bn, "\(d)/bn.safetensors")
@@ -498,11 +507,7 @@ extension AlignReviewTests {
     /// report carries the run's notes.
     func testConnectivityThirdReview() throws {
         let d = tmp.url.path, corpus = Paths.corpus.path, data = corpus + "/digits_test.npz", db = tmp.path("c.db")
-        _ = try runPython("""
-        import numpy as np
-        from safetensors.numpy import load_file, save_file
-        a = load_file("\(corpus)/mlp_seed0.safetensors")
-        save_file({k: v for k, v in a.items() if not k.endswith("bias")}, "\(d)/nobias.safetensors")
+        try seed0Variants("""
         save_file({{"fc1": "0", "fc2": "2", "fc3": "4"}[k.split(".")[0]] + "." + k.split(".")[1]: v for k, v in a.items()}, "\(d)/seq.safetensors")
         n = dict(a); n["fc1.weight"] = n["fc1.weight"].copy(); n["fc1.weight"][0, 0] = np.nan
         save_file(n, "\(d)/nan.safetensors")
