@@ -383,3 +383,19 @@ extension ScanSecondReviewTests {
         XCTAssertEqual(try worst("b88.npy"), .critical)
     }
 }
+
+extension ScanReviewTests {
+    /// Found by the fuzzer: an 8-byte length near Int.max after a pickle the parser refuses trapped on "8 + length"
+    /// in the static walk (arithmetic overflow, the process died). Such a length now runs past the end: the walk stops.
+    func testHugeEightByteLengthEndsTheStaticWalk() throws {
+        // The fuzzer's input: its first byte picked the file name (.bin), the rest is the file.
+        let bytes = Array([UInt8](Data(base64Encoded: "fp9JMwqW/v///////39JMwKAAmNpeC4Klo0zCjJJzS4uhYY=")!).dropFirst())
+        let findings = bytes.withUnsafeBytes { PickleScanner.scanBlob($0, member: "crash.pkl", nameSaysPickle: true) }
+        XCTAssertFalse(findings.isEmpty, "an unparseable pickle is reported, not passed as clean")
+        for n in [UInt64(Int.max), UInt64(Int.max) - 3, UInt64.max] {           // BINBYTES8 / SHORT_BINUNICODE8-sized lengths
+            var b: [UInt8] = [0x80, 0x04, 0x96]
+            withUnsafeBytes(of: n.littleEndian) { b += $0 }
+            _ = b.withUnsafeBytes { PickleScanner.scanBlob($0, member: "len.pkl", nameSaysPickle: true) }
+        }
+    }
+}
