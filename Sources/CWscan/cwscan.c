@@ -619,6 +619,12 @@ void wscan_kill_group(int pid) {
    rounding of 2^-26 relative per element, and one add per element updates both. Sub-chunks of 2^18 - 1
    elements keep both fields from overflowing; each is flushed to the caller's doubles. */
 #define WSCAN_MAG_SUB ((1u << 18) - 1)
+/* round(m^2 / 2^21) of one element's pattern: m the 24-bit significand, with the implicit bit for normal numbers
+   only (zeros and subnormals have none); the vector loops compute the same. */
+static inline uint64_t mag_sq(uint32_t u) {
+    uint64_t mm = (u & 0x7fffffu) | ((u & 0x7f800000u) ? 0x800000u : 0);
+    return (mm * mm + (1u << 20)) >> 21;
+}
 static void mag_flush(uint64_t *w, double *tab, uint32_t base, uint32_t lo, uint32_t hi) {
     for (uint32_t k = lo; k <= hi; k++) {
         uint64_t v = w[k];
@@ -683,9 +689,8 @@ static void mag_terms(const uint32_t *u, size_t n, uint64_t *key, uint64_t *term
         _mm256_storeu_si256((__m256i *)(term + i), pe); _mm256_storeu_si256((__m256i *)(term + i + 4), po);
     }
     for (; i < n; i++) {
-        uint64_t mm = (u[i] & 0x7fffffu) | ((u[i] & 0x7f800000u) ? 0x800000u : 0);
         key[i] = WSCAN_MAG_KEY(u[i]);
-        term[i] = ((mm * mm + (1u << 20)) >> 21) + (1ull << 45);
+        term[i] = mag_sq(u[i]) + (1ull << 45);
     }
 }
 
@@ -846,10 +851,9 @@ static void mag_hist_avx512(const uint32_t *u, size_t n, uint32_t *lo, uint32_t 
             for (int i = 0; i < MAG_G; i++) { uint64_t a = p[i]; w[a >> 48] += (a & M48) + C45; }
         }
         for (; b < e; b++) {
-            uint32_t a = u[b] & 0x7fffffffu, k = a >> 16;
-            uint64_t mm = (a & 0x7fffffu) | ((a & 0x7f800000u) ? 0x800000u : 0);
+            uint32_t k = WSCAN_MAG_KEY(u[b]);
             smin = k < smin ? k : smin; smax = k > smax ? k : smax;
-            w[k] += ((mm * mm + (1u << 20)) >> 21) + C45;
+            w[k] += mag_sq(u[b]) + C45;
         }
         uint32_t mn[16], mx[16];
         _mm512_storeu_si512(mn, vmin); _mm512_storeu_si512(mx, vmax);

@@ -258,7 +258,6 @@ public enum Comparator {
         return ev
     }
 
-    /// Rounding of a wide float type (F32/F64) to a narrower one (F16, BF16 round-to-nearest-even), nil otherwise.
     struct ZeroedRounded { var zeros: Int; var maxZeroed: Double; var minKept: Double? }
 
     /// Whether `zeroed` is `other` with some weights set to zero, up to rounding with `r` (applied to `zeroed` when
@@ -277,6 +276,7 @@ public enum Comparator {
         return zeros > 0 ? ZeroedRounded(zeros: zeros, maxZeroed: maxZ, minKept: minK.isFinite ? minK : nil) : nil
     }
 
+    /// Rounding of a wide float type (F32/F64) to a narrower one (F16, BF16 round-to-nearest-even), nil otherwise.
     static func rounding(from wide: DType, to narrow: DType) -> ((Float) -> Float)? {
         guard wide == .f32 || wide == .f64 else { return nil }
         switch narrow {

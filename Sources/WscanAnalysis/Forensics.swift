@@ -122,9 +122,9 @@ public enum Forensics {
         let changed = differing.filter { $0.reencodedAs == nil }
         // Storage types one side was rounded to: B's (", then stored as F16", the usual order: the change, then a
         // narrower save) or A's (A is the narrow copy of the weights B changed).
-        let storedAs = Set(differing.compactMap { e in e.reencodedAs.flatMap { e.dtypeA == $0.prefix { $0 != " " }.description ? nil : String($0.prefix { $0 != " " }) } }
-                           + differing.compactMap(\.alsoReencodedAs)).sorted()
-        let aStoredAs = Set(differing.compactMap { e in e.reencodedAs.flatMap { e.dtypeA == $0.prefix { $0 != " " }.description ? e.dtypeA : nil } }).sorted()
+        let roundedTo = differing.compactMap { e in e.reencodedAs.map { (type: String($0.prefix { $0 != " " }), isA: String($0.prefix { $0 != " " }) == e.dtypeA) } }
+        let storedAs = Set(roundedTo.filter { !$0.isA }.map(\.type) + differing.compactMap(\.alsoReencodedAs)).sorted()
+        let aStoredAs = Set(roundedTo.filter(\.isA).map(\.type)).sorted()
         let storedNote = (storedAs.isEmpty ? "" : ", then stored as \(storedAs.joined(separator: "/"))")
             + (aStoredAs.isEmpty ? "" : " (A is stored as \(aStoredAs.joined(separator: "/")))")
         // 3. pruned
@@ -238,7 +238,6 @@ public enum Forensics {
                        evidence: evidence, details: ["cosine": String(format: "%.6f", meanCos)])
     }
 
-    /// Linear-mode connectivity: evaluate θ(λ) = (1−λ)θA + λθB on a grid. Without an evaluator, only the path's length.
     /// Why a path has no barrier: the evaluator failed (or returned NaN) at λ.
     public struct PathError: Error, CustomStringConvertible {
         public var lambda: Double
@@ -246,6 +245,7 @@ public enum Forensics {
         public var description: String { reason }
     }
 
+    /// Linear-mode connectivity: evaluate θ(λ) = (1−λ)θA + λθB on a grid. Without an evaluator, only the path's length.
     /// `first`: the evaluator's result on A (λ = 0) when already known (the aligned path starts where the first one
     /// did). An evaluator failure is a PathError naming λ; a NaN result at λ = 0 is one too, and a NaN further along
     /// leaves the curve without a barrier (`nanAt`).

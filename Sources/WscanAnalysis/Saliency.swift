@@ -41,9 +41,8 @@ public enum Saliency {
     /// module called `momentum_buffer` with a child `0` is a layer).
     public static func isOptimizerState(_ name: String, among names: Set<String> = []) -> Bool {
         if name.hasPrefix("optimizer.") || name.contains("exp_avg") { return true }
-        // `<param>.momentum_buffer` and the like: the key is the last component (a layer called `momentum_buffer`
-        // has a `.weight` after it and is a layer).
-        // `<key>.<param>` too, when what follows is a tensor of the checkpoint (`among`).
+        // `<param>.momentum_buffer` and the like (the key last: a layer called `momentum_buffer` has a `.weight` after
+        // it), or `<key>.<param>` when what follows is a tensor of the checkpoint (`among`).
         let parts = name.split(separator: ".")
         guard parts.count > 1 else { return false }
         let keys: Set<Substring> = ["momentum_buffer", "square_avg", "acc_delta"]

@@ -81,7 +81,9 @@ public struct PruneCut: Sendable {
 public enum DecimalFraction {
     public static func times(_ s: Double, _ n: Int, _ mode: NSDecimalNumber.RoundingMode) -> Int {
         guard s.isFinite, s > 0, n > 0 else { return 0 }
-        guard var d = Decimal(string: "\(s)", locale: Locale(identifier: "en_US_POSIX")) else { return Int((s * Double(n)).rounded(.down)) }
+        guard var d = Decimal(string: "\(s)", locale: Locale(identifier: "en_US_POSIX")) else {
+            return Int((s * Double(n)).rounded(mode == .down ? .down : .toNearestOrAwayFromZero))
+        }
         d *= Decimal(n)
         var r = Decimal()
         NSDecimalRound(&r, &d, 0, mode)
@@ -322,7 +324,7 @@ public enum Sparsity {
     }
 
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
-    static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && shape[1] > 0 && shape[1] % m == 0 && !shape.contains(0) }
+    static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && !shape.contains(0) && shape[1] % m == 0 }
 
     /// Tensors an N:M pattern leaves alone.
     public static func nmUnprunable(_ w: WeightSet, tensors: [String], m: Int) -> [String] {

@@ -87,10 +87,9 @@ public enum LayerOrder {
     static let firstWords: Set<String> = ["input", "inp", "first", "embed", "embedding", "stem"]
     static let lastWords: Set<String> = ["output", "out", "head", "classifier", "final", "last", "logits", "fc_out"]
     static func role(_ name: String) -> Int {
-        // Only layers outside numbered blocks have a role by name (`head`, `input_layer`): inside `blocks.0`, an
-        // `fc_out` is the block's own second layer, not the network's output.
         // The words that name the layer's place in the network: the path before any block number (`stem` in
-        // `stem.0.weight`, `blocks` in `blocks.0.fc_out.weight`), without the parameter's own name.
+        // `stem.0.weight`, `blocks` in `blocks.0.fc_out.weight`), without the parameter's own name. Inside `blocks.0`
+        // an `fc_out` is the block's own second layer, not the network's output.
         let parts = Array(name.split(separator: ".").dropLast())
         let outer = parts.prefix { !$0.allSatisfy(\.isNumber) }
         let words = Set(outer.joined(separator: ".").lowercased().split { !$0.isLetter && !$0.isNumber }.map { w in String(w.prefix { $0.isLetter }) })

@@ -146,16 +146,21 @@ public enum CompareRunner {
         let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
         /// B's 1-D `….bias` tensors that A lacks (under any dtype), on layers whose `….weight` is paired and has an
         /// axis of the bias's length: (B's name, A's name of the weight, values).
+        /// (Decoded once: the connectivity path and --write-aligned both use them.)
+        var bOnlyCache: [(String, String, [Float])]? = nil
         func bOnlyBiases() throws -> [(String, String, [Float])] {
+            if let c = bOnlyCache { return c }
             let byB = Dictionary(pairs.map { ($0.1.name, $0.0.name) }, uniquingKeysWith: { x, _ in x })
             let namesA = Set(ckA.tensors.map(\.name))
-            return try onlyB.compactMap { nameB -> (String, String, [Float])? in
+            let found = try onlyB.compactMap { nameB -> (String, String, [Float])? in
                 guard nameB.hasSuffix(".bias") || nameB == "bias", let t = ckB.tensors.first(where: { $0.name == nameB }), t.shape.count == 1,
                       let weightA = byB[String(nameB.dropLast(4)) + "weight"], weightA.hasSuffix("weight"),
                       !namesA.contains(String(weightA.dropLast("weight".count)) + "bias"),
                       wa.shapes[weightA]?.contains(t.shape[0]) == true else { return nil }
                 return (nameB, weightA, try valuesB(t))
             }
+            bOnlyCache = found
+            return found
         }
         /// Where a bias sits in the aligned basis: it moves with its layer's output units, so it joins every group
         /// that permutes its weight along the output axis (0 for torch's [out, in] layout, 1 for GPT-2's Conv1D
@@ -201,8 +206,8 @@ public enum CompareRunner {
                     wbPath.names.append(n); wbPath.shapes[n] = [values.count]; wbPath.values[n] = values
                     if wbAlignedPath != nil { wbAlignedPath!.names.append(n); wbAlignedPath!.shapes[n] = [values.count]; wbAlignedPath!.values[n] = aligned }
                 }
-                let zeroedSet = Set(zeroed)
-                left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0, among: Set(ckB.tensors.map(\.name))) && !left.contains($0) }
+                let zeroedSet = Set(zeroed), namesB = Set(ckB.tensors.map(\.name))
+                left += onlyB.filter { !zeroedSet.contains($0) && !Saliency.isOptimizerState($0, among: namesB) && !left.contains($0) }
                 if !zeroed.isEmpty { notes.append("\(zeroed.count) biases only B has (\(zeroed.prefix(4).joined(separator: ", "))\(zeroed.count > 4 ? ", …" : "")) are zero on A's side of the path (A's layers have none)") }
                 if !left.isEmpty { notes.append("\(left.count) tensors only B has (\(left.prefix(4).joined(separator: ", "))\(left.count > 4 ? ", …" : "")) are not on the path: its λ = 1 end is not B") }
             }
@@ -212,9 +217,8 @@ public enum CompareRunner {
                 before = try Forensics.connectivity(wa, wbPath, evaluator: evaluator, grid: options.grid, first: first)
             } catch {
                 // An external command that fails on A's own weights (λ = 0) is broken, not merely unable to run on
-                // this pair: that stays an error. (The built-in evaluator was already checked on A when it was made.)
-                // A command that fails on A's own weights is broken: an error. NaN on A (its weights hold NaN) is the
-                // checkpoint's state, which a comparison still reports: no barrier, with a note.
+                // this pair: an error. NaN on A (or a failure on weights that hold NaN/±Inf) is the checkpoint's state,
+                // which a comparison still reports: no barrier, with a note.
                 let onA = first == nil || (error as? Forensics.PathError)?.lambda == 0
                 let nan = first.map { $0.metric.isNaN || ($0.loss?.isNaN ?? false) } ?? false
                 let aNonFinite = wa.values.values.contains { $0.contains { !$0.isFinite } }

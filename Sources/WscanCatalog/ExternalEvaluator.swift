@@ -68,7 +68,7 @@ public struct ExternalEvaluator: Evaluator {
 
     /// The command with each {ckpt} replaced by the path as it is (appended as the last argument when there is no
     /// {ckpt}). The path needs no quoting in any shell context: it is made only of characters no shell treats
-    /// specially (`safeTemporaryFolder`), so `{ckpt}`, `"{ckpt}"`, `'{ckpt}'`, `"--ckpt={ckpt}"`, `"$(realpath {ckpt})"`
+    /// specially (`temporaryFolder`), so `{ckpt}`, `"{ckpt}"`, `'{ckpt}'`, `"--ckpt={ckpt}"`, `"$(realpath {ckpt})"`
     /// and `sh -c "… \"{ckpt}\""` all hand the command the same path.
     static func substitute(_ command: String, path: String) -> String {
         command.contains("{ckpt}") ? command.replacingOccurrences(of: "{ckpt}", with: path) : command + " " + path

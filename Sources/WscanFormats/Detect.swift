@@ -231,11 +231,6 @@ public enum CheckpointOpener {
     public static func discover(_ paths: [String], keep: (String) -> Bool = { _ in false }) -> (checkpoints: [String], missing: [String], unreadable: [(path: String, reason: String)], covered: [String]) {
         var files: [String] = [], missing: [String] = []
         var unreadable: [(path: String, reason: String)] = []
-        /// `shown`: the path the user knows the folder by (entries are stored under it).
-        func listable(_ dir: String, shown: String) -> Bool {
-            guard let d = opendir(dir) else { unreadable.append((shown, "cannot list folder: \(String(cString: strerror(errno)))")); return false }
-            closedir(d); return true
-        }
         let fm = FileManager.default
         for p in paths {
             var isDir: ObjCBool = false
@@ -243,9 +238,8 @@ public enum CheckpointOpener {
             let abs = FileRef.absolute(p)
             if isDir.boolValue {
                 // A folder given by a link is walked through its target (links met inside the walk are not
-                // followed: no cycles), and its files keep the path the user gave.
+                // followed: no cycles), and its files keep the path the user gave (an unlistable root is reported by walk).
                 let walked = URL(fileURLWithPath: abs).resolvingSymlinksInPath().path
-                guard listable(walked, shown: abs) else { continue }
                 files += walk(walked, shown: abs, unreadable: &unreadable).sorted(by: PathBytes.less)
             } else {
                 files.append(abs)

@@ -163,25 +163,19 @@ public struct FileRef: Sendable {
     public var inode: UInt64
     public init(path: String, size: Int, mtime: Double, inode: UInt64 = 0) { self.path = path; self.size = size; self.mtime = mtime; self.inode = inode }
 
-    /// Size and modification time of the file itself: symbolic links are followed (a Hugging Face cache is links
-    /// into blobs/), so replacing a link's target is a change.
     /// The file as it was when `storage` mapped it (else as it is now).
     public static func of(_ storage: Storage, _ path: String) throws -> FileRef {
         if let f = storage.mappedFile, PathBytes.equal(f.path, path) { return f }
         return try stat(path)
     }
 
+    /// Size, modification time (with nanoseconds) and inode of the file itself: symbolic links are followed (a
+    /// Hugging Face cache is links into blobs/), so replacing a link's target is a change.
     public static func stat(_ path: String) throws -> FileRef {
-        guard let (size, mtime, inode) = followStat(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
-        return FileRef(path: path, size: size, mtime: mtime, inode: inode)
+        guard let st = statFollowing(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        return FileRef(path: path, size: Int(st.st_size), mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
+                       inode: UInt64(st.st_ino))
     }
-}
-
-/// stat(2), following links: size, mtime (with nanoseconds) and inode, or nil with errno set.
-private func followStat(_ path: String) -> (Int, Double, UInt64)? {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return nil }
-    return (Int(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, UInt64(st.st_ino))
 }
 
 /// stat(2), following links, or nil with errno set.
@@ -191,11 +185,7 @@ private func statFollowing(_ path: String) -> stat? {
 }
 
 /// stat(2), following links: whether the path is a regular file, or nil with errno set.
-private func followIsRegular(_ path: String) -> Bool? {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return nil }
-    return (st.st_mode & S_IFMT) == S_IFREG
-}
+private func followIsRegular(_ path: String) -> Bool? { statFollowing(path).map { ($0.st_mode & S_IFMT) == S_IFREG } }
 
 /// File paths compared as the kernel compares them, byte for byte. Swift's `==` on String is Unicode canonical
 /// equivalence: "café" spelled with U+00E9 (NFC) and with "e" + U+0301 (NFD) are equal Strings, and equal keys of a

@@ -53,8 +53,6 @@ public enum TensorData {
         }
     }
 
-    /// The stored byte runs of at most `chunk` elements (whole quantisation blocks), byte-swapped to little-endian
-    /// where needed: body(source, first element, element count, step).
     /// For F64 and C128 tensors: the first finite value float32 cannot hold (|x| beyond 3.4e38, which decodes to ±Inf),
     /// or nil. Analyses that work in float32 refuse such a tensor instead of taking it for infinite.
     public static func f64Overflow(_ ck: Checkpoint, _ t: TensorInfo) throws -> Double? {
@@ -70,6 +68,8 @@ public enum TensorData {
         return found
     }
 
+    /// The stored byte runs of at most `chunk` elements (whole quantisation blocks), byte-swapped to little-endian
+    /// where needed: body(source, first element, element count, step).
     static func storedRuns(_ ck: Checkpoint, _ t: TensorInfo, chunk: Int,
                            _ body: (UnsafeRawPointer, Int, Int, Int) throws -> Void) throws {
         guard t.dtype.decodable else { throw FormatError(.unsupported, t.note ?? "no decoder for \(t.dtype.rawValue)") }

@@ -285,9 +285,8 @@ public enum GGMLDequant {
     }
 }
 
-/// Q8_0 quantization as the reference writers do it, to test whether a Q8_0 tensor is exactly another tensor
-/// requantized: per block of 32, d = max|x| / 127 in float32, q = round-half-away(x / d) (gguf-py) or
-/// round(x · (1/d)) (llama.cpp's quantize_row_q8_0_ref), d stored as float16. Returns the dequantized values.
+/// Quantization as the reference writers do it (gguf-py, llama.cpp's quantize_row_*_ref), to test whether a quantized
+/// tensor is exactly another tensor requantized.
 public enum GGMLQuant {
     /// The legacy 32-element types gguf-py can also write (Q4_0, Q4_1, Q5_0, Q5_1), requantized as gguf-py's
     /// `quantize_blocks` and llama.cpp's quantize_row_*_ref do, in float32: symmetric types take d = x[argmax|x|] / −L
@@ -335,6 +334,8 @@ public enum GGMLQuant {
         return out
     }
 
+    /// Q8_0: per block of 32, d = max|x| / 127 in float32, q = round-half-away(x / d) (gguf-py) or round(x · (1/d))
+    /// (llama.cpp's quantize_row_q8_0_ref), d stored as float16. Returns the dequantized values.
     public static func q8_0RoundTrip(_ x: [Float], reciprocal: Bool) -> [Float] {
         var out = [Float](repeating: 0, count: x.count)
         var b = 0
