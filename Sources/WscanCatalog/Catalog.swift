@@ -315,8 +315,9 @@ public final class Catalog: @unchecked Sendable {
 
     /// Records a file that could not be read (status error), so `wscan ls` shows it and the next run retries
     /// only if it changed.
+    /// `scanned`: its pickles were scanned (findings or none: clean), else not-scanned when there are no findings.
     public func recordFailure(path: String, format: String?, error: String, files: [FileRef], findings: [Finding] = [],
-                              status: String = "error") throws {
+                              scanned: Bool = false, status: String = "error") throws {
         try db.write { db in
             let prev = try Row.fetchOne(db, sql: "SELECT id, status, error FROM checkpoints WHERE path = ?", arguments: [path])
             let old: Int64? = prev?["id"]
@@ -330,7 +331,7 @@ public final class Catalog: @unchecked Sendable {
                 INSERT INTO checkpoints (id, path, name, format, status, error, bytes, safety, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)
                 """, arguments: [try old ?? Self.nextID(db), path, Self.displayName(path, format: nil), format, status, error,
                                  files.reduce(0) { $0 + $1.size },
-                                 findings.isEmpty ? "not-scanned" : (findings.contains { $0.severity >= .high } ? "dangerous" : "findings"),
+                                 findings.isEmpty ? (scanned ? "clean" : "not-scanned") : (findings.contains { $0.severity >= .high } ? "dangerous" : "findings"),
                                  Date().timeIntervalSince1970])
             let id = db.lastInsertedRowID
             for f in files {

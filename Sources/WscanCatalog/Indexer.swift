@@ -86,11 +86,16 @@ public final class Indexer {
             var findings = (error as? UnsafeCheckpointError)?.findings ?? []
             // A file wscan cannot read may still be one Python loads (numpy accepts dtypes wscan refuses; a pickle
             // the passive parser rejects may run): its pickles are scanned all the same.
-            if findings.isEmpty, let scanned = try? PickleScanner.scanFile(path: path) { findings = scanned.filter { $0.severity > .info } }
+            // (A pickle-bearing format whose scan ran and found nothing is recorded clean, as a readable one is.)
+            var scannedClean = false
+            if findings.isEmpty, let scanned = try? PickleScanner.scanFile(path: path) {
+                findings = scanned.filter { $0.severity > .info }
+                scannedClean = findings.isEmpty && ["pytorch", "pytorch-legacy", "pickle"].contains(FormatDetector.formatName(path: path))
+            }
             let status = findings.contains(where: { $0.severity >= .high }) || error is UnsafeCheckpointError ? "unsafe" : "error"
             let format = FormatDetector.formatName(path: path)
             try? catalog.recordFailure(path: path, format: format, error: reason,
-                                       files: files, findings: findings, status: status)
+                                       files: files, findings: findings, scanned: scannedClean, status: status)
             return .failed(path: path, reason: reason)
         }
         for s in ck.storages { s.adviseSequential() }

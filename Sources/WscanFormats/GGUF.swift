@@ -86,7 +86,8 @@ public enum GGUFReader {
         }
 
         /// A u64-length-prefixed string; `keep: false` skips it without copying.
-        mutating func string(_ what: @autoclosure () -> String, keep: Bool = true) throws -> String {
+        /// `name`: a metadata key or tensor name, refused unless valid UTF-8 (values are decoded leniently).
+        mutating func string(_ what: @autoclosure () -> String, keep: Bool = true, name: Bool = false) throws -> String {
             let n = try load(UInt64.self, what())
             guard n <= UInt64(GGUFReader.maxStringBytes) else {
                 throw FormatError(.header, "\(what()) length \(n) exceeds the 1 GiB limit")
@@ -94,7 +95,14 @@ public enum GGUFReader {
             try need(Int(n), what())
             defer { pos += Int(n) }
             guard keep else { return "" }
-            return String(decoding: UnsafeRawBufferPointer(rebasing: buf[pos..<(pos + Int(n))]), as: UTF8.self)
+            let bytes = UnsafeRawBufferPointer(rebasing: buf[pos..<(pos + Int(n))])
+            guard name else { return String(decoding: bytes, as: UTF8.self) }
+            // Names are refused like gguf-py refuses them (UnicodeDecodeError): decoded lossily, distinct names would
+            // merge into one.
+            guard let s = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else {
+                throw FormatError(.header, "\(what()) is not valid UTF-8")
+            }
+            return s
         }
     }
 
@@ -123,7 +131,7 @@ public enum GGUFReader {
         var meta: [String: String] = [:]
         var alignment = defaultAlignment
         for _ in 0..<Int(kvCount) {
-            let key = try c.string("metadata key")
+            let key = try c.string("metadata key", name: true)
             let rawType = try c.load(UInt32.self, "type of '\(key)'")
             guard let type = ValueType(rawValue: rawType) else {
                 throw FormatError(.header, "metadata '\(key)' has unknown value type \(rawType)")
@@ -147,7 +155,7 @@ public enum GGUFReader {
         infos.reserveCapacity(Int(tensorCount))
         var names = Set<String>()
         for i in 0..<Int(tensorCount) {
-            let name = try c.string("name of tensor \(i)")
+            let name = try c.string("name of tensor \(i)", name: true)
             guard names.insert(name).inserted else { throw FormatError(.duplicate, "duplicate tensor name '\(name)'") }
             let nDims = try c.load(UInt32.self, "dimension count of tensor '\(name)'")
             guard nDims <= UInt32(maxDims) else {

@@ -12,6 +12,7 @@ public enum NpyReader {
         public var shape: [Int]
         public var dataOffset: Int
         public var descr: String
+        public var structured = false
     }
 
     public static func read(path: String) throws -> Checkpoint {
@@ -32,6 +33,8 @@ public enum NpyReader {
         var nbytes: Int
         if h.dtype == .object {
             nbytes = st.count - h.dataOffset // a pickle stream follows
+        } else if h.structured {
+            nbytes = st.count - h.dataOffset      // the fields' sizes are not computed: the rest of the file
         } else if h.dtype == .opaque {
             let itemsize = opaqueItemSize(h.descr)
             let (r, o) = count.multipliedReportingOverflow(by: itemsize)
@@ -44,14 +47,16 @@ public enum NpyReader {
         let avail = st.count - h.dataOffset
         if h.dtype != .object {
             if nbytes > avail { throw FormatError(.truncated, "data needs \(nbytes) bytes, file has \(avail)") }
-            if nbytes < avail { throw FormatError(.layout, "\(avail - nbytes) trailing bytes after the array data") }
         }
+        // numpy reads the elements the header promises and ignores what follows; so does wscan, and says so.
+        let trailing = h.dtype != .object && nbytes < avail ? avail - nbytes : 0
         var t = TensorInfo(name: name, dtype: h.dtype, shape: h.shape, storage: storageIndex, byteOffset: h.dataOffset,
                            byteCount: nbytes, fileIndex: fileIndex, fileOffset: fileBase.map { $0 + h.dataOffset })
         t.layout = h.fortran && h.shape.count > 1 ? .fortran : .contiguous
         t.bigEndian = h.bigEndian
         if h.dtype == .object { t.note = "object array (pickled Python objects): not loaded" }
-        if h.dtype == .opaque { t.note = "NumPy dtype \(h.descr): no decoder" }
+        if h.dtype == .opaque { t.note = h.structured ? "NumPy structured dtype: no decoder" : "NumPy dtype \(h.descr): no decoder" }
+        if trailing > 0 { t.note = (t.note.map { $0 + "; " } ?? "") + "\(trailing) trailing bytes after the array data, ignored as numpy does" }
         return t
     }
 
@@ -119,9 +124,25 @@ public enum NpyReader {
         }
         var p = PyLiteralParser(Array(text.unicodeScalars))
         guard case let .dict(d) = try p.parse() else { throw FormatError(.header, "header is not a dict") }
-        guard case let .str(descr)? = d["descr"] else {
-            if d["descr"] != nil { throw FormatError(.header, "structured dtypes are not supported") }
-            throw FormatError(.header, "header lacks 'descr'")
+        let descr: String
+        var structured = false
+        switch d["descr"] {
+        case let .str(v)?: descr = v
+        case .list?:
+            // A structured dtype ([('a', '<f4'), ('b', '<i4')]): catalogued without a decoder; one with an object
+            // field anywhere is pickled, as numpy saves it.
+            func hasObject(_ v: PyLiteralParser.Value) -> Bool {
+                switch v {
+                case let .str(s): return isObjectType(s)
+                case let .list(xs), let .tuple(xs): return xs.contains(where: hasObject)
+                case let .dict(m): return m.values.contains(where: hasObject)
+                default: return false
+                }
+            }
+            descr = hasObject(d["descr"]!) ? "O" : "structured"
+            structured = true
+        case .some: throw FormatError(.header, "'descr' is neither a dtype string nor a list of fields")
+        case nil: throw FormatError(.header, "header lacks 'descr'")
         }
         guard case let .bool(fortran)? = d["fortran_order"] else { throw FormatError(.header, "header lacks 'fortran_order'") }
         guard case let .tuple(dims)? = d["shape"] else { throw FormatError(.header, "header lacks a 'shape' tuple") }
@@ -131,8 +152,8 @@ public enum NpyReader {
             shape.append(v)
         }
         guard shape.count <= 64 else { throw FormatError(.shape, "more than 64 dimensions") }
-        let (dt, be) = try mapDescr(descr)
-        return Header(dtype: dt, bigEndian: be, fortran: fortran, shape: shape, dataOffset: start + hlen, descr: descr)
+        let (dt, be) = descr == "structured" ? (DType.opaque, false) : try mapDescr(descr)
+        return Header(dtype: dt, bigEndian: be, fortran: fortran, shape: shape, dataOffset: start + hlen, descr: descr, structured: structured)
     }
 
     /// Bytes per element of the dtypes catalogued without a decoder: `S10`/`V16` (n bytes), `U10` (4 bytes per

@@ -37,6 +37,8 @@ public enum PickleScanner {
             "torch.storage.UntypedStorage", "torch.storage.TypedStorage", "torch.UntypedStorage", "torch.TypedStorage",
             "torch.device", "torch.Size",
             "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+            // numpy's own reduce of an array at pickle protocol 5 (out-of-band buffers)
+            "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
             "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.ndarray", "numpy.dtype",
             "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex", "builtins.bytearray",
             "builtins.dict", "builtins.list", "builtins.tuple", "builtins.int", "builtins.float", "builtins.str",

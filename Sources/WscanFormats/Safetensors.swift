@@ -58,8 +58,7 @@ public enum SafetensorsReader {
             guard let offs = e["data_offsets"] as? [Any], offs.count == 2, let b = jsonInt(offs[0]), let en = jsonInt(offs[1]) else {
                 throw FormatError(.header, "tensor '\(name)': data_offsets must be two non-negative integers")
             }
-            let extra = Set(e.keys).subtracting(["dtype", "shape", "data_offsets"])
-            if !extra.isEmpty { throw FormatError(.header, "tensor '\(name)': unexpected field \(extra.sorted()[0])") }
+            // Other fields are ignored, as the reference library's deserializer ignores them.
             guard let count = elementCount(shape) else { throw FormatError(.shape, "tensor '\(name)': shape \(shape) overflows") }
             guard let nbytes = dt.byteCount(elements: count) else {
                 throw FormatError(.shape, "tensor '\(name)': \(count) elements of \(ds) do not fill whole bytes or overflow")

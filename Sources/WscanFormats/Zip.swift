@@ -71,7 +71,7 @@ public struct ZipArchive {
             let commentLen = Int(b.loadUnaligned(fromByteOffset: p + 32, as: UInt16.self))
             var lho = Int(b.loadUnaligned(fromByteOffset: p + 42, as: UInt32.self))
             guard p + 46 + nameLen + extraLen + commentLen <= end else { throw FormatError(.zip, "central directory entry overruns") }
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: b[(p + 46)..<(p + 46 + nameLen)]), as: UTF8.self)
+            let name = Self.memberName(UnsafeRawBufferPointer(rebasing: b[(p + 46)..<(p + 46 + nameLen)]), utf8: flags & 0x800 != 0)
             // ZIP64 extra field
             var x = p + 46 + nameLen
             let xend = x + extraLen
@@ -106,6 +106,16 @@ public struct ZipArchive {
         }
     }
 
+    /// A member's name as Python's zipfile (and so numpy) reads it: UTF-8 when the entry's flag bit 11 says so,
+    /// else code page 437, the ZIP format's original encoding.
+    static func memberName(_ bytes: UnsafeRawBufferPointer, utf8: Bool) -> String {
+        if utf8 || bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        var s = ""
+        for c in bytes { if c < 0x80 { s.unicodeScalars.append(Unicode.Scalar(c)) } else { s.append(cp437[Int(c) - 0x80]) } }
+        return s
+    }
+    static let cp437 = Array("ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{A0}")
+
     /// The bytes of a member. Stored: a zero-copy slice (size must equal the compressed size). Deflated:
     /// inflated, size and CRC verified, bounded by the deflate ratio limit.
     static let inflateBudget: Int = {
@@ -113,12 +123,18 @@ public struct ZipArchive {
         return Int(ProcessInfo.processInfo.physicalMemory / 4)
     }()
 
-    public func contents(_ e: Entry) throws -> (storage: Storage, offset: Int, fileOffset: Int?) {
+    /// `verifyStored`: check a stored member's CRC too (as numpy.load does; torch.load does not, and its stored
+    /// members are the weights, read in full anyway for their hashes).
+    public func contents(_ e: Entry, verifyStored: Bool = false) throws -> (storage: Storage, offset: Int, fileOffset: Int?) {
         if e.flags & 1 != 0 { throw FormatError(.zip, "member '\(e.name)' is encrypted") }
         switch e.method {
         case 0:
             guard e.size == e.compressedSize else {
                 throw FormatError(.zip, "stored member '\(e.name)' claims \(e.size) bytes but holds \(e.compressedSize)")
+            }
+            if verifyStored, e.size > 0 {
+                let data = try storage.slice(e.dataOffset, e.size)
+                guard Checksum.crc32(data.baseAddress!, e.size) == e.crc else { throw FormatError(.zip, "member '\(e.name)' fails its CRC check") }
             }
             return (storage, e.dataOffset, e.dataOffset)
         case 8:
@@ -163,8 +179,8 @@ public enum NpzReader {
             // A member under another name counts only if it can be read and starts with the NPY magic; one that
             // cannot be read (another compression, a bad stream) is skipped with a warning, as before.
             let got: (storage: Storage, offset: Int, fileOffset: Int?)
-            if isNpy { got = try zipf.contents(e) } else {
-                guard let g = try? zipf.contents(e) else { warnings.append("member \(e.name) is not an .npy array; skipped"); continue }
+            if isNpy { got = try zipf.contents(e, verifyStored: true) } else {
+                guard let g = try? zipf.contents(e, verifyStored: true) else { warnings.append("member \(e.name) is not an .npy array; skipped"); continue }
                 got = g
             }
             let (s, off, foff) = got

@@ -1,0 +1,112 @@
+import XCTest
+
+/// Files numpy, safetensors and gguf-py read (or refuse) that wscan read differently: each is read (or refused)
+/// as the reference reads it.
+final class ReaderLeniencyTests: XCTestCase {
+    let tmp = TempDir()
+
+    func show(_ path: String) throws -> (status: Int32, json: [String: Any]?, err: String) {
+        let r = try runWscan(["show", path, "--db", tmp.path("c.db"), "--json"])
+        return (r.status, try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any], r.err)
+    }
+    func tensors(_ j: [String: Any]?) -> [String: [String: Any]] {
+        Dictionary(uniqueKeysWithValues: ((j?["tensors"] as? [[String: Any]]) ?? []).map { ($0["name"] as! String, $0) })
+    }
+
+    /// ZIP member names without the UTF-8 flag are code page 437 (numpy reads `\x81.npy` as "ü"); two such names
+    /// were both decoded to U+FFFD and refused as duplicates.
+    func testCP437MemberNames() throws {
+        let f = tmp.path("cp437.npz")
+        let out = try runPython("""
+        import io, zipfile, numpy as np
+        def npy(a): b = io.BytesIO(); np.save(b, a); return b.getvalue()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("x.npy", npy(np.arange(3, dtype=np.float32))); z.writestr("y.npy", npy(np.ones(4, np.float32)))
+        open(\(pyStr(f)), "wb").write(buf.getvalue().replace(b"x.npy", b"\\x81.npy").replace(b"y.npy", b"\\x82.npy"))
+        print(",".join(sorted(np.load(\(pyStr(f))).files)))
+        """)
+        XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), "é,ü")
+        let r = try show(f)
+        XCTAssertEqual(r.status, 0, r.err)
+        let t = tensors(r.json)
+        XCTAssertEqual(Set(t.keys), ["ü", "é"])
+        XCTAssertEqual(t["ü"]?["mean"] as? Double, 1.0)
+    }
+
+    /// A structured member is catalogued without a decoder (as string members are), not a reason to refuse the
+    /// whole archive; a stored member whose CRC fails is refused, as numpy.load refuses it.
+    func testStructuredMemberAndStoredCRC() throws {
+        let (good, bad) = (tmp.path("s.npz"), tmp.path("crc.npz"))
+        _ = try runPython("""
+        import numpy as np
+        np.savez(\(pyStr(good)), w=np.arange(6, dtype=np.float32), s=np.zeros(3, dtype=[("a", "<f4"), ("b", "<i4")]))
+        np.savez(\(pyStr(bad)), x=np.full(64, 5.5, np.float32))
+        b = bytearray(open(\(pyStr(bad)), "rb").read())
+        i = b.index(np.full(4, 5.5, np.float32).tobytes()); b[i + 1] ^= 0x10
+        open(\(pyStr(bad)), "wb").write(bytes(b))
+        try:
+            np.load(\(pyStr(bad)))["x"]; raise SystemExit("numpy read it")
+        except Exception as e:
+            assert "CRC" in str(e), e
+        """)
+        let r = try show(good)
+        XCTAssertEqual(r.status, 0, r.err)
+        let t = tensors(r.json)
+        XCTAssertEqual(t["w"]?["mean"] as? Double, 2.5)
+        XCTAssertEqual(t["s"]?["dtype"] as? String, "OPAQUE")
+        let c = try show(bad)
+        XCTAssertEqual(c.status, 1)
+        XCTAssertTrue(c.err.contains("CRC"), c.err)
+    }
+
+    /// numpy ignores bytes after the array data; safetensors ignores per-tensor fields it does not know.
+    func testTrailingBytesAndExtraFieldsAsTheReference() throws {
+        let (n, s) = (tmp.path("long.npy"), tmp.path("extra.safetensors"))
+        _ = try runPython("""
+        import numpy as np, json, struct
+        from safetensors.numpy import load_file
+        np.save(\(pyStr(n)), np.arange(5, dtype=np.float32))
+        open(\(pyStr(n)), "ab").write(b"\\0\\0\\0\\0")
+        assert np.load(\(pyStr(n))).sum() == 10
+        h = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "extra": 1}}).encode()
+        open(\(pyStr(s)), "wb").write(struct.pack("<Q", len(h)) + h + np.array([1, 3], np.float32).tobytes())
+        assert load_file(\(pyStr(s)))["a"].sum() == 4
+        """)
+        let a = try show(n)
+        XCTAssertEqual(a.status, 0, a.err)
+        XCTAssertEqual(tensors(a.json)["long"]?["mean"] as? Double, 2.0)
+        let b = try show(s)
+        XCTAssertEqual(b.status, 0, b.err)
+        XCTAssertEqual(tensors(b.json)["a"]?["mean"] as? Double, 2.0)
+    }
+
+    /// numpy pickles an array at protocol 5 through numpy._core.numeric._frombuffer: clean, not "unknown import".
+    func testProtocol5NumpyPickleIsClean() throws {
+        let f = tmp.path("p5.pkl")
+        _ = try runPython("""
+        import pickle, numpy as np
+        open(\(pyStr(f)), "wb").write(pickle.dumps({"w": np.ones((4, 4), np.float32)}, protocol=5))
+        """)
+        let r = try runWscan(["scan", f])
+        XCTAssertEqual(r.status, 0, r.out + r.err)
+        XCTAssertTrue(r.out.contains("CLEAN"), r.out)
+    }
+
+    /// GGUF tensor names that are not UTF-8 are refused with that reason (gguf-py refuses them too), not merged
+    /// into one U+FFFD name and refused as duplicates.
+    func testNonUTF8GGUFNamesRefusedAsSuch() throws {
+        let f = tmp.path("names.gguf")
+        _ = try runPython("""
+        import numpy as np, gguf
+        w = gguf.GGUFWriter(\(pyStr(f)), "llama")
+        w.add_tensor("AAAA", np.ones(4, np.float32)); w.add_tensor("BBBB", np.zeros(4, np.float32))
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        b = open(\(pyStr(f)), "rb").read().replace(b"AAAA", b"\\xffAAA").replace(b"BBBB", b"\\xfeBBB")
+        open(\(pyStr(f)), "wb").write(b)
+        """)
+        let r = try show(f)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("name of tensor 0 is not valid UTF-8"), r.err)
+    }
+}
