@@ -111,48 +111,62 @@ public struct IndependenceTest: Codable, Sendable {
         public var units: Int
         public var spearman: Double
         public var pValue: Double
-        public var meanCosine: Double  // of the incoming-weight matching
+        public var meanCosine: Double  // of the incoming-weight matching (|cosine|)
+        /// Units both matchings pair with opposite signs (their weights negated: the same function under tanh).
+        public var flipped: Int? = nil
     }
 
     public static let defaultThreshold = 1e-6
-    /// Independently trained networks learn similar features, so their two matchings agree a little (Spearman ρ up
-    /// to about 0.5 on the corpus MLPs), and with many units that alone gives tiny p-values. Dependence therefore
-    /// also needs the matchings to agree on most units: median ρ at least this.
+    /// Independently trained networks may learn similar features, so their two matchings can agree a little, and
+    /// with many units that alone gives tiny p-values. Dependence therefore also needs the matchings to agree on
+    /// most units: median ρ at least this.
     public static let minimumAgreement = 0.8
 
     public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
         let groups = spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
         guard !groups.isEmpty else { return nil }
         // Pass 1: incoming matchings, in order, each after undoing the previous group's matching on its columns.
-        var inPerm: [String: [Int]] = [:]
+        var inPerm: [String: [Int]] = [:], inSign: [String: [Float]] = [:]
         var meanCos: [String: Double] = [:]
         var aligned = b
         for g in groups {
             let t = g.inTensor!
             guard let va = a.values[t], let vb = aligned.values[t], let s = a.shapes[t], s.count == 2 else { continue }
-            let (p, mc, informative) = try match(va, vb, rows: s[0], cols: s[1])
-            if informative { inPerm[g.name] = p; meanCos[g.name] = mc }
-            // undo this layer's permutation on the tensors downstream (its out-tensor's columns)
+            let (p, sg, mc, informative) = try match(va, vb, rows: s[0], cols: s[1])
+            if informative { inPerm[g.name] = p; inSign[g.name] = sg; meanCos[g.name] = mc }
+            // undo this layer's permutation (and sign flips) on the tensors downstream (its out-tensor's columns)
             for m in g.members where m.tensor != t && m.axis == 1 {
-                if let v = aligned.values[m.tensor], let sh = aligned.shapes[m.tensor] { aligned.values[m.tensor] = Permuter.apply(v, shape: sh, axis: 1, perm: p, block: 1) }
+                if let v = aligned.values[m.tensor], let sh = aligned.shapes[m.tensor] {
+                    aligned.values[m.tensor] = flip(Permuter.apply(v, shape: sh, axis: 1, perm: p, block: 1), shape: sh, axis: 1, signs: sg)
+                }
             }
         }
-        // Pass 2: outgoing matchings on columns, rows aligned by the next group's incoming matching.
-        var layers: [Layer] = []
-        for g in groups {
-            guard let pin = inPerm[g.name] else { continue }
+        // Pass 2: outgoing matchings on columns, backwards from the output, each with its rows (the next group's
+        // units) aligned by the next group's outgoing matching. The two chains share no weights: the incoming one
+        // reads the layers up to the group, the outgoing one the layers after it. (Aligning the rows by the next
+        // group's incoming matching instead, itself found after undoing this group's incoming matching, tied the two
+        // matchings together: independent Gaussian layers agreed at Spearman ρ ≈ 0.3–0.5.)
+        var outPerm: [String: [Int]] = [:], outSign: [String: [Float]] = [:]
+        var found: [String: Layer] = [:]
+        for g in groups.reversed() {
             let t = g.outTensor!
             guard let va = a.values[t], var vb = b.values[t], let s = a.shapes[t], s.count == 2 else { continue }
-            if let next = groups.first(where: { $0.inTensor == t }), let pn = inPerm[next.name] {
-                vb = Permuter.apply(vb, shape: s, axis: 0, perm: pn, block: 1)
+            if let next = groups.first(where: { $0.inTensor == t }), let pn = outPerm[next.name], let sn = outSign[next.name] {
+                vb = flip(Permuter.apply(vb, shape: s, axis: 0, perm: pn, block: 1), shape: s, axis: 0, signs: sn)
             }
             let ta = transpose(va, rows: s[0], cols: s[1]), tb = transpose(vb, rows: s[0], cols: s[1])
-            let (pout, _, informative) = try match(ta, tb, rows: s[1], cols: s[0])
+            let (pout, sout, _, informative) = try match(ta, tb, rows: s[1], cols: s[0])
             // Equal similarities everywhere (all-zero or all-NaN weights) match every unit to itself: no evidence.
             guard informative else { continue }
+            outPerm[g.name] = pout; outSign[g.name] = sout
+            guard let pin = inPerm[g.name], let sin = inSign[g.name] else { continue }
             let rho = spearman(pin, pout)
-            layers.append(Layer(group: g.name, units: pin.count, spearman: rho, pValue: spearmanPValue(rho, n: pin.count), meanCosine: meanCos[g.name] ?? 0))
+            // units matched with opposite signs both ways: sign-flipped copies (a symmetry of odd activations, tanh)
+            let flipped = (0..<pin.count).filter { sin[$0] < 0 && pin[$0] == pout[$0] && sout[$0] < 0 }.count
+            found[g.name] = Layer(group: g.name, units: pin.count, spearman: rho, pValue: spearmanPValue(rho, n: pin.count),
+                                  meanCosine: meanCos[g.name] ?? 0, flipped: flipped > 0 ? flipped : nil)
         }
+        let layers = groups.compactMap { found[$0.name] }
         guard !layers.isEmpty else { return nil }
         let x = -2 * layers.reduce(0) { $0 + log(max($1.pValue, 1e-300)) }
         let p = chiSquareSurvivalEven(x, dof: 2 * layers.count)
@@ -162,9 +176,11 @@ public struct IndependenceTest: Codable, Sendable {
                                 threshold: threshold, medianSpearman: median)
     }
 
-    /// Rows of B matched to rows of A by cosine similarity (maximised); returns perm (A row i ↔ B row perm[i]), the
-    /// mean matched cosine, and whether the similarities differ at all (a constant matrix makes any matching optimal).
-    static func match(_ a: [Float], _ b: [Float], rows: Int, cols: Int) throws -> ([Int], Double, Bool) {
+    /// Rows of B matched to rows of A by |cosine similarity| (maximised: a unit whose weights all changed sign is
+    /// the same unit in a network with an odd activation such as tanh); returns perm (A row i ↔ B row perm[i]), the
+    /// sign of each matched cosine, the mean matched |cosine|, and whether the similarities differ at all (a
+    /// constant matrix makes any matching optimal).
+    static func match(_ a: [Float], _ b: [Float], rows: Int, cols: Int) throws -> ([Int], [Float], Double, Bool) {
         func normed(_ v: [Float]) -> [Double] {
             var d = v.map(Double.init)
             for r in 0..<rows {
@@ -180,9 +196,20 @@ public struct IndependenceTest: Codable, Sendable {
         na.withUnsafeBufferPointer { pa in nb.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
             Linalg.gemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: rows, n: rows, k: cols, transB: true)
         } } }
-        let (p, total) = try LinearAssignment.solve(c, rows: rows, cols: rows, maximize: true)
         let spread = (c.max() ?? 0) - (c.min() ?? 0)
-        return (p, total / Double(rows), spread > 1e-9)
+        let signs = (0..<rows).map { _ in Float(1) }
+        let mag = c.map { abs($0) }
+        let (p, total) = try LinearAssignment.solve(mag, rows: rows, cols: rows, maximize: true)
+        return (p, signs.indices.map { c[$0 * rows + p[$0]] < 0 ? -1 : 1 }, total / Double(rows), spread > 1e-9)
+    }
+
+    /// Multiplies slice i along `axis` (0: rows, 1: columns of a 2-D tensor) by signs[i].
+    static func flip(_ v: [Float], shape: [Int], axis: Int, signs: [Float]) -> [Float] {
+        guard shape.count == 2, signs.contains(-1) else { return v }
+        var o = v
+        let cols = shape[1]
+        for i in o.indices { let s = signs[axis == 0 ? i / cols : i % cols]; if s < 0 { o[i] = -o[i] } }
+        return o
     }
 
     static func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {

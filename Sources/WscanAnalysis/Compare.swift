@@ -33,6 +33,19 @@ public struct TensorEvidence: Codable, Sendable {
     /// A Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 side that is not the other side requantized: ‖quantized − requantized other‖ divided
     /// by the requantization's own error ‖requantized − other‖. Above 2 it was quantized from different weights.
     public var requantExcess: Double? = nil
+    /// For the same sides: of `roundingBlocks` blocks of 32 tested, how many no rounding of the float side could have
+    /// produced (GGMLQuant.unroundedBlocks). Any beyond a stray one mean B was quantized from other weights.
+    public var unroundedBlocks: Int? = nil
+    public var roundingBlocks: Int? = nil
+    /// Positions where the sides differ and one of them is NaN/±Inf (left out of cosine, L2 and max |Δ|).
+    public var nonFiniteChanged: Int = 0
+
+    /// Quantized from weights other than the float side's: more than one block, and more than 0.1% of those tested,
+    /// that no rounding quantizer could have produced from them.
+    public var quantizedFromOther: Bool {
+        guard let bad = unroundedBlocks, let n = roundingBlocks else { return false }
+        return bad >= 2 && Double(bad) > 0.001 * Double(n)
+    }
 }
 
 public struct DiffSpectrum: Codable, Sendable {
@@ -44,7 +57,7 @@ public struct DiffSpectrum: Codable, Sendable {
 }
 
 public struct Verdict: Codable, Sendable {
-    public var kind: String                  // identical | reencoded | pruned | lora_merged | permuted | finetuned | independent | incomparable
+    public var kind: String                  // identical | subset | corrupted | reencoded | pruned | lora_merged | permuted | finetuned | independent | incomparable
     public var confidence: Double
     public var summary: String
     public var evidence: [String]
@@ -133,22 +146,33 @@ public enum Comparator {
                 while k < n { let x = Double(va[i][k]), y = Double(vb[j][k]); if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }; k += step }
                 sims.append((x2 > 0 && y2 > 0 ? d / (x2 * y2).squareRoot() : (x2 == y2 ? 1 : 0), i, j))
             } }
+            // Only a clear likeness re-pairs (a copy, a re-encoding, a fine-tune: cosine ≥ 0.5). Weights whose units
+            // were permuted look unrelated element by element, as two different tensors do: those keep their order.
             var usedA = Set<Int>(), usedB = Set<Int>()
-            for (_, i, j) in sims.sorted(by: { ($0.0, -$0.1, -$0.2) > ($1.0, -$1.1, -$1.2) }) where !usedA.contains(i) && !usedB.contains(j) {
+            for (c, i, j) in sims.sorted(by: { ($0.0, -$0.1, -$0.2) > ($1.0, -$1.1, -$1.2) }) where c >= 0.5 && !usedA.contains(i) && !usedB.contains(j) {
                 usedA.insert(i); usedB.insert(j)
                 pairs[idx[i]] = (ta[i], tb[j], "shape+values")
             }
+            let restA = ta.indices.filter { !usedA.contains($0) }, restB = tb.indices.filter { !usedB.contains($0) }
+            for (i, j) in zip(restA, restB) { pairs[idx[i]] = (ta[i], tb[j], "shape+position") }
         }
     }
 
     public static func evidence(name: String, nameB: String, matchedBy: String, shape: [Int], dtypeA: DType, dtypeB: DType,
-                                hashA: String?, hashB: String?, a: [Float], b: [Float]) throws -> TensorEvidence {
+                                hashA: String?, hashB: String?, a: [Float], b: [Float], quantizationBlocks: Bool = true) throws -> TensorEvidence {
         var dot = 0.0, na = 0.0, nb = 0.0, nd = 0.0, maxd = 0.0
         var signSame = 0, signBoth = 0, newZeros = 0, zerosA = 0
         var pruned = true, identical = true, prunedB = true, zerosNewInA = 0
         var maxZeroed = -1.0, minKept = Double.infinity
+        var nonFinite = 0
         for i in a.indices {
             let x = Double(a[i]), y = Double(b[i])
+            // A NaN/±Inf on either side stays out of the sums (one NaN made the cosine 0 and the L2 NaN); where the
+            // two sides differ there, it is counted.
+            guard x.isFinite && y.isFinite else {
+                if !(a[i] == b[i] || (a[i].isNaN && b[i].isNaN)) { identical = false; pruned = false; prunedB = false; nonFinite += 1 }
+                continue
+            }
             dot += x * y; na += x * x; nb += y * y
             let d = y - x
             nd += d * d
@@ -170,10 +194,12 @@ public enum Comparator {
             prunedFromA: pruned && newZeros > 0, maxZeroedMagnitude: maxZeroed >= 0 ? maxZeroed : nil,
             minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
         ev.prunedFromB = prunedB && zerosNewInA > 0
+        ev.nonFiniteChanged = nonFinite
         if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow = rounding(from: dtypeA, to: dtypeB)
         var quantNoise = 0.0      // the requantization error energy, when one side is a requantizable GGUF type
+        var requantized: [Float]? = nil, requantSource: [Float]? = nil   // the closest requantization and its source
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
             // A Q8_0 (or legacy Q4/Q5) side against a float side: requantize the float side as the writers do. Bit-equal is a proven
@@ -192,10 +218,19 @@ public enum Comparator {
                     if zip(rq, qv).allSatisfy({ $0.bitPattern == $1.bitPattern || ($0 == 0 && $1 == 0) }) { exact = true; break }
                     var e = 0.0, r = 0.0
                     for i in rq.indices { let d1 = Double(rq[i]) - Double(src[i]), d2 = Double(qv[i]) - Double(rq[i]); e += d1 * d1; r += d2 * d2 }
-                    if r < best { best = r; own = e }
+                    if r < best { best = r; own = e; requantized = rq; requantSource = src }
                 }
                 if exact { ev.reencodedAs = "\(qt.rawValue) (exact requantization)" }
-                else if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
+                else {
+                    if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
+                    // Not this writer's requantization: another tool's (an importance-matrix search) still rounds A's
+                    // weights; a change merged before quantizing does not, however small.
+                    let srcType = requantizable.contains(dtypeB) ? dtypeA : dtypeB
+                    let bits: Int? = srcType == .bf16 ? 7 : srcType == .f16 ? 10 : nil
+                    if quantizationBlocks, let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits) {
+                        ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded
+                    }
+                }
             }
             // Pruning with a narrower save on one side, in the four ways it shows: B pruned then stored narrower; A
             // pruned in full precision against a narrow copy of the unpruned weights (B); and both mirrored.
@@ -233,24 +268,29 @@ public enum Comparator {
                     let (sv, _) = try SpectrumAnalyzer.singularValues(d, rows: shape[0], cols: shape[1])
                     // Rounding to a narrower type adds full-rank noise: its energy (A's own rounding, twice over
                     // for the update's) is discounted before counting the rank that holds the difference.
-                    var noise = 0.0
-                    if let r = narrow { for x in a { let e = Double(r(x)) - Double(x); noise += e * e } }
+                    // The noise's energy per row and column too: it bounds the noise's largest singular value.
+                    var profile = NoiseProfile(rows: shape[0], cols: shape[1])
+                    if let r = narrow { for (i, x) in a.enumerated() { let e = Double(r(x)) - Double(x); profile.add(i, e * e) } }
                     else if let (t, v) = [(dtypeB, b), (dtypeA, a)].first(where: { $0.0 == .bf16 || $0.0 == .f16 }) {
                         // A side stored narrow after the update (a LoRA merged into a BF16 base and saved as BF16, or
                         // A is the narrow one): its rounding is uniform within half an ulp, variance ulp²/12 with
                         // ulp ≤ |x|·2^−p (p = 7 for BF16, 10 for F16).
-                        let p = t == .bf16 ? 7.0 : 10.0
-                        for x in v where x.isFinite { noise += Double(x) * Double(x) }
-                        noise *= pow(2, -2 * p) / 12
+                        let k = pow(2, -2 * (t == .bf16 ? 7.0 : 10.0)) / 12
+                        for (i, x) in v.enumerated() where x.isFinite { profile.add(i, Double(x) * Double(x) * k) }
+                    } else if let rq = requantized, let src = requantSource {
+                        // a quantized side: the requantization's own error, as measured
+                        for i in rq.indices { let e = Double(rq[i]) - Double(src[i]); profile.add(i, e * e) }
+                        profile.quantization = true
                     }
-                    if noise == 0 { noise = quantNoise }    // a Q8_0 side: its quantization noise, as measured
+                    var noise = profile.total
                     // An estimated (not measured) rounding noise is discounted only when it is small next to Δ: a
                     // change of the order of the rounding itself (a short BF16 fine-tune) is not a low-rank update.
                     if narrow == nil, quantNoise == 0 {
                         let total = sv.reduce(0) { $0 + $1 * $1 }
                         if 4 * noise > 0.25 * total { noise = 0 }
                     }
-                    ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise)
+                    ev.diff = diffSpectrum(sv, minDim: min(shape[0], shape[1]), noiseEnergy: 4 * noise,
+                                           noise: noise > 0 ? profile : nil)
                     if narrow != nil, noise > 0, let dd = ev.diff, Double(dd.rank) <= Double(dd.minDim) / 4 { ev.alsoReencodedAs = dtypeB.rawValue }
                 }
             }
@@ -286,7 +326,25 @@ public enum Comparator {
         }
     }
 
-    static func diffSpectrum(_ sv: [Double], minDim: Int, noiseEnergy: Double = 0) -> DiffSpectrum {
+    /// Energy of a full-rank noise matrix (rounding or quantization error) per row and per column.
+    struct NoiseProfile {
+        var rows: [Double], cols: [Double], total = 0.0
+        let width: Int
+        var quantization = false     // a quantized type's error (else a float type's rounding)
+        init(rows m: Int, cols n: Int) { rows = [Double](repeating: 0, count: m); cols = [Double](repeating: 0, count: n); width = n }
+        mutating func add(_ i: Int, _ e: Double) { rows[i / width] += e; cols[i % width] += e; total += e }
+        /// A bound on the noise's largest singular value: for independent entries ‖N‖ ≲ max row norm + max column
+        /// norm (Bandeira–van Handel; the Marchenko–Pastur edge σ(√m + √n) when the entries are alike), with 10%
+        /// to spare.
+        var edge: Double { 1.1 * ((rows.max() ?? 0).squareRoot() + (cols.max() ?? 0).squareRoot()) }
+    }
+
+    /// `noiseEnergy`: energy discounted before counting the rank that holds 1 − 1e-6 of ‖Δ‖². `noise`: the
+    /// rounding/quantization noise Δ carries, when known: the rank is then the number of singular values above the
+    /// noise's edge, provided the energy below it is what the noise explains (a full-rank change of the noise's own
+    /// size, such as a short fine-tune stored narrow, is not); a low-rank update loses none of its directions to the
+    /// discount that way.
+    static func diffSpectrum(_ sv: [Double], minDim: Int, noiseEnergy: Double = 0, noise: NoiseProfile? = nil) -> DiffSpectrum {
         let ev = sv.map { $0 * $0 }
         let total = ev.reduce(0, +)
         var top: [String: Double] = [:]
@@ -294,6 +352,16 @@ public enum Comparator {
         var acc = 0.0, r = 0
         let target = total - max(1e-6 * total, min(noiseEnergy, 0.5 * total))     // never discount more than half
         for e in ev { if total > 0 && acc >= target { break }; acc += e; r += 1 }
+        if let noise, noise.total > 0 {
+            let edge = noise.edge
+            let above = sv.prefix { $0 > edge }.count
+            let tail = ev.dropFirst(above).reduce(0, +)
+            if above > 0, tail <= 1.5 * noise.total { r = above }
+            // Quantization noise taking the discount to its cap leaves the energy count meaningless: it would count
+            // the directions holding half of the noise. Without directions standing out of it, no rank is evidenced.
+            // (Float rounding noise keeps the energy count: a change below BF16's rounding is no re-encoding.)
+            else if noise.quantization, noiseEnergy >= 0.5 * total { r = sv.count }
+        }
         let l1 = sv.reduce(0, +)
         var h = 0.0
         if l1 > 0 { for s in sv where s > 0 { let p = s / l1; h -= p * log(p) } }

@@ -18,6 +18,12 @@ public enum Forensics {
     public static let quantizedErrorBound = 0.10
 
     /// The largest relative L2 error a re-encoding into the narrower of two types can explain.
+    /// A quantized side whose every tested block is a rounding of the float side's weights, with an error no more
+    /// than twice the writers' own requantization.
+    static func provenRounding(_ e: TensorEvidence) -> Bool {
+        (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0 && (e.requantExcess ?? .infinity) <= 2
+    }
+
     static func errorBound(_ a: String, _ b: String) -> Double {
         func bound(_ t: String) -> Double {
             switch t {
@@ -60,9 +66,16 @@ public enum Forensics {
         if let ind = independence {
             evidence.append(String(format: "independence test: p = %.3g over %d layers (Spearman ρ %@)", ind.pValue, ind.layers.count,
                                    ind.layers.map { String(format: "%.2f", $0.spearman) }.joined(separator: ", ")))
+            let flipped = ind.layers.reduce(0) { $0 + ($1.flipped ?? 0) }
+            if flipped > 0, ind.dependent {     // (between unrelated models a few units coincide by chance)
+                evidence.append("\(flipped) hidden units are matched with all their weights negated: the same units under an odd activation such as tanh (a sign flip hides nothing there)")
+            }
         }
         guard !t.isEmpty else {
-            return Verdict(kind: "incomparable", confidence: 1, summary: "no tensors could be paired (different architectures)", evidence: evidence, details: [:])
+            let why = onlyA.isEmpty && onlyB.isEmpty ? "neither side holds a floating-point tensor: no weights to compare"
+                : onlyA.isEmpty || onlyB.isEmpty ? "one side holds no floating-point tensor: no weights to compare"
+                : "no tensors could be paired (different architectures)"
+            return Verdict(kind: "incomparable", confidence: 1, summary: why, evidence: evidence, details: [:])
         }
         let sameSet = onlyA.isEmpty && onlyB.isEmpty
         let differing = t.filter { !$0.identicalValues }
@@ -81,6 +94,14 @@ public enum Forensics {
                            summary: bytes ? "identical: every tensor has the same bytes" : "identical values in a different container or layout",
                            evidence: evidence + ["all \(t.count) tensors have identical values"], details: ["bytes": bytes ? "identical" : "differ"])
         }
+        // 1a. the same weights but for NaN/±Inf written over some of them (a corrupted or poisoned copy)
+        if !differing.isEmpty, sameSet, differing.allSatisfy({ $0.nonFiniteChanged > 0 && $0.relativeL2 == 0 && $0.dtypeA == $0.dtypeB }) {
+            let n = differing.reduce(0) { $0 + $1.nonFiniteChanged }
+            return Verdict(kind: "corrupted", confidence: 0.99,
+                           summary: "the same weights except \(n) value\(n == 1 ? "" : "s") that \(n == 1 ? "is" : "are") NaN/±Inf on one side only, in \(differing.count) of \(t.count) tensors: a corrupted copy",
+                           evidence: evidence + differing.prefix(8).map { "\($0.name): \($0.nonFiniteChanged) NaN/±Inf values where the other side differs; every finite value equal" },
+                           details: ["non_finite": "\(n)", "tensors": differing.map(\.name).joined(separator: ",")])
+        }
         // 1b. one holds a subset of the other's tensors, unchanged (an extracted part, or a model with extra heads)
         if differing.isEmpty && (onlyA.isEmpty || onlyB.isEmpty) {
             let which = onlyB.isEmpty ? "B holds \(t.count) of A's tensors unchanged; A has \(onlyA.count) more"
@@ -94,9 +115,12 @@ public enum Forensics {
         // within twice the bound.
         let reenc = differing.compactMap(\.reencodedAs)
         let quantizedTensor = { (e: TensorEvidence, slack: Double) -> Bool in
-            // A measured requantization (Q8_0) decides; otherwise the difference must be noise-like (full rank).
-            e.reencodedAs == nil && e.dtypeA != e.dtypeB && e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
+            // Every block a rounding of A's weights (by whatever quantizer) and the error of a requantization's size:
+            // proven, however large the type's error is on these weights (heavy tails). Otherwise within the type's
+            // bound, and a measured requantization decides; without one the difference must be noise-like (full rank).
+            e.reencodedAs == nil && e.dtypeA != e.dtypeB && (provenRounding(e) || (e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
                 && (e.requantExcess.map { $0 <= 2 } ?? (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true))
+                && !e.quantizedFromOther))
         }
         let quantized = differing.filter { quantizedTensor($0, 1) }
         let loose = differing.filter { $0.reencodedAs == nil && !quantizedTensor($0, 1) && quantizedTensor($0, 2) }
@@ -107,7 +131,10 @@ public enum Forensics {
             let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + (quantized + loose).map { "\($0.dtypeA)→\($0.dtypeB)" })
             let worst = differing.map(\.relativeL2).max() ?? 0
             var ev = evidence
-            if !reenc.isEmpty { ev.append("\(reenc.count) tensors are exactly the other rounded to \(types.sorted().joined(separator: "/"))") }
+            if !reenc.isEmpty {
+                let exactTypes = Set(reenc.map { $0.components(separatedBy: " ").first! }).sorted().joined(separator: "/")
+                ev.append("\(reenc.count) tensors are exactly the other rounded to \(exactTypes)")
+            }
             ev.append(String(format: "largest relative L2 error %.2e", worst))
             if !quantized.isEmpty { ev.append("\(quantized.count + loose.count) tensors quantized: small full-rank error") }
             if !loose.isEmpty { ev.append("\(loose.count) small tensors (\(looseParams) parameters) exceed the type's error bound by up to 2×") }
@@ -116,6 +143,33 @@ public enum Forensics {
                            summary: "same weights re-encoded as \(types.sorted().joined(separator: ", "))"
                                + (extra > 0 ? "; \(extra) tensors exist on one side only" : ""),
                            evidence: ev, details: ["dtype": types.sorted().joined(separator: ",")])
+        }
+        // 2b. quantized from changed weights: every differing tensor is a re-encoding or within its type's error, and
+        // some quantized ones hold blocks that no rounding of the float side's weights gives. A change smaller than
+        // the quantization error (a LoRA of 1% of ‖W‖ under Q4_0's 9%) shows there and nowhere else.
+        // (When the change stands out of the quantization noise as low-rank, rule 4 names it instead.)
+        let fromOther = differing.filter(\.quantizedFromOther)
+        let lowRank = { (e: TensorEvidence) in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }
+        if !fromOther.isEmpty, subsetOnly, !differing.filter({ $0.reencodedAs == nil }).allSatisfy(lowRank),
+           differing.allSatisfy({ $0.reencodedAs != nil || ($0.dtypeA != $0.dtypeB
+                && ($0.relativeL2 < 2 * errorBound($0.dtypeA, $0.dtypeB) || ($0.requantExcess ?? .infinity) <= 2)) }) {
+            let types = Set(fromOther.map { "\($0.dtypeA)→\($0.dtypeB)" }).sorted().joined(separator: ", ")
+            let bad = fromOther.reduce(0) { $0 + $1.unroundedBlocks! }, tested = fromOther.reduce(0) { $0 + $1.roundingBlocks! }
+            var ev = evidence
+            ev.append(String(format: "%d of %d tensors have blocks of 32 that no rounding of the other side's weights gives: %d of %d tested (%.2f%%); a rounding quantizer (llama.cpp's, with or without an importance matrix, or gguf-py's) leaves none",
+                             fromOther.count, differing.count, bad, tested, 100 * Double(bad) / Double(max(1, tested))))
+            for e in fromOther.sorted(by: { Double($0.unroundedBlocks!) / Double($0.roundingBlocks!) > Double($1.unroundedBlocks!) / Double($1.roundingBlocks!) }).prefix(5) {
+                ev.append(String(format: "%@: %d of %d blocks not a rounding; relative L2 %.2e (within the type's error)", e.name as NSString,
+                                 e.unroundedBlocks!, e.roundingBlocks!, e.relativeL2))
+            }
+            ev.append("an error-compensating quantizer (GPTQ, AWQ) also codes blocks that are not roundings: from one, this is no evidence of a change")
+            return Verdict(kind: "finetuned", confidence: 0.95,
+                           summary: "changed, then quantized (\(types)): the quantized side's codes are not a rounding of the other's weights in "
+                               + String(format: "%.2f%%", 100 * Double(bad) / Double(max(1, tested))) + " of the blocks tested; "
+                               + "the change is within the quantization error, so what it was (a fine-tune, a merged LoRA) and its rank cannot be told",
+                           evidence: ev,
+                           details: ["quantized": types, "unrounded_blocks": "\(bad)", "tested_blocks": "\(tested)",
+                                     "tensors": fromOther.map(\.name).joined(separator: ",")])
         }
         // Tensors that only changed storage type (exact rounding, e.g. biases saved as F16 alongside pruned or
         // LoRA-merged weights) do not stand in the way of rules 3 and 4.
@@ -163,11 +217,14 @@ public enum Forensics {
                            details: ["direction": "A pruned from B", "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 4. merged LoRA
-        if sameSet, !changed.isEmpty, changed.allSatisfy({ e in e.diff.map { Double($0.rank) <= Double($0.minDim) / 4 } ?? false }) {
+        if sameSet, !changed.isEmpty, changed.allSatisfy(lowRank) {
             let differing = changed
             let rank = differing.map { $0.diff!.rank }.max() ?? 0
+            let quantTypes = Set(fromOther.map(\.dtypeB).filter { $0.hasPrefix("Q") } + fromOther.map(\.dtypeA).filter { $0.hasPrefix("Q") })
+                .subtracting(storedAs).subtracting(aStoredAs).sorted()
+            let quantNote = quantTypes.isEmpty ? "" : ", then quantized as \(quantTypes.joined(separator: "/"))"
             return Verdict(kind: "lora_merged", confidence: 0.95,
-                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors" + storedNote,
+                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors" + storedNote + quantNote,
                            evidence: evidence + differing.map { String(format: "%@: Δ has rank %d of %d (%.6f of its energy in the top 4)", $0.name as NSString,
                                                                        $0.diff!.rank, $0.diff!.minDim, $0.diff!.energyTop["4"] ?? 0) },
                            details: ["rank": "\(rank)", "modules": differing.map(\.name).joined(separator: ",")])

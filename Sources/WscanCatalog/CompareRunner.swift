@@ -81,14 +81,16 @@ public enum CompareRunner {
             wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = vb
         }
         decodedA = [:]; decodedB = [:]
-        func evidence(_ b: WeightSet) throws -> [TensorEvidence] {
+        /// `aligned`: B's units were permuted back, which moves weights across B's quantization blocks: no block test.
+        func evidence(_ b: WeightSet, aligned: Bool = false) throws -> [TensorEvidence] {
             let out = UnsafeSendableBox([TensorEvidence?](repeating: nil, count: pairs.count))
             let errors = UnsafeSendableBox([Error?](repeating: nil, count: 1))
             DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
                 let (ta, tb, how) = pairs[i]
                 do {
                     let e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: ta.shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
-                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: wa.values[ta.name]!, b: b.values[ta.name]!)
+                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: wa.values[ta.name]!, b: b.values[ta.name]!,
+                                                    quantizationBlocks: !aligned)
                     out.set(i, e)
                 } catch { errors.set(0, error) }
             }
@@ -139,7 +141,7 @@ public enum CompareRunner {
                 let moved = Permuter.applyAll(wb, spec: spec, perms: al.perms)
                 wbAligned = moved
                 CPU.setBLASThreads(1)
-                alignedEv = try evidence(moved)
+                alignedEv = try evidence(moved, aligned: true)
                 CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
             }
         }
@@ -300,6 +302,10 @@ public enum CompareRunner {
         public var failed: [String]? = nil
         /// Catalog entries left out because they could not be read (status error or unsafe).
         public var notRead: [String]? = nil
+        /// Pairs whose comparison failed (among `failed`, whose other entries are checkpoints that could not be read).
+        public var uncomparedPairs: Int? = nil
+        /// Every pair of the readable checkpoints.
+        public var pairs: Int { compared + fingerprintPairs + skippedPairs + (uncomparedPairs ?? (failed ?? []).count) }
         /// Identical-by-fingerprint pairs (counted from the edges for lineages stored before the count was).
         public var fingerprintPairs: Int { identicalByFingerprint ?? edges.filter { $0.how == "fingerprint" }.count }
     }
@@ -318,14 +324,14 @@ public enum CompareRunner {
                 failed.append("\(r.name): changed since it was indexed, and now unreadable: \(reason)")
             }
         }
-        let rows = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 && !gone.contains($0.id) }
+        let rows = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 && !gone.contains($0.id) }.distinctNames()
         var signature: [Int64: String] = [:]
         for r in rows {
             let ts = try catalog.tensors(checkpoint: r.id).filter { ["F16", "BF16", "F32", "F64"].contains($0.dtype) || $0.dtype.hasPrefix("Q") || $0.dtype.hasPrefix("F8") }
             signature[r.id] = ts.map { $0.shape.map(String.init).joined(separator: "x") }.sorted().joined(separator: ";")
         }
         var edges: [LineageEdge] = []
-        var skipped = 0, compared = 0, byFingerprint = 0
+        var skipped = 0, compared = 0, byFingerprint = 0, failedPairs = 0
         var pairs: [(CheckpointRow, CheckpointRow)] = []
         for i in 0..<rows.count { for j in (i + 1)..<max(i + 1, rows.count) {
             if signature[rows[i].id] != signature[rows[j].id] || signature[rows[i].id]!.isEmpty { skipped += 1; continue }
@@ -342,6 +348,7 @@ public enum CompareRunner {
             let r: CompareResult
             do { r = try compare(catalog: catalog, a: a, b: b, options: o, store: true) } catch {
                 failed.append("\(a.name) ↔ \(b.name): \(error)")
+                failedPairs += 1
                 continue
             }
             compared += 1
@@ -352,6 +359,7 @@ public enum CompareRunner {
         var lin = Lineage(checkpoints: rows.map(\.name), edges: edges, skippedPairs: skipped, compared: compared,
                           failed: failed.isEmpty ? nil : failed)
         lin.identicalByFingerprint = byFingerprint
+        lin.uncomparedPairs = failedPairs
         let notRead = try catalog.checkpoints().filter { $0.status != "ok" }.map(\.name)
         if !notRead.isEmpty { lin.notRead = notRead }
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)

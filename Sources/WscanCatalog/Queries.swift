@@ -2,6 +2,16 @@ import Foundation
 import GRDB
 import WscanFormats
 
+extension Array where Element == CheckpointRow {
+    /// The rows with names told apart: a display name several of them share (`run1/ck/model.safetensors` and
+    /// `run2/ck/model.safetensors` are both `ck/model.safetensors`) gets its catalog id, `ck/model.safetensors (#3)`.
+    public func distinctNames() -> [CheckpointRow] {
+        var count: [String: Int] = [:]
+        for r in self { count[r.name, default: 0] += 1 }
+        return map { r in var r = r; if count[r.name]! > 1 { r.name += " (#\(r.id))" }; return r }
+    }
+}
+
 public struct CheckpointRow: Codable, Sendable {
     public var id: Int64
     public var path: String

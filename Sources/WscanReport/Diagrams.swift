@@ -94,7 +94,7 @@ public enum Diagrams {
         let linked = Set(edges.flatMap { [$0.0, $0.1] })
         for (i, n) in nodes.enumerated() where linked.contains(n) { l.append("  c\(i) [label=\"\(esc(n))\"];") }
         let idx = Dictionary(nodes.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
-        let colors = ["identical": "#1b7837", "reencoded": "#5aae61", "pruned": "#762a83", "lora_merged": "#9970ab", "permuted": "#e08214",
+        let colors = ["identical": "#1b7837", "corrupted": "#b2182b", "reencoded": "#5aae61", "pruned": "#762a83", "lora_merged": "#9970ab", "permuted": "#e08214",
                       "finetuned": "#2166ac", "independent": "#bbbbbb"]
         for (a, b, kind, conf) in edges {
             guard let ia = idx[a], let ib = idx[b] else { continue }

@@ -1,0 +1,90 @@
+import XCTest
+
+/// Verdicts a review found wrong: a sign-flipped tanh copy called independent, the independence test's two
+/// matchings tied together on unrelated weights, permuted copies under other names mispaired, one NaN turning a
+/// copy into a "retrained" model.
+final class ForensicsSymmetryTests: XCTestCase {
+    let tmp = TempDir()
+
+    func verdict(_ a: String, _ b: String) throws -> [String: Any] {
+        let r = try runWscan(["compare", tmp.path(a), tmp.path(b), "--db", tmp.path("c.db"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+    }
+
+    /// tanh is odd: negating a hidden unit's incoming row, bias and outgoing column keeps the function. The
+    /// matchings pair units by |cosine| and undo the signs, so the copy is derived, and the evidence says why.
+    func testSignFlippedTanhCopyIsDerived() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        rng = np.random.default_rng(0); W = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
+        a = {"0.weight": W(256, 64), "0.bias": W(256), "2.weight": W(256, 256), "2.bias": W(256), "4.weight": W(10, 256), "4.bias": W(10)}
+        s1 = np.where(rng.random(256) < .5, -1, 1).astype(np.float32); s2 = np.where(rng.random(256) < .5, -1, 1).astype(np.float32)
+        b = {"0.weight": a["0.weight"] * s1[:, None], "0.bias": a["0.bias"] * s1, "2.weight": a["2.weight"] * s2[:, None] * s1[None, :],
+             "2.bias": a["2.bias"] * s2, "4.weight": a["4.weight"] * s2[None, :], "4.bias": a["4.bias"]}
+        save_file(a, \(pyStr(tmp.path("a.safetensors")))); save_file({k: np.ascontiguousarray(v) for k, v in b.items()}, \(pyStr(tmp.path("b.safetensors"))))
+        """)
+        let v = try verdict("a.safetensors", "b.safetensors")
+        XCTAssertEqual(v["kind"] as? String, "finetuned", "\(v)")
+        XCTAssertTrue((v["evidence"] as? [String] ?? []).contains { $0.contains("negated") }, "\(v)")
+    }
+
+    /// Two independently drawn Gaussian MLPs: the incoming chain reads only the layers up to a group and the
+    /// outgoing chain only those after it, so the matchings agree by chance alone (ρ was 0.33–0.49, p 2e-7).
+    func testIndependenceTestOnUnrelatedWeights() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        for s in [1, 2]:
+            rng = np.random.default_rng(s); W = lambda *sh: (rng.standard_normal(sh) * 0.1).astype(np.float32)
+            save_file({"0.weight": W(256, 64), "0.bias": W(256), "2.weight": W(256, 256), "2.bias": W(256), "4.weight": W(10, 256), "4.bias": W(10)},
+                      \(pyStr(tmp.path("r"))) + f"{s}.safetensors")
+        """)
+        let r = try runWscan(["compare", tmp.path("r1.safetensors"), tmp.path("r2.safetensors"), "--db", tmp.path("c.db"), "--json", "--no-align"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual((j["verdict"] as? [String: Any])?["kind"] as? String, "independent")
+        let ind = try XCTUnwrap((j["verdict"] as? [String: Any])?["details"] as? [String: String])
+        XCTAssertGreaterThan(Double(ind["p_value"] ?? "") ?? 0, 1e-4, "\(ind)")
+    }
+
+    /// A Llama-style model whose feed-forward units were permuted, saved under llama.cpp names: the permuted gate
+    /// and up projections look unrelated element by element, so they keep their order (value pairing took gate for
+    /// up), and the copy reads as permuted.
+    func testRenamedPermutedCopyKeepsItsPairs() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        rng = np.random.default_rng(0); W = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
+        D, F = 64, 256
+        l = {"model.embed_tokens.weight": W(100, D), "model.norm.weight": np.ones(D, np.float32), "lm_head.weight": W(100, D)}
+        for i in range(2):
+            p = f"model.layers.{i}."
+            for n in "qkvo": l[p + f"self_attn.{n}_proj.weight"] = W(D, D)
+            l[p + "mlp.gate_proj.weight"] = W(F, D); l[p + "mlp.up_proj.weight"] = W(F, D); l[p + "mlp.down_proj.weight"] = W(D, F)
+            l[p + "input_layernorm.weight"] = np.ones(D, np.float32); l[p + "post_attention_layernorm.weight"] = np.ones(D, np.float32)
+        g = {"token_embd.weight": l["model.embed_tokens.weight"], "output_norm.weight": l["model.norm.weight"], "output.weight": l["lm_head.weight"]}
+        for i in range(2):
+            p = f"model.layers.{i}."; q = f"blk.{i}."; pm = rng.permutation(F)
+            for n, m in zip("qkvo", ["attn_q", "attn_k", "attn_v", "attn_output"]): g[q + m + ".weight"] = l[p + f"self_attn.{n}_proj.weight"]
+            g[q + "ffn_gate.weight"] = l[p + "mlp.gate_proj.weight"][pm]; g[q + "ffn_up.weight"] = l[p + "mlp.up_proj.weight"][pm]
+            g[q + "ffn_down.weight"] = np.ascontiguousarray(l[p + "mlp.down_proj.weight"][:, pm])
+            g[q + "attn_norm.weight"] = l[p + "input_layernorm.weight"]; g[q + "ffn_norm.weight"] = l[p + "post_attention_layernorm.weight"]
+        save_file(l, \(pyStr(tmp.path("la.safetensors")))); save_file(g, \(pyStr(tmp.path("lb.safetensors"))))
+        """)
+        let v = try verdict("la.safetensors", "lb.safetensors")
+        XCTAssertEqual(v["kind"] as? String, "permuted", "\(v)")
+    }
+
+    /// One NaN written over a weight: the same weights but for that value, not a retrained layer (the cosine was 0).
+    func testOneNaNIsACorruptedCopy() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import load_file, save_file
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        save_file(a, \(pyStr(tmp.path("a.safetensors"))))
+        a["fc1.weight"][3, 5] = np.nan
+        save_file(a, \(pyStr(tmp.path("nan.safetensors"))))
+        """)
+        let v = try verdict("a.safetensors", "nan.safetensors")
+        XCTAssertEqual(v["kind"] as? String, "corrupted", "\(v)")
+        XCTAssertEqual((v["details"] as? [String: String])?["non_finite"], "1")
+    }
+}

@@ -1,0 +1,124 @@
+import XCTest
+@testable import WscanKernels
+@testable import WscanAnalysis
+
+/// A quantized side compared with a float side: quantized from those weights (by any rounding quantizer), or from
+/// weights changed first (a LoRA merged, then quantized), even when the change is far below the type's own error.
+final class QuantizedChangeTests: XCTestCase {
+    let tmp = TempDir()
+
+    /// The block test itself: the writers' own requantization passes for every type; the same blocks with one code
+    /// moved by one step (a rounding no scale gives) fail; so do weights changed by 1% before quantizing.
+    func testRoundingTestOnRequantizedBlocks() throws {
+        var rng = SplitMix64(seed: 3)
+        let x = (0..<(64 * 32)).map { _ in Float(Int64(bitPattern: rng.next() % 2001) - 1000) / 997 }
+        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1"] {
+            let q = try XCTUnwrap(GGMLQuant.legacyRoundTrip(t, x))
+            XCTAssertEqual(GGMLQuant.unroundedBlocks(t, quantized: q, source: x)?.unrounded, 0, t)
+            // x changed by ~1% of its size before quantizing
+            let y = x.enumerated().map { $0.element + 0.01 * Float(($0.offset * 7919) % 13 - 6) / 6 }
+            let qy = try XCTUnwrap(GGMLQuant.legacyRoundTrip(t, y))
+            let r = try XCTUnwrap(GGMLQuant.unroundedBlocks(t, quantized: qy, source: x))
+            XCTAssertEqual(r.checked, 64, t)
+            XCTAssertGreaterThan(r.unrounded, 8, t)
+        }
+        for reciprocal in [false, true] {
+            let q = GGMLQuant.q8_0RoundTrip(x, reciprocal: reciprocal)
+            XCTAssertEqual(GGMLQuant.unroundedBlocks("Q8_0", quantized: q, source: x)?.unrounded, 0)
+        }
+        // Q4_0: swap two codes of one block (the values stay on the grid; no scale orders them that way)
+        var q = try XCTUnwrap(GGMLQuant.legacyRoundTrip("Q4_0", x))
+        let (i, j) = (0..<32).lazy.flatMap { i in (0..<32).lazy.map { (i, $0) } }.first { x[$0.0] < x[$0.1] && q[$0.0] < q[$0.1] }!
+        q.swapAt(i, j)
+        XCTAssertEqual(GGMLQuant.unroundedBlocks("Q4_0", quantized: q, source: x)?.unrounded, 1)
+        XCTAssertNil(GGMLQuant.unroundedBlocks("Q4_K", quantized: q, source: x))
+    }
+
+    /// GGUF files written by gguf-py: A quantized by gguf-py and by an importance-style search that stores the
+    /// least-squares scale (as llama.cpp's make_qx_quants does) are re-encodings; A with a rank-4 update of 0.5% of
+    /// ‖W‖ merged before Q4_0 (hidden under Q4_0's ~9% error) is a changed copy; a 5% update before Q5_1 is a
+    /// merged LoRA of rank 4.
+    func testQuantizedFromChangedWeights() throws {
+        let d = tmp.path("q")
+        _ = try runPython("""
+        import numpy as np, gguf, os
+        from safetensors.numpy import save_file
+        d = \(pyStr(d)); os.makedirs(d, exist_ok=True)
+        Q, T = gguf.quants, gguf.GGMLQuantizationType
+        rng = np.random.default_rng(7)
+        names = [f"layers.{i}.weight" for i in range(3)]
+        A = {n: (rng.standard_t(4, (96, 256)) * 0.02).astype(np.float32) for n in names}
+        save_file(A, f"{d}/a.safetensors")
+        def lora(w, rank, size):
+            l = rng.standard_normal((w.shape[0], rank)) @ rng.standard_normal((rank, w.shape[1]))
+            return (w + l * (size * np.linalg.norm(w) / np.linalg.norm(l))).astype(np.float32)
+        def q4_0_search(x):
+            out = bytearray()
+            for b in x.reshape(-1, 32):
+                mx = b[np.argmax(np.abs(b))]; best = None
+                for f in np.linspace(0.85, 1.15, 13):
+                    if mx == 0: break
+                    l = np.clip(np.rint(-8 * f / mx * b), -8, 7)
+                    s = (l * b).sum() / (l * l).sum()
+                    e = ((s * l - b) ** 2).sum()
+                    if best is None or e < best[0]: best = (e, s, l)
+                s, l = (0.0, np.zeros(32)) if best is None else best[1:]
+                q = (l + 8).astype(np.uint8)
+                out += np.float16(s).tobytes() + bytes((q[:16] | (q[16:] << 4)).astype(np.uint8))
+            return np.frombuffer(bytes(out), dtype=np.uint8).reshape(x.shape[0], -1)
+        def write(path, qt, f):
+            w = gguf.GGUFWriter(path, "llama")
+            for n in names: w.add_tensor(n, f(A[n]), raw_dtype=qt)
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        write(f"{d}/q4.gguf", T.Q4_0, lambda a: Q.quantize(a, T.Q4_0))
+        write(f"{d}/q4_f16.gguf", T.Q4_0, lambda a: Q.quantize(a.astype(np.float16).astype(np.float32), T.Q4_0))
+        write(f"{d}/q4_search.gguf", T.Q4_0, q4_0_search)
+        write(f"{d}/q4_lora_small.gguf", T.Q4_0, lambda a: Q.quantize(lora(a, 4, 0.005), T.Q4_0))
+        write(f"{d}/q51_lora.gguf", T.Q5_1, lambda a: Q.quantize(lora(a, 4, 0.05), T.Q5_1))
+        """)
+        func verdict(_ f: String) throws -> [String: Any] {
+            let r = try runWscan(["compare", d + "/a.safetensors", d + "/" + f, "--db", tmp.path("c.db"), "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        }
+        for f in ["q4.gguf", "q4_f16.gguf", "q4_search.gguf"] {
+            let v = try verdict(f)
+            XCTAssertEqual(v["kind"] as? String, "reencoded", "\(f): \(v)")
+        }
+        let small = try verdict("q4_lora_small.gguf")
+        XCTAssertEqual(small["kind"] as? String, "finetuned", "\(small)")
+        XCTAssertTrue((small["summary"] as? String ?? "").hasPrefix("changed, then quantized (F32→Q4_0)"), "\(small)")
+        let details = try XCTUnwrap(small["details"] as? [String: String])
+        XCTAssertGreaterThan(Double(details["unrounded_blocks"] ?? "") ?? 0, 0.01 * (Double(details["tested_blocks"] ?? "") ?? .infinity))
+        let big = try verdict("q51_lora.gguf")
+        XCTAssertEqual(big["kind"] as? String, "lora_merged", "\(big)")
+        XCTAssertEqual((big["details"] as? [String: String])?["rank"], "4", "\(big)")
+        XCTAssertTrue((big["summary"] as? String ?? "").contains("Q5_1"), "\(big)")
+    }
+
+    /// The rank of a LoRA merged and then stored as BF16/F16 is counted above the rounding noise's edge: all of its
+    /// directions, not fewer (a rank-16 update of 0.5% of ‖W‖ stored as BF16 read as rank 8).
+    func testLoRARankAboveRoundingNoise() throws {
+        let d = tmp.path("n")
+        _ = try runPython("""
+        import numpy as np, torch, os
+        from safetensors.torch import save_file
+        d = \(pyStr(d)); os.makedirs(d, exist_ok=True)
+        g = torch.Generator().manual_seed(11)
+        A = {f"l{i}.weight": torch.randn(128, 256, generator=g) * 0.03 for i in range(2)}
+        save_file(A, f"{d}/a.safetensors")
+        for rank, size, dt, tag in [(16, 0.005, torch.bfloat16, "r16_bf16"), (4, 0.005, torch.bfloat16, "r4_bf16"), (16, 0.002, torch.float16, "r16_f16")]:
+            B = dict(A)
+            l = torch.randn(128, rank, generator=g) @ torch.randn(rank, 256, generator=g)
+            B["l0.weight"] = A["l0.weight"] + l * (size * A["l0.weight"].norm() / l.norm())
+            save_file({k: v.to(dt).contiguous() for k, v in B.items()}, f"{d}/{tag}.safetensors")
+        """)
+        for (f, rank) in [("r16_bf16", "16"), ("r4_bf16", "4"), ("r16_f16", "16")] {
+            let r = try runWscan(["compare", d + "/a.safetensors", d + "/\(f).safetensors", "--db", tmp.path("n.db"), "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            XCTAssertEqual(v["kind"] as? String, "lora_merged", "\(f): \(v)")
+            XCTAssertEqual((v["details"] as? [String: String])?["rank"], rank, "\(f): \(v)")
+        }
+    }
+}
