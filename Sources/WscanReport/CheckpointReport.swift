@@ -6,6 +6,7 @@ import WscanFormats
 extension ReportWriter {
     /// The audit of one or more checkpoints.
     public func checkpointReport(_ rows: [CheckpointRow]) throws {
+        let rows = rows.distinctNames()
         let title = rows.count == 1 ? rows[0].name : "\(rows.count) checkpoints"
         line("# Audit report: \(rows.count == 1 ? Self.text(title) : title)")
         line()

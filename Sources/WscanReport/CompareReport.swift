@@ -104,9 +104,10 @@ extension ReportWriter {
         line()
         line("Produced by \(Self.code(command)); every number below is also in [data.json](data.json).")
         line()
-        let fp = l.fingerprintPairs, nf = (l.failed ?? []).count
-        line("\(l.checkpoints.count) checkpoints, \(l.compared + fp + l.skippedPairs + nf) pairs: \(l.compared) compared, \(fp) identical by content fingerprint (not decoded), "
-             + "\(l.skippedPairs) skipped because their tensor shapes differ" + (nf > 0 ? ", \(nf) could not be read" : "") + ". " +
+        let fp = l.fingerprintPairs, np = l.uncomparedPairs ?? (l.failed ?? []).count, nc = (l.failed ?? []).count - np
+        line("\(l.checkpoints.count) checkpoints, \(l.pairs) pairs: \(l.compared) compared, \(fp) identical by content fingerprint (not decoded), "
+             + "\(l.skippedPairs) skipped because their tensor shapes differ" + (np > 0 ? ", \(np) could not be compared" : "")
+             + (nc > 0 ? "; \(nc) checkpoint\(nc == 1 ? "" : "s") could not be read" : "") + ". " +
              "Edges show the verdict and its confidence (no arrowheads: the table's summary says which side is derived); independent pairs are omitted.")
         line()
         if l.checkpoints.isEmpty {

@@ -91,10 +91,21 @@ public final class ReportWriter {
 
     // MARK: text from checkpoints (names, paths, reasons) in Markdown: nothing in it may start markup or HTML
 
+    /// Control characters other than line breaks and tabs (C0, DEL, C1: escape sequences that would retitle or
+    /// recolour a terminal showing the file) as U+FFFD, as the command line shows them.
+    static func visible(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: { v in (v.value < 0x20 && v != "\n" && v != "\r" && v != "\t") || (0x7F...0x9F).contains(v.value) }) else { return s }
+        var out = String.UnicodeScalarView()
+        for v in s.unicodeScalars {
+            out.append((v.value < 0x20 && v != "\n" && v != "\r" && v != "\t") || (0x7F...0x9F).contains(v.value) ? "\u{FFFD}" : v)
+        }
+        return String(out)
+    }
+
     /// Inline text: Markdown punctuation and HTML are backslash-escaped, line breaks become spaces.
     static func text(_ s: String) -> String {
         var o = ""
-        let cs = Array(s)
+        let cs = Array(visible(s))
         for (i, c) in cs.enumerated() {
             // An underscore between letters or digits cannot start emphasis (GFM): left as is, so `mlp_seed0` reads plainly.
             if c == "_", i > 0, i + 1 < cs.count, cs[i - 1].isLetter || cs[i - 1].isNumber, cs[i + 1].isLetter || cs[i + 1].isNumber { o.append(c); continue }
@@ -108,7 +119,7 @@ public final class ReportWriter {
     }
     /// A code span that holds any text: fenced by one more backtick than the longest run inside, line breaks shown as ⏎.
     static func code(_ s: String) -> String {
-        let t = s.replacingOccurrences(of: "\r\n", with: "⏎").replacingOccurrences(of: "\n", with: "⏎").replacingOccurrences(of: "\r", with: "⏎")
+        let t = visible(s).replacingOccurrences(of: "\r\n", with: "⏎").replacingOccurrences(of: "\n", with: "⏎").replacingOccurrences(of: "\r", with: "⏎")
         var run = 0, longest = 0
         for c in t { if c == "`" { run += 1; longest = max(longest, run) } else { run = 0 } }
         let fence = String(repeating: "`", count: longest + 1)
@@ -118,7 +129,7 @@ public final class ReportWriter {
     /// Image alt text: brackets and backslashes escaped, one line.
     static func alt(_ s: String) -> String {
         var o = ""
-        for c in s {
+        for c in visible(s) {
             switch c {
             case "\\", "[", "]", "<", ">", "&", "`": o.append("\\"); o.append(c)
             case "\n", "\r", "\r\n", "\t": o.append(" ")
@@ -128,9 +139,10 @@ public final class ReportWriter {
         return o
     }
     /// A word for a shell command line: as is when made of safe characters, else single-quoted.
-    static func shell(_ s: String) -> String {
+    public static func shell(_ s: String) -> String {
         let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/#:=+,@%-")
-        if !s.isEmpty && s.allSatisfy({ safe.contains($0) }) && !s.hasPrefix("-") { return s }
+        // (A word starting with "#" would start a comment: a catalog id like #3 is quoted.)
+        if !s.isEmpty && s.allSatisfy({ safe.contains($0) }) && !s.hasPrefix("-") && !s.hasPrefix("#") { return s }
         return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
     /// The id GitHub gives a heading: lower case, punctuation other than "-" and "_" dropped, spaces as "-".

@@ -438,10 +438,11 @@ public struct BarChart: Sendable {
         }
         let x0 = X(0)
         let barH = rowH * 0.72
+        let fitted = SVG.fittedLabels(Array(labels.prefix(n)), maxWidth: labelCol - 10, size: font)
         for i in 0..<n {
             let yMid = top + (Double(i) + 0.5) * rowH
             let full = labels[i]
-            let shown = SVG.truncateLeft(full, maxWidth: labelCol - 10, size: font)
+            let shown = fitted[i]
             let weight = isHighlighted(values[i]) ? " font-weight=\"bold\"" : ""
             out += "<text x=\"\(SVG.num(left - 6))\" y=\"\(SVG.num(yMid + font * 0.35))\" font-size=\"\(SVG.num(font))\" text-anchor=\"end\" fill=\"#222222\"\(weight)>"
             if shown != full { out += "<title>\(SVG.escape(full))</title>" }
@@ -497,6 +498,7 @@ public struct BarChart: Sendable {
             out += SVG.text(valueLabel, x: max(16, left - yTickW - 22), y: top + plotH / 2, size: 12, anchor: "middle", rotate: -90)
         }
         let y0 = Y(0)
+        let fitted = SVG.fittedLabels(Array(labels.prefix(n)), maxWidth: (labelSpace - 10) / 0.82, size: font)
         for i in 0..<n {
             let xMid = left + (Double(i) + 0.5) * colW
             let v = values[i]
@@ -505,7 +507,7 @@ public struct BarChart: Sendable {
                 out += "<rect x=\"\(SVG.num(xMid - colW * 0.36))\" y=\"\(SVG.num(ya))\" width=\"\(SVG.num(colW * 0.72))\" height=\"\(SVG.num(max(0.5, yb - ya)))\" fill=\"\(SVG.escape(colors[i]))\""
                 out += isHighlighted(v) ? " stroke=\"#222222\" stroke-width=\"1\"/>\n" : "/>\n"
             }
-            let shown = SVG.truncateLeft(labels[i], maxWidth: (labelSpace - 10) / 0.82, size: font)
+            let shown = fitted[i]
             let ly = top + plotH + 10
             let weight = isHighlighted(v) ? " font-weight=\"bold\"" : ""
             out += "<text x=\"\(SVG.num(xMid + 3))\" y=\"\(SVG.num(ly))\" font-size=\"\(SVG.num(font))\" text-anchor=\"end\" fill=\"#222222\"\(weight) transform=\"rotate(-55 \(SVG.num(xMid + 3)) \(SVG.num(ly)))\">"

@@ -118,6 +118,43 @@ public enum SVG {
         return "…" + String(chars)
     }
 
+    /// Keeps the part of `s` around `p` (where it differs from a name that would read alike) and its end:
+    /// "…layers.12.self…_proj.weight", to fit `maxWidth` px.
+    static func truncateAround(_ s: String, _ p: Int, maxWidth: Double, size: Double) -> String {
+        if textWidth(s, size: size) <= maxWidth { return s }
+        let chars = Array(s)
+        let end = min(chars.count, p + 3)
+        var start = max(0, p - 10)
+        func head() -> String { (start > 0 ? "…" : "") + String(chars[start..<end]) }
+        while start < p, textWidth(head() + "…", size: size) > maxWidth * 0.6 { start += 1 }
+        if end >= chars.count { return truncateLeft(s, maxWidth: maxWidth, size: size) }
+        let budget = maxWidth - textWidth(head() + "…", size: size)
+        var j = chars.count
+        while j > end, textWidth(String(chars[(j - 1)...]), size: size) <= budget { j -= 1 }
+        return head() + "…" + String(chars[j...])
+    }
+
+    /// Labels fitted to `maxWidth` px: each keeps its end (the distinctive suffix of a layer name); names that would
+    /// then read alike (long names differing in the middle: the layer index) keep where they differ, and the end.
+    public static func fittedLabels(_ names: [String], maxWidth: Double, size: Double) -> [String] {
+        var shown = names.map { truncateLeft($0, maxWidth: maxWidth, size: size) }
+        let groups = Dictionary(grouping: names.indices, by: { shown[$0] }).values.filter { g in Set(g.map { names[$0] }).count > 1 }
+        for g in groups {
+            let cs = g.map { Array(names[$0]) }
+            for (k, i) in g.enumerated() {
+                // the first position where this name differs from another of its group
+                var p = Int.max
+                for (l, other) in cs.enumerated() where l != k && other != cs[k] {
+                    var q = 0
+                    while q < min(cs[k].count, other.count), cs[k][q] == other[q] { q += 1 }
+                    p = min(p, q)
+                }
+                if p != Int.max { shown[i] = truncateAround(names[i], p, maxWidth: maxWidth, size: size) }
+            }
+        }
+        return shown
+    }
+
     /// Keeps the start of `s`, suffixing "…", to fit `maxWidth` px (titles).
     static func truncateRight(_ s: String, maxWidth: Double, size: Double) -> String {
         if textWidth(s, size: size) <= maxWidth { return s }

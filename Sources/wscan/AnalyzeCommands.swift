@@ -118,6 +118,8 @@ func parseFractions(_ s: String) throws -> [Double] {
 }
 
 enum SpectrumReportText {
+    /// A metric that may be undefined (NaN, −inf: log of a zero norm) shows as "-", as the report's "–".
+    static func metric(_ v: Double?) -> String { v.map { $0.isFinite ? Fmt.num($0, 3) : "-" } ?? "-" }
     static func show(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, seconds: Double?) {
         let done = records.compactMap(\.spectrum)
         print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
@@ -129,19 +131,19 @@ enum SpectrumReportText {
             return [s.name, "\(s.rows)x\(s.cols)" + (s.slices > 1 ? "x\(s.slices)" : ""), SpectrumMethod.label(s.method),
                     Fmt.num(m.stableRank, 3), Fmt.num(m.effectiveRank, 3)] +
                 zip(m.energyRanks, m.utilization).map { "\($0) (\(Int(($1 * 100).rounded()))%)" } +
-                [Fmt.num(m.alpha, 3), Fmt.num(m.alphaWeighted, 3), Fmt.num(m.logNorm, 3), Fmt.num(m.entropy, 3),
-                 Fmt.num(m.randDistance, 3), s.warnings.isEmpty ? "" : "⚠"]
+                [metric(m.alpha), metric(m.alphaWeighted), metric(m.logNorm), metric(m.entropy),
+                 metric(m.randDistance), s.warnings.isEmpty ? "" : "⚠"]
         }
         print(Fmt.table(["layer", "shape", "method", "stable_rank", "eff_rank"] + eh +
-                              ["alpha", "alpha_w", "log_norm", "entropy", "rand_dist", ""], rows,
+                              ["alpha", "alpha_w", "log_norm", "entropy", "rand_dist", "warn"], rows,
                               numeric: Set(3..<(5 + eh.count + 5))))
         if shown.count < done.count { print("… \(done.count - shown.count) more (use --all or --json)") }
         let skipped = records.filter { $0.spectrum == nil }
         if !skipped.isEmpty {
             let reasons = Dictionary(grouping: skipped, by: { $0.skipReason ?? "?" })
             print("skipped: " + reasons.map { r in
-                let names = r.value.prefix(3).map(\.tensor).joined(separator: ", ") + (r.value.count > 3 ? ", …" : "")
-                return "\(r.value.count) × \(r.key) (\(names))"
+                let names = r.value.prefix(3).map { Fmt.field($0.tensor) }.joined(separator: ", ") + (r.value.count > 3 ? ", …" : "")
+                return "\(r.value.count) × \(Fmt.field(r.key)) (\(names))"
             }.sorted().joined(separator: "; "))
         }
         print("")
@@ -150,15 +152,15 @@ enum SpectrumReportText {
             if let v = summary.weightedMeans[k] { print("  \(k.padding(toLength: 15, withPad: " ", startingAt: 0)) \(Fmt.num(v, 4))") }
         }
         let eidx = min(1, energies.count - 1)
-        print("  most utilized   \(summary.mostUtilized.joined(separator: ", "))  (rank for \(energyPercent(energies[eidx])) energy / min(m,n))")
-        print("  least utilized  \(summary.leastUtilized.joined(separator: ", "))")
+        print("  most utilized   \(summary.mostUtilized.map(Fmt.field).joined(separator: ", "))  (rank for \(energyPercent(energies[eidx])) energy / min(m,n))")
+        print("  least utilized  \(summary.leastUtilized.map(Fmt.field).joined(separator: ", "))")
         let wl = summary.welore
         let lrc = wl.layers.filter(\.lowRank)
         print(String(format: "  WeLore: threshold %.4f on normalized spectra gives %.1f%% overall rank reduction (target %.0f%%);",
                            wl.threshold, wl.achievedReduction * 100, wl.targetReduction * 100))
         print("          \(lrc.count) of \(wl.layers.count) matrices are low-rank components (ratio ≥ \(wl.minRatio))" +
-                    (lrc.isEmpty ? "" : ": " + lrc.prefix(6).map { "\($0.name) → rank \($0.keptRank)" }.joined(separator: ", ") + (lrc.count > 6 ? ", …" : "")))
-        for w in summary.alphaWarnings.prefix(10) { print("  warning: \(w)") }
+                    (lrc.isEmpty ? "" : ": " + lrc.prefix(6).map { "\(Fmt.field($0.name)) → rank \($0.keptRank)" }.joined(separator: ", ") + (lrc.count > 6 ? ", …" : "")))
+        for w in summary.alphaWarnings.prefix(10) { print("  warning: \(Fmt.field(w))") }
         if summary.alphaWarnings.count > 10 { print("  … \(summary.alphaWarnings.count - 10) more warnings") }
     }
 }

@@ -121,11 +121,13 @@ struct LineageCommand: ParsableCommand {
         bar.finish()
         // A checkpoint that could not be read (gone, changed, unreadable) is a failed input: exit 1.
         if catalog.json { print(Fmt.json(lin)); if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }; return }
-        let fp = lin.fingerprintPairs, nf = (lin.failed ?? []).count
-        print("\(lin.checkpoints.count) checkpoints, \(lin.compared + fp + lin.skippedPairs + nf) pairs: \(lin.compared) compared, "
-              + "\(fp) identical by content fingerprint, \(lin.skippedPairs) skipped (different shapes)" + (nf > 0 ? ", \(nf) not compared" : ""))
+        let fp = lin.fingerprintPairs, np = lin.uncomparedPairs ?? (lin.failed ?? []).count, nc = (lin.failed ?? []).count - np
+        print("\(lin.checkpoints.count) checkpoints, \(lin.pairs) pairs: \(lin.compared) compared, "
+              + "\(fp) identical by content fingerprint, \(lin.skippedPairs) skipped (different shapes)" + (np > 0 ? ", \(np) not compared" : "")
+              + (nc > 0 ? "; \(nc) checkpoint\(nc == 1 ? "" : "s") could not be read" : ""))
         print(Fmt.table(["A", "B", "relationship", "confidence", "summary"],
-                              lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence), String($0.summary.prefix(90))] }, numeric: [3]))
+                              lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence),
+                                               $0.summary.count > 90 ? String($0.summary.prefix(89)) + "…" : $0.summary] }, numeric: [3]))
         for f in lin.failed ?? [] { printErr("wscan: warning: not compared: \(f)") }
         if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }
     }

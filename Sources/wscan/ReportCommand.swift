@@ -44,7 +44,12 @@ struct ReportCmd: ParsableCommand {
             if a.hasPrefix("--db=") { continue }
             args.append(a)
         }
-        let w = ReportWriter(catalog: cat, command: (["wscan"] + args).joined(separator: " "))
+        // Quoted for the shell as the report's suggested commands are (options as they are: `-o`, `--grid=0,0.5`).
+        func word(_ a: String) -> String {
+            let body = String(a.drop { $0 == "-" })
+            return a.hasPrefix("-") && !body.isEmpty && ReportWriter.shell(body) == body ? a : ReportWriter.shell(a)
+        }
+        let w = ReportWriter(catalog: cat, command: (["wscan"] + args.map(word)).joined(separator: " "))
         let dir: String
         var failedInputs: [String] = []
         if lineage {

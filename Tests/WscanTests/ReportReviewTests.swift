@@ -56,7 +56,8 @@ final class ReportReviewTests: XCTestCase {
         let plain = md.replacingOccurrences(of: "(`+)[^`]*(?:`(?!\\1)[^`]*)*?\\1", with: "", options: .regularExpression)
         XCTAssertNil(plain.range(of: "(?<!\\\\)<img", options: .regularExpression), plain)
         XCTAssertTrue(md.contains("\\<img src=x onerror=alert(1)\\> \\`x\\`.safetensors"), md)
-        XCTAssertTrue(md.contains("Produced by ``wscan report \(evil) -o audit-report``"), md.components(separatedBy: "\n").prefix(4).joined(separator: "\n"))
+        // the command line as given, quoted for the shell (it could not be pasted back before)
+        XCTAssertTrue(md.contains("Produced by ``wscan report '\(evil)' -o audit-report``"), md.components(separatedBy: "\n").prefix(4).joined(separator: "\n"))
         // the suggested command is single-quoted, inside a code span fenced past the name's backticks
         XCTAssertTrue(md.contains("``wscan analyze sparsity 'odd/<img src=x onerror=alert(1)> `x`.safetensors'``"), md)   // relative to the working folder
     }
