@@ -109,16 +109,47 @@ public struct CompareResult: Codable, Sendable {
 
 public enum Comparator {
     /// Pairs tensors by name, then by shape and position among the rest; says which was used.
+    /// How a pair is matched when B holds the matrix transposed (B's values are compared transposed back).
+    public static let transposedMatch = "name+transposed"
+
+    /// Whether B (square, same name and shape) is A's transpose rather than A: it differs from A, its transpose is
+    /// close to A (cosine ≥ 0.9 on a strided sample), clearly closer than B itself.
+    public static func looksTransposed(_ a: [Float], _ b: [Float], side n: Int) -> Bool {
+        guard a.count == n * n, b.count == n * n, n > 1, a != b else { return false }
+        var d = 0.0, dt = 0.0, x2 = 0.0, y2 = 0.0
+        let step = max(1, (n * n) / 65536)
+        var k = 0
+        while k < n * n {
+            let x = Double(a[k]), y = Double(b[k]), yt = Double(b[(k % n) * n + k / n])
+            if x.isFinite && y.isFinite && yt.isFinite { d += x * y; dt += x * yt; x2 += x * x; y2 += y * y }
+            k += step
+        }
+        guard x2 > 0, y2 > 0 else { return false }
+        let c = d / (x2 * y2).squareRoot(), ct = dt / (x2 * y2).squareRoot()
+        return ct >= 0.9 && ct > c + 0.1
+    }
+
+    public static func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
+        var o = [Float](repeating: 0, count: v.count)
+        for r in 0..<rows { for c in 0..<cols { o[c * rows + r] = v[r * cols + c] } }
+        return o
+    }
+
     public static func matchTensors(_ a: [TensorInfo], _ b: [TensorInfo]) -> (pairs: [(TensorInfo, TensorInfo, String)], onlyA: [String], onlyB: [String]) {
         var pairs: [(TensorInfo, TensorInfo, String)] = []
         let bByName = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
         var usedB = Set<String>()
         var restA: [TensorInfo] = []
         for t in a {
-            if let u = bByName[t.name], u.shape == t.shape { pairs.append((t, u, "name")); usedB.insert(u.name) } else { restA.append(t) }
+            if let u = bByName[t.name], u.shape == t.shape { pairs.append((t, u, "name")); usedB.insert(u.name) }
+            // One side stores the matrix transposed ([in, out], as GPT-2's Conv1D; [out, in], as nn.Linear): the
+            // caller compares B transposed back.
+            else if let u = bByName[t.name], t.shape.count == 2, u.shape == [t.shape[1], t.shape[0]] {
+                pairs.append((t, u, Self.transposedMatch)); usedB.insert(u.name)
+            } else { restA.append(t) }
         }
-        // A name both sides have, with another shape (a transposed export), is a reshaped tensor: it is reported
-        // as such on both sides, never paired by shape with some other tensor.
+        // A name both sides have, with another shape, is a reshaped tensor: it is reported as such on both sides,
+        // never paired by shape with some other tensor.
         let aNames = Set(a.map(\.name))
         var restB = b.filter { !usedB.contains($0.name) && !aNames.contains($0.name) }
         let reshapedB = b.filter { !usedB.contains($0.name) && aNames.contains($0.name) }.map(\.name)

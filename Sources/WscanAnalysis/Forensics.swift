@@ -50,8 +50,12 @@ public enum Forensics {
         let meanCos = weighted { $0.cosine }
         var evidence = [String(format: "%d tensors paired (%d parameters), parameter-weighted cosine %.6f", t.count, params, meanCos)]
         if !onlyA.isEmpty || !onlyB.isEmpty { evidence.append("\(onlyA.count) tensors only in A, \(onlyB.count) only in B") }
-        let renamed = t.filter { $0.matchedBy != "name" }.count
+        let renamed = t.filter { $0.matchedBy != "name" && $0.matchedBy != Comparator.transposedMatch }.count
         if renamed > 0 { evidence.append("\(renamed) tensors paired by shape and position (names differ)") }
+        let transposed = t.filter { $0.matchedBy == Comparator.transposedMatch }.count
+        if transposed > 0 {
+            evidence.append("\(transposed) \(transposed == 1 ? "matrix is" : "matrices are") stored transposed on one side ([in, out] against [out, in], as GPT-2's Conv1D and nn.Linear store them): compared in A's layout")
+        }
         let reshaped = Set(onlyA).intersection(onlyB).sorted()
         if !reshaped.isEmpty {
             evidence.append("\(reshaped.count) tensors have the same name but another shape: \(reshaped.prefix(6).joined(separator: ", "))\(reshaped.count > 6 ? ", …" : "")")

@@ -71,8 +71,13 @@ public enum CompareRunner {
         // Hugging Face order when the other side is not GGUF, so that a conversion reads as a re-encoding.
         var wa = WeightSet(), wb = WeightSet()
         var ropeNote: String? = nil
-        for (ta, tb, _) in pairs {
+        for (i, (ta, tb, how)) in pairs.enumerated() {
             var va = try valuesA(ta), vb = try valuesB(tb)
+            // B stored transposed: compared in A's layout (a square one when its transpose is what matches A).
+            if how == Comparator.transposedMatch { vb = Comparator.transpose(vb, rows: tb.shape[0], cols: tb.shape[1]) }
+            else if how == "name", ta.shape.count == 2, ta.shape[0] == ta.shape[1], Comparator.looksTransposed(va, vb, side: ta.shape[0]) {
+                vb = Comparator.transpose(vb, rows: ta.shape[0], cols: ta.shape[1]); pairs[i].2 = Comparator.transposedMatch
+            }
             // Only against a Hugging Face layout (q_proj/k_proj names): a GGUF exported to safetensors keeps its order.
             func hf(_ n: String) -> Bool { n.hasSuffix("q_proj.weight") || n.hasSuffix("k_proj.weight") }
             if ckA.format == .gguf, ckB.format != .gguf, hf(tb.name), let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); ropeNote = "A" }
@@ -256,7 +261,11 @@ public enum CompareRunner {
             let src = wbAligned ?? wb
             // Every other tensor of B (integer buffers included) is copied in its own dtype.
             var replace: [String: [Float]] = [:]
-            for (ta, tb, _) in pairs { replace[tb.name] = src.values[ta.name]! }
+            for (ta, tb, how) in pairs {
+                // back in B's own layout where B stores the matrix transposed
+                replace[tb.name] = how == Comparator.transposedMatch ? Comparator.transpose(src.values[ta.name]!, rows: ta.shape[0], cols: ta.shape[1])
+                    : src.values[ta.name]!
+            }
             // A bias only B has moves with its layer's units (else the file would not compute B's function).
             if wbAligned != nil {
                 var unsure: [String] = []

@@ -74,6 +74,25 @@ final class ForensicsSymmetryTests: XCTestCase {
         XCTAssertEqual(v["kind"] as? String, "permuted", "\(v)")
     }
 
+    /// A checkpoint exported with its matrices transposed ([in, out], as GPT-2's Conv1D stores them) is the same
+    /// model (it was "independent": the non-square matrices went unpaired); a square one alone too (it was a
+    /// "retrained layer").
+    func testTransposedExportsAreTheSameModel() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import load_file, save_file
+        rng = np.random.default_rng(4); W = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
+        a = {"0.weight": W(128, 64), "0.bias": W(128), "2.weight": W(128, 128), "2.bias": W(128), "4.weight": W(10, 128), "4.bias": W(10)}
+        save_file(a, \(pyStr(tmp.path("ta.safetensors"))))
+        save_file({k: np.ascontiguousarray(v.T) if v.ndim == 2 else v for k, v in a.items()}, \(pyStr(tmp.path("tall.safetensors"))))
+        save_file({k: np.ascontiguousarray(v.T) if k == "2.weight" else v for k, v in a.items()}, \(pyStr(tmp.path("tsq.safetensors"))))
+        """)
+        for f in ["tall.safetensors", "tsq.safetensors"] {
+            let v = try verdict("ta.safetensors", f)
+            XCTAssertEqual(v["kind"] as? String, "identical", "\(f): \(v)")
+            XCTAssertTrue((v["evidence"] as? [String] ?? []).contains { $0.contains("stored transposed") }, "\(v)")
+        }
+    }
+
     /// One NaN written over a weight: the same weights but for that value, not a retrained layer (the cosine was 0).
     func testOneNaNIsACorruptedCopy() throws {
         _ = try runPython("""
