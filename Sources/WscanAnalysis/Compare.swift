@@ -184,8 +184,11 @@ public enum Comparator {
                 usedA.insert(i); usedB.insert(j)
                 pairs[idx[i]] = (ta[i], tb[j], "shape+values")
             }
-            let restA = ta.indices.filter { !usedA.contains($0) }, restB = tb.indices.filter { !usedB.contains($0) }
-            for (i, j) in zip(restA, restB) { pairs[idx[i]] = (ta[i], tb[j], "shape+position") }
+            // (in natural order on each side: `h.2` before `h.10`, `blk_02` before `blk_10`, whatever the files' order)
+            let restA = ta.indices.filter { !usedA.contains($0) }.sorted { PermSpecInference.naturalLess(ta[$0].name, ta[$1].name) }
+            let restB = tb.indices.filter { !usedB.contains($0) }.sorted { PermSpecInference.naturalLess(tb[$0].name, tb[$1].name) }
+            let slots = restA.map { idx[$0] }.sorted()
+            for (k, (i, j)) in zip(restA, restB).enumerated() { pairs[slots[k]] = (ta[i], tb[j], "shape+position") }
         }
     }
 
@@ -195,13 +198,19 @@ public enum Comparator {
         var signSame = 0, signBoth = 0, newZeros = 0, zerosA = 0
         var pruned = true, identical = true, prunedB = true, zerosNewInA = 0
         var maxZeroed = -1.0, minKept = Double.infinity
-        var nonFinite = 0
+        var nonFinite = 0, infAsFinite = 0
         for i in a.indices {
             let x = Double(a[i]), y = Double(b[i])
             // A NaN/±Inf on either side stays out of the sums (one NaN made the cosine 0 and the L2 NaN); where the
             // two sides differ there, it is counted.
             guard x.isFinite && y.isFinite else {
-                if !(a[i] == b[i] || (a[i].isNaN && b[i].isNaN)) { identical = false; pruned = false; prunedB = false; nonFinite += 1 }
+                if !(a[i] == b[i] || (a[i].isNaN && b[i].isNaN)) {
+                    identical = false; pruned = false; prunedB = false
+                    // ±Inf on one side, a same-signed finite value of at least 1e4 on the other (an additive mask's
+                    // −inf exported as finfo.min or −1e4): the same buffer written another way, not a corruption
+                    let (inf, fin) = x.isInfinite ? (x, y) : (y, x)
+                    if inf.isInfinite && fin.isFinite && (inf > 0) == (fin > 0) && abs(fin) >= 1e4 { infAsFinite += 1 } else { nonFinite += 1 }
+                }
                 continue
             }
             dot += x * y; na += x * x; nb += y * y
@@ -226,13 +235,15 @@ public enum Comparator {
             minKeptMagnitude: minKept.isFinite ? minKept : nil, nmPattern: nil, reencodedAs: nil, diff: nil)
         ev.prunedFromB = prunedB && zerosNewInA > 0
         ev.nonFiniteChanged = nonFinite
+        // only infinities written as large finite values, every other value equal: that re-encoding
+        if !identical, nonFinite == 0, infAsFinite > 0, nd == 0 { ev.reencodedAs = "±Inf→finite (\(infAsFinite) values)" }
         if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow = rounding(from: dtypeA, to: dtypeB)
         var quantNoise = 0.0      // the requantization error energy, when one side is a requantizable GGUF type
         var requantized: [Float]? = nil, requantSource: [Float]? = nil   // the closest requantization and its source
         if !identical {
-            ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB)
+            ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB) ?? ev.reencodedAs
             // A Q8_0 (or legacy Q4/Q5) side against a float side: requantize the float side as the writers do. Bit-equal is a proven
             // re-encoding; far from it (more than twice the requantization's own error) was quantized from other
             // weights (a LoRA merged before quantizing hides under the type's error bound otherwise).
@@ -387,11 +398,12 @@ public enum Comparator {
             let edge = noise.edge
             let above = sv.prefix { $0 > edge }.count
             let tail = ev.dropFirst(above).reduce(0, +)
-            if above > 0, tail <= 1.5 * noise.total { r = above }
-            // Quantization noise taking the discount to its cap leaves the energy count meaningless: it would count
-            // the directions holding half of the noise. Without directions standing out of it, no rank is evidenced.
-            // (Float rounding noise keeps the energy count: a change below BF16's rounding is no re-encoding.)
-            else if noise.quantization, noiseEnergy >= 0.5 * total { r = sv.count }
+            // (A full-rank change of the noise's own size also lifts the top of the bulk over the edge, and leaves
+            // more below it than the noise explains: 1.2–1.5 times its energy, where a low-rank one leaves ≈ 1.)
+            if above > 0, tail <= 1.15 * noise.total { r = above }
+            // Noise taking the discount to its cap leaves the energy count meaningless: it would count the
+            // directions holding half of the noise. Without directions standing out of it, no rank is evidenced.
+            else if noiseEnergy >= 0.5 * total { r = sv.count }
         }
         let l1 = sv.reduce(0, +)
         var h = 0.0
@@ -406,6 +418,8 @@ public enum Comparator {
             switch t {
             case .f16: return zip(x, y).allSatisfy { Float(Float16($0)).bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) }
             case .bf16: return zip(x, y).allSatisfy { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16).bitPattern == $1.bitPattern }
+                // (truncation, as some converters write BF16, is the other deterministic rounding)
+                || zip(x, y).allSatisfy { $0.isNaN ? $1.isNaN : Float(bitPattern: $0.bitPattern & 0xffff_0000).bitPattern == $1.bitPattern }
             default: return false
             }
         }

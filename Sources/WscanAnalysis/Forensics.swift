@@ -17,13 +17,20 @@ import WscanFormats
 public enum Forensics {
     public static let quantizedErrorBound = 0.10
 
-    /// The largest relative L2 error a re-encoding into the narrower of two types can explain.
     /// A quantized side whose every tested block is a rounding of the float side's weights, with an error no more
     /// than twice the writers' own requantization.
     static func provenRounding(_ e: TensorEvidence) -> Bool {
         (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0 && (e.requantExcess ?? .infinity) <= 2
     }
 
+    /// Two IEEE float types (F64, F32, F16, BF16): rounding between them is deterministic (to nearest even, or
+    /// truncation for BF16), so only an exact rounding (`reencodedAs`) is a re-encoding; anything else changed.
+    static func floatPair(_ e: TensorEvidence) -> Bool {
+        let floats: Set<String> = ["F64", "F32", "F16", "BF16"]
+        return floats.contains(e.dtypeA) && floats.contains(e.dtypeB)
+    }
+
+    /// The largest relative L2 error a re-encoding into the narrower of two types can explain.
     static func errorBound(_ a: String, _ b: String) -> Double {
         func bound(_ t: String) -> Double {
             switch t {
@@ -99,12 +106,19 @@ public enum Forensics {
                            evidence: evidence + ["all \(t.count) tensors have identical values"], details: ["bytes": bytes ? "identical" : "differ"])
         }
         // 1a. the same weights but for NaN/±Inf written over some of them (a corrupted or poisoned copy)
-        if !differing.isEmpty, sameSet, differing.allSatisfy({ $0.nonFiniteChanged > 0 && $0.relativeL2 == 0 && $0.dtypeA == $0.dtypeB }) {
+        // (also when stored in another type: every finite value within that type's rounding or quantization)
+        let corruptedTensor = { (e: TensorEvidence) in
+            e.nonFiniteChanged > 0 && (e.relativeL2 == 0 || (e.dtypeA != e.dtypeB && e.relativeL2 < errorBound(e.dtypeA, e.dtypeB)))
+        }
+        let cleanRetyped = { (e: TensorEvidence) in e.nonFiniteChanged == 0 && e.reencodedAs != nil }
+        if !differing.isEmpty, sameSet, differing.contains(where: corruptedTensor), differing.allSatisfy({ corruptedTensor($0) || cleanRetyped($0) }) {
             let n = differing.reduce(0) { $0 + $1.nonFiniteChanged }
+            let bad = differing.filter(corruptedTensor)
+            let types = Set(differing.filter { $0.dtypeA != $0.dtypeB }.map { $0.dtypeB }).sorted()
             return Verdict(kind: "corrupted", confidence: 0.99,
-                           summary: "the same weights except \(n) value\(n == 1 ? "" : "s") that \(n == 1 ? "is" : "are") NaN/±Inf on one side only, in \(differing.count) of \(t.count) tensors: a corrupted copy",
-                           evidence: evidence + differing.prefix(8).map { "\($0.name): \($0.nonFiniteChanged) NaN/±Inf values where the other side differs; every finite value equal" },
-                           details: ["non_finite": "\(n)", "tensors": differing.map(\.name).joined(separator: ",")])
+                           summary: "the same weights\(types.isEmpty ? "" : " (stored as \(types.joined(separator: "/")))") except \(n) value\(n == 1 ? "" : "s") that \(n == 1 ? "is" : "are") NaN/±Inf on one side only, in \(bad.count) of \(t.count) tensors: a corrupted copy",
+                           evidence: evidence + bad.prefix(8).map { "\($0.name): \($0.nonFiniteChanged) NaN/±Inf values where the other side differs; every finite value " + ($0.relativeL2 == 0 ? "equal" : String(format: "within %@'s rounding (relative L2 %.2e)", $0.dtypeB as NSString, $0.relativeL2)) },
+                           details: ["non_finite": "\(n)", "tensors": bad.map(\.name).joined(separator: ",")])
         }
         // 1b. one holds a subset of the other's tensors, unchanged (an extracted part, or a model with extra heads)
         if differing.isEmpty && (onlyA.isEmpty || onlyB.isEmpty) {
@@ -122,7 +136,8 @@ public enum Forensics {
             // Every block a rounding of A's weights (by whatever quantizer) and the error of a requantization's size:
             // proven, however large the type's error is on these weights (heavy tails). Otherwise within the type's
             // bound, and a measured requantization decides; without one the difference must be noise-like (full rank).
-            e.reencodedAs == nil && e.dtypeA != e.dtypeB && (provenRounding(e) || (e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
+            e.reencodedAs == nil && e.dtypeA != e.dtypeB && e.nonFiniteChanged == 0 && !floatPair(e)
+                && (provenRounding(e) || (e.relativeL2 < slack * errorBound(e.dtypeA, e.dtypeB)
                 && (e.requantExcess.map { $0 <= 2 } ?? (e.diff.map { Double($0.rank) > 0.5 * Double($0.minDim) } ?? true))
                 && !e.quantizedFromOther))
         }
@@ -221,14 +236,20 @@ public enum Forensics {
                            details: ["direction": "A pruned from B", "tensors": differing.map(\.name).joined(separator: ",")])
         }
         // 4. merged LoRA
-        if sameSet, !changed.isEmpty, changed.allSatisfy(lowRank) {
-            let differing = changed
+        // (1-D tensors changed beside them, biases trained with the adapter, and tensors on one side only, an added
+        // head, do not stand in the way: the summary names them.)
+        let changedMatrices = changed.filter { $0.shape.count == 2 }, changedVectors = changed.filter { $0.shape.count <= 1 }
+        if sameSet || subsetOnly, !changedMatrices.isEmpty, changedMatrices.count + changedVectors.count == changed.count,
+           changedMatrices.allSatisfy(lowRank) {
+            let differing = changedMatrices
             let rank = differing.map { $0.diff!.rank }.max() ?? 0
+            let extras = (changedVectors.isEmpty ? "" : "; \(changedVectors.count) bias or norm vector\(changedVectors.count == 1 ? "" : "s") changed too")
+                + (sameSet ? "" : "; \(onlyA.count + onlyB.count) tensor\(onlyA.count + onlyB.count == 1 ? " exists" : "s exist") on one side only")
             let quantTypes = Set(fromOther.map(\.dtypeB).filter { $0.hasPrefix("Q") } + fromOther.map(\.dtypeA).filter { $0.hasPrefix("Q") })
                 .subtracting(storedAs).subtracting(aStoredAs).sorted()
             let quantNote = quantTypes.isEmpty ? "" : ", then quantized as \(quantTypes.joined(separator: "/"))"
             return Verdict(kind: "lora_merged", confidence: 0.95,
-                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors" + storedNote + quantNote,
+                           summary: "low-rank update merged (estimated rank \(rank)) into \(differing.count) of \(t.count) tensors" + storedNote + quantNote + extras,
                            evidence: evidence + differing.map { String(format: "%@: Δ has rank %d of %d (%.6f of its energy in the top 4)", $0.name as NSString,
                                                                        $0.diff!.rank, $0.diff!.minDim, $0.diff!.energyTop["4"] ?? 0) },
                            details: ["rank": "\(rank)", "modules": differing.map(\.name).joined(separator: ",")])
@@ -237,7 +258,7 @@ public enum Forensics {
         if let al = aligned, let alignment, !alignment.identity {
             let moved = alignment.perms.filter { !Permuter.isIdentity($0.value) }.map(\.key).sorted()
             let inner = verdict(tensors: al, onlyA: onlyA, onlyB: onlyB, independence: nil, aligned: nil, alignment: nil)
-            if ["identical", "subset", "reencoded", "pruned", "lora_merged"].contains(inner.kind) {
+            if ["identical", "subset", "corrupted", "reencoded", "pruned", "lora_merged"].contains(inner.kind) {
                 let worst = al.map(\.relativeL2).max() ?? .infinity
                 var details = inner.details
                 details["groups"] = moved.joined(separator: ",")

@@ -313,8 +313,9 @@ public enum CompareRunner {
         public var notRead: [String]? = nil
         /// Pairs whose comparison failed (among `failed`, whose other entries are checkpoints that could not be read).
         public var uncomparedPairs: Int? = nil
-        /// Every pair of the readable checkpoints.
-        public var pairs: Int { compared + fingerprintPairs + skippedPairs + (uncomparedPairs ?? (failed ?? []).count) }
+        /// Every pair of the readable checkpoints (stored, so that JSON readers have it).
+        public var pairCount: Int? = nil
+        public var pairs: Int { pairCount ?? (compared + fingerprintPairs + skippedPairs + (uncomparedPairs ?? (failed ?? []).count)) }
         /// Identical-by-fingerprint pairs (counted from the edges for lineages stored before the count was).
         public var fingerprintPairs: Int { identicalByFingerprint ?? edges.filter { $0.how == "fingerprint" }.count }
     }
@@ -369,6 +370,7 @@ public enum CompareRunner {
                           failed: failed.isEmpty ? nil : failed)
         lin.identicalByFingerprint = byFingerprint
         lin.uncomparedPairs = failedPairs
+        lin.pairCount = rows.count * (rows.count - 1) / 2
         let notRead = try catalog.checkpoints().filter { $0.status != "ok" }.map(\.name)
         if !notRead.isEmpty { lin.notRead = notRead }
         try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)

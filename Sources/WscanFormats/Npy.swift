@@ -35,6 +35,7 @@ public enum NpyReader {
             nbytes = st.count - h.dataOffset // a pickle stream follows
         } else if h.structured {
             nbytes = st.count - h.dataOffset      // the fields' sizes are not computed: the rest of the file
+            if count > 0 && nbytes <= 0 { throw FormatError(.truncated, "structured array of \(count) elements with no data") }
         } else if h.dtype == .opaque {
             let itemsize = opaqueItemSize(h.descr)
             let (r, o) = count.multipliedReportingOverflow(by: itemsize)
@@ -130,17 +131,10 @@ public enum NpyReader {
         case let .str(v)?: descr = v
         case .list?:
             // A structured dtype ([('a', '<f4'), ('b', '<i4')]): catalogued without a decoder; one with an object
-            // field anywhere is pickled, as numpy saves it.
-            func hasObject(_ v: PyLiteralParser.Value) -> Bool {
-                switch v {
-                case let .str(s): return isObjectType(s)
-                case let .list(xs), let .tuple(xs): return xs.contains(where: hasObject)
-                case let .dict(m): return m.values.contains(where: hasObject)
-                default: return false
-                }
-            }
-            descr = hasObject(d["descr"]!) ? "O" : "structured"
-            structured = true
+            // field type anywhere (not a field *named* 'O') is pickled, as numpy saves it.
+            let objects = descrHoldsObject(text) ?? true
+            descr = objects ? "O" : ""
+            structured = !objects
         case .some: throw FormatError(.header, "'descr' is neither a dtype string nor a list of fields")
         case nil: throw FormatError(.header, "header lacks 'descr'")
         }
@@ -152,7 +146,7 @@ public enum NpyReader {
             shape.append(v)
         }
         guard shape.count <= 64 else { throw FormatError(.shape, "more than 64 dimensions") }
-        let (dt, be) = descr == "structured" ? (DType.opaque, false) : try mapDescr(descr)
+        let (dt, be) = structured ? (DType.opaque, false) : try mapDescr(descr)
         return Header(dtype: dt, bigEndian: be, fortran: fortran, shape: shape, dataOffset: start + hlen, descr: descr, structured: structured)
     }
 

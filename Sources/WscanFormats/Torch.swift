@@ -290,7 +290,9 @@ public enum PickleFileReader {
         try TorchReader.refuseIfUnsafe(findings, trust: options.trust)
         let g: PickleGraph
         do { g = try PickleVM.parse(st.buffer) } catch let e as FormatError {
-            throw FormatError(.pickle, e.message)     // the caller names the file
+            // the caller names the file; content that does not even open like a pickle (no PROTO) is said to be so
+            let proto = st.buffer.count >= 2 && st.buffer[0] == 0x80 && (2...5).contains(st.buffer[1])
+            throw FormatError(.pickle, proto ? e.message : "not a recognised checkpoint (no known magic; as a pickle: \(e.message))")
         }
         if g.root >= 0, g.describe(g.root) == legacyMagic {
             throw FormatError(.unsupported, "legacy (pre-1.6) PyTorch format: re-save with torch.save(..., _use_new_zipfile_serialization=True)")

@@ -32,7 +32,7 @@ public struct ZipArchive {
             if b.loadUnaligned(fromByteOffset: i, as: UInt32.self) == 0x0605_4b50 { eocd = i; break }
             i -= 1
         }
-        guard eocd >= 0 else { throw FormatError(.zip, "no end-of-central-directory record") }
+        guard eocd >= 0 else { throw FormatError(.zip, "not a zip archive (no end-of-central-directory record)") }
         var count = Int(b.loadUnaligned(fromByteOffset: eocd + 10, as: UInt16.self))
         var cdSize = Int(b.loadUnaligned(fromByteOffset: eocd + 12, as: UInt32.self))
         var cdOffset = Int(b.loadUnaligned(fromByteOffset: eocd + 16, as: UInt32.self))

@@ -398,13 +398,20 @@ public enum GGMLQuant {
             checked += 1
             guard blockCodes(q, b, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
             var ok = false
-            for variant in 0..<(sourceBits == nil ? 3 : 4) where !ok {
+            for variant in 0..<(sourceBits == nil ? 3 : 6) where !ok {
                 for i in 0..<32 {
                     let v = x[b + i]
-                    if variant == 3 {
-                        // the wide values that round to v in the narrow type (half an ulp either side)
-                        let h = v == 0 ? 0 : Double(Float(sign: .plus, exponent: v.exponent - sourceBits! - 1, significand: 1))
-                        lo[i] = Double(v) - h; hi[i] = Double(v) + h
+                    if variant >= 3 {
+                        // the wide values that round to v in the narrow type (half an ulp either side; below float16's
+                        // normal range its step is fixed at 2⁻²⁴), and (4, 5) those rounded to float16 / bfloat16 in
+                        // turn (the quantizer read another narrow copy of the wide original)
+                        let p = sourceBits!
+                        let e = p == 10 ? max(v.exponent, -14) : v.exponent
+                        let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
+                        var l = Float(Double(v) - h), u = Float(Double(v) + h)
+                        if variant == 4 { l = Float(Float16(l)); u = Float(Float16(u)) }
+                        if variant == 5 { l = Float(bitPattern: bf16Round(l)); u = Float(bitPattern: bf16Round(u)) }
+                        lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
                     } else {
                         let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : Float(bitPattern: bf16Round(v))
                         lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
@@ -431,7 +438,9 @@ public enum GGMLQuant {
         for i in 0..<32 { let y = Double(q[b + i]); lo = min(lo, y); hi = max(hi, y); amax = max(amax, abs(y)) }
         let range = offset ? hi - lo : amax
         if range == 0 { for i in 0..<32 { k[i] = 0 }; return true }
-        let tol = offset ? 1e-4 : 1e-6
+        // y = k·s + m rounds in float32 to within half an ulp of |y|: in steps, |y|/s·2⁻²⁴, large when the offset
+        // dwarfs the step (10 + 1e-3·noise)
+        let tol = offset ? max(1e-4, 8 * max(abs(lo), abs(hi)) / (range / Double(codes - 1)) * 0x1p-24) : 1e-6
         for steps in 1..<codes {
             let s = range / Double(steps)
             var all = true

@@ -118,39 +118,51 @@ public enum SVG {
         return "…" + String(chars)
     }
 
-    /// Keeps the part of `s` around `p` (where it differs from a name that would read alike) and its end:
-    /// "…layers.12.self…_proj.weight", to fit `maxWidth` px.
-    static func truncateAround(_ s: String, _ p: Int, maxWidth: Double, size: Double) -> String {
+    /// Keeps the parts of `s` around the positions `ps` (where it differs from names that would read alike) and its
+    /// end, "…" between: "…layers.12.b…erts.5…_proj.weight", to fit `maxWidth` px.
+    static func truncateAround(_ s: String, _ ps: [Int], maxWidth: Double, size: Double) -> String {
         if textWidth(s, size: size) <= maxWidth { return s }
         let chars = Array(s)
-        let end = min(chars.count, p + 3)
-        var start = max(0, p - 10)
-        func head() -> String { (start > 0 ? "…" : "") + String(chars[start..<end]) }
-        while start < p, textWidth(head() + "…", size: size) > maxWidth * 0.6 { start += 1 }
-        if end >= chars.count { return truncateLeft(s, maxWidth: maxWidth, size: size) }
-        let budget = maxWidth - textWidth(head() + "…", size: size)
-        var j = chars.count
-        while j > end, textWidth(String(chars[(j - 1)...]), size: size) <= budget { j -= 1 }
-        return head() + "…" + String(chars[j...])
+        var context = 8
+        while true {
+            // windows [p − context, p + 3), merged when they touch
+            var spans: [(Int, Int)] = []
+            for p in Set(ps).sorted() {
+                let a = max(0, p - context), b = min(chars.count, p + 3)
+                if let last = spans.last, a <= last.1 { spans[spans.count - 1].1 = max(last.1, b) } else { spans.append((a, b)) }
+            }
+            var head = ""
+            var at = 0
+            for (a, b) in spans { head += (a > at ? "…" : "") + String(chars[a..<b]); at = b }
+            if at >= chars.count { if textWidth(head, size: size) <= maxWidth || context == 0 { return head } ; context -= 1; continue }
+            let budget = maxWidth - textWidth(head + "…", size: size)
+            if budget < 0 && context > 0 { context -= 1; continue }
+            var j = chars.count
+            while j > at, textWidth(String(chars[(j - 1)...]), size: size) <= budget { j -= 1 }
+            return head + "…" + String(chars[j...])
+        }
     }
 
     /// Labels fitted to `maxWidth` px: each keeps its end (the distinctive suffix of a layer name); names that would
-    /// then read alike (long names differing in the middle: the layer index) keep where they differ, and the end.
+    /// then read alike (long names differing in the middle: a layer index, an expert index) keep where their group
+    /// starts to differ, where each differs from its closest sibling, and the end. Sorting makes it O(n log n).
     public static func fittedLabels(_ names: [String], maxWidth: Double, size: Double) -> [String] {
         var shown = names.map { truncateLeft($0, maxWidth: maxWidth, size: size) }
         let groups = Dictionary(grouping: names.indices, by: { shown[$0] }).values.filter { g in Set(g.map { names[$0] }).count > 1 }
+        func lcp(_ x: [Character], _ y: [Character]) -> Int {
+            var q = 0
+            while q < min(x.count, y.count), x[q] == y[q] { q += 1 }
+            return q
+        }
         for g in groups {
-            let cs = g.map { Array(names[$0]) }
-            for (k, i) in g.enumerated() {
-                // the first position where this name differs from another of its group
-                var p = Int.max
-                for (l, other) in cs.enumerated() where l != k && other != cs[k] {
-                    var q = 0
-                    while q < min(cs[k].count, other.count), cs[k][q] == other[q] { q += 1 }
-                    p = min(p, q)
-                }
-                if p != Int.max { shown[i] = truncateAround(names[i], p, maxWidth: maxWidth, size: size) }
+            let cs = Set(g.map { names[$0] }).map { Array($0) }.sorted { $0.lexicographicallyPrecedes($1) }
+            let first = lcp(cs.first!, cs.last!)          // the whole group's common prefix
+            var label: [String: String] = [:]
+            for (k, c) in cs.enumerated() {
+                let near = max(k > 0 ? lcp(cs[k - 1], c) : 0, k + 1 < cs.count ? lcp(c, cs[k + 1]) : 0)
+                label[String(c)] = truncateAround(String(c), [first, near], maxWidth: maxWidth, size: size)
             }
+            for i in g { shown[i] = label[names[i]]! }
         }
         return shown
     }

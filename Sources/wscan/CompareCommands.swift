@@ -8,7 +8,8 @@ struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "What is the relationship between two checkpoints? Evidence, verdict, independence test, alignment, connectivity.",
         discussion: """
-        Verdicts: identical, reencoded (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules), \
+        Verdicts: identical, corrupted (the same weights but for NaN/±Inf written over some), reencoded \
+        (dtype/quantization), pruned (sparsity, pattern), lora_merged (rank, modules), \
         permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), subset (the shared tensors are \
         unchanged, one side has more), independent, incomparable (no \
         floating-point tensors could be paired: different architectures). \

@@ -273,8 +273,9 @@ final class CompareReviewTests: XCTestCase {
         XCTAssertEqual(head.kind, "finetuned", "a replaced head over frozen layers is derived, not independent")
         XCTAssertTrue(head.evidence.contains { $0.contains("bit-identical") && $0.contains("fc1.weight") }, "\(head.evidence)")
         let reshaped = try verdict("reshaped.safetensors")
-        XCTAssertNotEqual(reshaped.kind, "subset")
-        XCTAssertTrue(reshaped.evidence.contains { $0.contains("same name but another shape: fc2.weight") }, "\(reshaped.evidence)")
+        // fc2 stored transposed: paired with itself, compared in A's layout
+        XCTAssertEqual(reshaped.kind, "identical")
+        XCTAssertTrue(reshaped.evidence.contains { $0.contains("1 matrix is stored transposed") }, "\(reshaped.evidence)")
         XCTAssertEqual(try verdict("perm_extra.safetensors").kind, "permuted")
         // The built-in evaluator needs fc3, which the subset lacks: the path keeps A's fc3 and a note says the λ = 1
         // end is not B alone.

@@ -93,6 +93,64 @@ final class ForensicsSymmetryTests: XCTestCase {
         }
     }
 
+    /// A LoRA merged with its bias trained too, or beside an added tensor, is still a merged LoRA (it was "finetuned:
+    /// replaced or retrained layers").
+    func testLoRAWithBiasOrExtraTensor() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import load_file, save_file
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        save_file(a, \(pyStr(tmp.path("a.safetensors"))))
+        rng = np.random.default_rng(2)
+        b = dict(a); b["fc1.weight"] = (a["fc1.weight"] + 0.05 * rng.standard_normal((64, 2)) @ rng.standard_normal((2, 64))).astype(np.float32)
+        c = dict(b); c["fc1.bias"] = (a["fc1.bias"] + 0.01).astype(np.float32)
+        save_file(c, \(pyStr(tmp.path("bias.safetensors"))))
+        d = dict(b); d["head.extra"] = np.ones(7, np.float32)
+        save_file(d, \(pyStr(tmp.path("extra.safetensors"))))
+        """)
+        for (f, note) in [("bias.safetensors", "1 bias or norm vector changed too"), ("extra.safetensors", "1 tensor exists on one side only")] {
+            let v = try verdict("a.safetensors", f)
+            XCTAssertEqual(v["kind"] as? String, "lora_merged", "\(f): \(v)")
+            XCTAssertEqual((v["details"] as? [String: String])?["rank"], "2", "\(f): \(v)")
+            XCTAssertTrue((v["summary"] as? String ?? "").hasSuffix(note), "\(f): \(v)")
+        }
+    }
+
+    /// Review cases of false accusations: an additive mask's −inf exported as finfo.min is a re-encoding, not a
+    /// corruption; a full-rank fine-tune saved as BF16 is no merged LoRA; a permuted copy renamed h.N → blk_NN
+    /// pairs in natural order (h.10 took blk_02).
+    func testMaskInfinitiesFullRankBF16AndNaturalOrder() throws {
+        _ = try runPython("""
+        import numpy as np, torch; from safetensors.numpy import load_file, save_file
+        from safetensors.torch import save_file as save_t
+        rng = np.random.default_rng(9)
+        a = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        mask = np.triu(np.full((32, 32), -np.inf, np.float32), 1)
+        save_file({**a, "attn.mask": mask}, \(pyStr(tmp.path("m_a.safetensors"))))
+        save_file({**a, "attn.mask": np.where(np.isinf(mask), np.finfo(np.float32).min, 0).astype(np.float32)}, \(pyStr(tmp.path("m_b.safetensors"))))
+        w = (rng.standard_normal((256, 256)) * 0.05).astype(np.float32)
+        save_file({"fc.weight": w}, \(pyStr(tmp.path("f_a.safetensors"))))
+        noise = np.linalg.norm(torch.from_numpy(w).bfloat16().float().numpy() - w)
+        d = rng.standard_normal((256, 256)); d *= 2 * noise / np.linalg.norm(d)
+        save_t({"fc.weight": torch.from_numpy((w + d).astype(np.float32)).bfloat16()}, \(pyStr(tmp.path("f_b.safetensors"))))
+        W = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
+        m = {f"h.{i}.weight": W(32, 32) for i in range(12)}
+        save_file(m, \(pyStr(tmp.path("p_a.safetensors"))))
+        p = [rng.permutation(32) for _ in range(12)]
+        b = {}
+        for i in range(12):
+            x = m[f"h.{i}.weight"][p[i]]
+            if i > 0: x = x[:, p[i - 1]]
+            b[f"blk_{i:02d}.weight"] = np.ascontiguousarray(x)
+        save_file(b, \(pyStr(tmp.path("p_b.safetensors"))))
+        """)
+        XCTAssertEqual(try verdict("m_a.safetensors", "m_b.safetensors")["kind"] as? String, "reencoded")
+        XCTAssertEqual(try verdict("f_a.safetensors", "f_b.safetensors")["kind"] as? String, "finetuned")
+        let r = try runWscan(["compare", tmp.path("p_a.safetensors"), tmp.path("p_b.safetensors"), "--db", tmp.path("c.db"), "--json"])
+        let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let pairs = (j["tensors"] as! [[String: Any]]).map { "\($0["name"]!)→\($0["nameB"]!)" }
+        XCTAssertTrue(pairs.contains("h.10.weight→blk_10.weight") && pairs.contains("h.2.weight→blk_02.weight"), "\(pairs)")
+    }
+
     /// One NaN written over a weight: the same weights but for that value, not a retrained layer (the cosine was 0).
     func testOneNaNIsACorruptedCopy() throws {
         _ = try runPython("""
@@ -105,5 +163,15 @@ final class ForensicsSymmetryTests: XCTestCase {
         let v = try verdict("a.safetensors", "nan.safetensors")
         XCTAssertEqual(v["kind"] as? String, "corrupted", "\(v)")
         XCTAssertEqual((v["details"] as? [String: String])?["non_finite"], "1")
+        // the same corruption in an F16 copy: corrupted, not a re-encoding that absorbs the NaN
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import load_file, save_file
+        a = load_file(\(pyStr(tmp.path("a.safetensors"))))
+        b = {k: v.astype(np.float16) for k, v in a.items()}; b["fc2.weight"][0, 0] = np.inf
+        save_file(b, \(pyStr(tmp.path("nan16.safetensors"))))
+        """)
+        let w = try verdict("a.safetensors", "nan16.safetensors")
+        XCTAssertEqual(w["kind"] as? String, "corrupted", "\(w)")
+        XCTAssertTrue((w["summary"] as? String ?? "").contains("stored as F16"), "\(w)")
     }
 }

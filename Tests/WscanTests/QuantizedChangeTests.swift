@@ -32,6 +32,12 @@ final class QuantizedChangeTests: XCTestCase {
         q.swapAt(i, j)
         XCTAssertEqual(GGMLQuant.unroundedBlocks("Q4_0", quantized: q, source: x)?.unrounded, 1)
         XCTAssertNil(GGMLQuant.unroundedBlocks("Q4_K", quantized: q, source: x))
+        // an offset far larger than the step (10 + 1e-3·noise): y = k·d + m rounds in float32 by more than 1e-4 step
+        let off = x.map { 10 + 1e-3 * $0 }
+        for t in ["Q4_1", "Q5_1"] {
+            let q1 = try XCTUnwrap(GGMLQuant.legacyRoundTrip(t, off))
+            XCTAssertEqual(GGMLQuant.unroundedBlocks(t, quantized: q1, source: off)?.unrounded, 0, t)
+        }
     }
 
     /// GGUF files written by gguf-py: A quantized by gguf-py and by an importance-style search that stores the

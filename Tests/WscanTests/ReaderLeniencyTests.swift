@@ -40,7 +40,8 @@ final class ReaderLeniencyTests: XCTestCase {
         let (good, bad) = (tmp.path("s.npz"), tmp.path("crc.npz"))
         _ = try runPython("""
         import numpy as np
-        np.savez(\(pyStr(good)), w=np.arange(6, dtype=np.float32), s=np.zeros(3, dtype=[("a", "<f4"), ("b", "<i4")]))
+        np.savez(\(pyStr(good)), w=np.arange(6, dtype=np.float32), s=np.zeros(3, dtype=[("a", "<f4"), ("b", "<i4")]),
+                 o=np.zeros(2, dtype=[("O", "<f4"), ("object", "<i4")]))
         np.savez(\(pyStr(bad)), x=np.full(64, 5.5, np.float32))
         b = bytearray(open(\(pyStr(bad)), "rb").read())
         i = b.index(np.full(4, 5.5, np.float32).tobytes()); b[i + 1] ^= 0x10
@@ -55,6 +56,7 @@ final class ReaderLeniencyTests: XCTestCase {
         let t = tensors(r.json)
         XCTAssertEqual(t["w"]?["mean"] as? Double, 2.5)
         XCTAssertEqual(t["s"]?["dtype"] as? String, "OPAQUE")
+        XCTAssertEqual(t["o"]?["dtype"] as? String, "OPAQUE", "fields named 'O' and 'object' hold numbers, not objects")
         let c = try show(bad)
         XCTAssertEqual(c.status, 1)
         XCTAssertTrue(c.err.contains("CRC"), c.err)

@@ -62,5 +62,10 @@ final class ReportNamesTests: XCTestCase {
         XCTAssertEqual(Set(shown).count, 4, "\(shown)")
         for s in shown { XCTAssertLessThanOrEqual(SVG.textWidth(s, size: 11), 160.5, s) }
         XCTAssertEqual(SVG.fittedLabels(["fc1.weight", "fc2.weight"], maxWidth: 160, size: 11), ["fc1.weight", "fc2.weight"])
+        // two varying positions (layer and expert), 48 × 64 names: every label distinct
+        let moe = (0..<48).flatMap { l in (0..<64).map { "model.decoder.layers.\(l).block_sparse_moe.experts.\($0).feed_forward_network.down_projection.weight" } }
+        let m = SVG.fittedLabels(moe, maxWidth: 230, size: 11)
+        XCTAssertEqual(Set(m).count, moe.count, "\(m.prefix(4))")
+        for s in m { XCTAssertLessThanOrEqual(SVG.textWidth(s, size: 11), 230.5, s) }
     }
 }
