@@ -295,14 +295,7 @@ public enum GGMLQuant {
     /// clipped, y = q · f16(d) + f16(min). Returns the dequantized values, the same float operations as the
     /// decoders above, or nil when a block holds NaN/±Inf.
     public static func legacyRoundTrip(_ type: String, _ x: [Float]) -> [Float]? {
-        let bits: Int, offset: Bool
-        switch type {
-        case "Q4_0": (bits, offset) = (4, false)
-        case "Q5_0": (bits, offset) = (5, false)
-        case "Q4_1": (bits, offset) = (4, true)
-        case "Q5_1": (bits, offset) = (5, true)
-        default: return nil
-        }
+        guard type != "Q8_0", let (bits, offset) = blockLayout(type) else { return nil }
         let qmax = Float((1 << bits) - 1), L = Float(1 << (bits - 1))
         var out = [Float](repeating: 0, count: x.count)
         var b = 0
@@ -374,15 +367,8 @@ public enum GGMLQuant {
     /// are skipped; at most `maxBlocks` blocks, evenly spaced, are tested. nil for other types or mismatched sizes.
     public static func unroundedBlocks(_ type: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
                                        maxBlocks: Int = 1 << 16) -> (checked: Int, unrounded: Int)? {
-        let codes: Int, offset: Bool
-        switch type {
-        case "Q4_0": (codes, offset) = (16, false)
-        case "Q5_0": (codes, offset) = (32, false)
-        case "Q8_0": (codes, offset) = (255, false)
-        case "Q4_1": (codes, offset) = (16, true)
-        case "Q5_1": (codes, offset) = (32, true)
-        default: return nil
-        }
+        guard let (bits, offset) = blockLayout(type) else { return nil }
+        let codes = type == "Q8_0" ? 255 : 1 << bits       // Q8_0 codes −127…127
         guard q.count == x.count, x.count >= 32 else { return nil }
         let blocks = x.count / 32
         let stride = max(1, (blocks + maxBlocks - 1) / maxBlocks)
@@ -422,6 +408,18 @@ public enum GGMLQuant {
             if !ok { bad += 1 }
         }
         return (checked, bad)
+    }
+
+    /// Bits per code and whether a block has an offset (the _1 types), for the 32-element types with one scale.
+    static func blockLayout(_ type: String) -> (bits: Int, offset: Bool)? {
+        switch type {
+        case "Q4_0": return (4, false)
+        case "Q5_0": return (5, false)
+        case "Q8_0": return (8, false)
+        case "Q4_1": return (4, true)
+        case "Q5_1": return (5, true)
+        default: return nil
+        }
     }
 
     /// bfloat16 rounding (to nearest even) of a finite float, as its float32 bit pattern.
