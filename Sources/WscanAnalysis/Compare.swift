@@ -109,8 +109,11 @@ public struct CompareResult: Codable, Sendable {
 
 public enum Comparator {
     /// Pairs tensors by name, then by shape and position among the rest; says which was used.
-    /// How a pair is matched when B holds the matrix transposed (B's values are compared transposed back).
+    /// How a pair is matched when B holds the matrix transposed (B's values are compared transposed back): by name,
+    /// or by position among the tensors whose names differ.
     public static let transposedMatch = "name+transposed"
+    public static let transposedByPosition = "shape+position+transposed"
+    public static func isTransposed(_ how: String) -> Bool { how == transposedMatch || how == transposedByPosition }
 
     /// Whether B (square, same name and shape) is A's transpose rather than A: it differs from A, its transpose is
     /// close to A (cosine ≥ 0.9 on a strided sample), clearly closer than B itself.
@@ -154,8 +157,17 @@ public enum Comparator {
         var restB = b.filter { !usedB.contains($0.name) && !aNames.contains($0.name) }
         let reshapedB = b.filter { !usedB.contains($0.name) && aNames.contains($0.name) }.map(\.name)
         var unmatchedA: [String] = []
-        for t in restA {
+        // by position in the natural order of each side's names (h.2 before h.10), the same shape first, else the
+        // transposed one (a renamed export that also changed the layout)
+        restB.sort { PermSpecInference.naturalLess($0.name, $1.name) }
+        var pending: [TensorInfo] = []
+        for t in restA.sorted(by: { PermSpecInference.naturalLess($0.name, $1.name) }) {
             if bByName[t.name] == nil, let k = restB.firstIndex(where: { $0.shape == t.shape }) { pairs.append((t, restB[k], "shape+position")); restB.remove(at: k) }
+            else if bByName[t.name] == nil, t.shape.count == 2 { pending.append(t) }
+            else { unmatchedA.append(t.name) }
+        }
+        for t in pending {
+            if let k = restB.firstIndex(where: { $0.shape == [t.shape[1], t.shape[0]] }) { pairs.append((t, restB[k], transposedByPosition)); restB.remove(at: k) }
             else { unmatchedA.append(t.name) }
         }
         return (pairs, unmatchedA, restB.map(\.name) + reshapedB)
@@ -414,21 +426,47 @@ public enum Comparator {
 
     /// "F16"/"BF16" when one side is exactly the other rounded to that type (round to nearest even).
     static func reencoding(_ a: [Float], _ b: [Float], dtypeA: DType, dtypeB: DType) -> String? {
-        func roundsTo(_ x: [Float], _ y: [Float], _ t: DType) -> Bool {
+        func f16(_ v: Float) -> Float { Float(Float16(v)) }
+        func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven(v)) << 16) }
+        func bf16t(_ v: Float) -> Float { v.isNaN ? v : Float(bitPattern: v.bitPattern & 0xffff_0000) }
+        // A converter that flushes float16 subnormals to zero (below 2⁻¹⁴)
+        func f16ftz(_ v: Float) -> Float { let h = f16(v); return abs(h) < 0x1p-14 ? (h.sign == .minus ? -0.0 : 0) : h }
+        func same(_ x: Float, _ y: Float) -> Bool { x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN) || (x == 0 && y == 0) }
+        func all(_ x: [Float], _ y: [Float], _ r: (Float) -> Float) -> Bool { zip(x, y).allSatisfy { same(r($0), $1) } }
+        /// The deterministic ways a float tensor becomes `t`: to nearest even, BF16 by truncation, float16 with
+        /// subnormals flushed, and the two-step chains through the other narrow type (an F16 file made from the BF16
+        /// release).
+        func roundings(to t: DType) -> [(String, (Float) -> Float)] {
             switch t {
-            case .f16: return zip(x, y).allSatisfy { Float(Float16($0)).bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) }
-            case .bf16: return zip(x, y).allSatisfy { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16).bitPattern == $1.bitPattern }
-                // (truncation, as some converters write BF16, is the other deterministic rounding)
-                || zip(x, y).allSatisfy { $0.isNaN ? $1.isNaN : Float(bitPattern: $0.bitPattern & 0xffff_0000).bitPattern == $1.bitPattern }
-            default: return false
+            case .f16: return [("", f16), (" (subnormals flushed to zero)", f16ftz), (" (through BF16)", { f16(bf16($0)) })]
+            case .bf16: return [("", bf16), (" (truncated)", bf16t), (" (through F16)", { bf16(f16($0)) })]
+            default: return []
             }
         }
+        func roundsTo(_ x: [Float], _ y: [Float], _ t: DType) -> String? {
+            for (how, r) in roundings(to: t) where all(x, y, r) { return t.rawValue + how }
+            return nil
+        }
         if dtypeA != dtypeB {
-            if roundsTo(a, b, dtypeB) { return dtypeB.rawValue }
-            if roundsTo(b, a, dtypeA) { return dtypeA.rawValue }
+            if let how = roundsTo(a, b, dtypeB) { return how }
+            if let how = roundsTo(b, a, dtypeA) { return how }
+            // F64 rounded straight to F16/BF16: decoded here through F32, a double rounding that differs from the
+            // direct one in rare ties; every value must still be one of the two neighbours of A in B's type
+            if dtypeA == .f64, dtypeB == .f16 || dtypeB == .bf16 {
+                let r: (Float) -> Float = dtypeB == .f16 ? f16 : bf16
+                let near = zip(a, b).allSatisfy { x, y in
+                    let n = r(x)
+                    if same(n, y) { return true }
+                    guard x.isFinite, y.isFinite, n.isFinite else { return false }
+                    let up = dtypeB == .f16 ? Float(Float16(n).nextUp) : Float(bitPattern: n.bitPattern &+ 0x10000)
+                    let dn = dtypeB == .f16 ? Float(Float16(n).nextDown) : Float(bitPattern: n.bitPattern &- 0x10000)
+                    return y == up || y == dn
+                }
+                if near { return dtypeB.rawValue + " (rounded from F64)" }
+            }
             if dtypeB.block != nil || dtypeA.block != nil { return nil }   // quantized: judged from the error size
         }
-        for t in [DType.f16, .bf16] where roundsTo(a, b, t) { return "\(t.rawValue) (values, stored as \(dtypeB.rawValue))" }
+        for t in [DType.f16, .bf16] { if let how = roundsTo(a, b, t) { return "\(how) (values, stored as \(dtypeB.rawValue))" } }
         return nil
     }
 }

@@ -59,7 +59,7 @@ public enum Forensics {
         if !onlyA.isEmpty || !onlyB.isEmpty { evidence.append("\(onlyA.count) tensors only in A, \(onlyB.count) only in B") }
         let renamed = t.filter { $0.matchedBy != "name" && $0.matchedBy != Comparator.transposedMatch }.count
         if renamed > 0 { evidence.append("\(renamed) tensors paired by shape and position (names differ)") }
-        let transposed = t.filter { $0.matchedBy == Comparator.transposedMatch }.count
+        let transposed = t.filter { Comparator.isTransposed($0.matchedBy) }.count
         if transposed > 0 {
             evidence.append("\(transposed) \(transposed == 1 ? "matrix is" : "matrices are") stored transposed on one side ([in, out] against [out, in], as GPT-2's Conv1D and nn.Linear store them): compared in A's layout")
         }

@@ -74,9 +74,10 @@ public enum CompareRunner {
         for (i, (ta, tb, how)) in pairs.enumerated() {
             var va = try valuesA(ta), vb = try valuesB(tb)
             // B stored transposed: compared in A's layout (a square one when its transpose is what matches A).
-            if how == Comparator.transposedMatch { vb = Comparator.transpose(vb, rows: tb.shape[0], cols: tb.shape[1]) }
-            else if how == "name", ta.shape.count == 2, ta.shape[0] == ta.shape[1], Comparator.looksTransposed(va, vb, side: ta.shape[0]) {
-                vb = Comparator.transpose(vb, rows: ta.shape[0], cols: ta.shape[1]); pairs[i].2 = Comparator.transposedMatch
+            if Comparator.isTransposed(how) { vb = Comparator.transpose(vb, rows: tb.shape[0], cols: tb.shape[1]) }
+            else if how == "name" || how == "shape+position", ta.shape.count == 2, ta.shape[0] == ta.shape[1], Comparator.looksTransposed(va, vb, side: ta.shape[0]) {
+                vb = Comparator.transpose(vb, rows: ta.shape[0], cols: ta.shape[1])
+                pairs[i].2 = how == "name" ? Comparator.transposedMatch : Comparator.transposedByPosition
             }
             // Only against a Hugging Face layout (q_proj/k_proj names): a GGUF exported to safetensors keeps its order.
             func hf(_ n: String) -> Bool { n.hasSuffix("q_proj.weight") || n.hasSuffix("k_proj.weight") }
@@ -93,9 +94,17 @@ public enum CompareRunner {
             DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
                 let (ta, tb, how) = pairs[i]
                 do {
-                    let e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: ta.shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
-                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: wa.values[ta.name]!, b: b.values[ta.name]!,
+                    var shape = ta.shape, va = wa.values[ta.name]!, vb = b.values[ta.name]!
+                    // A quantized B stored transposed: judged in B's own layout, where its blocks of 32 run (the
+                    // difference's spectrum and the other measures do not depend on the layout)
+                    if Comparator.isTransposed(how), tb.dtype.block != nil, shape.count == 2 {
+                        va = Comparator.transpose(va, rows: shape[0], cols: shape[1]); vb = Comparator.transpose(vb, rows: shape[0], cols: shape[1])
+                        shape = [shape[1], shape[0]]
+                    }
+                    var e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
+                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: va, b: vb,
                                                     quantizationBlocks: !aligned)
+                    e.shape = ta.shape
                     out.set(i, e)
                 } catch { errors.set(0, error) }
             }
@@ -263,7 +272,7 @@ public enum CompareRunner {
             var replace: [String: [Float]] = [:]
             for (ta, tb, how) in pairs {
                 // back in B's own layout where B stores the matrix transposed
-                replace[tb.name] = how == Comparator.transposedMatch ? Comparator.transpose(src.values[ta.name]!, rows: ta.shape[0], cols: ta.shape[1])
+                replace[tb.name] = Comparator.isTransposed(how) ? Comparator.transpose(src.values[ta.name]!, rows: ta.shape[0], cols: ta.shape[1])
                     : src.values[ta.name]!
             }
             // A bias only B has moves with its layer's units (else the file would not compute B's function).

@@ -357,7 +357,7 @@ public enum GGMLQuant {
     /// and, for two, by eliminating c over all pairs (Fourier–Motzkin). The codes are read back from the dequantized
     /// values `q`: they are integer multiples of the block's step (plus an offset), and taking the largest step that
     /// makes them integers can only loosen the test, never reject a true rounding. A block also passes when x
-    /// rounded to float16 or bfloat16 does (a conversion through a narrower type before quantizing), and, when x is
+    /// rounded to float16 or bfloat16 (to nearest, or truncated) does (a conversion through a narrower type before quantizing), and, when x is
     /// itself stored narrow (`sourceBits`: 7 for BF16, 10 for F16), when some wider values rounding to x do (the
     /// quantizer read the wide original).
     ///
@@ -384,22 +384,24 @@ public enum GGMLQuant {
             checked += 1
             guard blockCodes(q, b, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
             var ok = false
-            for variant in 0..<(sourceBits == nil ? 3 : 6) where !ok {
+            for variant in 0..<(sourceBits == nil ? 4 : 7) where !ok {
                 for i in 0..<32 {
                     let v = x[b + i]
-                    if variant >= 3 {
+                    if variant >= 4 {
                         // the wide values that round to v in the narrow type (half an ulp either side; below float16's
-                        // normal range its step is fixed at 2⁻²⁴), and (4, 5) those rounded to float16 / bfloat16 in
+                        // normal range its step is fixed at 2⁻²⁴), and (5, 6) those rounded to float16 / bfloat16 in
                         // turn (the quantizer read another narrow copy of the wide original)
                         let p = sourceBits!
                         let e = p == 10 ? max(v.exponent, -14) : v.exponent
                         let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
                         var l = Float(Double(v) - h), u = Float(Double(v) + h)
-                        if variant == 4 { l = Float(Float16(l)); u = Float(Float16(u)) }
-                        if variant == 5 { l = Float(bitPattern: bf16Round(l)); u = Float(bitPattern: bf16Round(u)) }
+                        if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
+                        if variant == 6 { l = Float(bitPattern: bf16Round(l)); u = Float(bitPattern: bf16Round(u)) }
                         lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
                     } else {
-                        let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : Float(bitPattern: bf16Round(v))
+                        // as is; through float16; through bfloat16 rounded to nearest, or truncated
+                        let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? Float(bitPattern: bf16Round(v))
+                            : Float(bitPattern: v.bitPattern & 0xffff_0000)
                         lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
                     }
                 }

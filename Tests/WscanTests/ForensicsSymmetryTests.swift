@@ -151,6 +151,49 @@ final class ForensicsSymmetryTests: XCTestCase {
         XCTAssertTrue(pairs.contains("h.10.weight→blk_10.weight") && pairs.contains("h.2.weight→blk_02.weight"), "\(pairs)")
     }
 
+    /// Legitimate conversions a review found accused of a change: torch's BF16 of a model holding NaN, F64 rounded
+    /// straight to F16, the chains F32→BF16→F16 and F32→F16→BF16, F16 with subnormals flushed to zero, a GGUF that
+    /// stores a Conv1D ([in, out]) matrix as [out, in] and quantizes it, and a Q8_0 made from a truncated BF16 copy.
+    func testConversionsThatAreReencodings() throws {
+        _ = try runPython("""
+        import numpy as np, torch, gguf
+        from safetensors.numpy import save_file
+        from safetensors.torch import save_file as save_t
+        d = \(pyStr(tmp.url.path)); rng = np.random.default_rng(3)
+        w64 = {"fc1.weight": rng.standard_normal((96, 64)) * 0.05, "fc2.weight": rng.standard_normal((32, 96)) * 0.05}
+        w64["fc2.weight"][0, :8] = 3e-6                      # float16 subnormals
+        w = {k: v.astype(np.float32) for k, v in w64.items()}
+        save_file(w, d + "/a.safetensors"); save_file(w64, d + "/a64.safetensors")
+        n = {k: v.copy() for k, v in w.items()}; n["fc1.weight"][1, 2] = np.nan
+        save_file(n, d + "/an.safetensors")
+        save_t({k: torch.from_numpy(v).bfloat16() for k, v in n.items()}, d + "/an_bf16.safetensors")
+        save_file({k: v.astype(np.float16) for k, v in w64.items()}, d + "/f64_f16.safetensors")
+        save_t({k: torch.from_numpy(v).bfloat16().half() for k, v in w.items()}, d + "/bf16_f16.safetensors")
+        save_t({k: torch.from_numpy(v).half().bfloat16() for k, v in w.items()}, d + "/f16_bf16.safetensors")
+        def ftz(v):
+            h = v.astype(np.float16); h[np.abs(h) < 2.0 ** -14] = 0; return h
+        save_file({k: ftz(v) for k, v in w.items()}, d + "/ftz.safetensors")
+        save_file({k: np.ascontiguousarray(v.T) for k, v in w.items()}, d + "/conv1d.safetensors")
+        T = gguf.GGMLQuantizationType
+        g = gguf.GGUFWriter(d + "/q8.gguf", "gpt2")
+        for k, v in w.items(): g.add_tensor(k, gguf.quants.quantize(v, T.Q8_0), raw_dtype=T.Q8_0)
+        g.write_header_to_file(); g.write_kv_data_to_file(); g.write_tensors_to_file(); g.close()
+        g = gguf.GGUFWriter(d + "/q8_trunc.gguf", "gpt2")
+        for k, v in w.items():
+            t = (v.view(np.uint32) & 0xffff0000).view(np.float32)
+            g.add_tensor(k, gguf.quants.quantize(t, T.Q8_0), raw_dtype=T.Q8_0)
+        g.write_header_to_file(); g.write_kv_data_to_file(); g.write_tensors_to_file(); g.close()
+        """)
+        for (a, b) in [("an", "an_bf16"), ("a64", "f64_f16"), ("a", "bf16_f16"), ("a", "f16_bf16"), ("a", "ftz")] {
+            let v = try verdict(a + ".safetensors", b + ".safetensors")
+            XCTAssertEqual(v["kind"] as? String, "reencoded", "\(a) ~ \(b): \(v)")
+        }
+        for (a, b) in [("conv1d.safetensors", "q8.gguf"), ("a.safetensors", "q8_trunc.gguf")] {
+            let v = try verdict(a, b)
+            XCTAssertEqual(v["kind"] as? String, "reencoded", "\(a) ~ \(b): \(v)")
+        }
+    }
+
     /// One NaN written over a weight: the same weights but for that value, not a retrained layer (the cosine was 0).
     func testOneNaNIsACorruptedCopy() throws {
         _ = try runPython("""
