@@ -113,7 +113,8 @@ public enum Comparator {
     /// or by position among the tensors whose names differ.
     public static let transposedMatch = "name+transposed"
     public static let transposedByPosition = "shape+position+transposed"
-    public static func isTransposed(_ how: String) -> Bool { how == transposedMatch || how == transposedByPosition }
+    public static let transposedByValues = "shape+values+transposed"
+    public static func isTransposed(_ how: String) -> Bool { how.hasSuffix("+transposed") }
 
     /// Whether B (square, same name and shape) is A's transpose rather than A: it differs from A, its transpose is
     /// close to A (cosine ≥ 0.9 on a strided sample), clearly closer than B itself.
@@ -178,15 +179,27 @@ public enum Comparator {
     /// strided sample of at most ~8192 elements); those pairs are marked "shape+values".
     public static func repairByValues(_ pairs: inout [(TensorInfo, TensorInfo, String)],
                                       valuesA: (TensorInfo) throws -> [Float], valuesB: (TensorInfo) throws -> [Float]) rethrows {
-        let byShape = Dictionary(grouping: pairs.indices.filter { pairs[$0].2 == "shape+position" }, by: { pairs[$0].0.shape })
-        for (_, idx) in byShape where idx.count > 1 {
+        // Groups of one shape and its transpose: a renamed export may also store matrices transposed (GPT-2's Conv1D
+        // [in, out] converted to [out, in]), and then c_fc [64, 256] meets ffn_down [64, 256] and ffn_up [256, 64].
+        let positional = pairs.indices.filter { pairs[$0].2 == "shape+position" || pairs[$0].2 == transposedByPosition }
+        let groups = Dictionary(grouping: positional, by: { i -> [Int] in let s = pairs[i].0.shape; return s.count == 2 ? s.sorted() : s })
+        for (_, idx) in groups where idx.count > 1 || pairs[idx[0]].2 == transposedByPosition {
             let ta = idx.map { pairs[$0].0 }, tb = idx.map { pairs[$0].1 }
             let va = try ta.map(valuesA), vb = try tb.map(valuesB)
-            let n = va[0].count, step = max(1, n / 8192)
+            // cosine on a strided sample; B read transposed when its shape is A's transposed (not for square ones,
+            // whose transposition the caller checks)
             var sims: [(Double, Int, Int)] = []
             for i in ta.indices { for j in tb.indices {
+                let n = va[i].count, step = max(1, n / 8192)
+                let flip = ta[i].shape.count == 2 && tb[j].shape == [ta[i].shape[1], ta[i].shape[0]] && ta[i].shape[0] != ta[i].shape[1]
+                guard flip || tb[j].shape == ta[i].shape, vb[j].count == n else { continue }
+                let cols = ta[i].shape.count == 2 ? ta[i].shape[1] : 1, rows = n / max(1, cols)
                 var d = 0.0, x2 = 0.0, y2 = 0.0, k = 0
-                while k < n { let x = Double(va[i][k]), y = Double(vb[j][k]); if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }; k += step }
+                while k < n {
+                    let x = Double(va[i][k]), y = Double(vb[j][flip ? (k % cols) * rows + k / cols : k])
+                    if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }
+                    k += step
+                }
                 sims.append((x2 > 0 && y2 > 0 ? d / (x2 * y2).squareRoot() : (x2 == y2 ? 1 : 0), i, j))
             } }
             // Only a clear likeness re-pairs (a copy, a re-encoding, a fine-tune: cosine ≥ 0.5). Weights whose units
@@ -194,13 +207,20 @@ public enum Comparator {
             var usedA = Set<Int>(), usedB = Set<Int>()
             for (c, i, j) in sims.sorted(by: { ($0.0, -$0.1, -$0.2) > ($1.0, -$1.1, -$1.2) }) where c >= 0.5 && !usedA.contains(i) && !usedB.contains(j) {
                 usedA.insert(i); usedB.insert(j)
-                pairs[idx[i]] = (ta[i], tb[j], "shape+values")
+                pairs[idx[i]] = (ta[i], tb[j], tb[j].shape == ta[i].shape ? "shape+values" : transposedByValues)
             }
-            // (in natural order on each side: `h.2` before `h.10`, `blk_02` before `blk_10`, whatever the files' order)
-            let restA = ta.indices.filter { !usedA.contains($0) }.sorted { PermSpecInference.naturalLess(ta[$0].name, ta[$1].name) }
-            let restB = tb.indices.filter { !usedB.contains($0) }.sorted { PermSpecInference.naturalLess(tb[$0].name, tb[$1].name) }
-            let slots = restA.map { idx[$0] }.sorted()
-            for (k, (i, j)) in zip(restA, restB).enumerated() { pairs[slots[k]] = (ta[i], tb[j], "shape+position") }
+            // The rest in natural order on each side (`h.2` before `h.10`, `blk_02` before `blk_10`, whatever the
+            // files' order), the same shape first; in a group of one shape and its transpose every pair fits.
+            var restA = ta.indices.filter { !usedA.contains($0) }.sorted { PermSpecInference.naturalLess(ta[$0].name, ta[$1].name) }
+            var restB = tb.indices.filter { !usedB.contains($0) }.sorted { PermSpecInference.naturalLess(tb[$0].name, tb[$1].name) }
+            let slots = restA.map { idx[$0] }.sorted()          // the leftover pairs' places in `pairs`
+            var order: [(Int, Int)] = []
+            for i in restA { if let k = restB.firstIndex(where: { tb[$0].shape == ta[i].shape }) { order.append((i, restB.remove(at: k))) } }
+            restA.removeAll { i in order.contains { $0.0 == i } }
+            for (i, j) in zip(restA, restB) { order.append((i, j)) }
+            for (k, (i, j)) in order.enumerated() {
+                pairs[slots[k]] = (ta[i], tb[j], tb[j].shape == ta[i].shape ? "shape+position" : transposedByPosition)
+            }
         }
     }
 
@@ -450,19 +470,20 @@ public enum Comparator {
         if dtypeA != dtypeB {
             if let how = roundsTo(a, b, dtypeB) { return how }
             if let how = roundsTo(b, a, dtypeA) { return how }
-            // F64 rounded straight to F16/BF16: decoded here through F32, a double rounding that differs from the
-            // direct one in rare ties; every value must still be one of the two neighbours of A in B's type
-            if dtypeA == .f64, dtypeB == .f16 || dtypeB == .bf16 {
-                let r: (Float) -> Float = dtypeB == .f16 ? f16 : bf16
-                let near = zip(a, b).allSatisfy { x, y in
+            // F64 rounded straight to F16/BF16 (either argument order): decoded here through F32, a double rounding
+            // that differs from the direct one only where the F32 value falls exactly halfway between two values of
+            // the narrow type; there the other neighbour is accepted, nowhere else (a ±1-ulp edit stays a change).
+            for (wide, narrow, wt, t) in [(a, b, dtypeA, dtypeB), (b, a, dtypeB, dtypeA)] where wt == .f64 && (t == .f16 || t == .bf16) {
+                let r: (Float) -> Float = t == .f16 ? f16 : bf16
+                let ok = zip(wide, narrow).allSatisfy { x, y in
                     let n = r(x)
                     if same(n, y) { return true }
                     guard x.isFinite, y.isFinite, n.isFinite else { return false }
-                    let up = dtypeB == .f16 ? Float(Float16(n).nextUp) : Float(bitPattern: n.bitPattern &+ 0x10000)
-                    let dn = dtypeB == .f16 ? Float(Float16(n).nextDown) : Float(bitPattern: n.bitPattern &- 0x10000)
-                    return y == up || y == dn
+                    let up = t == .f16 ? Float(Float16(n).nextUp) : Float(bitPattern: n.bitPattern &+ 0x10000)
+                    let dn = t == .f16 ? Float(Float16(n).nextDown) : Float(bitPattern: n.bitPattern &- 0x10000)
+                    return (y == up || y == dn) && 2 * Double(x) == Double(n) + Double(y)
                 }
-                if near { return dtypeB.rawValue + " (rounded from F64)" }
+                if ok { return t.rawValue + " (rounded from F64)" }
             }
             if dtypeB.block != nil || dtypeA.block != nil { return nil }   // quantized: judged from the error size
         }

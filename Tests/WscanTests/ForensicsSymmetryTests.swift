@@ -194,6 +194,40 @@ final class ForensicsSymmetryTests: XCTestCase {
         }
     }
 
+    /// F64 rounded straight to F16 reads as a re-encoding in both argument orders, while every weight nudged by one
+    /// F16 ulp (the "either neighbour" rule let that pass) is a change; and a GPT-2 export converted the way llama.cpp
+    /// does (renamed, Conv1D matrices transposed, c_fc's shape equal to ffn_down's) pairs each matrix with its own.
+    func testF64TiesAndRenamedTransposedGPT2() throws {
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        d = \(pyStr(tmp.url.path)); rng = np.random.default_rng(8)
+        w = {"l1.weight": rng.standard_normal((96, 64)) * 0.05, "l2.weight": rng.standard_normal((32, 96)) * 0.05}
+        save_file(w, d + "/a64.safetensors")
+        h = {k: v.astype(np.float16) for k, v in w.items()}
+        save_file(h, d + "/b16.safetensors")
+        nudged = {k: np.where(rng.random(v.shape) < .5, np.nextafter(v, np.float16(np.inf)), np.nextafter(v, np.float16(-np.inf))).astype(np.float16) for k, v in h.items()}
+        save_file(nudged, d + "/nudged16.safetensors")
+        D, F = 32, 128
+        g = {"wte.weight": rng.standard_normal((50, D)).astype(np.float32)}
+        for i in range(2):
+            g[f"h.{i}.attn.c_attn.weight"] = rng.standard_normal((D, 3 * D)).astype(np.float32)
+            g[f"h.{i}.attn.c_proj.weight"] = rng.standard_normal((D, D)).astype(np.float32)
+            g[f"h.{i}.mlp.c_fc.weight"] = rng.standard_normal((D, F)).astype(np.float32)
+            g[f"h.{i}.mlp.c_proj.weight"] = rng.standard_normal((F, D)).astype(np.float32)
+        save_file(g, d + "/gpt2.safetensors")
+        names = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+        c = {"token_embd.weight": g["wte.weight"]}
+        for i in range(2):
+            for k, v in names.items(): c[f"blk.{i}.{v}.weight"] = np.ascontiguousarray(g[f"h.{i}.{k}.weight"].T)
+        save_file(c, d + "/gguf_like.safetensors")
+        """)
+        for (a, b) in [("a64", "b16"), ("b16", "a64"), ("gpt2", "gguf_like")] {
+            let v = try verdict(a + ".safetensors", b + ".safetensors")
+            XCTAssertTrue(["reencoded", "identical"].contains(v["kind"] as? String ?? ""), "\(a) ~ \(b): \(v)")
+        }
+        XCTAssertEqual(try verdict("a64.safetensors", "nudged16.safetensors")["kind"] as? String == "reencoded", false)
+    }
+
     /// One NaN written over a weight: the same weights but for that value, not a retrained layer (the cosine was 0).
     func testOneNaNIsACorruptedCopy() throws {
         _ = try runPython("""
