@@ -225,7 +225,7 @@ public enum Comparator {
     }
 
     public static func evidence(name: String, nameB: String, matchedBy: String, shape: [Int], dtypeA: DType, dtypeB: DType,
-                                hashA: String?, hashB: String?, a: [Float], b: [Float], quantizationBlocks: Bool = true) throws -> TensorEvidence {
+                                hashA: String?, hashB: String?, a: [Float], b: [Float]) throws -> TensorEvidence {
         var dot = 0.0, na = 0.0, nb = 0.0, nd = 0.0, maxd = 0.0
         var signSame = 0, signBoth = 0, newZeros = 0, zerosA = 0
         var pruned = true, identical = true, prunedB = true, zerosNewInA = 0
@@ -301,7 +301,7 @@ public enum Comparator {
                     // weights; a change merged before quantizing does not, however small.
                     let srcType = requantizable.contains(dtypeB) ? dtypeA : dtypeB
                     let bits: Int? = srcType == .bf16 ? 7 : srcType == .f16 ? 10 : nil
-                    if quantizationBlocks, let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits) {
+                    if let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits) {
                         ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded
                     }
                 }

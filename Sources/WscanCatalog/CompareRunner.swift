@@ -87,8 +87,9 @@ public enum CompareRunner {
             wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = vb
         }
         decodedA = [:]; decodedB = [:]
-        /// `aligned`: B's units were permuted back, which moves weights across B's quantization blocks: no block test.
-        func evidence(_ b: WeightSet, aligned: Bool = false) throws -> [TensorEvidence] {
+        /// Evidence of B against A (`a`: A in another basis, when given).
+        func evidence(_ b: WeightSet, a: WeightSet? = nil) throws -> [TensorEvidence] {
+            let wa = a ?? wa
             let out = UnsafeSendableBox([TensorEvidence?](repeating: nil, count: pairs.count))
             let errors = UnsafeSendableBox([Error?](repeating: nil, count: 1))
             DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
@@ -102,8 +103,7 @@ public enum CompareRunner {
                         shape = [shape[1], shape[0]]
                     }
                     var e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
-                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: va, b: vb,
-                                                    quantizationBlocks: !aligned)
+                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: va, b: vb)
                     e.shape = ta.shape
                     out.set(i, e)
                 } catch { errors.set(0, error) }
@@ -155,7 +155,11 @@ public enum CompareRunner {
                 let moved = Permuter.applyAll(wb, spec: spec, perms: al.perms)
                 wbAligned = moved
                 CPU.setBLASThreads(1)
-                alignedEv = try evidence(moved, aligned: true)
+                // Judged with A moved into B's basis (the inverse permutations) rather than B into A's: B keeps its
+                // own layout, so a quantized B keeps its blocks of 32 for the requantization and the rounding test
+                // (a permuted Q4_0 copy read as a fine-tune); every other measure is the same either way.
+                let inverse = al.perms.mapValues { p -> [Int] in var q = p; for (i, j) in p.enumerated() { q[j] = i }; return q }
+                alignedEv = try evidence(wb, a: Permuter.applyAll(wa, spec: spec, perms: inverse))
                 CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
             }
         }

@@ -102,6 +102,37 @@ final class QuantizedChangeTests: XCTestCase {
         XCTAssertTrue((big["summary"] as? String ?? "").contains("Q5_1"), "\(big)")
     }
 
+    /// A permuted copy quantized to Q4_0: after alignment A is moved into B's basis, so B keeps its blocks and the
+    /// rounding test proves the re-encoding (it read as "fine-tuned, with hidden units permuted": B moved into A's
+    /// basis scrambled the blocks, and the error size, just over Q4's bound, decided).
+    func testPermutedQuantizedCopy() throws {
+        let d = tmp.path("p")
+        _ = try runPython("""
+        import numpy as np, gguf, os
+        from safetensors.numpy import save_file
+        d = \(pyStr(d)); os.makedirs(d, exist_ok=True)
+        rng = np.random.default_rng(12); T = gguf.GGMLQuantizationType
+        a = {"0.weight": (rng.standard_t(4, (128, 64)) * 0.05).astype(np.float32), "0.bias": (rng.standard_normal(128) * 0.05).astype(np.float32),
+             "2.weight": (rng.standard_t(4, (64, 128)) * 0.05).astype(np.float32), "2.bias": (rng.standard_normal(64) * 0.05).astype(np.float32),
+             "4.weight": (rng.standard_t(4, (10, 64)) * 0.05).astype(np.float32), "4.bias": (rng.standard_normal(10) * 0.05).astype(np.float32)}
+        save_file(a, f"{d}/a.safetensors")
+        p1, p2 = rng.permutation(128), rng.permutation(64)
+        b = {"0.weight": a["0.weight"][p1], "0.bias": a["0.bias"][p1], "2.weight": a["2.weight"][p2][:, p1], "2.bias": a["2.bias"][p2],
+             "4.weight": a["4.weight"][:, p2], "4.bias": a["4.bias"]}
+        w = gguf.GGUFWriter(f"{d}/b.gguf", "mlp")
+        for k, v in b.items():
+            v = np.ascontiguousarray(v)
+            if v.ndim == 2: w.add_tensor(k, gguf.quants.quantize(v, T.Q4_0), raw_dtype=T.Q4_0)
+            else: w.add_tensor(k, v)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        """)
+        let r = try runWscan(["compare", d + "/a.safetensors", d + "/b.gguf", "--db", tmp.path("p.db"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        XCTAssertEqual(v["kind"] as? String, "permuted", "\(v)")
+        XCTAssertTrue((v["summary"] as? String ?? "").contains("re-encoded as Q4_0"), "\(v)")
+    }
+
     /// The rank of a LoRA merged and then stored as BF16/F16 is counted above the rounding noise's edge: all of its
     /// directions, not fewer (a rank-16 update of 0.5% of ‖W‖ stored as BF16 read as rank 8).
     func testLoRARankAboveRoundingNoise() throws {
