@@ -344,7 +344,11 @@ public enum Comparator {
                     // for the update's) is discounted before counting the rank that holds the difference.
                     // The noise's energy per row and column too: it bounds the noise's largest singular value.
                     var profile = NoiseProfile(rows: shape[0], cols: shape[1])
+                    let narrowA = narrow == nil ? rounding(from: dtypeB, to: dtypeA) : nil    // A the narrow side
                     if let r = narrow { for (i, x) in a.enumerated() { let e = Double(r(x)) - Double(x); profile.add(i, e * e) } }
+                    // the arguments swapped (A = the update stored narrow, B = the wide original): B's own rounding
+                    // to A's type measures the same noise
+                    else if let r = narrowA { for (i, x) in b.enumerated() { let e = Double(r(x)) - Double(x); profile.add(i, e * e) } }
                     else if let (t, v) = [(dtypeB, b), (dtypeA, a)].first(where: { $0.0 == .bf16 || $0.0 == .f16 }) {
                         // A side stored narrow after the update (a LoRA merged into a BF16 base and saved as BF16, or
                         // A is the narrow one): its rounding is uniform within half an ulp, variance ulp²/12 with
@@ -359,7 +363,7 @@ public enum Comparator {
                     var noise = profile.total
                     // An estimated (not measured) rounding noise is discounted only when it is small next to Δ: a
                     // change of the order of the rounding itself (a short BF16 fine-tune) is not a low-rank update.
-                    if narrow == nil, quantNoise == 0 {
+                    if narrow == nil, narrowA == nil, quantNoise == 0 {
                         let total = sv.reduce(0) { $0 + $1 * $1 }
                         if 4 * noise > 0.25 * total { noise = 0 }
                     }

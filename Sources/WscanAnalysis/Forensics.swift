@@ -55,10 +55,12 @@ public enum Forensics {
             return w > 0 ? s / w : .nan
         }
         let meanCos = weighted { $0.cosine }
-        var evidence = [String(format: "%d tensors paired (%d parameters), parameter-weighted cosine %.6f", t.count, params, meanCos)]
+        var evidence = [String(format: "%d tensor%@ paired (%d parameters), parameter-weighted cosine %.6f", t.count, t.count == 1 ? "" : "s", params, meanCos)]
         if !onlyA.isEmpty || !onlyB.isEmpty { evidence.append("\(onlyA.count) tensors only in A, \(onlyB.count) only in B") }
-        let renamed = t.filter { $0.matchedBy != "name" && $0.matchedBy != Comparator.transposedMatch }.count
-        if renamed > 0 { evidence.append("\(renamed) tensors paired by shape and position (names differ)") }
+        let byValue = t.filter { $0.matchedBy.hasPrefix("shape+values") }.count, byPosition = t.filter { $0.matchedBy.hasPrefix("shape+position") }.count
+        if byValue + byPosition > 0 {
+            evidence.append("\(byValue + byPosition) tensors with other names paired by shape: \(byValue) by value, \(byPosition) by position")
+        }
         let transposed = t.filter { Comparator.isTransposed($0.matchedBy) }.count
         if transposed > 0 {
             evidence.append("\(transposed) \(transposed == 1 ? "matrix is" : "matrices are") stored transposed on one side ([in, out] against [out, in], as GPT-2's Conv1D and nn.Linear store them): compared in A's layout")
@@ -172,7 +174,9 @@ public enum Forensics {
         if !fromOther.isEmpty, subsetOnly, !differing.filter({ $0.reencodedAs == nil }).allSatisfy(lowRank),
            differing.allSatisfy({ $0.reencodedAs != nil || ($0.dtypeA != $0.dtypeB
                 && ($0.relativeL2 < 2 * errorBound($0.dtypeA, $0.dtypeB) || ($0.requantExcess ?? .infinity) <= 2)) }) {
-            let types = Set(fromOther.map { "\($0.dtypeA)→\($0.dtypeB)" }).sorted().joined(separator: ", ")
+            // float type → quantized type, whichever side is the quantized one
+            let types = Set(fromOther.map { $0.dtypeA.hasPrefix("Q") ? "\($0.dtypeB)→\($0.dtypeA), A quantized" : "\($0.dtypeA)→\($0.dtypeB)" })
+                .sorted().joined(separator: ", ")
             let bad = fromOther.reduce(0) { $0 + $1.unroundedBlocks! }, tested = fromOther.reduce(0) { $0 + $1.roundingBlocks! }
             var ev = evidence
             ev.append(String(format: "%d of %d tensors have blocks of 32 that no rounding of the other side's weights gives: %d of %d tested (%.2f%%); a rounding quantizer (llama.cpp's, with or without an importance matrix, or gguf-py's) leaves none",

@@ -27,13 +27,13 @@ extension ReportWriter {
         diagram("differences", dot: Diagrams.differenceMap(title: "\(nameA) vs \(nameB)", tensors: r.tensors.map { ($0.name, $0.relativeL2, $0.identicalValues) }),
                 alt: "per-block differences")
         let differing = r.tensors.filter { !$0.identicalValues }.sorted { ($0.relativeL2, $1.name) > ($1.relativeL2, $0.name) }
-        line("\(r.tensors.count - differing.count) of \(r.tensors.count) paired tensors are identical. Differing tensors, largest relative L2 first:")
+        line("\(r.tensors.count - differing.count) of \(r.tensors.count) paired tensors are identical" + (differing.isEmpty ? "." : ". Differing tensors, largest relative L2 first:"))
         line()
-        table(["tensor", "paired by", "dtypes", "cosine", "relative L2", "max |Δ|", "sign agreement", "new zeros", "Δ rank", "Δ energy top-4"],
+        if !differing.isEmpty { table(["tensor", "paired by", "dtypes", "cosine", "relative L2", "max |Δ|", "sign agreement", "new zeros", "Δ rank", "Δ energy top-4"],
               differing.map { e in [Self.code(e.name), e.matchedBy, e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)", String(format: "%.6f", e.cosine),
                                     Self.f(e.relativeL2), Self.f(e.maxAbsDiff), Self.f(e.signAgreement), "\(e.newZeros)",
                                     e.diff.map { "\($0.rank)/\($0.minDim)" } ?? "–", e.diff.map { Self.f($0.energyTop["4"]) } ?? "–"] },
-              align: [false, false, false, true, true, true, true, true, true, true], fold: 12, foldTitle: "all differing tensors")
+              align: [false, false, false, true, true, true, true, true, true, true], fold: 12, foldTitle: "all differing tensors") }
         if let ind = r.independence {
             line("## Independence test")
             line()

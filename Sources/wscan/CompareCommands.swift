@@ -13,7 +13,7 @@ struct Compare: ParsableCommand {
         permuted (coincide after alignment), finetuned (fine-tune or shared ancestor), subset (the shared tensors are \
         unchanged, one side has more), independent, incomparable (no \
         floating-point tensors could be paired: different architectures). \
-        Tensors pair by name, else by shape and position. Alignment is Git Re-Basin weight matching over the \
+        Tensors pair by name (a matrix stored transposed too), else by shape: by value where the likeness is clear, else by position in natural name order. Alignment is Git Re-Basin weight matching over the \
         permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units; \
         BERT attention heads when config.json gives num_attention_heads). By default it runs when the models are \
         neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and \
@@ -81,7 +81,8 @@ enum CompareText {
             print("")
             print(Fmt.table(["tensor", "match", "dtypes", "cosine", "rel_L2", "max_diff", "sign_agree", "new_zeros", "Δ rank", "Δ top-4"],
                                   shown.map { e in
-                                      [e.name, e.matchedBy == "name" ? "name" : "shape→\(e.nameB)", e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)",
+                                      [e.name, e.matchedBy == "name" ? "name" : e.matchedBy == Comparator.transposedMatch ? "name, transposed"
+                                          : "\(e.matchedBy)→\(e.nameB)", e.dtypeA == e.dtypeB ? e.dtypeA : "\(e.dtypeA)→\(e.dtypeB)",
                                        String(format: "%.6f", e.cosine), Fmt.num(e.relativeL2), Fmt.num(e.maxAbsDiff), String(format: "%.4f", e.signAgreement),
                                        "\(e.newZeros)", e.diff.map { "\($0.rank)/\($0.minDim)" } ?? "-",
                                        e.diff.map { String(format: "%.4f", $0.energyTop["4"] ?? 0) } ?? "-"]

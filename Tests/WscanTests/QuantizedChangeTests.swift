@@ -156,6 +156,11 @@ final class QuantizedChangeTests: XCTestCase {
             let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
             XCTAssertEqual(v["kind"] as? String, "lora_merged", "\(f): \(v)")
             XCTAssertEqual((v["details"] as? [String: String])?["rank"], rank, "\(f): \(v)")
+            // the arguments swapped (the narrow update first): B's rounding to A's type measures the noise
+            let s = try runWscan(["compare", d + "/\(f).safetensors", d + "/a.safetensors", "--db", tmp.path("n.db"), "--json"])
+            let w = (try JSONSerialization.jsonObject(with: Data(s.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            XCTAssertEqual(w["kind"] as? String, "lora_merged", "\(f) first: \(w)")
+            XCTAssertEqual((w["details"] as? [String: String])?["rank"], rank, "\(f) first: \(w)")
         }
     }
 }
