@@ -149,7 +149,9 @@ public enum Forensics {
         let looseParams = loose.reduce(0) { $0 + $1.shape.reduce(1, *) }
         let subsetOnly = onlyA.isEmpty || onlyB.isEmpty
         if subsetOnly, reenc.count + quantized.count + loose.count == differing.count, Double(looseParams) <= 0.01 * Double(max(1, diffParams)) {
-            let types = Set(reenc.map { $0.components(separatedBy: " ").first! } + (quantized + loose).map { "\($0.dtypeA)→\($0.dtypeB)" })
+            // (an exact requantization "Q8_0" beside "F32→Q8_0" ones is named once, as the arrow)
+            let arrows = Set((quantized + loose).map { "\($0.dtypeA)→\($0.dtypeB)" })
+            let types = arrows.union(reenc.map { $0.components(separatedBy: " ").first! }.filter { t in !arrows.contains { $0.hasSuffix("→" + t) } })
             let worst = differing.map(\.relativeL2).max() ?? 0
             var ev = evidence
             if !reenc.isEmpty {
@@ -338,7 +340,8 @@ public enum Forensics {
     public static func connectivity(_ a: WeightSet, _ b: WeightSet, evaluator: Evaluator?, grid: Int = 25, first: EvalResult? = nil) throws -> ConnectivityCurve {
         let names = a.names.filter { b.values[$0] != nil && a.shapes[$0] == b.shapes[$0] }
         var dist = 0.0
-        for n in names { for (x, y) in zip(a.values[n]!, b.values[n]!) { let d = Double(y) - Double(x); dist += d * d } }
+        // (over the weights finite on both sides, as the evidence measures them)
+        for n in names { for (x, y) in zip(a.values[n]!, b.values[n]!) { let d = Double(y) - Double(x); if d.isFinite { dist += d * d } } }
         let lambdas = (0..<grid).map { Double($0) / Double(grid - 1) }
         guard let evaluator else { return ConnectivityCurve(lambdas: lambdas, loss: nil, accuracy: nil, metric: nil, barrier: nil, distance: dist.squareRoot()) }
         var loss: [Double] = [], acc: [Double] = [], metric: [Double] = [], higherBetter = true
