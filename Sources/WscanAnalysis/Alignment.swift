@@ -114,6 +114,8 @@ public struct IndependenceTest: Codable, Sendable {
         public var meanCosine: Double  // of the incoming-weight matching (|cosine|)
         /// Units both matchings pair with opposite signs (their weights negated: the same function under tanh).
         public var flipped: Int? = nil
+        /// Units the incoming matching pairs with another index (0: the units kept their places).
+        public var moved: Int? = nil
     }
 
     public static let defaultThreshold = 1e-6
@@ -164,7 +166,8 @@ public struct IndependenceTest: Codable, Sendable {
             // units matched with opposite signs both ways: sign-flipped copies (a symmetry of odd activations, tanh)
             let flipped = (0..<pin.count).filter { sin[$0] < 0 && pin[$0] == pout[$0] && sout[$0] < 0 }.count
             found[g.name] = Layer(group: g.name, units: pin.count, spearman: rho, pValue: spearmanPValue(rho, n: pin.count),
-                                  meanCosine: meanCos[g.name] ?? 0, flipped: flipped > 0 ? flipped : nil)
+                                  meanCosine: meanCos[g.name] ?? 0, flipped: flipped > 0 ? flipped : nil,
+                                  moved: pin.enumerated().filter { $0.offset != $0.element }.count)
         }
         let layers = groups.compactMap { found[$0.name] }
         guard !layers.isEmpty else { return nil }

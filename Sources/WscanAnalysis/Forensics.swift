@@ -300,8 +300,12 @@ public enum Forensics {
                 if let al = aligned, let alignment, !alignment.identity {
                     let c = al.reduce(0.0) { $0 + $1.cosine * Double($1.shape.reduce(1, *)) } / Double(max(1, params))
                     ev.append(String(format: "after alignment the parameter-weighted cosine is %.4f (before %.4f)", c, meanCos))
-                    summary += ", with hidden units permuted"
+                    // Said only when the test's own matchings moved units: the sign-blind alignment also shuffles
+                    // units whose weights were negated in place (a tanh sign flip, a negated model).
+                    if ind.layers.contains(where: { ($0.moved ?? 1) > 0 }) { summary += ", with hidden units permuted" }
                 }
+                let flipped = ind.layers.reduce(0) { $0 + ($1.flipped ?? 0) }
+                if flipped > 0 { summary += ", \(flipped) hidden unit\(flipped == 1 ? "" : "s") with \(flipped == 1 ? "its" : "their") weights negated" }
                 return Verdict(kind: "finetuned", confidence: min(0.999, 1 - ind.pValue), summary: summary, evidence: ev,
                                details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
             }

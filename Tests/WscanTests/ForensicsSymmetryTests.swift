@@ -27,6 +27,10 @@ final class ForensicsSymmetryTests: XCTestCase {
         let v = try verdict("a.safetensors", "b.safetensors")
         XCTAssertEqual(v["kind"] as? String, "finetuned", "\(v)")
         XCTAssertTrue((v["evidence"] as? [String] ?? []).contains { $0.contains("negated") }, "\(v)")
+        // no unit moved: the summary counts the negated units and claims no permutation (the sign-blind alignment
+        // shuffles units it cannot match)
+        let summary = v["summary"] as? String ?? ""
+        XCTAssertTrue(summary.contains("with their weights negated") && !summary.contains("permuted"), summary)
     }
 
     /// Two independently drawn Gaussian MLPs: the incoming chain reads only the layers up to a group and the
