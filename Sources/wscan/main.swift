@@ -44,6 +44,12 @@ do {
     fflush(stdout)
     printErr("wscan: \(e.message)")
     exit(2)
+} catch let e as CatalogError {
+    // A name that matches several checkpoints is a usage error: the user must name one by path or id.
+    fflush(stdout)
+    printErr("wscan: \(e)")
+    if case .ambiguous = e { exit(2) }
+    exit(1)
 } catch {
     fflush(stdout)
     // Bare `wscan` (and `wscan analyze`): ArgumentParser asks for the help text; print it and exit 0.

@@ -33,6 +33,10 @@ final class ReportNamesTests: XCTestCase {
         XCTAssertEqual(a.status, 0, a.err)
         let data = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("ar/data.json")))) as! [String: Any]
         XCTAssertEqual((data["checkpoints"] as? [String: Any])?.count, 2)
+        // the shared name alone is ambiguous: a usage error (exit 2) naming both paths
+        let amb = try runWscan(["show", "ck/model.safetensors", "--db", db])
+        XCTAssertEqual(amb.status, 2, amb.err)
+        XCTAssertTrue(amb.err.contains("matches 2 checkpoints") && amb.err.contains("run1") && amb.err.contains("run2"), amb.err)
     }
     func text(_ r: (status: Int32, out: String, err: String)) -> String { r.out + r.err }
 
