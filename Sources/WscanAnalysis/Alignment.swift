@@ -156,7 +156,7 @@ public struct IndependenceTest: Codable, Sendable {
             if let next = groups.first(where: { $0.inTensor == t }), let pn = outPerm[next.name], let sn = outSign[next.name] {
                 vb = flip(Permuter.apply(vb, shape: s, axis: 0, perm: pn, block: 1), shape: s, axis: 0, signs: sn)
             }
-            let ta = transpose(va, rows: s[0], cols: s[1]), tb = transpose(vb, rows: s[0], cols: s[1])
+            let ta = Comparator.transpose(va, rows: s[0], cols: s[1]), tb = Comparator.transpose(vb, rows: s[0], cols: s[1])
             let (pout, sout, _, informative) = try match(ta, tb, rows: s[1], cols: s[0])
             // Equal similarities everywhere (all-zero or all-NaN weights) match every unit to itself: no evidence.
             guard informative else { continue }
@@ -200,10 +200,8 @@ public struct IndependenceTest: Codable, Sendable {
             Linalg.gemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: rows, n: rows, k: cols, transB: true)
         } } }
         let spread = (c.max() ?? 0) - (c.min() ?? 0)
-        let signs = (0..<rows).map { _ in Float(1) }
-        let mag = c.map { abs($0) }
-        let (p, total) = try LinearAssignment.solve(mag, rows: rows, cols: rows, maximize: true)
-        return (p, signs.indices.map { c[$0 * rows + p[$0]] < 0 ? -1 : 1 }, total / Double(rows), spread > 1e-9)
+        let (p, total) = try LinearAssignment.solve(c.map { abs($0) }, rows: rows, cols: rows, maximize: true)
+        return (p, (0..<rows).map { c[$0 * rows + p[$0]] < 0 ? -1 : 1 }, total / Double(rows), spread > 1e-9)
     }
 
     /// Multiplies slice i along `axis` (0: rows, 1: columns of a 2-D tensor) by signs[i].
@@ -215,11 +213,6 @@ public struct IndependenceTest: Codable, Sendable {
         return o
     }
 
-    static func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
-        var o = [Float](repeating: 0, count: v.count)
-        for r in 0..<rows { for c in 0..<cols { o[c * rows + r] = v[r * cols + c] } }
-        return o
-    }
 
     /// Spearman's ρ between two permutations of 0..<n (they are their own ranks).
     public static func spearman(_ x: [Int], _ y: [Int]) -> Double {

@@ -108,7 +108,6 @@ public struct CompareResult: Codable, Sendable {
 }
 
 public enum Comparator {
-    /// Pairs tensors by name, then by shape and position among the rest; says which was used.
     /// How a pair is matched when B holds the matrix transposed (B's values are compared transposed back): by name,
     /// or by position among the tensors whose names differ.
     public static let transposedMatch = "name+transposed"
@@ -139,6 +138,8 @@ public enum Comparator {
         return o
     }
 
+    /// Pairs tensors by name (a matrix stored transposed too), then by shape and position among the rest; says
+    /// which was used.
     public static func matchTensors(_ a: [TensorInfo], _ b: [TensorInfo]) -> (pairs: [(TensorInfo, TensorInfo, String)], onlyA: [String], onlyB: [String]) {
         var pairs: [(TensorInfo, TensorInfo, String)] = []
         let bByName = Dictionary(b.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
@@ -272,7 +273,6 @@ public enum Comparator {
         if identical, let f = a.first { ev.constant = a.allSatisfy { $0.bitPattern == f.bitPattern } }
         // B stored in a narrower float type than A: compare against A rounded to it.
         let narrow = rounding(from: dtypeA, to: dtypeB)
-        var quantNoise = 0.0      // the requantization error energy, when one side is a requantizable GGUF type
         var requantized: [Float]? = nil, requantSource: [Float]? = nil   // the closest requantization and its source
         if !identical {
             ev.reencodedAs = reencoding(a, b, dtypeA: dtypeA, dtypeB: dtypeB) ?? ev.reencodedAs
@@ -296,7 +296,7 @@ public enum Comparator {
                 }
                 if exact { ev.reencodedAs = "\(qt.rawValue) (exact requantization)" }
                 else {
-                    if own > 0 { ev.requantExcess = (best / own).squareRoot(); quantNoise = own }
+                    if own > 0 { ev.requantExcess = (best / own).squareRoot() }
                     // Not this writer's requantization: another tool's (an importance-matrix search) still rounds A's
                     // weights; a change merged before quantizing does not, however small.
                     let srcType = requantizable.contains(dtypeB) ? dtypeA : dtypeB
@@ -358,12 +358,11 @@ public enum Comparator {
                     } else if let rq = requantized, let src = requantSource {
                         // a quantized side: the requantization's own error, as measured
                         for i in rq.indices { let e = Double(rq[i]) - Double(src[i]); profile.add(i, e * e) }
-                        profile.quantization = true
                     }
                     var noise = profile.total
                     // An estimated (not measured) rounding noise is discounted only when it is small next to Δ: a
                     // change of the order of the rounding itself (a short BF16 fine-tune) is not a low-rank update.
-                    if narrow == nil, narrowA == nil, quantNoise == 0 {
+                    if narrow == nil, narrowA == nil, ev.requantExcess == nil {
                         let total = sv.reduce(0) { $0 + $1 * $1 }
                         if 4 * noise > 0.25 * total { noise = 0 }
                     }
@@ -399,7 +398,7 @@ public enum Comparator {
         guard wide == .f32 || wide == .f64 else { return nil }
         switch narrow {
         case .f16: return { Float(Float16($0)) }
-        case .bf16: return { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven($0)) << 16) }
+        case .bf16: return { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven($0)) << 16) }
         default: return nil
         }
     }
@@ -408,7 +407,6 @@ public enum Comparator {
     struct NoiseProfile {
         var rows: [Double], cols: [Double], total = 0.0
         let width: Int
-        var quantization = false     // a quantized type's error (else a float type's rounding)
         init(rows m: Int, cols n: Int) { rows = [Double](repeating: 0, count: m); cols = [Double](repeating: 0, count: n); width = n }
         mutating func add(_ i: Int, _ e: Double) { rows[i / width] += e; cols[i % width] += e; total += e }
         /// A bound on the noise's largest singular value: for independent entries ‖N‖ ≲ max row norm + max column
@@ -448,10 +446,11 @@ public enum Comparator {
                             energyTop: top, rank: total > 0 ? r : 0, minDim: minDim)
     }
 
-    /// "F16"/"BF16" when one side is exactly the other rounded to that type (round to nearest even).
+    /// "F16"/"BF16" (with how, e.g. "BF16 (truncated)") when one side is exactly the other rounded to that type by
+    /// one of the deterministic roundings converters use; nil otherwise.
     static func reencoding(_ a: [Float], _ b: [Float], dtypeA: DType, dtypeB: DType) -> String? {
         func f16(_ v: Float) -> Float { Float(Float16(v)) }
-        func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Exporter.bf16RoundNearestEven(v)) << 16) }
+        func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven(v)) << 16) }
         func bf16t(_ v: Float) -> Float { v.isNaN ? v : Float(bitPattern: v.bitPattern & 0xffff_0000) }
         // A converter that flushes float16 subnormals to zero (below 2⁻¹⁴)
         func f16ftz(_ v: Float) -> Float { let h = f16(v); return abs(h) < 0x1p-14 ? (h.sign == .minus ? -0.0 : 0) : h }

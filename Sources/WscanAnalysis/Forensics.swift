@@ -23,8 +23,8 @@ public enum Forensics {
         (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0 && (e.requantExcess ?? .infinity) <= 2
     }
 
-    /// Two IEEE float types (F64, F32, F16, BF16): rounding between them is deterministic (to nearest even, or
-    /// truncation for BF16), so only an exact rounding (`reencodedAs`) is a re-encoding; anything else changed.
+    /// Two IEEE float types (F64, F32, F16, BF16): converters round between them deterministically (the roundings
+    /// `Comparator.reencoding` tries), so only an exact rounding (`reencodedAs`) is a re-encoding; anything else changed.
     static func floatPair(_ e: TensorEvidence) -> Bool {
         let floats: Set<String> = ["F64", "F32", "F16", "BF16"]
         return floats.contains(e.dtypeA) && floats.contains(e.dtypeB)

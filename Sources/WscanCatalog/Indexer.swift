@@ -87,13 +87,13 @@ public final class Indexer {
             // A file wscan cannot read may still be one Python loads (numpy accepts dtypes wscan refuses; a pickle
             // the passive parser rejects may run): its pickles are scanned all the same.
             // (A pickle-bearing format whose scan ran and found nothing is recorded clean, as a readable one is.)
+            let format = FormatDetector.formatName(path: path)
             var scannedClean = false
             if findings.isEmpty, let scanned = try? PickleScanner.scanFile(path: path) {
                 findings = scanned.filter { $0.severity > .info }
-                scannedClean = findings.isEmpty && ["pytorch", "pytorch-legacy", "pickle"].contains(FormatDetector.formatName(path: path))
+                scannedClean = findings.isEmpty && ["pytorch", "pytorch-legacy", "pickle"].contains(format)
             }
             let status = findings.contains(where: { $0.severity >= .high }) || error is UnsafeCheckpointError ? "unsafe" : "error"
-            let format = FormatDetector.formatName(path: path)
             try? catalog.recordFailure(path: path, format: format, error: reason,
                                        files: files, findings: findings, scanned: scannedClean, status: status)
             return .failed(path: path, reason: reason)

@@ -117,10 +117,5 @@ public enum Exporter {
     }
 
     /// Float → bfloat16 with round-to-nearest-even (NaN kept quiet), as torch does.
-    public static func bf16RoundNearestEven(_ x: Float) -> UInt16 {
-        let u = x.bitPattern
-        if x.isNaN { return UInt16(u >> 16) | 0x40 }
-        let rounding = 0x7FFF + ((u >> 16) & 1)
-        return UInt16((u &+ rounding) >> 16)
-    }
+    public static func bf16RoundNearestEven(_ x: Float) -> UInt16 { Decode.bf16RoundNearestEven(x) }
 }

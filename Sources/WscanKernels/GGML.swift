@@ -374,6 +374,7 @@ public enum GGMLQuant {
         let stride = max(1, (blocks + maxBlocks - 1) / maxBlocks)
         var checked = 0, bad = 0
         var k = [Double](repeating: 0, count: 32), lo = k, hi = k
+        func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven(v)) << 16) }
         var blk = 0
         while blk < blocks {
             defer { blk += stride }
@@ -396,11 +397,11 @@ public enum GGMLQuant {
                         let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
                         var l = Float(Double(v) - h), u = Float(Double(v) + h)
                         if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
-                        if variant == 6 { l = Float(bitPattern: bf16Round(l)); u = Float(bitPattern: bf16Round(u)) }
+                        if variant == 6 { l = bf16(l); u = bf16(u) }
                         lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
                     } else {
                         // as is; through float16; through bfloat16 rounded to nearest, or truncated
-                        let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? Float(bitPattern: bf16Round(v))
+                        let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? bf16(v)
                             : Float(bitPattern: v.bitPattern & 0xffff_0000)
                         lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
                     }
@@ -422,12 +423,6 @@ public enum GGMLQuant {
         case "Q5_1": return (5, true)
         default: return nil
         }
-    }
-
-    /// bfloat16 rounding (to nearest even) of a finite float, as its float32 bit pattern.
-    static func bf16Round(_ v: Float) -> UInt32 {
-        let u = v.bitPattern
-        return (u &+ 0x7fff &+ ((u >> 16) & 1)) & 0xffff_0000
     }
 
     /// The codes of one block from its dequantized values: symmetric types y = k·s (k integer, s > 0 the largest step

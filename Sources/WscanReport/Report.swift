@@ -93,14 +93,7 @@ public final class ReportWriter {
 
     /// Control characters other than line breaks and tabs (C0, DEL, C1: escape sequences that would retitle or
     /// recolour a terminal showing the file) as U+FFFD, as the command line shows them.
-    static func visible(_ s: String) -> String {
-        guard s.unicodeScalars.contains(where: { v in (v.value < 0x20 && v != "\n" && v != "\r" && v != "\t") || (0x7F...0x9F).contains(v.value) }) else { return s }
-        var out = String.UnicodeScalarView()
-        for v in s.unicodeScalars {
-            out.append((v.value < 0x20 && v != "\n" && v != "\r" && v != "\t") || (0x7F...0x9F).contains(v.value) ? "\u{FFFD}" : v)
-        }
-        return String(out)
-    }
+    static func visible(_ s: String) -> String { UntrustedText.visible(s, keeping: ["\n", "\r", "\t"]) }
 
     /// Inline text: Markdown punctuation and HTML are backslash-escaped, line breaks become spaces.
     static func text(_ s: String) -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import WscanFormats
 
 /// Human-readable output helpers.
 enum Fmt {
@@ -149,15 +150,7 @@ enum Terminal {
         return String(t.prefix(head)) + "…" + String(t.suffix(limit - head - 1))
     }
 
-    static func safe(_ s: String) -> String {
-        guard s.utf8.contains(where: { ($0 < 0x20 && $0 != 0x0A && $0 != 0x09) || $0 == 0x7F || $0 == 0xC2 }) else { return s }
-        var out = String.UnicodeScalarView()
-        for u in s.unicodeScalars {
-            let v = u.value
-            out.append((v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) ? "\u{FFFD}" : u)
-        }
-        return String(out)
-    }
+    static func safe(_ s: String) -> String { UntrustedText.visible(s) }
 }
 
 /// Shadows Swift's `print` for the whole CLI: everything written to standard output goes through `Terminal.safe`.

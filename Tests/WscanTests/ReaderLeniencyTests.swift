@@ -62,6 +62,22 @@ final class ReaderLeniencyTests: XCTestCase {
         XCTAssertTrue(c.err.contains("CRC"), c.err)
     }
 
+    /// A structured .npy whose data is missing (header only) is refused as truncated, not catalogued as an empty
+    /// OPAQUE array (the fields' sizes are not computed, so the rest of the file is its data).
+    func testStructuredNpyWithoutData() throws {
+        let f = tmp.path("struct_trunc.npy")
+        _ = try runPython("""
+        import numpy as np
+        np.save(\(pyStr(f)), np.zeros(1000, dtype=[("a", "<f4"), ("b", "<i4")]))
+        b = open(\(pyStr(f)), "rb").read()
+        n = 10 + int.from_bytes(b[8:10], "little")
+        open(\(pyStr(f)), "wb").write(b[:n])
+        """)
+        let r = try show(f)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("struct_trunc.npy") && r.err.contains("no data"), r.err)
+    }
+
     /// numpy ignores bytes after the array data; safetensors ignores per-tensor fields it does not know.
     func testTrailingBytesAndExtraFieldsAsTheReference() throws {
         let (n, s) = (tmp.path("long.npy"), tmp.path("extra.safetensors"))
