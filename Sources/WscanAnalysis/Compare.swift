@@ -33,8 +33,9 @@ public struct TensorEvidence: Codable, Sendable {
     /// A Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 side that is not the other side requantized: ‖quantized − requantized other‖ divided
     /// by the requantization's own error ‖requantized − other‖. Above 2 it was quantized from different weights.
     public var requantExcess: Double? = nil
-    /// For the same sides: of `roundingBlocks` blocks of 32 tested, how many no rounding of the float side could have
-    /// produced (GGMLQuant.unroundedBlocks). Any beyond a stray one mean B was quantized from other weights.
+    /// A Q8_0, legacy or k-quant side against a float side: of `roundingBlocks` blocks tested (32 elements sharing a
+    /// scale; 16 for Q2_K, Q3_K and Q6_K), how many no rounding of the float side could have produced
+    /// (GGMLQuant.unroundedBlocks). Any beyond a stray one mean B was quantized from other weights.
     public var unroundedBlocks: Int? = nil
     public var roundingBlocks: Int? = nil
     /// Positions where the sides differ and one of them is NaN/±Inf (left out of cosine, L2 and max |Δ|).
@@ -281,9 +282,12 @@ public enum Comparator {
             // weights (a LoRA merged before quantizing hides under the type's error bound otherwise).
             let floats: Set<DType> = [.f32, .f16, .bf16, .f64]
             let requantizable: Set<DType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1]
-            if ev.reencodedAs == nil, (requantizable.contains(dtypeB) && floats.contains(dtypeA)) || (requantizable.contains(dtypeA) && floats.contains(dtypeB)),
+            // The k-quants are not requantized (their scales come from searches with no reference to check a port
+            // against), but their final codes are roundings with the stored scales, so the block test applies.
+            let blockTested = requantizable.union([.q2_K, .q3_K, .q4_K, .q5_K, .q6_K])
+            if ev.reencodedAs == nil, (blockTested.contains(dtypeB) && floats.contains(dtypeA)) || (blockTested.contains(dtypeA) && floats.contains(dtypeB)),
                let last = shape.last, last % 32 == 0 {
-                let (src, qv, qt) = requantizable.contains(dtypeB) ? (a, b, dtypeB) : (b, a, dtypeA)
+                let (src, qv, qt) = blockTested.contains(dtypeB) ? (a, b, dtypeB) : (b, a, dtypeA)
                 var best = Double.infinity, own = 0.0, exact = false
                 // Q8_0: gguf-py divided by d before it multiplied by 1/d as llama.cpp does; both are tried.
                 let candidates = qt == .q8_0 ? [GGMLQuant.q8_0RoundTrip(src, reciprocal: false), GGMLQuant.q8_0RoundTrip(src, reciprocal: true)]
@@ -299,7 +303,7 @@ public enum Comparator {
                     if own > 0 { ev.requantExcess = (best / own).squareRoot() }
                     // Not this writer's requantization: another tool's (an importance-matrix search) still rounds A's
                     // weights; a change merged before quantizing does not, however small.
-                    let srcType = requantizable.contains(dtypeB) ? dtypeA : dtypeB
+                    let srcType = blockTested.contains(dtypeB) ? dtypeA : dtypeB
                     let bits: Int? = srcType == .bf16 ? 7 : srcType == .f16 ? 10 : nil
                     if let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits) {
                         ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded

@@ -181,7 +181,7 @@ public enum Forensics {
                 .sorted().joined(separator: ", ")
             let bad = fromOther.reduce(0) { $0 + $1.unroundedBlocks! }, tested = fromOther.reduce(0) { $0 + $1.roundingBlocks! }
             var ev = evidence
-            ev.append(String(format: "%d of %d tensors have blocks of 32 that no rounding of the other side's weights gives: %d of %d tested (%.2f%%); a rounding quantizer (llama.cpp's, with or without an importance matrix, or gguf-py's) leaves none",
+            ev.append(String(format: "%d of %d tensors have blocks (the elements sharing a scale) that no rounding of the other side's weights gives: %d of %d tested (%.2f%%); a rounding quantizer (llama.cpp's, with or without an importance matrix, or gguf-py's) leaves none",
                              fromOther.count, differing.count, bad, tested, 100 * Double(bad) / Double(max(1, tested))))
             for e in fromOther.sorted(by: { Double($0.unroundedBlocks!) / Double($0.roundingBlocks!) > Double($1.unroundedBlocks!) / Double($1.roundingBlocks!) }).prefix(5) {
                 ev.append(String(format: "%@: %d of %d blocks not a rounding; relative L2 %.2e (within the type's error)", e.name as NSString,

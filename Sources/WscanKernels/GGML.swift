@@ -367,26 +367,25 @@ public enum GGMLQuant {
     /// are skipped; at most `maxBlocks` blocks, evenly spaced, are tested. nil for other types or mismatched sizes.
     public static func unroundedBlocks(_ type: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
                                        maxBlocks: Int = 1 << 16) -> (checked: Int, unrounded: Int)? {
-        guard let (bits, offset) = blockLayout(type) else { return nil }
-        let codes = type == "Q8_0" ? 255 : 1 << bits       // Q8_0 codes −127…127
-        guard q.count == x.count, x.count >= 32 else { return nil }
-        let blocks = x.count / 32
+        guard let (codes, offset, n) = roundingLayout(type) else { return nil }
+        guard q.count == x.count, x.count >= n else { return nil }
+        let blocks = x.count / n
         let stride = max(1, (blocks + maxBlocks - 1) / maxBlocks)
         var checked = 0, bad = 0
-        var k = [Double](repeating: 0, count: 32), lo = k, hi = k
+        var k = [Double](repeating: 0, count: n), lo = k, hi = k
         func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven(v)) << 16) }
         var blk = 0
         while blk < blocks {
             defer { blk += stride }
-            let b = blk * 32
+            let b = blk * n
             var finite = true
-            for i in 0..<32 where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
+            for i in 0..<n where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
             guard finite else { continue }
             checked += 1
-            guard blockCodes(q, b, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
+            guard blockCodes(q, b, n, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
             var ok = false
             for variant in 0..<(sourceBits == nil ? 4 : 7) where !ok {
-                for i in 0..<32 {
+                for i in 0..<n {
                     let v = x[b + i]
                     if variant >= 4 {
                         // the wide values that round to v in the narrow type (half an ulp either side; below float16's
@@ -413,6 +412,24 @@ public enum GGMLQuant {
         return (checked, bad)
     }
 
+    /// The rounding test's view of a type: the number of codes (a bound on the steps a block spans), whether a block
+    /// has an offset, and the elements sharing one scale. The k-quants' final codes are roundings too: llama.cpp's
+    /// quantize_row_q{2..6}_K (reference and importance-matrix alike) search the sub-block scales (and mins), store
+    /// them quantized, and then code every element as nearest_int((x + m)/d) (Q2_K, Q4_K, Q5_K: 16, 32 and 32 elements
+    /// per sub-block, codes from 0) or nearest_int(x/d) (Q3_K, Q6_K: 16 elements, codes −4…3 and −32…31) with the
+    /// stored d and m, clamped to the code range.
+    static func roundingLayout(_ type: String) -> (codes: Int, offset: Bool, block: Int)? {
+        switch type {
+        case "Q8_0": return (255, false, 32)        // codes −127…127
+        case "Q2_K": return (4, true, 16)
+        case "Q3_K": return (8, false, 16)
+        case "Q4_K": return (16, true, 32)
+        case "Q5_K": return (32, true, 32)
+        case "Q6_K": return (64, false, 16)
+        default: return blockLayout(type).map { (1 << $0.bits, $0.offset, 32) }
+        }
+    }
+
     /// Bits per code and whether a block has an offset (the _1 types), for the 32-element types with one scale.
     static func blockLayout(_ type: String) -> (bits: Int, offset: Bool)? {
         switch type {
@@ -428,18 +445,18 @@ public enum GGMLQuant {
     /// The codes of one block from its dequantized values: symmetric types y = k·s (k integer, s > 0 the largest step
     /// that makes every y/s an integer within the code range), offset types y = k·s + m (k from 0, up to float32
     /// rounding of the sum). False when no step fits (the values are not a quantized block).
-    static func blockCodes(_ q: [Float], _ b: Int, codes: Int, offset: Bool, into k: inout [Double]) -> Bool {
+    static func blockCodes(_ q: [Float], _ b: Int, _ n: Int, codes: Int, offset: Bool, into k: inout [Double]) -> Bool {
         var lo = Double.infinity, hi = -Double.infinity, amax = 0.0
-        for i in 0..<32 { let y = Double(q[b + i]); lo = min(lo, y); hi = max(hi, y); amax = max(amax, abs(y)) }
+        for i in 0..<n { let y = Double(q[b + i]); lo = min(lo, y); hi = max(hi, y); amax = max(amax, abs(y)) }
         let range = offset ? hi - lo : amax
-        if range == 0 { for i in 0..<32 { k[i] = 0 }; return true }
+        if range == 0 { for i in 0..<n { k[i] = 0 }; return true }
         // y = k·s + m rounds in float32 to within half an ulp of |y|: in steps, |y|/s·2⁻²⁴, large when the offset
         // dwarfs the step (10 + 1e-3·noise)
         let tol = offset ? max(1e-4, 8 * max(abs(lo), abs(hi)) / (range / Double(codes - 1)) * 0x1p-24) : 1e-6
         for steps in 1..<codes {
             let s = range / Double(steps)
             var all = true
-            for i in 0..<32 {
+            for i in 0..<n {
                 let t = (offset ? Double(q[b + i]) - lo : Double(q[b + i])) / s
                 let r = t.rounded()
                 if abs(t - r) > tol { all = false; break }
@@ -468,7 +485,7 @@ public enum GGMLQuant {
     static func feasibleScale(_ xl: [Double], _ xh: [Double], _ k: [Double]) -> Bool {
         let (l, h) = codeBounds(k)
         var aMin = 0.0, aMax = Double.infinity
-        for i in 0..<32 {
+        for i in k.indices {
             if h[i] < .infinity {
                 if xl[i] > 0 { aMax = min(aMax, h[i] / xl[i]) } else if xl[i] < 0 { aMin = max(aMin, h[i] / xl[i]) } else if h[i] < 0 { return false }
             }
@@ -484,8 +501,8 @@ public enum GGMLQuant {
     static func feasibleAffine(_ xl: [Double], _ xh: [Double], _ k: [Double]) -> Bool {
         let (l, h) = codeBounds(k)
         var aMin = 0.0, aMax = Double.infinity
-        for i in 0..<32 where h[i] < .infinity {
-            for j in 0..<32 where j != i && l[j] > -.infinity {
+        for i in k.indices where h[i] < .infinity {
+            for j in k.indices where j != i && l[j] > -.infinity {
                 let d = xl[i] - xh[j], r = h[i] - l[j]
                 if d > 0 { aMax = min(aMax, r / d) } else if d < 0 { aMin = max(aMin, r / d) } else if r < 0 { return false }
             }

@@ -1,6 +1,7 @@
 import XCTest
 @testable import WscanKernels
 @testable import WscanAnalysis
+import WscanFormats
 
 /// A quantized side compared with a float side: quantized from those weights (by any rounding quantizer), or from
 /// weights changed first (a LoRA merged, then quantized), even when the change is far below the type's own error.
@@ -31,13 +32,69 @@ final class QuantizedChangeTests: XCTestCase {
         let (i, j) = (0..<32).lazy.flatMap { i in (0..<32).lazy.map { (i, $0) } }.first { x[$0.0] < x[$0.1] && q[$0.0] < q[$0.1] }!
         q.swapAt(i, j)
         XCTAssertEqual(GGMLQuant.unroundedBlocks("Q4_0", quantized: q, source: x)?.unrounded, 1)
-        XCTAssertNil(GGMLQuant.unroundedBlocks("Q4_K", quantized: q, source: x))
+        XCTAssertNil(GGMLQuant.unroundedBlocks("IQ4_NL", quantized: q, source: x))    // a non-linear grid: not tested
         // an offset far larger than the step (10 + 1e-3·noise): y = k·d + m rounds in float32 by more than 1e-4 step
         let off = x.map { 10 + 1e-3 * $0 }
         for t in ["Q4_1", "Q5_1"] {
             let q1 = try XCTUnwrap(GGMLQuant.legacyRoundTrip(t, off))
             XCTAssertEqual(GGMLQuant.unroundedBlocks(t, quantized: q1, source: off)?.unrounded, 0, t)
         }
+    }
+
+    /// The k-quants, quantized by llama.cpp itself (scripts/make_kquant_fixtures.py: ggml_quantize_chunk from the
+    /// libggml llama-cpp-python ships): its reference quantizers, its importance-matrix searches and F16-first
+    /// quantizing are roundings (every sub-block passes, whatever the error: Q2_K's is 30%); a rank-4 update of 0.3%
+    /// of ‖W‖ before Q4_K or Q6_K, or dense noise of 0.5% before Q5_K, all far under each type's own error, is
+    /// "changed, then quantized". Either argument order reads the same.
+    func testKQuantsFromLlamaCpp() throws {
+        let dir = Paths.fixtures.appendingPathComponent("kquant")
+        let manifest = try XCTUnwrap(loadJSON(dir.appendingPathComponent("MANIFEST.json")) as? [String: [String: Any]])
+        XCTAssertEqual(manifest.count, 18)
+        let a = dir.appendingPathComponent("a.safetensors").path
+        for (file, m) in manifest.sorted(by: { $0.key < $1.key }) {
+            let type = try XCTUnwrap(m["type"] as? String), expect = try XCTUnwrap(m["expect"] as? String)
+            let b = dir.appendingPathComponent(file).path
+            for (x, y) in file.hasSuffix("imatrix.gguf") ? [(a, b), (b, a)] : [(a, b)] {
+                let r = try runWscan(["compare", x, y, "--db", tmp.path("k.db"), "--json"])
+                XCTAssertEqual(r.status, 0, r.err)
+                let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+                let v = try XCTUnwrap(json["verdict"] as? [String: Any]), tensors = try XCTUnwrap(json["tensors"] as? [[String: Any]])
+                XCTAssertEqual(tensors.count, 2, file)
+                let bad = tensors.map { $0["unroundedBlocks"] as? Int ?? -1 }, tested = tensors.map { $0["roundingBlocks"] as? Int ?? 0 }
+                // 16-element sub-blocks for Q2_K, Q3_K and Q6_K, 32 for Q4_K and Q5_K
+                let sub = ["Q2_K", "Q3_K", "Q6_K"].contains(type) ? 16 : 32
+                XCTAssertEqual(tested.reduce(0, +), (32 * 512 + 16 * 256) / sub, file)
+                if expect == "rounding" {
+                    XCTAssertEqual(v["kind"] as? String, "reencoded", "\(file): \(v)")
+                    XCTAssertEqual(bad, [0, 0], file)
+                    let arrow = x == a ? "F32→\(type)" : "\(type)→F32"
+                    XCTAssertTrue((v["summary"] as? String ?? "").contains(arrow), "\(file): \(v)")
+                } else {
+                    XCTAssertEqual(v["kind"] as? String, "finetuned", "\(file): \(v)")
+                    XCTAssertTrue((v["summary"] as? String ?? "").hasPrefix("changed, then quantized (F32→\(type))"), "\(file): \(v)")
+                    XCTAssertGreaterThanOrEqual(bad.reduce(0, +), 4, file)
+                }
+            }
+        }
+        // Two codes of a real Q6_K sub-block swapped (the values stay on the sub-block's grid), the pair two or more
+        // steps apart and in the opposite order to their weights: no scale codes them so. That sub-block fails and no
+        // other does.
+        let ck = try CheckpointOpener.open(dir.appendingPathComponent("Q6_K.gguf").path)
+        let ref = try CheckpointOpener.open(a)
+        let t = try XCTUnwrap(ck.tensors.first { $0.name == "blk.0.ffn_up.weight" })
+        var q = try TensorData.floats(ck, t)
+        let x = try TensorData.floats(ref, try XCTUnwrap(ref.tensors.first { $0.name == t.name }))
+        XCTAssertEqual(GGMLQuant.unroundedBlocks("Q6_K", quantized: q, source: x)?.unrounded, 0)
+        let base = 5 * 16, values = Set(q[base..<(base + 16)]).sorted()
+        let step = zip(values.dropFirst(), values).map { $0 - $1 }.min()!      // a multiple of the grid's step
+        var pair: (Int, Int)? = nil
+        for i in base..<(base + 16) {
+            for j in base..<(base + 16) where pair == nil && x[i] < x[j] && q[j] - q[i] >= 2 * step { pair = (i, j) }
+        }
+        let (i, j) = try XCTUnwrap(pair)
+        q.swapAt(i, j)
+        XCTAssertEqual(GGMLQuant.unroundedBlocks("Q6_K", quantized: q, source: x)?.unrounded, 1)
+        XCTAssertEqual(GGMLQuant.unroundedBlocks("Q6_K", quantized: q, source: x)?.checked, 1024)
     }
 
     /// GGUF files written by gguf-py: A quantized by gguf-py and by an importance-style search that stores the
