@@ -11,6 +11,8 @@ a.safetensors            the float32 weights A: two matrices, a heavy-tailed (St
 TYPE.gguf                A quantized by llama.cpp's reference quantizer, for TYPE in Q2_K Q3_K Q4_K Q5_K Q6_K.
 TYPE_imatrix.gguf        A quantized with a (seeded, random) importance matrix.
 TYPE_f16.gguf            A rounded to float16 first, then quantized (llama-quantize reading an F16 GGUF).
+Q4_K_q8.gguf, Q5_0_q8.gguf  A quantized to Q8_0, dequantized, and quantized again (`llama-quantize
+                         --allow-requantize` from a Q8_0 file): roundings of the Q8_0 copy, not of A.
 Q4_K_lora.gguf           A plus a rank-4 update of 0.3% of ‖W‖, then Q4_K: hidden under Q4_K's ~3–6% error.
 Q6_K_lora.gguf           the same with 0.3% before Q6_K.
 Q5_K_tuned.gguf          A plus dense noise of 0.5% of ‖W‖ (a fine-tune's full-rank change), then Q5_K.
@@ -111,6 +113,9 @@ def main() -> None:
         emit(f"{q}.gguf", q, A, "rounding")
         emit(f"{q}_imatrix.gguf", q, A, "rounding", im=True)
         emit(f"{q}_f16.gguf", q, {n: a.astype(np.float16).astype(np.float32) for n, a in A.items()}, "rounding")
+    q8 = {n: gguf.quants.dequantize(quantize(a, "Q8_0"), T.Q8_0).reshape(a.shape) for n, a in A.items()}
+    emit("Q4_K_q8.gguf", "Q4_K", q8, "rounding via Q8_0")
+    emit("Q5_0_q8.gguf", "Q5_0", q8, "rounding via Q8_0")
     emit("Q4_K_lora.gguf", "Q4_K", {n: lora(a, 4, 0.003) for n, a in A.items()}, "changed")
     emit("Q6_K_lora.gguf", "Q6_K", {n: lora(a, 4, 0.003) for n, a in A.items()}, "changed")
     emit("Q5_K_tuned.gguf", "Q5_K", {n: dense(a, 0.005) for n, a in A.items()}, "changed")

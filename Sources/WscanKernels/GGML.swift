@@ -365,51 +365,74 @@ public enum GGMLQuant {
     /// 0.3% of ‖W‖ fails in 4–6% of the blocks, one of 1% in a quarter, although both hide under the type's own 9%
     /// error. An error-compensating quantizer (GPTQ) fails too: its codes are not roundings. Blocks holding NaN/±Inf
     /// are skipped; at most `maxBlocks` blocks, evenly spaced, are tested. nil for other types or mismatched sizes.
+    ///
+    /// With `throughQ8_0`, the tensor may instead have been requantized from a Q8_0 copy of x (`llama-quantize
+    /// --allow-requantize`): when x's Q8_0 round trip (gguf-py's or llama.cpp's) explains more blocks, the tensor is
+    /// judged by it, and `viaQ8_0` says by how many fewer failing blocks. One hypothesis per tensor, not the better of
+    /// the two per block: a Q8_0 round trip moves weights by about as much as a small change does, so taking it block
+    /// by block would excuse a change's blocks by chance.
     public static func unroundedBlocks(_ type: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
-                                       maxBlocks: Int = 1 << 16) -> (checked: Int, unrounded: Int)? {
+                                       throughQ8_0: Bool = false,
+                                       maxBlocks: Int = 1 << 16) -> (checked: Int, unrounded: Int, viaQ8_0: Int)? {
         guard let (codes, offset, n) = roundingLayout(type) else { return nil }
         guard q.count == x.count, x.count >= n else { return nil }
         let blocks = x.count / n
         let stride = max(1, (blocks + maxBlocks - 1) / maxBlocks)
-        var checked = 0, bad = 0
         var k = [Double](repeating: 0, count: n), lo = k, hi = k
         func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven(v)) << 16) }
-        var blk = 0
-        while blk < blocks {
-            defer { blk += stride }
-            let b = blk * n
-            var finite = true
-            for i in 0..<n where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
-            guard finite else { continue }
-            checked += 1
-            guard blockCodes(q, b, n, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
-            var ok = false
-            for variant in 0..<(sourceBits == nil ? 4 : 7) where !ok {
-                for i in 0..<n {
-                    let v = x[b + i]
-                    if variant >= 4 {
-                        // the wide values that round to v in the narrow type (half an ulp either side; below float16's
-                        // normal range its step is fixed at 2⁻²⁴), and (5, 6) those rounded to float16 / bfloat16 in
-                        // turn (the quantizer read another narrow copy of the wide original)
-                        let p = sourceBits!
-                        let e = p == 10 ? max(v.exponent, -14) : v.exponent
-                        let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
-                        var l = Float(Double(v) - h), u = Float(Double(v) + h)
-                        if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
-                        if variant == 6 { l = bf16(l); u = bf16(u) }
-                        lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
-                    } else {
-                        // as is; through float16; through bfloat16 rounded to nearest, or truncated
-                        let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? bf16(v)
-                            : Float(bitPattern: v.bitPattern & 0xffff_0000)
-                        lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
+        func run(q8: Bool) -> (checked: Int, bad: Int) {
+            var checked = 0, bad = 0
+            var blk = 0
+            while blk < blocks {
+                defer { blk += stride }
+                let b = blk * n
+                var finite = true
+                for i in 0..<n where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
+                guard finite else { continue }
+                checked += 1
+                guard blockCodes(q, b, n, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
+                var ok = false
+                if q8 {
+                    // the Q8_0 block of 32 holding this one (the types' blocks nest in 32-element ones)
+                    let b32 = b / 32 * 32
+                    for reciprocal in [false, true] where !ok && b32 + 32 <= x.count {
+                        let c = q8_0RoundTrip(Array(x[b32..<(b32 + 32)]), reciprocal: reciprocal)
+                        for i in 0..<n { lo[i] = Double(c[b - b32 + i]); hi[i] = lo[i] }
+                        ok = offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
                     }
                 }
-                ok = offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
+                for variant in 0..<(sourceBits == nil ? 4 : 7) where !ok && !q8 {
+                    for i in 0..<n {
+                        let v = x[b + i]
+                        if variant >= 4 {
+                            // the wide values that round to v in the narrow type (half an ulp either side; below
+                            // float16's normal range its step is fixed at 2⁻²⁴), and (5, 6) those rounded to float16 /
+                            // bfloat16 in turn (the quantizer read another narrow copy of the wide original)
+                            let p = sourceBits!
+                            let e = p == 10 ? max(v.exponent, -14) : v.exponent
+                            let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
+                            var l = Float(Double(v) - h), u = Float(Double(v) + h)
+                            if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
+                            if variant == 6 { l = bf16(l); u = bf16(u) }
+                            lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
+                        } else {
+                            // as is; through float16; through bfloat16 rounded to nearest, or truncated
+                            let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? bf16(v)
+                                : Float(bitPattern: v.bitPattern & 0xffff_0000)
+                            lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
+                        }
+                    }
+                    ok = offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
+                }
+                if !ok { bad += 1 }
             }
-            if !ok { bad += 1 }
+            return (checked, bad)
         }
-        return (checked, bad)
+        let direct = run(q8: false)
+        guard throughQ8_0, direct.bad >= 2 else { return (direct.checked, direct.bad, 0) }
+        let requantized = run(q8: true)
+        return requantized.bad < direct.bad ? (direct.checked, requantized.bad, direct.bad - requantized.bad)
+                                            : (direct.checked, direct.bad, 0)
     }
 
     /// The rounding test's view of a type: the number of codes (a bound on the steps a block spans), whether a block

@@ -45,11 +45,12 @@ final class QuantizedChangeTests: XCTestCase {
     /// libggml llama-cpp-python ships): its reference quantizers, its importance-matrix searches and F16-first
     /// quantizing are roundings (every sub-block passes, whatever the error: Q2_K's is 30%); a rank-4 update of 0.3%
     /// of ‖W‖ before Q4_K or Q6_K, or dense noise of 0.5% before Q5_K, all far under each type's own error, is
-    /// "changed, then quantized". Either argument order reads the same.
+    /// "changed, then quantized". A file requantized from a Q8_0 copy (Q4_K, and legacy Q5_0) is a re-encoding that
+    /// says so. Either argument order reads the same.
     func testKQuantsFromLlamaCpp() throws {
         let dir = Paths.fixtures.appendingPathComponent("kquant")
         let manifest = try XCTUnwrap(loadJSON(dir.appendingPathComponent("MANIFEST.json")) as? [String: [String: Any]])
-        XCTAssertEqual(manifest.count, 18)
+        XCTAssertEqual(manifest.count, 20)
         let a = dir.appendingPathComponent("a.safetensors").path
         for (file, m) in manifest.sorted(by: { $0.key < $1.key }) {
             let type = try XCTUnwrap(m["type"] as? String), expect = try XCTUnwrap(m["expect"] as? String)
@@ -64,9 +65,18 @@ final class QuantizedChangeTests: XCTestCase {
                 // 16-element sub-blocks for Q2_K, Q3_K and Q6_K, 32 for Q4_K and Q5_K
                 let sub = ["Q2_K", "Q3_K", "Q6_K"].contains(type) ? 16 : 32
                 XCTAssertEqual(tested.reduce(0, +), (32 * 512 + 16 * 256) / sub, file)
-                if expect == "rounding" {
+                let viaQ8 = tensors.map { $0["viaQ8_0Blocks"] as? Int ?? -1 }
+                if expect.hasPrefix("rounding") {
                     XCTAssertEqual(v["kind"] as? String, "reencoded", "\(file): \(v)")
                     XCTAssertEqual(bad, [0, 0], file)
+                    let requantized = (v["evidence"] as? [String] ?? []).contains { $0.contains("requantized from Q8_0") }
+                    if expect == "rounding via Q8_0" {
+                        XCTAssertGreaterThan(viaQ8.reduce(0, +), 0, "\(file): \(viaQ8)")
+                        XCTAssertTrue(requantized, "\(file): \(v)")
+                    } else {
+                        XCTAssertEqual(viaQ8, [0, 0], file)
+                        XCTAssertFalse(requantized, "\(file): \(v)")
+                    }
                     let arrow = x == a ? "F32→\(type)" : "\(type)→F32"
                     XCTAssertTrue((v["summary"] as? String ?? "").contains(arrow), "\(file): \(v)")
                 } else {
