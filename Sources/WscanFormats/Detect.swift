@@ -10,6 +10,12 @@ public enum FormatDetector {
         return sniff(head: head, name: path)
     }
 
+    /// By content alone (a pickle named .safetensors is not a safetensors file here).
+    public static func sniffContent(path: String) -> Kind {
+        guard let head = head(path) else { return .unknown }
+        return sniff(head: head, name: "")
+    }
+
     /// The first 64 bytes of a regular file (nil for anything else: FIFOs, devices and folders are never opened).
     static func head(_ path: String) -> [UInt8]? {
         guard FileRef.isRegularFile(path), let fh = FileHandle(forReadingAtPath: path) else { return nil }

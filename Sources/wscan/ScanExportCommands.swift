@@ -29,14 +29,26 @@ struct Scan: ParsableCommand {
                 missing += unlisted.map { ($0.path, $0.reason) }    // a folder we cannot list may hide anything
             } else { files.append(p) }
         }
-        struct Result: Encodable { var path: String; var verdict: String; var worst: String?; var findings: [Finding]; var error: String? }
+        struct Result: Encodable {
+            var path: String; var verdict: String; var worst: String?; var findings: [Finding]; var error: String?
+            var note: String? = nil
+        }
         var results: [Result] = missing.map { Result(path: $0.0, verdict: "error", worst: nil, findings: [], error: $0.1) }
         for f in files {
             do {
                 let fs = try PickleScanner.scanFile(path: f).filter { verbose || $0.severity > .info }
                 let w = PickleScanner.worst(fs)
                 let verdict = w == nil ? "clean" : (w! >= .high ? "dangerous" : "suspicious")
-                results.append(Result(path: f, verdict: verdict, worst: w?.rawValue, findings: fs, error: nil))
+                // What "clean" rests on: a format with no code in it, or bytes that were scanned as a pickle.
+                var note: String? = nil
+                if w == nil {
+                    switch FormatDetector.sniffContent(path: f) {
+                    case .safetensors, .gguf: note = "\(FormatDetector.formatName(path: f)): tensors and metadata only, nothing to unpickle"
+                    case .unknown, .lfsPointer: note = "not a checkpoint format wscan recognises; scanned as bytes a loader might unpickle: nothing imports"
+                    default: break
+                    }
+                }
+                results.append(Result(path: f, verdict: verdict, worst: w?.rawValue, findings: fs, error: nil, note: note))
             } catch {
                 results.append(Result(path: f, verdict: "error", worst: nil, findings: [], error: (error as? FormatError)?.message ?? "\(error)"))
             }
@@ -44,7 +56,8 @@ struct Scan: ParsableCommand {
         if json { print(Fmt.json(results)) } else {
             for r in results {
                 if let e = r.error { printErr("wscan: \(r.path): \(e)"); continue }
-                print("\(r.verdict.uppercased().padding(toLength: 10, withPad: " ", startingAt: 0)) \(Fmt.field(r.path))")
+                print("\(r.verdict.uppercased().padding(toLength: 10, withPad: " ", startingAt: 0)) \(Fmt.field(r.path))"
+                      + (r.note.map { "  (\($0))" } ?? ""))
                 for f in r.findings {
                     print(Fmt.field("    [\(f.severity.rawValue)] \(f.member) @\(f.offset): \(f.what)\(f.detail.isEmpty ? "" : " — " + f.detail)"))
                 }

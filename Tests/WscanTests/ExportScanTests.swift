@@ -156,5 +156,18 @@ final class ScanIndexTests: XCTestCase {
         let j = try JSONSerialization.jsonObject(with: Data(bad.out.utf8)) as! [[String: Any]]
         XCTAssertEqual(j[0]["verdict"] as? String, "dangerous")
         XCTAssertEqual(try runWscan(["scan", tmp.path("nope.pt")]).status, 2)
+        // "clean" says what it rests on: a data-only format, or bytes scanned as a possible pickle
+        let junk = tmp.path("notes.txt")
+        try Data("just some text\n".utf8).write(to: URL(fileURLWithPath: junk))
+        let st = Paths.repo.appendingPathComponent("corpus/mlp_seed0.safetensors").path
+        let r = try runWscan(["scan", st, junk, torchFixture("model.pt"), "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let notes = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]])
+        XCTAssertEqual(notes.map { $0["verdict"] as? String }, ["clean", "clean", "clean"])
+        XCTAssertEqual(notes[0]["note"] as? String, "safetensors: tensors and metadata only, nothing to unpickle")
+        XCTAssertTrue((notes[1]["note"] as? String ?? "").hasPrefix("not a checkpoint format wscan recognises"), "\(notes[1])")
+        XCTAssertNil(notes[2]["note"])       // a torch zip: its pickle was scanned
+        let text = try runWscan(["scan", st])
+        XCTAssertTrue(text.out.contains("CLEAN      \(st)  (safetensors: tensors and metadata only, nothing to unpickle)"), text.out)
     }
 }
