@@ -14,6 +14,29 @@ guard CPU.supportsKernels else {
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
 wscan_install_interrupt_handler()
 
+// `wscan help NAME…` prints the root help for a name that is no command (ArgumentParser's behaviour): a usage error.
+func unknownHelpTopic(_ argv: [String]) -> String? {
+    guard argv.first == "help" else { return nil }
+    var cmd: ParsableCommand.Type = Wscan.self
+    var path = "wscan"
+    for name in argv.dropFirst() where !name.hasPrefix("-") {
+        let subs: [ParsableCommand.Type] = cmd.configuration.subcommands
+        var found: ParsableCommand.Type? = nil
+        for s in subs where s._commandName == name { found = s }
+        guard let sub = found else {
+            let known = subs.filter { $0.configuration.shouldDisplay }.map { $0._commandName }.joined(separator: ", ")
+            return "wscan: help: '\(path)' has no command '\(name)'" + (known.isEmpty ? "" : " (commands: \(known))")
+        }
+        cmd = sub
+        path += " " + name
+    }
+    return nil
+}
+if let message = unknownHelpTopic(Array(CommandLine.arguments.dropFirst())) {
+    printErr(message)
+    exit(2)
+}
+
 var command: ParsableCommand
 do {
     command = try Wscan.parseAsRoot()

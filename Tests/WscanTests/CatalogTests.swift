@@ -238,6 +238,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(onTheFly.status, 0, onTheFly.err)
         XCTAssertTrue(onTheFly.out.contains("F16"))
         XCTAssertEqual(try runWscan(["index", "--help"]).status, 0)
+        // `help` with a name that is no command is a usage error naming the commands there are
+        XCTAssertEqual(try runWscan(["help", "analyze", "spectrum"]).status, 0)
+        let bogus = try runWscan(["help", "analyze", "bogus"])
+        XCTAssertEqual(bogus.status, 2)
+        XCTAssertEqual(bogus.err, "wscan: help: 'wscan analyze' has no command 'bogus' (commands: spectrum, sparsity, saliency)\n")
+        XCTAssertFalse(try runWscan(["help", "nope"]).err.contains("_bench"))
     }
 
     /// Names and metadata in a checkpoint are untrusted: escape sequences in them must not reach the terminal, in
