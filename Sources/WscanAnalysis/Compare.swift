@@ -38,9 +38,11 @@ public struct TensorEvidence: Codable, Sendable {
     /// (GGMLQuant.unroundedBlocks). Any beyond a stray one mean B was quantized from other weights.
     public var unroundedBlocks: Int? = nil
     public var roundingBlocks: Int? = nil
-    /// When the float side's Q8_0 round trip explains the blocks better (the file was requantized from a Q8_0 copy),
-    /// `unroundedBlocks` counts the failures against it, and this how many fewer than against the weights themselves.
-    public var viaQ8_0Blocks: Int? = nil
+    /// When a quantized copy of the float side's weights explains the blocks (the file was requantized from a
+    /// Q8_0, Q5_0, … file), that copy ("Q8_0", "Q5_0 of F16"); `unroundedBlocks` then counts the failures against it,
+    /// and `requantizedBlocks` how many fewer than against the weights themselves.
+    public var requantizedFrom: String? = nil
+    public var requantizedBlocks: Int? = nil
     /// Positions where the sides differ and one of them is NaN/±Inf (left out of cosine, L2 and max |Δ|).
     public var nonFiniteChanged: Int = 0
 
@@ -308,9 +310,10 @@ public enum Comparator {
                     // weights; a change merged before quantizing does not, however small.
                     let srcType = blockTested.contains(dtypeB) ? dtypeA : dtypeB
                     let bits: Int? = srcType == .bf16 ? 7 : srcType == .f16 ? 10 : nil
-                    // (a file requantized from a Q8_0 copy, `llama-quantize --allow-requantize`, rounds that copy)
-                    if let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits, throughQ8_0: qt != .q8_0) {
-                        ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded; ev.viaQ8_0Blocks = r.viaQ8_0
+                    // (a file requantized from a Q8_0 or legacy copy, `llama-quantize --allow-requantize`, rounds that copy)
+                    if let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits, requantized: true) {
+                        ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded
+                        ev.requantizedFrom = r.via; ev.requantizedBlocks = r.via == nil ? nil : r.viaBlocks
                     }
                 }
             }

@@ -17,13 +17,12 @@ import WscanFormats
 public enum Forensics {
     public static let quantizedErrorBound = 0.10
 
-    /// A quantized side whose every tested block is a rounding of the float side's weights, with an error no more
-    /// than twice the writers' own requantization. The k-quants are not requantized (no reference to port), so for
-    /// them the rounding test alone decides, whatever the error (heavy-tailed weights requantized from a Q8_0 copy
-    /// lose 12% under Q4_K).
+    /// A quantized side whose every tested block is a rounding of the float side's weights (or of one quantized copy
+    /// of them), whatever the error: heavy-tailed weights requantized from a Q8_0 copy lose 12% under Q4_K, and a
+    /// skewed importance matrix makes Q4_1 err 4–12 times more than the reference requantization. A change that every
+    /// block hides has an error of the requantization's own size.
     static func provenRounding(_ e: TensorEvidence) -> Bool {
-        let kquant = [e.dtypeA, e.dtypeB].contains { $0.hasPrefix("Q") && $0.hasSuffix("_K") }
-        return (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0 && (e.requantExcess.map { $0 <= 2 } ?? kquant)
+        (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0
     }
 
     /// Two IEEE float types (F64, F32, F16, BF16): converters round between them deterministically (the roundings
@@ -163,9 +162,10 @@ public enum Forensics {
             }
             ev.append(String(format: "largest relative L2 error %.2e", worst))
             if !quantized.isEmpty { ev.append("\(quantized.count + loose.count) tensors quantized: small full-rank error") }
-            let viaQ8 = (quantized + loose).filter { ($0.viaQ8_0Blocks ?? 0) > 0 }
-            if !viaQ8.isEmpty {
-                ev.append("\(viaQ8.count) of them are roundings of a Q8_0 copy of the other's weights rather than of the weights themselves: requantized from Q8_0 (llama-quantize --allow-requantize)")
+            let requantized = (quantized + loose).filter { $0.requantizedFrom != nil }
+            if !requantized.isEmpty {
+                let from = Set(requantized.compactMap(\.requantizedFrom)).sorted().joined(separator: ", ")
+                ev.append("\(requantized.count) of them are roundings of a quantized copy of the other's weights (\(from)) rather than of the weights themselves: requantized from that type (llama-quantize --allow-requantize)")
             }
             if !loose.isEmpty { ev.append("\(loose.count) small tensors (\(looseParams) parameters) exceed the type's error bound by up to 2×") }
             let extra = onlyA.count + onlyB.count
@@ -194,7 +194,7 @@ public enum Forensics {
                 ev.append(String(format: "%@: %d of %d blocks not a rounding; relative L2 %.2e (within the type's error)", e.name as NSString,
                                  e.unroundedBlocks!, e.roundingBlocks!, e.relativeL2))
             }
-            ev.append("an error-compensating quantizer (GPTQ, AWQ) also codes blocks that are not roundings: from one, this is no evidence of a change")
+            ev.append("an error-compensating quantizer (GPTQ, AWQ) also codes blocks that are not roundings, and so does requantizing from a k-quant copy (llama-quantize --allow-requantize from a Q6_K or Q5_K file; from Q8_0 and the legacy types it is recognised): from those, this is no evidence of a change")
             return Verdict(kind: "finetuned", confidence: 0.95,
                            summary: "changed, then quantized (\(types)): the quantized side's codes are not a rounding of the other's weights in "
                                + String(format: "%.2f%%", 100 * Double(bad) / Double(max(1, tested))) + " of the blocks tested; "

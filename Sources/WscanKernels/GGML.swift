@@ -366,73 +366,106 @@ public enum GGMLQuant {
     /// error. An error-compensating quantizer (GPTQ) fails too: its codes are not roundings. Blocks holding NaN/±Inf
     /// are skipped; at most `maxBlocks` blocks, evenly spaced, are tested. nil for other types or mismatched sizes.
     ///
-    /// With `throughQ8_0`, the tensor may instead have been requantized from a Q8_0 copy of x (`llama-quantize
-    /// --allow-requantize`): when x's Q8_0 round trip (gguf-py's or llama.cpp's) explains more blocks, the tensor is
-    /// judged by it, and `viaQ8_0` says by how many fewer failing blocks. One hypothesis per tensor, not the better of
-    /// the two per block: a Q8_0 round trip moves weights by about as much as a small change does, so taking it block
-    /// by block would excuse a change's blocks by chance.
-    public static func unroundedBlocks(_ type: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
-                                       throughQ8_0: Bool = false,
-                                       maxBlocks: Int = 1 << 16) -> (checked: Int, unrounded: Int, viaQ8_0: Int)? {
-        guard let (codes, offset, n) = roundingLayout(type) else { return nil }
+    /// With `requantized`, the tensor may instead have been quantized from a quantized copy of x (`llama-quantize
+    /// --allow-requantize` from a Q8_0, Q5_0, … file): when some copy explains the tensor (all but a stray block), the
+    /// tensor is judged by it and `via` names it ("Q8_0", or "Q5_0 of F16" when x went through a narrower float first). The copies tried are
+    /// x's round trips through Q8_0 (gguf-py's and llama.cpp's rounding) and Q4_0, Q4_1, Q5_0, Q5_1, each from x as
+    /// it is, rounded to F16, or to BF16 (nearest, truncated), of those types with at least four times this type's
+    /// steps per block (Q8_0 for every type; the 5-bit ones for Q2_K and Q3_K; the 4-bit ones for Q2_K). One hypothesis per tensor, not the best of all per
+    /// block: a round trip moves weights by about as much as a small change does, and 24 of them tried block by block
+    /// would excuse a change's blocks by chance. The hypothesis is chosen on up to 512 of the blocks that fail
+    /// directly (it must pass most of them), then tested on every block.
+    public static func unroundedBlocks(_ quantizedType: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
+                                       requantized: Bool = false, maxBlocks: Int = 1 << 16)
+        -> (checked: Int, unrounded: Int, via: String?, viaBlocks: Int)? {
+        guard let (codes, offset, n) = roundingLayout(quantizedType) else { return nil }
         guard q.count == x.count, x.count >= n else { return nil }
         let blocks = x.count / n
         let stride = max(1, (blocks + maxBlocks - 1) / maxBlocks)
         var k = [Double](repeating: 0, count: n), lo = k, hi = k
         func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(Decode.bf16RoundNearestEven(v)) << 16) }
-        func run(q8: Bool) -> (checked: Int, bad: Int) {
-            var checked = 0, bad = 0
-            var blk = 0
-            while blk < blocks {
-                defer { blk += stride }
+        func narrowed(_ v: Float, _ variant: Int) -> Float {
+            let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? bf16(v) : Float(bitPattern: v.bitPattern & 0xffff_0000)
+            return n.isFinite ? n : v          // beyond float16's range: as is
+        }
+        /// Whether block b (codes in k) is a rounding of x (copy == nil: directly, through a narrower float, or from
+        /// wider values rounding to x) or of one intermediate copy of x.
+        func passes(_ b: Int, copy: (type: String, reciprocal: Bool, variant: Int)?) -> Bool {
+            if let c = copy {
+                // the 32-element block of the intermediate type holding this one (the types' blocks nest in 32)
+                let b32 = b / 32 * 32
+                guard b32 + 32 <= x.count else { return false }
+                let src = (b32..<(b32 + 32)).map { narrowed(x[$0], c.variant) }
+                guard let rt = c.type == "Q8_0" ? q8_0RoundTrip(src, reciprocal: c.reciprocal) : legacyRoundTrip(c.type, src) else { return false }
+                for i in 0..<n { lo[i] = Double(rt[b - b32 + i]); hi[i] = lo[i] }
+                return offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
+            }
+            for variant in 0..<(sourceBits == nil ? 4 : 7) {
+                for i in 0..<n {
+                    let v = x[b + i]
+                    if variant >= 4 {
+                        // the wide values that round to v in the narrow type (half an ulp either side; below float16's
+                        // normal range its step is fixed at 2⁻²⁴), and (5, 6) those rounded to float16 / bfloat16 in
+                        // turn (the quantizer read another narrow copy of the wide original)
+                        let p = sourceBits!
+                        let e = p == 10 ? max(v.exponent, -14) : v.exponent
+                        let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
+                        var l = Float(Double(v) - h), u = Float(Double(v) + h)
+                        if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
+                        if variant == 6 { l = bf16(l); u = bf16(u) }
+                        lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
+                    } else {
+                        // as is; through float16; through bfloat16 rounded to nearest, or truncated
+                        lo[i] = Double(narrowed(v, variant)); hi[i] = lo[i]
+                    }
+                }
+                if offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k) { return true }
+            }
+            return false
+        }
+        /// The tested blocks (evenly spaced, NaN/±Inf skipped) that fail, or, with `limit`, nil once more than limit do.
+        func failing(_ copy: (type: String, reciprocal: Bool, variant: Int)?, among: [Int]? = nil, limit: Int = .max) -> (checked: Int, bad: [Int])? {
+            var checked = 0, bad: [Int] = []
+            let list = among ?? Array(Swift.stride(from: 0, to: blocks, by: stride))
+            for blk in list {
                 let b = blk * n
                 var finite = true
                 for i in 0..<n where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
                 guard finite else { continue }
                 checked += 1
-                guard blockCodes(q, b, n, codes: codes, offset: offset, into: &k) else { bad += 1; continue }
-                var ok = false
-                if q8 {
-                    // the Q8_0 block of 32 holding this one (the types' blocks nest in 32-element ones)
-                    let b32 = b / 32 * 32
-                    for reciprocal in [false, true] where !ok && b32 + 32 <= x.count {
-                        let c = q8_0RoundTrip(Array(x[b32..<(b32 + 32)]), reciprocal: reciprocal)
-                        for i in 0..<n { lo[i] = Double(c[b - b32 + i]); hi[i] = lo[i] }
-                        ok = offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
-                    }
+                if !(blockCodes(q, b, n, codes: codes, offset: offset, into: &k) && passes(b, copy: copy)) {
+                    bad.append(blk)
+                    if bad.count > limit { return nil }
                 }
-                for variant in 0..<(sourceBits == nil ? 4 : 7) where !ok && !q8 {
-                    for i in 0..<n {
-                        let v = x[b + i]
-                        if variant >= 4 {
-                            // the wide values that round to v in the narrow type (half an ulp either side; below
-                            // float16's normal range its step is fixed at 2⁻²⁴), and (5, 6) those rounded to float16 /
-                            // bfloat16 in turn (the quantizer read another narrow copy of the wide original)
-                            let p = sourceBits!
-                            let e = p == 10 ? max(v.exponent, -14) : v.exponent
-                            let h = v == 0 && p != 10 ? 0 : Double(Float(sign: .plus, exponent: e - p - 1, significand: 1))
-                            var l = Float(Double(v) - h), u = Float(Double(v) + h)
-                            if variant == 5 { l = Float(Float16(l)); u = Float(Float16(u)) }
-                            if variant == 6 { l = bf16(l); u = bf16(u) }
-                            lo[i] = Double(l.isFinite ? l : v); hi[i] = Double(u.isFinite ? u : v)
-                        } else {
-                            // as is; through float16; through bfloat16 rounded to nearest, or truncated
-                            let n = variant == 0 ? v : variant == 1 ? Float(Float16(v)) : variant == 2 ? bf16(v)
-                                : Float(bitPattern: v.bitPattern & 0xffff_0000)
-                            lo[i] = Double(n.isFinite ? n : v); hi[i] = lo[i]      // beyond float16's range: as is
-                        }
-                    }
-                    ok = offset ? feasibleAffine(lo, hi, k) : feasibleScale(lo, hi, k)
-                }
-                if !ok { bad += 1 }
             }
             return (checked, bad)
         }
-        let direct = run(q8: false)
-        guard throughQ8_0, direct.bad >= 2 else { return (direct.checked, direct.bad, 0) }
-        let requantized = run(q8: true)
-        return requantized.bad < direct.bad ? (direct.checked, requantized.bad, direct.bad - requantized.bad)
-                                            : (direct.checked, direct.bad, 0)
+        let direct = failing(nil)!
+        guard requantized, direct.bad.count >= 2 else { return (direct.checked, direct.bad.count, nil, 0) }
+        let sample = direct.bad.count <= 512 ? direct.bad
+            : (0..<512).map { direct.bad[$0 * direct.bad.count / 512] }
+        var best: (copy: (type: String, reciprocal: Bool, variant: Int), bad: Int)? = nil
+        // Only copies at least four times finer than this type: on a coarser grid, or one that nests in this type's
+        // (Q5_0's step is half Q4_0's), the copy's values sit at rounding ties, any code beside them passes, and the
+        // test loses its power (a 0.5% LoRA before Q4_0 passed as "requantized from Q5_0").
+        for type in ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] where roundingLayout(type)!.codes - 1 >= 4 * (codes - 1) {
+            for reciprocal in type == "Q8_0" ? [false, true] : [false] {
+                for variant in 0..<4 {
+                    let c = (type: type, reciprocal: reciprocal, variant: variant)
+                    if let r = failing(c, among: sample, limit: min(best?.bad ?? .max, sample.count / 2)), r.bad.count < (best?.bad ?? .max) {
+                        best = (c, r.bad.count)
+                    }
+                }
+            }
+        }
+        // adopted only when it explains the tensor (at most one failing block, or 0.1%: TensorEvidence's threshold);
+        // one that merely fails fewer blocks excuses none
+        guard let h = best, let all = failing(h.copy), all.bad.count < direct.bad.count,
+              all.bad.count < 2 || Double(all.bad.count) <= 0.001 * Double(all.checked) else {
+            return (direct.checked, direct.bad.count, nil, 0)
+        }
+        let name = h.copy.type + ["", " of F16", " of BF16", " of BF16 (truncated)"][h.copy.variant]
+        return (direct.checked, all.bad.count, name, direct.bad.count - all.bad.count)
     }
 
     /// The rounding test's view of a type: the number of codes (a bound on the steps a block spans), whether a block

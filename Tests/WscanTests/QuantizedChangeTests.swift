@@ -65,11 +65,11 @@ final class QuantizedChangeTests: XCTestCase {
                 // 16-element sub-blocks for Q2_K, Q3_K and Q6_K, 32 for Q4_K and Q5_K
                 let sub = ["Q2_K", "Q3_K", "Q6_K"].contains(type) ? 16 : 32
                 XCTAssertEqual(tested.reduce(0, +), (32 * 512 + 16 * 256) / sub, file)
-                let viaQ8 = tensors.map { $0["viaQ8_0Blocks"] as? Int ?? -1 }
+                let viaQ8 = tensors.map { $0["requantizedBlocks"] as? Int ?? 0 }
                 if expect.hasPrefix("rounding") {
                     XCTAssertEqual(v["kind"] as? String, "reencoded", "\(file): \(v)")
                     XCTAssertEqual(bad, [0, 0], file)
-                    let requantized = (v["evidence"] as? [String] ?? []).contains { $0.contains("requantized from Q8_0") }
+                    let requantized = (v["evidence"] as? [String] ?? []).contains { $0.contains("(Q8_0) rather than") }
                     if expect == "rounding via Q8_0" {
                         XCTAssertGreaterThan(viaQ8.reduce(0, +), 0, "\(file): \(viaQ8)")
                         XCTAssertTrue(requantized, "\(file): \(v)")
