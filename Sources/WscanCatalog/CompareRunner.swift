@@ -149,7 +149,12 @@ public enum CompareRunner {
             notes.append(why + ": alignment skipped" + (options.writeAligned != nil ? "; --write-aligned holds B unpermuted" : ""))
         }
         if wantAlign, !spec.groups.isEmpty {
-            let al = try Alignment.weightMatching(fa, fb, spec: spec, seed: options.seed)
+            // Feed-forward groups whose units the independence test found in place both ways (a fine-tune without a
+            // permutation) need no assignment: on a 1B model that is most of the alignment's time. --align always
+            // solves every group.
+            let inPlace = options.align == .auto && ind?.dependent == true
+                ? Set((ind?.layers ?? []).filter { $0.moved == 0 && $0.spearman >= 1 }.map(\.group)) : []
+            let al = try Alignment.weightMatching(fa, fb, spec: spec, seed: options.seed, fixed: inPlace)
             alignment = al
             if !al.identity {
                 let moved = Permuter.applyAll(wb, spec: spec, perms: al.perms)

@@ -591,4 +591,26 @@ extension AlignReviewTests {
         XCTAssertFalse(Saliency.isOptimizerState("momentum_buffer.weight"))
         XCTAssertFalse(Saliency.isOptimizerState("momentum_buffer.0.weight", among: ["fc1.weight", "momentum_buffer.0.weight"]), "a module called momentum_buffer")
     }
+
+    /// A fine-tune without a permutation: the feed-forward groups whose units the independence test found in place
+    /// both ways are kept without an assignment when the alignment runs by default (a 1B model's went from 54 s to
+    /// 2 s), and --align solves them, with the same (identity) result.
+    func testAutoAlignmentKeepsUnitsTheIndependenceTestFoundInPlace() throws {
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let b = Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path
+        func alignment(_ mode: String) throws -> [String: Any] {
+            let r = try runWscan(["compare", a, b] + (mode == "always" ? ["--align"] : []) + ["--db", FileManager.default.temporaryDirectory
+                .appendingPathComponent("wscan-keep-\(getpid()).db").path, "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+            XCTAssertEqual((j["verdict"] as? [String: Any])?["kind"] as? String, "finetuned")
+            return try XCTUnwrap(j["alignment"] as? [String: Any])
+        }
+        let auto = try alignment("auto"), always = try alignment("always")
+        XCTAssertEqual(auto["identity"] as? Bool, true)
+        XCTAssertEqual(always["identity"] as? Bool, true)
+        XCTAssertTrue((auto["notes"] as? [String] ?? []).contains { $0.hasPrefix("2 feed-forward groups kept in place") }, "\(auto)")
+        XCTAssertFalse((always["notes"] as? [String] ?? []).contains { $0.contains("kept in place") }, "\(always)")
+    }
+
 }

@@ -115,6 +115,32 @@ final class AssignmentTests: XCTestCase {
         XCTAssertEqual(cases, 600)
     }
 
+    /// The O(n²) path: when every row's best column is its own (units of related models), those columns are the
+    /// answer, equal in total to the full solver's on the same matrix with one conflict added.
+    func testDistinctBestColumnsAreOptimal() throws {
+        var rng = SplitMix64(seed: 5)
+        let n = 300
+        var perm = Array(0..<n)
+        for i in stride(from: n - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var c = (0..<(n * n)).map { _ in Double.random(in: -1..<1, using: &rng) }
+        for i in 0..<n { c[i * n + perm[i]] = 2 + Double.random(in: 0..<1, using: &rng) }
+        let r = try LinearAssignment.solve(c, rows: n, cols: n, maximize: true)
+        XCTAssertEqual(r.rowToCol, perm)
+        var want = 0.0
+        for i in 0..<n { want += c[i * n + perm[i]] }
+        XCTAssertEqual(r.total, want)
+        // minimising the negated matrix: the same answer
+        XCTAssertEqual(try LinearAssignment.solve(c.map { -$0 }, rows: n, cols: n).rowToCol, perm)
+        // row 0's best moved into row 1's column: the rows conflict, and the full solver still finds the optimum
+        // (brute force on a small copy below agrees)
+        c[0 * n + perm[1]] = 10
+        let full = try LinearAssignment.solve(c, rows: n, cols: n, maximize: true)
+        checkValid(full, c, rows: n, cols: n, "conflict")
+        let small = [3.0, 5, 1, 4, 2, 0, 1, 0, 2]          // rows 0 and 1 both best in column 1
+        let rs = try LinearAssignment.solve(small, rows: 3, cols: 3, maximize: true)
+        assertRelEqual(rs.total, bruteForce(small, rows: 3, cols: 3, maximize: true), "small conflict")
+    }
+
     func testRejectsNaNAndUnboundedEntries() {
         var c = [Double](repeating: 1, count: 12)
         c[7] = .nan
