@@ -20,9 +20,11 @@ public enum Forensics {
     /// A quantized side whose every tested block is a rounding of the float side's weights (or of one quantized copy
     /// of them), whatever the error: heavy-tailed weights requantized from a Q8_0 copy lose 12% under Q4_K, and a
     /// skewed importance matrix makes Q4_1 err 4–12 times more than the reference requantization. A change that every
-    /// block hides has an error of the requantization's own size.
+    /// block hides has an error of the requantization's own size. A rounding may take any scale and offset, so the
+    /// rows must also keep the float side's gain and mean (`rescaledRows`; 1.5·W quantized passes every block); rows
+    /// off them only withhold the proof, they accuse nothing (an extreme importance matrix moves a few rows' gain).
     static func provenRounding(_ e: TensorEvidence) -> Bool {
-        (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0
+        (e.roundingBlocks ?? 0) > 0 && e.unroundedBlocks == 0 && !e.rescaledBeyondRounding
     }
 
     /// Two IEEE float types (F64, F32, F16, BF16): converters round between them deterministically (the roundings

@@ -14,18 +14,24 @@ guard CPU.supportsKernels else {
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
 wscan_install_interrupt_handler()
 
-// `wscan help NAME…` prints the root help for a name that is no command (ArgumentParser's behaviour): a usage error.
+// `wscan help NAME…` and `wscan NAME… --help` print the root help for a name that is no command (ArgumentParser's
+// behaviour): a usage error. Names are walked while the command has subcommands; then come its arguments.
 func unknownHelpTopic(_ argv: [String]) -> String? {
-    guard argv.first == "help" else { return nil }
+    let names: ArraySlice<String>
+    if argv.first == "help" { names = argv.dropFirst().prefix { !$0.hasPrefix("-") } }
+    else if argv.contains("--help") || argv.contains("-h") { names = argv.prefix { !$0.hasPrefix("-") } }
+    else { return nil }
     var cmd: ParsableCommand.Type = Wscan.self
     var path = "wscan"
-    for name in argv.dropFirst() where !name.hasPrefix("-") {
+    for name in names {
         let subs: [ParsableCommand.Type] = cmd.configuration.subcommands
+        if subs.isEmpty { break }                     // the rest are the command's own arguments
         var found: ParsableCommand.Type? = nil
         for s in subs where s._commandName == name { found = s }
         guard let sub = found else {
+            if cmd == Wscan.self && name == "help" { break }      // `wscan help help`
             let known = subs.filter { $0.configuration.shouldDisplay }.map { $0._commandName }.joined(separator: ", ")
-            return "wscan: help: '\(path)' has no command '\(name)'" + (known.isEmpty ? "" : " (commands: \(known))")
+            return "wscan: '\(path)' has no command '\(name)'" + (known.isEmpty ? "" : " (commands: \(known))")
         }
         cmd = sub
         path += " " + name

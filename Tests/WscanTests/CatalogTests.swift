@@ -242,8 +242,11 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try runWscan(["help", "analyze", "spectrum"]).status, 0)
         let bogus = try runWscan(["help", "analyze", "bogus"])
         XCTAssertEqual(bogus.status, 2)
-        XCTAssertEqual(bogus.err, "wscan: help: 'wscan analyze' has no command 'bogus' (commands: spectrum, sparsity, saliency)\n")
+        XCTAssertEqual(bogus.err, "wscan: 'wscan analyze' has no command 'bogus' (commands: spectrum, sparsity, saliency)\n")
         XCTAssertFalse(try runWscan(["help", "nope"]).err.contains("_bench"))
+        XCTAssertEqual(try runWscan(["nope", "--help"]).status, 2)
+        XCTAssertEqual(try runWscan(["help", "help"]).status, 0)
+        XCTAssertEqual(try runWscan(["compare", "a.safetensors", "b.gguf", "--help"]).status, 0)   // arguments, not commands
     }
 
     /// Names and metadata in a checkpoint are untrusted: escape sequences in them must not reach the terminal, in

@@ -107,6 +107,48 @@ final class QuantizedChangeTests: XCTestCase {
         XCTAssertEqual(GGMLQuant.unroundedBlocks("Q6_K", quantized: q, source: x)?.checked, 1024)
     }
 
+    /// A rounding may take any scale and offset, so weights scaled (whole tensors, or row by row) or shifted before
+    /// quantizing pass every block; the rows' gain and mean against A show it (found by review: 1.5·W as Q8_0 read
+    /// as "same weights re-encoded" at 50% error). The plain copy stays a re-encoding.
+    func testScaledOrShiftedWeightsAreNotRoundings() throws {
+        let d = tmp.path("s")
+        _ = try runPython("""
+        import numpy as np, gguf, os
+        from safetensors.numpy import load_file
+        d = \(pyStr(d)); os.makedirs(d, exist_ok=True)
+        A = load_file(\(pyStr(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)))
+        T = gguf.GGMLQuantizationType
+        rng = np.random.default_rng(0)
+        def write(name, qt, f):
+            w = gguf.GGUFWriter(f"{d}/{name}", "mlp")
+            for k, v in A.items():
+                if v.ndim == 2 and v.shape[-1] % 32 == 0: w.add_tensor(k, gguf.quants.quantize(f(v).astype(np.float32), qt), raw_dtype=qt)
+                else: w.add_tensor(k, v)
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        write("plain.gguf", T.Q8_0, lambda v: v)
+        write("scaled.gguf", T.Q8_0, lambda v: v * 1.5)
+        write("rows.gguf", T.Q8_0, lambda v: v * rng.uniform(0.5, 2.0, size=(v.shape[0], 1)))
+        write("q4_scaled.gguf", T.Q4_0, lambda v: v * 1.5)
+        write("q4_1_shift.gguf", T.Q4_1, lambda v: v + 0.05)
+        """)
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        for (f, reencoded) in [("plain.gguf", true), ("scaled.gguf", false), ("rows.gguf", false), ("q4_scaled.gguf", false), ("q4_1_shift.gguf", false)] {
+            let r = try runWscan(["compare", a, d + "/" + f, "--db", tmp.path("s.db"), "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+            let v = try XCTUnwrap(j["verdict"] as? [String: Any]), tensors = try XCTUnwrap(j["tensors"] as? [[String: Any]])
+            XCTAssertEqual(v["kind"] as? String == "reencoded", reencoded, "\(f): \(v)")
+            // (the plain copy is gguf-py's exact requantization: proven without the block test)
+            guard !reencoded else { continue }
+            let quantized = tensors.filter { $0["rescaleRowsChecked"] != nil }
+            XCTAssertEqual(quantized.count, 3, f)
+            // every block passes the rounding test either way; only the rows tell
+            XCTAssertTrue(quantized.allSatisfy { $0["unroundedBlocks"] as? Int == 0 }, f)
+            let off = quantized.reduce(0) { $0 + ($1["rescaledRows"] as? Int ?? 0) }
+            XCTAssertGreaterThan(off, 50, f)
+        }
+    }
+
     /// GGUF files written by gguf-py: A quantized by gguf-py and by an importance-style search that stores the
     /// least-squares scale (as llama.cpp's make_qx_quants does) are re-encodings; A with a rank-4 update of 0.5% of
     /// ‖W‖ merged before Q4_0 (hidden under Q4_0's ~9% error) is a changed copy; a 5% update before Q5_1 is a
