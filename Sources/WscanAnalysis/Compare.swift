@@ -43,11 +43,7 @@ public struct TensorEvidence: Codable, Sendable {
     /// and `requantizedBlocks` how many fewer than against the weights themselves.
     public var requantizedFrom: String? = nil
     public var requantizedBlocks: Int? = nil
-    /// Rows (of the quantized layout) whose quantized values are not the float side's to within the rounding's own
-    /// error: a gain off 1 or a mean shift beyond what the row's error allows (Comparator.rescaledRows). The block
-    /// test is blind to both, since a rounding may take any scale and offset: 1.5·W quantized passed every block.
-    public var rescaledRows: Int? = nil
-    public var rescaleRowsChecked: Int? = nil
+
     /// Positions where the sides differ and one of them is NaN/±Inf (left out of cosine, L2 and max |Δ|).
     public var nonFiniteChanged: Int = 0
 
@@ -56,11 +52,6 @@ public struct TensorEvidence: Codable, Sendable {
     public var quantizedFromOther: Bool {
         guard let bad = unroundedBlocks, let n = roundingBlocks else { return false }
         return bad >= 2 && Double(bad) > 0.001 * Double(n)
-    }
-    /// More than one row, and more than 1% of them, off the float side's gain or mean (`rescaledRows`).
-    var rescaledBeyondRounding: Bool {
-        guard let off = rescaledRows, let n = rescaleRowsChecked else { return false }
-        return off >= 2 && Double(off) > 0.01 * Double(n)
     }
 }
 
@@ -124,38 +115,6 @@ public struct CompareResult: Codable, Sendable {
 }
 
 public enum Comparator {
-    /// Rows where the quantized values q are not an unbiased rounding of x: a least-squares fit q ≈ g·x + h per row
-    /// (`rowLength` elements) must have g within [1 − ρ² − τ, 1 + τ] and |h| ≤ τ_h, where ρ is the row's relative
-    /// error ‖q − x‖/‖x‖ (a quantizer that fits its scale by least squares shrinks the row to g = 1 − ρ²; one that
-    /// rounds at a max-based scale keeps g ≈ 1), τ = 0.01 + 8·ρ_fit/√n (eight standard errors of g, ρ_fit the error
-    /// left after the fit, for errors independent of x) and τ_h = 0.01·rms(x) + 8·rms(residual)/√n. Rows with NaN/±Inf or all-zero x are skipped.
-    public static func rescaledRows(quantized q: [Float], source x: [Float], rowLength n: Int) -> (checked: Int, off: Int) {
-        guard n > 1, q.count == x.count, x.count % n == 0 else { return (0, 0) }
-        var off = 0, checked = 0
-        for r in 0..<(x.count / n) {
-            var sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0, syy = 0.0, see = 0.0
-            var finite = true
-            for i in (r * n)..<((r + 1) * n) {
-                let a = Double(x[i]), b = Double(q[i])
-                guard a.isFinite, b.isFinite else { finite = false; break }
-                sx += a; sy += b; sxx += a * a; sxy += a * b; syy += b * b; see += (b - a) * (b - a)
-            }
-            guard finite, sxx > 0 else { continue }
-            let nn = Double(n), mx = sx / nn, my = sy / nn
-            let vx = sxx / nn - mx * mx
-            guard vx > 1e-12 * sxx / nn else { continue }           // a constant row: no gain to fit
-            checked += 1
-            let cov = sxy / nn - mx * my, g = cov / vx, h = my - g * mx
-            // the error left after the fit (the rounding's own) sets the tolerance; the raw error the shrink allowed
-            let residual = max(0, syy / nn - my * my - cov * cov / vx)
-            let rho = (see / sxx).squareRoot(), rhoFit = (residual * nn / sxx).squareRoot()
-            let tau = 0.01 + 8 * rhoFit / nn.squareRoot()
-            let tauH = 0.01 * (sxx / nn).squareRoot() + 8 * residual.squareRoot() / nn.squareRoot()
-            if g < 1 - rho * rho - tau || g > 1 + tau || abs(h) > tauH { off += 1 }
-        }
-        return (checked, off)
-    }
-
     /// How a pair is matched when B holds the matrix transposed (B's values are compared transposed back): by name,
     /// or by position among the tensors whose names differ.
     public static let transposedMatch = "name+transposed"
@@ -356,7 +315,6 @@ public enum Comparator {
                     if let r = GGMLQuant.unroundedBlocks(qt.rawValue, quantized: qv, source: src, sourceBits: bits, requantized: true) {
                         ev.roundingBlocks = r.checked; ev.unroundedBlocks = r.unrounded
                         ev.requantizedFrom = r.via; ev.requantizedBlocks = r.via == nil ? nil : r.viaBlocks
-                        (ev.rescaleRowsChecked, ev.rescaledRows) = rescaledRows(quantized: qv, source: src, rowLength: last)
                     }
                 }
             }

@@ -423,6 +423,18 @@ public enum GGMLQuant {
             }
             return false
         }
+        /// An all-zero block of a one-scale type (Q8_0, legacy) where x is not: the scale a block stores is its
+        /// largest magnitude over the code range (or its range), which float16 keeps above zero unless x is within
+        /// 127 × float16's smallest step of zero (the codes are all zero then). The feasibility test alone takes scale 0
+        /// for any block, and so missed rows zeroed before quantizing. (A k-quant sub-block's 6- or 8-bit scale
+        /// may round to zero beside larger ones in its super-block: not tested there.)
+        let oneScale = n == 32 && blockLayout(quantizedType) != nil || quantizedType == "Q8_0"
+        func zeroed(_ b: Int) -> Bool {
+            guard oneScale else { return false }
+            var amax: Float = 0
+            for i in 0..<n { if q[b + i] != 0 { return false }; amax = max(amax, abs(x[b + i])) }
+            return Float(Float16(amax / 127)) > 0
+        }
         /// The tested blocks (evenly spaced, NaN/±Inf skipped) that fail, or, with `limit`, nil once more than limit do.
         func failing(_ copy: (type: String, reciprocal: Bool, variant: Int)?, among: [Int]? = nil, limit: Int = .max) -> (checked: Int, bad: [Int])? {
             var checked = 0, bad: [Int] = []
@@ -433,7 +445,7 @@ public enum GGMLQuant {
                 for i in 0..<n where !(x[b + i].isFinite && q[b + i].isFinite) { finite = false; break }
                 guard finite else { continue }
                 checked += 1
-                if !(blockCodes(q, b, n, codes: codes, offset: offset, into: &k) && passes(b, copy: copy)) {
+                if !(blockCodes(q, b, n, codes: codes, offset: offset, into: &k) && !zeroed(b) && passes(b, copy: copy)) {
                     bad.append(blk)
                     if bad.count > limit { return nil }
                 }
