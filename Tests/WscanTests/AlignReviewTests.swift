@@ -613,4 +613,27 @@ extension AlignReviewTests {
         XCTAssertFalse((always["notes"] as? [String] ?? []).contains { $0.contains("kept in place") }, "\(always)")
     }
 
+
+    /// Above 2048 units the independence test matches greedily (best pairs first): a permutation always; between
+    /// related units (every row's best column its own) the optimal matching itself; on unrelated similarities a total
+    /// below the optimum but near it.
+    func testGreedyMatchingIsAPermutationAndExactWhenRowsAgree() throws {
+        var rng = SplitMix64(seed: 9)
+        let n = 300
+        var perm = Array(0..<n)
+        for i in stride(from: n - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var c = (0..<(n * n)).map { _ in Float.random(in: -0.2..<0.2, using: &rng) }
+        for i in 0..<n { c[i * n + perm[i]] = (i % 2 == 0 ? 1 : -1) * Float.random(in: 0.6..<1, using: &rng) }   // signs ignored
+        XCTAssertEqual(IndependenceTest.greedyMatch(c, n: n)?.perm, perm)
+        // unrelated: a permutation, within a few percent of the optimal total
+        let r = (0..<(n * n)).map { _ in Float.random(in: -1..<1, using: &rng) }
+        let g = try XCTUnwrap(IndependenceTest.greedyMatch(r, n: n))
+        XCTAssertEqual(Set(g.perm), Set(0..<n))
+        let opt = try LinearAssignment.solve(r.map { Double(abs($0)) }, rows: n, cols: n, maximize: true)
+        XCTAssertLessThanOrEqual(g.total, opt.total + 1e-9)
+        XCTAssertGreaterThan(g.total, 0.9 * opt.total)
+        var nan = r; nan[5] = .nan
+        XCTAssertNil(IndependenceTest.greedyMatch(nan, n: n))
+    }
+
 }
