@@ -620,8 +620,7 @@ extension AlignReviewTests {
     func testGreedyMatchingIsAPermutationAndExactWhenRowsAgree() throws {
         var rng = SplitMix64(seed: 9)
         let n = 300
-        var perm = Array(0..<n)
-        for i in stride(from: n - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let perm = Array(0..<n).shuffled(using: &rng)
         var c = (0..<(n * n)).map { _ in Float.random(in: -0.2..<0.2, using: &rng) }
         for i in 0..<n { c[i * n + perm[i]] = (i % 2 == 0 ? 1 : -1) * Float.random(in: 0.6..<1, using: &rng) }   // signs ignored
         XCTAssertEqual(IndependenceTest.greedyMatch(c, n: n)?.perm, perm)

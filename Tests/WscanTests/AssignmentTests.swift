@@ -120,8 +120,7 @@ final class AssignmentTests: XCTestCase {
     func testDistinctBestColumnsAreOptimal() throws {
         var rng = SplitMix64(seed: 5)
         let n = 300
-        var perm = Array(0..<n)
-        for i in stride(from: n - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let perm = Array(0..<n).shuffled(using: &rng)
         var c = (0..<(n * n)).map { _ in Double.random(in: -1..<1, using: &rng) }
         for i in 0..<n { c[i * n + perm[i]] = 2 + Double.random(in: 0..<1, using: &rng) }
         let r = try LinearAssignment.solve(c, rows: n, cols: n, maximize: true)
