@@ -368,13 +368,14 @@ public enum GGMLQuant {
     ///
     /// With `requantized`, the tensor may instead have been quantized from a quantized copy of x (`llama-quantize
     /// --allow-requantize` from a Q8_0, Q5_0, … file): when some copy explains the tensor (all but a stray block), the
-    /// tensor is judged by it and `via` names it ("Q8_0", or "Q5_0 of F16" when x went through a narrower float first). The copies tried are
-    /// x's round trips through Q8_0 (gguf-py's and llama.cpp's rounding) and Q4_0, Q4_1, Q5_0, Q5_1, each from x as
-    /// it is, rounded to F16, or to BF16 (nearest, truncated), of those types with at least four times this type's
-    /// steps per block (Q8_0 for every type; the 5-bit ones for Q2_K and Q3_K; the 4-bit ones for Q2_K). One hypothesis per tensor, not the best of all per
-    /// block: a round trip moves weights by about as much as a small change does, and 24 of them tried block by block
-    /// would excuse a change's blocks by chance. The hypothesis is chosen on up to 512 of the blocks that fail
-    /// directly (it must pass most of them), then tested on every block.
+    /// tensor is judged by it and `via` names it ("Q8_0", or "Q5_0 of F16" when x went through a narrower float
+    /// first). The copies tried are x's round trips through Q8_0 (gguf-py's and llama.cpp's rounding) and Q4_0, Q4_1,
+    /// Q5_0, Q5_1, each from x as it is, rounded to F16, or to BF16 (nearest, truncated), of those types with at least
+    /// four times this type's steps per block (Q8_0 for every type; the 5-bit ones for Q2_K and Q3_K; the 4-bit ones
+    /// for Q2_K). One hypothesis per tensor, not the best of all per block: a round trip moves weights by about as
+    /// much as a small change does, and 24 of them tried block by block would excuse a change's blocks by chance.
+    /// The hypothesis is chosen on up to 512 of the blocks that fail directly (it must pass most of them), then
+    /// tested on every block.
     public static func unroundedBlocks(_ quantizedType: String, quantized q: [Float], source x: [Float], sourceBits: Int? = nil,
                                        requantized: Bool = false, maxBlocks: Int = 1 << 16)
         -> (checked: Int, unrounded: Int, via: String?, viaBlocks: Int)? {
@@ -428,7 +429,7 @@ public enum GGMLQuant {
         /// 127 × float16's smallest step of zero (the codes are all zero then). The feasibility test alone takes scale 0
         /// for any block, and so missed rows zeroed before quantizing. (A k-quant sub-block's 6- or 8-bit scale
         /// may round to zero beside larger ones in its super-block: not tested there.)
-        let oneScale = n == 32 && blockLayout(quantizedType) != nil || quantizedType == "Q8_0"
+        let oneScale = blockLayout(quantizedType) != nil
         func zeroed(_ b: Int) -> Bool {
             guard oneScale else { return false }
             var amax: Float = 0

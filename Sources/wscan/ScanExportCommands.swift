@@ -43,7 +43,7 @@ struct Scan: ParsableCommand {
                 var note: String? = nil
                 if w == nil {
                     switch FormatDetector.sniffContent(path: f) {
-                    case .safetensors, .gguf: note = "\(FormatDetector.formatName(path: f)): tensors and metadata only, nothing to unpickle"
+                    case let kind where kind == .safetensors || kind == .gguf: note = "\(kind.rawValue): tensors and metadata only, nothing to unpickle"
                     case .unknown, .lfsPointer: note = "not a checkpoint format wscan recognises; scanned as bytes a loader might unpickle: nothing imports"
                     default: break
                     }
