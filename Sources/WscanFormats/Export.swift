@@ -16,15 +16,21 @@ public enum Exporter {
                                                .f8e4m3, .f8e5m2, .f8e8m0, .f8e4m3fnuz, .f8e5m2fnuz, .f4]
 
     /// Writes `ck`'s tensors (filtered by `include`) to `out`. Refuses to overwrite any of the checkpoint's own files.
-    /// `replacing` gives new values (row-major, same shape) for some tensors, e.g. pruned or permuted weights. With
+    /// `replacing` gives new values (row-major, same shape) for some tensors, e.g. pruned or permuted weights;
+    /// `replacingLazily` gives them as closures called while the file is written, one tensor at a time, so exporting
+    /// a pruned large model holds one tensor, not the model (tensors kept as they are go from the mapped file to
+    /// the output without a copy). With
     /// `keep` they are written in the tensor's own dtype: F16, BF16 and F32 hold every value that came from them
     /// exactly; an F64 tensor keeps its original value wherever the (non-zero) replacement equals it rounded to float32
     /// (so pruning an F64 tensor changes only the pruned elements, which become exact zeros); any other dtype becomes F32 (listed in `converted`).
     public static func export(_ ck: Checkpoint, to out: String, dtype: TargetDType, include: (TensorInfo) -> Bool,
-                              replacing: [String: [Float]] = [:], adding: [SafetensorsWriter.Entry] = [],
+                              replacing: [String: [Float]] = [:],
+                              replacingLazily: [String: @Sendable () throws -> [Float]] = [:],
+                              adding: [SafetensorsWriter.Entry] = [],
                               metadata: [String: String] = [:]) throws -> Report {
         try ck.refuseToOverwrite(out)
         var entries: [SafetensorsWriter.Entry] = []
+        let notes = Notes()                         // filled in while writing (F64 values rounded)
         var converted: [String: String] = [:]
         var skipped: [String: String] = [:]
         var names = Set<String>()
@@ -37,39 +43,51 @@ public enum Exporter {
             // Only floating-point tensors are converted to a target dtype; integer and bool tensors keep theirs.
             let keepRaw = (dtype == .keep || !t.dtype.isFloatingPoint) && safetensorsTypes.contains(t.dtype) && t.layout == .contiguous
                 && !t.bigEndian && t.dtype.byteCount(elements: t.elementCount) == t.byteCount
-            if let r = replacing[t.name] {
-                guard r.count == t.elementCount else { throw FormatError(.shape, "replacement for '\(t.name)' has \(r.count) values, the tensor \(t.elementCount)") }
+            let eager = replacing[t.name]
+            if eager != nil || replacingLazily[t.name] != nil {
+                let lazy = replacingLazily[t.name]
+                let values: @Sendable () throws -> [Float] = {
+                    let r = try eager ?? lazy!()
+                    guard r.count == t.elementCount else { throw FormatError(.shape, "replacement for '\(t.name)' has \(r.count) values, the tensor \(t.elementCount)") }
+                    return r
+                }
+                if let r = eager, r.count != t.elementCount { _ = try values() }     // fails now, before any file is written
+                let n = t.elementCount
                 switch (dtype, t.dtype) {
-                case (.keep, .f32): entries.append(.init(name: t.name, shape: t.shape, floats: r))
-                case (.keep, .f16): entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(r)))
-                case (.keep, .bf16): entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(r)))
+                case (.keep, .f32): entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(values())) })
+                case (.keep, .f16): entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(values())) })
+                case (.keep, .bf16): entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(values())) })
                 case (.keep, .f64):
-                    // The original doubles where they can be read in row-major order straight from the file.
-                    let raw = ck.bytes(of: t)
-                    let old: [Double]? = t.layout == .contiguous && !t.bigEndian && raw.count >= r.count * 8
-                        ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
-                    var b = [UInt8](repeating: 0, count: r.count * 8)
-                    var rounded = 0                       // non-zero values that could not be given their double back
-                    b.withUnsafeMutableBytes { p in
-                        for i in r.indices {
-                            var v = Double(r[i])
-                            if let o = old?[i], r[i] != 0, Float(o) == r[i] || (r[i].isNaN && o.isNaN) { v = o }
-                            else if r[i] != 0 && Double(r[i]) != old?[i] { rounded += 1 }
-                            p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                    entries.append(lazyEntry(t.name, .f64, t.shape, n) { sink in
+                        let r = try values()
+                        // The original doubles where they can be read in row-major order straight from the file.
+                        let raw = ck.bytes(of: t)
+                        let old: [Double]? = t.layout == .contiguous && !t.bigEndian && raw.count >= r.count * 8
+                            ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
+                        var b = [UInt8](repeating: 0, count: r.count * 8)
+                        var rounded = 0                       // non-zero values that could not be given their double back
+                        b.withUnsafeMutableBytes { p in
+                            for i in r.indices {
+                                var v = Double(r[i])
+                                if let o = old?[i], r[i] != 0, Float(o) == r[i] || (r[i].isNaN && o.isNaN) { v = o }
+                                else if r[i] != 0 && Double(r[i]) != old?[i] { rounded += 1 }
+                                p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                            }
                         }
-                    }
-                    entries.append(.init(name: t.name, dtype: .f64, shape: t.shape, bytes: b))
-                    if rounded > 0 { converted[t.name] = "F64 with \(rounded) of \(r.count) values at float32 precision (moved or changed values)" }
-                case (.keep, _), (.F32, _): 
+                        if rounded > 0 { notes.set(t.name, "F64 with \(rounded) of \(r.count) values at float32 precision (moved or changed values)") }
+                        try sink(b)
+                    })
+                case (.keep, _), (.F32, _):
                     if dtype == .keep { converted[t.name] = t.dtype == .f32 ? "F32 view made contiguous" : "\(t.dtype.rawValue)→F32" }
-                    entries.append(.init(name: t.name, shape: t.shape, floats: r))
-                case (.F16, _): entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(r)))
-                case (.BF16, _): entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(r)))
+                    entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(values())) })
+                case (.F16, _): entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(values())) })
+                case (.BF16, _): entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(values())) })
                 }
                 continue
             }
             if keepRaw {
-                entries.append(.init(name: t.name, dtype: t.dtype, shape: t.shape, bytes: Array(ck.bytes(of: t))))
+                // Straight from the mapped file to the output.
+                entries.append(.init(name: t.name, dtype: t.dtype, shape: t.shape, byteCount: t.byteCount) { sink in try sink(ck.bytes(of: t)) })
                 continue
             }
             // Complex tensors other than little-endian C64 (C128, big-endian C64) have no safetensors type wscan
@@ -78,19 +96,16 @@ public enum Exporter {
                 skipped[t.name] = "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : ""): only little-endian C64 is kept as is (no complex conversion)"
                 continue
             }
-            let v: [Float]
-            do { v = try TensorData.floats(ck, t) } catch let e as FormatError where e.kind == .bounds {
-                skipped[t.name] = e.message    // a broadcast view too large to expand
-                continue
-            }
+            if let why = TensorData.unexpandable(t) { skipped[t.name] = why; continue }     // a broadcast view too large to expand
             let target: TargetDType = dtype == .keep || !t.dtype.isFloatingPoint ? .F32 : dtype
             if dtype == .keep || !t.dtype.isFloatingPoint {
                 converted[t.name] = t.dtype == .f32 && !t.bigEndian ? "F32 view made contiguous" : "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : "")→F32"
             }
+            let n = t.elementCount
             switch target {
-            case .F32, .keep: entries.append(.init(name: t.name, shape: t.shape, floats: v))
-            case .F16: entries.append(.init(name: t.name, dtype: .f16, shape: t.shape, bytes: Self.f16Bytes(v)))
-            case .BF16: entries.append(.init(name: t.name, dtype: .bf16, shape: t.shape, bytes: Self.bf16Bytes(v)))
+            case .F32, .keep: entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(TensorData.floats(ck, t))) })
+            case .F16: entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(TensorData.floats(ck, t))) })
+            case .BF16: entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(TensorData.floats(ck, t))) })
             }
         }
         // Nothing to write: no file is written (one that is already at `out` stays as it was).
@@ -101,8 +116,27 @@ public enum Exporter {
             throw FormatError(.unsupported, "no tensor can be exported (\(why)\(skipped.count > 3 ? "; …" : ""))")
         }
         try SafetensorsWriter.write(entries, metadata: metadata, to: out)
-        return Report(tensors: entries.count, bytes: entries.reduce(0) { $0 + $1.bytes.count }, converted: converted, skipped: skipped)
+        converted.merge(notes.all) { _, new in new }
+        return Report(tensors: entries.count, bytes: entries.reduce(0) { $0 + $1.byteCount }, converted: converted, skipped: skipped)
     }
+
+    /// Conversion notes recorded by lazy entries while the file is written (the writer calls them in turn).
+    final class Notes: @unchecked Sendable {
+        private var d: [String: String] = [:]
+        private let lock = NSLock()
+        func set(_ k: String, _ v: String) { lock.lock(); d[k] = v; lock.unlock() }
+        var all: [String: String] { lock.lock(); defer { lock.unlock() }; return d }
+    }
+
+    /// An entry of `n` elements of `dtype` whose bytes `make` hands to the writer's sink when it gets to it.
+    static func lazyEntry(_ name: String, _ dtype: DType, _ shape: [Int], _ n: Int,
+                          _ make: @escaping @Sendable (_ sink: ([UInt8]) throws -> Void) throws -> Void) -> SafetensorsWriter.Entry {
+        SafetensorsWriter.Entry(name: name, dtype: dtype, shape: shape, byteCount: dtype.byteCount(elements: n) ?? -1) { sink in
+            try make { bytes in try bytes.withUnsafeBytes { try sink($0) } }
+        }
+    }
+
+    static func floatBytes(_ v: [Float]) -> [UInt8] { v.withUnsafeBytes { Array($0) } }
 
     static func f16Bytes(_ v: [Float]) -> [UInt8] {
         var b = [UInt8](); b.reserveCapacity(v.count * 2)

@@ -8,12 +8,23 @@ public enum SafetensorsWriter {
         public var name: String
         public var dtype: DType
         public var shape: [Int]
+        /// The tensor's bytes, or the count a `produce` closure will hand the writer.
+        public var byteCount: Int
+        /// Eager bytes (empty for a lazy entry).
         public var bytes: [UInt8]
+        /// A lazy entry's bytes: called once, while the file is written, with a sink taking them in one or more
+        /// pieces, so a writer of a large model holds one tensor (or one piece of it) at a time, not the model.
+        public var produce: (@Sendable (_ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void)?
+
         public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
-            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes; byteCount = bytes.count; produce = nil
         }
         public init(name: String, shape: [Int], floats: [Float]) {
             self.init(name: name, dtype: .f32, shape: shape, bytes: floats.withUnsafeBytes { Array($0) })
+        }
+        public init(name: String, dtype: DType, shape: [Int], byteCount: Int,
+                    produce: @escaping @Sendable (_ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = []; self.byteCount = byteCount; self.produce = produce
         }
     }
 
@@ -24,12 +35,12 @@ public enum SafetensorsWriter {
         let sorted = entries.sorted { $0.name < $1.name }
         for e in sorted {
             guard seen.insert(e.name).inserted else { throw FormatError(.duplicate, "duplicate tensor name '\(e.name)'") }
-            guard let n = elementCount(e.shape), e.dtype.byteCount(elements: n) == e.bytes.count else {
-                throw FormatError(.layout, "tensor '\(e.name)': \(e.bytes.count) bytes do not match shape \(e.shape) \(e.dtype.rawValue)")
+            guard let n = elementCount(e.shape), e.dtype.byteCount(elements: n) == e.byteCount else {
+                throw FormatError(.layout, "tensor '\(e.name)': \(e.byteCount) bytes do not match shape \(e.shape) \(e.dtype.rawValue)")
             }
             let shape = e.shape.map(String.init).joined(separator: ",")
-            header.append((e.name, "{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}"))
-            offset += e.bytes.count
+            header.append((e.name, "{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}"))
+            offset += e.byteCount
         }
         var json = "{"
         if !metadata.isEmpty {
@@ -39,26 +50,40 @@ public enum SafetensorsWriter {
         json += header.map { "\(quote($0.0)):\($0.1)" }.joined(separator: ",") + "}"
         var h = Array(json.utf8)
         while h.count % 8 != 0 { h.append(0x20) }
-        var out = Data()
         var len = UInt64(h.count).littleEndian
-        withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
-        out.append(contentsOf: h)
-        for e in sorted { out.append(contentsOf: e.bytes) }
         // Written beside the target and renamed over it, so a reader never sees half a file. Failures say why.
+        // Tensors are written one after another as they are produced: nothing holds the whole file.
         let tmp = path + ".tmp-\(getpid())"
         func reason() -> String { String(cString: strerror(errno)).lowercased() }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FormatError(.io, "cannot write \(path): \(reason())") }
-        var ok = true
-        out.withUnsafeBytes { (b: UnsafeRawBufferPointer) in
+        struct WriteFailed: Error { let why: String }
+        func put(_ b: UnsafeRawBufferPointer) throws {
             var done = 0
             while done < b.count {
                 let n = Glibc.write(fd, b.baseAddress! + done, b.count - done)
-                if n < 0 { if errno == EINTR { continue }; ok = false; break }
+                if n < 0 { if errno == EINTR { continue }; throw WriteFailed(why: reason()) }
                 done += n
             }
         }
-        if !ok { let why = reason(); close(fd); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
+        do {
+            try withUnsafeBytes(of: &len) { try put($0) }
+            try h.withUnsafeBytes { try put($0) }
+            for e in sorted {
+                guard let produce = e.produce else { try e.bytes.withUnsafeBytes { try put($0) }; continue }
+                var written = 0
+                try produce { piece in
+                    written += piece.count
+                    guard written <= e.byteCount else { throw FormatError(.layout, "tensor '\(e.name)': produced more than its \(e.byteCount) bytes") }
+                    try put(piece)
+                }
+                guard written == e.byteCount else { throw FormatError(.layout, "tensor '\(e.name)': produced \(written) of its \(e.byteCount) bytes") }
+            }
+        } catch let w as WriteFailed {
+            close(fd); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(w.why)")
+        } catch {
+            close(fd); unlink(tmp); throw error
+        }
         if close(fd) != 0 { let why = reason(); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(why)") }
         // A source file that shrank while it was read (SIGBUS turned into zero pages) makes this output wrong: it is
         // not put in place.

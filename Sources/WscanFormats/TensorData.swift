@@ -129,12 +129,18 @@ public enum TensorData {
     public static let maxViewExpansion = 16
     public static let maxExpandedElements = 1 << 28
 
+    /// Why a strided view is not materialised (see `maxViewExpansion`), or nil.
+    public static func unexpandable(_ t: TensorInfo) -> String? {
+        if case .strided = t.layout, t.elementCount > max(maxExpandedElements, maxViewExpansion * max(1, storedElements(t))) {
+            return "tensor '\(t.name)' is a view of \(t.elementCount) elements over \(storedElements(t)) stored (a broadcast or overlapping strides): not expanded"
+        }
+        return nil
+    }
+
     public static func floats(_ ck: Checkpoint, _ t: TensorInfo) throws -> [Float] {
         let n = t.elementCount * lanes(t.dtype)
         let ln = lanes(t.dtype)
-        if case .strided = t.layout, t.elementCount > max(maxExpandedElements, maxViewExpansion * max(1, storedElements(t))) {
-            throw FormatError(.bounds, "tensor '\(t.name)' is a view of \(t.elementCount) elements over \(storedElements(t)) stored (a broadcast or overlapping strides): not expanded")
-        }
+        if let why = unexpandable(t) { throw FormatError(.bounds, why) }
         // Decoded straight into the result (no staging buffer), the source pre-faulted in one call.
         ck.bytes(of: t).prefault()
         var stored = try [Float](unsafeUninitializedCapacity: storedElements(t) * ln) { dst, count in
