@@ -166,13 +166,13 @@ public enum Saliency {
     }
 
     /// Global top-fraction mask (1 = salient) and per-layer table.
-    public static func mask(_ scores: WeightSet, top: Double, source: SaliencySource) -> (mask: [String: [UInt8]], result: SaliencyResult) {
+    public static func mask(_ scores: WeightSet, top: Double, source: SaliencySource) throws -> (mask: [String: [UInt8]], result: SaliencyResult) {
         let tensors = scores.names
         let total = tensors.reduce(0) { $0 + scores.values[$1]!.count }
         let keep = DecimalFraction.times(top, total, .plain)        // round half up, on the decimal top
         // The (total − keep) least salient, found by selection, are masked out.
         let values = tensors.map { scores.values[$0]! }
-        var cut = Sparsity.cuts(values, counts: [total - keep])[0]
+        var cut = try Sparsity.cuts(ArraySource(values), counts: [total - keep])[0]
         if total - keep <= 0 { cut.none = true }
         var masks: [String: [UInt8]] = [:]
         var layers: [SaliencyLayer] = []

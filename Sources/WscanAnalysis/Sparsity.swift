@@ -121,13 +121,23 @@ public enum Sparsity {
 
     struct Chunk { let tensor: Int; let start: Int; let count: Int }
 
-    static func chunks(_ values: [[Float]]) -> [Chunk] {
+    static func chunks(_ counts: [Int]) -> [Chunk] {
         var out: [Chunk] = []
-        for (t, v) in values.enumerated() {
+        for (t, n) in counts.enumerated() {
             var s = 0
-            repeat { let c = min(chunkElements, v.count - s); out.append(Chunk(tensor: t, start: s, count: c)); s += c } while s < v.count
+            repeat { let c = min(chunkElements, n - s); out.append(Chunk(tensor: t, start: s, count: c)); s += c } while s < n
         }
         return out
+    }
+
+    /// Runs `body` for every index on all cores; the first error any call throws is rethrown.
+    static func parallel(_ n: Int, _ body: (Int) throws -> Void) throws {
+        let failure = UnsafeSendableBox<Error?>([nil])
+        DispatchQueue.concurrentPerform(iterations: n) { i in
+            if failure.array[0] != nil { return }
+            do { try body(i) } catch { failure.set(0, error) }
+        }
+        if let e = failure.array[0] { throw e }
     }
 
     /// Pass 1 over the weights: per-chunk histograms (kept for the boundary counts), merged per tensor by `hists`.
@@ -135,15 +145,15 @@ public enum Sparsity {
         let chunks: [Chunk]
         let chunksOf: [[Int]]                  // chunk indices of each tensor, in order
         let tab: [MagnitudeKernel.Histogram]
-        init(_ values: [[Float]]) {
-            let chunks = Sparsity.chunks(values)
-            var of = [[Int]](repeating: [], count: values.count)
+        init(_ src: TensorSource) throws {
+            let chunks = Sparsity.chunks(src.counts)
+            var of = [[Int]](repeating: [], count: src.counts.count)
             for (ci, c) in chunks.enumerated() { of[c.tensor].append(ci) }
             chunksOf = of
             let box = UnsafeSendableBox([MagnitudeKernel.Histogram?](repeating: nil, count: chunks.count))
-            DispatchQueue.concurrentPerform(iterations: chunks.count) { ci in
+            try parallel(chunks.count) { ci in
                 let c = chunks[ci]
-                box.set(ci, values[c.tensor].withUnsafeBufferPointer { MagnitudeKernel.histogram($0.baseAddress! + c.start, c.count) })
+                box.set(ci, try src.withChunk(c.tensor, start: c.start, count: c.count) { MagnitudeKernel.histogram($0, c.count) })
             }
             self.chunks = chunks
             tab = box.array.map { $0! }
@@ -169,7 +179,7 @@ public enum Sparsity {
     }
 
     /// Per-tensor histograms of |w| (pass 1 alone; the benchmark times it).
-    public static func histograms(_ values: [[Float]]) -> [Hist] { Tables(values).hists() }
+    public static func histograms(_ values: [[Float]]) throws -> [Hist] { try Tables(ArraySource(values)).hists() }
 
     /// A cut plus what it takes out of the boundary bin, per tensor: (count, Σw²).
     struct CutResult { var cut: PruneCut; var boundary: [Int: (count: Int, energy: Double)] }
@@ -185,13 +195,13 @@ public enum Sparsity {
     public static func count(_ s: Double, of n: Int) -> Int { min(n, max(0, DecimalFraction.times(s, n, .down))) }
 
     /// `counts`, when given, are exact numbers to prune per sparsity slot (one group only), instead of fractions.
-    static func cutResults(_ values: [[Float]], tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double],
-                           counts: [Int]? = nil) -> [[CutResult]] {
+    static func cutResults(_ src: TensorSource, tables: Tables, hists: [Hist], groups: [[Int]], sparsities: [Double],
+                           counts: [Int]? = nil) throws -> [[CutResult]] {
         let chunks = tables.chunks, chunksOf = tables.chunksOf
         // Boundary bins per group, and each chunk's slot map.
         struct Want { var k: Int; var bin: Int; var below: Int }
         var wants = [[Want]](), slotBins = [[Int]](), slotKeys = [[UInt32]]()
-        var groupOf = [Int](repeating: -1, count: values.count)
+        var groupOf = [Int](repeating: -1, count: src.counts.count)
         var slotOf = [[Int16]]()
         for (g, members) in groups.enumerated() {
             for t in members { groupOf[t] = g }
@@ -217,13 +227,13 @@ public enum Sparsity {
         }
         // Pass 2: per chunk, its elements in its group's boundary bins (|x| bits and index), split by bin.
         let lists = UnsafeSendableBox([MagnitudeKernel.Members](repeating: .empty, count: chunks.count))
-        DispatchQueue.concurrentPerform(iterations: chunks.count) { ci in
+        try parallel(chunks.count) { ci in
             let c = chunks[ci], g = groupOf[c.tensor]
             guard g >= 0, !slotBins[g].isEmpty else { return }
             let counts = slotBins[g].map { tables.count(ci, $0) }
             guard counts.contains(where: { $0 > 0 }) else { return }
-            let m = values[c.tensor].withUnsafeBufferPointer { p in
-                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p.baseAddress! + c.start, c.count, slotOf: $0.baseAddress!, keys: slotKeys[g], counts: counts) }
+            let m = try src.withChunk(c.tensor, start: c.start, count: c.count) { p in
+                slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p, c.count, slotOf: $0.baseAddress!, keys: slotKeys[g], counts: counts) }
             }
             lists.set(ci, m)
         }
@@ -267,17 +277,28 @@ public enum Sparsity {
     }
 
     /// Global cuts over `values` taken together, one per sparsity.
-    public static func cuts(_ values: [[Float]], sparsities: [Double]) -> [PruneCut] { globalCuts(values, sparsities, counts: nil) }
-
-    /// Global cuts that prune exactly `counts[i]` of `values` (the smallest magnitudes; NaN/±Inf never).
-    public static func cuts(_ values: [[Float]], counts: [Int]) -> [PruneCut] {
-        globalCuts(values, counts.map { _ in 0 }, counts: counts)
+    public static func cuts(_ values: [[Float]], sparsities: [Double]) throws -> [PruneCut] {
+        try globalCuts(ArraySource(values), sparsities, counts: nil)
     }
 
-    static func globalCuts(_ values: [[Float]], _ sparsities: [Double], counts: [Int]?) -> [PruneCut] {
-        let tables = Tables(values)
-        return cutResults(values, tables: tables, hists: tables.hists(), groups: [Array(values.indices)],
-                          sparsities: sparsities, counts: counts)[0].map(\.cut)
+    /// Global cuts that prune exactly `counts[i]` of the source's floats (the smallest magnitudes; NaN/±Inf never).
+    public static func cuts(_ src: TensorSource, counts: [Int]) throws -> [PruneCut] {
+        try globalCuts(src, counts.map { _ in 0 }, counts: counts)
+    }
+
+    static func globalCuts(_ src: TensorSource, _ sparsities: [Double], counts: [Int]?) throws -> [PruneCut] {
+        let tables = try Tables(src)
+        return try cutResults(src, tables: tables, hists: tables.hists(), groups: [Array(src.counts.indices)],
+                              sparsities: sparsities, counts: counts)[0].map(\.cut)
+    }
+
+    /// The cut each tensor of `src` gets at one sparsity (global: one cut shared by all; layer: each its own).
+    public static func cuts(_ src: TensorSource, scope: SparsityScope, sparsity: Double) throws -> [PruneCut] {
+        let tables = try Tables(src)
+        let n = src.counts.count
+        let groups = scope == .global ? [Array(0..<n)] : (0..<n).map { [$0] }
+        let rs = try cutResults(src, tables: tables, hists: tables.hists(), groups: groups, sparsities: [sparsity])
+        return (0..<n).map { rs[scope == .global ? 0 : $0][0].cut }
     }
 
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
@@ -299,28 +320,37 @@ public enum Sparsity {
             switch pattern {
             case .unstructured:
                 guard let c = cut?[name] else { continue }
-                for i in v.indices where pruned(v[i], tensor: ti, index: i, c) { v[i] = 0 }
+                apply(c, to: &v, tensor: ti)
             case let .nm(n, m):
-                // Groups of M consecutive input channels (axis 1) at a fixed output row and kernel position, as
-                // NVIDIA's ASP lays out 2:4 for linear and convolution weights.
                 guard let s = w.shapes[name], nmPrunable(s, m: m) else { continue }
-                let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
-                var idx = [Int](repeating: 0, count: m)
-                for o in 0..<s[0] {
-                    for r in 0..<inner {
-                        var c = 0
-                        while c < cin {
-                            for j in 0..<m { idx[j] = (o * cin + c + j) * inner + r }
-                            idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
-                            for j in 0..<n { v[idx[j]] = 0 }
-                            c += m
-                        }
-                    }
-                }
+                pruneNM(&v, shape: s, n: n, m: m)
             }
             out.values[name] = v
         }
         return out
+    }
+
+    /// Zeroes the weights of tensor number `tensor` that cut `c` prunes.
+    public static func apply(_ c: PruneCut, to v: inout [Float], tensor ti: Int) {
+        for i in v.indices where pruned(v[i], tensor: ti, index: i, c) { v[i] = 0 }
+    }
+
+    /// N zeros in every group of M consecutive input channels (axis 1) at a fixed output row and kernel position,
+    /// as NVIDIA's ASP lays out 2:4 for linear and convolution weights. The shape must be `nmPrunable`.
+    public static func pruneNM(_ v: inout [Float], shape s: [Int], n: Int, m: Int) {
+        let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
+        var idx = [Int](repeating: 0, count: m)
+        for o in 0..<s[0] {
+            for r in 0..<inner {
+                var c = 0
+                while c < cin {
+                    for j in 0..<m { idx[j] = (o * cin + c + j) * inner + r }
+                    idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
+                    for j in 0..<n { v[idx[j]] = 0 }
+                    c += m
+                }
+            }
+        }
     }
 
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
@@ -331,28 +361,42 @@ public enum Sparsity {
         tensors.filter { !nmPrunable(w.shapes[$0] ?? [], m: m) }
     }
 
+    /// Whether an N:M pattern leaves a tensor of this shape alone.
+    public static func nmUnprunable(_ shape: [Int], m: Int) -> Bool { !nmPrunable(shape, m: m) }
+
     /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.
-    public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) -> WeightSet {
+    public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) throws -> WeightSet {
         if case .nm = pattern { return prune(w, tensors: tensors, pattern: pattern) }
-        let values = tensors.map { w.values[$0]! }
-        let tables = Tables(values)
-        let groups = scope == .global ? [Array(values.indices)] : values.indices.map { [$0] }
-        let rs = cutResults(values, tables: tables, hists: tables.hists(), groups: groups, sparsities: [sparsity])
-        var cut: [String: PruneCut] = [:]
-        for (ti, n) in tensors.enumerated() { cut[n] = rs[scope == .global ? 0 : ti][0].cut }
-        return prune(w, tensors: tensors, cut: cut)
+        let c = try cuts(ArraySource(w, tensors: tensors), scope: scope, sparsity: sparsity)
+        return prune(w, tensors: tensors, cut: Dictionary(uniqueKeysWithValues: zip(tensors, c)))
     }
 
     /// 0, 5%, …, 95% (each the Double nearest its decimal: i/20, not i·0.05) and 99%.
     public static func defaultGrid() -> [Double] { (0..<20).map { Double($0) / 20 } + [0.99] }
 
-    /// The curve. `tensors` are the prunable tensors (by default every ≥2-D weight).
+    /// The curve. `tensors` are the prunable tensors (by default every ≥2-D weight). With an evaluator every point
+    /// is a pruned copy of `w` that the evaluator measures.
     public static func curve(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern,
                              grid: [Double] = defaultGrid(), tolerance: Double = 0.01, evaluator: Evaluator? = nil,
                              refine: Bool = true) throws -> SparsityCurve {
+        try curve(ArraySource(w, tensors: tensors), scope: scope, pattern: pattern, grid: grid, tolerance: tolerance,
+                  evaluating: evaluator.map { ($0, w) }, refine: refine)
+    }
+
+    /// The data-free curve over tensors read from `src` as the passes need them: memory holds the histograms,
+    /// the boundary bins' members and (for N:M) one tensor per core, not the model.
+    public static func curve(_ src: TensorSource, scope: SparsityScope, pattern: SparsityPattern, grid: [Double] = defaultGrid(),
+                             tolerance: Double = 0.01, refine: Bool = true) throws -> SparsityCurve {
+        try curve(src, scope: scope, pattern: pattern, grid: grid, tolerance: tolerance, evaluating: nil, refine: refine)
+    }
+
+    static func curve(_ src: TensorSource, scope: SparsityScope, pattern: SparsityPattern, grid: [Double], tolerance: Double,
+                      evaluating: (evaluator: Evaluator, weights: WeightSet)?, refine: Bool) throws -> SparsityCurve {
+        let tensors = src.names
+        let evaluator = evaluating?.evaluator
         var warnings: [String] = []
         if case let .nm(_, m) = pattern {
-            let skip = nmUnprunable(w, tensors: tensors, m: m)
+            let skip = tensors.indices.filter { !nmPrunable(src.shapes[$0], m: m) }.map { tensors[$0] }
             if skip.count == tensors.count {
                 throw SparsityError("\(pattern) needs an input axis (axis 1) that is a multiple of \(m); no tensor has one (\(skip.prefix(3).joined(separator: ", "))\(skip.count > 3 ? ", …" : ""))")
             }
@@ -360,11 +404,10 @@ public enum Sparsity {
                 warnings.append("\(pattern) leaves \(skip.count) tensors dense (input axis not a multiple of \(m)): \(skip.prefix(8).joined(separator: ", "))\(skip.count > 8 ? ", …" : "")")
             }
         }
-        let values = tensors.map { w.values[$0]! }
-        let tables = Tables(values)
+        let tables = try Tables(src)
         let H = tables.hists()
         let totalEnergy = H.reduce(0) { $0 + $1.energy }
-        let prunable = values.reduce(0) { $0 + $1.count }
+        let prunable = src.counts.reduce(0, +)
         // Nothing finite to prune (all NaN/±Inf, or empty tensors): every point would be the dense model.
         if prunable == H.reduce(0, { $0 + $1.nonFinite }) {
             throw SparsityError(prunable == 0 ? "the selected tensors hold no weights" : "every selected weight is NaN or ±Inf: nothing can be pruned")
@@ -373,19 +416,16 @@ public enum Sparsity {
         func evalPoints(_ sparsities: [Double]) throws -> [SparsityPoint] {
             if case let .nm(nz, m) = pattern {
                 // N:M has one sparsity: report it next to the dense model it is measured against.
-                // Achieved sparsity as for unstructured pruning: the share of weights the cut selects (N of every
-                // M in the tensors that take the pattern), not the zeros the model may already hold.
-                let pw = prune(w, tensors: tensors, pattern: pattern)
-                let dense = Set(nmUnprunable(w, tensors: tensors, m: m))
-                let selected = Dictionary(uniqueKeysWithValues: tensors.map { t in (t, dense.contains(t) ? 0 : w.values[t]!.count / m * nz) })
-                return [try point(0, w: w, pw: w, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator, selected: tensors.reduce(into: [:]) { $0[$1] = 0 }),
-                        try point(pattern.sparsityValue, w: w, pw: pw, tensors: tensors, totalEnergy: totalEnergy, evaluator: evaluator, selected: selected)]
+                let dense = SparsityPoint(sparsity: 0, achieved: 0, relativeError: 0, retainedEnergy: 1,
+                                          layers: tensors.map { .init(name: $0, sparsity: 0, relativeError: 0, retainedEnergy: 1) },
+                                          eval: try evaluating.map { try $0.evaluator.evaluate($0.weights) })
+                return [dense, try nmPoint(src, n: nz, m: m, totalEnergy: totalEnergy, evaluating: evaluating)]
             }
             // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
             var taken: [[Int: (count: Int, energy: Double)]] = Array(repeating: [:], count: sparsities.count)
-            let groups = scope == .global ? [Array(values.indices)] : values.indices.map { [$0] }
-            let rs = cutResults(values, tables: tables, hists: H, groups: groups, sparsities: sparsities)
+            let groups = scope == .global ? [Array(tensors.indices)] : tensors.indices.map { [$0] }
+            let rs = try cutResults(src, tables: tables, hists: H, groups: groups, sparsities: sparsities)
             for (ti, n) in tensors.enumerated() {
                 for (si, c) in rs[scope == .global ? 0 : ti].enumerated() {
                     perTensor[si][n] = c.cut
@@ -393,7 +433,8 @@ public enum Sparsity {
                 }
             }
             return try sparsities.enumerated().map { si, s in
-                try pointFromCuts(s, w: w, tensors: tensors, hists: H, cuts: perTensor[si], taken: taken[si], totalEnergy: totalEnergy, evaluator: evaluator)
+                try pointFromCuts(s, tensors: tensors, hists: H, cuts: perTensor[si], taken: taken[si], totalEnergy: totalEnergy,
+                                  evaluate: evaluating.map { e in { try e.evaluator.evaluate(prune(e.weights, tensors: tensors, cut: perTensor[si])) } })
             }
         }
 
@@ -423,8 +464,8 @@ public enum Sparsity {
                              essential: ess, evaluator: evaluator?.description, warnings: warnings.isEmpty ? nil : warnings)
     }
 
-    static func pointFromCuts(_ s: Double, w: WeightSet, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
-                              taken: [Int: (count: Int, energy: Double)], totalEnergy: Double, evaluator: Evaluator?) throws -> SparsityPoint {
+    static func pointFromCuts(_ s: Double, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
+                              taken: [Int: (count: Int, energy: Double)], totalEnergy: Double, evaluate: (() throws -> EvalResult)?) throws -> SparsityPoint {
         var layers: [SparsityPoint.LayerPoint] = []
         var prunedCount = 0, prunedEnergy = 0.0
         for (ti, n) in tensors.enumerated() {
@@ -440,8 +481,7 @@ public enum Sparsity {
             layers.append(.init(name: n, sparsity: h.n > 0 ? Double(pc) / Double(h.n) : 0, relativeError: f.squareRoot(), retainedEnergy: 1 - f))
         }
         let total = hists.reduce(0) { $0 + $1.n }
-        var e: EvalResult? = nil
-        if let evaluator { e = try evaluator.evaluate(prune(w, tensors: tensors, cut: cuts)) }
+        let e = try evaluate?()
         let f = prunedFraction(prunedEnergy, of: totalEnergy)
         return SparsityPoint(sparsity: s, achieved: total > 0 ? Double(prunedCount) / Double(total) : 0,
                              relativeError: f.squareRoot(), retainedEnergy: 1 - f, layers: layers, eval: e)
@@ -451,29 +491,35 @@ public enum Sparsity {
     /// 2⁻²⁶ may disagree in the last bits when everything is pruned.
     static func prunedFraction(_ pruned: Double, of total: Double) -> Double { total > 0 ? min(1, max(0, pruned / total)) : 0 }
 
-    /// `selected[t]`, when given, is how many of t's weights the cut selects (the achieved sparsity's numerator);
-    /// otherwise the zeros of the pruned tensor count.
-    static func point(_ s: Double, w: WeightSet, pw: WeightSet, tensors: [String], totalEnergy: Double, evaluator: Evaluator?,
-                      selected: [String: Int]? = nil) throws -> SparsityPoint {
-        var layers: [SparsityPoint.LayerPoint] = []
-        var zeros = 0, n = 0, pe = 0.0
-        for t in tensors {
-            let a = w.values[t]!, b = pw.values[t]!
-            var le = 0.0, lt = 0.0, lz = 0
-            for i in a.indices {
-                if b[i] == 0 { lz += 1 }
-                guard a[i].isFinite else { continue }        // as in the histogram path: Inf/NaN outside the energy
+    /// The N:M point, one tensor per core at a time. Achieved sparsity as for unstructured pruning: the share of
+    /// weights the pattern selects (N of every M in the tensors that take it), not the zeros the model may already
+    /// hold. Errors and energies leave NaN/±Inf weights out, as the histogram path does.
+    static func nmPoint(_ src: TensorSource, n nz: Int, m: Int, totalEnergy: Double,
+                        evaluating: (evaluator: Evaluator, weights: WeightSet)?) throws -> SparsityPoint {
+        let tensors = src.names
+        let box = UnsafeSendableBox([(layer: SparsityPoint.LayerPoint, selected: Int, pe: Double)?](repeating: nil, count: tensors.count))
+        try parallel(tensors.count) { t in
+            let shape = src.shapes[t], count = src.counts[t]
+            guard nmPrunable(shape, m: m) else {
+                box.set(t, (.init(name: tensors[t], sparsity: 0, relativeError: 0, retainedEnergy: 1), 0, 0)); return
+            }
+            let a = try src.tensor(t)
+            var b = a
+            pruneNM(&b, shape: shape, n: nz, m: m)
+            var le = 0.0, lt = 0.0
+            for i in a.indices where a[i].isFinite {
                 let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
             }
-            if let sel = selected?[t] { lz = sel }
-            zeros += lz; n += a.count; pe += le
-            layers.append(.init(name: t, sparsity: Double(lz) / Double(max(1, a.count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,
-                                retainedEnergy: lt > 0 ? 1 - le / lt : 1))
+            let sel = count / m * nz
+            box.set(t, (.init(name: tensors[t], sparsity: Double(sel) / Double(max(1, count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,
+                              retainedEnergy: lt > 0 ? 1 - le / lt : 1), sel, le))
         }
-        let e = try evaluator?.evaluate(pw)
-        return SparsityPoint(sparsity: s, achieved: Double(zeros) / Double(max(1, n)),
+        let rows = box.array.map { $0! }
+        let n = src.counts.reduce(0, +), selected = rows.reduce(0) { $0 + $1.selected }, pe = rows.reduce(0) { $0 + $1.pe }
+        let e = try evaluating.map { try $0.evaluator.evaluate(prune($0.weights, tensors: tensors, pattern: .nm(n: nz, m: m))) }
+        return SparsityPoint(sparsity: Double(nz) / Double(m), achieved: Double(selected) / Double(max(1, n)),
                              relativeError: totalEnergy > 0 ? (pe / totalEnergy).squareRoot() : 0,
-                             retainedEnergy: totalEnergy > 0 ? 1 - pe / totalEnergy : 1, layers: layers, eval: e)
+                             retainedEnergy: totalEnergy > 0 ? 1 - pe / totalEnergy : 1, layers: rows.map(\.layer), eval: e)
     }
 
     /// Essential sparsity two ways: (1) the largest grid sparsity whose metric stays within `tolerance` (relative)

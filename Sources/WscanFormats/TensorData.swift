@@ -53,6 +53,41 @@ public enum TensorData {
         }
     }
 
+    /// Whether `decodeRange` reads this tensor: a contiguous run of a real (not complex) type holding at least its
+    /// elements. Other layouts are gathered whole by `floats`.
+    public static func rangeReadable(_ t: TensorInfo) -> Bool {
+        t.layout == .contiguous && t.dtype.decodable && lanes(t.dtype) == 1 && storedElements(t) >= t.elementCount
+    }
+
+    /// Elements [start, start + count) of a `rangeReadable` tensor, decoded to `dst`. `start` must begin a block
+    /// (a multiple of 256 suits every type). A little-endian F32 run aligned for Float is handed over as it lies
+    /// in the mapped file (`body` gets that pointer, no copy); otherwise it is decoded into `scratch` (at least
+    /// `count` floats) and `body` gets that.
+    public static func withRange<R>(_ ck: Checkpoint, _ t: TensorInfo, start: Int, count: Int, scratch: UnsafeMutablePointer<Float>,
+                                    _ body: (UnsafePointer<Float>) throws -> R) throws -> R {
+        guard rangeReadable(t) else { throw FormatError(.layout, "tensor '\(t.name)' cannot be read by range") }
+        guard start >= 0, count >= 0, start <= t.elementCount - count else {
+            throw FormatError(.bounds, "tensor '\(t.name)': elements \(start)..<\(start + count) outside its \(t.elementCount)")
+        }
+        if let b = t.dtype.block, start % b.elements != 0 { throw FormatError(.layout, "tensor '\(t.name)': range starts inside a block") }
+        if t.dtype == .f4 && start % 2 != 0 { throw FormatError(.layout, "tensor '\(t.name)': range starts inside a byte") }
+        let raw = ck.bytes(of: t)
+        guard let base = raw.baseAddress, count > 0 else { return try body(scratch) }
+        let src = base + byteOffset(t.dtype, element: start)
+        if t.dtype == .f32 && !t.bigEndian && Int(bitPattern: src) % MemoryLayout<Float>.alignment == 0 {
+            return try body(src.assumingMemoryBound(to: Float.self))
+        }
+        if t.bigEndian, let bits = t.dtype.bits {
+            let swapped = UnsafeMutableRawPointer.allocate(byteCount: count * bits / 8, alignment: 64)
+            defer { swapped.deallocate() }
+            Decode.byteSwap(src, count, size: bits / 8, swapped)
+            try decode(t.dtype, swapped, count, scratch)
+        } else {
+            try decode(t.dtype, src, count, scratch)
+        }
+        return try body(scratch)
+    }
+
     /// For F64 and C128 tensors: the first finite value float32 cannot hold (|x| beyond 3.4e38, which decodes to ±Inf),
     /// or nil. Analyses that work in float32 refuse such a tensor instead of taking it for infinite.
     public static func f64Overflow(_ ck: Checkpoint, _ t: TensorInfo) throws -> Double? {

@@ -120,7 +120,7 @@ struct KernelBench: ParsableCommand {
                     }
                 }
                 let vals = names.map { w.values[$0]! }
-                let th = best { blackHole(Sparsity.histograms(vals).count) }
+                let th = try best { blackHole(try Sparsity.histograms(vals).count) }
                 print(String(format: "  histogram pass alone %.1f ms", th * 1000))
                 let grid = (0..<20).map { Double($0) * 0.05 }
                 var c: SparsityCurve?

@@ -77,19 +77,32 @@ struct SparsityCommand: ParsableCommand {
             if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck)
-        let allNames = Set(all.names)
+        let floats = ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
+        let allNames = Set(floats.map(\.name))
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
-        let prunable = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0, among: allNames) && SpectrumRunner.globMatch(tensors, $0) }
+        let prunable = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
         try WeightSet.refuseNarrowing(ck, names: prunable)
-        let w = all.subset(prunable)
-        let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
-        let evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
         let g = grid ?? Sparsity.defaultGrid()
-        let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
-        var curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
+        // Without an evaluator nothing needs the model in memory: the passes decode chunks from the mapped file as
+        // they go, so a model larger than memory can be analysed. An evaluator measures pruned copies of it.
+        let src: TensorSource
+        var evaluator: Evaluator?
+        var curve: SparsityCurve
+        if eval.data != nil || eval.evalCommand != nil {
+            let all = try WeightSet.load(ck)
+            let w = all.subset(prunable)
+            let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
+            evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
+            let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
+            curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
                                        evaluator: curveEval, refine: !noRefine)
+            src = ArraySource(w, tensors: prunable)
+        } else {
+            _ = try eval.make(weights: WeightSet(), passThrough: WeightSet())      // option checks only
+            src = try CheckpointSource(ck, tensors: prunable)
+            curve = try Sparsity.curve(src, scope: sc, pattern: pat, grid: g, tolerance: tolerance, refine: !noRefine)
+        }
         struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }
         let e = curve.essential
         let summary = String(format: "essential sparsity %.1f%% (within %@ of dense %@), knee %@", e.withinTolerance * 100, Fmt.percent(tolerance) as NSString,
@@ -101,16 +114,27 @@ struct SparsityCommand: ParsableCommand {
         if let out = writePruned {
             try catalog.refuseCatalogAsOutput(out)
             let s = pat == .unstructured ? (at ?? e.withinTolerance) : pat.sparsityValue
-            let p = Sparsity.pruned(w, tensors: prunable, scope: sc, pattern: pat, sparsity: s)
-            var zeros = 0, n = 0
-            for t in prunable { let v = p.values[t]!; n += v.count; zeros += v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) } }
+            let cuts: [PruneCut]? = pat == .unstructured ? try Sparsity.cuts(src, scope: sc, sparsity: s) : nil
+            // Each pruned tensor is made when the writer reaches it; its zeros are counted on the way.
+            let zeros = UnsafeSendableBox([Int](repeating: 0, count: prunable.count))
+            var lazy: [String: @Sendable () throws -> [Float]] = [:]
+            for (ti, name) in prunable.enumerated() {
+                let shape = src.shapes[ti]
+                lazy[name] = {
+                    var v = try src.tensor(ti)
+                    if let cuts { Sparsity.apply(cuts[ti], to: &v, tensor: ti) }
+                    else if case let .nm(n, m) = pat, Sparsity.nmUnprunable(shape, m: m) == false { Sparsity.pruneNM(&v, shape: shape, n: n, m: m) }
+                    zeros.set(ti, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) })
+                    return v
+                }
+            }
             // Every tensor of the checkpoint, in its own dtype, with the pruned ones replaced.
-            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true },
-                                          replacing: Dictionary(uniqueKeysWithValues: prunable.map { ($0, p.values[$0]!) }),
+            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true }, replacingLazily: lazy,
                                           metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern])
             for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
             for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
-            written = (out, n > 0 ? Double(zeros) / Double(n) : 0)
+            let n = src.counts.reduce(0, +)
+            written = (out, n > 0 ? Double(zeros.array.reduce(0, +)) / Double(n) : 0)
             curve.written = .init(path: out, sparsity: s, zeroFraction: written!.achieved)
         }
         for w in curve.warnings ?? [] { printErr("wscan: warning: \(w)") }
@@ -218,7 +242,7 @@ struct SaliencyCommand: ParsableCommand {
             throw CLIError("the selected tensors hold no weights (\(params.prefix(3).joined(separator: ", "))\(params.count > 3 ? ", …" : ""))")
         }
         let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
-        var (mask, result) = Saliency.mask(scores, top: top, source: src)
+        var (mask, result) = try Saliency.mask(scores, top: top, source: src)
         if !frozen.isEmpty {
             result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, ranked below every trained weight: "
                 + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]

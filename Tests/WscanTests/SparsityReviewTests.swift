@@ -8,7 +8,7 @@ final class SparsityReviewTests: XCTestCase {
     let tmp = TempDir()
 
     /// ⌊s·N⌋ and round(top·N) on the decimal the user wrote, not on its binary approximation (nor nudged by an epsilon).
-    func testCountsUseTheDecimalFraction() {
+    func testCountsUseTheDecimalFraction() throws {
         XCTAssertEqual(Sparsity.count(0.999999, of: 1_000_001), 999_999, "⌊999,999.999999⌋ (an epsilon nudge gave 1,000,000)")
         XCTAssertEqual(Sparsity.count(0.29, of: 100), 29, "0.29·100 is 28.999999999999996 in binary")
         XCTAssertEqual(Sparsity.count(0.5, of: 7), 3)
@@ -20,7 +20,7 @@ final class SparsityReviewTests: XCTestCase {
         XCTAssertEqual(Sparsity.defaultGrid().prefix(20).map { "\($0)" }, (0..<20).map { "\(Double("0.\(String(format: "%02d", $0 * 5))")!)" })
         // Saliency keeps round(0.7 · 45) = 32.
         let scores = WeightSet(names: ["w"], shapes: ["w": [5, 9]], values: ["w": (0..<45).map { Float($0) }])
-        let r = Saliency.mask(scores, top: 0.7, source: .magnitude).result
+        let r = try Saliency.mask(scores, top: 0.7, source: .magnitude).result
         XCTAssertEqual(r.kept, 32)
     }
 

@@ -45,7 +45,7 @@ final class SparsityTests: XCTestCase {
                 if scope == .global { XCTAssertEqual(p.achieved, Double(Sparsity.count(p.sparsity, of: total)) / Double(total), accuracy: 1e-12) }
                 else { for l in p.layers { let n = w.values[l.name]!.count; XCTAssertEqual(l.sparsity, Double(Sparsity.count(p.sparsity, of: n)) / Double(n), accuracy: 1e-12) } }
                 // energy bookkeeping from histograms equals a direct computation
-                let pw = Sparsity.pruned(w, tensors: tensors, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
+                let pw = try Sparsity.pruned(w, tensors: tensors, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
                 var kept = 0.0, all = 0.0
                 for t in tensors { for (a, b) in zip(w.values[t]!, pw.values[t]!) { all += Double(a) * Double(a); kept += Double(b) * Double(b) } }
                 XCTAssertEqual(p.retainedEnergy, kept / all, accuracy: 1e-9)
@@ -84,10 +84,10 @@ final class SparsityTests: XCTestCase {
         let sorted = values.flatMap { $0.map(abs) }.sorted()
         let total = sorted.count
         let grid = [0.0, 0.05, 0.3, 1.0 / 7, 0.5, 0.9, 0.99]
-        let cuts = Sparsity.cuts(values, sparsities: grid)
+        let cuts = try Sparsity.cuts(values, sparsities: grid)
         // The scalar collection loop (machines without AVX-512) finds the same cuts.
         MagnitudeKernel.useAVX512(false)
-        let scalarCuts = Sparsity.cuts(values, sparsities: grid)
+        let scalarCuts = try Sparsity.cuts(values, sparsities: grid)
         MagnitudeKernel.useAVX512(true)
         for (a, b) in zip(cuts, scalarCuts) { XCTAssertEqual([a.value], [b.value]); XCTAssertEqual(a.tensor, b.tensor); XCTAssertEqual(a.index, b.index) }
         let curve = try Sparsity.curve(w, tensors: ["a", "b", "c"], scope: .global, pattern: .unstructured, grid: grid, refine: false)
@@ -135,7 +135,7 @@ final class SparsityTests: XCTestCase {
             let grid = (0..<(1 + r(5))).map { _ in Double(r(1000)) / 1000 }
             for scope in [SparsityScope.global, .layer] {
                 for s in grid {
-                    let pw = Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: s)
+                    let pw = try Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: s)
                     let groups: [[Int]] = scope == .global ? [Array(w.names.indices)] : w.names.indices.map { [$0] }
                     for g in groups {
                         var order: [(Float, Int, Int)] = []
@@ -163,7 +163,7 @@ final class SparsityTests: XCTestCase {
                 }
                 let c = try Sparsity.curve(w, tensors: w.names, scope: scope, pattern: .unstructured, grid: grid, refine: false)
                 for p in c.points {
-                    let pw = Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
+                    let pw = try Sparsity.pruned(w, tensors: w.names, scope: scope, pattern: .unstructured, sparsity: p.sparsity)
                     var all = 0.0, cut = 0.0
                     for n in w.names { for (x, y) in zip(w.values[n]!, pw.values[n]!) where x.isFinite {
                         all += Double(x) * Double(x); cut += Double(x - y) * Double(x - y) } }
@@ -187,13 +187,13 @@ final class SparsityTests: XCTestCase {
             XCTAssertTrue(p.retainedEnergy.isFinite && p.relativeError.isFinite)
             let k = min(997, Sparsity.count(p.sparsity, of: 1000))
             XCTAssertEqual(p.achieved, Double(k) / 1000, accuracy: 1e-12, "capped at the finite weights")
-            let kept = Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: p.sparsity).values["w"]!
+            let kept = try Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: p.sparsity).values["w"]!
             XCTAssertTrue(kept[10].isNaN); XCTAssertEqual(kept[20], .infinity); XCTAssertEqual(kept[30], -.infinity)
             let e = kept.filter(\.isFinite).reduce(0.0) { $0 + Double($1) * Double($1) }
             XCTAssertEqual(p.retainedEnergy, e / finiteEnergy, accuracy: 1e-7)
         }
         let file = tmp.path("nonfinite.safetensors")
-        let p = Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: 0.999)
+        let p = try Sparsity.pruned(w, tensors: ["w"], scope: .global, pattern: .unstructured, sparsity: 0.999)
         try SafetensorsWriter.write(p.entries(), to: file)
         let out = try runPython("""
             import numpy as np
@@ -311,7 +311,7 @@ final class SparsityTests: XCTestCase {
         let rest = w.subset(w.names.filter { !tensors.contains($0) })
         let ext = ExternalEvaluator(command: "python3 \(script) {ckpt} \(Paths.corpus.appendingPathComponent("digits_test.npz").path)", passThrough: rest)
         let only = w.subset(tensors)
-        let pruned = Sparsity.pruned(only, tensors: tensors, scope: .global, pattern: .unstructured, sparsity: 0.6)
+        let pruned = try Sparsity.pruned(only, tensors: tensors, scope: .global, pattern: .unstructured, sparsity: 0.6)
         XCTAssertEqual(try ext.evaluate(pruned).metric, try ev.evaluate(rest.merged(with: pruned)).accuracy)
         XCTAssertThrowsError(try ExternalEvaluator(command: "exit 3").evaluate(only)) { XCTAssertTrue("\($0)".contains("status 3")) }
         XCTAssertThrowsError(try ExternalEvaluator(command: "echo none # {ckpt}").evaluate(only)) { XCTAssertTrue("\($0)".contains("no number")) }
@@ -462,7 +462,7 @@ final class SaliencyTests: XCTestCase {
         s.names = ["a", "b"]; s.shapes = ["a": [10, 10], "b": [5, 10]]
         s.values = ["a": [Float](repeating: 1, count: 100), "b": (0..<50).map { $0 < 5 ? 9 : 1 }]
         for top in [0.1, 0.25, 0.5, 0.9] {
-            let (m, r) = Saliency.mask(s, top: top, source: .magnitude)
+            let (m, r) = try Saliency.mask(s, top: top, source: .magnitude)
             let kept = m.values.reduce(0) { $0 + $1.reduce(0) { $0 + Int($1) } }
             XCTAssertEqual(kept, Int((top * 150).rounded()), "top \(top)")
             XCTAssertEqual(r.kept, kept)
@@ -474,13 +474,13 @@ final class SaliencyTests: XCTestCase {
         u.names = ["u"]; u.shapes = ["u": [2999, 1]]; u.values = ["u": (0..<2999).map { Float($0 % 1000) }]
         let top = 951.0 / 2999.0
         XCTAssertEqual(u.values["u"]!.count - Int((top * 2999).rounded()), 2048)
-        XCTAssertEqual(Saliency.mask(u, top: top, source: .magnitude).result.kept, 951)
+        XCTAssertEqual(try Saliency.mask(u, top: top, source: .magnitude).result.kept, 951)
         // Sparsity fractions count the way people read them.
         XCTAssertEqual(Sparsity.count(0.29, of: 100), 29)
         XCTAssertEqual(Sparsity.count(0.3, of: 1000), 300)
         XCTAssertEqual(Sparsity.count(1, of: 7), 7)
         // Ties are resolved toward later tensors/elements.
-        let (m, _) = Saliency.mask(s, top: 0.1, source: .magnitude)
+        let (m, _) = try Saliency.mask(s, top: 0.1, source: .magnitude)
         XCTAssertEqual(m["a"]!.reduce(0) { $0 + Int($1) }, 0)
         XCTAssertEqual(Array(m["b"]!.suffix(10)), [UInt8](repeating: 1, count: 10))
     }
@@ -522,7 +522,7 @@ final class SaliencyTests: XCTestCase {
         let a = try weights("mlp_seed0.safetensors"), b = try weights("mlp_seed0_lora4.safetensors")
         let names = b.names.filter { b.shapes[$0]!.count == 2 }
         let sc = try Saliency.scores(.delta, weights: b, tensors: names, base: a)
-        let (m, r) = Saliency.mask(sc, top: 0.5, source: .delta)
+        let (m, r) = try Saliency.mask(sc, top: 0.5, source: .delta)
         XCTAssertEqual(m["fc3.weight"]!.reduce(0) { $0 + Int($1) }, 0, "fc3 was not changed")
         XCTAssertEqual(r.layers.first { $0.name == "fc3.weight" }!.massShare, 0)
         XCTAssertGreaterThan(r.layers.first { $0.name == "fc1.weight" }!.salient, 0)
