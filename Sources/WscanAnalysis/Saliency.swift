@@ -67,6 +67,27 @@ public enum Saliency {
     /// parameter has a state, or the order matching failed, a missing state is an error.
     public static func fisherState(_ s: WeightSet, model: WeightSet, params: [String], modelInParameterOrder: Bool = true,
                                    frozen: inout [String]) throws -> WeightSet {
+        let keys = try fisherKeys(state: TensorNames(s.names, s.shapes), model: TensorNames(model.names, model.shapes), params: params,
+                                  modelInParameterOrder: modelInParameterOrder, frozen: &frozen)
+        var out = WeightSet()
+        for n in params {
+            out.names.append(n); out.shapes[n] = model.shapes[n]
+            out.values[n] = keys[n].map { s.values[$0]! } ?? [Float](repeating: 0, count: model.values[n]!.count)
+        }
+        return out
+    }
+
+    /// Names and shapes of a set of tensors, without their values.
+    public struct TensorNames: Sendable {
+        public var names: [String]
+        public var shapes: [String: [Int]]
+        public init(_ names: [String], _ shapes: [String: [Int]]) { self.names = names; self.shapes = shapes }
+    }
+
+    /// The matching `fisherState` does, on names and shapes alone: each parameter's exp_avg_sq tensor in `state`;
+    /// frozen parameters (listed in `frozen`) have none.
+    public static func fisherKeys(state s: TensorNames, model: TensorNames, params: [String], modelInParameterOrder: Bool = true,
+                                  frozen: inout [String]) throws -> [String: String] {
         let buffers: Set<String> = ["running_mean", "running_var", "num_batches_tracked"]
         let modelNames = Set(model.names)
         let modelParams = model.names.filter { n in
@@ -109,34 +130,30 @@ public enum Saliency {
                 q -= 1
             }
         }
-        var out = WeightSet()
+        var out: [String: String] = [:]
         var missing: [(String, String)] = []
+        let stateNames = Set(s.names)
         for n in params {
             let stripped = n.hasPrefix("model.") ? String(n.dropFirst(6)) : n
             let candidates = ["exp_avg_sq.\(n)", "\(n).exp_avg_sq", "exp_avg_sq.\(stripped)", "\(stripped).exp_avg_sq"]
-            var found = candidates.compactMap { c in s.values[c].map { (c, $0) } }.first
+            var found = candidates.first { stateNames.contains($0) }
             let byName = found != nil
-            if found == nil, let key = byOrder[n], let v = s.values[key] { found = (key, v) }
+            if found == nil, let key = byOrder[n], stateNames.contains(key) { found = key }
             if !byName, ambiguous.contains(n) {
                 throw EvaluatorError("cannot tell which parameters of shape \(model.shapes[n] ?? []) were frozen: the optimizer state is numbered in parameter order, and '\(n)' could own a state or be frozen; save the states under parameter names (exp_avg_sq.<name>) to score it")
             }
-            guard let (key, v) = found else {
+            guard let key = found else {
                 missing.append((n, "no exp_avg_sq for '\(n)' (looked for \(candidates[0]) and optimizer.state.<i>.exp_avg_sq\(orderProblem.map { ": " + $0 } ?? ""))"))
                 continue
             }
-            guard v.count == model.values[n]!.count, s.shapes[key] == model.shapes[n] else {
-                throw EvaluatorError("\(key) has shape \(s.shapes[key] ?? [v.count]), '\(n)' has shape \(model.shapes[n] ?? [])")
+            guard s.shapes[key] == model.shapes[n] else {
+                throw EvaluatorError("\(key) has shape \(s.shapes[key] ?? []), '\(n)' has shape \(model.shapes[n] ?? [])")
             }
-            out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = v
+            out[n] = key
         }
         if let first = missing.first {
-            if out.names.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
-            for (n, _) in missing {
-                frozen.append(n)
-                out.names.append(n); out.shapes[n] = model.shapes[n]; out.values[n] = [Float](repeating: 0, count: model.values[n]!.count)
-            }
-            let order = Dictionary(uniqueKeysWithValues: params.enumerated().map { ($1, $0) })
-            out.names.sort { order[$0]! < order[$1]! }
+            if out.isEmpty || orderProblem != nil { throw EvaluatorError(first.1) }
+            frozen += missing.map(\.0)
         }
         return out
     }
@@ -165,40 +182,136 @@ public enum Saliency {
         return out
     }
 
-    /// Global top-fraction mask (1 = salient) and per-layer table.
+    /// Global top-fraction mask (1 = salient) and per-layer table, for scores in memory.
     public static func mask(_ scores: WeightSet, top: Double, source: SaliencySource) throws -> (mask: [String: [UInt8]], result: SaliencyResult) {
-        let tensors = scores.names
-        let total = tensors.reduce(0) { $0 + scores.values[$1]!.count }
+        let src = ArraySource(scores, tensors: scores.names)
+        let (cut, result) = try select(src, top: top, source: source)
+        var masks: [String: [UInt8]] = [:]
+        for (t, n) in scores.names.enumerated() { masks[n] = maskBytes(try src.tensor(t), tensor: t, cut) }
+        return (masks, result)
+    }
+
+    /// The global top fraction of the scores `src` yields: the cut below which scores are not salient (exactly
+    /// round(top · N) weights stay above it, ties to later tensors and elements) and the per-layer table. The
+    /// scores are streamed: two passes find the cut, a third takes one tensor per core for the table.
+    public static func select(_ src: TensorSource, top: Double, source: SaliencySource) throws -> (cut: PruneCut, result: SaliencyResult) {
+        let tensors = src.names
+        let total = src.counts.reduce(0, +)
         let keep = DecimalFraction.times(top, total, .plain)        // round half up, on the decimal top
         // The (total − keep) least salient, found by selection, are masked out.
-        let values = tensors.map { scores.values[$0]! }
-        var cut = try Sparsity.cuts(ArraySource(values), counts: [total - keep])[0]
+        var cut = try Sparsity.cuts(src, counts: [total - keep])[0]
         if total - keep <= 0 { cut.none = true }
-        var masks: [String: [UInt8]] = [:]
-        var layers: [SaliencyLayer] = []
-        let totalMass = values.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + ($1.isFinite ? Double($1) : 0) } }
-        var minKept = Double.infinity
-        var warnings: [String] = []
-        for (ti, n) in tensors.enumerated() {
-            let v = values[ti]
-            var m = [UInt8](repeating: 0, count: v.count)
-            var s = 0, mass = 0.0, nonFinite = 0
+        struct Row { var salient = 0, mass = 0.0, nonFinite = 0, minKept = Double.infinity, topMass = 0.0 }
+        let rows = UnsafeSendableBox([Row](repeating: Row(), count: tensors.count))
+        try Sparsity.parallel(tensors.count) { t in
+            let v = try src.tensor(t)
+            var r = Row()
             for i in v.indices {
-                if v[i].isFinite { mass += Double(v[i]) } else { nonFinite += 1 }
-                if !Sparsity.pruned(v[i], tensor: ti, index: i, cut) { m[i] = 1; s += 1; if v[i].isFinite { minKept = min(minKept, Double(v[i])) } }
+                if v[i].isFinite { r.mass += Double(v[i]) } else { r.nonFinite += 1 }
+                if !Sparsity.pruned(v[i], tensor: t, index: i, cut) { r.salient += 1; if v[i].isFinite { r.minKept = min(r.minKept, Double(v[i])) } }
             }
-            masks[n] = m
-            if nonFinite > 0 { warnings.append("\(n): \(nonFinite) NaN/±Inf scores, marked salient and left out of the mass sums") }
-            let k1 = max(1, v.count / 100)
-            let topMass = v.filter(\.isFinite).sorted(by: >).prefix(k1).reduce(0.0) { $0 + Double($1) }
-            layers.append(SaliencyLayer(name: n, count: v.count, salient: s, share: v.isEmpty ? 0 : Double(s) / Double(v.count),
-                                        massShare: totalMass > 0 ? mass / totalMass : 0, top1Concentration: mass > 0 ? topMass / mass : 0,
-                                        meanScore: v.isEmpty ? 0 : mass / Double(v.count)))
+            r.topMass = try topMass(v, k: max(1, v.count / 100))
+            rows.set(t, r)
+        }
+        let totalMass = rows.array.reduce(0.0) { $0 + $1.mass }
+        var minKept = Double.infinity
+        var layers: [SaliencyLayer] = [], warnings: [String] = []
+        for (t, n) in tensors.enumerated() {
+            let r = rows.array[t], count = src.counts[t]
+            minKept = min(minKept, r.minKept)
+            if r.nonFinite > 0 { warnings.append("\(n): \(r.nonFinite) NaN/±Inf scores, marked salient and left out of the mass sums") }
+            layers.append(SaliencyLayer(name: n, count: count, salient: r.salient, share: count == 0 ? 0 : Double(r.salient) / Double(count),
+                                        massShare: totalMass > 0 ? r.mass / totalMass : 0, top1Concentration: r.mass > 0 ? r.topMass / r.mass : 0,
+                                        meanScore: count == 0 ? 0 : r.mass / Double(count)))
         }
         let kept = layers.reduce(0) { $0 + $1.salient }
         if keep == 0 { warnings.append("top \(top) of \(total) weights rounds to 0: the mask keeps no weight") }
         if kept > keep { warnings.append("\(kept) weights are salient, more than round(top·N) = \(keep): every NaN/±Inf score is salient and there are more of them") }
-        return (masks, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers,
-                                      warnings: warnings.isEmpty ? nil : warnings))
+        return (cut, SaliencyResult(source: source, top: top, total: total, kept: kept, threshold: minKept.isFinite ? minKept : 0, layers: layers,
+                                    warnings: warnings.isEmpty ? nil : warnings))
+    }
+
+    /// One tensor's mask (1 = salient) under the cut `select` found; `tensor` is its index in the scored source.
+    public static func maskBytes(_ v: [Float], tensor t: Int, _ cut: PruneCut) -> [UInt8] {
+        var m = [UInt8](repeating: 0, count: v.count)
+        for i in v.indices where !Sparsity.pruned(v[i], tensor: t, index: i, cut) { m[i] = 1 }
+        return m
+    }
+
+    /// The sum of the k largest finite scores (all of them when there are fewer), by selection rather than a sort.
+    static func topMass(_ v: [Float], k: Int) throws -> Double {
+        let finite = v.filter(\.isFinite)
+        guard finite.count > k else { return finite.reduce(0.0) { $0 + Double($1) } }
+        let c = try Sparsity.cuts(ArraySource([finite]), counts: [finite.count - k])[0]
+        var sum = 0.0
+        for i in finite.indices where !Sparsity.pruned(finite[i], tensor: 0, index: i, c) { sum += Double(finite[i]) }
+        return sum
+    }
+}
+
+/// Saliency scores computed chunk by chunk from the tensors they come from: the model's weights (magnitude,
+/// delta, wgrad) and the tensor of another file aligned with each (the base for delta, the gradient for grad and
+/// wgrad, Adam's exp_avg_sq for fisher). A scored tensor without one (a frozen parameter under fisher) scores 0.
+public struct ScoreSource: TensorSource {
+    public let names: [String]
+    public let shapes: [[Int]]
+    public let counts: [Int]
+    let kind: SaliencySource
+    let weights: TensorSource
+    let other: TensorSource?
+    let otherIndex: [Int?]
+
+    /// `otherIndex[t]`: the tensor of `other` aligned with `weights`' tensor t (same shape), or nil (score 0;
+    /// fisher only).
+    public init(_ kind: SaliencySource, weights: TensorSource, other: TensorSource? = nil, otherIndex: [Int?]? = nil) throws {
+        self.kind = kind; self.weights = weights; self.other = other
+        names = weights.names; shapes = weights.shapes; counts = weights.counts
+        let idx = otherIndex ?? (other == nil ? weights.names.map { _ in nil } : Array(weights.names.indices))
+        self.otherIndex = idx
+        guard idx.count == names.count else { throw EvaluatorError("scores need one aligned tensor per weight") }
+        for (t, oi) in idx.enumerated() {
+            guard let oi else {
+                if kind != .magnitude && kind != .fisher { throw EvaluatorError("no tensor aligned with '\(names[t])' to score it") }
+                continue
+            }
+            guard let o = other, o.shapes[oi] == shapes[t], o.counts[oi] == counts[t] else {
+                throw EvaluatorError("tensor aligned with '\(names[t])' has shape \(other?.shapes[oi] ?? []), not \(shapes[t])")
+            }
+        }
+    }
+
+    public func withChunk<R>(_ t: Int, start: Int, count: Int, _ body: (UnsafePointer<Float>) throws -> R) throws -> R {
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
+        defer { out.deallocate() }
+        try fill(t, start: start, count: count, out)
+        return try body(out)
+    }
+
+    public func tensor(_ t: Int) throws -> [Float] {
+        let n = counts[t]
+        return try [Float](unsafeUninitializedCapacity: n) { buf, done in
+            var s = 0
+            while s < n {                        // a chunk at a time, so the sources' scratch stays small
+                let k = min(Sparsity.chunkElements, n - s)
+                try fill(t, start: s, count: k, buf.baseAddress! + s)
+                s += k
+            }
+            done = n
+        }
+    }
+
+    func fill(_ t: Int, start: Int, count n: Int, _ out: UnsafeMutablePointer<Float>) throws {
+        func withOther(_ body: (UnsafePointer<Float>) throws -> Void) throws {
+            try other!.withChunk(otherIndex[t]!, start: start, count: n, body)
+        }
+        switch kind {
+        case .magnitude: try weights.withChunk(t, start: start, count: n) { w in for i in 0..<n { out[i] = abs(w[i]) } }
+        case .delta: try weights.withChunk(t, start: start, count: n) { w in try withOther { b in for i in 0..<n { out[i] = abs(w[i] - b[i]) } } }
+        case .fisher:
+            if otherIndex[t] == nil { out.initialize(repeating: 0, count: n); return }
+            try withOther { s in for i in 0..<n { out[i] = abs(s[i]) } }
+        case .grad: try withOther { g in for i in 0..<n { out[i] = abs(g[i]) } }
+        case .wgrad: try weights.withChunk(t, start: start, count: n) { w in try withOther { g in for i in 0..<n { out[i] = abs(w[i] * g[i]) } } }
+        }
     }
 }

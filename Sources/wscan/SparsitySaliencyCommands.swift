@@ -203,34 +203,39 @@ struct SaliencyCommand: ParsableCommand {
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
         guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let all = try WeightSet.load(ck)
-        let allNames = Set(all.names)
+        // Scores are computed chunk by chunk from the mapped files as each pass needs them: nothing holds a model.
+        let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
+        let allNames = Set(floats.map(\.name))
         // Parameters: ≥2-D floating tensors that are not optimizer state.
-        let params = all.names.filter { (all.shapes[$0]?.count ?? 0) >= 2 && !Saliency.isOptimizerState($0, among: allNames) && SpectrumRunner.globMatch(tensors, $0) }
+        let params = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
         try WeightSet.refuseNarrowing(ck, names: params)
-        var baseW: WeightSet?, gradW: WeightSet?, statW: WeightSet?, frozen: [String] = []
+        let model = try CheckpointSource(ck, tensors: params)
+        var other: TensorSource?, otherIndex: [Int?]?, frozen: [String] = []
         var otherID: Int64?
         var inputs = ck.files.map(\.path)          // --mask-out must not replace any of them
         switch src {
         case .delta:
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
             let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
-            try WeightSet.refuseNarrowing(bck, names: params)
-            baseW = try WeightSet.load(bck); otherID = brow.id; inputs += bck.files.map(\.path)
-            baseW = try aligned(baseW!, tensors: bck.tensors, to: all, params: params, path: brow.path, what: "--base")
+            otherID = brow.id; inputs += bck.files.map(\.path)
+            other = try aligned(bck, to: model, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            let (g, gt) = try withInput(grads) { c in
-                inputs += c.files.map(\.path); try WeightSet.refuseNarrowing(c, names: params); return (try WeightSet.load(c), c.tensors)
-            }
-            gradW = try aligned(g, tensors: gt, to: all, params: params, path: grads, what: "--grads")
+            other = try withInput(grads) { c in inputs += c.files.map(\.path); return try aligned(c, to: model, path: grads, what: "--grads") }
         case .fisher:
-            let stateSet = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); return try WeightSet.load(c) } } ?? all
+            let sck = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); return c } } ?? ck
+            let stateTensors = firstByName(sck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
+            let names = { (ts: [TensorInfo]) in Saliency.TensorNames(ts.map(\.name), Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0.shape) })) }
             do {
-                statW = try Saliency.fisherState(stateSet, model: all, params: params,
-                                                 modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format), frozen: &frozen)
-            } catch {
+                let keys = try Saliency.fisherKeys(state: names(stateTensors), model: names(floats), params: params,
+                                                   modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format), frozen: &frozen)
+                let used = params.compactMap { keys[$0] }
+                try WeightSet.refuseNarrowing(sck, names: used)
+                other = try CheckpointSource(sck, tensors: used)
+                var k = 0
+                otherIndex = params.map { p in keys[p].map { _ in defer { k += 1 }; return k } }
+            } catch let e as CLIError { throw e } catch {
                 throw CLIError("\(state ?? row.path): \(error)")
             }
         case .magnitude: break
@@ -238,11 +243,11 @@ struct SaliencyCommand: ParsableCommand {
         if let out = maskOut, let clash = inputs.first(where: { FileRef.samePath($0, out) }) {
             throw CLIError("refusing to overwrite the input file \(clash) with the mask")
         }
-        guard params.contains(where: { (all.values[$0]?.count ?? 0) > 0 }) else {
+        guard model.counts.contains(where: { $0 > 0 }) else {
             throw CLIError("the selected tensors hold no weights (\(params.prefix(3).joined(separator: ", "))\(params.count > 3 ? ", …" : ""))")
         }
-        let scores = try Saliency.scores(src, weights: all, tensors: params, base: baseW, stat: statW, grad: gradW)
-        var (mask, result) = try Saliency.mask(scores, top: top, source: src)
+        let scores = try ScoreSource(src, weights: model, other: other, otherIndex: otherIndex)
+        var (cut, result) = try Saliency.select(scores, top: top, source: src)
         if !frozen.isEmpty {
             result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, ranked below every trained weight: "
                 + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]
@@ -256,11 +261,16 @@ struct SaliencyCommand: ParsableCommand {
         if let out = maskOut {
             try ck.refuseToOverwrite(out)
             try catalog.refuseCatalogAsOutput(out)
-            let entries = params.map { SafetensorsWriter.Entry(name: $0, dtype: .u8, shape: all.shapes[$0]!, bytes: mask[$0]!) }
+            // Each tensor's mask is made when the writer reaches it.
+            let entries = params.indices.map { t in
+                SafetensorsWriter.Entry(name: params[t], dtype: .u8, shape: scores.shapes[t], byteCount: scores.counts[t]) { sink in
+                    try Saliency.maskBytes(scores.tensor(t), tensor: t, cut).withUnsafeBytes { try sink($0) }
+                }
+            }
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
         }
         var mapFiles: [String] = []
-        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, names: params, to: dir, reduce: mapReduce) }
+        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce) }
         if catalog.json {
             struct Out: Encodable { var checkpoint: String; var result: SaliencyResult; var mask: String?; var maps: [String] }
             print(Fmt.json(Out(checkpoint: row.path, result: result, mask: maskOut, maps: mapFiles)))
@@ -276,29 +286,32 @@ struct SaliencyCommand: ParsableCommand {
         if !mapFiles.isEmpty { print("wrote \(mapFiles.count) heat maps to \(maps!)") }
     }
 
-    /// `other` (from `path`, given as `what`) with the scored tensors, each of the same shape. Errors name the file.
-    func aligned(_ other: WeightSet, tensors: [TensorInfo], to w: WeightSet, params: [String], path: String, what: String) throws -> WeightSet {
-        var out = WeightSet()
-        for n in params {
-            guard let v = other.values[n] else {
-                if let t = tensors.first(where: { $0.name == n }) {
-                    throw CLIError("\(path) (\(what)): tensor '\(n)' is \(t.dtype.rawValue), not a floating-point type wscan can score")
-                }
-                throw CLIError("\(path) (\(what)): no tensor '\(n)' (it needs one for every scored weight)")
+    /// The tensors of `other` (from `path`, given as `what`) named as the scored ones, each of the same shape, as a
+    /// source read chunk by chunk. Errors name the file.
+    func aligned(_ other: Checkpoint, to w: CheckpointSource, path: String, what: String) throws -> TensorSource {
+        let byName = Dictionary(firstByName(other.tensors).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for (t, n) in w.names.enumerated() {
+            guard let o = byName[n] else { throw CLIError("\(path) (\(what)): no tensor '\(n)' (it needs one for every scored weight)") }
+            guard o.dtype.isFloatingPoint && o.dtype.decodable else {
+                throw CLIError("\(path) (\(what)): tensor '\(n)' is \(o.dtype.rawValue), not a floating-point type wscan can score")
             }
-            guard other.shapes[n] == w.shapes[n] else {
-                throw CLIError("\(path) (\(what)): tensor '\(n)' has shape \(other.shapes[n]!), the checkpoint's has \(w.shapes[n]!)")
-            }
-            out.names.append(n); out.shapes[n] = other.shapes[n]; out.values[n] = v
+            guard o.shape == w.shapes[t] else { throw CLIError("\(path) (\(what)): tensor '\(n)' has shape \(o.shape), the checkpoint's has \(w.shapes[t])") }
         }
-        return out
+        try WeightSet.refuseNarrowing(other, names: w.names)
+        return try CheckpointSource(other, tensors: w.names)
     }
+}
+
+/// The first tensor of each name (a later one of the same name is ignored, as everywhere else).
+func firstByName(_ ts: [TensorInfo]) -> [TensorInfo] {
+    var seen = Set<String>()
+    return ts.filter { seen.insert($0.name).inserted }
 }
 
 /// Per-layer saliency heat maps: one PNG each (viridis, block max or mean, at most 256 px a side, its colour scale
 /// drawn beside it; see Heatmap.renderWithLegend), plus the same scale as an SVG colour bar with its label.
 enum SaliencyMaps {
-    static func write(scores: WeightSet, names: [String], to dir: String, reduce: String) throws -> [String] {
+    static func write(scores: TensorSource, to dir: String, reduce: String) throws -> [String] {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), !isDir.boolValue {
             throw CLIError("\(dir): exists and is not a folder (--maps needs a folder)")
@@ -307,8 +320,10 @@ enum SaliencyMaps {
             throw CLIError("\(dir): cannot create the folder: \(ReportWriter.reason(error))")
         }
         var out: [String] = [], used = Set<String>()
-        for n in names {
-            guard let v = scores.values[n], let s = scores.shapes[n], s.count >= 2 else { continue }
+        for (t, n) in scores.names.enumerated() {           // one tensor's scores at a time
+            let s = scores.shapes[t]
+            guard s.count >= 2 else { continue }
+            let v = try scores.tensor(t)
             let rows = s[0], cols = s.dropFirst().reduce(1, *)
             let h = Heatmap.renderWithLegend(values: v, rows: rows, cols: cols, maxSide: 256, reduce: reduce == "mean" ? .mean : .max, absolute: true)
             let base = (dir as NSString).appendingPathComponent(fileStem(n, used: &used))

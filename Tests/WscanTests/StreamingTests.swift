@@ -94,4 +94,65 @@ final class StreamingTests: XCTestCase {
             }
         }
     }
+
+    /// Streamed scores (ScoreSource over the mapped files) equal the in-memory ones for every source, and the
+    /// streamed selection gives the same mask and table.
+    func testStreamingSaliencyEqualsInMemory() throws {
+        let corpus = Paths.corpus
+        let ck = try CheckpointOpener.open(corpus.appendingPathComponent("mlp_seed0.safetensors").path)
+        let base = try CheckpointOpener.open(corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path)
+        let stateCk = try CheckpointOpener.open(corpus.appendingPathComponent("mlp_seed0_adam_state.npz").path)
+        let params = ["fc1.weight", "fc2.weight", "fc3.weight"]
+        let w = try WeightSet.load(ck), b = try WeightSet.load(base), st = try WeightSet.load(stateCk)
+        var stat = WeightSet()
+        for n in params { stat.names.append(n); stat.shapes[n] = w.shapes[n]; stat.values[n] = st.values["exp_avg_sq.\(n)"] }
+        let model = try CheckpointSource(ck, tensors: params)
+        let other: [SaliencySource: (TensorSource, [Int?]?)] = [
+            .delta: (try CheckpointSource(base, tensors: params), nil),
+            .grad: (try CheckpointSource(base, tensors: params), nil),          // the fine-tuned weights stand in for a gradient
+            .wgrad: (try CheckpointSource(base, tensors: params), nil),
+            // fc2 has no state here: a frozen parameter scores 0
+            .fisher: (try CheckpointSource(stateCk, tensors: ["exp_avg_sq.fc1.weight", "exp_avg_sq.fc3.weight"]), [0, nil, 1]),
+        ]
+        for kind in SaliencySource.allCases {
+            var statK = stat
+            if kind == .fisher { statK.values["fc2.weight"] = [Float](repeating: 0, count: w.values["fc2.weight"]!.count) }
+            let memory = try Saliency.scores(kind, weights: w, tensors: params, base: b, stat: statK, grad: b)
+            let o = other[kind]
+            let streamed = try ScoreSource(kind, weights: model, other: o?.0, otherIndex: o?.1)
+            for (t, n) in params.enumerated() {
+                XCTAssertEqual(try streamed.tensor(t).map(\.bitPattern), memory.values[n]!.map(\.bitPattern), "\(kind) \(n)")
+            }
+            let (mask, r1) = try Saliency.mask(memory, top: 0.3, source: kind)
+            let (cut, r2) = try Saliency.select(streamed, top: 0.3, source: kind)
+            let enc = JSONEncoder(); enc.outputFormatting = .sortedKeys
+            XCTAssertEqual(String(decoding: try enc.encode(r1), as: UTF8.self), String(decoding: try enc.encode(r2), as: UTF8.self), "\(kind)")
+            var kept = 0
+            for (t, n) in params.enumerated() {
+                let m = Saliency.maskBytes(try streamed.tensor(t), tensor: t, cut)
+                XCTAssertEqual(m, mask[n]!, "\(kind) \(n)")
+                kept += m.reduce(0) { $0 + Int($1) }
+            }
+            XCTAssertEqual(kept, Int((0.3 * Double(r2.total)).rounded()), "\(kind): exactly round(top·N) kept")
+        }
+        // A scored tensor whose aligned tensor has another shape is refused.
+        XCTAssertThrowsError(try ScoreSource(.delta, weights: model, other: try CheckpointSource(base, tensors: ["fc2.weight", "fc1.weight", "fc3.weight"])))
+    }
+
+    /// The per-layer top-1% concentration (found by selection) equals the sum of the largest 1% by a full sort.
+    func testTopOnePercentConcentrationMatchesSort() throws {
+        var rng = SystemRandomNumberGenerator()
+        for n in [1, 99, 100, 1000, 54321] {
+            // heavy-tailed scores with ties and NaN/Inf, which stay out of the mass
+            var v = (0..<n).map { _ in Float(Int.random(in: 0..<50, using: &rng)) * Float.random(in: 0...1, using: &rng) * (Bool.random(using: &rng) ? 1 : 100) }
+            if n > 10 { v[3] = .nan; v[7] = .infinity; v[8] = v[9] }
+            let k = max(1, n / 100)
+            let want = v.filter(\.isFinite).sorted(by: >).prefix(k).reduce(0.0) { $0 + Double($1) }
+            let got = try Saliency.topMass(v, k: k)
+            XCTAssertEqual(got, want, accuracy: 1e-9 * max(1, want), "n = \(n)")
+            let r = try Saliency.select(ArraySource([v], names: ["w"], shapes: [[n]]), top: 0.5, source: .magnitude).result
+            let mass = v.filter(\.isFinite).reduce(0.0) { $0 + Double($1) }
+            XCTAssertEqual(r.layers[0].top1Concentration, mass > 0 ? want / mass : 0, accuracy: 1e-9)
+        }
+    }
 }
