@@ -896,3 +896,82 @@ uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scr
     while (r >= cnt[lb]) { r -= cnt[lb]; lb++; }
     return (v[0] & 0xffff0000u) | (hb << 8) | lb;
 }
+
+/* ---- Magnitude cut statistics (saliency tables and masks) ---- */
+
+static int keep_avx2_on = 1;
+void wscan_keep_use_avx2(int on) { keep_avx2_on = on; }
+
+static void keep_stats_scalar(const float *x, size_t from, size_t n, float value, int64_t ties, double *mass,
+                              double *kept_mass, int64_t *nonfinite, int64_t *kept, float *min_kept, uint8_t *mask) {
+    for (size_t i = from; i < n; i++) {
+        float v = x[i], a = fabsf(v);
+        int finite = isfinite(v) ? 1 : 0;
+        int pruned = (a < value) | ((a == value) & ((int64_t)i <= ties));
+        if (finite) *mass += v; else (*nonfinite)++;
+        if (!pruned) {
+            (*kept)++;
+            if (finite) { *kept_mass += v; if (v < *min_kept) *min_kept = v; }
+        }
+        if (mask) mask[i] = (uint8_t)!pruned;
+    }
+}
+
+__attribute__((target("avx2,bmi2")))
+static size_t keep_stats_avx2(const float *x, size_t n, float value, int64_t ties, double *mass, double *kept_mass,
+                              int64_t *nonfinite, int64_t *kept, float *min_kept, uint8_t *mask) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(INFINITY), vv = _mm256_set1_ps(value);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256d m0 = _mm256_setzero_pd(), m1 = _mm256_setzero_pd(), k0 = _mm256_setzero_pd(), k1 = _mm256_setzero_pd();
+    __m256 mn = inf;
+    int64_t nf = 0, kc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 a = _mm256_and_ps(v, absmask);
+        __m256 fin = _mm256_cmp_ps(a, inf, _CMP_LT_OQ);               /* false for NaN and Inf */
+        __m256 pruned = _mm256_cmp_ps(a, vv, _CMP_LT_OQ);
+        if (ties >= (int64_t)i) {                                      /* some lanes may be ties pruned by index */
+            __m256 eq = _mm256_cmp_ps(a, vv, _CMP_EQ_OQ);
+            int64_t last = ties - (int64_t)i;                          /* lanes 0...last are early enough */
+            __m256i lim = _mm256_set1_epi32(last > 7 ? 7 : (int)last);
+            __m256 early = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_add_epi32(lim, _mm256_set1_epi32(1)), lanes));
+            pruned = _mm256_or_ps(pruned, _mm256_and_ps(eq, early));
+        }
+        __m256 keepfin = _mm256_andnot_ps(pruned, fin);
+        __m256 vf = _mm256_and_ps(v, fin), vk = _mm256_and_ps(v, keepfin);
+        m0 = _mm256_add_pd(m0, _mm256_cvtps_pd(_mm256_castps256_ps128(vf)));
+        m1 = _mm256_add_pd(m1, _mm256_cvtps_pd(_mm256_extractf128_ps(vf, 1)));
+        k0 = _mm256_add_pd(k0, _mm256_cvtps_pd(_mm256_castps256_ps128(vk)));
+        k1 = _mm256_add_pd(k1, _mm256_cvtps_pd(_mm256_extractf128_ps(vk, 1)));
+        mn = _mm256_min_ps(mn, _mm256_blendv_ps(inf, v, keepfin));
+        int pm = _mm256_movemask_ps(pruned), fm = _mm256_movemask_ps(fin);
+        nf += 8 - __builtin_popcount((unsigned)fm);
+        kc += 8 - __builtin_popcount((unsigned)pm);
+        if (mask) {
+            uint64_t bytes = _pdep_u64((uint64_t)(~pm & 0xff), 0x0101010101010101ULL);
+            memcpy(mask + i, &bytes, 8);
+        }
+    }
+    double ms[4], ks[4];
+    _mm256_storeu_pd(ms, _mm256_add_pd(m0, m1));
+    _mm256_storeu_pd(ks, _mm256_add_pd(k0, k1));
+    *mass += (ms[0] + ms[1]) + (ms[2] + ms[3]);
+    *kept_mass += (ks[0] + ks[1]) + (ks[2] + ks[3]);
+    float mins[8];
+    _mm256_storeu_ps(mins, mn);
+    for (int j = 0; j < 8; j++) if (mins[j] < *min_kept) *min_kept = mins[j];
+    *nonfinite += nf;
+    *kept += kc;
+    return i;
+}
+
+void wscan_keep_stats(const float *x, size_t n, float value, int64_t ties, double *mass, double *kept_mass,
+                      int64_t *nonfinite, int64_t *kept, float *min_kept, uint8_t *mask) {
+    *mass = 0; *kept_mass = 0; *nonfinite = 0; *kept = 0; *min_kept = INFINITY;
+    size_t done = 0;
+    if (keep_avx2_on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2"))
+        done = keep_stats_avx2(x, n, value, ties, mass, kept_mass, nonfinite, kept, min_kept, mask);
+    keep_stats_scalar(x, done, n, value, ties, mass, kept_mass, nonfinite, kept, min_kept, mask);
+}

@@ -1,4 +1,5 @@
 import Foundation
+import WscanKernels
 
 /// Weight saliency (SalUn, Fan et al. 2024, and data-free relatives): a non-negative score per weight, a global
 /// top-fraction mask, and per-layer summaries. Ties at the mask threshold are broken by tensor order then
@@ -206,11 +207,10 @@ public enum Saliency {
         try Sparsity.parallel(tensors.count) { t in
             let v = try src.tensor(t)
             var r = Row()
-            for i in v.indices {
-                if v[i].isFinite { r.mass += Double(v[i]) } else { r.nonFinite += 1 }
-                if !Sparsity.pruned(v[i], tensor: t, index: i, cut) { r.salient += 1; if v[i].isFinite { r.minKept = min(r.minKept, Double(v[i])) } }
-            }
-            r.topMass = try topMass(v, k: max(1, v.count / 100))
+            let (value, ties) = Sparsity.bounds(cut, tensor: t)
+            let k = v.withUnsafeBufferPointer { MagnitudeKernel.keepStats($0.baseAddress!, $0.count, value: value, ties: ties) }
+            r.mass = k.mass; r.nonFinite = k.nonFinite; r.salient = k.kept; r.minKept = Double(k.minKept)
+            r.topMass = try topMass(r.nonFinite == 0 ? v : v.filter(\.isFinite), k: max(1, v.count / 100), exact: src.exactBins(t))
             rows.set(t, r)
         }
         let totalMass = rows.array.reduce(0.0) { $0 + $1.mass }
@@ -233,19 +233,19 @@ public enum Saliency {
 
     /// One tensor's mask (1 = salient) under the cut `select` found; `tensor` is its index in the scored source.
     public static func maskBytes(_ v: [Float], tensor t: Int, _ cut: PruneCut) -> [UInt8] {
-        var m = [UInt8](repeating: 0, count: v.count)
-        for i in v.indices where !Sparsity.pruned(v[i], tensor: t, index: i, cut) { m[i] = 1 }
-        return m
+        let (value, ties) = Sparsity.bounds(cut, tensor: t)
+        return [UInt8](unsafeUninitializedCapacity: v.count) { m, done in
+            _ = v.withUnsafeBufferPointer { MagnitudeKernel.keepStats($0.baseAddress!, $0.count, value: value, ties: ties, mask: m.baseAddress) }
+            done = v.count
+        }
     }
 
-    /// The sum of the k largest finite scores (all of them when there are fewer), by selection rather than a sort.
-    static func topMass(_ v: [Float], k: Int) throws -> Double {
-        let finite = v.filter(\.isFinite)
+    /// The sum of the k largest of `finite` (all of them when there are fewer), by selection rather than a sort.
+    static func topMass(_ finite: [Float], k: Int, exact: Bool = false) throws -> Double {
         guard finite.count > k else { return finite.reduce(0.0) { $0 + Double($1) } }
-        let c = try Sparsity.cuts(ArraySource([finite]), counts: [finite.count - k])[0]
-        var sum = 0.0
-        for i in finite.indices where !Sparsity.pruned(finite[i], tensor: 0, index: i, c) { sum += Double(finite[i]) }
-        return sum
+        let c = try Sparsity.cuts(ArraySource([finite], exact: exact), counts: [finite.count - k])[0]
+        let (value, ties) = Sparsity.bounds(c, tensor: 0)
+        return finite.withUnsafeBufferPointer { MagnitudeKernel.keepStats($0.baseAddress!, $0.count, value: value, ties: ties).keptMass }
     }
 }
 
@@ -277,6 +277,15 @@ public struct ScoreSource: TensorSource {
             guard let o = other, o.shapes[oi] == shapes[t], o.counts[oi] == counts[t] else {
                 throw EvaluatorError("tensor aligned with '\(names[t])' has shape \(other?.shapes[oi] ?? []), not \(shapes[t])")
             }
+        }
+    }
+
+    /// |x| of a value with 16 trailing zero bits has them too: magnitude, grad and fisher scores of BF16 data.
+    public func exactBins(_ t: Int) -> Bool {
+        switch kind {
+        case .magnitude: return weights.exactBins(t)
+        case .grad, .fisher: return otherIndex[t].map { other!.exactBins($0) } ?? true
+        case .delta, .wgrad: return false
         }
     }
 

@@ -225,11 +225,14 @@ public enum Sparsity {
             for (i, b) in sb.enumerated() { so[b] = Int16(i) }
             wants.append(ws); slotBins.append(sb); slotKeys.append(sb.map { UInt32($0) }); slotOf.append(so)
         }
+        // Groups whose bins each hold one value (BF16 and narrower data) need no pass 2: the cut is the r-th
+        // member of the boundary bin in scan order, found from the per-chunk counts and one chunk's scan.
+        let exact = groups.map { $0.allSatisfy { src.exactBins($0) } }
         // Pass 2: per chunk, its elements in its group's boundary bins (|x| bits and index), split by bin.
         let lists = UnsafeSendableBox([MagnitudeKernel.Members](repeating: .empty, count: chunks.count))
         try parallel(chunks.count) { ci in
             let c = chunks[ci], g = groupOf[c.tensor]
-            guard g >= 0, !slotBins[g].isEmpty else { return }
+            guard g >= 0, !exact[g], !slotBins[g].isEmpty else { return }
             let counts = slotBins[g].map { tables.count(ci, $0) }
             guard counts.contains(where: { $0 > 0 }) else { return }
             let m = try src.withChunk(c.tensor, start: c.start, count: c.count) { p in
@@ -241,10 +244,11 @@ public enum Sparsity {
         // Selection inside each boundary bin, per (group, sparsity), in parallel.
         let jobs = groups.indices.flatMap { g in sparsities.indices.map { (g, $0) } }
         let out = UnsafeSendableBox([CutResult?](repeating: nil, count: jobs.count))
-        DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
+        try parallel(jobs.count) { j in
             let (g, si) = jobs[j]
             let w = wants[g][si]
             if w.k == 0 { out.set(j, CutResult(cut: PruneCut(key: -1, value: 0, tensor: -1, index: -1, none: true), boundary: [:])); return }
+            if exact[g] { out.set(j, try exactCut(src, tables: tables, group: groups[g], bin: w.bin, take: w.k - w.below)); return }
             let slot = Int(slotOf[g][w.bin]), r = w.k - w.below          // take r (≥ 1) from the boundary bin
             var vals: [UInt32] = []                                       // the bin's |x| bits in scan order
             for t in groups[g] { for ci in chunksOf[t] where L[ci].offsets.count > slot + 1 {
@@ -274,6 +278,36 @@ public enum Sparsity {
         }
         let flat = out.array.map { $0! }
         return groups.indices.map { g in Array(flat[(g * sparsities.count)..<((g + 1) * sparsities.count)]) }
+    }
+
+    /// The cut that takes the first `r` (≥ 1) members, in scan order, of a bin whose members all have the bin's
+    /// one value: the tensors before the r-th member give all of theirs, and one chunk is scanned for its index.
+    static func exactCut(_ src: TensorSource, tables: Tables, group: [Int], bin: Int, take r: Int) throws -> CutResult {
+        let value = Float(bitPattern: UInt32(bin) << 16), sq = Double(value) * Double(value)
+        var need = r
+        var taken: [Int: (count: Int, energy: Double)] = [:]
+        for t in group {
+            let inT = tables.chunksOf[t].reduce(0) { $0 + tables.count($1, bin) }
+            guard inT > 0 else { continue }
+            if inT < need { taken[t] = (inT, Double(inT) * sq); need -= inT; continue }
+            taken[t] = (need, Double(need) * sq)
+            for ci in tables.chunksOf[t] {
+                let c = tables.count(ci, bin)
+                if c < need { need -= c; continue }
+                let chunk = tables.chunks[ci], want = need
+                let at = try src.withChunk(t, start: chunk.start, count: chunk.count) { p -> Int in
+                    var seen = 0
+                    for i in 0..<chunk.count where MagnitudeKernel.key(p[i]) == bin {
+                        seen += 1
+                        if seen == want { return i }
+                    }
+                    return -1
+                }
+                guard at >= 0 else { throw SparsityError("tensor \(src.names[t]) changed between passes (bin \(bin) lost members)") }
+                return CutResult(cut: PruneCut(key: bin, value: value, tensor: t, index: chunk.start + at, none: false), boundary: taken)
+            }
+        }
+        throw SparsityError("the histogram holds fewer than \(r) members in bin \(bin)")
     }
 
     /// Global cuts over `values` taken together, one per sparsity.
@@ -332,7 +366,24 @@ public enum Sparsity {
 
     /// Zeroes the weights of tensor number `tensor` that cut `c` prunes.
     public static func apply(_ c: PruneCut, to v: inout [Float], tensor ti: Int) {
-        for i in v.indices where pruned(v[i], tensor: ti, index: i, c) { v[i] = 0 }
+        let (value, ties) = bounds(c, tensor: ti)
+        v.withUnsafeMutableBufferPointer { p in
+            for i in p.indices { p[i] = prunedBit(p[i], i, value, ties) != 0 ? 0 : p[i] }
+        }
+    }
+
+    /// `pruned` for a whole tensor at a time: x at index i is pruned iff `isPruned(x, i, value, ties)`.
+    /// `ties` is the last index whose |x| == value is pruned (−1: none, Int.max: all).
+    @inline(__always) public static func bounds(_ c: PruneCut, tensor t: Int) -> (value: Float, ties: Int) {
+        if c.none { return (-.infinity, -1) }
+        return (c.value, t < c.tensor ? Int.max : t == c.tensor ? c.index : -1)
+    }
+    @inline(__always) public static func isPruned(_ x: Float, _ i: Int, _ value: Float, _ ties: Int) -> Bool { prunedBit(x, i, value, ties) != 0 }
+    /// 1 when pruned, else 0, computed without a branch (pruned weights lie anywhere: a predictor would miss half).
+    @inline(__always) public static func prunedBit(_ x: Float, _ i: Int, _ value: Float, _ ties: Int) -> Int {
+        let a = abs(x)                              // NaN compares false both ways: never pruned
+        let below = a < value ? 1 : 0, equal = a == value ? 1 : 0, early = i <= ties ? 1 : 0
+        return below | (equal & early)
     }
 
     /// N zeros in every group of M consecutive input channels (axis 1) at a fixed output row and kernel position,

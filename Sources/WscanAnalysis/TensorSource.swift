@@ -13,6 +13,13 @@ public protocol TensorSource: Sendable {
     func withChunk<R>(_ t: Int, start: Int, count: Int, _ body: (UnsafePointer<Float>) throws -> R) throws -> R
     /// One whole tensor, row-major.
     func tensor(_ t: Int) throws -> [Float]
+    /// Whether every float tensor `t` yields has its low 16 bits zero (BF16, FP8 and FP4 data), so that each
+    /// |w| histogram bin holds a single value and an exact cut needs no second look at the bin's members.
+    func exactBins(_ t: Int) -> Bool
+}
+
+extension TensorSource {
+    public func exactBins(_ t: Int) -> Bool { false }
 }
 
 /// Arrays in memory (the weights of a `WeightSet`).
@@ -20,10 +27,12 @@ public struct ArraySource: TensorSource {
     public let names: [String]
     public let shapes: [[Int]]
     let values: [[Float]]
+    let exact: Bool
     public var counts: [Int] { values.map(\.count) }
 
-    public init(_ values: [[Float]], names: [String]? = nil, shapes: [[Int]]? = nil) {
-        self.values = values
+    /// `exact`: the caller knows every value has its low 16 bits zero (see `exactBins`).
+    public init(_ values: [[Float]], names: [String]? = nil, shapes: [[Int]]? = nil, exact: Bool = false) {
+        self.values = values; self.exact = exact
         self.names = names ?? values.indices.map { "\($0)" }
         self.shapes = shapes ?? values.map { [$0.count] }
     }
@@ -34,6 +43,7 @@ public struct ArraySource: TensorSource {
         try values[t].withUnsafeBufferPointer { try body($0.baseAddress! + start) }
     }
     public func tensor(_ t: Int) throws -> [Float] { values[t] }
+    public func exactBins(_ t: Int) -> Bool { exact }
 }
 
 /// Tensors decoded from an open checkpoint when a chunk is asked for: contiguous runs are decoded chunk by chunk
@@ -76,4 +86,8 @@ public final class CheckpointSource: TensorSource, @unchecked Sendable {
         if let h = held[t] { return h }
         return try TensorData.floats(ck, infos[t])
     }
+
+    /// Types whose every value is a float with 16 or more trailing zero bits.
+    static let narrowTypes: Set<DType> = [.bf16, .f8e4m3, .f8e5m2, .f8e4m3fnuz, .f8e5m2fnuz, .f8e8m0, .f4]
+    public func exactBins(_ t: Int) -> Bool { Self.narrowTypes.contains(infos[t].dtype) }
 }

@@ -64,6 +64,27 @@ public enum MagnitudeKernel {
         return Members(offsets: offsets, bits: bits, index: index)
     }
 
+    /// One tensor under a magnitude cut (see `wscan_keep_stats`): x[i] is pruned iff |x[i]| < value, or |x[i]| ==
+    /// value and i <= ties; NaN never.
+    public struct KeepStats: Sendable {
+        public var mass = 0.0, keptMass = 0.0
+        public var nonFinite = 0, kept = 0
+        public var minKept = Float.infinity
+        public init() {}
+    }
+
+    /// Sums and counts of a tensor under a cut, and its keep mask (1 = kept) when `mask` is given.
+    public static func keepStats(_ x: UnsafePointer<Float>, _ n: Int, value: Float, ties: Int, mask: UnsafeMutablePointer<UInt8>? = nil) -> KeepStats {
+        var s = KeepStats()
+        var nf: Int64 = 0, k: Int64 = 0
+        wscan_keep_stats(x, n, value, Int64(ties), &s.mass, &s.keptMass, &nf, &k, &s.minKept, mask)
+        s.nonFinite = Int(nf); s.kept = Int(k)
+        return s
+    }
+
+    /// Tests: false forces `keepStats`' scalar loop.
+    public static func keepUseAVX2(_ on: Bool) { wscan_keep_use_avx2(on ? 1 : 0) }
+
     /// Tests: false forces the scalar collection loop (the AVX-512 prefilter is the default where available).
     public static func useAVX512(_ on: Bool) { wscan_mag_use_avx512(on ? 1 : 0) }
 

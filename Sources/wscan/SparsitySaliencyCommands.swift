@@ -247,7 +247,9 @@ struct SaliencyCommand: ParsableCommand {
             throw CLIError("the selected tensors hold no weights (\(params.prefix(3).joined(separator: ", "))\(params.count > 3 ? ", …" : ""))")
         }
         let scores = try ScoreSource(src, weights: model, other: other, otherIndex: otherIndex)
-        var (cut, result) = try Saliency.select(scores, top: top, source: src)
+        let selected = try Saliency.select(scores, top: top, source: src)
+        let cut = selected.cut
+        var result = selected.result
         if !frozen.isEmpty {
             result.warnings = (result.warnings ?? []) + ["\(frozen.count) tensors have no optimizer state (frozen in training): score 0, ranked below every trained weight: "
                 + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import WscanFormats
+import WscanKernels
 @testable import WscanAnalysis
 
 /// The streaming paths (chunks decoded from the mapped file as a pass needs them) against the in-memory ones on
@@ -148,11 +149,104 @@ final class StreamingTests: XCTestCase {
             if n > 10 { v[3] = .nan; v[7] = .infinity; v[8] = v[9] }
             let k = max(1, n / 100)
             let want = v.filter(\.isFinite).sorted(by: >).prefix(k).reduce(0.0) { $0 + Double($1) }
-            let got = try Saliency.topMass(v, k: k)
+            let got = try Saliency.topMass(v.filter(\.isFinite), k: k)
             XCTAssertEqual(got, want, accuracy: 1e-9 * max(1, want), "n = \(n)")
             let r = try Saliency.select(ArraySource([v], names: ["w"], shapes: [[n]]), top: 0.5, source: .magnitude).result
             let mass = v.filter(\.isFinite).reduce(0.0) { $0 + Double($1) }
             XCTAssertEqual(r.layers[0].top1Concentration, mass > 0 ? want / mass : 0, accuracy: 1e-9)
+        }
+    }
+
+    /// BF16 data: each histogram bin holds one value, so the cut skips the second pass (CheckpointSource says
+    /// so); it must equal the collecting path's cut, to the element, and give the same counts and energies.
+    func testSingleValuedBinsGiveTheCollectingPathsCuts() throws {
+        var rng = SystemRandomNumberGenerator()
+        // Three tensors, one over two chunks; heavy ties (few distinct BF16 values), zeros, a NaN and an Inf.
+        let sizes = [Sparsity.chunkElements + 4099, 3000, 70_001]
+        var entries: [SafetensorsWriter.Entry] = []
+        for (i, n) in sizes.enumerated() {
+            var v = (0..<n).map { _ in Float(Int.random(in: -40...40, using: &rng)) * 0.0625 * (Bool.random(using: &rng) ? 1 : 1.0 / 1024) }
+            if i == 1 { v[5] = .nan; v[6] = -.infinity }
+            let b = v.flatMap { x -> [UInt8] in let h = Exporter.bf16RoundNearestEven(x); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+            entries.append(.init(name: "t\(i)", dtype: .bf16, shape: [n / 7, 7], bytes: Array(b.prefix(n / 7 * 7 * 2))))
+        }
+        let p = tmp.path("bf16.safetensors")
+        try SafetensorsWriter.write(entries, to: p)
+        let ck = try CheckpointOpener.open(p)
+        let src = try CheckpointSource(ck, tensors: ["t0", "t1", "t2"])
+        XCTAssertTrue((0..<3).allSatisfy { src.exactBins($0) })
+        let mem = ArraySource(try (0..<3).map { try src.tensor($0) }, names: src.names, shapes: src.shapes)
+        XCTAssertFalse(mem.exactBins(0))
+        for scope in [SparsityScope.global, .layer] {
+            for s in [0.001, 0.25, 0.5, 0.77, 0.99] {
+                let a = try Sparsity.cuts(src, scope: scope, sparsity: s), b = try Sparsity.cuts(mem, scope: scope, sparsity: s)
+                for t in 0..<3 {
+                    XCTAssertEqual([a[t].key, a[t].tensor, a[t].index], [b[t].key, b[t].tensor, b[t].index], "\(scope) \(s) t\(t)")
+                    XCTAssertEqual(a[t].value, b[t].value)
+                    XCTAssertEqual(a[t].none, b[t].none)
+                }
+            }
+            let ca = try Sparsity.curve(src, scope: scope, pattern: .unstructured, grid: [0, 0.3, 0.6, 0.95])
+            let cb = try Sparsity.curve(mem, scope: scope, pattern: .unstructured, grid: [0, 0.3, 0.6, 0.95])
+            XCTAssertEqual(ca.points.count, cb.points.count)
+            for (x, y) in zip(ca.points, cb.points) {
+                XCTAssertEqual(x.achieved, y.achieved)
+                XCTAssertEqual(x.relativeError, y.relativeError, accuracy: 1e-12)
+                for (lx, ly) in zip(x.layers, y.layers) {
+                    XCTAssertEqual(lx.sparsity, ly.sparsity)
+                    XCTAssertEqual(lx.retainedEnergy, ly.retainedEnergy, accuracy: 1e-12)
+                }
+            }
+        }
+        // Magnitude saliency of BF16 weights takes the same shortcut and keeps the same weights.
+        let scored = try ScoreSource(.magnitude, weights: src)
+        XCTAssertTrue(scored.exactBins(0))
+        let (c1, r1) = try Saliency.select(scored, top: 0.3, source: .magnitude)
+        let (c2, r2) = try Saliency.select(ScoreSource(.magnitude, weights: mem), top: 0.3, source: .magnitude)
+        XCTAssertEqual([c1.key, c1.tensor, c1.index], [c2.key, c2.tensor, c2.index])
+        XCTAssertEqual(r1.kept, r2.kept)
+        XCTAssertEqual(r1.layers.map(\.salient), r2.layers.map(\.salient))
+        for (x, y) in zip(r1.layers, r2.layers) { XCTAssertEqual(x.top1Concentration, y.top1Concentration, accuracy: 1e-12) }
+    }
+
+    /// The cut-statistics kernel behind saliency tables and masks: its AVX2 loop and its scalar loop agree with
+    /// the element-by-element definition (`Sparsity.pruned`), for ties cut at every lane of a vector, NaN, ±Inf,
+    /// negative and zero values, no cut, and lengths that leave a tail.
+    func testKeepStatsKernelMatchesDefinition() throws {
+        var rng = SystemRandomNumberGenerator()
+        for n in [0, 1, 7, 8, 9, 31, 1000, 4099] {
+            var v = (0..<n).map { _ in Float(Int.random(in: -6...6, using: &rng)) * 0.25 }     // many ties
+            if n > 20 { v[2] = .nan; v[11] = .infinity; v[17] = -.infinity; v[19] = -0.0 }
+            var cuts = [PruneCut(key: 0, value: 0, tensor: 0, index: 0, none: true)]
+            for value: Float in [0, 0.5, 1, 1.25, 2] {
+                for index in [-1, 0, 3, 7, 8, 12, n / 2, n - 1, n + 5] {
+                    for tensor in [0, 1, 2] { cuts.append(PruneCut(key: 0, value: value, tensor: tensor, index: index, none: false)) }
+                }
+            }
+            for c in cuts {
+                var want = MagnitudeKernel.KeepStats()
+                var wantMask = [UInt8](repeating: 0, count: n)
+                for (i, x) in v.enumerated() {
+                    let pruned = Sparsity.pruned(x, tensor: 1, index: i, c)
+                    if x.isFinite { want.mass += Double(x) } else { want.nonFinite += 1 }
+                    if !pruned { want.kept += 1; wantMask[i] = 1; if x.isFinite { want.keptMass += Double(x); want.minKept = min(want.minKept, x) } }
+                }
+                let (value, ties) = Sparsity.bounds(c, tensor: 1)
+                for avx in [true, false] {
+                    MagnitudeKernel.keepUseAVX2(avx)
+                    defer { MagnitudeKernel.keepUseAVX2(true) }
+                    var mask = [UInt8](repeating: 7, count: n)
+                    let got = v.withUnsafeBufferPointer { p in mask.withUnsafeMutableBufferPointer { m in
+                        MagnitudeKernel.keepStats(p.baseAddress ?? UnsafePointer(bitPattern: 64)!, n, value: value, ties: ties, mask: m.baseAddress) } }
+                    let what = "n \(n) cut \(c) avx2 \(avx)"
+                    XCTAssertEqual(mask, wantMask, what)
+                    XCTAssertEqual(got.kept, want.kept, what)
+                    XCTAssertEqual(got.nonFinite, want.nonFinite, what)
+                    XCTAssertEqual(got.minKept, want.minKept, what)
+                    XCTAssertEqual(got.mass, want.mass, accuracy: 1e-9, what)
+                    XCTAssertEqual(got.keptMass, want.keptMass, accuracy: 1e-9, what)
+                }
+            }
         }
     }
 }

@@ -120,6 +120,15 @@ int wscan_mag_hist_fused(const float *x, size_t n, uint32_t *lo, uint32_t *hi);
 void wscan_mag_take(double *tab, uint32_t lo, uint32_t hi);
 /* Tests: 0 forces the scalar collection loop, 1 restores the AVX-512 one where the CPU has it. */
 void wscan_mag_use_avx512(int on);
+/* One tensor under a magnitude cut: x[i] is pruned iff |x[i]| < value, or |x[i]| == value and i <= ties (NaN
+   never). Sums, in double, all finite x (*mass) and the finite kept ones (*kept_mass); counts the non-finite
+   (*nonfinite) and the kept (*kept); *min_kept is the smallest finite kept x (+Inf if none). mask, when not NULL,
+   gets 1 for kept and 0 for pruned. AVX2 where the CPU has it, else a scalar loop; both give the same counts and
+   mask, and sums that differ only by summation order. */
+void wscan_keep_stats(const float *x, size_t n, float value, int64_t ties, double *mass, double *kept_mass,
+                      int64_t *nonfinite, int64_t *kept, float *min_kept, uint8_t *mask);
+/* Tests: 0 forces wscan_keep_stats' scalar loop, 1 restores the AVX2 one where the CPU has it. */
+void wscan_keep_use_avx2(int on);
 /* The r-th smallest (0-based, r < n) of n >= 1 values sharing their top 16 bits, by two 8-bit counting rounds.
    scratch: room for n values. */
 uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch);
