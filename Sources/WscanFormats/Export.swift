@@ -139,15 +139,19 @@ public enum Exporter {
     static func floatBytes(_ v: [Float]) -> [UInt8] { v.withUnsafeBytes { Array($0) } }
 
     static func f16Bytes(_ v: [Float]) -> [UInt8] {
-        var b = [UInt8](); b.reserveCapacity(v.count * 2)
-        for x in v { let h = Float16(x).bitPattern; b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
-        return b
+        [UInt8](unsafeUninitializedCapacity: v.count * 2) { b, done in
+            let out = UnsafeMutableRawPointer(b.baseAddress!)
+            for (i, x) in v.enumerated() { out.storeBytes(of: Float16(x).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            done = v.count * 2
+        }
     }
 
     static func bf16Bytes(_ v: [Float]) -> [UInt8] {
-        var b = [UInt8](); b.reserveCapacity(v.count * 2)
-        for x in v { let h = bf16RoundNearestEven(x); b.append(UInt8(h & 0xFF)); b.append(UInt8(h >> 8)) }
-        return b
+        [UInt8](unsafeUninitializedCapacity: v.count * 2) { b, done in
+            let out = UnsafeMutableRawPointer(b.baseAddress!)
+            for (i, x) in v.enumerated() { out.storeBytes(of: bf16RoundNearestEven(x).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            done = v.count * 2
+        }
     }
 
     /// Float → bfloat16 with round-to-nearest-even (NaN kept quiet), as torch does.

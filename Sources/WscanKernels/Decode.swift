@@ -4,7 +4,7 @@ import CWscan
 /// unaligned. Built for x86-64-v3 so that F16 conversion uses F16C and the loops vectorise.
 public enum Decode {
     /// bfloat16 of a float rounded to nearest, ties to even (NaN stays a quiet NaN), as its 16-bit pattern.
-    public static func bf16RoundNearestEven(_ x: Float) -> UInt16 {
+    @inlinable public static func bf16RoundNearestEven(_ x: Float) -> UInt16 {
         let u = x.bitPattern
         if x.isNaN { return UInt16(u >> 16) | 0x40 }
         return UInt16((u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
