@@ -65,6 +65,14 @@ public struct SparsityCurve: Codable, Sendable {
     }
 }
 
+/// What one point of a curve prunes, for an evaluator to measure: nothing (the dense model), one cut per tensor
+/// (in the source's tensor order), or an N:M pattern.
+public enum PruneSpec: Sendable {
+    case dense
+    case cuts([PruneCut])
+    case nm(n: Int, m: Int)
+}
+
 /// The exact cut for one sparsity: prune |w| < value, and |w| == value up to (tensor, index) inclusive.
 public struct PruneCut: Sendable {
     public var key: Int
@@ -364,6 +372,24 @@ public enum Sparsity {
         return out
     }
 
+    /// A copy of the weights pruned as `spec` says (`tensors` in the order the spec's cuts are).
+    public static func pruned(_ w: WeightSet, tensors: [String], _ spec: PruneSpec) -> WeightSet {
+        switch spec {
+        case .dense: return w
+        case let .cuts(c): return prune(w, tensors: tensors, cut: Dictionary(uniqueKeysWithValues: zip(tensors, c)))
+        case let .nm(n, m): return prune(w, tensors: tensors, pattern: .nm(n: n, m: m))
+        }
+    }
+
+    /// Prunes tensor number `t` (of shape `shape`) as `spec` says.
+    public static func apply(_ spec: PruneSpec, to v: inout [Float], tensor t: Int, shape: [Int]) {
+        switch spec {
+        case .dense: break
+        case let .cuts(c): apply(c[t], to: &v, tensor: t)
+        case let .nm(n, m): if nmPrunable(shape, m: m) { pruneNM(&v, shape: shape, n: n, m: m) }
+        }
+    }
+
     /// Zeroes the weights of tensor number `tensor` that cut `c` prunes.
     public static func apply(_ c: PruneCut, to v: inout [Float], tensor ti: Int) {
         let (value, ties) = bounds(c, tensor: ti)
@@ -430,21 +456,19 @@ public enum Sparsity {
     public static func curve(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern,
                              grid: [Double] = defaultGrid(), tolerance: Double = 0.01, evaluator: Evaluator? = nil,
                              refine: Bool = true) throws -> SparsityCurve {
-        try curve(ArraySource(w, tensors: tensors), scope: scope, pattern: pattern, grid: grid, tolerance: tolerance,
-                  evaluating: evaluator.map { ($0, w) }, refine: refine)
+        let src = ArraySource(w, tensors: tensors)
+        return try curve(src, scope: scope, pattern: pattern, grid: grid, tolerance: tolerance,
+                         evaluate: evaluator.map { ev in { spec in try ev.evaluate(pruned(w, tensors: tensors, spec)) } },
+                         evaluatorName: evaluator?.description, refine: refine)
     }
 
-    /// The data-free curve over tensors read from `src` as the passes need them: memory holds the histograms,
-    /// the boundary bins' members and (for N:M) one tensor per core, not the model.
+    /// The curve over tensors read from `src` as the passes need them: memory holds the histograms, the boundary
+    /// bins' members and (for N:M) one tensor per core, not the model. `evaluate`, when given, measures the model
+    /// a spec prunes (e.g. by writing it for an external command tensor by tensor); `evaluatorName` describes it.
     public static func curve(_ src: TensorSource, scope: SparsityScope, pattern: SparsityPattern, grid: [Double] = defaultGrid(),
-                             tolerance: Double = 0.01, refine: Bool = true) throws -> SparsityCurve {
-        try curve(src, scope: scope, pattern: pattern, grid: grid, tolerance: tolerance, evaluating: nil, refine: refine)
-    }
-
-    static func curve(_ src: TensorSource, scope: SparsityScope, pattern: SparsityPattern, grid: [Double], tolerance: Double,
-                      evaluating: (evaluator: Evaluator, weights: WeightSet)?, refine: Bool) throws -> SparsityCurve {
+                             tolerance: Double = 0.01, evaluate: ((PruneSpec) throws -> EvalResult)? = nil, evaluatorName: String? = nil,
+                             refine: Bool = true) throws -> SparsityCurve {
         let tensors = src.names
-        let evaluator = evaluating?.evaluator
         var warnings: [String] = []
         if case let .nm(_, m) = pattern {
             let skip = tensors.indices.filter { !nmPrunable(src.shapes[$0], m: m) }.map { tensors[$0] }
@@ -469,8 +493,8 @@ public enum Sparsity {
                 // N:M has one sparsity: report it next to the dense model it is measured against.
                 let dense = SparsityPoint(sparsity: 0, achieved: 0, relativeError: 0, retainedEnergy: 1,
                                           layers: tensors.map { .init(name: $0, sparsity: 0, relativeError: 0, retainedEnergy: 1) },
-                                          eval: try evaluating.map { try $0.evaluator.evaluate($0.weights) })
-                return [dense, try nmPoint(src, n: nz, m: m, totalEnergy: totalEnergy, evaluating: evaluating)]
+                                          eval: try evaluate?(.dense))
+                return [dense, try nmPoint(src, n: nz, m: m, totalEnergy: totalEnergy, evaluate: evaluate)]
             }
             // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
             var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
@@ -485,7 +509,7 @@ public enum Sparsity {
             }
             return try sparsities.enumerated().map { si, s in
                 try pointFromCuts(s, tensors: tensors, hists: H, cuts: perTensor[si], taken: taken[si], totalEnergy: totalEnergy,
-                                  evaluate: evaluating.map { e in { try e.evaluator.evaluate(prune(e.weights, tensors: tensors, cut: perTensor[si])) } })
+                                  evaluate: evaluate.map { e in { try e(.cuts(tensors.map { perTensor[si][$0]! })) } })
             }
         }
 
@@ -495,14 +519,14 @@ public enum Sparsity {
         if let e = points.first(where: { $0.sparsity == 0 })?.eval, e.metric.isNaN || (e.loss?.isNaN ?? false) {
             throw SparsityError("the evaluator returns NaN on the dense model (are there NaN weights?): no essential sparsity can be measured against it")
         }
-        var ess = essential(points, tolerance: tolerance, evaluator: evaluator)
+        var ess = essential(points, tolerance: tolerance)
         if refine, pattern == .unstructured, let knee = ess.knee, let i = points.firstIndex(where: { $0.sparsity == knee }) {
             var extra: [Double] = []
             if i > 0 { extra += [0.25, 0.5, 0.75].map { points[i - 1].sparsity + (knee - points[i - 1].sparsity) * $0 } }
             if i + 1 < points.count { extra += [0.25, 0.5, 0.75].map { knee + (points[i + 1].sparsity - knee) * $0 } }
             points += try evalPoints(extra)
             points.sort { $0.sparsity < $1.sparsity }
-            ess = essential(points, tolerance: tolerance, evaluator: evaluator)
+            ess = essential(points, tolerance: tolerance)
         }
         for (ti, n) in tensors.enumerated() where H[ti].nonFinite > 0 {
             if case let .nm(nz, m) = pattern {
@@ -512,7 +536,7 @@ public enum Sparsity {
             }
         }
         return SparsityCurve(scope: scope, pattern: pattern.description, prunable: prunable, tensors: tensors, points: points,
-                             essential: ess, evaluator: evaluator?.description, warnings: warnings.isEmpty ? nil : warnings)
+                             essential: ess, evaluator: evaluatorName, warnings: warnings.isEmpty ? nil : warnings)
     }
 
     static func pointFromCuts(_ s: Double, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
@@ -546,7 +570,7 @@ public enum Sparsity {
     /// weights the pattern selects (N of every M in the tensors that take it), not the zeros the model may already
     /// hold. Errors and energies leave NaN/±Inf weights out, as the histogram path does.
     static func nmPoint(_ src: TensorSource, n nz: Int, m: Int, totalEnergy: Double,
-                        evaluating: (evaluator: Evaluator, weights: WeightSet)?) throws -> SparsityPoint {
+                        evaluate: ((PruneSpec) throws -> EvalResult)?) throws -> SparsityPoint {
         let tensors = src.names
         let box = UnsafeSendableBox([(layer: SparsityPoint.LayerPoint, selected: Int, pe: Double)?](repeating: nil, count: tensors.count))
         try parallel(tensors.count) { t in
@@ -567,7 +591,7 @@ public enum Sparsity {
         }
         let rows = box.array.map { $0! }
         let n = src.counts.reduce(0, +), selected = rows.reduce(0) { $0 + $1.selected }, pe = rows.reduce(0) { $0 + $1.pe }
-        let e = try evaluating.map { try $0.evaluator.evaluate(prune($0.weights, tensors: tensors, pattern: .nm(n: nz, m: m))) }
+        let e = try evaluate?(.nm(n: nz, m: m))
         return SparsityPoint(sparsity: Double(nz) / Double(m), achieved: Double(selected) / Double(max(1, n)),
                              relativeError: totalEnergy > 0 ? (pe / totalEnergy).squareRoot() : 0,
                              retainedEnergy: totalEnergy > 0 ? 1 - pe / totalEnergy : 1, layers: rows.map(\.layer), eval: e)
@@ -575,7 +599,7 @@ public enum Sparsity {
 
     /// Essential sparsity two ways: (1) the largest grid sparsity whose metric stays within `tolerance` (relative)
     /// of dense; (2) the Kneedle knee (Satopää et al., 2011) of the metric curve.
-    public static func essential(_ points: [SparsityPoint], tolerance: Double, evaluator: Evaluator?) -> EssentialSparsity {
+    public static func essential(_ points: [SparsityPoint], tolerance: Double) -> EssentialSparsity {
         let pts = points.sorted { $0.sparsity < $1.sparsity }
         let useEval = pts.first?.eval != nil
         let metricName = useEval ? (pts[0].eval!.metricName) : "retained_energy"

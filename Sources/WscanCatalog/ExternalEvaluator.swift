@@ -27,22 +27,30 @@ public struct ExternalEvaluator: Evaluator {
     public var description: String { "external command `\(command)`" }
 
     public func evaluate(_ w: WeightSet) throws -> EvalResult {
-        let (base, plain) = Self.temporaryFolder()
-        let dir = URL(fileURLWithPath: base).appendingPathComponent("wscan-eval-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let file = dir.appendingPathComponent("candidate.safetensors").path
-        let merged = extra.map { $0.merged(with: w) } ?? w
-        if let source {
+        try evaluate { file in
+            let merged = extra.map { $0.merged(with: w) } ?? w
+            if let source {
             let replace = Dictionary(merged.names.map { ($0, merged.values[$0]!) }, uniquingKeysWith: { a, _ in a })
             // Weights the source checkpoint lacks (a bias only the other end of a path has) go in as F32.
             let own = Set(source.tensors.map(\.name))
             let adding = merged.names.filter { !own.contains($0) }.map { SafetensorsWriter.Entry(name: $0, shape: merged.shapes[$0]!, floats: merged.values[$0]!) }
             _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace, adding: adding,
                                     metadata: ["written_by": "wscan evaluator"])
-        } else {
-            try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
+            } else {
+                try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
+            }
         }
+    }
+
+    /// Runs the command on a candidate that `write` puts at the path it is given (a safetensors file): a caller
+    /// that streams the weights writes it tensor by tensor instead of handing over a model in memory.
+    public func evaluate(writingCandidate write: (String) throws -> Void) throws -> EvalResult {
+        let (base, plain) = Self.temporaryFolder()
+        let dir = URL(fileURLWithPath: base).appendingPathComponent("wscan-eval-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("candidate.safetensors").path
+        try write(file)
         // A plain path goes in as it is; only when no writable plain folder exists is it single-quoted (then
         // `"{ckpt}"` inside other quotes is the user's to get right, as before).
         let cmd = plain ? Self.substitute(command, path: file) : Self.substitute(command, path: "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'")

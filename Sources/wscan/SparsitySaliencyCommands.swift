@@ -89,7 +89,22 @@ struct SparsityCommand: ParsableCommand {
         let src: TensorSource
         var evaluator: Evaluator?
         var curve: SparsityCurve
-        if eval.data != nil || eval.evalCommand != nil {
+        if eval.evalCommand != nil, eval.data == nil {
+            // An external command gets each candidate written tensor by tensor from the mapped checkpoint: every
+            // tensor in its own dtype, the pruned ones replaced.
+            guard let ev = try eval.make(weights: WeightSet(), passThrough: WeightSet(), source: ck) as? ExternalEvaluator else {
+                throw CLIError("--eval did not make an external evaluator")
+            }
+            evaluator = ev
+            let s = try CheckpointSource(ck, tensors: prunable)
+            src = s
+            curve = try Sparsity.curve(s, scope: sc, pattern: pat, grid: g, tolerance: tolerance, evaluate: { spec in
+                try ev.evaluate(writingCandidate: { file in
+                    _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
+                                            metadata: ["written_by": "wscan evaluator"])
+                })
+            }, evaluatorName: ev.description, refine: !noRefine)
+        } else if eval.data != nil || eval.evalCommand != nil {
             let all = try WeightSet.load(ck)
             let w = all.subset(prunable)
             let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
@@ -114,22 +129,13 @@ struct SparsityCommand: ParsableCommand {
         if let out = writePruned {
             try catalog.refuseCatalogAsOutput(out)
             let s = pat == .unstructured ? (at ?? e.withinTolerance) : pat.sparsityValue
-            let cuts: [PruneCut]? = pat == .unstructured ? try Sparsity.cuts(src, scope: sc, sparsity: s) : nil
+            let spec: PruneSpec
+            if case let .nm(n, m) = pat { spec = .nm(n: n, m: m) } else { spec = .cuts(try Sparsity.cuts(src, scope: sc, sparsity: s)) }
             // Each pruned tensor is made when the writer reaches it; its zeros are counted on the way.
             let zeros = UnsafeSendableBox([Int](repeating: 0, count: prunable.count))
-            var lazy: [String: @Sendable () throws -> [Float]] = [:]
-            for (ti, name) in prunable.enumerated() {
-                let shape = src.shapes[ti]
-                lazy[name] = {
-                    var v = try src.tensor(ti)
-                    if let cuts { Sparsity.apply(cuts[ti], to: &v, tensor: ti) }
-                    else if case let .nm(n, m) = pat, Sparsity.nmUnprunable(shape, m: m) == false { Sparsity.pruneNM(&v, shape: shape, n: n, m: m) }
-                    zeros.set(ti, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) })
-                    return v
-                }
-            }
             // Every tensor of the checkpoint, in its own dtype, with the pruned ones replaced.
-            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true }, replacingLazily: lazy,
+            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true },
+                                          replacingLazily: prunedLazily(src, spec) { t, v in zeros.set(t, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) },
                                           metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern])
             for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
             for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
@@ -156,6 +162,23 @@ struct SparsityCommand: ParsableCommand {
         print(summary)
         if let w = written { print("wrote pruned checkpoint \(w.path): \(String(format: "%.2f%%", w.achieved * 100)) of the pruned tensors' weights are zero") }
     }
+}
+
+/// For the file writer: each tensor of `src`, pruned as `spec` says, made when the writer reaches it (`seen` gets
+/// it first).
+func prunedLazily(_ src: TensorSource, _ spec: PruneSpec,
+                  seen: @escaping @Sendable (Int, [Float]) -> Void = { _, _ in }) -> [String: @Sendable () throws -> [Float]] {
+    var lazy: [String: @Sendable () throws -> [Float]] = [:]
+    for (t, name) in src.names.enumerated() {
+        let shape = src.shapes[t]
+        lazy[name] = {
+            var v = try src.tensor(t)
+            Sparsity.apply(spec, to: &v, tensor: t, shape: shape)
+            seen(t, v)
+            return v
+        }
+    }
+    return lazy
 }
 
 /// Hands the evaluator the pruned tensors together with the ones pruning leaves alone (biases, norms).

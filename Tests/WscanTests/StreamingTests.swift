@@ -249,4 +249,43 @@ final class StreamingTests: XCTestCase {
             }
         }
     }
+
+    /// `--eval` streams: each candidate is written tensor by tensor from the mapped checkpoint. A numpy evaluator
+    /// of the corpus MLP then reports, at every point of the curve (unstructured, per layer, and 2:4), exactly the
+    /// accuracy the built-in evaluator (`--data`, the model in memory) measures, and the candidate holds every
+    /// tensor of the checkpoint.
+    func testStreamedExternalEvaluatorMatchesBuiltIn() throws {
+        let script = tmp.path("eval.py")
+        try """
+        import sys, numpy as np
+        from safetensors.numpy import load_file
+        p = load_file(sys.argv[1]); d = np.load(sys.argv[2])
+        assert sorted(p) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "fc3.bias", "fc3.weight"], sorted(p)
+        h = d["x"].astype(np.float32)
+        for i, n in enumerate(["fc1", "fc2", "fc3"]):
+            h = h @ p[n + ".weight"].T + p[n + ".bias"]
+            if i < 2: h = np.maximum(h, 0)
+        print("accuracy:", float((h.argmax(1) == d["y"]).mean()))
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        let model = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        let data = Paths.corpus.appendingPathComponent("digits_test.npz").path
+        for extra in [["--scope", "global"], ["--scope", "layer"], ["--pattern", "2:4"]] {
+            let grid = extra.contains("2:4") ? [] : ["--grid", "0,0.3,0.6,0.9", "--no-refine"]
+            func curve(_ eval: [String]) throws -> [[String: Any]] {
+                let r = try runWscan(["analyze", "sparsity", model, "--db", tmp.path("e.db"), "--json"] + extra + grid + eval)
+                XCTAssertEqual(r.status, 0, r.err)
+                let j = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+                return j["points"] as! [[String: Any]]
+            }
+            let ext = try curve(["--eval", "python3 \(script) {ckpt} \(data)"])
+            let builtIn = try curve(["--data", data])
+            XCTAssertEqual(ext.count, builtIn.count, "\(extra)")
+            XCTAssertGreaterThanOrEqual(ext.count, 2)
+            for (a, b) in zip(ext, builtIn) {
+                let ea = a["eval"] as! [String: Any], eb = b["eval"] as! [String: Any]
+                XCTAssertEqual(ea["metric"] as? Double, eb["accuracy"] as? Double, "\(extra) at \(a["sparsity"]!)")
+                XCTAssertEqual(a["achieved"] as? Double, b["achieved"] as? Double)
+            }
+        }
+    }
 }
