@@ -722,11 +722,12 @@ int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t 
     return 0;
 }
 
-static void mag_collect_scalar(const uint32_t *u, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+static void mag_collect_scalar(const uint32_t *u, size_t n, const int16_t *slot, uint32_t *const *vals, uint32_t *const *idx, size_t *pos,
+                               const size_t *cap) {
     for (size_t i = 0; i < n; i++) {
         uint32_t a = u[i] & 0x7fffffffu;
         int s = slot[a >> 16];
-        if (__builtin_expect(s >= 0, 0)) { size_t p = pos[s]++; vals[s][p] = a; idx[s][p] = (uint32_t)i; }
+        if (__builtin_expect(s >= 0, 0)) { size_t p = pos[s]++; if (p < cap[s]) { vals[s][p] = a; idx[s][p] = (uint32_t)i; } }
     }
 }
 
@@ -739,7 +740,7 @@ static void mag_collect_scalar(const uint32_t *u, size_t n, const int16_t *slot,
 #define MAG_STAGE 512
 __attribute__((target("avx512f,avx512bw")))
 static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
-                               uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+                               uint32_t *const *vals, uint32_t *const *idx, size_t *pos, const size_t *cap) {
     uint32_t f1[16] = {0}, f2[16] = {0};
     for (size_t j = 0; j < nkeys; j++) {
         uint32_t k = keys[j], h = MAG_H2(k);
@@ -767,19 +768,19 @@ static void mag_collect_avx512(const uint32_t *u, size_t n, const int16_t *slot,
         if (ns >= MAG_STAGE) {
             for (size_t j = 0; j < ns; j++) {
                 int s = slot[sv[j] >> 16];
-                if (s >= 0) { size_t p = pos[s]++; vals[s][p] = sv[j]; idx[s][p] = si[j]; }
+                if (s >= 0) { size_t p = pos[s]++; if (p < cap[s]) { vals[s][p] = sv[j]; idx[s][p] = si[j]; } }
             }
             ns = 0;
         }
     }
     for (size_t j = 0; j < ns; j++) {
         int s = slot[sv[j] >> 16];
-        if (s >= 0) { size_t p = pos[s]++; vals[s][p] = sv[j]; idx[s][p] = si[j]; }
+        if (s >= 0) { size_t p = pos[s]++; if (p < cap[s]) { vals[s][p] = sv[j]; idx[s][p] = si[j]; } }
     }
     for (; i < n; i++) {
         uint32_t av = u[i] & 0x7fffffffu;
         int s = slot[av >> 16];
-        if (s >= 0) { size_t p = pos[s]++; vals[s][p] = av; idx[s][p] = (uint32_t)i; }
+        if (s >= 0) { size_t p = pos[s]++; if (p < cap[s]) { vals[s][p] = av; idx[s][p] = (uint32_t)i; } }
     }
 }
 
@@ -875,11 +876,11 @@ int wscan_mag_hist_fused(const float *x, size_t n, uint32_t *lo, uint32_t *hi) {
 }
 
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
-                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos) {
+                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos, const size_t *cap) {
     const uint32_t *u = (const uint32_t *)x;
     if (mag_avx512 < 0) mag_avx512 = mag_avx512_default();
-    if (mag_avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos);
-    else mag_collect_scalar(u, n, slot, vals, idx, pos);
+    if (mag_avx512) mag_collect_avx512(u, n, slot, keys, nkeys, vals, idx, pos, cap);
+    else mag_collect_scalar(u, n, slot, vals, idx, pos, cap);
 }
 
 uint32_t wscan_select_low16(const uint32_t *v, size_t n, size_t r, uint32_t *scratch) {

@@ -280,6 +280,8 @@ public struct ScoreSource: TensorSource {
         }
     }
 
+    public func label(_ t: Int) -> String { weights.label(t) }
+
     /// |x| of a value with 16 trailing zero bits has them too: magnitude, grad and fisher scores of BF16 data.
     public func exactBins(_ t: Int) -> Bool {
         switch kind {

@@ -142,7 +142,7 @@ public enum Sparsity {
     static func parallel(_ n: Int, _ body: (Int) throws -> Void) throws {
         let failure = UnsafeSendableBox<Error?>([nil])
         DispatchQueue.concurrentPerform(iterations: n) { i in
-            if failure.array[0] != nil { return }
+            if failure.get(0) != nil { return }
             do { try body(i) } catch { failure.set(0, error) }
         }
         if let e = failure.array[0] { throw e }
@@ -246,6 +246,7 @@ public enum Sparsity {
             let m = try src.withChunk(c.tensor, start: c.start, count: c.count) { p in
                 slotOf[g].withUnsafeBufferPointer { MagnitudeKernel.collect(p, c.count, slotOf: $0.baseAddress!, keys: slotKeys[g], counts: counts) }
             }
+            guard let m else { throw SparsityError("\(src.label(c.tensor)) changed between the two passes (rewritten while it was read)") }
             lists.set(ci, m)
         }
         let L = lists.array
@@ -311,11 +312,11 @@ public enum Sparsity {
                     }
                     return -1
                 }
-                guard at >= 0 else { throw SparsityError("tensor \(src.names[t]) changed between passes (bin \(bin) lost members)") }
+                guard at >= 0 else { throw SparsityError("\(src.label(t)) changed between the two passes (rewritten while it was read)") }
                 return CutResult(cut: PruneCut(key: bin, value: value, tensor: t, index: chunk.start + at, none: false), boundary: taken)
             }
         }
-        throw SparsityError("the histogram holds fewer than \(r) members in bin \(bin)")
+        throw SparsityError("\(group.first.map { src.label($0) } ?? "a tensor") changed between the two passes (rewritten while it was read)")
     }
 
     /// Global cuts over `values` taken together, one per sparsity.
@@ -415,16 +416,32 @@ public enum Sparsity {
     /// N zeros in every group of M consecutive input channels (axis 1) at a fixed output row and kernel position,
     /// as NVIDIA's ASP lays out 2:4 for linear and convolution weights. The shape must be `nmPrunable`.
     public static func pruneNM(_ v: inout [Float], shape s: [Int], n: Int, m: Int) {
+        var pruned: [Int] = []
+        pruned.reserveCapacity(v.count / m * n)
+        forEachNMPruned(v, shape: s, n: n, m: m) { pruned.append($0) }
+        for i in pruned { v[i] = 0 }
+    }
+
+    /// Calls `body` with the index of every weight an N:M pattern prunes: in each group, the N smallest
+    /// magnitudes (NaN ranked above ±Inf above every finite value), ties to the lower index.
+    static func forEachNMPruned(_ v: [Float], shape s: [Int], n: Int, m: Int, _ body: (Int) -> Void) {
         let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
-        var idx = [Int](repeating: 0, count: m)
-        for o in 0..<s[0] {
-            for r in 0..<inner {
-                var c = 0
-                while c < cin {
-                    for j in 0..<m { idx[j] = (o * cin + c + j) * inner + r }
-                    idx.sort { (magnitude(v[$0]), $0) < (magnitude(v[$1]), $1) }
-                    for j in 0..<n { v[idx[j]] = 0 }
-                    c += m
+        var idx = [Int](repeating: 0, count: m), mag = [Float](repeating: 0, count: m)
+        v.withUnsafeBufferPointer { p in
+            for o in 0..<s[0] {
+                for r in 0..<inner {
+                    var c = 0
+                    while c < cin {
+                        // insertion sort of the group by (magnitude, index): M is small (4 or 8)
+                        for j in 0..<m {
+                            let i = (o * cin + c + j) * inner + r, a = magnitude(p[i])
+                            var k = j
+                            while k > 0 && (mag[k - 1] > a || (mag[k - 1] == a && idx[k - 1] > i)) { mag[k] = mag[k - 1]; idx[k] = idx[k - 1]; k -= 1 }
+                            mag[k] = a; idx[k] = i
+                        }
+                        for j in 0..<n { body(idx[j]) }
+                        c += m
+                    }
                 }
             }
         }
@@ -579,12 +596,9 @@ public enum Sparsity {
                 box.set(t, (.init(name: tensors[t], sparsity: 0, relativeError: 0, retainedEnergy: 1), 0, 0)); return
             }
             let a = try src.tensor(t)
-            var b = a
-            pruneNM(&b, shape: shape, n: nz, m: m)
             var le = 0.0, lt = 0.0
-            for i in a.indices where a[i].isFinite {
-                let d = Double(a[i]) - Double(b[i]); le += d * d; lt += Double(a[i]) * Double(a[i])
-            }
+            forEachNMPruned(a, shape: shape, n: nz, m: m) { i in if a[i].isFinite { le += Double(a[i]) * Double(a[i]) } }
+            for x in a where x.isFinite { lt += Double(x) * Double(x) }
             let sel = count / m * nz
             box.set(t, (.init(name: tensors[t], sparsity: Double(sel) / Double(max(1, count)), relativeError: lt > 0 ? (le / lt).squareRoot() : 0,
                               retainedEnergy: lt > 0 ? 1 - le / lt : 1), sel, le))
@@ -646,4 +660,5 @@ public final class UnsafeSendableBox<T>: @unchecked Sendable {
     let lock = NSLock()
     public init(_ a: [T]) { array = a }
     public func set(_ i: Int, _ v: T) { lock.lock(); array[i] = v; lock.unlock() }
+    public func get(_ i: Int) -> T { lock.lock(); defer { lock.unlock() }; return array[i] }
 }

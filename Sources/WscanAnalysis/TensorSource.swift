@@ -16,10 +16,13 @@ public protocol TensorSource: Sendable {
     /// Whether every float tensor `t` yields has its low 16 bits zero (BF16, FP8 and FP4 data), so that each
     /// |w| histogram bin holds a single value and an exact cut needs no second look at the bin's members.
     func exactBins(_ t: Int) -> Bool
+    /// Tensor `t` as an error message names it (with its file when it comes from one).
+    func label(_ t: Int) -> String
 }
 
 extension TensorSource {
     public func exactBins(_ t: Int) -> Bool { false }
+    public func label(_ t: Int) -> String { "tensor '\(names[t])'" }
 }
 
 /// Arrays in memory (the weights of a `WeightSet`).
@@ -67,7 +70,9 @@ public final class CheckpointSource: TensorSource, @unchecked Sendable {
                 throw FormatError(.unsupported, "tensor '\(n)' is not a floating-point tensor wscan decodes")
             }
             infos.append(t)
-            held.append(TensorData.rangeReadable(t) ? nil : try TensorData.floats(ck, t))
+            do { held.append(TensorData.rangeReadable(t) ? nil : try TensorData.floats(ck, t)) } catch let e as FormatError {
+                throw FormatError(e.kind, "\(ck.path): \(e.message)")
+            }
         }
         self.ck = ck; self.infos = infos; self.held = held
         names = tensors
@@ -90,4 +95,8 @@ public final class CheckpointSource: TensorSource, @unchecked Sendable {
     /// Types whose every value is a float with 16 or more trailing zero bits.
     static let narrowTypes: Set<DType> = [.bf16, .f8e4m3, .f8e5m2, .f8e4m3fnuz, .f8e5m2fnuz, .f8e8m0, .f4]
     public func exactBins(_ t: Int) -> Bool { Self.narrowTypes.contains(infos[t].dtype) }
+    public func label(_ t: Int) -> String {
+        let f = infos[t].fileIndex
+        return "\(f >= 0 && f < ck.files.count ? ck.files[f].path : ck.path): tensor '\(names[t])'"
+    }
 }

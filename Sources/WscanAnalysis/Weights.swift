@@ -19,7 +19,7 @@ public struct WeightSet: Sendable {
         let wanted = Set(names)
         for t in ck.tensors where wanted.contains(t.name) {
             if let d = try TensorData.f64Overflow(ck, t) {
-                throw FormatError(.unsupported, "tensor '\(t.name)' (\(t.dtype.rawValue)) holds \(d), beyond float32's range: this analysis works in float32 and would take it for ±Inf")
+                throw FormatError(.unsupported, "\(ck.path): tensor '\(t.name)' (\(t.dtype.rawValue)) holds \(d), beyond float32's range: this analysis works in float32 and would take it for ±Inf")
             }
         }
     }

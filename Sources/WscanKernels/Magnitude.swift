@@ -47,9 +47,10 @@ public enum MagnitudeKernel {
         public static let empty = Members(offsets: [0], bits: [], index: [])
     }
 
-    /// Collects the elements whose key k has `slotOf[k] >= 0` (`keys` lists those keys); `counts[s]` must be slot
-    /// s's exact size (from the histogram of the same elements).
-    public static func collect(_ x: UnsafePointer<Float>, _ n: Int, slotOf: UnsafePointer<Int16>, keys: [UInt32], counts: [Int]) -> Members {
+    /// Collects the elements whose key k has `slotOf[k] >= 0` (`keys` lists those keys); `counts[s]` is slot s's
+    /// size from the histogram of the same elements. nil when the elements no longer give those counts (the data
+    /// changed since the histogram was made: a file rewritten while it was read); nothing is written beyond them.
+    public static func collect(_ x: UnsafePointer<Float>, _ n: Int, slotOf: UnsafePointer<Int16>, keys: [UInt32], counts: [Int]) -> Members? {
         var offsets = [0]
         for c in counts { offsets.append(offsets.last! + c) }
         let total = offsets.last!
@@ -58,9 +59,9 @@ public enum MagnitudeKernel {
         bits.withUnsafeMutableBufferPointer { b in index.withUnsafeMutableBufferPointer { ix in
             let vp = offsets.dropLast().map { Optional(b.baseAddress! + $0) }
             let ip = offsets.dropLast().map { Optional(ix.baseAddress! + $0) }
-            wscan_mag_collect(x, n, slotOf, keys, keys.count, vp, ip, &pos)
+            wscan_mag_collect(x, n, slotOf, keys, keys.count, vp, ip, &pos, counts)
         } }
-        precondition(pos == counts, "boundary collection disagrees with the histogram")
+        guard pos == counts else { return nil }
         return Members(offsets: offsets, bits: bits, index: index)
     }
 

@@ -288,4 +288,24 @@ final class StreamingTests: XCTestCase {
             }
         }
     }
+
+    /// Pass 2 reads the file again: when its data changed since pass 1 counted a bin's members, the collection
+    /// writes no more than the room it was given and reports the mismatch instead of running past its buffers.
+    func testCollectionBoundedWhenDataChangedBetweenPasses() {
+        let x = (0..<5000).map { Float($0 % 50) * 0.5 }          // keys of 1.0 and 2.0: 100 members each
+        let keys = [UInt32(MagnitudeKernel.key(1.0)), UInt32(MagnitudeKernel.key(2.0))]
+        var slotOf = [Int16](repeating: -1, count: MagnitudeKernel.bins)
+        slotOf[Int(keys[0])] = 0; slotOf[Int(keys[1])] = 1
+        for avx in [true, false] {
+            MagnitudeKernel.useAVX512(avx)
+            defer { MagnitudeKernel.useAVX512(true) }
+            let ok = x.withUnsafeBufferPointer { MagnitudeKernel.collect($0.baseAddress!, x.count, slotOf: slotOf, keys: keys, counts: [100, 100]) }
+            XCTAssertEqual(ok?.bits.count, 200)
+            XCTAssertEqual(ok?.index.prefix(3).map { Int($0) }, [2, 52, 102])
+            for wrong in [[10, 100], [100, 0], [0, 0], [101, 100]] {
+                let m = x.withUnsafeBufferPointer { MagnitudeKernel.collect($0.baseAddress!, x.count, slotOf: slotOf, keys: keys, counts: wrong) }
+                XCTAssertNil(m, "counts \(wrong), AVX-512 \(avx)")
+            }
+        }
+    }
 }

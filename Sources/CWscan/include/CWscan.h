@@ -109,9 +109,10 @@ void wscan_mag_range(const float *x, size_t n, uint32_t *kmin, uint32_t *kmax);
 int wscan_mag_hist(const float *x, size_t n, double *tab, uint32_t lo, uint32_t hi);
 /* For each element whose key k has slot[k] >= 0, appends its |x| bit pattern and index to that slot:
    vals[s][pos[s]], idx[s][pos[s]], then pos[s]++. keys lists the nkeys keys with a slot (they prefilter 16
-   elements at a time on AVX-512). The caller sizes the slots from the histogram counts. */
+   elements at a time on AVX-512). The caller sizes the slots from the histogram counts and gives each slot's
+   room in cap: a member beyond it (the data changed since it was counted) is counted in pos but not written. */
 void wscan_mag_collect(const float *x, size_t n, const int16_t *slot, const uint32_t *keys, size_t nkeys,
-                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos);
+                       uint32_t *const *vals, uint32_t *const *idx, size_t *pos, const size_t *cap);
 /* wscan_mag_range and wscan_mag_hist in one pass, on AVX-512 CPUs (returns -2 elsewhere, -1 if out of memory):
    the key range in *lo, *hi (hi < lo when n = 0), and the table for it left in a per-thread table that
    wscan_mag_take copies out. The same counts and sums as wscan_mag_hist, to the bit. */
