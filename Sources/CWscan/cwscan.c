@@ -532,10 +532,11 @@ int wscan_map_shrunk(char *path, size_t cap, int take) {
 extern char **environ;
 static volatile sig_atomic_t guarded_group = 0;
 static char guarded_file[4096], guarded_dir[4096];   /* the candidate file and its private folder */
+static char guarded_tmp[4200];                       /* the writer's temporary file beside the candidate */
 static volatile sig_atomic_t guarded_paths = 0;
 static void guard_handler(int sig) {
     if (guarded_group > 0) kill(-guarded_group, SIGKILL);
-    if (guarded_paths) { unlink(guarded_file); rmdir(guarded_dir); }   /* both async-signal-safe */
+    if (guarded_paths) { unlink(guarded_tmp); unlink(guarded_file); rmdir(guarded_dir); }   /* async-signal-safe */
     /* End a progress bar's line, then say what happened: work finished so far is in the catalog (one
        transaction per checkpoint), the rest is not. */
     static const char clear[] = "\r\033[K", msg[] = "wscan: interrupted; finished work is kept, the rest was not written\n";
@@ -564,8 +565,10 @@ void wscan_install_interrupt_handler(void) { pthread_once(&guard_once, guard_ins
 
 void wscan_guard_paths(const char *file, const char *dir) {
     if (!file || !dir) { guarded_paths = 0; return; }
+    pthread_once(&guard_once, guard_install);
     guarded_paths = 0;
     snprintf(guarded_file, sizeof guarded_file, "%s", file);
+    snprintf(guarded_tmp, sizeof guarded_tmp, "%s.tmp-%d", file, (int)getpid());   /* SafetensorsWriter's name */
     snprintf(guarded_dir, sizeof guarded_dir, "%s", dir);
     guarded_paths = 1;
 }

@@ -316,7 +316,7 @@ public enum Sparsity {
                 return CutResult(cut: PruneCut(key: bin, value: value, tensor: t, index: chunk.start + at, none: false), boundary: taken)
             }
         }
-        throw SparsityError("\(group.first.map { src.label($0) } ?? "a tensor") changed between the two passes (rewritten while it was read)")
+        throw SparsityError("\(group.count == 1 ? src.label(group[0]) : "a tensor of the model") changed between the two passes (rewritten while it was read)")
     }
 
     /// Global cuts over `values` taken together, one per sparsity.
@@ -426,7 +426,7 @@ public enum Sparsity {
     /// magnitudes (NaN ranked above ±Inf above every finite value), ties to the lower index.
     static func forEachNMPruned(_ v: [Float], shape s: [Int], n: Int, m: Int, _ body: (Int) -> Void) {
         let cin = s[1], inner = s.dropFirst(2).reduce(1, *)
-        var idx = [Int](repeating: 0, count: m), mag = [Float](repeating: 0, count: m)
+        var idx = [Int](repeating: 0, count: m), mag = [UInt32](repeating: 0, count: m)
         v.withUnsafeBufferPointer { p in
             for o in 0..<s[0] {
                 for r in 0..<inner {
@@ -434,7 +434,7 @@ public enum Sparsity {
                     while c < cin {
                         // insertion sort of the group by (magnitude, index): M is small (4 or 8)
                         for j in 0..<m {
-                            let i = (o * cin + c + j) * inner + r, a = magnitude(p[i])
+                            let i = (o * cin + c + j) * inner + r, a = nmKey(p[i])
                             var k = j
                             while k > 0 && (mag[k - 1] > a || (mag[k - 1] == a && idx[k - 1] > i)) { mag[k] = mag[k - 1]; idx[k] = idx[k - 1]; k -= 1 }
                             mag[k] = a; idx[k] = i
@@ -446,6 +446,9 @@ public enum Sparsity {
             }
         }
     }
+
+    /// An N:M ordering key: |x|'s bit pattern (monotone in |x|, −0 = +0), every NaN one key above +Inf.
+    @inline(__always) static func nmKey(_ x: Float) -> UInt32 { x.isNaN ? 0x7F80_0001 : x.bitPattern & 0x7FFF_FFFF }
 
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
     static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && !shape.contains(0) && shape[1] % m == 0 }

@@ -30,12 +30,12 @@ public struct ExternalEvaluator: Evaluator {
         try evaluate { file in
             let merged = extra.map { $0.merged(with: w) } ?? w
             if let source {
-            let replace = Dictionary(merged.names.map { ($0, merged.values[$0]!) }, uniquingKeysWith: { a, _ in a })
-            // Weights the source checkpoint lacks (a bias only the other end of a path has) go in as F32.
-            let own = Set(source.tensors.map(\.name))
-            let adding = merged.names.filter { !own.contains($0) }.map { SafetensorsWriter.Entry(name: $0, shape: merged.shapes[$0]!, floats: merged.values[$0]!) }
-            _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace, adding: adding,
-                                    metadata: ["written_by": "wscan evaluator"])
+                let replace = Dictionary(merged.names.map { ($0, merged.values[$0]!) }, uniquingKeysWith: { a, _ in a })
+                // Weights the source checkpoint lacks (a bias only the other end of a path has) go in as F32.
+                let own = Set(source.tensors.map(\.name))
+                let adding = merged.names.filter { !own.contains($0) }.map { SafetensorsWriter.Entry(name: $0, shape: merged.shapes[$0]!, floats: merged.values[$0]!) }
+                _ = try Exporter.export(source, to: file, dtype: .keep, include: { _ in true }, replacing: replace, adding: adding,
+                                        metadata: ["written_by": "wscan evaluator"])
             } else {
                 try SafetensorsWriter.write(merged.entries(), metadata: ["written_by": "wscan evaluator"], to: file)
             }
@@ -50,12 +50,14 @@ public struct ExternalEvaluator: Evaluator {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("candidate.safetensors").path
+        // Guarded from here: an interruption while the candidate is written (most of the time for a large model)
+        // removes it, the writer's temporary file and the folder.
+        wscan_guard_paths(file, dir.path)
+        defer { wscan_guard_paths(nil, nil) }
         try write(file)
         // A plain path goes in as it is; only when no writable plain folder exists is it single-quoted (then
         // `"{ckpt}"` inside other quotes is the user's to get right, as before).
         let cmd = plain ? Self.substitute(command, path: file) : Self.substitute(command, path: "'" + file.replacingOccurrences(of: "'", with: "'\\''") + "'")
-        wscan_guard_paths(file, dir.path)                 // removed by the signal handler if wscan is interrupted
-        defer { wscan_guard_paths(nil, nil) }
         let run = try Self.run(cmd, timeout: timeout)
         guard !run.timedOut else { throw EvaluatorError("evaluator `\(command)` timed out after \(Self.seconds(timeout))") }
         guard run.statusKnown else { throw EvaluatorError("evaluator `\(command)`: its exit status could not be read") }

@@ -57,12 +57,12 @@ public enum SafetensorsWriter {
         func reason() -> String { String(cString: strerror(errno)).lowercased() }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FormatError(.io, "cannot write \(path): \(reason())") }
-        struct WriteFailed: Error { let why: String }
+        struct WriteFailed: Error { let why: String; var code: Int32 = 0 }
         func put(_ b: UnsafeRawBufferPointer) throws {
             var done = 0
             while done < b.count {
                 let n = Glibc.write(fd, b.baseAddress! + done, b.count - done)
-                if n < 0 { if errno == EINTR { continue }; throw WriteFailed(why: reason()) }
+                if n < 0 { if errno == EINTR { continue }; throw WriteFailed(why: reason(), code: errno) }
                 done += n
             }
         }
@@ -80,7 +80,13 @@ public enum SafetensorsWriter {
                 guard written == e.byteCount else { throw FormatError(.layout, "tensor '\(e.name)': produced \(written) of its \(e.byteCount) bytes") }
             }
         } catch let w as WriteFailed {
-            close(fd); unlink(tmp); throw FormatError(.io, "cannot write \(path): \(w.why)")
+            close(fd); unlink(tmp)
+            // A write from a mapped source that shrank meanwhile fails with EFAULT: say what happened.
+            if let f = MappedFiles.shrunk() { throw FormatError(.io, "not writing \(path): \(f): \(MappedFiles.shrankReason)") }
+            if w.code == EFAULT {                   // the kernel could not read the mapped source pages
+                throw FormatError(.io, "not writing \(path): a source file shrank while it was being read (changed by another process)")
+            }
+            throw FormatError(.io, "cannot write \(path): \(w.why)")
         } catch {
             close(fd); unlink(tmp); throw error
         }

@@ -306,6 +306,17 @@ public final class Checkpoint: @unchecked Sendable {
         self.tensors = tensors; self.metadata = metadata
     }
 
+    /// The first of the checkpoint's files whose size, modification time or inode is no longer what it was when it
+    /// was opened (rewritten or replaced since), or nil. An analysis that reads the mapped file more than once
+    /// checks this before it reports.
+    public func changedFile() -> String? {
+        for f in files {
+            guard let cur = try? FileRef.stat(f.path) else { return f.path }
+            if cur.size != f.size || cur.mtime != f.mtime || (f.inode != 0 && cur.inode != f.inode) { return f.path }
+        }
+        return nil
+    }
+
     public func bytes(of t: TensorInfo) -> UnsafeRawBufferPointer {
         let s = storages[t.storage]
         return UnsafeRawBufferPointer(start: s.base.map { $0 + t.byteOffset }, count: t.byteCount)

@@ -99,7 +99,8 @@ struct SparsityCommand: ParsableCommand {
             let s = try CheckpointSource(ck, tensors: prunable)
             src = s
             curve = try Sparsity.curve(s, scope: sc, pattern: pat, grid: g, tolerance: tolerance, evaluate: { spec in
-                try ev.evaluate(writingCandidate: { file in
+                try refuseIfChanged(ck)             // an evaluator that writes over the model would shift every read
+                return try ev.evaluate(writingCandidate: { file in
                     _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
                                             metadata: ["written_by": "wscan evaluator"])
                 })
@@ -118,6 +119,7 @@ struct SparsityCommand: ParsableCommand {
             src = try CheckpointSource(ck, tensors: prunable)
             curve = try Sparsity.curve(src, scope: sc, pattern: pat, grid: g, tolerance: tolerance, refine: !noRefine)
         }
+        try refuseIfChanged(ck)
         struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }
         let e = curve.essential
         let summary = String(format: "essential sparsity %.1f%% (within %@ of dense %@), knee %@", e.withinTolerance * 100, Fmt.percent(tolerance) as NSString,
@@ -143,6 +145,7 @@ struct SparsityCommand: ParsableCommand {
             written = (out, n > 0 ? Double(zeros.array.reduce(0, +)) / Double(n) : 0)
             curve.written = .init(path: out, sparsity: s, zeroFraction: written!.achieved)
         }
+        if writePruned != nil { try refuseIfChanged(ck) }
         for w in curve.warnings ?? [] { printErr("wscan: warning: \(w)") }
         if catalog.json { print(Fmt.json(curve)); return }
         print("\(row.name): \(pattern) \(scope) magnitude pruning of \(prunable.count) tensors (\(Fmt.count(curve.prunable)) weights)")
@@ -162,6 +165,12 @@ struct SparsityCommand: ParsableCommand {
         print(summary)
         if let w = written { print("wrote pruned checkpoint \(w.path): \(String(format: "%.2f%%", w.achieved * 100)) of the pruned tensors' weights are zero") }
     }
+}
+
+/// An analysis that streams reads its files more than once: one rewritten or replaced meanwhile (an evaluator that
+/// writes over the model, a training run saving into it) would give a result mixed from two versions.
+func refuseIfChanged(_ ck: Checkpoint) throws {
+    if let f = ck.changedFile() { throw CLIError("\(f): changed while it was being read (rewritten by another process?); nothing recorded") }
 }
 
 /// For the file writer: each tensor of `src`, pruned as `spec` says, made when the writer reaches it (`seen` gets
@@ -237,17 +246,18 @@ struct SaliencyCommand: ParsableCommand {
         var other: TensorSource?, otherIndex: [Int?]?, frozen: [String] = []
         var otherID: Int64?
         var inputs = ck.files.map(\.path)          // --mask-out must not replace any of them
+        var inputCheckpoints = [ck]                 // read more than once: checked for changes before reporting
         switch src {
         case .delta:
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
             let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
-            otherID = brow.id; inputs += bck.files.map(\.path)
+            otherID = brow.id; inputs += bck.files.map(\.path); inputCheckpoints.append(bck)
             other = try aligned(bck, to: model, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            other = try withInput(grads) { c in inputs += c.files.map(\.path); return try aligned(c, to: model, path: grads, what: "--grads") }
+            other = try withInput(grads) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return try aligned(c, to: model, path: grads, what: "--grads") }
         case .fisher:
-            let sck = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); return c } } ?? ck
+            let sck = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return c } } ?? ck
             let stateTensors = firstByName(sck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
             let names = { (ts: [TensorInfo]) in Saliency.TensorNames(ts.map(\.name), Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0.shape) })) }
             do {
@@ -278,6 +288,7 @@ struct SaliencyCommand: ParsableCommand {
                 + frozen.prefix(6).joined(separator: ", ") + (frozen.count > 6 ? ", …" : "")]
         }
         for w in result.warnings ?? [] { printErr("wscan: warning: \(w)") }
+        for c in inputCheckpoints { try refuseIfChanged(c) }
         struct Params: Encodable { var source: String; var top: Double; var base: String?; var grads: String?; var tensors: String? }
         try cat.storeResult(kind: "saliency", checkpoint: row.id, other: otherID,
                             params: Params(source: source, top: top, base: base, grads: grads, tensors: tensors),
@@ -293,6 +304,10 @@ struct SaliencyCommand: ParsableCommand {
                 }
             }
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
+            if let f = inputCheckpoints.lazy.compactMap({ $0.changedFile() }).first {
+                unlink(out)                         // made from a file that changed while it was read
+                throw CLIError("\(f): changed while the mask was written (rewritten by another process?); mask removed")
+            }
         }
         var mapFiles: [String] = []
         if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce) }

@@ -308,4 +308,30 @@ final class StreamingTests: XCTestCase {
             }
         }
     }
+
+    /// N:M ranks NaN above ±Inf above every finite magnitude, ties to the lower index.
+    func testNMRanksNaNAboveInf() {
+        var v: [Float] = [.nan, .infinity, -.infinity, 0.1,   0.66, 0.96, .nan, .infinity]
+        Sparsity.pruneNM(&v, shape: [1, 8], n: 2, m: 4)
+        XCTAssertTrue(v[0].isNaN)
+        XCTAssertEqual(Array(v[1...3]), [0, -.infinity, 0])
+        var w: [Float] = [0.66, 0.96, .nan, .infinity]
+        Sparsity.pruneNM(&w, shape: [1, 4], n: 3, m: 4)
+        XCTAssertTrue(w[2].isNaN, "3:4 keeps the NaN, the largest")
+        XCTAssertEqual([w[0], w[1], w[3]], [0, 0, 0])
+    }
+
+    /// A streamed analysis reads its file more than once: an evaluator that writes over the model (here it only
+    /// touches it) makes the run fail with a one-line error instead of reporting a curve mixed from two versions.
+    func testSourceChangedDuringEvaluationIsRefused() throws {
+        let m = tmp.path("m.safetensors")
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: m)
+        let db = tmp.path("c.db")
+        let ok = try runWscan(["analyze", "sparsity", m, "--db", db, "--grid", "0,0.5", "--no-refine", "--eval", "echo 0.5 # {ckpt}"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        let r = try runWscan(["analyze", "sparsity", m, "--db", db, "--grid", "0,0.5", "--no-refine", "--eval", "touch -d '2001-01-01' \(m); echo 0.5 # {ckpt}"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("\(m): changed while it was being read"), r.err)
+        XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
+    }
 }
