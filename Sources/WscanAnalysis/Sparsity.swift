@@ -352,8 +352,6 @@ public enum Sparsity {
         return (tensor, index) <= (c.tensor, c.index)
     }
 
-    /// |x| with NaN ranked as +∞, so orderings stay strict and non-finite weights are the last to be pruned.
-    @inline(__always) static func magnitude(_ x: Float) -> Float { x.isNaN ? .infinity : abs(x) }
 
     /// Applies a cut (or an N:M pattern) to a copy of the weights.
     public static func prune(_ w: WeightSet, tensors: [String], cut: [String: PruneCut]? = nil, pattern: SparsityPattern = .unstructured) -> WeightSet {
@@ -399,13 +397,12 @@ public enum Sparsity {
         }
     }
 
-    /// `pruned` for a whole tensor at a time: x at index i is pruned iff `isPruned(x, i, value, ties)`.
+    /// `pruned` for a whole tensor at a time: x at index i is pruned iff `prunedBit(x, i, value, ties)` is 1.
     /// `ties` is the last index whose |x| == value is pruned (−1: none, Int.max: all).
     @inline(__always) public static func bounds(_ c: PruneCut, tensor t: Int) -> (value: Float, ties: Int) {
         if c.none { return (-.infinity, -1) }
         return (c.value, t < c.tensor ? Int.max : t == c.tensor ? c.index : -1)
     }
-    @inline(__always) public static func isPruned(_ x: Float, _ i: Int, _ value: Float, _ ties: Int) -> Bool { prunedBit(x, i, value, ties) != 0 }
     /// 1 when pruned, else 0, computed without a branch (pruned weights lie anywhere: a predictor would miss half).
     @inline(__always) public static func prunedBit(_ x: Float, _ i: Int, _ value: Float, _ ties: Int) -> Int {
         let a = abs(x)                              // NaN compares false both ways: never pruned
@@ -453,13 +450,7 @@ public enum Sparsity {
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
     static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && !shape.contains(0) && shape[1] % m == 0 }
 
-    /// Tensors an N:M pattern leaves alone.
-    public static func nmUnprunable(_ w: WeightSet, tensors: [String], m: Int) -> [String] {
-        tensors.filter { !nmPrunable(w.shapes[$0] ?? [], m: m) }
-    }
 
-    /// Whether an N:M pattern leaves a tensor of this shape alone.
-    public static func nmUnprunable(_ shape: [Int], m: Int) -> Bool { !nmPrunable(shape, m: m) }
 
     /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.
     public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) throws -> WeightSet {

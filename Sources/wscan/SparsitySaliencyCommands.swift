@@ -98,8 +98,15 @@ struct SparsityCommand: ParsableCommand {
             evaluator = ev
             let s = try CheckpointSource(ck, tensors: prunable)
             src = s
+            // Each point writes a candidate and runs the command (minutes for a large model): a bar on a terminal.
+            let bar = ProgressBar(), done = UnsafeSendableBox([0])
+            let planned = pat == .unstructured ? Set(g + [0]).count + (noRefine ? 0 : 6) : 2
+            defer { bar.finish() }
             curve = try Sparsity.curve(s, scope: sc, pattern: pat, grid: g, tolerance: tolerance, evaluate: { spec in
                 try refuseIfChanged(ck)             // an evaluator that writes over the model would shift every read
+                let k = done.get(0)
+                bar.update(items: k, of: max(planned, k + 1), unit: "points", label: "evaluating with \(ev.command)")
+                defer { done.set(0, k + 1) }
                 return try ev.evaluate(writingCandidate: { file in
                     _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
                                             metadata: ["written_by": "wscan evaluator"])
