@@ -129,11 +129,17 @@ public enum Sparsity {
 
     struct Chunk { let tensor: Int; let start: Int; let count: Int }
 
+    /// At most about this many chunks: each keeps its histogram between the passes (tens of KB), so a model
+    /// beyond 8.6G weights gets larger chunks (multiples of `chunkElements`) instead of more of them.
+    nonisolated(unsafe) static var maxChunks = 8192
+
     static func chunks(_ counts: [Int]) -> [Chunk] {
+        let total = counts.reduce(0, +)
+        let size = max(chunkElements, (total / maxChunks + chunkElements - 1) / chunkElements * chunkElements)
         var out: [Chunk] = []
         for (t, n) in counts.enumerated() {
             var s = 0
-            repeat { let c = min(chunkElements, n - s); out.append(Chunk(tensor: t, start: s, count: c)); s += c } while s < n
+            repeat { let c = min(size, n - s); out.append(Chunk(tensor: t, start: s, count: c)); s += c } while s < n
         }
         return out
     }

@@ -334,4 +334,39 @@ final class StreamingTests: XCTestCase {
         XCTAssertTrue(r.err.contains("\(m): changed while it was being read"), r.err)
         XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
     }
+
+    /// A model with more weights than `maxChunks` chunks of 1M gets larger chunks (the per-chunk histograms stay
+    /// bounded in number); cuts and curves are the same whatever the chunk size, on both the collecting (F32) and
+    /// the single-valued-bin (BF16) paths.
+    func testLargerChunksGiveTheSameCuts() throws {
+        var rng = SystemRandomNumberGenerator()
+        let n = Sparsity.chunkElements * 3 + 1234
+        let v = (0..<n).map { _ in Float(Int.random(in: -300...300, using: &rng)) / 256 }
+        let bf = v.flatMap { x -> [UInt8] in let h = Exporter.bf16RoundNearestEven(x); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+        let p = tmp.path("chunks.safetensors")
+        try SafetensorsWriter.write([.init(name: "a", shape: [n], floats: v), .init(name: "b", dtype: .bf16, shape: [n], bytes: bf),
+                                     .init(name: "c", shape: [1000], floats: Array(v.prefix(1000)))], to: p)
+        let ck = try CheckpointOpener.open(p)
+        for names in [["a", "c"], ["b"]] {
+            let src = try CheckpointSource(ck, tensors: names)
+            let saved = Sparsity.maxChunks
+            defer { Sparsity.maxChunks = saved }
+            var results: [[String]] = []
+            for maxChunks in [saved, 2] {
+                Sparsity.maxChunks = maxChunks
+                let sizes = Set(Sparsity.chunks(src.counts).map(\.count))
+                if maxChunks == 2 { XCTAssertTrue(sizes.contains(Sparsity.chunkElements * 2), "\(sizes)") }
+                var r: [String] = []
+                for scope in [SparsityScope.global, .layer] {
+                    for s in [0.1, 0.5, 0.93] {
+                        r += try Sparsity.cuts(src, scope: scope, sparsity: s).map { "\($0.key) \($0.value) \($0.tensor) \($0.index) \($0.none)" }
+                    }
+                }
+                let c = try Sparsity.curve(src, scope: .global, pattern: .unstructured, grid: [0, 0.4, 0.8])
+                r += c.points.map { "\($0.achieved) \($0.layers.map(\.sparsity))" }
+                results.append(r)
+            }
+            XCTAssertEqual(results[0], results[1], "\(names)")
+        }
+    }
 }
