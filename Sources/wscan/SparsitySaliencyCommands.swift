@@ -304,12 +304,16 @@ struct SaliencyCommand: ParsableCommand {
         if let out = maskOut {
             try ck.refuseToOverwrite(out)
             try catalog.refuseCatalogAsOutput(out)
-            // Each tensor's mask is made when the writer reaches it.
+            // Each tensor's mask is made when the writer reaches it (a bar on a terminal: a large model takes a while).
+            let bar = ProgressBar(), done = UnsafeSendableBox([0])
             let entries = params.indices.map { t in
                 SafetensorsWriter.Entry(name: params[t], dtype: .u8, shape: scores.shapes[t], byteCount: scores.counts[t]) { sink in
+                    let k = done.get(0); done.set(0, k + 1)
+                    bar.update(items: k, of: params.count, unit: "tensors", label: "mask \(params[t])")
                     try Saliency.maskBytes(scores.tensor(t), tensor: t, cut).withUnsafeBytes { try sink($0) }
                 }
             }
+            defer { bar.finish() }
             try SafetensorsWriter.write(entries, metadata: ["saliency_source": source, "top": "\(top)", "written_by": "wscan"], to: out)
             if let f = inputCheckpoints.lazy.compactMap({ $0.changedFile() }).first {
                 unlink(out)                         // made from a file that changed while it was read
@@ -317,7 +321,13 @@ struct SaliencyCommand: ParsableCommand {
             }
         }
         var mapFiles: [String] = []
-        if let dir = maps { mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce) }
+        if let dir = maps {
+            let bar = ProgressBar()
+            defer { bar.finish() }
+            mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce) { k, n, name in
+                bar.update(items: k, of: n, unit: "maps", label: name)
+            }
+        }
         if catalog.json {
             struct Out: Encodable { var checkpoint: String; var result: SaliencyResult; var mask: String?; var maps: [String] }
             print(Fmt.json(Out(checkpoint: row.path, result: result, mask: maskOut, maps: mapFiles)))
@@ -358,7 +368,8 @@ func firstByName(_ ts: [TensorInfo]) -> [TensorInfo] {
 /// Per-layer saliency heat maps: one PNG each (viridis, block max or mean, at most 256 px a side, its colour scale
 /// drawn beside it; see Heatmap.renderWithLegend), plus the same scale as an SVG colour bar with its label.
 enum SaliencyMaps {
-    static func write(scores: TensorSource, to dir: String, reduce: String) throws -> [String] {
+    static func write(scores: TensorSource, to dir: String, reduce: String,
+                      progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [String] {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), !isDir.boolValue {
             throw CLIError("\(dir): exists and is not a folder (--maps needs a folder)")
@@ -368,6 +379,7 @@ enum SaliencyMaps {
         }
         var out: [String] = [], used = Set<String>()
         for (t, n) in scores.names.enumerated() {           // one tensor's scores at a time
+            progress(t, scores.names.count, n)
             let s = scores.shapes[t]
             guard s.count >= 2 else { continue }
             let v = try scores.tensor(t)
