@@ -159,27 +159,28 @@ public enum Saliency {
         return out
     }
 
-    /// Scores per tensor. `base`, `stat` (exp_avg_sq) and `grad` must carry the same names and shapes.
+    /// Scores per tensor, in memory (the same formulas as `ScoreSource`). `base`, `stat` (exp_avg_sq) and `grad`
+    /// must carry the same names and shapes.
     public static func scores(_ source: SaliencySource, weights w: WeightSet, tensors: [String], base: WeightSet? = nil,
                               stat: WeightSet? = nil, grad: WeightSet? = nil) throws -> WeightSet {
-        var out = WeightSet()
-        for n in tensors {
-            guard let v = w.values[n] else { continue }
-            func other(_ s: WeightSet?, _ what: String) throws -> [Float] {
-                guard let s, let o = s.values[n] else { throw EvaluatorError("\(what) has no tensor '\(n)'") }
-                guard o.count == v.count, s.shapes[n] == w.shapes[n] else { throw EvaluatorError("\(what) tensor '\(n)' has shape \(s.shapes[n] ?? []) not \(w.shapes[n] ?? [])") }
-                return o
-            }
-            var sc: [Float]
-            switch source {
-            case .magnitude: sc = v.map { abs($0) }
-            case .delta: let b = try other(base, "--base"); sc = zip(v, b).map { abs($0 - $1) }
-            case .fisher: sc = try other(stat, "optimizer state (exp_avg_sq)").map { abs($0) }
-            case .grad: sc = try other(grad, "--grads").map { abs($0) }
-            case .wgrad: let g = try other(grad, "--grads"); sc = zip(v, g).map { abs($0 * $1) }
-            }
-            out.names.append(n); out.shapes[n] = w.shapes[n]; out.values[n] = sc
+        let names = tensors.filter { w.values[$0] != nil }
+        let (other, what): (WeightSet?, String) = switch source {
+        case .magnitude: (nil, "")
+        case .delta: (base, "--base")
+        case .fisher: (stat, "optimizer state (exp_avg_sq)")
+        case .grad, .wgrad: (grad, "--grads")
         }
+        if source != .magnitude {
+            for n in names {
+                guard let other, let o = other.values[n] else { throw EvaluatorError("\(what) has no tensor '\(n)'") }
+                guard o.count == w.values[n]!.count, other.shapes[n] == w.shapes[n] else {
+                    throw EvaluatorError("\(what) tensor '\(n)' has shape \(other.shapes[n] ?? []) not \(w.shapes[n] ?? [])")
+                }
+            }
+        }
+        let src = try ScoreSource(source, weights: ArraySource(w, tensors: names), other: other.map { ArraySource($0, tensors: names) })
+        var out = WeightSet()
+        for (t, n) in names.enumerated() { out.names.append(n); out.shapes[n] = w.shapes[n]; out.values[n] = try src.tensor(t) }
         return out
     }
 

@@ -350,14 +350,11 @@ public enum Sparsity {
         return (0..<n).map { rs[scope == .global ? 0 : $0][0].cut }
     }
 
+    /// Whether cut `c` prunes x, element `index` of tensor number `tensor` (NaN ranks above every magnitude: never).
     @inline(__always) static func pruned(_ x: Float, tensor: Int, index: Int, _ c: PruneCut) -> Bool {
-        if c.none || x.isNaN { return false }                 // NaN ranks above every magnitude: never pruned
-        let a = abs(x)
-        if a < c.value { return true }
-        if a > c.value { return false }
-        return (tensor, index) <= (c.tensor, c.index)
+        let (value, ties) = bounds(c, tensor: tensor)
+        return prunedBit(x, index, value, ties) != 0
     }
-
 
     /// Applies a cut (or an N:M pattern) to a copy of the weights.
     public static func prune(_ w: WeightSet, tensors: [String], cut: [String: PruneCut]? = nil, pattern: SparsityPattern = .unstructured) -> WeightSet {
@@ -456,8 +453,6 @@ public enum Sparsity {
     /// Whether an N:M pattern can prune a tensor of this shape: its input axis (axis 1) is a multiple of M.
     static func nmPrunable(_ shape: [Int], m: Int) -> Bool { shape.count >= 2 && !shape.contains(0) && shape[1] % m == 0 }
 
-
-
     /// A copy of the weights pruned to `sparsity` (unstructured, global or per layer) or to an N:M pattern.
     public static func pruned(_ w: WeightSet, tensors: [String], scope: SparsityScope, pattern: SparsityPattern, sparsity: Double) throws -> WeightSet {
         if case .nm = pattern { return prune(w, tensors: tensors, pattern: pattern) }
@@ -514,19 +509,19 @@ public enum Sparsity {
                 return [dense, try nmPoint(src, n: nz, m: m, totalEnergy: totalEnergy, evaluate: evaluate)]
             }
             // per sparsity: the cut for each tensor and what it takes from each tensor's boundary bin
-            var perTensor: [[String: PruneCut]] = Array(repeating: [:], count: sparsities.count)
+            var perTensor = [[PruneCut]](repeating: [], count: sparsities.count)
             var taken: [[Int: (count: Int, energy: Double)]] = Array(repeating: [:], count: sparsities.count)
             let groups = scope == .global ? [Array(tensors.indices)] : tensors.indices.map { [$0] }
             let rs = try cutResults(src, tables: tables, hists: H, groups: groups, sparsities: sparsities)
-            for (ti, n) in tensors.enumerated() {
+            for ti in tensors.indices {
                 for (si, c) in rs[scope == .global ? 0 : ti].enumerated() {
-                    perTensor[si][n] = c.cut
+                    perTensor[si].append(c.cut)
                     if let t = c.boundary[ti] { taken[si][ti] = t }
                 }
             }
             return try sparsities.enumerated().map { si, s in
                 try pointFromCuts(s, tensors: tensors, hists: H, cuts: perTensor[si], taken: taken[si], totalEnergy: totalEnergy,
-                                  evaluate: evaluate.map { e in { try e(.cuts(tensors.map { perTensor[si][$0]! })) } })
+                                  evaluate: evaluate.map { e in { try e(.cuts(perTensor[si])) } })
             }
         }
 
@@ -556,12 +551,12 @@ public enum Sparsity {
                              essential: ess, evaluator: evaluatorName, warnings: warnings.isEmpty ? nil : warnings)
     }
 
-    static func pointFromCuts(_ s: Double, tensors: [String], hists: [Hist], cuts: [String: PruneCut],
+    static func pointFromCuts(_ s: Double, tensors: [String], hists: [Hist], cuts: [PruneCut],
                               taken: [Int: (count: Int, energy: Double)], totalEnergy: Double, evaluate: (() throws -> EvalResult)?) throws -> SparsityPoint {
         var layers: [SparsityPoint.LayerPoint] = []
         var prunedCount = 0, prunedEnergy = 0.0
         for (ti, n) in tensors.enumerated() {
-            let h = hists[ti], c = cuts[n]!
+            let h = hists[ti], c = cuts[ti]
             var pc = 0, pe = 0.0
             if !c.none {
                 pc += h.countBelow(c.key); pe += h.energyBelow(c.key)

@@ -54,7 +54,7 @@ public enum Exporter {
                 if let r = eager, r.count != t.elementCount { _ = try values() }     // fails now, before any file is written
                 let n = t.elementCount
                 switch (dtype, t.dtype) {
-                case (.keep, .f32): entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(values())) })
+                case (.keep, .f32): entries.append(floatEntry(t.name, t.shape, n, values))
                 case (.keep, .f16): entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(values())) })
                 case (.keep, .bf16): entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(values())) })
                 case (.keep, .f64):
@@ -79,7 +79,7 @@ public enum Exporter {
                     })
                 case (.keep, _), (.F32, _):
                     if dtype == .keep { converted[t.name] = t.dtype == .f32 ? "F32 view made contiguous" : "\(t.dtype.rawValue)→F32" }
-                    entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(values())) })
+                    entries.append(floatEntry(t.name, t.shape, n, values))
                 case (.F16, _): entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(values())) })
                 case (.BF16, _): entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(values())) })
                 }
@@ -103,7 +103,7 @@ public enum Exporter {
             }
             let n = t.elementCount
             switch target {
-            case .F32, .keep: entries.append(lazyEntry(t.name, .f32, t.shape, n) { try $0(floatBytes(TensorData.floats(ck, t))) })
+            case .F32, .keep: entries.append(floatEntry(t.name, t.shape, n) { try TensorData.floats(ck, t) })
             case .F16: entries.append(lazyEntry(t.name, .f16, t.shape, n) { try $0(f16Bytes(TensorData.floats(ck, t))) })
             case .BF16: entries.append(lazyEntry(t.name, .bf16, t.shape, n) { try $0(bf16Bytes(TensorData.floats(ck, t))) })
             }
@@ -136,7 +136,11 @@ public enum Exporter {
         }
     }
 
-    static func floatBytes(_ v: [Float]) -> [UInt8] { v.withUnsafeBytes { Array($0) } }
+    /// An F32 entry whose floats go to the writer as they are (no byte copy).
+    static func floatEntry(_ name: String, _ shape: [Int], _ n: Int,
+                           _ values: @escaping @Sendable () throws -> [Float]) -> SafetensorsWriter.Entry {
+        SafetensorsWriter.Entry(name: name, dtype: .f32, shape: shape, byteCount: n * 4) { sink in try values().withUnsafeBytes { try sink($0) } }
+    }
 
     static func f16Bytes(_ v: [Float]) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: v.count * 2) { b, done in

@@ -53,13 +53,13 @@ public enum TensorData {
         }
     }
 
-    /// Whether `decodeRange` reads this tensor: a contiguous run of a real (not complex) type holding at least its
+    /// Whether `withRange` reads this tensor: a contiguous run of a real (not complex) type holding at least its
     /// elements. Other layouts are gathered whole by `floats`.
     public static func rangeReadable(_ t: TensorInfo) -> Bool {
         t.layout == .contiguous && t.dtype.decodable && lanes(t.dtype) == 1 && storedElements(t) >= t.elementCount
     }
 
-    /// Elements [start, start + count) of a `rangeReadable` tensor, decoded to `dst`. `start` must begin a block
+    /// Elements [start, start + count) of a `rangeReadable` tensor, as floats handed to `body`. `start` must begin a block
     /// (a multiple of 256 suits every type). A little-endian F32 run aligned for Float is handed over as it lies
     /// in the mapped file (`body` gets that pointer, no copy); otherwise it is decoded into `scratch` (at least
     /// `count` floats) and `body` gets that.

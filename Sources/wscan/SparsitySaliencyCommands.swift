@@ -77,7 +77,7 @@ struct SparsityCommand: ParsableCommand {
             if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
         }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
-        let floats = ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }
+        let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
         let prunable = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
@@ -89,30 +89,8 @@ struct SparsityCommand: ParsableCommand {
         let src: TensorSource
         var evaluator: Evaluator?
         var curve: SparsityCurve
-        if eval.evalCommand != nil, eval.data == nil {
-            // An external command gets each candidate written tensor by tensor from the mapped checkpoint: every
-            // tensor in its own dtype, the pruned ones replaced.
-            guard let ev = try eval.make(weights: WeightSet(), passThrough: WeightSet(), source: ck) as? ExternalEvaluator else {
-                throw CLIError("--eval did not make an external evaluator")
-            }
-            evaluator = ev
-            let s = try CheckpointSource(ck, tensors: prunable)
-            src = s
-            // Each point writes a candidate and runs the command (minutes for a large model): a bar on a terminal.
-            let bar = ProgressBar(), done = UnsafeSendableBox([0])
-            let planned = pat == .unstructured ? Set(g + [0]).count + (noRefine ? 0 : 6) : 2
-            defer { bar.finish() }
-            curve = try Sparsity.curve(s, scope: sc, pattern: pat, grid: g, tolerance: tolerance, evaluate: { spec in
-                try refuseIfChanged(ck)             // an evaluator that writes over the model would shift every read
-                let k = done.get(0)
-                bar.update(items: k, of: max(planned, k + 1), unit: "points", label: "evaluating with \(ev.command)")
-                defer { done.set(0, k + 1) }
-                return try ev.evaluate(writingCandidate: { file in
-                    _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
-                                            metadata: ["written_by": "wscan evaluator"])
-                })
-            }, evaluatorName: ev.description, refine: !noRefine)
-        } else if eval.data != nil || eval.evalCommand != nil {
+        if eval.data != nil {
+            // The built-in evaluator runs the model, so it is loaded (with --eval as well, make() refuses both).
             let all = try WeightSet.load(ck)
             let w = all.subset(prunable)
             let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
@@ -122,9 +100,29 @@ struct SparsityCommand: ParsableCommand {
                                        evaluator: curveEval, refine: !noRefine)
             src = ArraySource(w, tensors: prunable)
         } else {
-            _ = try eval.make(weights: WeightSet(), passThrough: WeightSet())      // option checks only
-            src = try CheckpointSource(ck, tensors: prunable)
-            curve = try Sparsity.curve(src, scope: sc, pattern: pat, grid: g, tolerance: tolerance, refine: !noRefine)
+            // The option checks, and the external evaluator when --eval is given.
+            let ext = try eval.make(weights: WeightSet(), passThrough: WeightSet(), source: ck) as? ExternalEvaluator
+            evaluator = ext
+            let s = try CheckpointSource(ck, tensors: prunable)
+            src = s
+            // An external command gets each candidate written tensor by tensor from the mapped checkpoint: every
+            // tensor in its own dtype, the pruned ones replaced. Each point writes a candidate and runs the command
+            // (minutes for a large model): a bar on a terminal.
+            let bar = ProgressBar(), done = UnsafeSendableBox([0])
+            let planned = pat == .unstructured ? Set(g + [0]).count + (noRefine ? 0 : 6) : 2
+            defer { bar.finish() }
+            let evaluate: ((PruneSpec) throws -> EvalResult)? = ext.map { ev in { spec in
+                try refuseIfChanged(ck)             // an evaluator that writes over the model would shift every read
+                let k = done.get(0)
+                bar.update(items: k, of: max(planned, k + 1), unit: "points", label: "evaluating with \(ev.command)")
+                defer { done.set(0, k + 1) }
+                return try ev.evaluate(writingCandidate: { file in
+                    _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
+                                            metadata: ["written_by": "wscan evaluator"])
+                })
+            } }
+            curve = try Sparsity.curve(s, scope: sc, pattern: pat, grid: g, tolerance: tolerance, evaluate: evaluate,
+                                       evaluatorName: ext?.description, refine: !noRefine)
         }
         try refuseIfChanged(ck)
         struct Params: Encodable { var scope: String; var pattern: String; var grid: [Double]; var tolerance: Double; var tensors: String?; var evaluator: String? }

@@ -369,4 +369,22 @@ final class StreamingTests: XCTestCase {
             XCTAssertEqual(results[0], results[1], "\(names)")
         }
     }
+
+    /// Range reads check what they are asked for: past the tensor's end, a negative start, a start inside a
+    /// quantization block, and a layout that cannot be read by range are errors, not reads out of bounds.
+    func testRangeReadsRefuseBadRanges() throws {
+        let gguf = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("gguf/all_types.gguf").path)
+        let q = try XCTUnwrap(gguf.tensors.first { $0.dtype.block != nil && TensorData.rangeReadable($0) })
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: q.elementCount + 64)
+        defer { scratch.deallocate() }
+        let ok = try TensorData.withRange(gguf, q, start: 0, count: q.elementCount, scratch: scratch) { Array(UnsafeBufferPointer(start: $0, count: q.elementCount)) }
+        XCTAssertEqual(ok.map(\.bitPattern), try TensorData.floats(gguf, q).map(\.bitPattern))
+        for (start, count) in [(1, q.dtype.block!.elements), (0, q.elementCount + 1), (-q.dtype.block!.elements, 1), (q.elementCount, 1)] {
+            XCTAssertThrowsError(try TensorData.withRange(gguf, q, start: start, count: count, scratch: scratch) { _ in 0 }, "\(start) + \(count)")
+        }
+        let npy = try CheckpointOpener.open(Paths.fixtures.appendingPathComponent("formats/fortran_f64.npy").path)
+        let f = npy.tensors[0]
+        XCTAssertFalse(TensorData.rangeReadable(f))
+        XCTAssertThrowsError(try TensorData.withRange(npy, f, start: 0, count: 1, scratch: scratch) { _ in 0 })
+    }
 }
