@@ -476,4 +476,73 @@ final class SpectrumCLITests: XCTestCase {
         XCTAssertTrue(failed["fc3.weight"]!.hasPrefix(acts) && failed["fc3.weight"]!.contains("not positive semi-definite"), failed["fc3.weight"]!)
         XCTAssertEqual(layers(j).count, 3, "the data-free spectra are all still reported")
     }
+    /// How a run spreads its matrices: large ones (min dimension ≥ 1024) one per core with single-threaded BLAS
+    /// when there are at least two and none dominates, a lone large one first with all cores' BLAS.
+    func testSchedulePutsComparableLargeMatricesOnSeparateCores() {
+        var o = SpectrumOptions()
+        let budget = 1 << 40
+        // MiniLM-like: nothing large; every matrix in the parallel part, the most work first.
+        let mini = [[384, 384], [1536, 384], [30522, 384], [384, 1536]]
+        var p = SpectrumRunner.schedule(mini, cores: 2, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, [])
+        XCTAssertEqual(p.parallel, [2, 1, 3, 0], "largest Gram product first; equal work keeps checkpoint order")
+        // A 1.1B-parameter model's layer: five large matrices of comparable work, all in parallel.
+        let layer = [[2048, 2048], [256, 2048], [256, 2048], [2048, 2048], [5632, 2048], [5632, 2048], [2048, 5632]]
+        p = SpectrumRunner.schedule(layer, cores: 2, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, [])
+        XCTAssertEqual(Set(p.parallel), Set(0..<7))
+        XCTAssertEqual(Array(p.parallel.prefix(3)), [4, 5, 6])
+        // A lone large matrix beside small ones runs first, with every core's BLAS.
+        p = SpectrumRunner.schedule([[4096, 4096], [384, 384], [512, 128]], cores: 2, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, [0]); XCTAssertEqual(p.parallel, [1, 2])
+        // Two large ones, one of them more work than everything else together: both one at a time.
+        p = SpectrumRunner.schedule([[1024, 1024], [8192, 8192], [64, 64]], cores: 2, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, [1, 0]); XCTAssertEqual(p.parallel, [2])
+        // One core: a single queue.
+        p = SpectrumRunner.schedule(layer, cores: 1, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, []); XCTAssertEqual(p.parallel.count, 7)
+        // The memory estimate: float32 values, the shuffled copy, the float64 Gram matrix and the solver's copy.
+        XCTAssertEqual(p.bytes[4], 4 * 5632 * 2048 * 2 + 16 * 2048 * 2048)
+        o.randomize = false
+        XCTAssertEqual(SpectrumRunner.schedule([[300, 200, 3, 3]], cores: 2, options: o, budget: budget).bytes, [4 * 300 * 200 * 9 * 2 + 16 * 200 * 200])
+    }
+
+    /// Large matrices analysed in parallel give what they give one at a time (a memory budget of one byte lets
+    /// one matrix in flight), and agree with numpy.
+    func testParallelLargeMatricesMatchSerialAndNumpy() throws {
+        let tmp = TempDir()
+        let ck = tmp.path("big.safetensors"), ref = tmp.path("ref.json")
+        _ = try runPython("""
+        import numpy as np, json
+        from safetensors.numpy import save_file
+        r = np.random.default_rng(11)
+        t = {f"l{i}.weight": (r.standard_normal((1024 + 40 * i, 1024)) * (0.02 + 0.01 * i)).astype(np.float32) for i in range(3)}
+        t["s.weight"] = r.standard_normal((96, 200)).astype(np.float32)
+        save_file(t, \(pyStr(ck)))
+        json.dump({k: np.linalg.svd(v.astype(np.float64), compute_uv=False).tolist() for k, v in t.items()}, open(\(pyStr(ref)), "w"))
+        """)
+        let refSV = try loadJSON(URL(fileURLWithPath: ref)) as! [String: [Double]]
+        func run(_ budget: Int?) throws -> [String: MatrixSpectrum] {
+            let cat = try Catalog(path: tmp.path("c\(budget ?? 0).db"))
+            _ = try Indexer(catalog: cat, options: .init()).run(paths: [ck])
+            let row = try cat.resolve(ck)
+            var req = SpectrumRunner.Request(); req.threads = 2; req.memoryBudget = budget
+            let recs = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: req)
+            return Dictionary(uniqueKeysWithValues: recs.compactMap { r in r.spectrum.map { (r.tensor, $0) } })
+        }
+        XCTAssertEqual(SpectrumRunner.schedule([[1024, 1024], [1064, 1024], [1104, 1024], [96, 200]], cores: 2,
+                                               options: SpectrumOptions(), budget: 1 << 40).sequential, [], "the large ones go in parallel")
+        let par = try run(nil), ser = try run(1)
+        XCTAssertEqual(Set(par.keys), Set(refSV.keys))
+        for (name, rsv) in refSV {
+            let a = par[name]!, b = ser[name]!
+            XCTAssertEqual(a.singularValues.count, rsv.count, name)
+            for i in 0..<Int(Double(rsv.count) * 0.99) {
+                XCTAssertEqual(a.singularValues[i], rsv[i], accuracy: 1e-4 * rsv[i], "\(name) σ[\(i)]")
+                XCTAssertEqual(a.singularValues[i], b.singularValues[i], accuracy: 1e-9 * rsv[i], "\(name) σ[\(i)] parallel vs serial")
+            }
+            XCTAssertEqual(a.metrics.randDistance!, b.metrics.randDistance!, accuracy: 1e-9, name)
+            XCTAssertEqual(a.metrics.alpha ?? -1, b.metrics.alpha ?? -1, accuracy: 1e-9, name)
+        }
+    }
 }
