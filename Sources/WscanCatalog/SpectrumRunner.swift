@@ -104,25 +104,17 @@ public enum SpectrumRunner {
             progress?(d, jobs.count, t.name)
         }
         // The plan's sequential part: one matrix at a time with multi-threaded BLAS. Its parallel part: `cores`
-        // workers, single-threaded BLAS each, taking the matrices largest first; a worker starts a matrix only when
-        // its estimated memory fits in the budget beside those in flight (or when none is in flight).
+        // workers, single-threaded BLAS each, taking the matrices largest first. Each of those fits in a core's share
+        // of the memory budget, so the matrices in flight together stay within it.
         CPU.setBLASThreads(cores)
         for j in plan.sequential { work(jobs[j]) }
         CPU.setBLASThreads(1)
-        let gate = NSCondition()
-        var next = 0, inFlight = 0, used = 0
+        let next = NSLock(); var k = 0
         DispatchQueue.concurrentPerform(iterations: min(cores, max(1, plan.parallel.count))) { _ in
             while true {
-                gate.lock()
-                if next >= plan.parallel.count { gate.unlock(); break }
-                let j = plan.parallel[next]
-                next += 1
-                let need = plan.bytes[j]
-                while inFlight > 0 && used + need > plan.budget { gate.wait() }
-                used += need; inFlight += 1
-                gate.unlock()
-                work(jobs[j])
-                gate.lock(); used -= need; inFlight -= 1; gate.broadcast(); gate.unlock()
+                next.lock(); let j = k; k += 1; next.unlock()
+                if j >= plan.parallel.count { break }
+                work(jobs[plan.parallel[j]])
             }
         }
         CPU.setBLASThreads(cores)
@@ -149,7 +141,7 @@ extension SpectrumRunner {
         public var parallel: [Int]
         /// Estimated peak bytes of each job, indexed like the shapes.
         public var bytes: [Int]
-        /// The memory the parallel part may hold at once (a larger job runs when nothing else is in flight).
+        /// The memory the parallel part may hold at once.
         public var budget: Int
     }
 
@@ -175,10 +167,11 @@ extension SpectrumRunner {
 
     /// Large matrices (min(rows, cols) ≥ 1024) gain little from multi-threaded BLAS: the Gram product scales, but
     /// the eigensolver's bulge chasing and dsterf, the decoding and the shuffle run on one core. So when there are
-    /// at least two of them and the largest is no more work than all the others together, every matrix goes to
-    /// the parallel part (measured on a 1.1B-parameter checkpoint's layer: 9.9 s one at a time with two BLAS
-    /// threads against ~5.2 s two at a time). A lone large matrix (a 4096² bench matrix, a big embedding beside
-    /// small layers) runs first with all cores' BLAS, the rest in parallel.
+    /// at least two of them and the largest is no more work than all the others together, they go to the parallel
+    /// part with the rest (measured on a 1.1B-parameter checkpoint's layer: 9.9 s one at a time with two BLAS
+    /// threads against ~5.2 s two at a time). A lone large matrix (a 4096² matrix beside small layers) runs first
+    /// with all cores' BLAS, and so does any matrix whose estimated memory exceeds a core's share of the budget
+    /// (the parallel part then never holds more than the budget).
     public static func schedule(_ shapes: [[Int]], cores: Int, options: SpectrumOptions, budget: Int) -> Plan {
         let order = shapes.indices.sorted { (cost(shapes[$0]), -$0) > (cost(shapes[$1]), -$1) }
         let bytes = shapes.map { estimatedBytes($0, options: options) }
@@ -186,8 +179,9 @@ extension SpectrumRunner {
         let big = order.filter(isBig)
         let total = order.reduce(0.0) { $0 + cost(shapes[$1]) }
         let spread = cores >= 2 && big.count >= 2 && cost(shapes[big[0]]) <= total - cost(shapes[big[0]])
-        if spread || cores < 2 { return Plan(sequential: [], parallel: order, bytes: bytes, budget: budget) }
-        return Plan(sequential: big, parallel: order.filter { !isBig($0) }, bytes: bytes, budget: budget)
+        let share = budget / max(cores, 1)
+        let alone = { (i: Int) in bytes[i] > share || (!spread && cores >= 2 && isBig(i)) }
+        return Plan(sequential: order.filter(alone), parallel: order.filter { !alone($0) }, bytes: bytes, budget: budget)
     }
     /// A stored record with its energy ranks recomputed for other energy fractions from its singular values. A
     /// randomized record knows only its top values: the exact ‖W‖²_F (its Frobenius norm) is the total, and ranks
