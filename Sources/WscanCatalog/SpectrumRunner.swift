@@ -147,13 +147,13 @@ extension SpectrumRunner {
 
     /// Estimated peak memory of analysing a matrix of this shape: the decoded float32 values (twice for a conv
     /// kernel, whose slices are copied out), the element-shuffled copy rand_distance decomposes, and the float64
-    /// Gram matrix with the eigensolver's copy.
+    /// Gram matrix with the eigensolver's copy and the float64 panel it is built from.
     static func estimatedBytes(_ shape: [Int], options: SpectrumOptions) -> Int {
         let elems = shape.reduce(1) { $0.multipliedReportingOverflow(by: max($1, 0)).partialValue }
         let rows = shape.first ?? 0, cols = shape.count > 1 ? shape[1] : 0
         let k = min(rows, cols)
         var b = 4 * elems * (shape.count > 2 ? 2 : 1) + (options.randomize ? 4 * elems : 0)
-        if !options.needsRandomized(rows: rows, cols: cols) { b += 16 * k * k }
+        if !options.needsRandomized(rows: rows, cols: cols), k > 0 { b += 16 * k * k + 8 * k * max(256, 131072 / k) }
         return b
     }
 
