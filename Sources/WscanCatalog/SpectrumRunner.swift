@@ -14,8 +14,7 @@ public enum SpectrumRunner {
         public var options = SpectrumOptions()
         public var force = false
         public var threads: Int?
-        /// Bytes the matrices analysed in parallel may hold at once (estimated); nil: the Gram memory limit if
-        /// one is set, else half the physical memory.
+        /// Bytes the matrices analysed in parallel may hold at once (estimated); nil: half the physical memory.
         public var memoryBudget: Int?
         public init() {}
     }
@@ -71,12 +70,14 @@ public enum SpectrumRunner {
                 results[i] = skipped(t, why)
             } else if !t.dtype.decodable {
                 results[i] = skipped(t, "no decoder for \(t.dtype.rawValue)")
+            } else if let why = TensorData.unexpandable(t) {
+                results[i] = skipped(t, "analysis failed: \(FormatError(.bounds, why))")
             } else { jobs.append(i) }
         }
         let cores = max(1, request.threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let plan = schedule(jobs.map { selected[$0].shape }, cores: cores, options: request.options,
-                            budget: request.memoryBudget ?? request.options.gramMemoryLimit
-                                ?? Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max))))
+        let plan = schedule(jobs.map { selected[$0].shape }, decoded: jobs.map { TensorData.storedElements(selected[$0]) },
+                            cores: cores, options: request.options,
+                            budget: request.memoryBudget ?? Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max))))
         let lock = NSLock()
         var done = 0
         func work(_ i: Int) {
@@ -106,6 +107,8 @@ public enum SpectrumRunner {
         // The plan's sequential part: one matrix at a time with multi-threaded BLAS. Its parallel part: `cores`
         // workers, single-threaded BLAS each, taking the matrices largest first. Each of those fits in a core's share
         // of the memory budget, so the matrices in flight together stay within it.
+        let priorThreads = CPU.blasThreads
+        defer { CPU.setBLASThreads(priorThreads) }
         CPU.setBLASThreads(cores)
         for j in plan.sequential { work(jobs[j]) }
         CPU.setBLASThreads(1)
@@ -117,7 +120,7 @@ public enum SpectrumRunner {
                 work(jobs[plan.parallel[j]])
             }
         }
-        CPU.setBLASThreads(cores)
+        CPU.setBLASThreads(priorThreads)
         let out = results.flatMap { $0! }
         // Merge with stored results for tensors outside the selection (per-slice records included), then store.
         var merged = stored.filter { s in !selected.contains { belongs(s.tensor, to: $0.name) } }
@@ -145,43 +148,63 @@ extension SpectrumRunner {
         public var budget: Int
     }
 
-    /// Estimated peak memory of analysing a matrix of this shape: the decoded float32 values (twice for a conv
-    /// kernel, whose slices are copied out), the element-shuffled copy rand_distance decomposes, and the float64
-    /// Gram matrix with the eigensolver's copy and the float64 panel it is built from.
-    static func estimatedBytes(_ shape: [Int], options: SpectrumOptions) -> Int {
-        let elems = shape.reduce(1) { $0.multipliedReportingOverflow(by: max($1, 0)).partialValue }
-        let rows = shape.first ?? 0, cols = shape.count > 1 ? shape[1] : 0
-        let k = min(rows, cols)
-        var b = 4 * elems * (shape.count > 2 ? 2 : 1) + (options.randomize ? 4 * elems : 0)
-        if !options.needsRandomized(rows: rows, cols: cols), k > 0 { b += 16 * k * k + 8 * k * max(256, 131072 / k) }
+    /// Estimated peak memory of analysing a matrix of this shape, `decoded` elements read (a strided view decodes
+    /// its whole storage): the float32 values (a conv kernel's slices are copied out too), the element-shuffled
+    /// slice rand_distance decomposes, and either the randomized method's working set or the float64 Gram matrix
+    /// with its eigensolver (16·k², the bound `--gram-memory` is held to), the float64 panel it is built from and,
+    /// where a rank-deficient matrix may take it, the float64 copy dgesdd decomposes. Saturates instead of
+    /// overflowing (a broadcast view can claim 2⁶¹ elements).
+    static func estimatedBytes(_ shape: [Int], decoded: Int = 0, options: SpectrumOptions) -> Int {
+        func mul(_ a: Int, _ b: Int) -> Int { let (r, o) = a.multipliedReportingOverflow(by: b); return o ? .max : r }
+        func add(_ a: Int, _ b: Int) -> Int { let (r, o) = a.addingReportingOverflow(b); return o ? .max : r }
+        let elems = shape.reduce(1) { mul($0, max($1, 0)) }
+        let rows = max(shape.first ?? 0, 0), cols = max(shape.count > 1 ? shape[1] : 0, 0)
+        let k = min(rows, cols), slice = mul(rows, cols)
+        var b = mul(4, max(elems, decoded))
+        if shape.count > 2 { b = add(b, mul(4, elems)) }
+        if options.randomize { b = add(b, mul(4, slice)) }
+        if options.needsRandomized(rows: rows, cols: cols) {
+            let l = min(k, options.randomizedRank + 16)
+            b = add(b, mul(l, add(mul(20, rows), mul(12, cols))))
+        } else if k > 0 {
+            b = add(b, add(mul(16, mul(k, k)), mul(8 * k, max(256, 131072 / k))))
+            let limit = options.gramMemoryLimit ?? Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max)))
+            if k > 64 && slice <= limit / 12 { b = add(b, mul(8, slice)) }
+        }
         return b
     }
 
-    /// The work of a matrix's decomposition, for ordering: the Gram product (max·k²) and the eigensolve (k³).
-    static func cost(_ shape: [Int]) -> Double {
-        let rows = Double(shape.first ?? 0), cols = Double(shape.count > 1 ? shape[1] : 0)
-        let slices = Double(shape.dropFirst(2).reduce(1) { $0 * max($1, 1) })
+    /// The work of a matrix's decomposition, for ordering: the Gram product (max·k²) and the eigensolve (k³), per
+    /// slice; the randomized method's products (about six passes of max·k·l).
+    static func cost(_ shape: [Int], options: SpectrumOptions) -> Double {
+        let rows = Double(max(shape.first ?? 0, 0)), cols = Double(max(shape.count > 1 ? shape[1] : 0, 0))
+        let slices = shape.dropFirst(2).reduce(1.0) { $0 * Double(max($1, 1)) }
         let k = min(rows, cols), m = max(rows, cols)
+        if options.needsRandomized(rows: Int(rows), cols: Int(cols)) { return 6 * m * k * min(k, Double(options.randomizedRank + 16)) }
         return slices * (m * k * k + k * k * k)
     }
 
-    /// Large matrices (min(rows, cols) ≥ 1024) gain little from multi-threaded BLAS: the Gram product scales, but
-    /// the eigensolver's bulge chasing and dsterf, the decoding and the shuffle run on one core. So when there are
-    /// at least two of them and the largest is no more work than all the others together, they go to the parallel
-    /// part with the rest (measured on a 1.1B-parameter checkpoint's layer: 9.9 s one at a time with two BLAS
-    /// threads against ~5.2 s two at a time). A lone large matrix (a 4096² matrix beside small layers) runs first
-    /// with all cores' BLAS, and so does any matrix whose estimated memory exceeds a core's share of the budget
-    /// (the parallel part then never holds more than the budget).
-    public static func schedule(_ shapes: [[Int]], cores: Int, options: SpectrumOptions, budget: Int) -> Plan {
-        let order = shapes.indices.sorted { (cost(shapes[$0]), -$0) > (cost(shapes[$1]), -$1) }
-        let bytes = shapes.map { estimatedBytes($0, options: options) }
+    /// Multi-threaded BLAS speeds up the Gram product and the first stage of the eigensolver; the bulge chasing,
+    /// dsterf, the decoding and the shuffle stay on one core. So matrices go to the parallel part, one per core,
+    /// except (largest first) a large one (min(rows, cols) ≥ 1024) that is at least a core's share of the work
+    /// still to place (there one core would finish long after the others: a 4096² matrix beside small layers),
+    /// and any matrix over a core's share of the memory budget (so the parallel part never holds more than the
+    /// budget). Those run first, one at a time, with every core's BLAS. Measured on a 1.1B-parameter checkpoint's
+    /// layer (two cores): 9.9 s one at a time with two BLAS threads, 5.2–5.8 s two at a time.
+    public static func schedule(_ shapes: [[Int]], decoded: [Int]? = nil, cores: Int, options: SpectrumOptions, budget: Int) -> Plan {
+        let costs = shapes.map { cost($0, options: options) }
+        let order = shapes.indices.sorted { (costs[$0], -$0) > (costs[$1], -$1) }
+        let bytes = shapes.indices.map { estimatedBytes(shapes[$0], decoded: decoded?[$0] ?? 0, options: options) }
         let isBig = { (i: Int) in shapes[i].count >= 2 && min(shapes[i][0], shapes[i][1]) >= 1024 }
-        let big = order.filter(isBig)
-        let total = order.reduce(0.0) { $0 + cost(shapes[$1]) }
-        let spread = cores >= 2 && big.count >= 2 && cost(shapes[big[0]]) <= total - cost(shapes[big[0]])
         let share = budget / max(cores, 1)
-        let alone = { (i: Int) in bytes[i] > share || (!spread && cores >= 2 && isBig(i)) }
-        return Plan(sequential: order.filter(alone), parallel: order.filter { !alone($0) }, bytes: bytes, budget: budget)
+        var left = costs.reduce(0, +)
+        var sequential: [Int] = [], parallel: [Int] = []
+        for i in order {
+            if bytes[i] > share || (cores >= 2 && isBig(i) && costs[i] * Double(cores) >= left) {
+                sequential.append(i); left -= costs[i]
+            } else { parallel.append(i) }
+        }
+        return Plan(sequential: sequential, parallel: parallel, bytes: bytes, budget: budget)
     }
     /// A stored record with its energy ranks recomputed for other energy fractions from its singular values. A
     /// randomized record knows only its top values: the exact ‖W‖²_F (its Frobenius norm) is the total, and ranks

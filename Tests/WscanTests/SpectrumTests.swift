@@ -498,22 +498,30 @@ final class SpectrumCLITests: XCTestCase {
         // Two large ones, one of them more work than everything else together: both one at a time.
         p = SpectrumRunner.schedule([[1024, 1024], [8192, 8192], [64, 64]], cores: 2, options: o, budget: budget)
         XCTAssertEqual(p.sequential, [1, 0]); XCTAssertEqual(p.parallel, [2])
+        // A large matrix that is less than a core's share of the work shares the pool with the rest.
+        p = SpectrumRunner.schedule([[2048, 2048]] + Array(repeating: [4096, 512], count: 20), cores: 2, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, []); XCTAssertEqual(p.parallel.first, 0)
+        // Sixteen cores and two large matrices: each would get one core while fourteen wait; both run with all.
+        p = SpectrumRunner.schedule([[4096, 4096], [4096, 4096], [384, 384]], cores: 16, options: o, budget: budget)
+        XCTAssertEqual(p.sequential, [0, 1]); XCTAssertEqual(p.parallel, [2])
+        // A broadcast view claiming 2⁶¹ elements saturates the estimate instead of trapping.
+        XCTAssertEqual(SpectrumRunner.schedule([[1 << 30, 1 << 31]], cores: 2, options: o, budget: budget).bytes, [Int.max])
         // One core: a single queue.
         p = SpectrumRunner.schedule(layer, cores: 1, options: o, budget: budget)
         XCTAssertEqual(p.sequential, []); XCTAssertEqual(p.parallel.count, 7)
-        // The memory estimate: float32 values, the shuffled copy, the float64 Gram matrix, the solver's copy and the panel.
-        XCTAssertEqual(p.bytes[4], 4 * 5632 * 2048 * 2 + 16 * 2048 * 2048 + 8 * 2048 * 256)
+        // The memory estimate: float32 values, the shuffled copy, the Gram matrix with its solver, the panel, dgesdd's copy.
+        XCTAssertEqual(p.bytes[4], 4 * 5632 * 2048 * 2 + 16 * 2048 * 2048 + 8 * 2048 * 256 + 8 * 5632 * 2048)
         // A matrix over a core's share of the memory budget runs alone, with every core's BLAS; the rest in parallel
         // then hold at most the budget.
         p = SpectrumRunner.schedule(layer, cores: 2, options: o, budget: 2 * p.bytes[4] - 2)
         XCTAssertEqual(p.sequential, [4, 5, 6]); XCTAssertEqual(p.parallel, [0, 3, 1, 2])
         XCTAssertLessThanOrEqual(2 * p.parallel.map { p.bytes[$0] }.max()!, p.budget)
         o.randomize = false
-        XCTAssertEqual(SpectrumRunner.schedule([[300, 200, 3, 3]], cores: 2, options: o, budget: budget).bytes, [4 * 300 * 200 * 9 * 2 + 16 * 200 * 200 + 8 * 200 * (131072 / 200)])
+        XCTAssertEqual(SpectrumRunner.schedule([[300, 200, 3, 3]], cores: 2, options: o, budget: budget).bytes, [4 * 300 * 200 * 9 * 2 + 16 * 200 * 200 + 8 * 200 * (131072 / 200) + 8 * 300 * 200])
     }
 
-    /// Large matrices analysed in parallel give what they give one at a time (a memory budget of one byte sends
-    /// every matrix to the sequential part), and agree with numpy.
+    /// Large matrices analysed in parallel (k = 1060: the two-stage eigensolver, two at once) give what they give
+    /// one at a time (a memory budget of one byte sends every matrix to the sequential part), and agree with numpy.
     func testParallelLargeMatricesMatchSerialAndNumpy() throws {
         let tmp = TempDir()
         let ck = tmp.path("big.safetensors"), ref = tmp.path("ref.json")
@@ -521,7 +529,7 @@ final class SpectrumCLITests: XCTestCase {
         import numpy as np, json
         from safetensors.numpy import save_file
         r = np.random.default_rng(11)
-        t = {f"l{i}.weight": (r.standard_normal((1024 + 40 * i, 1024)) * (0.02 + 0.01 * i)).astype(np.float32) for i in range(3)}
+        t = {f"l{i}.weight": (r.standard_normal((1100 + 40 * i, 1060)) * (0.02 + 0.01 * i)).astype(np.float32) for i in range(3)}
         t["s.weight"] = r.standard_normal((96, 200)).astype(np.float32)
         save_file(t, \(pyStr(ck)))
         json.dump({k: np.linalg.svd(v.astype(np.float64), compute_uv=False).tolist() for k, v in t.items()}, open(\(pyStr(ref)), "w"))
@@ -535,7 +543,7 @@ final class SpectrumCLITests: XCTestCase {
             let recs = try SpectrumRunner.run(catalog: cat, checkpoint: row, request: req)
             return Dictionary(uniqueKeysWithValues: recs.compactMap { r in r.spectrum.map { (r.tensor, $0) } })
         }
-        XCTAssertEqual(SpectrumRunner.schedule([[1024, 1024], [1064, 1024], [1104, 1024], [96, 200]], cores: 2,
+        XCTAssertEqual(SpectrumRunner.schedule([[1100, 1060], [1140, 1060], [1180, 1060], [96, 200]], cores: 2,
                                                options: SpectrumOptions(), budget: 1 << 40).sequential, [], "the large ones go in parallel")
         let par = try run(nil), ser = try run(1)
         XCTAssertEqual(Set(par.keys), Set(refSV.keys))
