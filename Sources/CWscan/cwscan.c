@@ -32,7 +32,8 @@ static struct {
     __typeof__(cblas_sgemm) *sgemm; __typeof__(cblas_dgemm) *dgemm; __typeof__(cblas_dsyrk) *dsyrk;
     __typeof__(LAPACKE_sgesdd_work) *sgesdd; __typeof__(LAPACKE_dgesdd_work) *dgesdd;
     __typeof__(LAPACKE_dsyevd_work) *dsyevd; __typeof__(LAPACKE_ssyevd_work) *ssyevd;
-    __typeof__(LAPACKE_dsyevd_2stage_work) *dsyevd2;
+    __typeof__(LAPACKE_dsyevd_2stage_work) *dsyevd2; __typeof__(LAPACKE_ssyevd_2stage_work) *ssyevd2;
+    __typeof__(cblas_ssyrk) *ssyrk;
     void (*set_threads)(int); int (*get_threads)(void); char *(*corename)(void);
 } B;
 
@@ -43,13 +44,14 @@ static void blas_load(void) {
     void *lp = dlopen("liblapacke.so.3", RTLD_NOW | RTLD_GLOBAL);
     if (!lp) { snprintf(blas_err, sizeof blas_err, "cannot load LAPACKE: %s", dlerror()); return; }
     *(void **)&B.sgemm = dlsym(ob, "cblas_sgemm"); *(void **)&B.dgemm = dlsym(ob, "cblas_dgemm"); *(void **)&B.dsyrk = dlsym(ob, "cblas_dsyrk");
+    *(void **)&B.ssyrk = dlsym(ob, "cblas_ssyrk");
     *(void **)&B.set_threads = dlsym(ob, "openblas_set_num_threads"); *(void **)&B.get_threads = dlsym(ob, "openblas_get_num_threads");
     *(void **)&B.corename = dlsym(ob, "openblas_get_corename");
     *(void **)&B.sgesdd = dlsym(lp, "LAPACKE_sgesdd_work"); *(void **)&B.dgesdd = dlsym(lp, "LAPACKE_dgesdd_work");
     *(void **)&B.dsyevd = dlsym(lp, "LAPACKE_dsyevd_work"); *(void **)&B.ssyevd = dlsym(lp, "LAPACKE_ssyevd_work");
-    *(void **)&B.dsyevd2 = dlsym(lp, "LAPACKE_dsyevd_2stage_work");
+    *(void **)&B.dsyevd2 = dlsym(lp, "LAPACKE_dsyevd_2stage_work"); *(void **)&B.ssyevd2 = dlsym(lp, "LAPACKE_ssyevd_2stage_work");
     if (!B.sgemm || !B.dgemm || !B.dsyrk || !B.set_threads || !B.get_threads || !B.corename || !B.sgesdd || !B.dgesdd ||
-        !B.dsyevd || !B.ssyevd || !B.dsyevd2) { snprintf(blas_err, sizeof blas_err, "OpenBLAS/LAPACKE lack a required symbol"); return; }
+        !B.dsyevd || !B.ssyevd || !B.dsyevd2 || !B.ssyevd2 || !B.ssyrk) { snprintf(blas_err, sizeof blas_err, "OpenBLAS/LAPACKE lack a required symbol"); return; }
     blas_ok = 1;
 }
 
@@ -65,6 +67,8 @@ static void blas_require(void) {
 #define LAPACKE_dsyevd_work (blas_require(), B.dsyevd)
 #define LAPACKE_ssyevd_work (blas_require(), B.ssyevd)
 #define LAPACKE_dsyevd_2stage_work (blas_require(), B.dsyevd2)
+#define LAPACKE_ssyevd_2stage_work (blas_require(), B.ssyevd2)
+#define cblas_ssyrk (blas_require(), B.ssyrk)
 #define openblas_set_num_threads (blas_require(), B.set_threads)
 #define openblas_get_num_threads (blas_require(), B.get_threads)
 #define openblas_get_corename (blas_require(), B.corename)
@@ -390,6 +394,42 @@ int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
     }
     free(buf);
     return gram_solve(k, g, w);
+}
+/* Eigenvalues (ascending, as float64) of the Gram matrix of a float32 matrix computed entirely in float32: ssyrk,
+   then ssyevd (ssyevd_2stage above 1024). Half the work of the float64 route; for quantities that need the
+   spectrum's shape rather than each value to 1e-4 (rand_distance's shuffled copy). */
+int wscan_gram_eigvals_single(int m, int n, const float *a, double *w) {
+    int k = m < n ? m : n;
+    if (k <= 0) return 0;
+    float *g = calloc((size_t)k * (size_t)k, sizeof(float)), *ws = malloc(sizeof(float) * (size_t)k);
+    if (!g || !ws) { free(g); free(ws); return -1000; }
+    if (n <= m) cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, n, m, 1.0f, a, n, 0.0f, g, n);
+    else        cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, m, n, 1.0f, a, n, 0.0f, g, m);
+    for (int j = 0; j < k; j++)
+        for (int i = j; i < k; i++)
+            if (!isfinite(g[(size_t)j * k + i])) { free(g); free(ws); return WSCAN_NONFINITE; }
+    lapack_int info;
+    if (k <= 1024) {
+        lapack_int lwork = syevd_values_lwork(k);
+        float *work = malloc(sizeof(float) * (size_t)lwork);
+        lapack_int iw = 1;
+        info = work ? LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, ws, work, lwork, &iw, 1) : -1000;
+        free(work);
+    } else {
+        float wq = 0; lapack_int iq = 0;
+        info = LAPACKE_ssyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, ws, &wq, -1, &iq, -1);
+        if (info == 0) {
+            long long lwork = (long long)(wq * 1.01f) + 1024;
+            lapack_int liwork = iq > 0 ? iq + 16 : 16;
+            float *work = malloc(sizeof(float) * (size_t)lwork);
+            lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
+            info = work && iwork ? LAPACKE_ssyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, ws, work, (lapack_int)lwork, iwork, liwork) : -1000;
+            free(work); free(iwork);
+        }
+    }
+    for (int i = 0; i < k; i++) w[i] = ws[i];
+    free(g); free(ws);
+    return info;
 }
 void wscan_openblas_set_threads(int n) { openblas_set_num_threads(n); }
 int wscan_openblas_get_threads(void) { return openblas_get_num_threads(); }

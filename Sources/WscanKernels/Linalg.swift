@@ -49,6 +49,15 @@ public enum Linalg {
         return w.reversed().map { Swift.max(0, $0) }
     }
 
+    /// Eigenvalues (descending, clamped at 0) of AᵀA or AAᵀ computed in float32 throughout (ssyrk + ssyevd): half
+    /// the float64 route's work, each value good to about 1e-6·λ₁ rather than 1e-4 relative.
+    public static func gramEigenvaluesSingle(_ a: UnsafePointer<Float>, m: Int, n: Int) throws -> [Double] {
+        var w = [Double](repeating: 0, count: Swift.min(m, n))
+        let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals_single(Int32(m), Int32(n), a, $0.baseAddress) }
+        try LinalgError.check(info, "ssyevd")
+        return w.reversed().map { Swift.max(0, $0) }
+    }
+
     public static func gramEigenvalues(_ a: UnsafePointer<Double>, m: Int, n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: Swift.min(m, n))
         let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals_d(Int32(m), Int32(n), a, $0.baseAddress) }
