@@ -54,3 +54,32 @@ m = re.search(r"gram\+syevd_2stage ([0-9.]+) s", open("/tmp/wscan-svd.txt").read
 tw = float(m.group(1))
 print(f"numpy.linalg.svd float32 {tn:.2f} s   wscan {tw:.2f} s   speed-up {tn/tw:.2f}x  (goal >= 2x)")
 PY
+echo "== spectrum of large layers (8 F32 matrices: 6 × 2048², 2 × 5632×2048, a 1.1B model's layer and a bit) vs numpy"
+L=.cache/bench/layers_F32.safetensors
+if [ ! -s "$L" ]; then python3 - "$L" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import save_file
+r = np.random.default_rng(0)
+t = {f"attn.{i}.weight": (r.standard_normal((2048, 2048)) * 0.02).astype(np.float32) for i in range(6)}
+t.update({f"mlp.{i}.weight": (r.standard_normal((5632, 2048)) * 0.02).astype(np.float32) for i in range(2)})
+save_file(t, sys.argv[1])
+PY
+fi
+db=$(mktemp -d)/l.db
+$BIN index "$L" --db "$db" >/dev/null
+t() { local best=""; for _ in 1 2; do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N)
+      best=$(python3 -c "b='$best'; d=$e-$s; print(d if not b else min(float(b), d))"); done; echo "$best"; }
+lr=$(t $BIN analyze spectrum "$L" --db "$db" --force)
+ln=$(t $BIN analyze spectrum "$L" --db "$db" --force --no-randomize)
+l1=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$L" --db "$db" --force --no-randomize --threads 1)
+python3 - "$L" "$lr" "$ln" "$l1" <<'PY'
+import sys, time, numpy as np
+from safetensors.numpy import load_file
+t = load_file(sys.argv[1]); lr, ln, l1 = map(float, sys.argv[2:])
+s = time.time()
+for v in t.values(): np.linalg.svd(v, compute_uv=False)
+tn = time.time() - s
+print(f"numpy.linalg.svd(compute_uv=False) of the 8 matrices (float32, all cores): {tn:.2f} s")
+print(f"wscan analyze spectrum, all cores: {ln:.2f} s ({tn/ln:.1f}x numpy); with rand_distance (a second, shuffled decomposition each) {lr:.2f} s")
+print(f"wscan analyze spectrum, 1 thread: {l1:.2f} s")
+PY

@@ -397,7 +397,7 @@ int wscan_gram_eigvals(int m, int n, const float *a, double *w) {
 }
 /* Eigenvalues (ascending, as float64) of the Gram matrix of a float32 matrix computed entirely in float32: ssyrk,
    then ssyevd (ssyevd_2stage above 1024). Half the work of the float64 route; for quantities that need the
-   spectrum's shape rather than each value to 1e-4 (rand_distance's shuffled copy). */
+   spectrum's shape rather than each value to 1e-4 (rand_distance's shuffled copy, with its caller's guards). */
 int wscan_gram_eigvals_single(int m, int n, const float *a, double *w) {
     int k = m < n ? m : n;
     if (k <= 0) return 0;
@@ -427,7 +427,7 @@ int wscan_gram_eigvals_single(int m, int n, const float *a, double *w) {
             free(work); free(iwork);
         }
     }
-    for (int i = 0; i < k; i++) w[i] = ws[i];
+    if (info == 0) for (int i = 0; i < k; i++) w[i] = ws[i];
     free(g); free(ws);
     return info;
 }

@@ -300,29 +300,35 @@ public enum SpectrumAnalyzer {
     /// Jensen–Shannon distance between the ESD of W and of W with its elements shuffled (seeded).
     static func randDistance(_ w: WeightMatrix, sv: [Double], seed: UInt64) throws -> Double {
         var rng = SplitMix64(seed: seed)
+        // One power-of-two scale for every slice (a shuffle within a slice keeps the slice's largest element), so
+        // the pooled eigenvalues of a conv kernel stay on one scale.
+        var amax: Float = 0
+        for s in w.slices { for x in s { amax = max(amax, abs(x)) } }
+        let scale: Float? = amax.isNormal ? Float(sign: .plus, exponent: -amax.exponent, significand: 1) : nil
         var rev: [Double] = []
         for s in w.slices {
             var sh = s
             for i in stride(from: sh.count - 1, to: 0, by: -1) { sh.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            rev += try shuffledEigenvalues(&sh, rows: w.rows, cols: w.cols)
+            rev += try shuffledEigenvalues(&sh, rows: w.rows, cols: w.cols, scale: scale)
         }
         return ESDDistance.jensenShannon(sv.map { $0 * $0 }, rev)
     }
 
-    /// The eigenvalues of the shuffled copy's Gram matrix, up to a common power-of-two scale (the distance
-    /// normalises both spectra). They only shape a distribution, so float32 throughout is enough (ssyrk + ssyevd,
-    /// half the float64 route's work): on MiniLM's 36 matrices the distance moves by at most 1.5e-8 (4.6e-6
-    /// relative), far below the spread between seeds. The copy is scaled by a power of two so that its largest
-    /// element is near 1 (no float32 overflow or underflow in the Gram matrix); small matrices and any that still
-    /// overflow take the float64 route.
-    static func shuffledEigenvalues(_ sh: inout [Float], rows: Int, cols: Int) throws -> [Double] {
+    /// The eigenvalues of a shuffled copy's Gram matrix, times scale² (`scale`, a power of two that brings the
+    /// tensor's largest element near 1, is applied to the copy first; nil: no scaling, float64 only). They only
+    /// shape a distribution for the distance, so float32 throughout is enough (ssyrk + ssyevd, half the float64
+    /// route's work) while float32's rounding noise, about 1e-7·λ₁ on every eigenvalue, is small beside the
+    /// spectrum's bulk. It is not when one direction holds much of the energy (a constant or near-constant
+    /// matrix, a mean far from 0 such as unsigned codes, a few huge outliers: the shuffled copy then has a spike
+    /// over a bulk 1e-4 of its size, and the noise reaches the distance), so a spectrum whose λ₁ is over 5% of
+    /// Σλ is computed again in float64, as are small matrices (min side ≤ 64).
+    static func shuffledEigenvalues(_ sh: inout [Float], rows: Int, cols: Int, scale: Float?) throws -> [Double] {
         let k = min(rows, cols)
-        var amax: Float = 0
-        for x in sh { amax = max(amax, abs(x)) }
-        if k > 64, amax.isNormal {                 // exponent in -126...127: the scale 2^-exponent is finite
-            let scale = Float(sign: .plus, exponent: -amax.exponent, significand: 1)
-            for i in sh.indices { sh[i] *= scale }
-            if let ev = try? sh.withUnsafeBufferPointer({ try Linalg.gramEigenvaluesSingle($0.baseAddress!, m: rows, n: cols) }) { return ev }
+        if let scale { for i in sh.indices { sh[i] *= scale } }
+        if k > 64, scale != nil,
+           let ev = try? sh.withUnsafeBufferPointer({ try Linalg.gramEigenvaluesSingle($0.baseAddress!, m: rows, n: cols) }) {
+            let total = ev.reduce(0, +)
+            if total > 0, ev[0] <= 0.05 * total { return ev }
         }
         return try singularValues(sh, rows: rows, cols: cols).values.map { $0 * $0 }
     }

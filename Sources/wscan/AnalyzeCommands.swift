@@ -19,7 +19,8 @@ struct SpectrumCommand: ParsableCommand {
         Every 2-D weight (embeddings included) and conv kernel (kh·kw slices, pooled) is decomposed exactly in double \
         precision: dgesdd for small matrices, otherwise the eigenvalues of the Gram matrix of the smaller side \
         (dsyrk + dsyevd). A matrix whose Gram matrix would exceed --gram-memory gets a randomized method with a stated \
-        error bound. The output names the method per layer. 1-D tensors are listed as skipped with a reason. \
+        error bound. The output names the method per layer. rand_distance's shuffled copy is decomposed in float32 \
+        (float64 where one direction dominates its spectrum). 1-D tensors are listed as skipped with a reason. \
         Results are stored in the catalog and re-used until the checkpoint changes (--force recomputes). \
         Metrics: see README.md#spectrum-metrics.
         """)
