@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <math.h>
+#include <malloc.h>
 
 /* ---- OpenBLAS / LAPACKE, loaded on first use ----
    OpenBLAS reads OPENBLAS_CORETYPE when it loads and starts worker threads that spin for a while; loading it
@@ -1021,4 +1022,14 @@ void wscan_keep_stats(const float *x, size_t n, float value, int64_t ties, doubl
     if (keep_avx2_on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2"))
         done = keep_stats_avx2(x, n, value, ties, mass, kept_mass, nonfinite, kept, min_kept, mask);
     keep_stats_scalar(x, done, n, value, ties, mass, kept_mass, nonfinite, kept, min_kept, mask);
+}
+
+/* glibc serves allocations of 128 KiB and more (its threshold rises to at most 32 MiB as such blocks are freed) with
+   fresh mmap'ed pages, and returns freed heap tops over 128 KiB to the kernel: a command that decodes tensor after
+   tensor into new multi-MiB buffers then spends a third of its time zeroing pages in page faults (measured: magnitude
+   saliency of a 1 GiB BF16 file, 1.0 s of system time in 1.4 s). Blocks under 64 MiB come from the heap instead, and
+   up to 512 MiB of freed heap is kept for reuse; peak memory is unchanged. */
+void wscan_tune_malloc(void) {
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }

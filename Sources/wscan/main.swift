@@ -12,6 +12,7 @@ guard CPU.supportsKernels else {
     exit(3)
 }
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
+wscan_tune_malloc()   // large temporary buffers come from a reused heap, not fresh zeroed pages
 wscan_install_interrupt_handler()
 
 // `wscan help NAME…` and `wscan NAME… --help` print the root help for a name that is no command (ArgumentParser's

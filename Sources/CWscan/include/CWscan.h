@@ -87,6 +87,7 @@ int wscan_spawn_group(const char *cmd, int *pid, int *out_fd, int *err_fd);
 /* Installs the SIGINT/SIGTERM/SIGHUP/SIGQUIT handler now (it kills a running evaluator's group, removes its
    candidate file, ends the progress line and says the run was interrupted, then dies by the signal). */
 void wscan_install_interrupt_handler(void);
+void wscan_tune_malloc(void);
 /* Kills the group (SIGKILL) and stops guarding it. */
 void wscan_kill_group(int pid);
 /* A file and its folder that the signal handler removes (unlink, rmdir) if wscan is interrupted; NULLs clear. */
