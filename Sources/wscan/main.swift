@@ -20,7 +20,7 @@ wscan_install_interrupt_handler()
 func unknownHelpTopic(_ argv: [String]) -> String? {
     let names: ArraySlice<String>
     if argv.first == "help" { names = argv.dropFirst().prefix { !$0.hasPrefix("-") } }
-    else if argv.contains("--help") || argv.contains("-h") { names = argv.prefix { !$0.hasPrefix("-") } }
+    else if argv.contains("--help") || argv.contains("-h") { names = argv.filter { !$0.hasPrefix("-") }[...] }   // `wscan -h nosuch` too
     else { return nil }
     var cmd: ParsableCommand.Type = Wscan.self
     var path = "wscan"

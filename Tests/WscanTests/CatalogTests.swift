@@ -245,6 +245,11 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(bogus.err, "wscan: 'wscan analyze' has no command 'bogus' (commands: spectrum, sparsity, saliency)\n")
         XCTAssertFalse(try runWscan(["help", "nope"]).err.contains("_bench"))
         XCTAssertEqual(try runWscan(["nope", "--help"]).status, 2)
+        let flagFirst = try runWscan(["-h", "nope"])       // the flag before the name: the same usage error
+        XCTAssertEqual(flagFirst.status, 2)
+        XCTAssertTrue(flagFirst.err.hasPrefix("wscan: 'wscan' has no command 'nope'"), flagFirst.err)
+        XCTAssertEqual(try runWscan(["--help", "analyze", "spectrum"]).status, 0)
+        XCTAssertEqual(try runWscan(["analyze", "-h", "spectrum"]).status, 0)
         XCTAssertEqual(try runWscan(["help", "help"]).status, 0)
         XCTAssertEqual(try runWscan(["compare", "a.safetensors", "b.gguf", "--help"]).status, 0)   // arguments, not commands
     }
