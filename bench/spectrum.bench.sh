@@ -4,16 +4,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/wscan
 M=.cache/minilm
+# t N CMD...: the best of N wall times (this machine's timings vary by ±15% run to run)
+t() { local n=$1 best=""; shift; for _ in $(seq "$n"); do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N)
+      best=$(python3 -c "b='$best'; d=$e-$s; print(d if not b else min(float(b), d))"); done; echo "$best"; }
 echo "== spectrum analysis of all-MiniLM-L6-v2 (39+ matrices): wscan vs WeightWatcher analyze()"
 if [ ! -s "$M/model.safetensors" ]; then echo "MiniLM not fetched: skipped"; else
   db=$(mktemp -d)/b.db
   $BIN index "$M/model.safetensors" --db "$db" >/dev/null
-  # best of three wall times (this machine's timings vary by ±15% run to run)
-  t() { local best=""; for _ in 1 2 3; do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N)
-        best=$(python3 -c "b='$best'; d=$e-$s; print(d if not b else min(float(b), d))"); done; echo "$best"; }
-  w1=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1 --no-randomize)
-  w1r=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1)
-  w2=$(t $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --no-randomize)
+  w1=$(t 3 env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1 --no-randomize)
+  w1r=$(t 3 env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1)
+  w2=$(t 3 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --no-randomize)
   # the in-process time of the 40 decompositions + metrics (the rest is start-up, reading and the catalog)
   inner=$(OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$M/model.safetensors" --db "$db" --force --threads 1 --no-randomize --json |
           python3 -c "import json,sys; print(sum(l['spectrum']['seconds'] for l in json.load(sys.stdin)['layers'] if 'spectrum' in l))")
@@ -67,11 +67,9 @@ PY
 fi
 db=$(mktemp -d)/l.db
 $BIN index "$L" --db "$db" >/dev/null
-t() { local best=""; for _ in 1 2; do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N)
-      best=$(python3 -c "b='$best'; d=$e-$s; print(d if not b else min(float(b), d))"); done; echo "$best"; }
-lr=$(t $BIN analyze spectrum "$L" --db "$db" --force)
-ln=$(t $BIN analyze spectrum "$L" --db "$db" --force --no-randomize)
-l1=$(t env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$L" --db "$db" --force --no-randomize --threads 1)
+lr=$(t 2 $BIN analyze spectrum "$L" --db "$db" --force)
+ln=$(t 2 $BIN analyze spectrum "$L" --db "$db" --force --no-randomize)
+l1=$(t 2 env OPENBLAS_NUM_THREADS=1 $BIN analyze spectrum "$L" --db "$db" --force --no-randomize --threads 1)
 python3 - "$L" "$lr" "$ln" "$l1" <<'PY'
 import sys, time, numpy as np
 from safetensors.numpy import load_file

@@ -315,13 +315,15 @@ int wscan_dsyevd_vectors(int n, double *a, double *w) {
     lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w, work, (lapack_int)lwork, iwork, (lapack_int)liwork);
     free(work); free(iwork); return info;
 }
-int wscan_ssyevd_values(int n, float *a, float *w) {
+static int ssyevd_values(int n, float *a, float *w, char uplo) {
     lapack_int lwork = syevd_values_lwork(n), liwork = 1;
     float *work = malloc(sizeof(float) * (size_t)lwork);
     lapack_int *iwork = malloc(sizeof(lapack_int) * (size_t)liwork);
-    lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, a, n, w, work, lwork, iwork, liwork);
+    if (!work || !iwork) { free(work); free(iwork); return -1000; }
+    lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', uplo, n, a, n, w, work, lwork, iwork, liwork);
     free(work); free(iwork); return info;
 }
+int wscan_ssyevd_values(int n, float *a, float *w) { return ssyevd_values(n, a, w, 'U'); }
 /* Eigenvalues of the k x k Gram matrix g (upper triangle, column-major); consumes g. */
 static int gram_solve(int k, double *g, double *w) {
     /* NaN/Inf in the matrix reach the Gram matrix (each element's square is on its diagonal): refuse before LAPACK
@@ -411,11 +413,7 @@ int wscan_gram_eigvals_single(int m, int n, const float *a, double *w) {
             if (!isfinite(g[(size_t)j * k + i])) { free(g); free(ws); return WSCAN_NONFINITE; }
     lapack_int info;
     if (k <= 1024) {
-        lapack_int lwork = syevd_values_lwork(k);
-        float *work = malloc(sizeof(float) * (size_t)lwork);
-        lapack_int iw = 1;
-        info = work ? LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, ws, work, lwork, &iw, 1) : -1000;
-        free(work);
+        info = ssyevd_values(k, g, ws, 'L');
     } else {
         float wq = 0; lapack_int iq = 0;
         info = LAPACKE_ssyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', k, g, k, ws, &wq, -1, &iq, -1);

@@ -41,10 +41,15 @@ public struct SpectrumOptions: Sendable {
 
     /// Whether a rows×cols matrix is too large for the exact Gram route: its k×k float64 Gram matrix plus the
     /// eigensolver's copy, 16·k² bytes for k = min(rows, cols).
+    /// Half of the physical memory: the default Gram memory limit and the spectrum runner's memory budget.
+    public static var halfPhysicalMemory: Int { Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max))) }
+    /// `gramMemoryLimit`, or its default.
+    public var gramLimit: Int { gramMemoryLimit ?? Self.halfPhysicalMemory }
+
     public func needsRandomized(rows: Int, cols: Int) -> Bool {
         let k = min(rows, cols)
         guard k > 64 else { return false }
-        let limit = gramMemoryLimit ?? Int(ProcessInfo.processInfo.physicalMemory / 2)
+        let limit = gramLimit
         let (need, overflow) = (16 * k).multipliedReportingOverflow(by: k)
         return overflow || need > limit
     }
@@ -201,14 +206,20 @@ public enum SpectrumAnalyzer {
         func dense() throws -> [Double] { var d = a.map(Double.init); return try Linalg.singularValues(&d, m: rows, n: cols) }
         if k <= 64 { return (try dense(), .gesdd) }
         let ev = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: rows, n: cols) }
-        let limit = denseLimit ?? Int(ProcessInfo.processInfo.physicalMemory / 2)
         // Only when such values reach into the top 99% (the accuracy promised): one zero row, a dead neuron, leaves a
         // single value at the floor, which the Gram route gets right to within ~1e-8·σ₁ and no metric notices.
         if let top = ev.first, top > 0, ev.filter({ $0 < top * 1e-10 }).count > k / 100,
-           rows.multipliedReportingOverflow(by: cols).partialValue <= limit / 12 {
+           denseCopyFits(rows: rows, cols: cols, limit: denseLimit ?? SpectrumOptions.halfPhysicalMemory) {
             return (try dense(), .gesdd)
         }
         return (ev.map { $0.squareRoot() }, .gram)
+    }
+
+    /// Whether a rank-deficient rows×cols matrix is decomposed again by dgesdd: its float64 copy (with dgesdd's
+    /// work) fits in `limit`.
+    public static func denseCopyFits(rows: Int, cols: Int, limit: Int) -> Bool {
+        let (n, overflow) = rows.multipliedReportingOverflow(by: cols)
+        return !overflow && n <= limit / 12
     }
 
     static func alphaWarnings(_ alpha: Double?) -> [String] {

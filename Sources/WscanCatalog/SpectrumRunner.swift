@@ -77,7 +77,7 @@ public enum SpectrumRunner {
         let cores = max(1, request.threads ?? ProcessInfo.processInfo.activeProcessorCount)
         let plan = schedule(jobs.map { selected[$0].shape }, decoded: jobs.map { TensorData.storedElements(selected[$0]) },
                             cores: cores, options: request.options,
-                            budget: request.memoryBudget ?? Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max))))
+                            budget: request.memoryBudget ?? SpectrumOptions.halfPhysicalMemory)
         let lock = NSLock()
         var done = 0
         func work(_ i: Int) {
@@ -142,10 +142,6 @@ extension SpectrumRunner {
         public var sequential: [Int]
         /// Analysed in parallel, one matrix per core with single-threaded BLAS, in this order (largest first).
         public var parallel: [Int]
-        /// Estimated peak bytes of each job, indexed like the shapes.
-        public var bytes: [Int]
-        /// The memory the parallel part may hold at once.
-        public var budget: Int
     }
 
     /// Estimated peak memory of analysing a matrix of this shape, `decoded` elements read (a strided view decodes
@@ -168,8 +164,7 @@ extension SpectrumRunner {
             b = add(b, mul(l, add(mul(20, rows), mul(12, cols))))
         } else if k > 0 {
             b = add(b, add(mul(16, mul(k, k)), mul(8 * k, max(256, 131072 / k))))
-            let limit = options.gramMemoryLimit ?? Int(min(ProcessInfo.processInfo.physicalMemory / 2, UInt64(Int.max)))
-            if k > 64 && slice <= limit / 12 { b = add(b, mul(8, slice)) }
+            if k > 64 && SpectrumAnalyzer.denseCopyFits(rows: rows, cols: cols, limit: options.gramLimit) { b = add(b, mul(8, slice)) }
         }
         return b
     }
@@ -204,7 +199,7 @@ extension SpectrumRunner {
                 sequential.append(i); left -= costs[i]
             } else { parallel.append(i) }
         }
-        return Plan(sequential: sequential, parallel: parallel, bytes: bytes, budget: budget)
+        return Plan(sequential: sequential, parallel: parallel)
     }
     /// A stored record with its energy ranks recomputed for other energy fractions from its singular values. A
     /// randomized record knows only its top values: the exact ‖W‖²_F (its Frobenius norm) is the total, and ranks

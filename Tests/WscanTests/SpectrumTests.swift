@@ -570,19 +570,37 @@ final class SpectrumCLITests: XCTestCase {
         p = SpectrumRunner.schedule([[4096, 4096], [4096, 4096], [384, 384]], cores: 16, options: o, budget: budget)
         XCTAssertEqual(p.sequential, [0, 1]); XCTAssertEqual(p.parallel, [2])
         // A broadcast view claiming 2⁶¹ elements saturates the estimate instead of trapping.
-        XCTAssertEqual(SpectrumRunner.schedule([[1 << 30, 1 << 31]], cores: 2, options: o, budget: budget).bytes, [Int.max])
+        XCTAssertEqual(SpectrumRunner.estimatedBytes([1 << 30, 1 << 31], options: o), Int.max)
         // One core: a single queue.
         p = SpectrumRunner.schedule(layer, cores: 1, options: o, budget: budget)
         XCTAssertEqual(p.sequential, []); XCTAssertEqual(p.parallel.count, 7)
         // The memory estimate: float32 values, the shuffled copy, the Gram matrix with its solver, the panel, dgesdd's copy.
-        XCTAssertEqual(p.bytes[4], 4 * 5632 * 2048 * 2 + 16 * 2048 * 2048 + 8 * 2048 * 256 + 8 * 5632 * 2048)
+        let up = SpectrumRunner.estimatedBytes([5632, 2048], options: o)
+        XCTAssertEqual(up, 4 * 5632 * 2048 * 2 + 16 * 2048 * 2048 + 8 * 2048 * 256 + 8 * 5632 * 2048)
         // A matrix over a core's share of the memory budget runs alone, with every core's BLAS; the rest in parallel
         // then hold at most the budget.
-        p = SpectrumRunner.schedule(layer, cores: 2, options: o, budget: 2 * p.bytes[4] - 2)
+        p = SpectrumRunner.schedule(layer, cores: 2, options: o, budget: 2 * up - 2)
         XCTAssertEqual(p.sequential, [4, 5, 6]); XCTAssertEqual(p.parallel, [0, 3, 1, 2])
-        XCTAssertLessThanOrEqual(2 * p.parallel.map { p.bytes[$0] }.max()!, p.budget)
+        XCTAssertLessThanOrEqual(2 * p.parallel.map { SpectrumRunner.estimatedBytes(layer[$0], options: o) }.max()!, 2 * up - 2)
         o.randomize = false
-        XCTAssertEqual(SpectrumRunner.schedule([[300, 200, 3, 3]], cores: 2, options: o, budget: budget).bytes, [4 * 300 * 200 * 9 * 2 + 16 * 200 * 200 + 8 * 200 * (131072 / 200) + 8 * 300 * 200])
+        XCTAssertEqual(SpectrumRunner.estimatedBytes([300, 200, 3, 3], options: o), 4 * 300 * 200 * 9 * 2 + 16 * 200 * 200 + 8 * 200 * (131072 / 200) + 8 * 300 * 200)
+    }
+
+    /// A broadcast view claiming 2⁶¹ elements (22 KB on disk) is skipped with its reason before any planning; the
+    /// other matrices of the file are analysed, and the run exits 1 (some input failed) instead of trapping.
+    func testHugeBroadcastViewIsSkippedNotPlanned() throws {
+        let tmp = TempDir()
+        let pt = tmp.path("views.pt")
+        _ = try runPython("""
+        import torch
+        torch.manual_seed(0)
+        torch.save({'x.weight': torch.zeros(1).expand(2**30, 2**31), 'small.weight': torch.randn(64, 80)}, \(pyStr(pt)))
+        """)
+        let r = try runWscan(["analyze", "spectrum", pt, "--db", tmp.path("c.db"), "--json"])
+        XCTAssertEqual(r.status, 1, r.err)
+        let l = layers(try json(r))
+        XCTAssertTrue((l["x.weight"]?["skipReason"] as? String)?.contains("not expanded") ?? false, "\(String(describing: l["x.weight"]))")
+        XCTAssertNotNil(l["small.weight"]?["spectrum"], "the other matrix is analysed")
     }
 
     /// Large matrices analysed in parallel (k = 1060: the two-stage eigensolver, two at once) give what they give

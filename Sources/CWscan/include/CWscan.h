@@ -61,6 +61,8 @@ int wscan_dsyevd_vectors(int n, double *a, double *w);
 int wscan_gram_eigvals(int m, int n, const float *a, double *w);
 /* The same from a row-major double matrix. */
 int wscan_gram_eigvals_d(int m, int n, const double *a, double *w);
+/* The same computed in float32 throughout (ssyrk + ssyevd): half the work, each value good to about 1e-6 of the
+   largest; for rand_distance's shuffled copy. */
 int wscan_gram_eigvals_single(int m, int n, const float *a, double *w);
 /* What the Gram eigensolvers return when the matrix holds NaN or ±Inf (LAPACK is not called). */
 #define WSCAN_NONFINITE (-2000)
