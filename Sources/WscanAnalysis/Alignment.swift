@@ -130,8 +130,13 @@ public struct IndependenceTest: Codable, Sendable {
     /// most units: median ρ at least this.
     public static let minimumAgreement = 0.8
 
+    /// The groups the test reads: MLP and feed-forward units with an incoming and an outgoing matrix.
+    public static func eligible(_ spec: PermSpec) -> [PermGroup] {
+        spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
+    }
+
     public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
-        let groups = spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
+        let groups = eligible(spec)
         guard !groups.isEmpty else { return nil }
         // Pass 1: incoming matchings, in order, each after undoing the previous group's matching on its columns.
         var inPerm: [String: [Int]] = [:], inSign: [String: [Float]] = [:]

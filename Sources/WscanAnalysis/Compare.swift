@@ -193,20 +193,40 @@ public enum Comparator {
         let groups = Dictionary(grouping: positional, by: { i -> [Int] in let s = pairs[i].0.shape; return s.count == 2 ? s.sorted() : s })
         for (_, idx) in groups where idx.count > 1 || pairs[idx[0]].2 == transposedByPosition {
             let ta = idx.map { pairs[$0].0 }, tb = idx.map { pairs[$0].1 }
-            let va = try ta.map(valuesA), vb = try tb.map(valuesB)
-            // cosine on a strided sample; B read transposed when its shape is A's transposed (not for square ones,
-            // whose transposition the caller checks)
+            // Every tensor is decoded once and only its sample is kept (a group of one shape can be most of a model).
+            // A's sample: elements 0, step, 2·step, … of each; B's: the same positions read in each A shape's layout
+            // (transposed when B's shape is that shape transposed, not for square ones, whose transposition the
+            // caller checks).
+            let shapesA = Array(Set(ta.map(\.shape))).sorted { $0.lexicographicallyPrecedes($1) }
+            func positions(_ s: [Int], count n: Int) -> (step: Int, cols: Int, rows: Int) {
+                let cols = s.count == 2 ? s[1] : 1
+                return (max(1, n / 8192), cols, n / max(1, cols))
+            }
+            var sa: [[Float]] = [], na: [Int] = []
+            for t in ta {
+                let v = try valuesA(t), (step, _, _) = positions(t.shape, count: v.count)
+                sa.append(stride(from: 0, to: v.count, by: step).map { v[$0] }); na.append(v.count)
+            }
+            var sb: [[[Int]: [Float]]] = []      // per B tensor, per A shape it can be read in: its sample
+            for t in tb {
+                let v = try valuesB(t)
+                var out: [[Int]: [Float]] = [:]
+                for s in shapesA {
+                    guard let n = ta.indices.first(where: { ta[$0].shape == s }).map({ na[$0] }), v.count == n else { continue }
+                    let flip = s.count == 2 && t.shape == [s[1], s[0]] && s[0] != s[1]
+                    guard flip || t.shape == s else { continue }
+                    let (step, cols, rows) = positions(s, count: n)
+                    out[s] = stride(from: 0, to: n, by: step).map { k in v[flip ? (k % cols) * rows + k / cols : k] }
+                }
+                sb.append(out)
+            }
             var sims: [(Double, Int, Int)] = []
             for i in ta.indices { for j in tb.indices {
-                let n = va[i].count, step = max(1, n / 8192)
-                let flip = ta[i].shape.count == 2 && tb[j].shape == [ta[i].shape[1], ta[i].shape[0]] && ta[i].shape[0] != ta[i].shape[1]
-                guard flip || tb[j].shape == ta[i].shape, vb[j].count == n else { continue }
-                let cols = ta[i].shape.count == 2 ? ta[i].shape[1] : 1, rows = n / max(1, cols)
-                var d = 0.0, x2 = 0.0, y2 = 0.0, k = 0
-                while k < n {
-                    let x = Double(va[i][k]), y = Double(vb[j][flip ? (k % cols) * rows + k / cols : k])
+                guard let y = sb[j][ta[i].shape], y.count == sa[i].count else { continue }
+                var d = 0.0, x2 = 0.0, y2 = 0.0
+                for (xf, yf) in zip(sa[i], y) {
+                    let x = Double(xf), y = Double(yf)
                     if x.isFinite && y.isFinite { d += x * y; x2 += x * x; y2 += y * y }
-                    k += step
                 }
                 sims.append((x2 > 0 && y2 > 0 ? d / (x2 * y2).squareRoot() : (x2 == y2 ? 1 : 0), i, j))
             } }

@@ -31,6 +31,9 @@ public enum PermSpecInference {
         validated(inferNames(w, numHeads: numHeads), [w])
     }
 
+    /// The spec from names and shapes alone (`w` may hold no values); `validated` checks it once values are decoded.
+    public static func inferFromShapes(_ w: WeightSet, numHeads: Int? = nil) -> PermSpec { inferNames(w, numHeads: numHeads) }
+
     /// The spec with every member checked against the weights (of A, and of B when aligning): its extent along the
     /// permuted axis must be `size · blockSize` and its value count its shape's. A crafted bias of the wrong length
     /// is left out with a note instead of being read out of bounds; a group left with no matrix, or of size 0, goes.

@@ -13,6 +13,10 @@ public enum CompareRunner {
         public var seed: UInt64 = 0
         public var writeAligned: String? = nil
         public var connectivity = true
+        /// Bytes the decoded weights of both sides may take (nil: half the RAM). Above it the comparison is bounded:
+        /// tensor pairs one at a time, the independence test on the feed-forward groups that fit, no alignment and
+        /// no connectivity (see `boundedCompare`).
+        public var memoryBudget: Int? = nil
         public init() {}
     }
     public enum AlignMode: String, Sendable { case auto, always, never }
@@ -51,6 +55,166 @@ public enum CompareRunner {
         return out
     }
 
+    /// Why `what` cannot run within the memory budget.
+    public static func overBudget(_ what: String, need: Int, budget: Int) -> String {
+        "\(what) needs both models in memory: their decoded weights would take \(ByteSize.format(need)), over the memory budget of \(ByteSize.format(budget)) (--memory raises it)"
+    }
+
+    public struct CompareError: Error, CustomStringConvertible {
+        public let description: String
+        init(_ s: String) { description = s }
+    }
+
+    /// Bytes the decoded float32 values of both sides of `pairs` take (saturating).
+    static func decodedBytes(_ pairs: [(TensorInfo, TensorInfo, String)]) -> Int {
+        pairs.reduce(0) { acc, p in
+            let (n, o) = (p.0.elementCount &+ p.1.elementCount).multipliedReportingOverflow(by: 4)
+            return o ? Int.max : (acc > Int.max - n ? Int.max : acc + n)
+        }
+    }
+
+    /// NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and a note says so.
+    static func finite(_ w: WeightSet, _ side: String) -> (WeightSet, [String]) {
+        var out = w, notes: [String] = []
+        for n in w.names {
+            let v = w.values[n]!
+            let bad = v.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+            guard bad > 0 else { continue }
+            out.values[n] = v.map { $0.isFinite ? $0 : 0 }
+            notes.append("\(side) \(n): \(bad) NaN/±Inf weights read as 0 for the permutation analyses")
+        }
+        return (out, notes)
+    }
+
+    /// One pair's values in A's layout: B stored transposed is transposed back (a square one when its transpose is
+    /// what matches A, and then `how` says so), and a llama.cpp GGUF side's q/k rows are put back in Hugging Face
+    /// order when the other side is not GGUF (`rope` names that side).
+    static func decodePair(_ ta: TensorInfo, _ tb: TensorInfo, how: String, ckA: Checkpoint, ckB: Checkpoint,
+                           valuesA: (TensorInfo) throws -> [Float], valuesB: (TensorInfo) throws -> [Float]) throws
+        -> (a: [Float], b: [Float], how: String, rope: String?) {
+        var va = try valuesA(ta), vb = try valuesB(tb), how = how, rope: String? = nil
+        if Comparator.isTransposed(how) { vb = Comparator.transpose(vb, rows: tb.shape[0], cols: tb.shape[1]) }
+        else if how == "name" || how == "shape+position", ta.shape.count == 2, ta.shape[0] == ta.shape[1], Comparator.looksTransposed(va, vb, side: ta.shape[0]) {
+            vb = Comparator.transpose(vb, rows: ta.shape[0], cols: ta.shape[1])
+            how = how == "name" ? Comparator.transposedMatch : Comparator.transposedByPosition
+        }
+        // Only against a Hugging Face layout (q_proj/k_proj names): a GGUF exported to safetensors keeps its order.
+        func hf(_ n: String) -> Bool { n.hasSuffix("q_proj.weight") || n.hasSuffix("k_proj.weight") }
+        if ckA.format == .gguf, ckB.format != .gguf, hf(tb.name), let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); rope = "A" }
+        if ckB.format == .gguf, ckA.format != .gguf, hf(ta.name), let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); rope = "B" }
+        return (va, vb, how, rope)
+    }
+
+    /// The evidence of one pair (values in A's layout, as `decodePair` gives them).
+    static func pairEvidence(_ ta: TensorInfo, _ tb: TensorInfo, how: String, a va0: [Float], b vb0: [Float],
+                             hashA: String?, hashB: String?) throws -> TensorEvidence {
+        var shape = ta.shape, va = va0, vb = vb0
+        // A quantized B stored transposed: judged in B's own layout, where its blocks of 32 run (the difference's
+        // spectrum and the other measures do not depend on the layout)
+        if Comparator.isTransposed(how), tb.dtype.block != nil, shape.count == 2 {
+            va = Comparator.transpose(va, rows: shape[0], cols: shape[1]); vb = Comparator.transpose(vb, rows: shape[0], cols: shape[1])
+            shape = [shape[1], shape[0]]
+        }
+        var e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
+                                        hashA: hashA, hashB: hashB, a: va, b: vb)
+        e.shape = ta.shape
+        return e
+    }
+
+    /// The comparison of two models whose decoded weights would not fit the memory budget: pairs are decoded and
+    /// judged one per core at a time; the independence test runs on the first feed-forward groups whose tensors fit
+    /// the budget (in a transformer each block's group stands alone, so a prefix of the blocks is a smaller test of
+    /// the same question); the alignment (which needs every group at once) and the connectivity path are not run,
+    /// and notes say so. Asking for them explicitly (--align, --write-aligned, an evaluator) is an error.
+    static func boundedCompare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, ckA: Checkpoint, ckB: Checkpoint,
+                               pairs pairs0: [(TensorInfo, TensorInfo, String)], onlyA: [String], onlyB: [String],
+                               hashA: [String: String], hashB: [String: String], options: Options, need: Int, budget: Int,
+                               store: Bool) throws -> CompareResult {
+        if options.align == .always || options.writeAligned != nil || (options.connectivity && options.evaluator != nil) {
+            let what = options.writeAligned != nil ? "--write-aligned" : options.align == .always ? "--align" : "the connectivity path (--data/--eval)"
+            throw CompareError(overBudget(what, need: need, budget: budget))
+        }
+        let sizes = "the decoded weights of both would take \(ByteSize.format(need)), over the memory budget of \(ByteSize.format(budget))"
+        var pairs = pairs0
+        let fetchA: (TensorInfo) throws -> [Float] = { try TensorData.floats(ckA, $0) }
+        let fetchB: (TensorInfo) throws -> [Float] = { try TensorData.floats(ckB, $0) }
+        CPU.setBLASThreads(1)
+        defer { CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        let out = UnsafeSendableBox([(TensorEvidence, String, String?)?](repeating: nil, count: pairs.count))
+        let errors = UnsafeSendableBox([Error?](repeating: nil, count: 1))
+        DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
+            if errors.get(0) != nil { return }
+            let (ta, tb, how) = pairs[i]
+            do {
+                let d = try decodePair(ta, tb, how: how, ckA: ckA, ckB: ckB, valuesA: fetchA, valuesB: fetchB)
+                out.set(i, (try pairEvidence(ta, tb, how: d.how, a: d.a, b: d.b, hashA: hashA[ta.name], hashB: hashB[tb.name]), d.how, d.rope))
+            } catch { errors.set(0, error) }
+        }
+        if let e = errors.array[0] { throw e }
+        let done = out.array.map { $0! }
+        for i in pairs.indices { pairs[i].2 = done[i].1 }
+        let ev = done.map(\.0)
+        var notes = ["bounded memory: \(sizes) (--memory), so tensor pairs were compared one at a time, without the permutation alignment or the connectivity path"]
+        if let side = done.compactMap(\.2).first { notes.append("\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)") }
+        // The independence test on a prefix of its groups, decoded together.
+        let shapes = WeightSet(names: pairs.map(\.0.name), shapes: Dictionary(pairs.map { ($0.0.name, $0.0.shape) }, uniquingKeysWith: { x, _ in x }), values: [:])
+        let inferred = PermSpecInference.inferFromShapes(shapes, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
+        let eligible = IndependenceTest.eligible(inferred)
+        let index = Dictionary(pairs.indices.map { (pairs[$0].0.name, $0) }, uniquingKeysWith: { x, _ in x })
+        // Groups chained through a matrix (an MLP: fc2 holds fc1's units in its columns and fc2's in its rows) are
+        // only tested together, since the outgoing matching of one needs the next one's rows aligned: whole chains
+        // are taken, in order, while they fit. A transformer block's feed-forward group stands alone.
+        var chain = Array(eligible.indices)
+        func root(_ i: Int) -> Int { var i = i; while chain[i] != i { i = chain[i] }; return i }
+        for (i, g) in eligible.enumerated() {
+            if let j = eligible.firstIndex(where: { $0.inTensor == g.outTensor }) { let a = root(i), b = root(j); chain[max(a, b)] = min(a, b) }
+        }
+        var chosen: [PermGroup] = [], members: [String] = [], bytes = 0
+        for r in eligible.indices where root(r) == r {
+            let gs = eligible.indices.filter { root($0) == r }.map { eligible[$0] }
+            let new = Set(gs.flatMap { $0.members.map(\.tensor) }).subtracting(members).filter { index[$0] != nil }.sorted()
+            let more = decodedBytes(new.map { pairs[index[$0]!] })
+            guard more <= budget - bytes else { break }
+            chosen += gs; members += new; bytes += more
+        }
+        var ind: IndependenceTest? = nil
+        if !chosen.isEmpty {
+            var sa = WeightSet(), sb = WeightSet()
+            for n in members {
+                let (ta, tb, how) = pairs[index[n]!]
+                let d = try decodePair(ta, tb, how: how, ckA: ckA, ckB: ckB, valuesA: fetchA, valuesB: fetchB)
+                sa.names.append(n); sa.shapes[n] = ta.shape; sa.values[n] = d.a
+                sb.names.append(n); sb.shapes[n] = ta.shape; sb.values[n] = d.b
+            }
+            var prefix = inferred
+            prefix.groups = chosen
+            let spec = PermSpecInference.validated(prefix, [sa, sb])
+            let (fa, na) = finite(sa, "A"), (fb, nb) = finite(sb, "B")
+            notes += na + nb
+            ind = try IndependenceTest.run(fa, fb, spec: spec)
+            if chosen.count < eligible.count {
+                notes.append("the independence test ran on the first \(chosen.count) of \(eligible.count) feed-forward groups (those whose tensors fit the memory budget, whole chains at a time)")
+            }
+            let moved = (ind?.layers ?? []).reduce(0) { $0 + ($1.moved ?? 0) }
+            if ind?.dependent == true, moved > 0 {
+                notes.append("the independence test's matchings move \(moved) hidden units: B's units are permuted relative to A's (not undone here: the alignment was not run)")
+            }
+        } else if !eligible.isEmpty {
+            notes.append("no feed-forward group fits the memory budget: no independence test")
+        }
+        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
+        var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
+                                   independence: ind, alignment: nil, aligned: nil, connectivity: nil)
+        result.notes = notes
+        if store {
+            struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
+            try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
+                                    params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
+                                    summary: "\(verdict.kind): \(verdict.summary)", data: result, analysed: [rowA, rowB])
+        }
+        return result
+    }
+
     public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
                                store: Bool = true) throws -> CompareResult {
         let ckA = try CheckpointOpener.openNamed(rowA.path), ckB = try CheckpointOpener.openNamed(rowB.path)
@@ -69,22 +233,20 @@ public enum CompareRunner {
         // Decode (B's tensors under A's names so that architecture rules apply to both). llama.cpp's converter
         // reorders the rows of Llama-style q/k projections for its RoPE layout: a GGUF side is put back in
         // Hugging Face order when the other side is not GGUF, so that a conversion reads as a re-encoding.
+        let need = decodedBytes(pairs)
+        let budget = options.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
+        if need > budget {
+            return try boundedCompare(catalog: catalog, a: rowA, b: rowB, ckA: ckA, ckB: ckB, pairs: pairs, onlyA: onlyA, onlyB: onlyB,
+                                      hashA: hashA, hashB: hashB, options: options, need: need, budget: budget, store: store)
+        }
         var wa = WeightSet(), wb = WeightSet()
         var ropeNote: String? = nil
         for (i, (ta, tb, how)) in pairs.enumerated() {
-            var va = try valuesA(ta), vb = try valuesB(tb)
-            // B stored transposed: compared in A's layout (a square one when its transpose is what matches A).
-            if Comparator.isTransposed(how) { vb = Comparator.transpose(vb, rows: tb.shape[0], cols: tb.shape[1]) }
-            else if how == "name" || how == "shape+position", ta.shape.count == 2, ta.shape[0] == ta.shape[1], Comparator.looksTransposed(va, vb, side: ta.shape[0]) {
-                vb = Comparator.transpose(vb, rows: ta.shape[0], cols: ta.shape[1])
-                pairs[i].2 = how == "name" ? Comparator.transposedMatch : Comparator.transposedByPosition
-            }
-            // Only against a Hugging Face layout (q_proj/k_proj names): a GGUF exported to safetensors keeps its order.
-            func hf(_ n: String) -> Bool { n.hasSuffix("q_proj.weight") || n.hasSuffix("k_proj.weight") }
-            if ckA.format == .gguf, ckB.format != .gguf, hf(tb.name), let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); ropeNote = "A" }
-            if ckB.format == .gguf, ckA.format != .gguf, hf(ta.name), let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); ropeNote = "B" }
-            wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = va
-            wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = vb
+            let d = try decodePair(ta, tb, how: how, ckA: ckA, ckB: ckB, valuesA: valuesA, valuesB: valuesB)
+            pairs[i].2 = d.how
+            if let r = d.rope { ropeNote = r }
+            wa.names.append(ta.name); wa.shapes[ta.name] = ta.shape; wa.values[ta.name] = d.a
+            wb.names.append(ta.name); wb.shapes[ta.name] = ta.shape; wb.values[ta.name] = d.b
         }
         decodedA = [:]; decodedB = [:]
         /// Evidence of B against A (`a`: A in another basis, when given).
@@ -95,17 +257,7 @@ public enum CompareRunner {
             DispatchQueue.concurrentPerform(iterations: pairs.count) { i in
                 let (ta, tb, how) = pairs[i]
                 do {
-                    var shape = ta.shape, va = wa.values[ta.name]!, vb = b.values[ta.name]!
-                    // A quantized B stored transposed: judged in B's own layout, where its blocks of 32 run (the
-                    // difference's spectrum and the other measures do not depend on the layout)
-                    if Comparator.isTransposed(how), tb.dtype.block != nil, shape.count == 2 {
-                        va = Comparator.transpose(va, rows: shape[0], cols: shape[1]); vb = Comparator.transpose(vb, rows: shape[0], cols: shape[1])
-                        shape = [shape[1], shape[0]]
-                    }
-                    var e = try Comparator.evidence(name: ta.name, nameB: tb.name, matchedBy: how, shape: shape, dtypeA: ta.dtype, dtypeB: tb.dtype,
-                                                    hashA: hashA[ta.name], hashB: hashB[tb.name], a: va, b: vb)
-                    e.shape = ta.shape
-                    out.set(i, e)
+                    out.set(i, try pairEvidence(ta, tb, how: how, a: wa.values[ta.name]!, b: b.values[ta.name]!, hashA: hashA[ta.name], hashB: hashB[tb.name]))
                 } catch { errors.set(0, error) }
             }
             if let e = errors.array[0] { throw e }
@@ -121,18 +273,8 @@ public enum CompareRunner {
         // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
         var notes: [String] = []
         if let side = ropeNote { notes.append("\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)") }
-        func finite(_ w: WeightSet, _ side: String) -> WeightSet {
-            var out = w
-            for n in w.names {
-                let v = w.values[n]!
-                let bad = v.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-                guard bad > 0 else { continue }
-                out.values[n] = v.map { $0.isFinite ? $0 : 0 }
-                notes.append("\(side) \(n): \(bad) NaN/±Inf weights read as 0 for the permutation analyses")
-            }
-            return out
-        }
-        let fa = finite(wa, "A"), fb = finite(wb, "B")
+        let (fa, na) = finite(wa, "A"), (fb, nb) = finite(wb, "B")
+        notes += na + nb
         let ind = try IndependenceTest.run(fa, fb, spec: spec)
         var alignment: AlignmentResult? = nil, alignedEv: [TensorEvidence]? = nil, wbAligned: WeightSet? = nil
         let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)

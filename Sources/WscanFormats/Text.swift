@@ -12,3 +12,24 @@ public enum UntrustedText {
         return String(out)
     }
 }
+
+/// Human-readable byte sizes, both ways (binary multiples).
+public enum ByteSize {
+    /// 1536 → "1.50 KiB".
+    public static func format(_ n: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: v >= 100 ? "%.0f %@" : v >= 10 ? "%.1f %@" : "%.2f %@", v, units[u])
+    }
+
+    /// "512M", "8G", "1.5GiB", "4096" (bytes) → bytes.
+    public static func parse(_ s: String) -> Int? {
+        let t = s.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
+        let mult: [Character: Double] = ["K": 1024, "M": 1_048_576, "G": 1_073_741_824, "T": 1_099_511_627_776]
+        var num = Substring(t), m = 1.0
+        if let last = t.last, let f = mult[last] { m = f; num = t.dropLast() }
+        guard let v = Double(num), v.isFinite, v >= 0, v * m < 9e18 else { return nil }
+        return Int(v * m)
+    }
+}

@@ -18,7 +18,9 @@ struct Compare: ParsableCommand {
         BERT attention heads when config.json gives num_attention_heads). By default it runs when the models are \
         neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and \
         accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier. \
-        Exit status: 0 (the verdict is reported, whatever it is), 2 usage, 1 unreadable input.
+        Two models whose decoded weights exceed --memory are compared in bounded memory (see --memory). \
+        Exit status: 0 (the verdict is reported, whatever it is), 2 usage, 1 unreadable input or a requested analysis \
+        that does not fit --memory.
         """)
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var eval: EvalOptions
@@ -30,6 +32,9 @@ struct Compare: ParsableCommand {
     @Option(help: "Points on the interpolation path.") var grid: Int = 25
     @Option(help: "Seed for the order of the alignment sweeps.") var seed: UInt64 = 0
     @Flag(help: "Print every tensor's evidence.") var tensors = false
+    @Option(help: ArgumentHelp("Memory the decoded weights of both checkpoints may take (e.g. 16G; default: half the RAM).",
+                               discussion: "Above it the comparison is bounded: tensor pairs are judged one per core at a time, the independence test runs on the feed-forward layers that fit, and there is no alignment or connectivity (asking for them is an error)."))
+    var memory: String?
 
     func run() throws {
         if align && noAlign { throw ValidationError("--align and --no-align exclude each other") }
@@ -42,7 +47,14 @@ struct Compare: ParsableCommand {
         o.align = (align || writeAligned != nil) ? .always : noAlign ? .never : .auto
         if let w = writeAligned { try catalog.refuseCatalogAsOutput(w) }
         o.grid = grid; o.seed = seed; o.writeAligned = writeAligned
+        if let m = memory {
+            guard let b = Fmt.parseSize(m), b > 0 else { throw ValidationError("--memory must be a size such as 512M or 16G") }
+            o.memoryBudget = b
+        }
         if eval.data != nil || eval.evalCommand != nil {
+            // The evaluator holds A: refuse before loading it when the path could not run anyway.
+            let need = Int(min(4 * (Double(ra.paramCount) + Double(rb.paramCount)), 9e18)), budget = o.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
+            if need > budget { throw CLIError(CompareRunner.overBudget("the connectivity path (--data/--eval)", need: need, budget: budget)) }
             // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
             // own dtypes) with the interpolated tensors replaced.
             let ckA = try CheckpointOpener.openNamed(ra.path)

@@ -3,22 +3,10 @@ import WscanFormats
 
 /// Human-readable output helpers.
 enum Fmt {
-    static func bytes(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = Double(n), u = 0
-        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-        return u == 0 ? "\(n) B" : String(format: v >= 100 ? "%.0f %@" : v >= 10 ? "%.1f %@" : "%.2f %@", v, units[u])
-    }
+    static func bytes(_ n: Int) -> String { ByteSize.format(n) }
 
     /// "512M", "8G", "1.5GiB", "4096" (bytes) → bytes; binary multiples.
-    static func parseSize(_ s: String) -> Int? {
-        let t = s.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
-        let mult: [Character: Double] = ["K": 1024, "M": 1_048_576, "G": 1_073_741_824, "T": 1_099_511_627_776]
-        var num = Substring(t), m = 1.0
-        if let last = t.last, let f = mult[last] { m = f; num = t.dropLast() }
-        guard let v = Double(num), v.isFinite, v >= 0, v * m < 9e18 else { return nil }
-        return Int(v * m)
-    }
+    static func parseSize(_ s: String) -> Int? { ByteSize.parse(s) }
 
     /// A fraction as a percentage with the digits it has: 0.01 → "1%", 0.005 → "0.5%", 1e-9 → "1e-07%".
     static func percent(_ f: Double) -> String { String(format: "%.4g%%", f * 100) }

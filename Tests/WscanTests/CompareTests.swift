@@ -133,6 +133,77 @@ final class CompareTests: XCTestCase {
         }
     }
 
+    /// Over the memory budget, compare judges pairs one at a time: the same per-tensor evidence and independence test
+    /// (the MLP chain fits just under a budget one byte short of both models), the same verdicts, except that a
+    /// permuted copy, which the alignment would undo, is a derivative whose units a note says are permuted.
+    func testBoundedCompareMatchesFullComparison() throws {
+        let cat = try catalogWithCorpus()
+        let m = try manifest()
+        let models = m["models"] as! [String: [String: Any]]
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        var kinds = Set<String>()
+        for rel in m["relationships"] as! [[String: Any]] {
+            let a = try cat.resolve(models[rel["a"] as! String]!["file"] as! String)
+            let bFile = models[rel["b"] as! String]!["file"] as! String
+            let b = try cat.resolve(bFile.hasSuffix("index.json") ? (bFile as NSString).deletingLastPathComponent.components(separatedBy: "/").last! : bFile)
+            var o = CompareRunner.Options(); o.connectivity = false
+            let full = try CompareRunner.compare(catalog: cat, a: a, b: b, options: o, store: false)
+            let need = full.tensors.reduce(0) { $0 + 8 * $1.shape.reduce(1, *) }
+            o.memoryBudget = need - 1
+            let r = try CompareRunner.compare(catalog: cat, a: a, b: b, options: o, store: false)
+            let what = "\(a.name) vs \(b.name)"
+            XCTAssertTrue((r.notes ?? []).contains { $0.hasPrefix("bounded memory:") }, what)
+            XCTAssertNil(r.alignment, what); XCTAssertNil(r.connectivity, what)
+            XCTAssertEqual(try enc.encode(r.tensors), try enc.encode(full.tensors), "\(what): per-tensor evidence")
+            XCTAssertEqual(r.independence?.pValue, full.independence?.pValue, what)
+            if full.verdict.kind == "permuted" {
+                XCTAssertEqual(r.verdict.kind, "finetuned", what)
+                XCTAssertTrue((r.notes ?? []).contains { $0.contains("permuted relative to A's") }, "\(what): \(r.notes ?? [])")
+            } else {
+                XCTAssertEqual(r.verdict.kind, full.verdict.kind, "\(what): \(r.verdict.summary)")
+            }
+            kinds.insert(full.verdict.kind)
+        }
+        XCTAssertTrue(kinds.isSuperset(of: ["finetuned", "permuted", "independent", "pruned", "lora_merged", "reencoded"]), "\(kinds)")
+        // No group fits: no independence test; the verdict falls back to similarity, and a note says why.
+        var o = CompareRunner.Options(); o.connectivity = false; o.memoryBudget = 1
+        let seed0 = try cat.resolve("mlp_seed0.safetensors")
+        for (other, kind) in [("mlp_seed0_finetuned.safetensors", "finetuned"), ("mlp_seed1.safetensors", "independent")] {
+            let r = try CompareRunner.compare(catalog: cat, a: seed0, b: try cat.resolve(other), options: o, store: false)
+            XCTAssertNil(r.independence)
+            XCTAssertEqual(r.verdict.kind, kind, r.verdict.summary)
+            XCTAssertTrue((r.notes ?? []).contains { $0.contains("no feed-forward group fits the memory budget") }, "\(r.notes ?? [])")
+        }
+        // What needs both models at once is refused, not attempted.
+        let b = try cat.resolve("mlp_seed0_permuted.safetensors")
+        for set in [{ (o: inout CompareRunner.Options) in o.align = .always }, { $0.writeAligned = self.tmp.path("w.safetensors") },
+                    { $0.connectivity = true; $0.evaluator = try? self.evaluator() }] {
+            var o2 = o
+            set(&o2)
+            XCTAssertThrowsError(try CompareRunner.compare(catalog: cat, a: seed0, b: b, options: o2, store: false)) {
+                XCTAssertTrue("\($0)".contains("needs both models in memory") && "\($0)".contains("--memory"), "\($0)")
+            }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.path("w.safetensors")))
+    }
+
+    /// The CLI: --memory takes a size; a bounded run says so on stderr; --align over the budget is exit 1, one line.
+    func testCompareMemoryOption() throws {
+        let db = tmp.path("mem.db")
+        let a = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, b = Paths.corpus.appendingPathComponent("mlp_seed0_finetuned.safetensors").path
+        let ok = try runWscan(["compare", a, b, "--db", db, "--memory", "1K", "--json"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        let j = try JSONSerialization.jsonObject(with: Data(ok.out.utf8)) as! [String: Any]
+        XCTAssertTrue((j["notes"] as? [String] ?? []).contains { $0.contains("bounded memory") })
+        let bad = try runWscan(["compare", a, b, "--db", db, "--memory", "lots"])
+        XCTAssertEqual(bad.status, 2, bad.err)
+        let refused = try runWscan(["compare", a, b, "--db", db, "--memory", "1K", "--align"])
+        XCTAssertEqual(refused.status, 1, refused.err)
+        XCTAssertTrue(refused.err.contains("--align needs both models in memory"), refused.err)
+        XCTAssertEqual(refused.err.split(separator: "\n").count, 1, refused.err)
+    }
+
     /// The planted permutation is recovered exactly and the aligned copy computes the same function.
     func testPlantedPermutationRecoveredOnCorpus() throws {
         let cat = try catalogWithCorpus()
