@@ -357,6 +357,38 @@ def ww_corpus():
             "float_precision": "12 significant digits", "files": out}
 
 
+def ww_degenerate():
+    """Spectra whose top eigenvalues repeat (to rounding): a tail of equal values has no power law (alpha = 1 + n/0,
+    or ~1e15 from rounding noise). Written as spectrum_degenerate.safetensors (deterministic), with WeightWatcher's
+    default analyze() of it. Not re-checked against spec_layer: WW's large-N fit also scores the degenerate tails,
+    and whether one of them wins there depends on rounding noise (it does not for these matrices)."""
+    import torch
+    import weightwatcher as ww
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(5)
+    d = np.r_[5.0, 5.0, np.sort(rng.uniform(0.1, 3, 78))[::-1]]
+    a = rng.standard_normal((50, 50)).astype(np.float32)
+    z = np.zeros((50, 50), np.float32)
+    mats = {"topdup.weight": np.diag(d).astype(np.float32),                      # the top eigenvalue twice
+            "blockdiag.weight": np.block([[a, z], [z, a]]),                        # every eigenvalue twice
+            "twovals.weight": np.diag(np.r_[np.full(40, 3.0), np.full(40, 1.0)]).astype(np.float32)}
+    path = os.path.join(FIX, "spectrum_degenerate.safetensors")
+    save_file(mats, path)
+    tensors = load_tensors(path)
+    df = run_ww({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mats.items()})
+    recs = []
+    for _, row in df.iterrows():
+        rec = {c: (row[c] if isinstance(row[c], str) else None if row[c] is None or (isinstance(row[c], float) and np.isnan(row[c]))
+                   else int(row[c]) if isinstance(row[c], (int, np.integer)) else r(row[c], 12))
+               for c in df.columns if c not in ("has_esd",)}
+        rec["tensor"] = row["name"] + ".weight"
+        rec["shape"] = tensors[rec["tensor"]][2]
+        recs.append(rec)
+    return {"generator": "scripts/make_spectrum_fixtures.py", "weightwatcher_version": ww.__version__,
+            "file": "spectrum_degenerate.safetensors", "arguments": {}, "arguments_note": WW_ARGS_NOTE,
+            "float_precision": "12 significant digits", "layers": recs}
+
+
 def dump(obj, name):
     path = os.path.join(FIX, name)
     with open(path, "w") as f:
@@ -371,6 +403,7 @@ def main():
     ent, skipped = svd_fixture(cfiles, CORPUS)
     dump({**svd_header(), "skipped": skipped, "files": ent}, "svd_corpus.json")
     dump(ww_corpus(), "ww_corpus.json")
+    dump(ww_degenerate(), "ww_degenerate.json")
 
     mdir = find_minilm()
     if mdir is None:

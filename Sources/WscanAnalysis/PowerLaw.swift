@@ -63,11 +63,19 @@ public struct PowerLawFit: Sendable {
         } else {
             for i in 0..<(N - 1) {
                 let n = Double(N - i)
-                let a = 1 + n / (suffix[i] - n * logs[i])
+                let s = suffix[i] - n * logs[i]
+                // A tail of equal eigenvalues (to rounding: two identical blocks, a repeated top value) has no
+                // power law: α = 1 + n/s is ∞, or ~1e15 from rounding noise, and its D is then NaN or an accident of
+                // that noise. Such tails are not candidates, as on the small-N path (WeightWatcher's large-N path fits
+                // them, and which xmin wins then depends on the noise).
+                if s <= 1e-12 { Ds[i] = .infinity; continue }
+                let a = 1 + n / s
                 alphas[i] = a
                 if a > 1 { Ds[i] = ks(logs, from: i, alpha: a, bound: bound); if Ds[i] < bound { bound = Ds[i] } }
                 sigmas[i] = (a - 1) / Double(N - i).squareRoot()
             }
+            // Every tail degenerate (all eigenvalues equal): no fit.
+            if !Ds.contains(where: { $0.isFinite }) { return PowerLawFit(alpha: 0, xmin: data[0], xmax: data[N - 1], D: 1, sigma: 0, numTail: N) }
         }
         for i in 1..<max(1, N - 1) where Ds[i] < Ds[best] { best = i }
         let a = alphas[best]

@@ -174,6 +174,21 @@ final class SpectrumTests: XCTestCase {
         }
     }
 
+    /// Repeated top eigenvalues (a duplicated top value, two identical blocks, two values forty times each): tails of
+    /// equal eigenvalues have no power law and are not candidates, so α is WeightWatcher's finite fit (it was ∞ or
+    /// ~1e15 from rounding noise, with D = 0 from a NaN, and an "alpha > 6" warning).
+    func testRepeatedEigenvaluesFitLikeWeightWatcher() throws {
+        let ref = try loadJSON(Paths.fixtures.appendingPathComponent("ww_degenerate.json")) as! [String: Any]
+        let layers = ref["layers"] as! [[String: Any]]
+        XCTAssertEqual(layers.count, 3)
+        let ours = try spectra(Paths.fixtures.appendingPathComponent("spectrum_degenerate.safetensors").path)
+        checkWW(layers, ours: ours, context: "degenerate")
+        for (name, s) in ours {
+            XCTAssertTrue(s.metrics.alpha.map { $0.isFinite && $0 < 6 } ?? false, "\(name): alpha \(String(describing: s.metrics.alpha))")
+            XCTAssertFalse(s.warnings.contains { $0.contains("alpha > 6") }, "\(name): \(s.warnings)")
+        }
+    }
+
     func testPermutedCopyHasIdenticalSpectra() throws {
         let a = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
         let b = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)
@@ -327,6 +342,7 @@ final class SpectrumTests: XCTestCase {
                     let d = PowerLawFit.ks(logs, from: i, alpha: a)
                     if d < bestD { bestD = d; best = i; bestA = a }
                 } else {
+                    guard s > 1e-12 else { continue }          // a tail of equal values: no candidate
                     let a = 1 + tail / s
                     guard a > 1 else { continue }
                     let d = PowerLawFit.ks(logs, from: i, alpha: a)
