@@ -21,7 +21,17 @@ public struct RandomizedSpectrum: Sendable {
     /// A is rows×cols row-major. `rank` singular values are sought (oversampled by 16), with `powerIterations`.
     public static func compute(_ a: [Float], rows: Int, cols: Int, rank: Int = 256, powerIterations: Int = 2,
                                seed: UInt64 = 0) throws -> RandomizedSpectrum {
-        let l = Swift.min(Swift.min(rows, cols), rank + 16)
+        // The float32 products overflow for weights near 1e37 (A·Ω sums cols of them) and lose bits on subnormal ones:
+        // outside [2⁻³², 2³²] the matrix is scaled by a power of two (exact) and the results scaled back.
+        let big = a.reduce(Float(0)) { Swift.max($0, $1.magnitude) }
+        if big.isFinite, big > 0, big > 0x1p32 || big < 0x1p-32 {
+            let e = Int(big.exponent), s = Double(sign: .plus, exponent: -e, significand: 1)
+            let r = try compute(a.map { Float(Double($0) * s) }, rows: rows, cols: cols, rank: rank, powerIterations: powerIterations, seed: seed)
+            let back = Double(sign: .plus, exponent: e, significand: 1)
+            return RandomizedSpectrum(values: r.values.map { $0 * back }, residual: r.residual * back,
+                                      frobeniusSquared: r.frobeniusSquared * back * back, rank: r.rank)
+        }
+        let l = Swift.min(Swift.min(rows, cols), rank > Int.max - 16 ? Int.max : rank + 16)
         var rng = SplitMix64(seed: seed ^ 0x5EED)
         func gaussian() -> Float {                 // Box–Muller
             let u1 = Double(rng.next() >> 11 | 1) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)

@@ -37,6 +37,8 @@ public struct SpectrumOptions: Sendable {
     public var gramMemoryLimit: Int? = nil
     /// Singular values the randomized method computes.
     public var randomizedRank = 256
+    /// The randomized sketch's width before clamping to min(m, n): the rank oversampled by 16 (saturating).
+    public var sketchWidth: Int { randomizedRank > Int.max - 16 ? Int.max : randomizedRank + 16 }
     public init() {}
 
     /// Whether a rows×cols matrix is too large for the exact Gram route: its k×k float64 Gram matrix plus the
@@ -232,6 +234,12 @@ public enum SpectrumAnalyzer {
     /// The warning of a randomized result whose energy ranks reach past its computed values.
     public static let lowerBoundWarning = "some energy fractions need more than the top"
     public static func lowerBoundNote(_ n: Int) -> String { "\(lowerBoundWarning) \(n) values: their ranks are lower bounds" }
+    /// Whether a randomized spectrum's energy ranks are lower bounds: some fraction is not reached within its values,
+    /// and they miss energy: more than 1e-6 of it, above the float32 products' rounding (an exactly low-rank matrix,
+    /// whose values are all of its spectrum, misses ~1e-8).
+    public static func ranksAreLowerBounds(_ sv: [Double], energyRanks: [Int], totalEnergy: Double) -> Bool {
+        energyRanks.contains(sv.count) && totalEnergy - sv.reduce(0) { $0 + $1 * $1 } > 1e-6 * totalEnergy
+    }
 
     public static func analyze(_ w: WeightMatrix, options: SpectrumOptions = SpectrumOptions()) throws -> MatrixSpectrum {
         let t0 = Date()
@@ -251,7 +259,7 @@ public enum SpectrumAnalyzer {
             var metrics = computeMetrics(r.values, rows: w.rows, cols: w.cols, energies: options.energies, totalEnergy: r.frobeniusSquared)
             warnings.append(r.note)
             warnings.append("alpha, entropy, effective rank and the MP fit use the top \(r.values.count) values only; no rand_distance")
-            if metrics.energyRanks.contains(r.values.count) { warnings.append(lowerBoundNote(r.values.count)) }
+            if ranksAreLowerBounds(r.values, energyRanks: metrics.energyRanks, totalEnergy: r.frobeniusSquared) { warnings.append(lowerBoundNote(r.values.count)) }
             metrics.randDistance = nil
             warnings += alphaWarnings(metrics.alpha)
             return MatrixSpectrum(name: w.name, shape: w.shape, rows: w.rows, cols: w.cols, slices: 1, kind: w.kind,

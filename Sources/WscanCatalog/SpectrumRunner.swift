@@ -160,7 +160,7 @@ extension SpectrumRunner {
         if shape.count > 2 { b = add(b, mul(4, elems)) }
         if options.randomize { b = add(b, mul(4, slice)) }
         if options.needsRandomized(rows: rows, cols: cols) {
-            let l = min(k, options.randomizedRank + 16)
+            let l = min(k, options.sketchWidth)
             b = add(b, mul(l, add(mul(20, rows), mul(12, cols))))
         } else if k > 0 {
             b = add(b, add(mul(16, mul(k, k)), mul(8 * k, max(256, 131072 / k))))
@@ -175,7 +175,7 @@ extension SpectrumRunner {
         let rows = Double(max(shape.first ?? 0, 0)), cols = Double(max(shape.count > 1 ? shape[1] : 0, 0))
         let slices = shape.dropFirst(2).reduce(1.0) { $0 * Double(max($1, 1)) }
         let k = min(rows, cols), m = max(rows, cols)
-        if options.needsRandomized(rows: Int(rows), cols: Int(cols)) { return 6 * m * k * min(k, Double(options.randomizedRank + 16)) }
+        if options.needsRandomized(rows: Int(rows), cols: Int(cols)) { return 6 * m * k * min(k, Double(options.sketchWidth)) }
         return slices * (m * k * k + k * k * k)
     }
 
@@ -214,7 +214,7 @@ extension SpectrumRunner {
         s.metrics.energyRanks = fresh.energyRanks; s.metrics.utilization = fresh.utilization
         if randomized {
             s.warnings.removeAll { $0.hasPrefix(SpectrumAnalyzer.lowerBoundWarning) }
-            if fresh.energyRanks.contains(s.singularValues.count) { s.warnings.append(SpectrumAnalyzer.lowerBoundNote(s.singularValues.count)) }
+            if SpectrumAnalyzer.ranksAreLowerBounds(s.singularValues, energyRanks: fresh.energyRanks, totalEnergy: s.metrics.frobeniusNorm * s.metrics.frobeniusNorm) { s.warnings.append(SpectrumAnalyzer.lowerBoundNote(s.singularValues.count)) }
         }
         r.spectrum = s
         return r

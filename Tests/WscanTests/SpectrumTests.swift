@@ -189,6 +189,39 @@ final class SpectrumTests: XCTestCase {
         }
     }
 
+    /// The randomized route: a rank near Int.max is clamped, not an overflow trap (in the analyzer and the runner's
+    /// planning); weights near 1e37 or subnormal are scaled by a power of two instead of overflowing float32 products
+    /// ("holds NaN or ±Inf") or losing bits; an exactly low-rank matrix's energy ranks are not called lower bounds.
+    func testRandomizedRouteEdgeCases() throws {
+        var rng = SplitMix64(seed: 21)
+        func gauss() -> Float { Float(Double(Int64(bitPattern: rng.next() % 2001) - 1000) / 1000) }
+        let (m, n) = (150, 100)
+        let base = (0..<(m * n)).map { _ in gauss() }
+        var d = base.map(Double.init)
+        let ref = try Linalg.singularValues(&d, m: m, n: n)
+        var o = SpectrumOptions(); o.randomize = false; o.gramMemoryLimit = 1
+        for scale: Float in [1, 1e37, 1e-41] {
+            let s = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: base.map { $0 * scale }), options: o)
+            XCTAssertEqual(s.method, SpectrumMethod.randomized.rawValue)
+            // values within float32 rounding of the scaled inputs (subnormals keep ~14 bits at 1e-41)
+            let tol = scale < 1e-30 ? 1e-3 : 1e-5
+            for i in 0..<90 { XCTAssertEqual(s.singularValues[i] / Double(scale), ref[i], accuracy: tol * ref[i], "scale \(scale) σ\(i)") }
+        }
+        o.randomizedRank = Int.max - 5
+        let s = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: base), options: o)
+        XCTAssertEqual(s.singularValues.count, n)
+        XCTAssertGreaterThan(SpectrumRunner.estimatedBytes([m, n], options: o), 0)
+        XCTAssertGreaterThan(SpectrumRunner.cost([m, n], options: o), 0)
+        // rank 1 exactly: every value of its spectrum is found, the ranks are exact
+        o.randomizedRank = 8; o.energies = [0.5, 0.99, 1]
+        let u = (0..<m).map { _ in gauss() }, v = (0..<n).map { _ in gauss() }
+        let r1 = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: u.flatMap { x in v.map { x * $0 } }), options: o)
+        XCTAssertFalse(r1.warnings.contains { $0.hasPrefix(SpectrumAnalyzer.lowerBoundWarning) }, "\(r1.warnings)")
+        // full rank with 8 values: 99% of the energy needs more, and the warning says so
+        let full = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: base), options: o)
+        XCTAssertTrue(full.warnings.contains { $0.hasPrefix(SpectrumAnalyzer.lowerBoundWarning) }, "\(full.warnings)")
+    }
+
     func testPermutedCopyHasIdenticalSpectra() throws {
         let a = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
         let b = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)
