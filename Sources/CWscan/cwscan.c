@@ -332,7 +332,7 @@ static int gram_solve(int k, double *g, double *w) {
     for (int j = 0; j < k; j++)
         for (int i = j; i < k; i++)
             if (!isfinite(g[(size_t)j * k + i])) { free(g); return WSCAN_NONFINITE; }
-    if (k <= 1024) {
+    if (k <= WSCAN_GRAM_ONE_STAGE_MAX) {
         /* Small matrices: the one-stage reduction is faster than the two-stage one's band-reduction overhead. */
         int info1 = dsyevd_values(k, g, w, 'L');
         free(g);
@@ -412,7 +412,7 @@ int wscan_gram_eigvals_single(int m, int n, const float *a, double *w) {
         for (int i = j; i < k; i++)
             if (!isfinite(g[(size_t)j * k + i])) { free(g); free(ws); return WSCAN_NONFINITE; }
     lapack_int info;
-    if (k <= 1024) {
+    if (k <= WSCAN_GRAM_ONE_STAGE_MAX) {
         info = ssyevd_values(k, g, ws, 'L');
     } else {
         float wq = 0; lapack_int iq = 0;

@@ -5,14 +5,18 @@ import WscanFormats
 /// Singular-value spectra and the metrics derived from them. Pure functions of matrices: no file access.
 public enum SpectrumMethod: String, Codable, Sendable {
     case gesdd = "dgesdd"                 // exact dense SVD in Double (small matrices)
-    case gram = "gram-dsyevd_2stage"      // exact: eigenvalues of WᵀW (smaller side) in Double
+    case gram = "gram-dsyevd"             // exact: eigenvalues of WᵀW (smaller side) in Double, one-stage eigensolver
+    case gram2stage = "gram-dsyevd_2stage" // the same above order 1024 (Linalg.gramOneStageMax), two-stage
     case randomized = "randomized"        // top singular values with a stated bound, when the Gram matrix does not fit
+
+    /// The Gram route's method for a smaller side of k.
+    public static func gram(k: Int) -> SpectrumMethod { k > Linalg.gramOneStageMax ? .gram2stage : .gram }
 
     /// The short name tables show for a stored method: svd, gram or randomized.
     public static func label(_ raw: String) -> String {
         switch SpectrumMethod(rawValue: raw) {
         case .gesdd?: return "svd"
-        case .gram?: return "gram"
+        case .gram?, .gram2stage?: return "gram"
         case .randomized?: return "randomized"
         case nil: return raw
         }
@@ -58,9 +62,13 @@ public struct SpectrumOptions: Sendable {
     /// The options a stored result for a rows×cols matrix depends on (energies are recomputed from stored singular
     /// values instead). The Gram limit matters only through the method it selects: a layer analysed exactly under
     /// one limit is re-used under any other limit that keeps it exact.
+    /// A limit under which a rank-deficient matrix's dgesdd redo does not fit changes the result too (the Gram
+    /// route's values are kept, with a warning), so it is part of the key for such shapes.
     public func storageKey(rows: Int, cols: Int) -> String {
-        (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled")
-            + (needsRandomized(rows: rows, cols: cols) ? ", randomized rank \(randomizedRank) seed \(seed)" : "")
+        let k = min(rows, cols)
+        return (randomize ? "rand_distance seed \(seed)" : "no rand_distance") + (convPerSlice ? ", conv per slice" : ", conv pooled")
+            + (needsRandomized(rows: rows, cols: cols) ? ", randomized rank \(randomizedRank) seed \(seed)"
+               : k > 64 && !SpectrumAnalyzer.denseCopyFits(rows: rows, cols: cols, limit: gramLimit) ? ", no dgesdd redo" : "")
     }
     /// The key of a tensor of this shape (conv kernels: out × in per slice).
     public func storageKey(shape: [Int]) -> String {
@@ -204,17 +212,25 @@ public enum SpectrumAnalyzer {
     /// exact to 1e-4 relative only while σᵢ/σ₁ ≳ 1e-5. A matrix with more than 1% of its values below that (low
     /// rank: a LoRA delta) is decomposed again by dgesdd in Double when its Double copy fits in `denseLimit` bytes.
     public static func singularValues(_ a: [Float], rows: Int, cols: Int, denseLimit: Int? = nil) throws -> (values: [Double], method: SpectrumMethod) {
+        let r = try decompose(a, rows: rows, cols: cols, denseLimit: denseLimit)
+        return (r.values, r.method)
+    }
+
+    /// `singularValues`, and the warning when a rank-deficient matrix's dgesdd redo does not fit in `denseLimit`.
+    static func decompose(_ a: [Float], rows: Int, cols: Int, denseLimit: Int?) throws -> (values: [Double], method: SpectrumMethod, warning: String?) {
         let k = min(rows, cols)
         func dense() throws -> [Double] { var d = a.map(Double.init); return try Linalg.singularValues(&d, m: rows, n: cols) }
-        if k <= 64 { return (try dense(), .gesdd) }
+        if k <= 64 { return (try dense(), .gesdd, nil) }
         let ev = try a.withUnsafeBufferPointer { try Linalg.gramEigenvalues($0.baseAddress!, m: rows, n: cols) }
         // Only when such values reach into the top 99% (the accuracy promised): one zero row, a dead neuron, leaves a
         // single value at the floor, which the Gram route gets right to within ~1e-8·σ₁ and no metric notices.
-        if let top = ev.first, top > 0, ev.filter({ $0 < top * 1e-10 }).count > k / 100,
-           denseCopyFits(rows: rows, cols: cols, limit: denseLimit ?? SpectrumOptions.halfPhysicalMemory) {
-            return (try dense(), .gesdd)
+        if let top = ev.first, top > 0, case let low = ev.filter({ $0 < top * 1e-10 }).count, low > k / 100 {
+            let limit = denseLimit ?? SpectrumOptions.halfPhysicalMemory
+            if denseCopyFits(rows: rows, cols: cols, limit: limit) { return (try dense(), .gesdd, nil) }
+            return (ev.map { $0.squareRoot() }, .gram(k: k),
+                    "\(low) singular values below 1e-5·σ₁ (rank-deficient): the Gram route gives them only to ~1e-8·σ₁ absolute, and the dgesdd redo that would make them exact needs a \(rows)×\(cols) float64 copy, over the Gram memory limit (--gram-memory)")
         }
-        return (ev.map { $0.squareRoot() }, .gram)
+        return (ev.map { $0.squareRoot() }, .gram(k: k), nil)
     }
 
     /// Whether a rank-deficient rows×cols matrix is decomposed again by dgesdd: its float64 copy (with dgesdd's
@@ -266,9 +282,18 @@ public enum SpectrumAnalyzer {
                                   method: SpectrumMethod.randomized.rawValue, singularValues: r.values, metrics: metrics,
                                   warnings: warnings, seconds: Date().timeIntervalSince(t0))
         }
+        var methods: [SpectrumMethod: Int] = [:]
         for s in w.slices {
-            let (v, m) = try singularValues(s, rows: w.rows, cols: w.cols, denseLimit: options.gramMemoryLimit)
-            sv += v; method = m
+            let d = try decompose(s, rows: w.rows, cols: w.cols, denseLimit: options.gramMemoryLimit)
+            sv += d.values; methods[d.method, default: 0] += 1
+            if let note = d.warning, !warnings.contains(note) { warnings.append(w.slices.count > 1 ? "some slices: " + note : note) }
+        }
+        // Pooled slices may take different routes (a rank-deficient slice goes to dgesdd): the Gram route is named
+        // when any slice took it, and a warning counts the slices per method.
+        method = methods[.gram2stage] != nil ? .gram2stage : methods[.gram] != nil ? .gram : .gesdd
+        if methods.count > 1 {
+            warnings.append("pooled slices decomposed by " + methods.sorted { $0.key.rawValue < $1.key.rawValue }
+                .map { "\($0.key.rawValue) (\($0.value))" }.joined(separator: " and "))
         }
         if w.slices.count > 1 { sv.sort(by: >) }
         var metrics = computeMetrics(sv, rows: w.rows, cols: w.cols, slices: w.slices.count, energies: options.energies)

@@ -141,7 +141,7 @@ public final class Catalog: @unchecked Sendable {
               tensor TEXT NOT NULL,
               shape TEXT NOT NULL,
               rows INTEGER, cols INTEGER, slices INTEGER, kind TEXT,
-              method TEXT NOT NULL,              -- dgesdd | gram-dsyevd_2stage | skipped
+              method TEXT NOT NULL,              -- dgesdd | gram-dsyevd | gram-dsyevd_2stage | randomized | skipped
               skip_reason TEXT,
               frobenius REAL, spectral_norm REAL, stable_rank REAL, effective_rank REAL, numerical_rank INTEGER,
               energies TEXT, energy_ranks TEXT, utilization TEXT,  -- JSON arrays, same order

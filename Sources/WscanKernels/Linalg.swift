@@ -40,12 +40,16 @@ public enum Linalg {
         return s
     }
 
+    /// The largest Gram order solved by the one-stage eigensolver (the C side's choice).
+    public static let gramOneStageMax = Int(WSCAN_GRAM_ONE_STAGE_MAX)
+
     /// Eigenvalues (descending) of the Gram matrix of an m×n row-major Float matrix in Double precision
-    /// (dsyrk + dsyevd_2stage): the squared singular values. Tiny negative round-off is clamped to 0.
+    /// (dsyrk, then dsyevd, or dsyevd_2stage above order `gramOneStageMax`): the squared singular values. Tiny
+    /// negative round-off is clamped to 0.
     public static func gramEigenvalues(_ a: UnsafePointer<Float>, m: Int, n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: Swift.min(m, n))
         let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals(Int32(m), Int32(n), a, $0.baseAddress) }
-        try LinalgError.check(info, "dsyevd_2stage")
+        try LinalgError.check(info, Swift.min(m, n) > gramOneStageMax ? "dsyevd_2stage" : "dsyevd")
         return w.reversed().map { Swift.max(0, $0) }
     }
 
@@ -61,7 +65,7 @@ public enum Linalg {
     public static func gramEigenvalues(_ a: UnsafePointer<Double>, m: Int, n: Int) throws -> [Double] {
         var w = [Double](repeating: 0, count: Swift.min(m, n))
         let info = w.withUnsafeMutableBufferPointer { wscan_gram_eigvals_d(Int32(m), Int32(n), a, $0.baseAddress) }
-        try LinalgError.check(info, "dsyevd_2stage")
+        try LinalgError.check(info, Swift.min(m, n) > gramOneStageMax ? "dsyevd_2stage" : "dsyevd")
         return w.reversed().map { Swift.max(0, $0) }
     }
 

@@ -222,6 +222,43 @@ final class SpectrumTests: XCTestCase {
         XCTAssertTrue(full.warnings.contains { $0.hasPrefix(SpectrumAnalyzer.lowerBoundWarning) }, "\(full.warnings)")
     }
 
+    /// The method names what ran: one-stage dsyevd up to order 1024, two-stage above; pooled conv slices that took
+    /// different routes are counted in a warning; a rank-deficient matrix whose dgesdd redo does not fit the Gram
+    /// memory limit keeps the Gram values with a warning, and such a limit is part of the stored result's key.
+    func testMethodNamesWhatRan() throws {
+        var rng = SplitMix64(seed: 33)
+        func u() -> Float { Float(Double(Int64(bitPattern: rng.next() % 2001) - 1000) / 1000) }
+        var o = SpectrumOptions(); o.randomize = false
+        for (m, n, want) in [(200, 150, SpectrumMethod.gram), (1030, 1025, .gram2stage)] {
+            let s = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: (0..<(m * n)).map { _ in u() }), options: o)
+            XCTAssertEqual(s.method, want.rawValue, "\(m)x\(n)")
+        }
+        // a (100, 80, 1, 2) kernel: slice [0,0] full rank, slice [0,1] rank 3 (dgesdd redo)
+        let (out, inp) = (100, 80)
+        let a = (0..<(out * 3)).map { _ in u() }, b = (0..<(3 * inp)).map { _ in u() }
+        var k = [Float](repeating: 0, count: out * inp * 2)
+        for i in 0..<out { for j in 0..<inp {
+            k[(i * inp + j) * 2] = u()
+            k[(i * inp + j) * 2 + 1] = (0..<3).reduce(0) { $0 + a[i * 3 + $1] * b[$1 * inp + j] }
+        } }
+        let conv = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "c", shape: [out, inp, 1, 2], values: k), options: o)
+        XCTAssertEqual(conv.method, SpectrumMethod.gram.rawValue)
+        XCTAssertTrue(conv.warnings.contains("pooled slices decomposed by dgesdd (1) and gram-dsyevd (1)"), "\(conv.warnings)")
+        // rank 10, 400×150: Gram 360 KB fits a 500 KB limit, the float64 copy (720 KB) does not
+        let (m, n) = (400, 150)
+        let p = (0..<(m * 10)).map { _ in u() }, q = (0..<(10 * n)).map { _ in u() }
+        let low = (0..<(m * n)).map { e in (0..<10).reduce(Float(0)) { $0 + p[(e / n) * 10 + $1] * q[$1 * n + e % n] } }
+        let exact = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: low), options: o)
+        XCTAssertEqual(exact.method, SpectrumMethod.gesdd.rawValue)
+        var tight = o; tight.gramMemoryLimit = 500_000
+        let kept = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "w", shape: [m, n], values: low), options: tight)
+        XCTAssertEqual(kept.method, SpectrumMethod.gram.rawValue)
+        XCTAssertTrue(kept.warnings.contains { $0.contains("rank-deficient") && $0.contains("--gram-memory") }, "\(kept.warnings)")
+        XCTAssertNotEqual(tight.storageKey(rows: m, cols: n), o.storageKey(rows: m, cols: n), "a limit that refuses the redo is not re-used by default runs")
+        var roomy = o; roomy.gramMemoryLimit = 100_000_000
+        XCTAssertEqual(roomy.storageKey(rows: m, cols: n), o.storageKey(rows: m, cols: n), "a limit that changes nothing keeps the key")
+    }
+
     func testPermutedCopyHasIdenticalSpectra() throws {
         let a = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
         let b = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)

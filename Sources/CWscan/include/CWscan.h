@@ -66,6 +66,8 @@ int wscan_gram_eigvals_d(int m, int n, const double *a, double *w);
 int wscan_gram_eigvals_single(int m, int n, const float *a, double *w);
 /* What the Gram eigensolvers return when the matrix holds NaN or ±Inf (LAPACK is not called). */
 #define WSCAN_NONFINITE (-2000)
+/* Gram eigensolves of order up to this use the one-stage dsyevd/ssyevd (faster there); larger ones the two-stage. */
+#define WSCAN_GRAM_ONE_STAGE_MAX 1024
 void wscan_openblas_set_threads(int n);
 int wscan_openblas_get_threads(void);
 const char *wscan_openblas_corename(void);
