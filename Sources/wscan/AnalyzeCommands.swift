@@ -111,9 +111,10 @@ struct SpectrumCommand: ParsableCommand {
 }
 
 func parseFractions(_ s: String) throws -> [Double] {
-    let v = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-    guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! > 0 && $0! <= 1 }) else {
-        throw ValidationError("expected fractions in (0, 1], e.g. 0.9,0.95,0.99")
+    // Empty entries ("0.9,,0.95") are refused, not skipped; fractions under 1e-4 would show as 0% in the tables.
+    let v = s.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! >= 1e-4 && $0! <= 1 }) else {
+        throw ValidationError("expected fractions in [0.0001, 1], e.g. 0.9,0.95,0.99")
     }
     return v.map { $0! }
 }
@@ -121,7 +122,9 @@ func parseFractions(_ s: String) throws -> [Double] {
 enum SpectrumReportText {
     /// A metric that may be undefined (NaN, −inf: log of a zero norm) shows as "-", as the report's "–".
     static func metric(_ v: Double?) -> String { v.map { $0.isFinite ? Fmt.num($0, 3) : "-" } ?? "-" }
-    static func show(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, seconds: Double?) {
+    /// `allFlag` names the flag that lists every layer in the command at hand (analyze: --all, show: --tensors).
+    static func show(row: CheckpointRow, records: [SpectrumRecord], summary: SpectrumSummary, energies: [Double], all: Bool, allFlag: String = "--all",
+                     seconds: Double?) {
         let done = records.compactMap(\.spectrum)
         print("\(row.name): \(summary.matrices) matrices analysed, \(summary.skipped) tensors skipped" +
                     (seconds.map { String(format: " (%.2f s)", $0) } ?? ""))
@@ -138,7 +141,7 @@ enum SpectrumReportText {
         print(Fmt.table(["layer", "shape", "method", "stable_rank", "eff_rank"] + eh +
                               ["alpha", "alpha_w", "log_norm", "entropy", "rand_dist", "warn"], rows,
                               numeric: Set(3..<(5 + eh.count + 5))))
-        if shown.count < done.count { print("… \(done.count - shown.count) more (use --all or --json)") }
+        if shown.count < done.count { print("… \(done.count - shown.count) more (use \(allFlag) or --json)") }
         let skipped = records.filter { $0.spectrum == nil }
         if !skipped.isEmpty {
             let reasons = Dictionary(grouping: skipped, by: { $0.skipReason ?? "?" })

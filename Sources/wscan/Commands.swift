@@ -239,7 +239,7 @@ struct Show: ParsableCommand {
                 struct Out: Encodable { var checkpoint: String; var summary: SpectrumSummary; var layers: [SpectrumRecord] }
                 print(Fmt.json(Out(checkpoint: r.path, summary: summary, layers: recs)))
             } else {
-                SpectrumReportText.show(row: r, records: recs, summary: summary, energies: energies, all: tensors, seconds: nil)
+                SpectrumReportText.show(row: r, records: recs, summary: summary, energies: energies, all: tensors, allFlag: "--tensors", seconds: nil)
             }
             return
         }

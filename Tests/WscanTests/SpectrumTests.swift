@@ -259,6 +259,30 @@ final class SpectrumTests: XCTestCase {
         XCTAssertEqual(roomy.storageKey(rows: m, cols: n), o.storageKey(rows: m, cols: n), "a limit that changes nothing keeps the key")
     }
 
+    /// --energy refuses empty entries and fractions too small to label; the "more layers" hint names the flag of
+    /// the command at hand (show lists every layer with --tensors: it has no --all).
+    func testSpectrumCLIFractionsAndHint() throws {
+        let dir = TempDir()
+        let file = dir.path("many.safetensors"), db = dir.path("s.db")
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        r = np.random.default_rng(0)
+        save_file({f"l{i:02d}.weight": r.standard_normal((12, 10)).astype(np.float32) for i in range(45)}, "\(file)")
+        """)
+        for bad in ["0.9,,0.95", "0.9,", "1e-300", "0"] {
+            let r = try runWscan(["analyze", "spectrum", file, "--db", db, "--energy", bad])
+            XCTAssertEqual(r.status, 2, "--energy \(bad): \(r.err)")
+        }
+        let a = try runWscan(["analyze", "spectrum", file, "--db", db, "--energy", "0.5,0.9"])
+        XCTAssertEqual(a.status, 0, a.err)
+        XCTAssertTrue(a.out.contains("5 more (use --all or --json)"), a.out)
+        let s = try runWscan(["show", file, "--db", db, "--spectrum"])
+        XCTAssertEqual(s.status, 0, s.err)
+        XCTAssertTrue(s.out.contains("5 more (use --tensors or --json)"), s.out)
+        let all = try runWscan(["show", file, "--db", db, "--spectrum", "--tensors"])
+        XCTAssertTrue(all.out.contains("l44.weight"), all.out)
+    }
+
     func testPermutedCopyHasIdenticalSpectra() throws {
         let a = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path)
         let b = try spectra(Paths.corpus.appendingPathComponent("mlp_seed0_permuted.safetensors").path)
