@@ -16,8 +16,9 @@ public enum SparsityPattern: Equatable, Sendable, CustomStringConvertible {
     public var description: String { if case let .nm(n, m) = self { return "\(n):\(m)" }; return "unstructured" }
     public static func parse(_ s: String) -> SparsityPattern? {
         if s == "unstructured" { return .unstructured }
-        let p = s.split(separator: ":").compactMap { Int($0) }
-        if p.count == 2, p[0] > 0, p[1] > p[0] { return .nm(n: p[0], m: p[1]) }
+        // Exactly two integers: "2:x:4", "2::4" or ":2:4" are refused, not read as 2:4.
+        let p = s.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+        if p.count == 2, let n = p[0], let m = p[1], n > 0, m > n { return .nm(n: n, m: m) }
         return nil
     }
 }
@@ -527,9 +528,11 @@ public enum Sparsity {
 
         // The dense model (0%) is always measured: it is what "within tolerance of dense" compares against.
         var points = try evalPoints(pattern == .unstructured ? Array(Set(grid + [0])).sorted() : [])
-        // An evaluator that returns NaN on the dense model (NaN weights) gives no metric to hold a curve against.
-        if let e = points.first(where: { $0.sparsity == 0 })?.eval, e.metric.isNaN || (e.loss?.isNaN ?? false) {
-            throw SparsityError("the evaluator returns NaN on the dense model (are there NaN weights?): no essential sparsity can be measured against it")
+        // An evaluator that returns NaN on the dense model (NaN weights), or an infinite metric (every tolerance
+        // around it is infinite: each point would be "within"), gives no metric to hold a curve against.
+        if let e = points.first(where: { $0.sparsity == 0 })?.eval, !e.metric.isFinite || (e.loss?.isNaN ?? false) {
+            let what = e.metric.isNaN || (e.loss?.isNaN ?? false) ? "NaN on the dense model (are there NaN weights?)" : "\(e.metric) on the dense model"
+            throw SparsityError("the evaluator returns \(what): no essential sparsity can be measured against it")
         }
         var ess = essential(points, tolerance: tolerance)
         if refine, pattern == .unstructured, let knee = ess.knee, let i = points.firstIndex(where: { $0.sparsity == knee }) {

@@ -66,15 +66,21 @@ public enum Exporter {
                             ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
                         var b = [UInt8](repeating: 0, count: r.count * 8)
                         var rounded = 0                       // non-zero values that could not be given their double back
+                        var under = 0                         // non-zero doubles below float32's range written as 0
                         b.withUnsafeMutableBytes { p in
                             for i in r.indices {
                                 var v = Double(r[i])
                                 if let o = old?[i], r[i] != 0, Float(o) == r[i] || (r[i].isNaN && o.isNaN) { v = o }
                                 else if r[i] != 0 && Double(r[i]) != old?[i] { rounded += 1 }
+                                else if r[i] == 0, let o = old?[i], o != 0, Float(o) == 0 { under += 1 }
                                 p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
                             }
                         }
-                        if rounded > 0 { notes.set(t.name, "F64 with \(rounded) of \(r.count) values at float32 precision (moved or changed values)") }
+                        // A zero in the replacement is a pruned weight, or a kept one the float32 values cannot tell
+                        // from zero (|w| < 1.4e-45): those are written as 0 and counted.
+                        let parts = (rounded > 0 ? ["\(rounded) of \(r.count) values at float32 precision (moved or changed values)"] : [])
+                            + (under > 0 ? ["\(under) values below float32's range (|w| < 1.4e-45, zero to the float32 analysis) written as 0"] : [])
+                        if !parts.isEmpty { notes.set(t.name, "F64 with " + parts.joined(separator: "; ")) }
                         try sink(b)
                     })
                 case (.keep, _), (.F32, _):

@@ -290,6 +290,24 @@ public struct Finding: Sendable, Codable, Equatable {
 }
 
 /// A checkpoint read from one or more files: tensors over storages, never copied unless inflated.
+extension Checkpoint {
+    /// Tied tensors among `names`: a name whose tensor reads the very elements of an earlier one (the same storage,
+    /// offset, dtype, shape and layout: a PyTorch state dict's tied embedding and output head), mapped to that
+    /// earlier name. They are one parameter: analysed once, written alike.
+    public func tiedAliases(_ names: [String]) -> [String: String] {
+        struct Place: Hashable { var storage, file, offset, bytes: Int; var dtype: String; var shape: [Int]; var layout: String; var bigEndian: Bool }
+        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var out: [String: String] = [:], seen: [Place: String] = [:]
+        for n in names {
+            guard let t = byName[n], t.elementCount > 0 else { continue }
+            let p = Place(storage: t.storage, file: t.fileIndex, offset: t.byteOffset, bytes: t.byteCount, dtype: t.dtype.rawValue,
+                          shape: t.shape, layout: "\(t.layout)", bigEndian: t.bigEndian)
+            if let first = seen[p] { out[n] = first } else { seen[p] = n }
+        }
+        return out
+    }
+}
+
 public final class Checkpoint: @unchecked Sendable {
     public let path: String          // the path the user names (a file, or the shard index)
     public let format: Format

@@ -69,6 +69,7 @@ struct SparsityCommand: ParsableCommand {
     func run() throws {
         guard let sc = SparsityScope(rawValue: scope) else { throw ValidationError("--scope must be global or layer") }
         guard let pat = SparsityPattern.parse(pattern) else { throw ValidationError("--pattern must be unstructured or N:M (e.g. 2:4)") }
+        let pattern = pat.description              // the canonical spelling ("02:4" is 2:4) is what is stored and written
         guard tolerance >= 0, tolerance < 1 else { throw ValidationError("--tolerance must be a fraction in [0, 1)") }
         if let at, !(at >= 0 && at < 1) { throw ValidationError("--at must be a sparsity in [0, 1)") }
         if at != nil && writePruned == nil { throw ValidationError("--at needs --write-pruned") }
@@ -80,8 +81,13 @@ struct SparsityCommand: ParsableCommand {
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
-        let prunable = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
+        let candidates = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
+        // Tied tensors (one storage under two names: an embedding and its output head) are one parameter: pruned
+        // once, and the alias written (and evaluated) as its primary.
+        let tied = ck.tiedAliases(candidates)
+        let prunable = candidates.filter { tied[$0] == nil }
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
+        if !tied.isEmpty { printErr("wscan: warning: " + tiedNote(tied)) }
         try WeightSet.refuseNarrowing(ck, names: prunable)
         let g = grid ?? Sparsity.defaultGrid()
         // Without an evaluator nothing needs the model in memory: the passes decode chunks from the mapped file as
@@ -95,7 +101,7 @@ struct SparsityCommand: ParsableCommand {
             let w = all.subset(prunable)
             let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
             evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
-            let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest) }
+            let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest, aliases: tied) }
             curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
                                        evaluator: curveEval, refine: !noRefine)
             src = ArraySource(w, tensors: prunable)
@@ -117,7 +123,7 @@ struct SparsityCommand: ParsableCommand {
                 bar.update(items: k, of: max(planned, k + 1), unit: "points", label: "evaluating with \(ev.command)")
                 defer { done.set(0, k + 1) }
                 return try ev.evaluate(writingCandidate: { file in
-                    _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec),
+                    _ = try Exporter.export(ck, to: file, dtype: .keep, include: { _ in true }, replacingLazily: prunedLazily(s, spec, aliases: tied),
                                             metadata: ["written_by": "wscan evaluator"])
                 })
             } }
@@ -141,9 +147,10 @@ struct SparsityCommand: ParsableCommand {
             // Each pruned tensor is made when the writer reaches it; its zeros are counted on the way.
             let zeros = UnsafeSendableBox([Int](repeating: 0, count: prunable.count))
             // Every tensor of the checkpoint, in its own dtype, with the pruned ones replaced.
-            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true },
-                                          replacingLazily: prunedLazily(src, spec) { t, v in zeros.set(t, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) },
+            let lazy = prunedLazily(src, spec, aliases: tied) { t, v in zeros.set(t, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) }
+            let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true }, replacingLazily: lazy,
                                           metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern])
+            for (t, name) in src.names.enumerated() where lazy[name] == nil { zeros.set(t, try src.tensor(t).reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) }
             for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
             for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
             let n = src.counts.reduce(0, +)
@@ -180,10 +187,23 @@ func refuseIfChanged(_ ck: Checkpoint) throws {
 
 /// For the file writer: each tensor of `src`, pruned as `spec` says, made when the writer reaches it (`seen` gets
 /// it first).
-func prunedLazily(_ src: TensorSource, _ spec: PruneSpec,
+/// Tied tensors as a warning: "2 tied tensors (…) share storage with another and go with it: head.weight = emb.weight".
+func tiedNote(_ tied: [String: String]) -> String {
+    let pairs = tied.sorted { $0.key < $1.key }
+    let one = tied.count == 1
+    return "\(tied.count) tied tensor\(one ? "" : "s") share\(one ? "s" : "") storage with another and go\(one ? "es" : "") with it (one parameter): "
+        + pairs.prefix(6).map { "\($0.key) = \($0.value)" }.joined(separator: ", ") + (pairs.count > 6 ? ", …" : "")
+}
+
+/// The pruned tensors the writer asks for, made when it reaches them; `aliases` (tied names) get their primary's.
+func prunedLazily(_ src: TensorSource, _ spec: PruneSpec, aliases: [String: String] = [:],
                   seen: @escaping @Sendable (Int, [Float]) -> Void = { _, _ in }) -> [String: @Sendable () throws -> [Float]] {
     var lazy: [String: @Sendable () throws -> [Float]] = [:]
     for (t, name) in src.names.enumerated() {
+        // A tensor the spec leaves alone is not replaced: the writer copies its bytes (an F64 tensor keeps every
+        // double, even those below float32's range, which the float32 analysis sees as 0).
+        if case .dense = spec { continue }
+        if case let .cuts(c) = spec, c[t].none { continue }
         let shape = src.shapes[t]
         lazy[name] = {
             var v = try src.tensor(t)
@@ -192,6 +212,11 @@ func prunedLazily(_ src: TensorSource, _ spec: PruneSpec,
             return v
         }
     }
+    for (alias, primary) in aliases where lazy[primary] != nil {
+        guard let t = src.names.firstIndex(of: primary) else { continue }
+        let shape = src.shapes[t]
+        lazy[alias] = { var v = try src.tensor(t); Sparsity.apply(spec, to: &v, tensor: t, shape: shape); return v }
+    }
     return lazy
 }
 
@@ -199,8 +224,13 @@ func prunedLazily(_ src: TensorSource, _ spec: PruneSpec,
 struct PassThroughEvaluator: Evaluator {
     let inner: Evaluator
     let rest: WeightSet
+    var aliases: [String: String] = [:]         // tied names: evaluated with their primary's (pruned) values
     var description: String { inner.description }
-    func evaluate(_ w: WeightSet) throws -> EvalResult { try inner.evaluate(rest.merged(with: w)) }
+    func evaluate(_ w: WeightSet) throws -> EvalResult {
+        var m = rest.merged(with: w)
+        for (alias, primary) in aliases { if let v = w.values[primary] { m.values[alias] = v } }
+        return try inner.evaluate(m)
+    }
 }
 
 func parseGrid(_ s: String) throws -> [Double] {
@@ -244,8 +274,12 @@ struct SaliencyCommand: ParsableCommand {
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Parameters: ≥2-D floating tensors that are not optimizer state.
-        let params = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
+        let candidates = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
+        // Tied tensors are one parameter: scored once; the mask holds the alias too, equal to its primary's.
+        let tied = ck.tiedAliases(candidates)
+        let params = candidates.filter { tied[$0] == nil }
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
+        if !tied.isEmpty { printErr("wscan: warning: " + tiedNote(tied)) }
         try WeightSet.refuseNarrowing(ck, names: params)
         let model = try CheckpointSource(ck, tensors: params)
         var other: TensorSource?, otherIndex: [Int?]?, frozen: [String] = []
@@ -304,10 +338,12 @@ struct SaliencyCommand: ParsableCommand {
             try catalog.refuseCatalogAsOutput(out)
             // Each tensor's mask is made when the writer reaches it (a bar on a terminal: a large model takes a while).
             let bar = ProgressBar(), done = UnsafeSendableBox([0])
-            let entries = params.indices.map { t in
-                SafetensorsWriter.Entry(name: params[t], dtype: .u8, shape: scores.shapes[t], byteCount: scores.counts[t]) { sink in
+            let named = params.indices.map { ($0, params[$0]) }
+                + tied.sorted { $0.key < $1.key }.compactMap { alias, primary in params.firstIndex(of: primary).map { ($0, alias) } }
+            let entries = named.map { t, name in
+                SafetensorsWriter.Entry(name: name, dtype: .u8, shape: scores.shapes[t], byteCount: scores.counts[t]) { sink in
                     let k = done.get(0); done.set(0, k + 1)
-                    bar.update(items: k, of: params.count, unit: "tensors", label: "mask \(params[t])")
+                    bar.update(items: k, of: named.count, unit: "tensors", label: "mask \(name)")
                     try Saliency.maskBytes(scores.tensor(t), tensor: t, cut).withUnsafeBytes { try sink($0) }
                 }
             }

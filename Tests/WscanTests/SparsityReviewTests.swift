@@ -128,4 +128,58 @@ final class SparsityReviewTests: XCTestCase {
         XCTAssertTrue(tiny.err.contains("keeps no weight"), tiny.err)
         XCTAssertEqual(try runWscan(["analyze", "sparsity", model, "--grid", "0.5,,0.6", "--db", db]).status, 2, "a usage error")
     }
+
+    /// Review, twelfth session: (1) an F64 tensor at sparsity 0 is written bit-identical (a double below float32's
+    /// range was written as 0), and pruning says when such values are written as 0; (2) tied tensors (one storage, two
+    /// names) are one parameter: pruned once and written equal, masked alike; (3) a malformed --pattern is refused;
+    /// (4) an infinite dense metric from the evaluator is refused (every point was "within tolerance").
+    func testF64TiedPatternAndInfiniteMetric() throws {
+        let f64 = tmp.path("f64.safetensors"), tied = tmp.path("tied.pt"), db = tmp.path("r.db")
+        _ = try runPython("""
+        import torch; from safetensors.torch import save_file
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(4, 4, dtype=torch.float64, generator=g); w[0, 0] = 1e-100; w[1, 1] = -3e-60
+        save_file({"w.weight": w}, "\(f64)")
+        a = torch.randn(8, 8, generator=g)
+        torch.save({"emb.weight": a, "head.weight": a, "mid.weight": torch.randn(8, 8, generator=g)}, "\(tied)")
+        """)
+        let p0 = tmp.path("p0.safetensors"), p25 = tmp.path("p25.safetensors")
+        var r = try runWscan(["analyze", "sparsity", f64, "--db", db, "--grid", "0.5", "--no-refine", "--write-pruned", p0, "--at", "0"])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try runWscan(["analyze", "sparsity", f64, "--db", db, "--grid", "0.5", "--no-refine", "--write-pruned", p25, "--at", "0.25"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("2 values below float32's range"), r.err)
+        let out = try runPython("""
+        from safetensors.numpy import load_file
+        a = load_file("\(f64)")["w.weight"]; b = load_file("\(p0)")["w.weight"]; c = load_file("\(p25)")["w.weight"]
+        print(a.tobytes() == b.tobytes(), int((c == 0).sum()), int(((c != a) & (c != 0)).sum()))
+        """)
+        XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), "True 4 0", "bit-identical at 0; ⌊0.25·16⌋ zeros, nothing else changed")
+        // tied: 128 unique weights; ⌊0.34·128⌋ = 43 zeros over emb+mid, head equal to emb
+        let tp = tmp.path("tied_p.safetensors"), tm = tmp.path("tied_m.safetensors")
+        r = try runWscan(["analyze", "sparsity", tied, "--db", db, "--grid", "0.5", "--no-refine", "--write-pruned", tp, "--at", "0.34", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("head.weight = emb.weight"), r.err)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["prunable"] as? Int, 128)
+        r = try runWscan(["analyze", "saliency", tied, "--db", db, "--mask-out", tm])
+        XCTAssertEqual(r.status, 0, r.err)
+        let t = try runPython("""
+        from safetensors.numpy import load_file
+        d = load_file("\(tp)"); m = load_file("\(tm)")
+        print(int((d["emb.weight"] == 0).sum() + (d["mid.weight"] == 0).sum()), bool((d["emb.weight"] == d["head.weight"]).all()),
+              int(m["emb.weight"].sum() + m["mid.weight"].sum()), bool((m["emb.weight"] == m["head.weight"]).all()))
+        """)
+        XCTAssertEqual(t.trimmingCharacters(in: .whitespacesAndNewlines), "43 True 64 True")
+        let mlp = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        for bad in ["2:x:4", "2::4", ":2:4", "2:4:"] {
+            let b = try runWscan(["analyze", "sparsity", mlp, "--db", db, "--pattern", bad])
+            XCTAssertEqual(b.status, 2, "\(bad): \(b.err)")
+        }
+        let script = tmp.path("inf.sh")
+        try "#!/bin/sh\necho -inf\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let e = try runWscan(["analyze", "sparsity", mlp, "--db", db, "--grid", "0.5", "--no-refine", "--eval", "\(script) {ckpt}"])
+        XCTAssertEqual(e.status, 1, e.err)
+        XCTAssertTrue(e.err.contains("-inf on the dense model"), e.err)
+    }
 }
