@@ -152,10 +152,12 @@ public struct ExternalEvaluator: Evaluator {
             if t.hasSuffix("."), t.dropLast().contains(where: \.isNumber) { t.removeLast() }   // end of a sentence
             if let v = number(t.trimmingCharacters(in: strip)) { return v }
         }
-        let re = try! NSRegularExpression(pattern: "[-+]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?")
+        let re = try! NSRegularExpression(pattern: "[-+]?(?:\\d{1,3}(?:,\\d{3})+(?:\\.\\d*)?|\\d+\\.?\\d*|\\.\\d+)(?:[eE][-+]?\\d+)?")
         for word in words.reversed() {
             let ns = String(word) as NSString
-            if let m = re.matches(in: String(word), range: NSRange(location: 0, length: ns.length)).last { return Double(ns.substring(with: m.range)) }
+            if let m = re.matches(in: String(word), range: NSRange(location: 0, length: ns.length)).last {
+                return Double(ns.substring(with: m.range).replacingOccurrences(of: ",", with: ""))
+            }
         }
         return nil
     }
@@ -165,6 +167,10 @@ public struct ExternalEvaluator: Evaluator {
         if ["nan", "+nan", "-nan"].contains(lower) { return .nan }
         if ["inf", "+inf", "infinity", "+infinity"].contains(lower) { return .infinity }
         if ["-inf", "-infinity"].contains(lower) { return -.infinity }
+        // Thousands grouped by commas ("1,234.5", as a locale-aware print writes it) are one number.
+        if t.range(of: "^[-+]?\\d{1,3}(,\\d{3})+(\\.\\d*)?([eE][-+]?\\d+)?$", options: .regularExpression) != nil {
+            return Double(t.replacingOccurrences(of: ",", with: ""))
+        }
         // Digits with an optional sign, point and exponent only: Double("0x1p3") and the like are not numbers here.
         guard !t.isEmpty, t.allSatisfy({ "0123456789+-.eE".contains($0) }), t.contains(where: \.isNumber) else { return nil }
         return Double(t)

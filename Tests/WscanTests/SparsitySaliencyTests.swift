@@ -356,6 +356,10 @@ final class SparsityTests: XCTestCase {
 
     func testEvaluatorNumberIsAWholeWord() {
         XCTAssertEqual(ExternalEvaluator.lastNumber("acc 0.97 (top5)\n"), 0.97)
+        // thousands grouped by commas are one number (it read 234.5); other commas still separate
+        XCTAssertEqual(ExternalEvaluator.lastNumber("perplexity: 1,234.5\n"), 1234.5)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("tokens=12,345,678 ppl=-1,000.25e0\n"), -1000.25)
+        XCTAssertEqual(ExternalEvaluator.lastNumber("scores 3,4\n"), 4)
         XCTAssertEqual(ExternalEvaluator.lastNumber("0.5\nevaluated /tmp/wscan-eval-4419-12/candidate.safetensors\n"), 0.5)
         XCTAssertEqual(ExternalEvaluator.lastNumber("accuracy: 91.5%,"), 91.5)
         XCTAssertEqual(ExternalEvaluator.lastNumber("loss=-2e-3\n\n"), -0.002)
