@@ -193,6 +193,11 @@ public final class Catalog: @unchecked Sendable {
             // Rows from before have NULL, which is not compared (they learn their inode at the next re-index).
             try db.execute(sql: "ALTER TABLE files ADD COLUMN inode INTEGER")
         }
+        m.registerMigration("v7-file-ctime") { db in
+            // The change time too: a file rewritten in place with its size and mtime kept is a change. NULL in older
+            // rows is not compared (learnt like the inode).
+            try db.execute(sql: "ALTER TABLE files ADD COLUMN ctime REAL")
+        }
         return m
     }
 
@@ -202,18 +207,21 @@ public final class Catalog: @unchecked Sendable {
 
     /// True when the catalog holds this checkpoint with the same files (path, size, mtime) — and SHA-256s if needed.
     public func isUpToDate(path: String, needSHA: Bool) throws -> Bool {
-        var learn: [(rowid: Int64, inode: Int64)] = []
+        var learn: [(rowid: Int64, inode: Int64, ctime: Double)] = []
         let current = try db.read { db -> Bool in
             // A checkpoint that failed is read again: the cause (a missing shard, a file being copied) may be gone.
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM checkpoints WHERE path = ? AND status = 'ok'", arguments: [path]) else { return false }
-            let rows = try Row.fetchAll(db, sql: "SELECT rowid AS rid, path, size, mtime, sha256, inode FROM files WHERE checkpoint_id = ?", arguments: [id])
+            let rows = try Row.fetchAll(db, sql: "SELECT rowid AS rid, path, size, mtime, sha256, inode, ctime FROM files WHERE checkpoint_id = ?", arguments: [id])
             if rows.isEmpty { return false }
             for r in rows {
                 let p: String = r["path"]
                 guard let cur = try? FileRef.stat(p) else { return false }
                 if cur.size != (r["size"] as Int) || cur.mtime != (r["mtime"] as Double) { return false }
                 if let ino = r["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { return false }
-                if (r["inode"] as Int64?) == nil, cur.inode != 0 { learn.append((r["rid"], Int64(bitPattern: cur.inode))) }
+                if let ct = r["ctime"] as Double?, ct != 0, cur.ctime != 0, ct != cur.ctime { return false }
+                if (r["inode"] as Int64?) == nil || (r["ctime"] as Double?) == nil, cur.inode != 0 || cur.ctime != 0 {
+                    learn.append((r["rid"], Int64(bitPattern: cur.inode), cur.ctime))
+                }
                 if needSHA && (r["sha256"] as String?) == nil { return false }
             }
             // A sharded model may gain shards: the caller re-reads the index if its mtime changed (covered above).
@@ -223,7 +231,9 @@ public final class Catalog: @unchecked Sendable {
         // evidence then, as they were when the row was written), so later link retargets are seen. A read-only
         // catalog stays as it is.
         if current && !learn.isEmpty {
-            try? db.write { db in for l in learn { try db.execute(sql: "UPDATE files SET inode = ? WHERE rowid = ?", arguments: [l.inode, l.rowid]) } }
+            try? db.write { db in for l in learn {
+                try db.execute(sql: "UPDATE files SET inode = COALESCE(inode, ?), ctime = COALESCE(ctime, ?) WHERE rowid = ?", arguments: [l.inode, l.ctime, l.rowid])
+            } }
         }
         return current
     }
@@ -282,8 +292,8 @@ public final class Catalog: @unchecked Sendable {
             }
             let id = old ?? db.lastInsertedRowID
             for (i, f) in ck.files.enumerated() {
-                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256, inode) VALUES (?,?,?,?,?,?)",
-                               arguments: [id, f.path, f.size, f.mtime, sha256?[i], Int64(bitPattern: f.inode)])
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, sha256, inode, ctime) VALUES (?,?,?,?,?,?,?)",
+                               arguments: [id, f.path, f.size, f.mtime, sha256?[i], Int64(bitPattern: f.inode), f.ctime])
             }
             let stmt = try db.makeStatement(sql: """
                 INSERT INTO tensors (checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count,
@@ -335,8 +345,8 @@ public final class Catalog: @unchecked Sendable {
                                  Date().timeIntervalSince1970])
             let id = db.lastInsertedRowID
             for f in files {
-                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, inode) VALUES (?,?,?,?,?)",
-                               arguments: [id, f.path, f.size, f.mtime, Int64(bitPattern: f.inode)])
+                try db.execute(sql: "INSERT INTO files (checkpoint_id, path, size, mtime, inode, ctime) VALUES (?,?,?,?,?,?)",
+                               arguments: [id, f.path, f.size, f.mtime, Int64(bitPattern: f.inode), f.ctime])
             }
             for f in findings {
                 try db.execute(sql: "INSERT INTO findings (checkpoint_id, severity, member, offset, what, detail) VALUES (?,?,?,?,?,?)",

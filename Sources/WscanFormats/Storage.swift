@@ -27,7 +27,7 @@ public final class Storage: @unchecked Sendable {
         let size = Int(st.st_size)
         owned = nil; keepAlive = nil
         mappedFile = FileRef(path: path, size: size, mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
-                             inode: UInt64(st.st_ino))
+                             inode: UInt64(st.st_ino), ctime: Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9)
         if size == 0 { base = nil; count = 0; unmapLength = 0; return }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
@@ -161,7 +161,13 @@ public struct FileRef: Sendable {
     /// The inode of the file (links followed), 0 when unknown: a link retargeted to another file of the same size
     /// and mtime, or a file replaced by a copy made with `cp -p`, is a different inode.
     public var inode: UInt64
-    public init(path: String, size: Int, mtime: Double, inode: UInt64 = 0) { self.path = path; self.size = size; self.mtime = mtime; self.inode = inode }
+    /// The inode's change time, 0 when unknown. Every write sets it and no one can set it back, so a file rewritten in
+    /// place with its size and mtime kept (`touch -r`, or within one mtime tick) still shows a change; a chmod or a
+    /// rename sets it too (then the catalog re-reads unchanged bytes and keeps what was derived from them).
+    public var ctime: Double
+    public init(path: String, size: Int, mtime: Double, inode: UInt64 = 0, ctime: Double = 0) {
+        self.path = path; self.size = size; self.mtime = mtime; self.inode = inode; self.ctime = ctime
+    }
 
     /// The file as it was when `storage` mapped it (else as it is now).
     public static func of(_ storage: Storage, _ path: String) throws -> FileRef {
@@ -174,7 +180,7 @@ public struct FileRef: Sendable {
     public static func stat(_ path: String) throws -> FileRef {
         guard let st = statFollowing(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
         return FileRef(path: path, size: Int(st.st_size), mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
-                       inode: UInt64(st.st_ino))
+                       inode: UInt64(st.st_ino), ctime: Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9)
     }
 }
 
@@ -324,13 +330,14 @@ public final class Checkpoint: @unchecked Sendable {
         self.tensors = tensors; self.metadata = metadata
     }
 
-    /// The first of the checkpoint's files whose size, modification time or inode is no longer what it was when it
+    /// The first of the checkpoint's files whose size, modification time, inode or change time is no longer what it was when it
     /// was opened (rewritten or replaced since), or nil. An analysis that reads the mapped file more than once
     /// checks this before it reports.
     public func changedFile() -> String? {
         for f in files {
             guard let cur = try? FileRef.stat(f.path) else { return f.path }
-            if cur.size != f.size || cur.mtime != f.mtime || (f.inode != 0 && cur.inode != f.inode) { return f.path }
+            if cur.size != f.size || cur.mtime != f.mtime || (f.inode != 0 && cur.inode != f.inode)
+                || (f.ctime != 0 && cur.ctime != 0 && cur.ctime != f.ctime) { return f.path }
         }
         return nil
     }

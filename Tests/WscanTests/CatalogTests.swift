@@ -679,6 +679,37 @@ extension CatalogReviewTests {
 }
 
 extension CatalogReviewTests {
+    /// A file rewritten in place with its size and mtime put back (`touch -r`, or a rewrite within one mtime tick) is
+    /// a change: the inode's change time differs. It is indexed again, and a stored spectrum is not re-used.
+    func testRewriteKeepingSizeAndMtimeIsReindexed() throws {
+        let root = tmp.path("ctime"), db = tmp.path("ctime.db")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let f = root + "/m.safetensors"
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: f)
+        XCTAssertEqual(try runWscan(["index", root, "--db", db]).status, 0)
+        let spec1 = try runWscan(["analyze", "spectrum", f, "--db", db, "--tensors", "fc1.weight", "--no-randomize", "--json"])
+        XCTAssertEqual(spec1.status, 0, spec1.err)
+        let before = try FileRef.stat(f), fp = try Catalog(path: db).resolve(f).fingerprint
+        var st = stat()
+        XCTAssertEqual(stat(f, &st), 0)
+        // the same bytes but the last weight's sign bit (in the data, past the header), size and mtime kept
+        var data = try Data(contentsOf: URL(fileURLWithPath: f))
+        data[data.count - 1] ^= 0x80
+        let h = FileHandle(forWritingAtPath: f)!
+        h.write(data); h.closeFile()
+        var times = [st.st_atim, st.st_mtim]                // touch -r: the exact mtime back
+        XCTAssertEqual(utimensat(AT_FDCWD, f, &times, 0), 0)
+        XCTAssertEqual(try FileRef.stat(f).size, before.size); XCTAssertEqual(try FileRef.stat(f).mtime, before.mtime)
+        XCTAssertFalse(try Catalog(path: db).isUpToDate(path: f, needSHA: false))
+        let r = try runWscan(["index", root, "--db", db])
+        XCTAssertTrue(r.out.hasPrefix("1 indexed"), r.out)
+        XCTAssertNotEqual(try Catalog(path: db).resolve(f).fingerprint, fp)
+        // unchanged since: current again
+        XCTAssertTrue(try runWscan(["index", root, "--db", db]).out.hasPrefix("0 indexed, 1 current"))
+    }
+}
+
+extension CatalogReviewTests {
     /// What a fresh index lists, `--prune` leaves: shards an index file now claims and a second path to a listed
     /// file lose their own entries; the file itself wins over a link to it; hard links are one file; a `..` after a
     /// linked folder is resolved where the kernel resolves it; dangling links, paths past PATH_MAX and an empty
