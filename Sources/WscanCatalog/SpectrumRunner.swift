@@ -91,7 +91,10 @@ public enum SpectrumRunner {
                 out = []
                 for p in parts {
                     do {
-                        let s = try SpectrumAnalyzer.analyze(p, options: request.options)
+                        var s = try SpectrumAnalyzer.analyze(p, options: request.options)
+                        // Every analysis reads weights as float32: an F64 matrix's values carry float32 rounding, which
+                        // moves σᵢ by about 6e-8·σ₁ (relative: 6e-8·σ₁/σᵢ).
+                        if t.dtype == .f64 { s.warnings.append("F64 weights analysed at float32 precision: values below ~1e-3·σ₁ keep fewer than 4 digits") }
                         out.append(SpectrumRecord(tensor: p.name, shape: p.shape, skipReason: nil, spectrum: s, energies: energies, options: key))
                     } catch {
                         let why = error is NonFiniteMatrix || error is SpectrumSkip ? "\(error)" : "analysis failed: \(error)"

@@ -281,6 +281,14 @@ final class SpectrumTests: XCTestCase {
         XCTAssertTrue(s.out.contains("5 more (use --tensors or --json)"), s.out)
         let all = try runWscan(["show", file, "--db", db, "--spectrum", "--tensors"])
         XCTAssertTrue(all.out.contains("l44.weight"), all.out)
+        // F64 weights are read as float32, and the layer says so
+        let f64 = dir.path("f64.safetensors")
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        save_file({"d.weight": np.random.default_rng(1).standard_normal((100, 80))}, "\(f64)")
+        """)
+        let d = try runWscan(["analyze", "spectrum", f64, "--db", db])
+        XCTAssertTrue(d.out.contains("F64 weights analysed at float32 precision"), d.out)
     }
 
     func testPermutedCopyHasIdenticalSpectra() throws {
