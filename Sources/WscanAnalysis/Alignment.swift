@@ -135,6 +135,16 @@ public struct IndependenceTest: Codable, Sendable {
         spec.groups.filter { ($0.kind == "mlp" || $0.kind == "ffn") && $0.inTensor != nil && $0.outTensor != nil && $0.blockSize == 1 }
     }
 
+    /// Whether groups of these unit counts can reach `threshold` at all: every unit matched to itself both ways
+    /// (ρ = 1 in each) gives Fisher's combination of the smallest p-values Spearman allows (1/n! each). One group of 8
+    /// units cannot (1/8! = 2.5e-5): a test on it would call any pair independent.
+    public static func canReject(units: [Int], threshold: Double = defaultThreshold) -> Bool {
+        let usable = units.filter { $0 > 2 }
+        guard !usable.isEmpty else { return false }
+        let x = -2 * usable.reduce(0) { $0 + log(max(spearmanPValue(1, n: $1), 1e-300)) }
+        return chiSquareSurvivalEven(x, dof: 2 * usable.count) < threshold
+    }
+
     public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
         let groups = eligible(spec)
         guard !groups.isEmpty else { return nil }

@@ -51,8 +51,10 @@ public enum Forensics {
         return max(bound(a), bound(b))
     }
 
+    /// `untested`, when given, says why no independence test ran although the architecture has one (a memory budget):
+    /// the similarity fallback then says so instead of blaming the architecture.
     public static func verdict(tensors t: [TensorEvidence], onlyA: [String], onlyB: [String], independence: IndependenceTest?,
-                               aligned: [TensorEvidence]?, alignment: AlignmentResult?) -> Verdict {
+                               aligned: [TensorEvidence]?, alignment: AlignmentResult?, untested: String? = nil) -> Verdict {
         let params = t.reduce(0) { $0 + ($1.shape.reduce(1, *)) }
         func weighted(_ f: (TensorEvidence) -> Double) -> Double {
             var s = 0.0, w = 0.0
@@ -331,9 +333,14 @@ public enum Forensics {
                            summary: why, evidence: evidence,
                            details: ["p_value": String(format: "%.3g", ind.pValue), "cosine": String(format: "%.6f", meanCos)])
         }
-        // No test possible (no MLP structure): fall back to similarity.
+        // No test possible (no MLP structure, or none within a memory budget): fall back to similarity.
         if meanCos > 0.9 {
-            return Verdict(kind: "finetuned", confidence: 0.6, summary: "closely related (cosine > 0.9); no independence test for this architecture",
+            return Verdict(kind: "finetuned", confidence: 0.6, summary: "closely related (cosine > 0.9); " + (untested.map { "no independence test: \($0)" } ?? "no independence test for this architecture"),
+                           evidence: evidence, details: ["cosine": String(format: "%.6f", meanCos)])
+        }
+        if let why = untested {
+            return Verdict(kind: "independent", confidence: 0.3,
+                           summary: "no shared structure found element by element; no independence test: \(why). A copy with its hidden units permuted would read the same",
                            evidence: evidence, details: ["cosine": String(format: "%.6f", meanCos)])
         }
         return Verdict(kind: "independent", confidence: 0.5, summary: "no shared structure found; no independence test for this architecture",

@@ -56,7 +56,7 @@ public struct PowerLawFit: Sendable {
             if !anyJ {
                 let n = Double(N)
                 let s = suffix[0] - n * logs[0]
-                if s <= 1e-12 { return PowerLawFit(alpha: 0, xmin: data[0], xmax: data[N - 1], D: 1, sigma: sigmas[0], numTail: N) }
+                if s <= 1e-12 { return nil }               // every eigenvalue equal: no power law (α missing)
                 alphas[0] = 1 + (n - 1) / s
                 Ds[0] = ks(logs, from: 0, alpha: alphas[0])
             }
@@ -74,8 +74,8 @@ public struct PowerLawFit: Sendable {
                 if a > 1 { Ds[i] = ks(logs, from: i, alpha: a, bound: bound); if Ds[i] < bound { bound = Ds[i] } }
                 sigmas[i] = (a - 1) / Double(N - i).squareRoot()
             }
-            // Every tail degenerate (all eigenvalues equal): no fit.
-            if !Ds.contains(where: { $0.isFinite }) { return PowerLawFit(alpha: 0, xmin: data[0], xmax: data[N - 1], D: 1, sigma: 0, numTail: N) }
+            // Every tail degenerate (all eigenvalues equal: an identity, an orthogonal matrix): no power law, α missing.
+            if !Ds.contains(where: { $0.isFinite }) { return nil }
         }
         for i in 1..<max(1, N - 1) where Ds[i] < Ds[best] { best = i }
         let a = alphas[best]

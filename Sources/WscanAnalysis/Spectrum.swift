@@ -286,7 +286,8 @@ public enum SpectrumAnalyzer {
         for s in w.slices {
             let d = try decompose(s, rows: w.rows, cols: w.cols, denseLimit: options.gramMemoryLimit)
             sv += d.values; methods[d.method, default: 0] += 1
-            if let note = d.warning, !warnings.contains(note) { warnings.append(w.slices.count > 1 ? "some slices: " + note : note) }
+            // once per layer (the first such slice's counts)
+            if let note = d.warning, !warnings.contains(where: { $0.hasPrefix("some slices: ") }) { warnings.append(w.slices.count > 1 ? "some slices: " + note : note) }
         }
         // Pooled slices may take different routes (a rank-deficient slice goes to dgesdd): the Gram route is named
         // when any slice took it, and a warning counts the slices per method.

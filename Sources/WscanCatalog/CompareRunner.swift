@@ -57,7 +57,20 @@ public enum CompareRunner {
 
     /// Why `what` cannot run within the memory budget.
     public static func overBudget(_ what: String, need: Int, budget: Int) -> String {
-        "\(what) needs both models in memory: their decoded weights would take \(ByteSize.format(need)), over the memory budget of \(ByteSize.format(budget)) (--memory raises it)"
+        "\(what) needs both models in memory: their decoded weights would take \(sizePair(need, budget)) (--memory raises it)"
+    }
+
+    /// "8.20 GiB, over the memory budget of 3.00 GiB", in bytes where the two would print alike.
+    static func sizePair(_ need: Int, _ budget: Int) -> String {
+        let (n, b) = ByteSize.format(need) == ByteSize.format(budget) ? ("\(need) bytes", "\(budget) bytes") : (ByteSize.format(need), ByteSize.format(budget))
+        return "\(n), over the memory budget of \(b)"
+    }
+
+    /// The bytes a comparison of A and B would decode (their paired floating-point tensors), from the headers.
+    public static func decodedNeed(a: CheckpointRow, b: CheckpointRow) throws -> Int {
+        let ckA = try CheckpointOpener.openNamed(a.path), ckB = try CheckpointOpener.openNamed(b.path)
+        let f = { (c: Checkpoint) in c.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable } }
+        return decodedBytes(Comparator.matchTensors(f(ckA), f(ckB)).pairs)
     }
 
     public struct CompareError: Error, CustomStringConvertible {
@@ -134,7 +147,7 @@ public enum CompareRunner {
             let what = options.writeAligned != nil ? "--write-aligned" : options.align == .always ? "--align" : "the connectivity path (--data/--eval)"
             throw CompareError(overBudget(what, need: need, budget: budget))
         }
-        let sizes = "the decoded weights of both would take \(ByteSize.format(need)), over the memory budget of \(ByteSize.format(budget))"
+        let sizes = "the decoded weights of both would take \(sizePair(need, budget))"
         var pairs = pairs0
         let fetchA: (TensorInfo) throws -> [Float] = { try TensorData.floats(ckA, $0) }
         let fetchB: (TensorInfo) throws -> [Float] = { try TensorData.floats(ckB, $0) }
@@ -177,8 +190,11 @@ public enum CompareRunner {
             guard more <= budget - bytes else { break }
             chosen += gs; members += new; bytes += more
         }
-        var ind: IndependenceTest? = nil
-        if !chosen.isEmpty {
+        var ind: IndependenceTest? = nil, untested: String? = nil
+        if !chosen.isEmpty, !IndependenceTest.canReject(units: chosen.map(\.size)) {
+            untested = "the feed-forward groups that fit the memory budget (\(chosen.map { "\($0.size)" }.joined(separator: ", ")) units) are too few for it to reach p < \(IndependenceTest.defaultThreshold) (--memory)"
+            notes.append("no independence test: " + untested!)
+        } else if !chosen.isEmpty {
             var sa = WeightSet(), sb = WeightSet()
             for n in members {
                 let (ta, tb, how) = pairs[index[n]!]
@@ -200,9 +216,10 @@ public enum CompareRunner {
                 notes.append("the independence test's matchings move \(moved) hidden units: B's units are permuted relative to A's (not undone here: the alignment was not run)")
             }
         } else if !eligible.isEmpty {
-            notes.append("no feed-forward group fits the memory budget: no independence test")
+            untested = "no feed-forward group fits the memory budget (--memory)"
+            notes.append(untested! + ": no independence test")
         }
-        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
+        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil, untested: untested)
         var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: nil, aligned: nil, connectivity: nil)
         result.notes = notes
@@ -225,17 +242,25 @@ public enum CompareRunner {
         let matched = Comparator.matchTensors(floatA, floatB)
         var pairs = matched.pairs
         let onlyA = matched.onlyA, onlyB = matched.onlyB
+        // Re-pairing (below) keeps the tensors it pairs: the total is known now, and a bounded comparison keeps none.
+        let need = decodedBytes(pairs)
+        let budget = options.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
+        let bounded = need > budget
         var decodedA: [String: [Float]] = [:], decodedB: [String: [Float]] = [:]
-        func valuesA(_ t: TensorInfo) throws -> [Float] { if let v = decodedA[t.name] { return v }; let v = try TensorData.floats(ckA, t); decodedA[t.name] = v; return v }
-        func valuesB(_ t: TensorInfo) throws -> [Float] { if let v = decodedB[t.name] { return v }; let v = try TensorData.floats(ckB, t); decodedB[t.name] = v; return v }
+        func valuesA(_ t: TensorInfo) throws -> [Float] {
+            if let v = decodedA[t.name] { return v }
+            let v = try TensorData.floats(ckA, t); if !bounded { decodedA[t.name] = v }; return v
+        }
+        func valuesB(_ t: TensorInfo) throws -> [Float] {
+            if let v = decodedB[t.name] { return v }
+            let v = try TensorData.floats(ckB, t); if !bounded { decodedB[t.name] = v }; return v
+        }
         // Tensors paired by shape alone (other names, in another order) are re-paired by their values.
         try Comparator.repairByValues(&pairs, valuesA: valuesA, valuesB: valuesB)
         // Decode (B's tensors under A's names so that architecture rules apply to both). llama.cpp's converter
         // reorders the rows of Llama-style q/k projections for its RoPE layout: a GGUF side is put back in
         // Hugging Face order when the other side is not GGUF, so that a conversion reads as a re-encoding.
-        let need = decodedBytes(pairs)
-        let budget = options.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
-        if need > budget {
+        if bounded {
             return try boundedCompare(catalog: catalog, a: rowA, b: rowB, ckA: ckA, ckB: ckB, pairs: pairs, onlyA: onlyA, onlyB: onlyB,
                                       hashA: hashA, hashB: hashB, options: options, need: need, budget: budget, store: store)
         }

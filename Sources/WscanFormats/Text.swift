@@ -25,7 +25,9 @@ public enum ByteSize {
 
     /// "512M", "8G", "1.5GiB", "4096" (bytes) → bytes.
     public static func parse(_ s: String) -> Int? {
-        let t = s.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
+        // One unit suffix: "16G", "16GB", "16GiB", "512" or "512B" ("1BB" is not a size).
+        var t = s.trimmingCharacters(in: .whitespaces).uppercased()
+        if t.hasSuffix("IB") { t.removeLast(2) } else if t.hasSuffix("B") { t.removeLast() }
         let mult: [Character: Double] = ["K": 1024, "M": 1_048_576, "G": 1_073_741_824, "T": 1_099_511_627_776]
         var num = Substring(t), m = 1.0
         if let last = t.last, let f = mult[last] { m = f; num = t.dropLast() }

@@ -121,7 +121,7 @@ struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Catalog every checkpoint under these folders (recursively) or files.",
         discussion: """
-        Unchanged files (same size, mtime and inode) are skipped; changed ones are re-indexed. Each checkpoint is written \
+        Unchanged files (same size, mtime, inode and change time) are skipped; changed ones are re-indexed. Each checkpoint is written \
         in one transaction, so an interrupted run leaves a consistent catalog and the next run completes it. \
         A file that cannot be read gets a one-line error and is recorded with its reason; the others continue. \
         Exit status: 0 when every checkpoint was indexed or current, 1 when some failed.
@@ -291,7 +291,7 @@ struct Query: ParsableCommand {
         abstract: "Run read-only SQL over the catalog.",
         discussion: """
         Tables: checkpoints(id, path, name, format, status, error, tensor_count, param_count, bytes, dtypes, metadata, \
-        fingerprint, safety, warnings, indexed_at), files(checkpoint_id, path, size, mtime, sha256, inode), \
+        fingerprint, safety, warnings, indexed_at), files(checkpoint_id, path, size, mtime, sha256, inode, ctime), \
         tensors(checkpoint_id, name, shape, ndim, dtype, file, offset, nbytes, layout, hash, count, mean, std, min, max, \
         absmax, l2, zero_frac, nan_count, inf_count, note), findings(checkpoint_id, severity, member, offset, what, detail); \
         analysis results in spectra (one row per matrix), results (sparsity, saliency, compare, lineage: JSON) and \

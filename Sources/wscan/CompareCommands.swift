@@ -53,7 +53,7 @@ struct Compare: ParsableCommand {
         }
         if eval.data != nil || eval.evalCommand != nil {
             // The evaluator holds A: refuse before loading it when the path could not run anyway.
-            let need = Int(min(4 * (Double(ra.paramCount) + Double(rb.paramCount)), 9e18)), budget = o.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
+            let need = try CompareRunner.decodedNeed(a: ra, b: rb), budget = o.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
             if need > budget { throw CLIError(CompareRunner.overBudget("the connectivity path (--data/--eval)", need: need, budget: budget)) }
             // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
             // own dtypes) with the interpolated tensors replaced.

@@ -81,11 +81,10 @@ struct SparsityCommand: ParsableCommand {
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
-        let candidates = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
         // Tied tensors (one storage under two names: an embedding and its output head) are one parameter: pruned
-        // once, and the alias written (and evaluated) as its primary.
-        let tied = ck.tiedAliases(candidates)
-        let prunable = candidates.filter { tied[$0] == nil }
+        // once, and the alias written (and evaluated) as its primary; a glob that selects one member selects the group.
+        let (prunable, tied) = tiedSelection(ck, floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) }.map(\.name),
+                                             selected: { SpectrumRunner.globMatch(tensors, $0) })
         guard !prunable.isEmpty else { throw CLIError("no ≥2-D floating-point weights to prune\(tensors.map { " matching \($0)" } ?? "")") }
         if !tied.isEmpty { printErr("wscan: warning: " + tiedNote(tied)) }
         try WeightSet.refuseNarrowing(ck, names: prunable)
@@ -150,7 +149,13 @@ struct SparsityCommand: ParsableCommand {
             let lazy = prunedLazily(src, spec, aliases: tied) { t, v in zeros.set(t, v.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) }
             let rep = try Exporter.export(ck, to: out, dtype: .keep, include: { _ in true }, replacingLazily: lazy,
                                           metadata: ["pruned_by": "wscan", "sparsity": "\(s)", "scope": scope, "pattern": pattern])
-            for (t, name) in src.names.enumerated() where lazy[name] == nil { zeros.set(t, try src.tensor(t).reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) }
+            // tensors copied as they are: their zeros as written (an F64 below float32's range is not one)
+            for (t, name) in src.names.enumerated() where lazy[name] == nil {
+                if let ti = ck.tensors.first(where: { $0.name == name }), ti.dtype == .f64, ti.layout == .contiguous, !ti.bigEndian {
+                    let raw = ck.bytes(of: ti)
+                    zeros.set(t, (0..<(raw.count / 8)).reduce(0) { $0 + (raw.loadUnaligned(fromByteOffset: $1 * 8, as: UInt64.self) << 1 == 0 ? 1 : 0) })
+                } else { zeros.set(t, try src.tensor(t).reduce(0) { $0 + ($1 == 0 ? 1 : 0) }) }
+            }
             for (t, c) in rep.converted.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) written as \(c)") }
             for (t, why) in rep.skipped.sorted(by: { $0.key < $1.key }) { printErr("wscan: warning: \(out): \(t) left out (\(why))") }
             let n = src.counts.reduce(0, +)
@@ -187,6 +192,15 @@ func refuseIfChanged(_ ck: Checkpoint) throws {
 
 /// For the file writer: each tensor of `src`, pruned as `spec` says, made when the writer reaches it (`seen` gets
 /// it first).
+/// The tensors to analyse among `names` and the tied aliases that go with them: a selected name stands for its whole
+/// tied group, analysed under the group's first name (its primary), the other members following it.
+func tiedSelection(_ ck: Checkpoint, _ names: [String], selected: (String) -> Bool) -> (primaries: [String], aliases: [String: String]) {
+    let all = ck.tiedAliases(names)
+    let chosen = Set(names.filter(selected).map { all[$0] ?? $0 })
+    let primaries = names.filter { all[$0] == nil && chosen.contains($0) }
+    return (primaries, all.filter { chosen.contains($0.value) })
+}
+
 /// Tied tensors as a warning: "2 tied tensors (…) share storage with another and go with it: head.weight = emb.weight".
 func tiedNote(_ tied: [String: String]) -> String {
     let pairs = tied.sorted { $0.key < $1.key }
@@ -274,10 +288,10 @@ struct SaliencyCommand: ParsableCommand {
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Parameters: ≥2-D floating tensors that are not optimizer state.
-        let candidates = floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) && SpectrumRunner.globMatch(tensors, $0.name) }.map(\.name)
         // Tied tensors are one parameter: scored once; the mask holds the alias too, equal to its primary's.
-        let tied = ck.tiedAliases(candidates)
-        let params = candidates.filter { tied[$0] == nil }
+        let tiedAll = ck.tiedAliases(floats.map(\.name))
+        let (params, tied) = tiedSelection(ck, floats.filter { $0.shape.count >= 2 && !Saliency.isOptimizerState($0.name, among: allNames) }.map(\.name),
+                                           selected: { SpectrumRunner.globMatch(tensors, $0) })
         guard !params.isEmpty else { throw CLIError("no ≥2-D weights to score") }
         if !tied.isEmpty { printErr("wscan: warning: " + tiedNote(tied)) }
         try WeightSet.refuseNarrowing(ck, names: params)
@@ -300,7 +314,8 @@ struct SaliencyCommand: ParsableCommand {
             let stateTensors = firstByName(sck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
             let names = { (ts: [TensorInfo]) in Saliency.TensorNames(ts.map(\.name), Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0.shape) })) }
             do {
-                let keys = try Saliency.fisherKeys(state: names(stateTensors), model: names(floats), params: params,
+                // tied aliases have no optimizer state of their own (model.parameters() yields a tied tensor once)
+                let keys = try Saliency.fisherKeys(state: names(stateTensors), model: names(floats.filter { tiedAll[$0.name] == nil }), params: params,
                                                    modelInParameterOrder: [.pytorch, .pytorchLegacy, .pickle].contains(ck.format), frozen: &frozen)
                 let used = params.compactMap { keys[$0] }
                 try WeightSet.refuseNarrowing(sck, names: used)

@@ -175,6 +175,17 @@ final class CompareTests: XCTestCase {
             XCTAssertEqual(r.verdict.kind, kind, r.verdict.summary)
             XCTAssertTrue((r.notes ?? []).contains { $0.contains("no feed-forward group fits the memory budget") }, "\(r.notes ?? [])")
         }
+        // Without a test, a permuted copy looks unrelated element by element: the verdict says why there is no test
+        // and that a permutation would read the same, at low confidence.
+        let perm = try CompareRunner.compare(catalog: cat, a: seed0, b: try cat.resolve("mlp_seed0_permuted.safetensors"), options: o, store: false)
+        XCTAssertEqual(perm.verdict.kind, "independent")
+        XCTAssertLessThan(perm.verdict.confidence, 0.5)
+        XCTAssertTrue(perm.verdict.summary.contains("memory budget") && perm.verdict.summary.contains("permuted"), perm.verdict.summary)
+        // A test that cannot reach the threshold (one group of 8 units: p ≥ 1/8!) is not run.
+        XCTAssertFalse(IndependenceTest.canReject(units: [8]))
+        XCTAssertTrue(IndependenceTest.canReject(units: [8, 8, 8]))
+        XCTAssertTrue(IndependenceTest.canReject(units: [64]))
+        XCTAssertFalse(IndependenceTest.canReject(units: [2, 1]))
         // What needs both models at once is refused, not attempted.
         let b = try cat.resolve("mlp_seed0_permuted.safetensors")
         for set in [{ (o: inout CompareRunner.Options) in o.align = .always }, { $0.writeAligned = self.tmp.path("w.safetensors") },

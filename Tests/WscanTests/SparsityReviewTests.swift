@@ -170,6 +170,43 @@ final class SparsityReviewTests: XCTestCase {
               int(m["emb.weight"].sum() + m["mid.weight"].sum()), bool((m["emb.weight"] == m["head.weight"]).all()))
         """)
         XCTAssertEqual(t.trimmingCharacters(in: .whitespacesAndNewlines), "43 True 64 True")
+        // a glob that names one member of a tied group selects the group: both written pruned, equal
+        let tg = tmp.path("tied_g.safetensors")
+        r = try runWscan(["analyze", "sparsity", tied, "--db", db, "--tensors", "head*", "--grid", "0.5", "--no-refine", "--write-pruned", tg, "--at", "0.5"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("head.weight = emb.weight"), r.err)
+        let g = try runPython("""
+        from safetensors.numpy import load_file
+        d = load_file("\(tg)"); print(int((d["emb.weight"] == 0).sum()), bool((d["emb.weight"] == d["head.weight"]).all()), int((d["mid.weight"] == 0).sum()))
+        """)
+        XCTAssertEqual(g.trimmingCharacters(in: .whitespacesAndNewlines), "32 True 0")
+        // Fisher saliency of a model with a tied layer: Adam keeps one state per parameter (model.parameters() yields
+        // the tied one once), so the states map to the untied names in order
+        let fisher = tmp.path("fisher_tied.pt"), fm = tmp.path("fisher_m.safetensors")
+        _ = try runPython("""
+        import torch
+        torch.manual_seed(0)
+        L = lambda i, o: torch.nn.Linear(i, o, bias=False)
+        l0, l1, l2, l3, l4 = L(64, 32), L(32, 32), L(32, 32), L(32, 32), L(32, 10)
+        l2.weight = l1.weight
+        m = torch.nn.Sequential(l0, l1, l2, l3, l4)
+        opt = torch.optim.Adam(m.parameters(), 1e-2)
+        x, y = torch.randn(50, 64), torch.randint(0, 10, (50,))
+        for _ in range(5):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+        torch.save({"model": m.state_dict(), "optimizer": opt.state_dict()}, "\(fisher)")
+        """)
+        r = try runWscan(["analyze", "saliency", fisher, "--db", db, "--source", "fisher", "--mask-out", fm])
+        XCTAssertEqual(r.status, 0, r.err)
+        let f = try runPython("""
+        from safetensors.numpy import load_file
+        m = load_file("\(fm)"); print(sorted(m), bool((m["model.1.weight"] == m["model.2.weight"]).all()))
+        """)
+        XCTAssertEqual(f.trimmingCharacters(in: .whitespacesAndNewlines), "['model.0.weight', 'model.1.weight', 'model.2.weight', 'model.3.weight', 'model.4.weight'] True")
+        // an F64 copied as it is (at 0) has the zeros it is written with: none
+        r = try runWscan(["analyze", "sparsity", f64, "--db", db, "--grid", "0.5", "--no-refine", "--write-pruned", tmp.path("p0b.safetensors"), "--at", "0", "--json"])
+        let written = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["written"] as! [String: Any]
+        XCTAssertEqual(written["zeroFraction"] as? Double, 0)
         let mlp = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
         for bad in ["2:x:4", "2::4", ":2:4", "2:4:"] {
             let b = try runWscan(["analyze", "sparsity", mlp, "--db", db, "--pattern", bad])

@@ -187,6 +187,13 @@ final class SpectrumTests: XCTestCase {
             XCTAssertTrue(s.metrics.alpha.map { $0.isFinite && $0 < 6 } ?? false, "\(name): alpha \(String(describing: s.metrics.alpha))")
             XCTAssertFalse(s.warnings.contains { $0.contains("alpha > 6") }, "\(name): \(s.warnings)")
         }
+        // all eigenvalues equal (identities, small-N and large-N paths): no power law, α missing and no α warning
+        var o = SpectrumOptions(); o.randomize = false
+        for n in [12, 64] {
+            let eye = (0..<(n * n)).map { $0 % (n + 1) == 0 ? Float(2) : 0 }
+            let s = try SpectrumAnalyzer.analyze(MatrixExtractor.matrix(name: "eye", shape: [n, n], values: eye), options: o)
+            XCTAssertNil(s.metrics.alpha, "\(n)"); XCTAssertFalse(s.warnings.contains { $0.contains("alpha") }, "\(s.warnings)")
+        }
     }
 
     /// The randomized route: a rank near Int.max is clamped, not an overflow trap (in the analyzer and the runner's
