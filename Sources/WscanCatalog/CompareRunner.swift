@@ -55,6 +55,14 @@ public enum CompareRunner {
         return out
     }
 
+    /// Stores a comparison under the options it depends on.
+    static func storeResult(_ result: CompareResult, catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options) throws {
+        struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
+        try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
+                                params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
+                                summary: "\(result.verdict.kind): \(result.verdict.summary)", data: result, analysed: [rowA, rowB])
+    }
+
     /// Why `what` cannot run within the memory budget.
     public static func overBudget(_ what: String, need: Int, budget: Int) -> String {
         "\(what) needs both models in memory: their decoded weights would take \(sizePair(need, budget)) (--memory raises it)"
@@ -223,12 +231,7 @@ public enum CompareRunner {
         var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: nil, aligned: nil, connectivity: nil)
         result.notes = notes
-        if store {
-            struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
-            try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
-                                    params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
-                                    summary: "\(verdict.kind): \(verdict.summary)", data: result, analysed: [rowA, rowB])
-        }
+        if store { try storeResult(result, catalog: catalog, a: rowA, b: rowB, options: options) }
         return result
     }
 
@@ -467,12 +470,7 @@ public enum CompareRunner {
         var result = CompareResult(a: rowA.path, b: rowB.path, tensors: ev, onlyInA: onlyA, onlyInB: onlyB, verdict: verdict,
                                    independence: ind, alignment: alignment, aligned: alignedEv, connectivity: conn)
         if !(notes + writeNotes).isEmpty { result.notes = notes + writeNotes }
-        if store {
-            struct P: Encodable { var align: String; var evaluator: String?; var grid: Int; var seed: UInt64 }
-            try catalog.storeResult(kind: "compare", checkpoint: rowA.id, other: rowB.id,
-                                    params: P(align: options.align.rawValue, evaluator: options.evaluator?.description, grid: options.grid, seed: options.seed),
-                                    summary: "\(verdict.kind): \(verdict.summary)", data: result, analysed: [rowA, rowB])
-        }
+        if store { try storeResult(result, catalog: catalog, a: rowA, b: rowB, options: options) }
         return result
     }
 
