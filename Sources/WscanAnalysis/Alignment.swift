@@ -139,10 +139,10 @@ public struct IndependenceTest: Codable, Sendable {
     /// (ρ = 1 in each) gives Fisher's combination of the smallest p-values Spearman allows (1/n! each). One group of 8
     /// units cannot (1/8! = 2.5e-5): a test on it would call any pair independent.
     public static func canReject(units: [Int], threshold: Double = defaultThreshold) -> Bool {
-        let usable = units.filter { $0 > 2 }
-        guard !usable.isEmpty else { return false }
-        let x = -2 * usable.reduce(0) { $0 + log(max(spearmanPValue(1, n: $1), 1e-300)) }
-        return chiSquareSurvivalEven(x, dof: 2 * usable.count) < threshold
+        guard !units.isEmpty else { return false }
+        // every group counts, as in `run` (a group of 2 units or fewer has p = 1 whatever its matchings)
+        let x = -2 * units.reduce(0) { $0 + log(max(spearmanPValue(1, n: $1), 1e-300)) }
+        return chiSquareSurvivalEven(x, dof: 2 * units.count) < threshold
     }
 
     public static func run(_ a: WeightSet, _ b: WeightSet, spec: PermSpec, threshold: Double = defaultThreshold) throws -> IndependenceTest? {
@@ -191,7 +191,9 @@ public struct IndependenceTest: Codable, Sendable {
                                   moved: pin.enumerated().filter { $0.offset != $0.element }.count)
         }
         let layers = groups.compactMap { found[$0.name] }
-        guard !layers.isEmpty else { return nil }
+        // Layers too few or too narrow for any agreement to reach the threshold (one layer of 8 units: p ≥ 1/8!) make
+        // no test: a "consistent with independent" from them would call a fine-tune independent.
+        guard !layers.isEmpty, canReject(units: layers.map(\.units), threshold: threshold) else { return nil }
         let x = -2 * layers.reduce(0) { $0 + log(max($1.pValue, 1e-300)) }
         let p = chiSquareSurvivalEven(x, dof: 2 * layers.count)
         let rhos = layers.map(\.spearman).sorted()
@@ -327,12 +329,18 @@ public struct IndependenceTest: Codable, Sendable {
     }
 
     /// Survival function of χ² with an even number of degrees of freedom (Fisher's method): e^{−x/2} Σ_{i<k} (x/2)^i / i!.
+    /// In log space (log-sum-exp of the terms' logarithms): with many layers the terms (x/2)^i/i! overflow a Double
+    /// (96 layers at p = 1e-300 each gave inf, and p = 1 for a fine-tune).
     public static func chiSquareSurvivalEven(_ x: Double, dof: Int) -> Double {
-        let k = dof / 2
+        let k = max(1, dof / 2)
         let h = x / 2
-        var term = 1.0, sum = 1.0
-        if k > 1 { for i in 1..<k { term *= h / Double(i); sum += term } }
-        return min(1, exp(-h + log(sum)))
+        guard h > 0 else { return 1 }
+        let lh = log(h)
+        var logs = [Double](repeating: 0, count: k)          // log of (x/2)^i / i!
+        for i in 1..<max(1, k) { logs[i] = logs[i - 1] + lh - log(Double(i)) }
+        let top = logs.max()!
+        let sum = logs.reduce(0) { $0 + exp($1 - top) }
+        return min(1, exp(-h + top + log(sum)))
     }
 }
 

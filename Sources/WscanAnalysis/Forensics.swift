@@ -288,6 +288,14 @@ public enum Forensics {
                                                      "permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst().map { "after alignment: " + $0 },
                                details: details)
             }
+            // Without an independence test, the aligned models' similarity is the evidence: a fine-tune whose hidden
+            // units were permuted is close only after alignment (GPT-2 names, which the test does not read).
+            if independence == nil, inner.kind == "finetuned" {
+                return Verdict(kind: "finetuned", confidence: inner.confidence,
+                               summary: "closely related after aligning \(moved.count) permutation groups, with hidden units permuted: " + inner.summary,
+                               evidence: evidence + ["permuted groups: \(moved.joined(separator: ", "))"] + inner.evidence.dropFirst().map { "after alignment: " + $0 },
+                               details: inner.details.merging(["groups": moved.joined(separator: ",")]) { a, _ in a })
+            }
         }
         // 5b. partly shared: weight matrices identical to the bit on both sides (not constant ones, which two
         // independent initialisations can share) cannot come from independent training. A replaced or re-initialised

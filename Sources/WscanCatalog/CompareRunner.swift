@@ -304,8 +304,11 @@ public enum CompareRunner {
         let (fa, na) = finite(wa, "A"), (fb, nb) = finite(wb, "B")
         notes += na + nb
         let ind = try IndependenceTest.run(fa, fb, spec: spec)
+        // An architecture with a test that gave none: its layers are too narrow (or uninformative) to reach the threshold.
+        let untested: String? = ind == nil && !IndependenceTest.eligible(spec).isEmpty
+            ? "its feed-forward layers (\(IndependenceTest.eligible(spec).count)) are too few or too narrow for it to reach p < \(IndependenceTest.defaultThreshold)" : nil
         var alignment: AlignmentResult? = nil, alignedEv: [TensorEvidence]? = nil, wbAligned: WeightSet? = nil
-        let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil)
+        let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil, untested: untested)
         let wantAlign = options.align == .always ||
             (options.align == .auto && !spec.groups.isEmpty && ["finetuned", "independent"].contains(quick.kind))
         if options.align == .always && spec.groups.isEmpty {
@@ -338,7 +341,7 @@ public enum CompareRunner {
                 CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
             }
         }
-        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment)
+        let verdict = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: alignedEv, alignment: alignment, untested: untested)
         /// B's 1-D `….bias` tensors that A lacks (under any dtype), on layers whose `….weight` is paired and has an
         /// axis of the bias's length: (B's name, A's name of the weight, values).
         /// (Decoded once: the connectivity path and --write-aligned both use them.)

@@ -31,7 +31,9 @@ public enum ByteSize {
         let mult: [Character: Double] = ["K": 1024, "M": 1_048_576, "G": 1_073_741_824, "T": 1_099_511_627_776]
         var num = Substring(t), m = 1.0
         if let last = t.last, let f = mult[last] { m = f; num = t.dropLast() }
-        guard let v = Double(num), v.isFinite, v >= 0, v * m < 9e18 else { return nil }
+        // decimal digits only (Double() also reads "0x10", "nan" and "inf")
+        guard String(num).range(of: "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?$", options: .regularExpression) != nil,
+              let v = Double(num), v.isFinite, v >= 0, v * m < 9e18 else { return nil }
         return Int(v * m)
     }
 }

@@ -5,6 +5,16 @@ import WscanFormats
 
 extension ReportWriter {
     /// The audit of one or more checkpoints.
+    /// The analysis's warnings under its table (each already escaped), at most 20 with the count of the rest.
+    func warningList(_ items: [String]) {
+        guard !items.isEmpty else { return }
+        line("**Warnings** (\(items.count)):")
+        line()
+        for w in items.prefix(20) { line("- " + w) }
+        if items.count > 20 { line("- … \(items.count - 20) more in data.json") }
+        line()
+    }
+
     public func checkpointReport(_ rows: [CheckpointRow]) throws {
         let rows = rows.distinctNames()
         let title = rows.count == 1 ? rows[0].name : "\(rows.count) checkpoints"
@@ -47,7 +57,7 @@ extension ReportWriter {
             ["size on disk", Self.bytes(r.bytes)],
             ["dtype mix", dt.map { "\($0.key) \(Self.pct(Double($0.value) / Double(max(1, r.paramCount))))" }.joined(separator: ", ")],
             [term("safety"), r.safety], ["content fingerprint", "`\(r.fingerprint ?? "–")`"],
-        ] + (r.format == "gguf" ? r.ggufFacts().map { [$0.0, $0.1] } : []))
+        ] + (r.format == "gguf" ? r.ggufFacts().map { [Self.text($0.0), Self.text($0.1)] } : []))     // checkpoint strings
         var summary: [String: JSONTree] = ["path": .string(Self.display(r.path)), "format": .string(r.format ?? ""), "status": .string(r.status),
                                            "tensors": .int(r.tensorCount), "parameters": .int(r.paramCount), "bytes": .int(r.bytes),
                                            "dtypes": .object(r.dtypes.mapValues { .int($0) }), "safety": .string(r.safety),
@@ -173,6 +183,7 @@ extension ReportWriter {
             table(["matrix", "shape", "method", term("stable rank"), term("effective rank"), "rank@\(energyPercent(energies[ei]))", term("utilization"),
                    term("alpha"), "α weighted", "log norm", term("entropy"), ""], rowsT,
                   align: [false, false, false, true, true, true, true, true, true, true, true, false], fold: 12, foldTitle: "all matrices")
+            warningList(done.flatMap { s in s.warnings.map { "\(Self.code(s.name)): \(Self.text($0))" } })
             let lrc = summary.welore.layers.filter(\.lowRank)
             line("**Low-rank candidates** (\(term("WeLore")), threshold \(Self.f(summary.welore.threshold)) on normalised spectra for a " +
                  "\(Self.pct(summary.welore.targetReduction)) overall rank reduction, the report's fixed setting; " +
@@ -189,7 +200,8 @@ extension ReportWriter {
                                                             "effective_rank": .double(s.metrics.effectiveRank), "alpha": .double(s.metrics.alpha ?? .nan),
                                                             "alpha_weighted": .double(s.metrics.alphaWeighted ?? .nan), "log_norm": .double(s.metrics.logNorm),
                                                             "entropy": .double(s.metrics.entropy), "utilization": .array(s.metrics.utilization.map { .double($0) }),
-                                                            "energy_ranks": .array(s.metrics.energyRanks.map { .int($0) })]) }),
+                                                            "energy_ranks": .array(s.metrics.energyRanks.map { .int($0) }),
+                                                            "warnings": .array(s.warnings.map { .string($0) })]) }),
                 "welore": JSONTree.from(summary.welore)])
         }
 
@@ -215,6 +227,7 @@ extension ReportWriter {
                   curve.points.map { p in [Self.pct(p.sparsity), Self.pct(p.achieved), Self.f(p.relativeError), Self.f(p.retainedEnergy),
                                            Self.f(p.eval?.loss), p.eval.map { Self.f($0.accuracy ?? $0.metric) } ?? "–"] },
                   align: [true, true, true, true, true, true], fold: 12, foldTitle: "all points")
+            warningList((curve.warnings ?? []).map { Self.text($0) })
             out["sparsity"] = JSONTree.from(curve)
         } else {
             line("Not analysed yet. Run \(Self.code("wscan analyze sparsity " + Self.shell(Self.display(r.path)))) (add `--data D.npz` or `--eval CMD` for task quality).")
@@ -233,6 +246,7 @@ extension ReportWriter {
                    alt: "salient share per tensor")
             table(["tensor", "weights", "salient", "mass share", "top-1% mass"], layers.map { [Self.code($0.name), "\($0.count)", Self.pct($0.share), Self.pct($0.massShare), Self.pct($0.top1Concentration)] },
                   align: [false, true, true, true, true], fold: 12, foldTitle: "all tensors")
+            warningList((s.warnings ?? []).map { Self.text($0) })
             if let mapsDir = heatmapProvider?(r, s) {
                 for (name, png, legend, w, hgt) in mapsDir {
                     // Unique across the whole report: two checkpoints (or `dup.a` and `dup_a`) must not share a file.

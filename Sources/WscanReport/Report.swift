@@ -65,15 +65,25 @@ public final class ReportWriter {
     }
 
     /// Files under figures/ and diagrams/ a report's Markdown links to (plain names: no "..", no sub-folders).
+    /// Only the links wscan writes count, whole lines as `figure` and `diagram` make them, with its own file names
+    /// (slugs ending .svg, .png or .dot): a name from a checkpoint that spells "](figures/notes.txt)" somewhere in a
+    /// table or an alt text does not make a re-run delete the user's file.
     static func linkedFiles(_ markdown: String) -> Set<String> {
+        let file = "(figures|diagrams)/[A-Za-z0-9._-]+\\.(svg|png|dot)"
+        let patterns = ["^!\\[[^\\]]*\\]\\((\(file))\\)$",                                   // ![alt](figures/x.svg)
+                        "^\\*\\(diagram could not be rendered; source: \\[[^\\]]*\\]\\((\(file))\\)\\)\\*$",
+                        "^<sub>Graphviz source: \\[[^\\]]*\\]\\((\(file))\\)</sub>$",
+                        "^\\*\\*.*: !\\[saliency map of [^\\]]*\\]\\((\(file))\\) !\\[scale\\]\\((\(file))\\)$"]   // heat maps
+        let res = patterns.map { try! NSRegularExpression(pattern: $0) }
         var out = Set<String>()
-        for sub in ["figures/", "diagrams/"] {
-            var rest = Substring(markdown)
-            while let r = rest.range(of: "](" + sub) {
-                let after = rest[r.upperBound...]
-                let name = after.prefix { $0 != ")" && $0 != " " && $0 != "\n" }
-                if !name.isEmpty && !name.contains("/") && name != "." && name != ".." { out.insert(sub + name) }
-                rest = after
+        for line in markdown.split(separator: "\n", omittingEmptySubsequences: true) {
+            let l = String(line), ns = l as NSString
+            for re in res {
+                guard let m = re.firstMatch(in: l, range: NSRange(location: 0, length: ns.length)) else { continue }
+                for g in 1..<m.numberOfRanges where m.range(at: g).location != NSNotFound {
+                    let rel = ns.substring(with: m.range(at: g))
+                    if (rel.hasPrefix("figures/") || rel.hasPrefix("diagrams/")) && !rel.contains("..") { out.insert(rel) }
+                }
             }
         }
         return out

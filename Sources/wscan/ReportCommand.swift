@@ -35,7 +35,9 @@ struct ReportCmd: ParsableCommand {
     }
 
     func run() throws {
-        let cat = try catalog.open()
+        if let o = output, o.isEmpty { throw ValidationError("--output must name a folder") }
+        // A report reads the catalog: one that does not exist is an error, not a new empty catalog.
+        let cat = try catalog.open(create: checkpoints.contains { FileManager.default.fileExists(atPath: $0) })
         // The command line as given, without the catalog's location (`--db X`, `--db=X`): reports must not depend on it.
         var args: [String] = [], skipNext = false
         for a in CommandLine.arguments.dropFirst() {
@@ -68,7 +70,8 @@ struct ReportCmd: ParsableCommand {
             w.compareReport(r, nameA: a.name, nameB: b.name)
             dir = output ?? "reports/compare-\(ReportWriter.slugName(a.name))-vs-\(ReportWriter.slugName(b.name))"
         } else {
-            let rows = try checkpoints.map { try resolveCheckpoint($0, catalog: cat, allowFailed: true) }   // an unsafe file is reported too
+            var seen = Set<Int64>()     // a checkpoint named twice (by path and by id) is reported once
+            let rows = try checkpoints.map { try resolveCheckpoint($0, catalog: cat, allowFailed: true) }.filter { seen.insert($0.id).inserted }   // an unsafe file is reported too
             w.heatmapProvider = { row, result in heatmaps(row: row, result: result, catalog: cat, max: maxMaps) }
             try w.checkpointReport(rows)
             dir = output ?? "reports/\(rows.count == 1 ? ReportWriter.slugName(rows[0].name) : "audit")"
@@ -88,9 +91,11 @@ struct ReportCmd: ParsableCommand {
 
 /// Saliency heat maps for the report: the scores of the stored source recomputed from the weights.
 func heatmaps(row: CheckpointRow, result: SaliencyResult, catalog: Catalog, max: Int) -> [(String, [UInt8], String, Int, Int)] {
-    guard max > 0, let ck = try? CheckpointOpener.open(row.path), let w = try? WeightSet.load(ck, where: { $0.shape.count == 2 }) else { return [] }
-    guard result.source == .magnitude else { return [] }   // other sources need inputs the report does not have
+    guard max > 0, result.source == .magnitude else { return [] }   // other sources need inputs the report does not have
     let names = result.layers.sorted { ($0.massShare, $1.name) > ($1.massShare, $0.name) }.prefix(max).map(\.name)
+    // only the tensors drawn are decoded (not every matrix of the model)
+    let wanted = Set(names)
+    guard let ck = try? CheckpointOpener.open(row.path), let w = try? WeightSet.load(ck, where: { $0.shape.count == 2 && wanted.contains($0.name) }) else { return [] }
     return names.compactMap { n -> (String, [UInt8], String, Int, Int)? in
         guard let v = w.values[n], let s = w.shapes[n] else { return nil }
         let h = Fig.heatmap(values: v.map { abs($0) }, rows: s[0], cols: s[1])

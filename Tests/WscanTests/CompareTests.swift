@@ -199,6 +199,53 @@ final class CompareTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.path("w.safetensors")))
     }
 
+    /// Fisher's combination in log space: the χ² survival against mpmath's regularized upper incomplete gamma
+    /// (values computed with mpmath 1.3, relative 1e-9); 100 layers at the p-value floor give ~0, not 1 (the terms
+    /// overflowed from 96 layers on, and a deep fine-tune read independent at confidence 0.99). A test whose layers
+    /// cannot reach the threshold is no test: two layers of 10 and 2 units give at best 4.4e-6.
+    func testChiSquareSurvivalAndTestPower() {
+        for (x, dof, want) in [(10.0, 4, 0.0404276819945128), (100.0, 20, 1.25960845916609e-12), (50.0, 2, 1.3887943864964e-11),
+                               (0.5, 6, 0.997838503310237)] {
+            XCTAssertEqual(IndependenceTest.chiSquareSurvivalEven(x, dof: dof), want, accuracy: 1e-9 * want, "x \(x) dof \(dof)")
+        }
+        XCTAssertEqual(IndependenceTest.chiSquareSurvivalEven(138_155, dof: 200), 0, "1.4e-29677 underflows to 0, never 1")
+        XCTAssertEqual(IndependenceTest.chiSquareSurvivalEven(0, dof: 8), 1)
+        XCTAssertFalse(IndependenceTest.canReject(units: [10, 2]))
+        XCTAssertTrue(IndependenceTest.canReject(units: Array(repeating: 256, count: 100)))
+    }
+
+    /// GPT-2 names (Conv1D layout) have no independence test: a fine-tune whose feed-forward units were permuted is
+    /// judged on the aligned models, as a derivative with its units permuted, not as independent.
+    func testPermutedFineTuneWithoutTestIsRelatedAfterAlignment() throws {
+        let a = tmp.path("g_a.safetensors"), b = tmp.path("g_pft.safetensors"), db = tmp.path("g.db")
+        _ = try runPython("""
+        import torch
+        from safetensors.torch import save_file
+        g = torch.Generator().manual_seed(0)
+        r = lambda *s: torch.randn(*s, generator=g) * 0.05
+        d = 64; A = {"transformer.wte.weight": r(100, d), "transformer.wpe.weight": r(32, d)}
+        for i in range(3):
+            p = f"transformer.h.{i}."
+            A[p+"attn.c_attn.weight"] = r(d, 3*d); A[p+"attn.c_attn.bias"] = r(3*d)
+            A[p+"attn.c_proj.weight"] = r(d, d); A[p+"attn.c_proj.bias"] = r(d)
+            A[p+"mlp.c_fc.weight"] = r(d, 4*d); A[p+"mlp.c_fc.bias"] = r(4*d)
+            A[p+"mlp.c_proj.weight"] = r(4*d, d); A[p+"mlp.c_proj.bias"] = r(d)
+            A[p+"ln_1.weight"] = torch.ones(d); A[p+"ln_2.weight"] = torch.ones(d)
+        save_file(A, "\(a)")
+        P = {k: v + 0.005 * torch.randn(v.shape, generator=g) for k, v in A.items()}
+        for i in range(3):
+            p = f"transformer.h.{i}.mlp."; perm = torch.randperm(4*d, generator=g)
+            P[p+"c_fc.weight"] = P[p+"c_fc.weight"][:, perm].contiguous(); P[p+"c_fc.bias"] = P[p+"c_fc.bias"][perm].contiguous()
+            P[p+"c_proj.weight"] = P[p+"c_proj.weight"][perm].contiguous()
+        save_file(P, "\(b)")
+        """)
+        let r = try runWscan(["compare", a, b, "--db", db, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        XCTAssertEqual(v["kind"] as? String, "finetuned", "\(v)")
+        XCTAssertTrue((v["summary"] as? String ?? "").contains("hidden units permuted"), "\(v)")
+    }
+
     /// The CLI: --memory takes a size; a bounded run says so on stderr; --align over the budget is exit 1, one line.
     func testCompareMemoryOption() throws {
         let db = tmp.path("mem.db")

@@ -127,4 +127,51 @@ final class ReportReviewTests: XCTestCase {
         XCTAssertTrue(md.contains("lora_merged (stale: the other file changed since; run compare again)"), md)
         XCTAssertTrue(md.contains("| `d.safetensors` | A |"), md)
     }
+
+    /// Twelfth-session review: GGUF metadata is escaped like every checkpoint string; a tensor name spelling a link
+    /// does not make a re-run delete the user's files; warnings reach the README; a checkpoint named twice is one
+    /// section; a missing catalog is not created; an empty --output is a usage error; long labels are cut in one pass.
+    func testMetadataEscapedFilesKeptWarningsShownAndArguments() throws {
+        let db = tmp.path("r12.db"), g = tmp.path("meta.gguf"), st = tmp.path("inject.safetensors")
+        _ = try runPython("""
+        import numpy as np, gguf
+        from safetensors.numpy import save_file
+        w = gguf.GGUFWriter("\(g)", "llama<img src=x onerror=alert(1)>")
+        w.add_name("evil | col\\n\\n# Injected heading\\n![t](http://evil.example/t.png) <script>alert(2)</script>")
+        w.add_tensor("blk.0.ffn_up.weight", np.ones((8, 16), np.float32))
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        save_file({"](figures/notes.txt)": np.ones((4, 4), np.float32), "](figures/x.svg)": np.ones((4, 4), np.float32),
+                   "b.weight": np.full((4, 4), np.nan, np.float32)}, "\(st)")
+        """)
+        XCTAssertEqual(try wscan(["index", g, st, "--db", db]).status, 0)
+        var r = try wscan(["report", g, "--db", db, "-o", "meta"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let md = try readme("meta")
+        // every < and ] from the metadata escaped (a backslash before it), no line of its own
+        XCTAssertNil(md.range(of: "(?<!\\\\)<(img|script)", options: .regularExpression), md)
+        XCTAssertNil(md.range(of: "(?<!\\\\)\\]\\(http", options: .regularExpression), md)
+        XCTAssertFalse(md.split(separator: "\n").contains { $0.hasPrefix("# Injected") }, md)
+        // crafted names, then user files in figures/: a re-run removes only what the report wrote
+        XCTAssertLessThanOrEqual(try wscan(["analyze", "saliency", st, "--db", db]).status, 1)
+        r = try wscan(["report", st, "--db", db, "-o", "inj"])
+        XCTAssertEqual(r.status, 0, r.err)
+        for f in ["notes.txt", "x.svg"] { try "mine".write(toFile: tmp.path("inj/figures/" + f), atomically: true, encoding: .utf8) }
+        r = try wscan(["report", st, st, "--db", db, "-o", "inj"])
+        XCTAssertEqual(r.status, 0, r.err)
+        for f in ["notes.txt", "x.svg"] { XCTAssertEqual(try String(contentsOfFile: tmp.path("inj/figures/" + f), encoding: .utf8), "mine", f) }
+        // named twice: one section; the saliency warning (NaN scores) is in the README
+        let inj = try readme("inj")
+        XCTAssertEqual(inj.split(separator: "\n").filter { $0.hasPrefix("#") && $0.contains("inject.safetensors") }.count, 1, inj)
+        XCTAssertTrue(inj.contains("**Warnings**") && inj.contains("NaN"), inj)
+        // a catalog that does not exist is not created; an empty --output is a usage error
+        r = try wscan(["report", "--lineage", "--db", tmp.path("none.db"), "-o", "lin"])
+        XCTAssertEqual(r.status, 1, r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.path("none.db")))
+        XCTAssertEqual(try wscan(["report", st, "--db", db, "-o", ""]).status, 2)
+        // a 40,000-character label is cut to its end in one pass
+        let long = String(repeating: "L", count: 40_000) + ".weight"
+        let cut = SVG.truncateLeft(long, maxWidth: 120, size: 11)
+        XCTAssertTrue(cut.hasPrefix("…") && cut.hasSuffix(".weight") && SVG.textWidth(cut, size: 11) <= 120, cut)
+        XCTAssertEqual(SVG.truncateRight(long, maxWidth: 120, size: 11).last, "…")
+    }
 }
