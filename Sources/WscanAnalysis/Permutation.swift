@@ -119,6 +119,22 @@ public enum PermSpecInference {
             notes.append("attention heads not permuted for Llama-style blocks (grouped-query attention and RoPE)")
             return PermSpec(family: "llama", groups: groups, notes: notes)
         }
+        // llama.cpp's GGUF names (any architecture it converts): blk.N.ffn_gate / ffn_up / ffn_down, in the same
+        // [out, in] layout as Hugging Face's Llama (GGUF's reversed dimensions are read back in that order).
+        let cpp = w.names.filter { $0.hasPrefix("blk.") && $0.hasSuffix(".ffn_up.weight") }.sorted { naturalLess($0, $1) }
+        if !cpp.isEmpty {
+            for up in cpp {
+                let b = String(up.dropLast(".ffn_up.weight".count))
+                let gate = "\(b).ffn_gate.weight", down = "\(b).ffn_down.weight"
+                guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
+                var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
+                if shape(gate) == su { m.append(.init(tensor: gate, axis: 0)) }
+                for bias in ["\(b).ffn_up.bias", "\(b).ffn_gate.bias"] where shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
+                groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
+            }
+            notes.append("llama.cpp names: feed-forward units only (attention heads not permuted)")
+            return PermSpec(family: "llama.cpp", groups: groups, notes: notes)
+        }
         // GPT-2 (Conv1D weights stored [in, out]): *.mlp.c_fc / c_proj
         let gpt = w.names.filter { $0.hasSuffix(".mlp.c_fc.weight") }.sorted { naturalLess($0, $1) }
         if !gpt.isEmpty {

@@ -14,7 +14,7 @@ struct Compare: ParsableCommand {
         unchanged, one side has more), independent, incomparable (no \
         floating-point tensors could be paired: different architectures). \
         Tensors pair by name (a matrix stored transposed too), else by shape: by value where the likeness is clear, else by position in natural name order. Alignment is Git Re-Basin weight matching over the \
-        permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama feed-forward units; \
+        permutation symmetries inferred from the architecture (MLP chains; BERT/GPT-2/Llama and llama.cpp GGUF feed-forward units; \
         BERT attention heads when config.json gives num_attention_heads). By default it runs when the models are \
         neither identical nor a direct derivative. With --data or --eval, linear-mode connectivity gives loss and \
         accuracy along θ(λ) = (1−λ)θA + λθB before and after alignment, and the barrier. \

@@ -636,3 +636,37 @@ extension AlignReviewTests {
     }
 
 }
+
+extension AlignReviewTests {
+    /// llama.cpp's GGUF names (blk.N.ffn_gate/ffn_up/ffn_down) carry the feed-forward permutation groups: two GGUF
+    /// files, the second a fine-tune with its units permuted, are a derivative with permuted units, and a permuted
+    /// copy is a permuted copy (there was no permutation analysis between two GGUF files).
+    func testGGUFNamesHavePermutationGroups() throws {
+        _ = try runPython("""
+        import numpy as np, gguf
+        d = \(pyStr(tmp.url.path)); r = np.random.default_rng(1)
+        A = {"token_embd.weight": r.standard_normal((32, 16)), "output_norm.weight": np.ones(16)}
+        for l in range(3):
+            A.update({f"blk.{l}.ffn_gate.weight": r.standard_normal((64, 16)), f"blk.{l}.ffn_up.weight": r.standard_normal((64, 16)),
+                      f"blk.{l}.ffn_down.weight": r.standard_normal((16, 64)), f"blk.{l}.attn_norm.weight": np.ones(16)})
+        def write(path, W):
+            w = gguf.GGUFWriter(path, "llama")
+            for k, v in W.items(): w.add_tensor(k, v.astype(np.float32))
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        P = dict(A)
+        for l in range(3):
+            p = r.permutation(64)
+            for k in ("ffn_gate", "ffn_up"): P[f"blk.{l}.{k}.weight"] = A[f"blk.{l}.{k}.weight"][p]
+            P[f"blk.{l}.ffn_down.weight"] = A[f"blk.{l}.ffn_down.weight"][:, p]
+        F = {k: v + 0.05 * r.standard_normal(v.shape) for k, v in P.items()}
+        write(d + "/a.gguf", A); write(d + "/perm.gguf", P); write(d + "/permft.gguf", F)
+        """)
+        for (b, kind) in [("perm.gguf", "permuted"), ("permft.gguf", "finetuned")] {
+            let r = try runWscan(["compare", tmp.path("a.gguf"), tmp.path(b), "--json", "--db", tmp.path("g.db")])
+            XCTAssertEqual(r.status, 0, r.err)
+            let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            XCTAssertEqual(v["kind"] as? String, kind, "\(b): \(v)")
+            if kind == "finetuned" { XCTAssertTrue((v["summary"] as? String ?? "").contains("hidden units permuted"), "\(v)") }
+        }
+    }
+}
