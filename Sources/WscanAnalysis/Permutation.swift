@@ -103,19 +103,23 @@ public enum PermSpecInference {
             if numHeads == nil { notes.append("attention heads not permuted: the head count is unknown (config.json num_attention_heads)") }
             return PermSpec(family: "bert", groups: groups, notes: notes)
         }
-        // Llama: *.mlp.gate_proj / up_proj / down_proj
-        let llama = w.names.filter { $0.hasSuffix(".mlp.up_proj.weight") }.sorted { naturalLess($0, $1) }
-        if !llama.isEmpty {
-            for up in llama {
-                let b = String(up.dropLast(".mlp.up_proj.weight".count))
-                let gate = "\(b).mlp.gate_proj.weight", down = "\(b).mlp.down_proj.weight"
+        /// Gated feed-forward blocks: units are the rows of up (and gate) and the columns of down, `[out, in]` layout.
+        /// Biases of the unit-producing projections (Llama has none; Qwen-style variants may) move with the units.
+        func gatedFFN(_ ups: [String], up upS: String, gate gateS: String, down downS: String, group: String) {
+            for up in ups {
+                let b = String(up.dropLast(upS.count + ".weight".count))
+                let gate = "\(b)\(gateS).weight", down = "\(b)\(downS).weight"
                 guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
                 var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
                 if shape(gate) == su { m.append(.init(tensor: gate, axis: 0)) }
-                // Biases of the unit-producing projections (Llama has none; Qwen-style variants may) move with the units.
-                for bias in ["\(b).mlp.up_proj.bias", "\(b).mlp.gate_proj.bias"] where shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
-                groups.append(PermGroup(name: "\(b).mlp", size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
+                for bias in ["\(b)\(upS).bias", "\(b)\(gateS).bias"] where shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
+                groups.append(PermGroup(name: b + group, size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
             }
+        }
+        // Llama: *.mlp.gate_proj / up_proj / down_proj
+        let llama = w.names.filter { $0.hasSuffix(".mlp.up_proj.weight") }.sorted { naturalLess($0, $1) }
+        if !llama.isEmpty {
+            gatedFFN(llama, up: ".mlp.up_proj", gate: ".mlp.gate_proj", down: ".mlp.down_proj", group: ".mlp")
             notes.append("attention heads not permuted for Llama-style blocks (grouped-query attention and RoPE)")
             return PermSpec(family: "llama", groups: groups, notes: notes)
         }
@@ -123,15 +127,7 @@ public enum PermSpecInference {
         // [out, in] layout as Hugging Face's Llama (GGUF's reversed dimensions are read back in that order).
         let cpp = w.names.filter { $0.hasPrefix("blk.") && $0.hasSuffix(".ffn_up.weight") }.sorted { naturalLess($0, $1) }
         if !cpp.isEmpty {
-            for up in cpp {
-                let b = String(up.dropLast(".ffn_up.weight".count))
-                let gate = "\(b).ffn_gate.weight", down = "\(b).ffn_down.weight"
-                guard let su = shape(up), let sd = shape(down), su.count == 2, sd.count == 2, sd[1] == su[0] else { continue }
-                var m = [PermGroup.Member(tensor: up, axis: 0), .init(tensor: down, axis: 1)]
-                if shape(gate) == su { m.append(.init(tensor: gate, axis: 0)) }
-                for bias in ["\(b).ffn_up.bias", "\(b).ffn_gate.bias"] where shape(bias) == [su[0]] { m.append(.init(tensor: bias, axis: 0)) }
-                groups.append(PermGroup(name: "\(b).ffn", size: su[0], blockSize: 1, members: m, inTensor: shape(gate) == su ? gate : up, outTensor: down, kind: "ffn"))
-            }
+            gatedFFN(cpp, up: ".ffn_up", gate: ".ffn_gate", down: ".ffn_down", group: ".ffn")
             notes.append("llama.cpp names: feed-forward units only (attention heads not permuted)")
             return PermSpec(family: "llama.cpp", groups: groups, notes: notes)
         }

@@ -662,9 +662,7 @@ extension AlignReviewTests {
         write(d + "/a.gguf", A); write(d + "/perm.gguf", P); write(d + "/permft.gguf", F)
         """)
         for (b, kind) in [("perm.gguf", "permuted"), ("permft.gguf", "finetuned")] {
-            let r = try runWscan(["compare", tmp.path("a.gguf"), tmp.path(b), "--json", "--db", tmp.path("g.db")])
-            XCTAssertEqual(r.status, 0, r.err)
-            let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+            let v = try compareVerdict(tmp.path("a.gguf"), tmp.path(b), db: tmp.path("g.db"))
             XCTAssertEqual(v["kind"] as? String, kind, "\(b): \(v)")
             if kind == "finetuned" { XCTAssertTrue((v["summary"] as? String ?? "").contains("hidden units permuted"), "\(v)") }
         }

@@ -239,9 +239,7 @@ final class CompareTests: XCTestCase {
             P[p+"c_proj.weight"] = P[p+"c_proj.weight"][perm].contiguous()
         save_file(P, "\(b)")
         """)
-        let r = try runWscan(["compare", a, b, "--db", db, "--json"])
-        XCTAssertEqual(r.status, 0, r.err)
-        let v = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any])["verdict"] as! [String: Any]
+        let v = try compareVerdict(a, b, db: db)
         XCTAssertEqual(v["kind"] as? String, "finetuned", "\(v)")
         XCTAssertTrue((v["summary"] as? String ?? "").contains("hidden units permuted"), "\(v)")
     }

@@ -95,3 +95,10 @@ func assertFormatError(_ kind: FormatError.Kind, _ contains: String = "", file: 
 func pyStr(_ s: String) -> String {
     String(decoding: try! JSONSerialization.data(withJSONObject: [s], options: .withoutEscapingSlashes), as: UTF8.self).dropFirst().dropLast().description
 }
+
+/// `wscan compare A B --json`'s verdict, the command having succeeded.
+func compareVerdict(_ a: String, _ b: String, db: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+    let r = try runWscan(["compare", a, b, "--db", db, "--json"])
+    XCTAssertEqual(r.status, 0, r.err, file: file, line: line)
+    return ((try? JSONSerialization.jsonObject(with: Data(r.out.utf8))) as? [String: Any])?["verdict"] as? [String: Any] ?? [:]
+}
