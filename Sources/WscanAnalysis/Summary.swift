@@ -11,13 +11,17 @@ public struct TensorSummary: Sendable {
 }
 
 public enum Summarizer {
-    /// What a non-contiguous layout adds to the content hash (nil for row-major tensors).
+    /// What a non-contiguous layout, or big-endian storage, adds to the content hash (nil for little-endian row-major
+    /// tensors): the same bytes read big-endian are other values, and must not hash alike (a false duplicate).
     static func layoutTag(_ t: TensorInfo) -> [UInt8]? {
+        var tag: String
         switch t.layout {
-        case .contiguous: return nil
-        case .fortran: return Array("layout fortran \(t.shape)".utf8)
-        case let .strided(strides, offset): return Array("layout strided \(t.shape) \(strides) \(offset)".utf8)
+        case .contiguous: tag = ""
+        case .fortran: tag = "layout fortran \(t.shape)"
+        case let .strided(strides, offset): tag = "layout strided \(t.shape) \(strides) \(offset)"
         }
+        if t.bigEndian { tag += (tag.isEmpty ? "" : " ") + "big-endian" }
+        return tag.isEmpty ? nil : Array(tag.utf8)
     }
 
     /// The content hash alone: the stored bytes, then the layout of a view.

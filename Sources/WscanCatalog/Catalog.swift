@@ -254,7 +254,7 @@ public final class Catalog: @unchecked Sendable {
     public func record(_ ck: Checkpoint, summaries: [TensorSummary], sha256: [String?]? = nil, status: String = "ok",
                        error: String? = nil) throws -> Int64 {
         var dtypes: [String: Int] = [:]
-        for t in ck.tensors { dtypes[t.dtype.rawValue, default: 0] += t.elementCount }
+        for t in ck.tensors { dtypes[t.dtype.rawValue] = (dtypes[t.dtype.rawValue] ?? 0).addingSaturating(t.elementCount) }
         let fp = Self.fingerprint(ck, summaries)
         let safety: String
         if ck.findings.isEmpty { safety = ck.format == .pytorch || ck.format == .pickle || ck.tensors.contains { $0.dtype == .object } ? "clean" : "not-applicable" }

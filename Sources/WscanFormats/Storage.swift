@@ -347,7 +347,8 @@ public final class Checkpoint: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: s.base.map { $0 + t.byteOffset }, count: t.byteCount)
     }
 
-    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+    /// Saturating: two broadcast views of 2^62 elements each (a few bytes in a .pt) are no overflow trap.
+    public var parameterCount: Int { tensors.reduce(0) { $0.addingSaturating($1.elementCount) } }
 
     /// wscan never writes to a checkpoint's own files: throws when `out` (after resolving links) is one of them.
     public func refuseToOverwrite(_ out: String) throws {
@@ -366,3 +367,11 @@ public struct UnsafeCheckpointError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+
+extension Int {
+    /// self + x, or Int.max / Int.min where that overflows (counts from untrusted headers).
+    public func addingSaturating(_ x: Int) -> Int {
+        let (r, o) = addingReportingOverflow(x)
+        return o ? (x > 0 ? .max : .min) : r
+    }
+}

@@ -248,7 +248,10 @@ public enum TorchReader {
             var expect = 1
             for k in stride.indices.reversed() {
                 if size[k] != 1 && stride[k] != expect { contiguous = false; break }
-                expect *= max(size[k], 1)
+                // overflow-checked: an empty view (a 0 in front) may have huge sizes behind it
+                let (e, o) = expect.multipliedReportingOverflow(by: max(size[k], 1))
+                if o { contiguous = count == 0; break }
+                expect = e
             }
             if names.contains(name) {
                 var n = 2
@@ -265,7 +268,8 @@ public enum TorchReader {
             } else {
                 t = TensorInfo(name: name, dtype: dtype, shape: size, storage: loc.storage, byteOffset: loc.base,
                                byteCount: needBytes, fileIndex: 0, fileOffset: loc.fileOffset)
-                t.layout = .strided(stride, offset: offset)
+                // a size-1 dimension's stride is never stepped: 0 (a hostile Int.max there overflowed the gather)
+                t.layout = .strided(zip(size, stride).map { $0 == 1 ? 0 : $1 }, offset: offset)
             }
             t.bigEndian = bigEndian && itemsize > 1
             tensors.append(t)

@@ -1,4 +1,6 @@
 import XCTest
+@testable import WscanFormats
+@testable import WscanCatalog
 
 /// Files numpy, safetensors and gguf-py read (or refuse) that wscan read differently: each is read (or refused)
 /// as the reference reads it.
@@ -128,3 +130,59 @@ final class ReaderLeniencyTests: XCTestCase {
         XCTAssertTrue(r.err.contains("name of tensor 0 is not valid UTF-8"), r.err)
     }
 }
+
+extension ReaderLeniencyTests {
+    /// Twelfth-session review: small hostile files that trapped the process (overflow) are read or refused, one line
+    /// each, and the good file beside them is indexed: an empty torch view with huge sizes behind a 0, a stride of
+    /// Int.max on a size-1 axis, two broadcast views totalling 2^63 elements, a joblib wrapper and a .npy with a
+    /// 'U' dtype of 2^62+ characters. Big-endian bytes equal to little-endian ones are other values: other hashes.
+    func testOverflowingHeadersDoNotTrap() throws {
+        let dir = TempDir(), d = dir.path("h"), db = dir.path("h.db")
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        _ = try runPython("""
+        import pickle, zipfile, collections, torch, io, struct, numpy as np
+        class FakeStorage:
+            def __init__(s, key, numel, typ=torch.FloatStorage): s.key = key; s.numel = numel; s.typ = typ
+        class R:
+            def __init__(s, *a): s.a = a
+            def __reduce__(s): return (torch._utils._rebuild_tensor_v2, s.a)
+        class P(pickle.Pickler):
+            def persistent_id(self, o): return ("storage", o.typ, o.key, "cpu", o.numel) if isinstance(o, FakeStorage) else None
+        def tzip(path, obj, storages):
+            b = io.BytesIO(); P(b, protocol=2).dump(obj)
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("archive/data.pkl", b.getvalue()); z.writestr("archive/version", "3\\n")
+                for k, v in storages.items(): z.writestr("archive/data/" + k, v)
+        OD = collections.OrderedDict; d = "\(d)"
+        tzip(d + "/zero_overflow.pt", {"a": R(FakeStorage("0", 4), 0, (0, 2**40, 2**40), (0, 2**40, 1), False, OD())}, {"0": b"\\0" * 16})
+        tzip(d + "/stride_max.pt", {"a": R(FakeStorage("0", 4), 0, (2, 1), (2, 2**63 - 1), False, OD())}, {"0": b"\\0" * 16})
+        s = FakeStorage("0", 1)
+        tzip(d + "/bcast2.pt", {"a": R(s, 0, (2**31, 2**31), (0, 0), False, OD()), "b": R(s, 0, (2**31, 2**31), (0, 0), False, OD())}, {"0": b"\\0" * 4})
+        X = lambda t: b"X" + struct.pack("<I", len(t)) + t.encode()
+        open(d + "/jl.pkl", "wb").write(b"\\x80\\x02cjoblib.numpy_pickle\\nNumpyArrayWrapper\\n)\\x81}" + X("dtype") + b"cnumpy\\ndtype\\n"
+                                     + X("U9223372036854775807") + b"\\x85Rsb.")
+        h = "{'descr': '<U4611686018427387904', 'fortran_order': False, 'shape': (1,), }"
+        h = h + " " * (64 - (10 + len(h) + 1) % 64) + "\\n"
+        open(d + "/hugeU.npy", "wb").write(b"\\x93NUMPY\\x01\\x00" + struct.pack("<H", len(h)) + h.encode())
+        np.save(d + "/ok.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+        a = np.random.default_rng(0).standard_normal((8, 8)).astype("<f4")
+        np.savez(d + "/le.npz", w=a); np.savez(d + "/be.npz", w=np.frombuffer(a.tobytes(), ">f4").reshape(8, 8))
+        """)
+        let r = try runWscan(["index", d, "--db", db, "--json"])
+        XCTAssertTrue(r.status == 0 || r.status == 1, "\(r.status): \(r.err)")
+        XCTAssertFalse(r.err.contains("Fatal error") || r.err.contains("overflow"), r.err)
+        let cat = try Catalog(path: db)
+        let rows = try cat.checkpoints()
+        XCTAssertEqual(rows.count, 8, rows.map(\.path).joined(separator: ", "))
+        XCTAssertEqual(rows.first { $0.path.hasSuffix("ok.npy") }?.status, "ok")
+        // stride Int.max on a size-1 axis: the view [2, 1] reads elements 0 and 2
+        let st = try CheckpointOpener.open(d + "/stride_max.pt")
+        XCTAssertEqual(try TensorData.floats(st, st.tensors[0]).count, 2)
+        let sc = try runWscan(["scan", d + "/jl.pkl"])
+        XCTAssertTrue(sc.status == 0 || sc.status == 1, sc.err)
+        XCTAssertFalse(sc.err.contains("Fatal error"), sc.err)
+        let le = rows.first { $0.path.hasSuffix("le.npz") }!, be = rows.first { $0.path.hasSuffix("be.npz") }!
+        XCTAssertNotEqual(le.fingerprint, be.fingerprint, "big-endian bytes are other values")
+    }
+}
+
