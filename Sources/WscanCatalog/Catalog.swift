@@ -20,7 +20,8 @@ public final class Catalog: @unchecked Sendable {
         // A catalog the user may not write opens read-only: as a WAL database when SQLite can (it then sees the
         // owner's committed changes still in the -wal file, and a write in progress safely), else, with no -wal
         // content to miss, as an immutable file (no -shm needed).
-        let readOnly = stat(path, &st) == 0 && st.st_size > 0 && access(path, W_OK) != 0
+        // A file it may write in a folder it may not is read-only too: SQLite could not create the -wal/-shm files.
+        let readOnly = stat(path, &st) == 0 && st.st_size > 0 && (access(path, W_OK) != 0 || access(FileRef.parentPath(path).isEmpty ? "." : FileRef.parentPath(path), W_OK) != 0)
         var openPath = path
         if readOnly {
             // Through the WAL only when its -wal and -shm files already exist (a writer is, or was, at work): a reader

@@ -19,8 +19,9 @@ public enum ByteSize {
     public static func format(_ n: Int) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var v = Double(n), u = 0
-        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-        return u == 0 ? "\(n) B" : String(format: v >= 100 ? "%.0f %@" : v >= 10 ? "%.1f %@" : "%.2f %@", v, units[u])
+        // the unit chosen after rounding: 1,048,480 B is "1.00 MiB", not "1024 KiB"
+        while (v >= 1024 || (v >= 1023.5 && u > 0)) && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: v >= 99.95 ? "%.0f %@" : v >= 9.995 ? "%.1f %@" : "%.2f %@", v, units[u])
     }
 
     /// "512M", "8G", "1.5GiB", "4096" (bytes) → bytes.

@@ -227,8 +227,9 @@ public final class ReportWriter {
     }
     static func count(_ n: Int) -> String {
         let d = Double(n)
-        if d >= 1e9 { return String(format: "%.2fB", d / 1e9) }
-        if d >= 1e6 { return String(format: "%.2fM", d / 1e6) }
+        // units chosen after rounding: 999,999 is "1.00M", not "1000.0K"
+        if d >= 999_995_000 { return String(format: "%.2fB", d / 1e9) }
+        if d >= 999_950 { return String(format: "%.2fM", d / 1e6) }
         if d >= 1e4 { return String(format: "%.1fK", d / 1e3) }
         return "\(n)"
     }

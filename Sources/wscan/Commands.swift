@@ -29,7 +29,12 @@ struct CatalogOptions: ParsableArguments {
     @Flag(name: .long, help: "Machine-readable JSON output.")
     var json = false
 
-    var dbPath: String { db ?? ProcessInfo.processInfo.environment["WSCAN_DB"] ?? "wscan.db" }
+    /// --db, else $WSCAN_DB unless empty (an empty variable counts as unset), else ./wscan.db.
+    var dbPath: String { db ?? ProcessInfo.processInfo.environment["WSCAN_DB"].flatMap { $0.isEmpty ? nil : $0 } ?? "wscan.db" }
+
+    func validate() throws {
+        if let d = db, d.isEmpty { throw ValidationError("--db must name a catalog file") }
+    }
 
     /// `create` false (listing and query commands): a missing catalog is an error, not a new empty file.
     func open(create: Bool = true) throws -> Catalog {

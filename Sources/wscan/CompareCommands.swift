@@ -143,6 +143,10 @@ struct LineageCommand: ParsableCommand {
                               lin.edges.map { [$0.a, $0.b, $0.kind, String(format: "%.2f", $0.confidence),
                                                $0.summary.count > 90 ? String($0.summary.prefix(89)) + "…" : $0.summary] }, numeric: [3]))
         for f in lin.failed ?? [] { printErr("wscan: warning: not compared: \(f)") }
+        // entries indexed with an error (unreadable, unsafe): named, as the JSON lists them
+        if let nr = lin.notRead, !nr.isEmpty {
+            printErr("wscan: note: \(nr.count) catalog entr\(nr.count == 1 ? "y" : "ies") left out (not readable): \(nr.prefix(8).joined(separator: ", "))\(nr.count > 8 ? ", …" : "")")
+        }
         if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }
     }
 }

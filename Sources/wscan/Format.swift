@@ -13,8 +13,9 @@ enum Fmt {
 
     static func count(_ n: Int) -> String {
         let a = Double(n)
-        if a >= 1e9 { return String(format: "%.2fB", a / 1e9) }
-        if a >= 1e6 { return String(format: "%.2fM", a / 1e6) }
+        // units chosen after rounding: 999,999 is "1.00M", not "1000.0K"
+        if a >= 999_995_000 { return String(format: "%.2fB", a / 1e9) }
+        if a >= 999_950 { return String(format: "%.2fM", a / 1e6) }
         if a >= 1e4 { return String(format: "%.1fK", a / 1e3) }
         return "\(n)"
     }

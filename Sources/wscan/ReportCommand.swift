@@ -55,7 +55,9 @@ struct ReportCmd: ParsableCommand {
         let dir: String
         var failedInputs: [String] = []
         if lineage {
+            // A stored lineage with failures (a file gone, unreadable) is computed again: the file may be back.
             let stored = try cat.results(kind: "lineage").first.flatMap { try? cat.decodeResult($0, as: CompareRunner.Lineage.self) }
+                .flatMap { ($0.failed ?? []).isEmpty ? $0 : nil }
             let lin = try stored ?? CompareRunner.lineage(catalog: cat)
             w.lineageReport(lin)
             failedInputs = lin.failed ?? []

@@ -273,7 +273,7 @@ struct SaliencyCommand: ParsableCommand {
     @Option(help: "Fraction of weights that are salient.") var top: Double = 0.5
     @Option(help: "Write the mask (U8, 1 = salient) as safetensors.") var maskOut: String?
     @Option(help: "Write per-layer heat maps (PNG) into this folder.") var maps: String?
-    @Option(help: "How a heat-map pixel summarises its block of weights: max or mean.") var mapReduce: String = "max"
+    @Option(help: "How a heat-map pixel summarises its block of weights: max (default) or mean; with --maps.") var mapReduce: String?
     @Option(help: "Only tensors matching these shell globs.") var tensors: String?
 
     func run() throws {
@@ -282,7 +282,8 @@ struct SaliencyCommand: ParsableCommand {
         if base != nil && src != .delta { throw ValidationError("--base applies to --source delta only") }
         if grads != nil && src != .grad && src != .wgrad { throw ValidationError("--grads applies to --source grad or wgrad only") }
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
-        guard ["max", "mean"].contains(mapReduce) else { throw ValidationError("--map-reduce must be max or mean") }
+        guard ["max", "mean"].contains(mapReduce ?? "max") else { throw ValidationError("--map-reduce must be max or mean") }
+        if mapReduce != nil && maps == nil { throw ValidationError("--map-reduce applies to --maps only") }
         let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
         // Scores are computed chunk by chunk from the mapped files as each pass needs them: nothing holds a model.
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
@@ -373,7 +374,7 @@ struct SaliencyCommand: ParsableCommand {
         if let dir = maps {
             let bar = ProgressBar()
             defer { bar.finish() }
-            mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce) { k, n, name in
+            mapFiles = try SaliencyMaps.write(scores: scores, to: dir, reduce: mapReduce ?? "max") { k, n, name in
                 bar.update(items: k, of: n, unit: "maps", label: name)
             }
         }

@@ -39,6 +39,18 @@ func unknownHelpTopic(_ argv: [String]) -> String? {
     }
     return nil
 }
+// Arguments (and $WSCAN_DB) reach the commands as Swift strings, where bytes that are not UTF-8 become U+FFFD: a
+// path with such bytes would name another file (a catalog or an output written next to the one meant). Refused.
+for i in 1..<Int(CommandLine.argc) {
+    if let p = CommandLine.unsafeArgv[i], String(validatingCString: p) == nil {
+        printErr("wscan: argument \(i) is not valid UTF-8 (a file name? wscan takes UTF-8 paths only: rename it)")
+        exit(2)
+    }
+}
+if let p = getenv("WSCAN_DB"), String(validatingCString: p) == nil {
+    printErr("wscan: $WSCAN_DB is not valid UTF-8 (wscan takes UTF-8 paths only)")
+    exit(2)
+}
 if let message = unknownHelpTopic(Array(CommandLine.arguments.dropFirst())) {
     printErr(message)
     exit(2)

@@ -839,3 +839,64 @@ extension CatalogReviewTests {
         XCTAssertEqual(try runWscan(["ls", "--db", db]).status, 0, "the owner still writes")
     }
 }
+
+extension CatalogReviewTests {
+    /// Twelfth-session review of the CLI's conventions: a catalog the user may write in a folder they may not opens
+    /// read-only (SQLite could not make its -wal there); arguments that are not UTF-8 are refused (they named another
+    /// file); an empty $WSCAN_DB is unset and an empty --db a usage error; sizes take their unit after rounding;
+    /// --map-reduce needs --maps; lineage names the entries it left out.
+    func testCatalogPathsAndArgumentConventions() throws {
+        let dir = tmp.path("conv"), db = dir + "/c.db"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let mlp = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path
+        XCTAssertEqual(try runWscan(["index", mlp, "--db", db]).status, 0)
+        if getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") {
+            let bin = tmp.path("wscan-conv")
+            try FileManager.default.copyItem(atPath: Paths.wscanBinary.path, toPath: bin)
+            XCTAssertEqual(chown(db, 65534, 65534), 0)
+            for (p, m) in [(tmp.url.path, 0o755), (dir, 0o755), (db, 0o644), (bin, 0o755)] { XCTAssertEqual(chmod(p, mode_t(m)), 0) }
+            let r = try runProcess(URL(fileURLWithPath: "/usr/bin/setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", bin, "ls", "--db", db])
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertTrue(r.out.contains("mlp_seed0"), r.out)
+            XCTAssertEqual(chown(db, 0, 0), 0)
+        }
+        // a path with a byte that is not UTF-8: refused, nothing created
+        let bad = runProcessBytes(Paths.wscanBinary.path, ["index", mlp, "--db"], lastArgBytes: Array((dir + "/y").utf8) + [0xFE] + Array(".db".utf8))
+        XCTAssertEqual(bad, 2)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("y") }, [])
+        XCTAssertEqual(try runWscan(["ls", "--db", ""]).status, 2)
+        let p = Process()
+        p.executableURL = Paths.wscanBinary; p.arguments = ["index", mlp]; p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        p.environment = ["WSCAN_DB": "", "PATH": "/usr/bin:/bin"]
+        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        try p.run(); p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/wscan.db"), "an empty WSCAN_DB means ./wscan.db")
+        XCTAssertEqual(ByteSize.format(1_048_480), "1.00 MiB")
+        XCTAssertEqual(ByteSize.format(1023), "1023 B")
+        XCTAssertEqual(ByteSize.format(10_480), "10.2 KiB")
+        XCTAssertEqual(ByteSize.parse("0x10"), nil); XCTAssertEqual(ByteSize.parse("1BB"), nil); XCTAssertEqual(ByteSize.parse("16GiB"), 16 << 30)
+        XCTAssertEqual(try runWscan(["analyze", "saliency", mlp, "--db", db, "--map-reduce", "mean"]).status, 2)
+        // lineage names an entry indexed with an error
+        try "not a checkpoint".write(toFile: dir + "/broken.safetensors", atomically: true, encoding: .utf8)
+        _ = try runWscan(["index", dir + "/broken.safetensors", "--db", db])
+        let lin = try runWscan(["lineage", "--db", db])
+        XCTAssertTrue(lin.err.contains("left out (not readable): broken.safetensors"), lin.err)
+    }
+}
+
+/// Runs `exe args… last` where the last argument is raw bytes (not necessarily UTF-8); returns the exit status.
+func runProcessBytes(_ exe: String, _ args: [String], lastArgBytes: [UInt8]) -> Int32 {
+    var argv: [UnsafeMutablePointer<CChar>?] = ([exe] + args).map { strdup($0) }
+    let last = malloc(lastArgBytes.count + 1)!.assumingMemoryBound(to: CChar.self)      // freed with the others
+    for (i, b) in lastArgBytes.enumerated() { last[i] = CChar(bitPattern: b) }
+    last[lastArgBytes.count] = 0
+    argv.append(last); argv.append(nil)
+    defer { for a in argv { free(a) } }
+    var pid: pid_t = 0
+    guard posix_spawn(&pid, exe, nil, nil, argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return (status >> 8) & 0xff
+}
+
