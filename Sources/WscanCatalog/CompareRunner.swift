@@ -17,6 +17,8 @@ public enum CompareRunner {
         /// tensor pairs one at a time, the independence test on the feed-forward groups that fit, no alignment and
         /// no connectivity (see `boundedCompare`).
         public var memoryBudget: Int? = nil
+        /// Load tensors from pickle files the scanner flags (--trust; still executes nothing).
+        public var trust = false
         public init() {}
     }
     public enum AlignMode: String, Sendable { case auto, always, never }
@@ -75,8 +77,8 @@ public enum CompareRunner {
     }
 
     /// The bytes a comparison of A and B would decode (their paired floating-point tensors), from the headers.
-    public static func decodedNeed(a: CheckpointRow, b: CheckpointRow) throws -> Int {
-        let ckA = try CheckpointOpener.openNamed(a.path), ckB = try CheckpointOpener.openNamed(b.path)
+    public static func decodedNeed(a: CheckpointRow, b: CheckpointRow, trust: Bool = false) throws -> Int {
+        let ckA = try CheckpointOpener.openNamed(a.path, options: .init(trust: trust)), ckB = try CheckpointOpener.openNamed(b.path, options: .init(trust: trust))
         let f = { (c: Checkpoint) in c.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable } }
         return decodedBytes(Comparator.matchTensors(f(ckA), f(ckB)).pairs)
     }
@@ -237,7 +239,8 @@ public enum CompareRunner {
 
     public static func compare(catalog: Catalog, a rowA: CheckpointRow, b rowB: CheckpointRow, options: Options,
                                store: Bool = true) throws -> CompareResult {
-        let ckA = try CheckpointOpener.openNamed(rowA.path), ckB = try CheckpointOpener.openNamed(rowB.path)
+        let ckA = try CheckpointOpener.openNamed(rowA.path, options: .init(trust: options.trust))
+        let ckB = try CheckpointOpener.openNamed(rowB.path, options: .init(trust: options.trust))
         let hashA = Dictionary(try catalog.tensors(checkpoint: rowA.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
         let hashB = Dictionary(try catalog.tensors(checkpoint: rowB.id).map { ($0.name, $0.hash) }, uniquingKeysWith: { x, _ in x })
         let floatA = ckA.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable }

@@ -16,6 +16,8 @@ public enum SpectrumRunner {
         public var threads: Int?
         /// Bytes the matrices analysed in parallel may hold at once (estimated); nil: half the physical memory.
         public var memoryBudget: Int?
+        /// Load tensors from pickle files the scanner flags (--trust; still executes nothing).
+        public var trust = false
         public init() {}
     }
 
@@ -56,7 +58,7 @@ public enum SpectrumRunner {
                 }
             }
         }
-        let ck = try CheckpointOpener.openNamed(row.path)
+        let ck = try CheckpointOpener.openNamed(row.path, options: .init(trust: request.trust))
         let selected = ck.tensors.filter { globMatch(request.tensorGlob, $0.name) }
         let energies = request.options.energies
         func skipped(_ t: TensorInfo, _ why: String) -> [SpectrumRecord] {

@@ -37,6 +37,7 @@ struct SpectrumCommand: ParsableCommand {
     @Option(help: "Singular values the randomized method computes.") var randomizedRank = 256
     @Flag(help: "Recompute even if stored results exist.") var force = false
     @Flag(help: "List every layer, not only the first 40.") var all = false
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
     @Option(help: "Worker threads (BLAS threads and layers in flight); default: all cores.") var threads: Int?
     @Option(help: "Layer inputs (activations [N, in] or covariances [in, in]) named after the weights, as safetensors/npz: adds the data-driven utilized rank.")
     var activations: String?
@@ -50,6 +51,7 @@ struct SpectrumCommand: ParsableCommand {
         }
         var req = SpectrumRunner.Request()
         req.tensorGlob = tensors
+        req.trust = trust
         req.options.energies = energy
         guard weloreReduction > 0, weloreReduction < 1 else { throw ValidationError("--welore-reduction must be a fraction in (0, 1)") }
         guard weloreMinRatio > 0, weloreMinRatio <= 1 else { throw ValidationError("--welore-min-ratio must be a fraction in (0, 1]") }
@@ -75,7 +77,7 @@ struct SpectrumCommand: ParsableCommand {
         let e = energy[min(1, energy.count - 1)]
         var utilization: [DataUtilization]?, utilizationFailed: [LayerFailure]?
         if let act = activations {
-            let (u, f) = try dataUtilization(row: row, activations: act, energy: e)
+            let (u, f) = try dataUtilization(row: row, activations: act, energy: e, trust: trust)
             if !u.isEmpty {
                 try cat.storeResult(kind: "utilization", checkpoint: row.id, params: ["activations": act, "energy": "\(e)"],
                                     summary: "\(u.count) layers with activations", data: u, analysed: [row])
@@ -172,8 +174,8 @@ enum SpectrumReportText {
 /// Data-driven utilization of every weight that has activations. A layer that cannot be measured (NaN in the
 /// weight or its activations, a wrong shape, a covariance that is not one) is listed with its reason; the others
 /// are still measured.
-func dataUtilization(row: CheckpointRow, activations: String, energy: Double) throws -> (layers: [DataUtilization], failed: [LayerFailure]) {
-    let ck = try CheckpointOpener.openNamed(row.path)
+func dataUtilization(row: CheckpointRow, activations: String, energy: Double, trust: Bool = false) throws -> (layers: [DataUtilization], failed: [LayerFailure]) {
+    let ck = try CheckpointOpener.openNamed(row.path, options: .init(trust: trust))
     var failed: [LayerFailure] = []
     let out: [DataUtilization] = try withInput(activations) { acts in
         try ck.tensors.filter { $0.shape.count == 2 && $0.dtype.isFloatingPoint && $0.dtype.decodable }.compactMap { t in

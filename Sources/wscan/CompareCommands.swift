@@ -32,6 +32,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Points on the interpolation path.") var grid: Int = 25
     @Option(help: "Seed for the order of the alignment sweeps.") var seed: UInt64 = 0
     @Flag(help: "Print every tensor's evidence.") var tensors = false
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
     @Option(help: ArgumentHelp("Memory the decoded weights of both checkpoints may take (e.g. 16G; default: half the RAM).",
                                discussion: "Above it the comparison is bounded: tensor pairs are judged one per core at a time, the independence test runs on the feed-forward layers that fit, and there is no alignment or connectivity (asking for them is an error)."))
     var memory: String?
@@ -46,18 +47,18 @@ struct Compare: ParsableCommand {
         var o = CompareRunner.Options()
         o.align = (align || writeAligned != nil) ? .always : noAlign ? .never : .auto
         if let w = writeAligned { try catalog.refuseCatalogAsOutput(w) }
-        o.grid = grid; o.seed = seed; o.writeAligned = writeAligned
+        o.grid = grid; o.seed = seed; o.writeAligned = writeAligned; o.trust = trust
         if let m = memory {
             guard let b = Fmt.parseSize(m), b > 0 else { throw ValidationError("--memory must be a size such as 512M or 16G") }
             o.memoryBudget = b
         }
         if eval.data != nil || eval.evalCommand != nil {
             // The evaluator holds A: refuse before loading it when the path could not run anyway.
-            let need = try CompareRunner.decodedNeed(a: ra, b: rb), budget = o.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
+            let need = try CompareRunner.decodedNeed(a: ra, b: rb, trust: trust), budget = o.memoryBudget ?? SpectrumOptions.halfPhysicalMemory
             if need > budget { throw CLIError(CompareRunner.overBudget("the connectivity path (--data/--eval)", need: need, budget: budget)) }
             // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
             // own dtypes) with the interpolated tensors replaced.
-            let ckA = try CheckpointOpener.openNamed(ra.path)
+            let ckA = try CheckpointOpener.openNamed(ra.path, options: .init(trust: trust))
             o.evaluator = try eval.make(weights: try WeightSet.load(ckA), passThrough: WeightSet(), source: ckA)
         }
         let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)

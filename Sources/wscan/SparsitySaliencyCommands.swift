@@ -65,6 +65,7 @@ struct SparsityCommand: ParsableCommand {
     @Option(help: "Also write the pruned checkpoint at --at to this .safetensors file.") var writePruned: String?
     @Option(help: "Sparsity for --write-pruned (default: the essential sparsity within tolerance).") var at: Double?
     @Flag(help: "Do not add refinement points around the knee.") var noRefine = false
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
 
     func run() throws {
         guard let sc = SparsityScope(rawValue: scope) else { throw ValidationError("--scope must be global or layer") }
@@ -77,7 +78,7 @@ struct SparsityCommand: ParsableCommand {
             if grid != nil || at != nil { throw ValidationError("--grid and --at do not apply to an N:M pattern (its sparsity is N/M)") }
             if sc == .layer { printErr("wscan: warning: --scope layer does not apply to an N:M pattern (every group of M is pruned alike)") }
         }
-        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
+        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog, trust: trust)
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
         // Model weights only: optimizer state stored beside them (Adam's moments) is not pruned, nor evaluated.
@@ -275,6 +276,7 @@ struct SaliencyCommand: ParsableCommand {
     @Option(help: "Write per-layer heat maps (PNG) into this folder.") var maps: String?
     @Option(help: "How a heat-map pixel summarises its block of weights: max (default) or mean; with --maps.") var mapReduce: String?
     @Option(help: "Only tensors matching these shell globs.") var tensors: String?
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
 
     func run() throws {
         guard let src = SaliencySource(rawValue: source) else { throw ValidationError("--source must be one of \(SaliencySource.allCases.map(\.rawValue).joined(separator: ", "))") }
@@ -284,7 +286,7 @@ struct SaliencyCommand: ParsableCommand {
         if state != nil && src != .fisher { throw ValidationError("--state applies to --source fisher only") }
         guard ["max", "mean"].contains(mapReduce ?? "max") else { throw ValidationError("--map-reduce must be max or mean") }
         if mapReduce != nil && maps == nil { throw ValidationError("--map-reduce applies to --maps only") }
-        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog)
+        let (cat, row, ck) = try openForAnalysis(checkpoint, catalog: catalog, trust: trust)
         // Scores are computed chunk by chunk from the mapped files as each pass needs them: nothing holds a model.
         let floats = firstByName(ck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
         let allNames = Set(floats.map(\.name))
@@ -304,14 +306,14 @@ struct SaliencyCommand: ParsableCommand {
         switch src {
         case .delta:
             guard let base else { throw ValidationError("--source delta needs --base CKPT") }
-            let (_, brow, bck) = try openForAnalysis(base, catalog: catalog)
+            let (_, brow, bck) = try openForAnalysis(base, catalog: catalog, trust: trust)
             otherID = brow.id; inputs += bck.files.map(\.path); inputCheckpoints.append(bck)
             other = try aligned(bck, to: model, path: brow.path, what: "--base")
         case .grad, .wgrad:
             guard let grads else { throw ValidationError("--source \(source) needs --grads FILE") }
-            other = try withInput(grads) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return try aligned(c, to: model, path: grads, what: "--grads") }
+            other = try withInput(grads, trust: trust) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return try aligned(c, to: model, path: grads, what: "--grads") }
         case .fisher:
-            let sck = try state.map { try withInput($0) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return c } } ?? ck
+            let sck = try state.map { try withInput($0, trust: trust) { c in inputs += c.files.map(\.path); inputCheckpoints.append(c); return c } } ?? ck
             let stateTensors = firstByName(sck.tensors.filter { $0.dtype.isFloatingPoint && $0.dtype.decodable })
             let names = { (ts: [TensorInfo]) in Saliency.TensorNames(ts.map(\.name), Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0.shape) })) }
             do {

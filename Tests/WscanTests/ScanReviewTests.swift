@@ -399,3 +399,28 @@ extension ScanReviewTests {
         }
     }
 }
+
+extension ScanReviewTests {
+    /// A checkpoint the scanner flags is analysed and compared with --trust, as `index` and `export` take it (the
+    /// refusal said "use --trust" to commands that had no such option); nothing in it runs either way.
+    func testFlaggedCheckpointIsAnalysedWithTrust() throws {
+        let dir = TempDir(), pt = dir.path("dang.pt"), db = dir.path("d.db")
+        _ = try runPython("""
+        import torch, os
+        torch.manual_seed(0)
+        torch.save({"fc1.weight": torch.randn(16, 16), "fc2.weight": torch.randn(4, 16), "hook": os.getcwd}, "\(pt)")
+        """)
+        XCTAssertLessThanOrEqual(try runWscan(["index", pt, "--db", db, "--trust"]).status, 1)
+        let no = try runWscan(["analyze", "spectrum", pt, "--db", db])
+        XCTAssertEqual(no.status, 1, no.err)
+        XCTAssertTrue(no.err.contains("--trust"), no.err)
+        for args in [["analyze", "spectrum"], ["analyze", "sparsity"], ["analyze", "saliency"]] {
+            let r = try runWscan(args + [pt, "--db", db, "--trust"])
+            XCTAssertEqual(r.status, 0, "\(args): \(r.err)")
+        }
+        let c = try runWscan(["compare", pt, pt, "--db", db, "--trust"])
+        XCTAssertEqual(c.status, 0, c.err)
+        XCTAssertTrue(c.out.contains("IDENTICAL"), c.out)
+    }
+}
+
