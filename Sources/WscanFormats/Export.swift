@@ -103,6 +103,14 @@ public enum Exporter {
                 continue
             }
             if let why = TensorData.unexpandable(t) { skipped[t.name] = why; continue }     // a broadcast view too large to expand
+            // A view or big-endian array of a type safetensors has, kept in that type (an I64 view went through
+            // Float: 16777217 read 16777216; F64 1e300 became inf): its elements gathered, bytes swapped to little-endian.
+            if dtype == .keep || !t.dtype.isFloatingPoint, safetensorsTypes.contains(t.dtype), let bits = t.dtype.bits, bits >= 8,
+               bits % 8 == 0, t.dtype.block == nil {
+                converted[t.name] = "\(t.dtype.rawValue) \(t.bigEndian ? "big-endian, written little-endian" : "view made contiguous")"
+                entries.append(lazyEntry(t.name, t.dtype, t.shape, t.elementCount) { try $0(TensorData.rowMajorBytes(ck, t)) })
+                continue
+            }
             let target: TargetDType = dtype == .keep || !t.dtype.isFloatingPoint ? .F32 : dtype
             if dtype == .keep || !t.dtype.isFloatingPoint {
                 converted[t.name] = t.dtype == .f32 && !t.bigEndian ? "F32 view made contiguous" : "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : "")→F32"

@@ -196,6 +196,43 @@ public enum TensorData {
         }
     }
 
+    /// The tensor's elements in their own dtype, row-major and little-endian: a view gathered, big-endian bytes
+    /// swapped. For fixed-width types (not blocks, not sub-byte): lossless, unlike going through Float.
+    public static func rowMajorBytes(_ ck: Checkpoint, _ t: TensorInfo) throws -> [UInt8] {
+        guard let bits = t.dtype.bits, bits >= 8, bits % 8 == 0, t.dtype.block == nil else {
+            throw FormatError(.unsupported, "\(t.dtype.rawValue) is not a whole-byte type")
+        }
+        if let why = unexpandable(t) { throw FormatError(.bounds, why) }
+        let size = bits / 8, n = elementCount(t.shape) ?? 0, raw = ck.bytes(of: t)
+        var strides: [Int], offset = 0
+        switch t.layout {
+        case .contiguous:
+            strides = [Int](repeating: 1, count: t.shape.count)
+            for k in stride(from: t.shape.count - 2, through: 0, by: -1) { strides[k] = strides[k + 1] * t.shape[k + 1] }
+        case .fortran:
+            strides = [Int](repeating: 1, count: t.shape.count)
+            for k in 1..<max(1, t.shape.count) { strides[k] = strides[k - 1] * t.shape[k - 1] }
+        case let .strided(s, o): strides = s; offset = o
+        }
+        var out = [UInt8](repeating: 0, count: n * size)
+        if n == 0 { return out }
+        let swap = t.bigEndian && size > 1
+        var idx = [Int](repeating: 0, count: t.shape.count), pos = offset
+        try out.withUnsafeMutableBytes { o in
+            for k in 0..<n {
+                guard pos >= 0, pos < raw.count / size else { throw FormatError(.bounds, "tensor '\(t.name)' reads outside its storage") }
+                for b in 0..<size { o[k * size + b] = raw[pos * size + (swap ? size - 1 - b : b)] }
+                var d = t.shape.count - 1
+                while d >= 0 {
+                    idx[d] += 1; pos += strides[d]
+                    if idx[d] < t.shape[d] { break }
+                    pos -= strides[d] * t.shape[d]; idx[d] = 0; d -= 1
+                }
+            }
+        }
+        return out
+    }
+
     static func gather(_ src: [Float], shape: [Int], strides: [Int], offset: Int, lanes: Int) throws -> [Float] {
         let n = elementCount(shape) ?? 0
         var out = [Float](repeating: 0, count: n * lanes)

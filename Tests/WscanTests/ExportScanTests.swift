@@ -171,3 +171,37 @@ final class ScanIndexTests: XCTestCase {
         XCTAssertTrue(text.out.contains("CLEAN      \(st)  (safetensors: tensors and metadata only, nothing to unpickle)"), text.out)
     }
 }
+
+extension ExportTests {
+    /// `export --dtype keep` keeps views and big-endian arrays of types safetensors has in those types (an I64
+    /// transpose went through Float: 16777217 read 16777216; an F64 1e300 became inf); the values read back by torch
+    /// and numpy equal the originals exactly.
+    func testViewsAndBigEndianKeepTheirType() throws {
+        let dir = TempDir(), pt = dir.path("v.pt"), npy = dir.path("be.npy"), f = dir.path("f.npy"), db = dir.path("e.db")
+        _ = try runPython("""
+        import torch, numpy as np
+        torch.save({"ids_t": torch.tensor([[16777217, 2**40 + 1], [123456789, -3]]).t(),
+                    "d_t": torch.tensor([[1.0000000001, 2.], [3., 1e300]], dtype=torch.float64).t(),
+                    "h_t": torch.tensor([[1.5, 2.], [3., 65504.]], dtype=torch.float16).t()}, "\(pt)")
+        np.save("\(npy)", np.array([16777217, 2**53 + 1], ">i8"))
+        np.save("\(f)", np.asfortranarray(np.array([[1.0000000001, 2.], [3., 1e300]])))
+        """)
+        for (src, name) in [(pt, "v"), (npy, "be"), (f, "f")] {
+            let out = dir.path(name + ".safetensors")
+            let r = try runWscan(["export", src, "--db", db, "--to", out, "--dtype", "keep"])
+            XCTAssertEqual(r.status, 0, r.err)
+        }
+        let check = try runPython("""
+        import torch, numpy as np
+        from safetensors.numpy import load_file
+        v = load_file("\(dir.path("v.safetensors"))"); ref = torch.load("\(pt)")
+        ok = all(v[k].dtype == ref[k].numpy().dtype and np.array_equal(v[k], ref[k].numpy()) for k in ref)
+        be = load_file("\(dir.path("be.safetensors"))"); fb = load_file("\(dir.path("f.safetensors"))")
+        ok = ok and be[list(be)[0]].dtype == np.int64 and list(be[list(be)[0]]) == [16777217, 2**53 + 1]
+        ok = ok and np.array_equal(fb[list(fb)[0]], np.load("\(f)"))
+        print(ok)
+        """)
+        XCTAssertEqual(check.trimmingCharacters(in: .whitespacesAndNewlines), "True")
+    }
+}
+
