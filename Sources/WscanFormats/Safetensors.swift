@@ -94,31 +94,39 @@ public enum SafetensorsReader {
     }
 
     /// JSONSerialization keeps the last of duplicate keys silently; scan the top-level object's keys ourselves.
+    /// Duplicate keys in any object of the header (the reference parser, serde, refuses them all): a duplicate tensor
+    /// name at the top, or a duplicate field inside an entry (`"dtype"` twice: which one is meant?).
     static func checkDuplicateKeys(_ hdr: UnsafeRawBufferPointer) throws {
-        var seen = Set<String>()
-        var depth = 0, i = 0
+        // one frame per open bracket: the keys seen when it is an object, and whether a key comes next
+        var frames: [(object: Bool, keys: Set<String>, expectKey: Bool)] = []
+        var lastTopKey = ""
+        var i = 0
         let n = hdr.count
-        var expectKey = false
         while i < n {
             let c = hdr[i]
             if c == 0x22 { // string
                 var j = i + 1
                 var esc = false
                 while j < n { let d = hdr[j]; if esc { esc = false } else if d == 0x5C { esc = true } else if d == 0x22 { break }; j += 1 }
-                if depth == 1 && expectKey {
+                if let top = frames.last, top.object, top.expectKey {
                     // Compared decoded ("a" and "\u0061" are one name), and shown decoded.
                     let raw = UnsafeRawBufferPointer(rebasing: hdr[i..<min(j + 1, n)])
                     let key = (try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])) as? String
                         ?? String(decoding: UnsafeRawBufferPointer(rebasing: hdr[(i + 1)..<min(j, n)]), as: UTF8.self)
-                    if !seen.insert(key).inserted { throw FormatError(.duplicate, "duplicate tensor name '\(key)'") }
-                    expectKey = false
+                    // (inside __metadata__, a map of strings, the reference keeps the last value: so does JSONSerialization)
+                    if !frames[frames.count - 1].keys.insert(key).inserted, !(frames.count == 2 && lastTopKey == "__metadata__") {
+                        throw FormatError(.duplicate, frames.count == 1 ? "duplicate tensor name '\(key)'" : "entry '\(lastTopKey)': duplicate field '\(key)'")
+                    }
+                    if frames.count == 1 { lastTopKey = key }
+                    frames[frames.count - 1].expectKey = false
                 }
                 i = j + 1; continue
             }
             switch c {
-            case 0x7B, 0x5B: depth += 1; if depth == 1 { expectKey = true }
-            case 0x7D, 0x5D: depth -= 1
-            case 0x2C: if depth == 1 { expectKey = true }
+            case 0x7B: frames.append((true, [], true))
+            case 0x5B: frames.append((false, [], false))
+            case 0x7D, 0x5D: if !frames.isEmpty { frames.removeLast() }
+            case 0x2C: if let top = frames.last, top.object { frames[frames.count - 1].expectKey = true }
             default: break
             }
             i += 1

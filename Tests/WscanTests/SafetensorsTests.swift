@@ -106,6 +106,12 @@ final class SafetensorsMalformedTests: XCTestCase {
     func testDuplicateNames() {
         let h = #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#
         assertFormatError(.duplicate, "'a'") { try self.read(safetensorsBytes(header: h, data: f32x4)) }
+        // a field twice inside an entry is refused too, as the reference parser refuses it ("duplicate field `dtype`");
+        // a key twice in __metadata__ (a map) keeps the last value there, and here
+        let f = #"{"a":{"dtype":"F32","dtype":"I32","shape":[4],"data_offsets":[0,16]}}"#
+        assertFormatError(.duplicate, "duplicate field 'dtype'") { try self.read(safetensorsBytes(header: f, data: f32x4)) }
+        let m = #"{"__metadata__":{"x":"1","x":"2"},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#
+        XCTAssertEqual(try read(safetensorsBytes(header: m, data: f32x4)).tensors.count, 1)
     }
 
     func testLFSPointer() {
