@@ -511,7 +511,7 @@ public enum CompareRunner {
 
     /// Pairwise relationships among the catalog's checkpoints. Cheap fingerprints first: checkpoints whose
     /// float-tensor shapes differ are not compared; equal content fingerprints are identical without decoding.
-    public static func lineage(catalog: Catalog, includeIndependent: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Lineage {
+    public static func lineage(catalog: Catalog, includeIndependent: Bool = false, trust: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Lineage {
         // Fingerprints describe the bytes as indexed: a file changed since is indexed again first (else an edited
         // copy would still be "identical"), and one that is gone or now unreadable is a failed input.
         var failed: [String] = []
@@ -519,7 +519,7 @@ public enum CompareRunner {
         for r in try catalog.checkpoints() where r.status == "ok" {
             guard !((try? catalog.isUpToDate(path: r.path, needSHA: false)) ?? false) else { continue }
             guard FileRef.isRegularFile(r.path) else { failed.append("\(r.name): its file is gone since it was indexed"); gone.insert(r.id); continue }
-            if case let .failed(_, reason) = Indexer(catalog: catalog, options: .init()).indexOne(r.path) {
+            if case let .failed(_, reason) = Indexer(catalog: catalog, options: { var o = Indexer.Options(); o.trust = trust; return o }()).indexOne(r.path) {
                 failed.append("\(r.name): changed since it was indexed, and now unreadable: \(reason)")
             }
         }
@@ -543,7 +543,7 @@ public enum CompareRunner {
                 byFingerprint += 1
                 continue
             }
-            var o = Options(); o.connectivity = false
+            var o = Options(); o.connectivity = false; o.trust = trust
             let r: CompareResult
             do { r = try compare(catalog: catalog, a: a, b: b, options: o, store: true) } catch {
                 failed.append("\(a.name) ↔ \(b.name): \(error)")

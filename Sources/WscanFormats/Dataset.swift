@@ -7,10 +7,10 @@ public struct Dataset: Sendable {
     public let y: [Int]
     public let features: Int
 
-    public static func load(_ path: String) throws -> Dataset {
+    public static func load(_ path: String, trust: Bool = false) throws -> Dataset {
         func fail(_ what: String) -> FormatError { FormatError(.dataset, "\(path): \(what)") }
         let ck: Checkpoint
-        do { ck = try CheckpointOpener.open(path) } catch { throw fail("\(error)") }
+        do { ck = try CheckpointOpener.open(path, options: .init(trust: trust)) } catch { throw fail("\(error)") }
         guard let xt = ck.tensors.first(where: { $0.name == "x" }), let yt = ck.tensors.first(where: { $0.name == "y" }) else {
             throw fail("a dataset needs arrays named x and y")
         }

@@ -60,10 +60,10 @@ public enum Exporter {
                 case (.keep, .f64):
                     entries.append(lazyEntry(t.name, .f64, t.shape, n) { sink in
                         let r = try values()
-                        // The original doubles where they can be read in row-major order straight from the file.
-                        let raw = ck.bytes(of: t)
-                        let old: [Double]? = t.layout == .contiguous && !t.bigEndian && raw.count >= r.count * 8
-                            ? (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } : nil
+                        // The original doubles in row-major order (a view gathered, big-endian swapped).
+                        let rowMajor = try? TensorData.rowMajorBytes(ck, t)
+                        let old: [Double]? = rowMajor.flatMap { b in b.count >= r.count * 8
+                            ? b.withUnsafeBytes { raw in (0..<r.count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) } } : nil }
                         var b = [UInt8](repeating: 0, count: r.count * 8)
                         var rounded = 0                       // non-zero values that could not be given their double back
                         var under = 0                         // non-zero doubles below float32's range written as 0
@@ -98,8 +98,10 @@ public enum Exporter {
             }
             // Complex tensors other than little-endian C64 (C128, big-endian C64) have no safetensors type wscan
             // writes: left out and named, the other tensors written.
-            if t.dtype == .c64 || t.dtype == .c128 {
-                skipped[t.name] = "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : ""): only little-endian C64 is kept as is (no complex conversion)"
+            // (a little-endian C64 view is gathered below like any type safetensors has; byte-swapping would exchange
+            // a big-endian one's real and imaginary parts)
+            if t.dtype == .c128 || (t.dtype == .c64 && t.bigEndian) {
+                skipped[t.name] = "\(t.dtype.rawValue)\(t.bigEndian ? " big-endian" : ""): only little-endian C64 is kept (no complex conversion)"
                 continue
             }
             if let why = TensorData.unexpandable(t) { skipped[t.name] = why; continue }     // a broadcast view too large to expand
@@ -107,7 +109,10 @@ public enum Exporter {
             // Float: 16777217 read 16777216; F64 1e300 became inf): its elements gathered, bytes swapped to little-endian.
             if dtype == .keep || !t.dtype.isFloatingPoint, safetensorsTypes.contains(t.dtype), let bits = t.dtype.bits, bits >= 8,
                bits % 8 == 0, t.dtype.block == nil {
-                converted[t.name] = "\(t.dtype.rawValue) \(t.bigEndian ? "big-endian, written little-endian" : "view made contiguous")"
+                var how: [String] = []
+                if t.layout != .contiguous { how.append("view made contiguous") }
+                if t.bigEndian { how.append("big-endian, written little-endian") }
+                converted[t.name] = "\(t.dtype.rawValue) " + how.joined(separator: "; ")
                 entries.append(lazyEntry(t.name, t.dtype, t.shape, t.elementCount) { try $0(TensorData.rowMajorBytes(ck, t)) })
                 continue
             }

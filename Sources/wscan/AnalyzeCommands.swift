@@ -44,7 +44,7 @@ struct SpectrumCommand: ParsableCommand {
 
     func run() throws {
         let cat = try catalog.open()
-        let row = try resolveCheckpoint(checkpoint, catalog: cat)
+        let row = try resolveCheckpoint(checkpoint, catalog: cat, trust: trust)
         guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
         if let tensors, try !cat.tensors(checkpoint: row.id).contains(where: { SpectrumRunner.globMatch(tensors, $0.name) }) {
             throw CLIError("\(row.path): no tensor matches \(tensors)")
@@ -177,17 +177,23 @@ enum SpectrumReportText {
 func dataUtilization(row: CheckpointRow, activations: String, energy: Double, trust: Bool = false) throws -> (layers: [DataUtilization], failed: [LayerFailure]) {
     let ck = try CheckpointOpener.openNamed(row.path, options: .init(trust: trust))
     var failed: [LayerFailure] = []
-    let out: [DataUtilization] = try withInput(activations) { acts in
+    let out: [DataUtilization] = try withInput(activations, trust: trust) { acts in
         try ck.tensors.filter { $0.shape.count == 2 && $0.dtype.isFloatingPoint && $0.dtype.decodable }.compactMap { t in
             let base = t.name.hasSuffix(".weight") ? String(t.name.dropLast(7)) : t.name
             guard let a = acts.tensors.first(where: { [t.name, base, base + ".input"].contains($0.name) }) else { return nil }
             let weight: [Float]
             do { weight = try TensorData.floats(ck, t) } catch { throw CLIError("\(row.path): \(error)") }
+            let inputs: [Float]
+            do { inputs = try TensorData.floats(acts, a) } catch { throw CLIError("\(activations): \(error)") }
             do {
                 return try DataDrivenUtilization.analyze(name: t.name, weight: weight, out: t.shape[0], inn: t.shape[1],
-                                                         inputs: try TensorData.floats(acts, a), inputShape: a.shape, energy: energy)
+                                                         inputs: inputs, inputShape: a.shape, energy: energy)
             } catch let e as DataUtilizationError {
                 failed.append(LayerFailure(name: t.name, reason: "\(e.inWeight ? row.path : activations): \(e)"))
+                return nil
+            } catch {
+                // finite weights and inputs whose product overflows float32 (weights near 3e38): this layer only
+                failed.append(LayerFailure(name: t.name, reason: "\(row.path): the weight projected on the inputs' subspace cannot be decomposed (\(error))"))
                 return nil
             }
         }

@@ -42,7 +42,7 @@ struct Compare: ParsableCommand {
         if writeAligned != nil && noAlign { throw ValidationError("--write-aligned aligns B first: it excludes --no-align") }
         guard grid >= 3 else { throw ValidationError("--grid must be at least 3") }
         let cat = try catalog.open()
-        let ra = try resolveCheckpoint(a, catalog: cat), rb = try resolveCheckpoint(b, catalog: cat)
+        let ra = try resolveCheckpoint(a, catalog: cat, trust: trust), rb = try resolveCheckpoint(b, catalog: cat, trust: trust)
         for r in [ra, rb] where r.status != "ok" { throw CLIError("\(r.path): \(r.error ?? r.status)") }
         var o = CompareRunner.Options()
         o.align = (align || writeAligned != nil) ? .always : noAlign ? .never : .auto
@@ -59,7 +59,7 @@ struct Compare: ParsableCommand {
             // The candidate an external command gets is A's checkpoint (integer buffers and unpaired tensors in their
             // own dtypes) with the interpolated tensors replaced.
             let ckA = try CheckpointOpener.openNamed(ra.path, options: .init(trust: trust))
-            o.evaluator = try eval.make(weights: try WeightSet.load(ckA), passThrough: WeightSet(), source: ckA)
+            o.evaluator = try eval.make(weights: try WeightSet.load(ckA), passThrough: WeightSet(), source: ckA, trust: trust)
         }
         let r = try CompareRunner.compare(catalog: cat, a: ra, b: rb, options: o)
         if catalog.json { print(Fmt.json(r)); return }
@@ -128,11 +128,12 @@ struct LineageCommand: ParsableCommand {
         """)
     @OptionGroup var catalog: CatalogOptions
     @Flag(help: "Also list independent pairs.") var all = false
+    @Flag(help: "Load tensors from pickle files the scanner flags (still executes nothing).") var trust = false
 
     func run() throws {
         let cat = try catalog.open(create: false)
         let bar = ProgressBar()
-        let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all) { k, n in bar.update(items: k, of: n, unit: "pairs", label: "") }
+        let lin = try CompareRunner.lineage(catalog: cat, includeIndependent: all, trust: trust) { k, n in bar.update(items: k, of: n, unit: "pairs", label: "") }
         bar.finish()
         // A checkpoint that could not be read (gone, changed, unreadable) is a failed input: exit 1.
         if catalog.json { print(Fmt.json(lin)); if !(lin.failed ?? []).isEmpty { throw ExitCode(1) }; return }

@@ -111,7 +111,7 @@ struct Export: ParsableCommand {
         } else {
             print("wrote \(to): \(rep.tensors) tensors, \(Fmt.bytes(rep.bytes))")
             if !rep.converted.isEmpty {
-                print("written as F32 (a type safetensors lacks, or a view made contiguous): \(rep.converted.count) tensors")
+                print("written otherwise than stored (converted, or made contiguous / little-endian in their own type): \(rep.converted.count) tensors")
                 let conv = rep.converted.sorted { $0.key < $1.key }
                 for (n, c) in conv.prefix(20) { print("  \(Fmt.field(n))  \(c)") }
                 if conv.count > 20 { print("  … \(conv.count - 20) more (--json lists all)") }

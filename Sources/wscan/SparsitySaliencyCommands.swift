@@ -17,7 +17,7 @@ struct EvalOptions: ParsableArguments {
 
     /// `source`, when given, is the checkpoint the weights come from: an external evaluator's candidate file then
     /// carries all of its tensors (integer buffers included) in their own dtypes, the evaluated ones replaced.
-    func make(weights: WeightSet, passThrough: WeightSet, source: Checkpoint? = nil) throws -> Evaluator? {
+    func make(weights: WeightSet, passThrough: WeightSet, source: Checkpoint? = nil, trust: Bool = false) throws -> Evaluator? {
         if data != nil && evalCommand != nil { throw ValidationError("give --data or --eval, not both") }
         if activation != nil && data == nil { throw ValidationError("--activation applies to the built-in evaluator only (--data)") }
         if let cmd = evalCommand {
@@ -27,7 +27,7 @@ struct EvalOptions: ParsableArguments {
         if evalLowerIsBetter { throw ValidationError("--eval-lower-is-better applies to --eval only") }
         guard let data else { return nil }
         guard let act = MLPEvaluator.Activation(rawValue: activation ?? "relu") else { throw ValidationError("--activation must be relu, gelu or tanh") }
-        let ds = try Dataset.load(data)
+        let ds = try Dataset.load(data, trust: trust)
         do {
             return try MLPEvaluator(weights: passThrough.merged(with: weights), x: ds.x, y: ds.y, features: ds.features, activation: act)
         } catch { throw CLIError("\(data): \(error)") }
@@ -37,7 +37,7 @@ struct EvalOptions: ParsableArguments {
 /// Opens a catalogued (or on-the-fly indexed) checkpoint for an analysis.
 func openForAnalysis(_ ref: String, catalog: CatalogOptions, trust: Bool = false) throws -> (Catalog, CheckpointRow, Checkpoint) {
     let cat = try catalog.open()
-    let row = try resolveCheckpoint(ref, catalog: cat)
+    let row = try resolveCheckpoint(ref, catalog: cat, trust: trust)
     guard row.status == "ok" else { throw CLIError("\(row.path): \(row.error ?? row.status)") }
     return (cat, row, try CheckpointOpener.openNamed(row.path, options: .init(trust: trust)))
 }
@@ -100,14 +100,14 @@ struct SparsityCommand: ParsableCommand {
             let all = try WeightSet.load(ck)
             let w = all.subset(prunable)
             let rest = all.subset(all.names.filter { !prunable.contains($0) && !Saliency.isOptimizerState($0, among: allNames) })
-            evaluator = try eval.make(weights: w, passThrough: rest, source: ck)
+            evaluator = try eval.make(weights: w, passThrough: rest, source: ck, trust: trust)
             let curveEval: Evaluator? = evaluator.map { ev in PassThroughEvaluator(inner: ev, rest: rest, aliases: tied) }
             curve = try Sparsity.curve(w, tensors: prunable, scope: sc, pattern: pat, grid: g, tolerance: tolerance,
                                        evaluator: curveEval, refine: !noRefine)
             src = ArraySource(w, tensors: prunable)
         } else {
             // The option checks, and the external evaluator when --eval is given.
-            let ext = try eval.make(weights: WeightSet(), passThrough: WeightSet(), source: ck) as? ExternalEvaluator
+            let ext = try eval.make(weights: WeightSet(), passThrough: WeightSet(), source: ck, trust: trust) as? ExternalEvaluator
             evaluator = ext
             let s = try CheckpointSource(ck, tensors: prunable)
             src = s

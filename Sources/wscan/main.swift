@@ -47,7 +47,8 @@ for i in 1..<Int(CommandLine.argc) {
         exit(2)
     }
 }
-if let p = getenv("WSCAN_DB"), String(validatingCString: p) == nil {
+if let p = getenv("WSCAN_DB"), String(validatingCString: p) == nil,
+   !CommandLine.arguments.contains(where: { $0 == "--db" || $0.hasPrefix("--db=") || $0 == "-h" || $0 == "--help" || $0 == "help" }) {
     printErr("wscan: $WSCAN_DB is not valid UTF-8 (wscan takes UTF-8 paths only)")
     exit(2)
 }

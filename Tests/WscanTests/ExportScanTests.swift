@@ -202,6 +202,26 @@ extension ExportTests {
         print(ok)
         """)
         XCTAssertEqual(check.trimmingCharacters(in: .whitespacesAndNewlines), "True")
+        // a little-endian C64 view is kept too; an F64 view pruned keeps the doubles it does not prune
+        let c = dir.path("c.npz"), t = dir.path("t.pt")
+        _ = try runPython("""
+        import numpy as np, torch
+        a = (np.arange(6) + 1j * np.arange(6)).astype("<c8").reshape(2, 3)
+        np.savez("\(c)", cF=np.asfortranarray(a))
+        torch.manual_seed(0); torch.save({"fc.weight": torch.randn(6, 8, dtype=torch.float64).t()}, "\(t)")
+        """)
+        XCTAssertEqual(try runWscan(["export", c, "--db", db, "--to", dir.path("c.safetensors")]).status, 0)
+        let p = dir.path("t.pruned.safetensors")
+        XCTAssertEqual(try runWscan(["analyze", "sparsity", t, "--db", db, "--grid", "0,0.5", "--no-refine", "--write-pruned", p, "--at", "0.5"]).status, 0)
+        let back = try runPython("""
+        import numpy as np, torch
+        from safetensors.numpy import load_file
+        c = load_file("\(dir.path("c.safetensors"))")["cF"]; ref = np.load("\(c)")["cF"]
+        w = load_file("\(p)")["fc.weight"]; src = torch.load("\(t)")["fc.weight"].numpy()
+        kept = w != 0
+        print(c.dtype == np.complex64 and np.array_equal(c, ref), int(kept.sum()), bool(np.array_equal(w[kept], src[kept])))
+        """)
+        XCTAssertEqual(back.trimmingCharacters(in: .whitespacesAndNewlines), "True 24 True")
     }
 }
 

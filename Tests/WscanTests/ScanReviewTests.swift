@@ -417,10 +417,23 @@ extension ScanReviewTests {
         for args in [["analyze", "spectrum"], ["analyze", "sparsity"], ["analyze", "saliency"]] {
             let r = try runWscan(args + [pt, "--db", db, "--trust"])
             XCTAssertEqual(r.status, 0, "\(args): \(r.err)")
+            // not indexed beforehand: the file indexed on the fly is trusted too
+            let fresh = try runWscan(args + [pt, "--db", dir.path("fresh-\(args[1]).db"), "--trust"])
+            XCTAssertEqual(fresh.status, 0, "\(args), fresh catalog: \(fresh.err)")
         }
         let c = try runWscan(["compare", pt, pt, "--db", db, "--trust"])
         XCTAssertEqual(c.status, 0, c.err)
         XCTAssertTrue(c.out.contains("IDENTICAL"), c.out)
+        XCTAssertEqual(try runWscan(["compare", pt, pt, "--db", dir.path("fresh-c.db"), "--trust"]).status, 0)
+        XCTAssertEqual(try runWscan(["lineage", "--db", db, "--trust"]).status, 0)
+        // a flagged activations file is read with --trust too
+        let acts = dir.path("acts.pt")
+        _ = try runPython("""
+        import torch, os
+        torch.save({"fc1.weight": torch.randn(40, 16), "hook": os.getcwd}, "\(acts)")
+        """)
+        let a = try runWscan(["analyze", "spectrum", pt, "--db", db, "--trust", "--activations", acts])
+        XCTAssertEqual(a.status, 0, a.err)
     }
 }
 

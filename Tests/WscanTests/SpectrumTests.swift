@@ -467,6 +467,22 @@ final class SpectrumTests: XCTestCase {
 }
 
 final class UtilizationTests: XCTestCase {
+    /// A finite weight whose projection overflows float32 (3e38) is one layer not measured, named with its file;
+    /// the other layers are still measured (the whole run stopped, blaming the activations file).
+    func testOverflowingLayerIsOneFailure() throws {
+        let dir = TempDir(), w = dir.path("hw.safetensors"), x = dir.path("hx.npz")
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        W = np.full((3, 4), 3e38, np.float32); W[1] *= -0.5; W[2, 0] = 1e38; r = np.random.default_rng(1)
+        save_file({"a.weight": r.standard_normal((5, 4)).astype(np.float32), "h.weight": W}, "\(w)")
+        np.savez("\(x)", h=r.standard_normal((20, 4)).astype(np.float32), a=r.standard_normal((20, 4)).astype(np.float32))
+        """)
+        let r = try runWscan(["analyze", "spectrum", w, "--db", dir.path("u.db"), "--activations", x])
+        XCTAssertEqual(r.status, 1, r.err)
+        XCTAssertTrue(r.out.contains("a.weight"), r.out)
+        XCTAssertTrue((r.out + r.err).contains("not measured: h.weight: \(w)"), r.out + r.err)
+    }
+
     /// Data-driven utilized rank equals the numpy reference recorded by corpus/make_corpus.py.
     func testDataDrivenUtilizationMatchesNumpy() throws {
         let m = try loadJSON(Paths.corpus.appendingPathComponent("MANIFEST.json")) as! [String: Any]
