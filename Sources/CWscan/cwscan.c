@@ -576,9 +576,12 @@ static volatile sig_atomic_t guarded_group = 0;
 static char guarded_file[4096], guarded_dir[4096];   /* the candidate file and its private folder */
 static char guarded_tmp[4200];                       /* the writer's temporary file beside the candidate */
 static volatile sig_atomic_t guarded_paths = 0;
+static char writer_tmp[4200];                        /* an output's temporary file (SafetensorsWriter), while written */
+static volatile sig_atomic_t writer_tmp_set = 0;
 static void guard_handler(int sig) {
     if (guarded_group > 0) kill(-guarded_group, SIGKILL);
     if (guarded_paths) { unlink(guarded_tmp); unlink(guarded_file); rmdir(guarded_dir); }   /* async-signal-safe */
+    if (writer_tmp_set) unlink(writer_tmp);
     /* End a progress bar's line, then say what happened: work finished so far is in the catalog (one
        transaction per checkpoint), the rest is not. */
     static const char clear[] = "\r\033[K", msg[] = "wscan: interrupted; finished work is kept, the rest was not written\n";
@@ -604,6 +607,14 @@ static void guard_install(void) {
 }
 
 void wscan_install_interrupt_handler(void) { pthread_once(&guard_once, guard_install); }
+
+/* The temporary file an output is being written to, removed if a signal ends the process (NULL: none now). */
+void wscan_guard_writer_tmp(const char *path) {
+    writer_tmp_set = 0;
+    if (!path || strlen(path) >= sizeof writer_tmp) return;
+    memcpy(writer_tmp, path, strlen(path) + 1);
+    writer_tmp_set = 1;
+}
 
 void wscan_guard_paths(const char *file, const char *dir) {
     if (!file || !dir) { guarded_paths = 0; return; }

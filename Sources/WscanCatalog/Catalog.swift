@@ -65,8 +65,23 @@ public final class Catalog: @unchecked Sendable {
             db = pool
             return
         }
-        db = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(db)
+        // Two processes creating (or upgrading) one catalog at once race: one finds the file locked while the other
+        // switches it to WAL, or both start a migration the other finishes ("duplicate column name"). The loser tries
+        // again and finds it done.
+        var attempt = 0
+        var opened: DatabasePool? = nil
+        while opened == nil {
+            do {
+                let pool = try DatabasePool(path: path, configuration: config)
+                try Self.migrator.migrate(pool)
+                opened = pool
+            } catch {
+                attempt += 1
+                if attempt >= 8 { throw error }
+                usleep(useconds_t(50_000 * attempt))
+            }
+        }
+        db = opened!
     }
 
     /// Whether SQLite reads this WAL catalog through a read-only connection (its -wal and -shm exist and can be read).
@@ -365,10 +380,22 @@ public final class Catalog: @unchecked Sendable {
 
     /// Throws unless every row still has the content it had when it was read: an analysis that overlapped a re-index
     /// of its checkpoint (same id, new bytes) must not store results computed from the old bytes under it.
+    /// Before a result is stored: every analysed checkpoint still has the content it was analysed with, in the
+    /// catalog (not re-indexed meanwhile) and on disk (its files' size, mtime, inode and change time as indexed: a file
+    /// rewritten while the analysis read it, even if put back, has a new change time).
     static func checkUnchanged(_ db: Database, _ rows: [CheckpointRow]) throws {
         for r in rows {
-            let fp = try String?.fetchOne(db, sql: "SELECT fingerprint FROM checkpoints WHERE id = ?", arguments: [r.id]) ?? nil
-            if fp != r.fingerprint { throw CatalogError.changed(r.path) }
+            guard let row = try Row.fetchOne(db, sql: "SELECT fingerprint FROM checkpoints WHERE id = ?", arguments: [r.id]) else {
+                throw CatalogError.readOnly("\(r.path) was removed from the catalog (index --prune?) while this analysis ran: its result was not stored")
+            }
+            if (row["fingerprint"] as String?) != r.fingerprint { throw CatalogError.changed(r.path) }
+            for f in try Row.fetchAll(db, sql: "SELECT path, size, mtime, inode, ctime FROM files WHERE checkpoint_id = ?", arguments: [r.id]) {
+                let p: String = f["path"]
+                guard let cur = try? FileRef.stat(p) else { throw CatalogError.modified(p) }
+                if cur.size != (f["size"] as Int) || cur.mtime != (f["mtime"] as Double) { throw CatalogError.modified(p) }
+                if let ino = f["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { throw CatalogError.modified(p) }
+                if let ct = f["ctime"] as Double?, ct != 0, cur.ctime != 0, ct != cur.ctime { throw CatalogError.modified(p) }
+            }
         }
     }
 

@@ -562,7 +562,12 @@ public enum CompareRunner {
         lin.pairCount = rows.count * (rows.count - 1) / 2
         let notRead = try catalog.checkpoints().filter { $0.status != "ok" }.map(\.name)
         if !notRead.isEmpty { lin.notRead = notRead }
-        try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
+        // Stored only if the catalog still holds what was compared: a checkpoint indexed (or changed) meanwhile by
+        // another process would be missing from a lineage that its own indexing had just invalidated.
+        let now = try catalog.checkpoints().filter { $0.status == "ok" && $0.tensorCount > 0 && !gone.contains($0.id) }.map { "\($0.id):\($0.fingerprint ?? "")" }
+        if Set(now) == Set(rows.map { "\($0.id):\($0.fingerprint ?? "")" }) {
+            try catalog.storeResult(kind: "lineage", checkpoint: nil, params: ["scope": "catalog"], summary: "\(edges.count) relationships", data: lin)
+        }
         return lin
     }
 }

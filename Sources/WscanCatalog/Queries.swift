@@ -91,7 +91,7 @@ public struct DupeGroup: Codable, Sendable {
 }
 
 public enum CatalogError: Error, CustomStringConvertible {
-    case notFound(String), ambiguous(String, [String]), readOnly(String), shrunk(String), changed(String)
+    case notFound(String), ambiguous(String, [String]), readOnly(String), shrunk(String), changed(String), modified(String)
     public var description: String {
         switch self {
         case let .notFound(s): return "no checkpoint matches '\(s)' in the catalog (index it first, or pass a path)"
@@ -99,6 +99,7 @@ public enum CatalogError: Error, CustomStringConvertible {
         case let .readOnly(s): return s
         case let .shrunk(p): return "\(p): \(MappedFiles.shrankReason)"
         case let .changed(p): return "\(p) was re-indexed with new content while this analysis ran: its result was not stored; run it again"
+        case let .modified(p): return "\(p) changed on disk while this analysis ran (written by another process): its result was not stored; run it again"
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import CWscan
 
 /// Writes safetensors files: sorted names, 8-byte-aligned header, tensors tiled in name order. Writes to a
 /// temporary file beside the target and renames it into place, so a reader never sees a half-written file.
@@ -57,6 +58,9 @@ public enum SafetensorsWriter {
         func reason() -> String { String(cString: strerror(errno)).lowercased() }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FormatError(.io, "cannot write \(path): \(reason())") }
+        // removed by the interrupt handler if a signal ends the process while it is written
+        wscan_guard_writer_tmp(tmp)
+        defer { wscan_guard_writer_tmp(nil) }
         struct WriteFailed: Error { let why: String; var code: Int32 = 0 }
         func put(_ b: UnsafeRawBufferPointer) throws {
             var done = 0

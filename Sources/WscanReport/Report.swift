@@ -50,6 +50,13 @@ public final class ReportWriter {
         }
         // Figures computed from a checkpoint that shrank while it was read (zero pages) are not written.
         if let f = MappedFiles.shrunk() { throw ReportError("not writing \(dir): \(f): \(MappedFiles.shrankReason)") }
+        // A README that marks the folder as a wscan report goes first, so a run interrupted before the real README
+        // (written last) leaves a folder the next run recognises and writes over, not one it must refuse.
+        do {
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Data("# Report being written\n\nProduced by `wscan`: this report was interrupted while it was written; run the command again.\n".utf8)
+                .write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("README.md")))
+        } catch { throw ReportError("cannot write README.md in \(dir): \(Self.reason(error))") }
         var all = files
         all["README.md"] = Data((md.joined(separator: "\n") + "\n").utf8)
         all["data.json"] = Data(JSONTree.object(data).rendered().utf8)

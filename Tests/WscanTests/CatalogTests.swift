@@ -900,3 +900,43 @@ func runProcessBytes(_ exe: String, _ args: [String], lastArgBytes: [UInt8]) -> 
     return (status >> 8) & 0xff
 }
 
+extension CatalogReviewTests {
+    /// Concurrency review: a result computed while its checkpoint was rewritten (even if put back: the change time
+    /// moves) is not stored; two processes creating one catalog at once both succeed (they raced on the WAL switch
+    /// and on the migrations); a report folder left by an interrupted run (its stub README first) is written over.
+    func testChangedDuringAnalysisAndRaces() throws {
+        let dir = tmp.path("race"), db = dir + "/c.db", f = dir + "/m.safetensors"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, toPath: f)
+        XCTAssertEqual(try runWscan(["index", f, "--db", db]).status, 0)
+        let cat = try Catalog(path: db)
+        let row = try cat.resolve(f)
+        struct P: Encodable { var k = 1 }
+        XCTAssertNoThrow(try cat.storeResult(kind: "test", checkpoint: row.id, params: P(), summary: "s", data: P(), analysed: [row]))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: f))
+        try bytes.write(to: URL(fileURLWithPath: f))                 // the same bytes written again: a new change time
+        XCTAssertThrowsError(try cat.storeResult(kind: "test", checkpoint: row.id, params: P(), summary: "s", data: P(), analysed: [row])) {
+            XCTAssertTrue("\($0)".contains("changed on disk while this analysis ran"), "\($0)")
+        }
+        let mlp0 = Paths.corpus.appendingPathComponent("mlp_seed0.safetensors").path, mlp1 = Paths.corpus.appendingPathComponent("mlp_seed1.safetensors").path
+        for i in 0..<4 {
+            let d = dir + "/r\(i).db"
+            let p = Process(); p.executableURL = Paths.wscanBinary; p.arguments = ["index", mlp0, "--db", d]
+            p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+            try p.run()
+            let r = try runWscan(["index", mlp1, "--db", d])
+            p.waitUntilExit()
+            XCTAssertEqual(r.status, 0, "race \(i): \(r.err)")
+            XCTAssertEqual(p.terminationStatus, 0, "race \(i)")
+        }
+        let out = dir + "/rep"
+        try FileManager.default.createDirectory(atPath: out + "/figures", withIntermediateDirectories: true)
+        try "# Report being written\n\nProduced by `wscan`: this report was interrupted while it was written; run the command again.\n"
+            .write(toFile: out + "/README.md", atomically: true, encoding: .utf8)
+        try "{}".write(toFile: out + "/data.json", atomically: true, encoding: .utf8)
+        let rep = try runWscan(["report", f, "--db", db, "-o", out])
+        XCTAssertEqual(rep.status, 0, rep.err)
+        XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).hasPrefix("# Audit report"))
+    }
+}
+

@@ -96,6 +96,7 @@ void wscan_tune_malloc(void);
 void wscan_kill_group(int pid);
 /* A file and its folder that the signal handler removes (unlink, rmdir) if wscan is interrupted; NULLs clear. */
 void wscan_guard_paths(const char *file, const char *dir);
+void wscan_guard_writer_tmp(const char *path);
 
 /* ---- Graphviz ---- */
 /* Render DOT source to SVG. Returns malloc'd buffer (caller frees with wscan_free) or NULL; err gets a message
