@@ -18,12 +18,16 @@ public struct SpectrumRecord: Codable, Sendable {
 
 extension Catalog {
     /// Replaces the checkpoint's stored spectra in one transaction.
-    public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord], analysed: [CheckpointRow] = []) throws {
+    /// `merge`, when given, makes the rows to store from those stored now, inside the write transaction: two runs on
+    /// one checkpoint (different --tensors) each keep the other's rows instead of writing back what they read first.
+    public func storeSpectra(checkpoint id: Int64, _ records: [SpectrumRecord], analysed: [CheckpointRow] = [],
+                             merge: (([SpectrumRecord]) -> [SpectrumRecord])? = nil) throws {
         if let f = MappedFiles.shrunk() { throw CatalogError.shrunk(f) }   // computed from zero pages
         try db.write { db in
             try Self.checkUnchanged(db, analysed)
+            let final = try merge.map { $0(try Self.decodeSpectra(db, id)) } ?? records
             try db.execute(sql: "DELETE FROM spectra WHERE checkpoint_id = ?", arguments: [id])
-            for r in records {
+            for r in final {
                 guard let s = r.spectrum else {
                     try db.execute(sql: "INSERT INTO spectra (checkpoint_id, tensor, shape, method, skip_reason, options) VALUES (?,?,?,?,?,?)",
                                    arguments: [id, r.tensor, Self.json(r.shape), "skipped", r.skipReason, r.options])
@@ -65,7 +69,10 @@ extension Catalog {
 
     /// Stored spectra of a checkpoint (empty when never analysed), in stored order, as stored.
     func storedSpectra(checkpoint id: Int64) throws -> [SpectrumRecord] {
-        try db.read { db in
+        try db.read { db in try Self.decodeSpectra(db, id) }
+    }
+
+    static func decodeSpectra(_ db: Database, _ id: Int64) throws -> [SpectrumRecord] {
             try Row.fetchAll(db, sql: "SELECT * FROM spectra WHERE checkpoint_id = ? ORDER BY id", arguments: [id]).map { r in
                 let shape: [Int] = CheckpointRow.decode(r["shape"] as String?) ?? []
                 let energies: [Double] = CheckpointRow.decode(r["energies"] as String?) ?? []
@@ -85,6 +92,5 @@ extension Catalog {
                                        warnings: CheckpointRow.decode(r["warnings"] as String?) ?? [], seconds: r["seconds"])
                 return SpectrumRecord(tensor: r["tensor"], shape: shape, skipReason: nil, spectrum: s, energies: energies, options: options)
             }
-        }
     }
 }

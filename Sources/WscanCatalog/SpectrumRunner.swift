@@ -127,15 +127,16 @@ public enum SpectrumRunner {
         }
         CPU.setBLASThreads(priorThreads)
         let out = results.flatMap { $0! }
-        // Merge with stored results for tensors outside the selection (per-slice records included), then store.
-        var merged = stored.filter { s in !selected.contains { belongs(s.tensor, to: $0.name) } }
-        merged += out
+        // Merge with the results stored now (read in the write transaction) for tensors outside the selection
+        // (per-slice records included), in the checkpoint's order, then store.
         let orderIndex = Dictionary(ck.tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         func position(_ r: SpectrumRecord) -> Int {
             orderIndex[r.tensor] ?? r.tensor.firstIndex(of: "[").flatMap { orderIndex[String(r.tensor[..<$0])] } ?? .max
         }
-        merged = merged.enumerated().sorted { (position($0.element), $0.offset) < (position($1.element), $1.offset) }.map(\.element)
-        try catalog.storeSpectra(checkpoint: row.id, merged, analysed: [row])
+        try catalog.storeSpectra(checkpoint: row.id, out, analysed: [row]) { current in
+            let merged = current.filter { s in !selected.contains { belongs(s.tensor, to: $0.name) } } + out
+            return merged.enumerated().sorted { (position($0.element), $0.offset) < (position($1.element), $1.offset) }.map(\.element)
+        }
         return out
     }
 }
