@@ -41,11 +41,23 @@ public final class Catalog: @unchecked Sendable {
             guard create else { throw CatalogError.readOnly("no catalog at \(path) (run `wscan index PATH` first, or pass --db)") }
         } else if st.st_size > 0 {
             var ro = Configuration(); ro.readonly = true; ro.busyMode = .timeout(10)   // another wscan may be writing
-            let probe = try DatabaseQueue(path: openPath, configuration: ro)
-            let tables = try probe.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
-            let objects = try probe.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") } ?? 0
-            try probe.close()
-            if objects > 0 && !(tables.contains("grdb_migrations") && tables.contains("checkpoints")) {
+            // (a file another wscan is creating this moment may not read as a database yet: a few tries)
+            var tries = 0, tables: [String] = [], objects = 0
+            while true {
+                do {
+                    let probe = try DatabaseQueue(path: openPath, configuration: ro)
+                    tables = try probe.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+                    objects = try probe.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") } ?? 0
+                    try probe.close()
+                    break
+                } catch {
+                    tries += 1
+                    if tries >= 5 { throw error }
+                    usleep(useconds_t(50_000 * tries))
+                }
+            }
+            // (grdb_migrations alone: another wscan is creating the catalog this moment, its first migration to come)
+            if objects > 0 && !(tables.contains("grdb_migrations") && (tables.contains("checkpoints") || tables == ["grdb_migrations"])) {
                 throw CatalogError.readOnly("\(path) is an SQLite database but not a wscan catalog: refusing to change it")
             }
         }
