@@ -31,7 +31,7 @@ public struct RandomizedSpectrum: Sendable {
             return RandomizedSpectrum(values: r.values.map { $0 * back }, residual: r.residual * back,
                                       frobeniusSquared: r.frobeniusSquared * back * back, rank: r.rank)
         }
-        let l = Swift.min(Swift.min(rows, cols), rank > Int.max - 16 ? Int.max : rank + 16)
+        let l = Swift.min(Swift.min(rows, cols), rank.addingSaturating(16))
         var rng = SplitMix64(seed: seed ^ 0x5EED)
         func gaussian() -> Float {                 // Box–Muller
             let u1 = Double(rng.next() >> 11 | 1) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)

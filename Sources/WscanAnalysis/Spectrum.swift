@@ -42,7 +42,7 @@ public struct SpectrumOptions: Sendable {
     /// Singular values the randomized method computes.
     public var randomizedRank = 256
     /// The randomized sketch's width before clamping to min(m, n): the rank oversampled by 16 (saturating).
-    public var sketchWidth: Int { randomizedRank > Int.max - 16 ? Int.max : randomizedRank + 16 }
+    public var sketchWidth: Int { randomizedRank.addingSaturating(16) }
     public init() {}
 
     /// Whether a rows×cols matrix is too large for the exact Gram route: its k×k float64 Gram matrix plus the

@@ -244,9 +244,7 @@ public final class Catalog: @unchecked Sendable {
             for r in rows {
                 let p: String = r["path"]
                 guard let cur = try? FileRef.stat(p) else { return false }
-                if cur.size != (r["size"] as Int) || cur.mtime != (r["mtime"] as Double) { return false }
-                if let ino = r["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { return false }
-                if let ct = r["ctime"] as Double?, ct != 0, cur.ctime != 0, ct != cur.ctime { return false }
+                if !cur.matches(size: r["size"], mtime: r["mtime"], inode: (r["inode"] as Int64?).map { UInt64(bitPattern: $0) }, ctime: r["ctime"]) { return false }
                 if (r["inode"] as Int64?) == nil || (r["ctime"] as Double?) == nil, cur.inode != 0 || cur.ctime != 0 {
                     learn.append((r["rid"], Int64(bitPattern: cur.inode), cur.ctime))
                 }
@@ -403,10 +401,9 @@ public final class Catalog: @unchecked Sendable {
             if (row["fingerprint"] as String?) != r.fingerprint { throw CatalogError.changed(r.path) }
             for f in try Row.fetchAll(db, sql: "SELECT path, size, mtime, inode, ctime FROM files WHERE checkpoint_id = ?", arguments: [r.id]) {
                 let p: String = f["path"]
-                guard let cur = try? FileRef.stat(p) else { throw CatalogError.modified(p) }
-                if cur.size != (f["size"] as Int) || cur.mtime != (f["mtime"] as Double) { throw CatalogError.modified(p) }
-                if let ino = f["inode"] as Int64?, ino != 0, cur.inode != 0, ino != Int64(bitPattern: cur.inode) { throw CatalogError.modified(p) }
-                if let ct = f["ctime"] as Double?, ct != 0, cur.ctime != 0, ct != cur.ctime { throw CatalogError.modified(p) }
+                guard let cur = try? FileRef.stat(p),
+                      cur.matches(size: f["size"], mtime: f["mtime"], inode: (f["inode"] as Int64?).map { UInt64(bitPattern: $0) }, ctime: f["ctime"])
+                else { throw CatalogError.modified(p) }
             }
         }
     }

@@ -90,10 +90,7 @@ public enum CompareRunner {
 
     /// Bytes the decoded float32 values of both sides of `pairs` take (saturating).
     static func decodedBytes(_ pairs: [(TensorInfo, TensorInfo, String)]) -> Int {
-        pairs.reduce(0) { acc, p in
-            let (n, o) = (p.0.elementCount &+ p.1.elementCount).multipliedReportingOverflow(by: 4)
-            return o ? Int.max : (acc > Int.max - n ? Int.max : acc + n)
-        }
+        pairs.reduce(0) { $0.addingSaturating($1.0.elementCount.addingSaturating($1.1.elementCount).multipliedSaturating(by: 4)) }
     }
 
     /// NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and a note says so.
@@ -126,6 +123,15 @@ public enum CompareRunner {
         if ckA.format == .gguf, ckB.format != .gguf, hf(tb.name), let h = ropeHeads(ckA, ta) { va = unpermuteRope(va, shape: ta.shape, heads: h); rope = "A" }
         if ckB.format == .gguf, ckA.format != .gguf, hf(ta.name), let h = ropeHeads(ckB, tb) { vb = unpermuteRope(vb, shape: tb.shape, heads: h); rope = "B" }
         return (va, vb, how, rope)
+    }
+
+    static func ropeNote(_ side: String) -> String {
+        "\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)"
+    }
+
+    /// Why an architecture with an independence test got none: the layers that were read cannot reach the threshold.
+    static func narrowLayers(_ eligible: Int) -> String {
+        "its feed-forward layers (\(eligible)) are too few or too narrow for it to reach p < \(IndependenceTest.defaultThreshold)"
     }
 
     /// The evidence of one pair (values in A's layout, as `decodePair` gives them).
@@ -178,7 +184,7 @@ public enum CompareRunner {
         for i in pairs.indices { pairs[i].2 = done[i].1 }
         let ev = done.map(\.0)
         var notes = ["bounded memory: \(sizes) (--memory), so tensor pairs were compared one at a time, without the permutation alignment or the connectivity path"]
-        if let side = done.compactMap(\.2).first { notes.append("\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)") }
+        if let side = done.compactMap(\.2).first { notes.append(ropeNote(side)) }
         // The independence test on a prefix of its groups, decoded together.
         let shapes = WeightSet(names: pairs.map(\.0.name), shapes: Dictionary(pairs.map { ($0.0.name, $0.0.shape) }, uniquingKeysWith: { x, _ in x }), values: [:])
         let inferred = PermSpecInference.inferFromShapes(shapes, numHeads: headCount(near: rowA.path) ?? headCount(near: rowB.path))
@@ -303,13 +309,13 @@ public enum CompareRunner {
         CPU.setBLASThreads(ProcessInfo.processInfo.activeProcessorCount)
         // NaN/±Inf weights have no place in a similarity: the permutation analyses see them as 0, and say so.
         var notes: [String] = []
-        if let side = ropeNote { notes.append("\(side) is a llama.cpp GGUF: its q/k projection rows were put back in Hugging Face order (the converter permutes them for RoPE)") }
+        if let side = ropeNote { notes.append(Self.ropeNote(side)) }
         let (fa, na) = finite(wa, "A"), (fb, nb) = finite(wb, "B")
         notes += na + nb
         let ind = try IndependenceTest.run(fa, fb, spec: spec)
         // An architecture with a test that gave none: its layers are too narrow (or uninformative) to reach the threshold.
-        let untested: String? = ind == nil && !IndependenceTest.eligible(spec).isEmpty
-            ? "its feed-forward layers (\(IndependenceTest.eligible(spec).count)) are too few or too narrow for it to reach p < \(IndependenceTest.defaultThreshold)" : nil
+        let eligibleCount = IndependenceTest.eligible(spec).count
+        let untested: String? = ind == nil && eligibleCount > 0 ? narrowLayers(eligibleCount) : nil
         var alignment: AlignmentResult? = nil, alignedEv: [TensorEvidence]? = nil, wbAligned: WeightSet? = nil
         let quick = Forensics.verdict(tensors: ev, onlyA: onlyA, onlyB: onlyB, independence: ind, aligned: nil, alignment: nil, untested: untested)
         let wantAlign = options.align == .always ||
@@ -519,7 +525,7 @@ public enum CompareRunner {
         for r in try catalog.checkpoints() where r.status == "ok" {
             guard !((try? catalog.isUpToDate(path: r.path, needSHA: false)) ?? false) else { continue }
             guard FileRef.isRegularFile(r.path) else { failed.append("\(r.name): its file is gone since it was indexed"); gone.insert(r.id); continue }
-            if case let .failed(_, reason) = Indexer(catalog: catalog, options: { var o = Indexer.Options(); o.trust = trust; return o }()).indexOne(r.path) {
+            if case let .failed(_, reason) = Indexer(catalog: catalog, options: .init(trust: trust)).indexOne(r.path) {
                 failed.append("\(r.name): changed since it was indexed, and now unreadable: \(reason)")
             }
         }

@@ -12,6 +12,7 @@ public final class Indexer {
         public var prune = false
         public var trust = false
         public init() {}
+        public init(trust: Bool) { self.trust = trust }
     }
 
     public enum Outcome: Sendable {

@@ -159,7 +159,7 @@ public enum NpyReader {
         let digits = code.dropFirst().prefix { $0.isNumber }
         let n = Int(digits) ?? 0
         switch kind {
-        case "U": return n > Int.max / 4 ? Int.max : 4 * n       // saturating: a hostile 'U4611686018427387904' trapped
+        case "U": return n.multipliedSaturating(by: 4)      // a hostile 'U4611686018427387904' trapped
         case "M", "m": return n > 0 ? n : 8
         default: return n      // S, V, f (f16 → 16)
         }

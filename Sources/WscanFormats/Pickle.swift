@@ -605,7 +605,7 @@ public final class PickleVM {
                     // numpy.dtype.__reduce__ gives ('U4', …) for 4 characters of 4 bytes: the digits are not always bytes.
                     let code = s.drop { "<>|=".contains($0) }
                     let digits = Int(code.filter { $0.isNumber }) ?? 0
-                    itemsize = code.first == "U" ? (digits > Int.max / 4 ? Int.max : 4 * digits) : digits   // saturating (hostile sizes)
+                    itemsize = code.first == "U" ? digits.multipliedSaturating(by: 4) : digits   // (hostile sizes)
                     if s.hasPrefix("b") || s == "?" || s.hasPrefix("|b") { itemsize = max(itemsize, 1) }
                 }
                 // The BUILD state (version, byte order, subarray, names, fields, elsize, alignment, flags): elsize is

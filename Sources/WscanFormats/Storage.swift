@@ -26,8 +26,7 @@ public final class Storage: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(.io, "not a regular file") }
         let size = Int(st.st_size)
         owned = nil; keepAlive = nil
-        mappedFile = FileRef(path: path, size: size, mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
-                             inode: UInt64(st.st_ino), ctime: Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9)
+        mappedFile = FileRef(path: path, st)
         if size == 0 { base = nil; count = 0; unmapLength = 0; return }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FormatError(.io, "mmap failed: \(String(cString: strerror(errno)))") }
@@ -168,6 +167,19 @@ public struct FileRef: Sendable {
     public init(path: String, size: Int, mtime: Double, inode: UInt64 = 0, ctime: Double = 0) {
         self.path = path; self.size = size; self.mtime = mtime; self.inode = inode; self.ctime = ctime
     }
+    /// From stat(2)'s fields (times with their nanoseconds).
+    init(path: String, _ st: stat) {
+        func seconds(_ t: timespec) -> Double { Double(t.tv_sec) + Double(t.tv_nsec) / 1e9 }
+        self.init(path: path, size: Int(st.st_size), mtime: seconds(st.st_mtim), inode: UInt64(st.st_ino), ctime: seconds(st.st_ctim))
+    }
+
+    /// Whether the file, in this (current) state, is still the one recorded: the same size and mtime, and the same
+    /// inode and change time where both sides know them (0 or nil: not recorded, as in older catalog rows).
+    public func matches(size: Int, mtime: Double, inode: UInt64?, ctime: Double?) -> Bool {
+        size == self.size && mtime == self.mtime
+            && (inode ?? 0 == 0 || self.inode == 0 || inode == self.inode)
+            && (ctime ?? 0 == 0 || self.ctime == 0 || ctime == self.ctime)
+    }
 
     /// The file as it was when `storage` mapped it (else as it is now).
     public static func of(_ storage: Storage, _ path: String) throws -> FileRef {
@@ -179,8 +191,7 @@ public struct FileRef: Sendable {
     /// Hugging Face cache is links into blobs/), so replacing a link's target is a change.
     public static func stat(_ path: String) throws -> FileRef {
         guard let st = statFollowing(path) else { throw FormatError(.io, "\(path): \(String(cString: strerror(errno)))") }
-        return FileRef(path: path, size: Int(st.st_size), mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9,
-                       inode: UInt64(st.st_ino), ctime: Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9)
+        return FileRef(path: path, st)
     }
 }
 
@@ -336,8 +347,7 @@ public final class Checkpoint: @unchecked Sendable {
     public func changedFile() -> String? {
         for f in files {
             guard let cur = try? FileRef.stat(f.path) else { return f.path }
-            if cur.size != f.size || cur.mtime != f.mtime || (f.inode != 0 && cur.inode != f.inode)
-                || (f.ctime != 0 && cur.ctime != 0 && cur.ctime != f.ctime) { return f.path }
+            if !cur.matches(size: f.size, mtime: f.mtime, inode: f.inode, ctime: f.ctime) { return f.path }
         }
         return nil
     }
@@ -373,5 +383,10 @@ extension Int {
     public func addingSaturating(_ x: Int) -> Int {
         let (r, o) = addingReportingOverflow(x)
         return o ? (x > 0 ? .max : .min) : r
+    }
+    /// self · x for non-negative operands, or Int.max where that overflows.
+    public func multipliedSaturating(by x: Int) -> Int {
+        let (r, o) = multipliedReportingOverflow(by: x)
+        return o ? .max : r
     }
 }

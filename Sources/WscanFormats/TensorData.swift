@@ -188,9 +188,7 @@ public enum TensorData {
             if stored.count > n { stored.removeLast(stored.count - n) }
             return stored
         case .fortran:
-            var strides = [Int](repeating: 1, count: t.shape.count)
-            for k in 1..<max(1, t.shape.count) { strides[k] = strides[k - 1] * t.shape[k - 1] }
-            return try gather(stored, shape: t.shape, strides: strides, offset: 0, lanes: ln)
+            return try gather(stored, shape: t.shape, strides: fortranStrides(t.shape), offset: 0, lanes: ln)
         case let .strided(strides, offset):
             return try gather(stored, shape: t.shape, strides: strides, offset: offset, lanes: ln)
         }
@@ -204,50 +202,61 @@ public enum TensorData {
         }
         if let why = unexpandable(t) { throw FormatError(.bounds, why) }
         let size = bits / 8, n = elementCount(t.shape) ?? 0, raw = ck.bytes(of: t)
-        var strides: [Int], offset = 0
+        let swap = t.bigEndian && size > 1
+        if t.layout == .contiguous && !swap {          // already row-major and little-endian
+            guard raw.count >= n * size else { throw FormatError(.bounds, "tensor '\(t.name)' has fewer elements than its shape") }
+            return Array(raw.prefix(n * size))
+        }
+        let (strides, offset): ([Int], Int)
         switch t.layout {
-        case .contiguous:
-            strides = [Int](repeating: 1, count: t.shape.count)
-            for k in stride(from: t.shape.count - 2, through: 0, by: -1) { strides[k] = strides[k + 1] * t.shape[k + 1] }
-        case .fortran:
-            strides = [Int](repeating: 1, count: t.shape.count)
-            for k in 1..<max(1, t.shape.count) { strides[k] = strides[k - 1] * t.shape[k - 1] }
+        case .contiguous: strides = rowMajorStrides(t.shape); offset = 0
+        case .fortran: strides = fortranStrides(t.shape); offset = 0
         case let .strided(s, o): strides = s; offset = o
         }
         var out = [UInt8](repeating: 0, count: n * size)
-        if n == 0 { return out }
-        let swap = t.bigEndian && size > 1
-        var idx = [Int](repeating: 0, count: t.shape.count), pos = offset
         try out.withUnsafeMutableBytes { o in
-            for k in 0..<n {
+            try walk(shape: t.shape, strides: strides, offset: offset, count: n) { k, pos in
                 guard pos >= 0, pos < raw.count / size else { throw FormatError(.bounds, "tensor '\(t.name)' reads outside its storage") }
                 for b in 0..<size { o[k * size + b] = raw[pos * size + (swap ? size - 1 - b : b)] }
-                var d = t.shape.count - 1
-                while d >= 0 {
-                    idx[d] += 1; pos += strides[d]
-                    if idx[d] < t.shape[d] { break }
-                    pos -= strides[d] * t.shape[d]; idx[d] = 0; d -= 1
-                }
             }
         }
         return out
     }
 
-    static func gather(_ src: [Float], shape: [Int], strides: [Int], offset: Int, lanes: Int) throws -> [Float] {
-        let n = elementCount(shape) ?? 0
-        var out = [Float](repeating: 0, count: n * lanes)
-        if n == 0 { return out }
-        var idx = [Int](repeating: 0, count: shape.count)
-        var pos = offset
+    /// Element strides of a row-major (C order) and a column-major (Fortran order) array.
+    static func rowMajorStrides(_ shape: [Int]) -> [Int] {
+        var s = [Int](repeating: 1, count: shape.count)
+        for k in stride(from: shape.count - 2, through: 0, by: -1) { s[k] = s[k + 1] * shape[k + 1] }
+        return s
+    }
+    static func fortranStrides(_ shape: [Int]) -> [Int] {
+        var s = [Int](repeating: 1, count: shape.count)
+        for k in 1..<max(1, shape.count) { s[k] = s[k - 1] * shape[k - 1] }
+        return s
+    }
+
+    /// Calls `body(k, pos)` for the `count` elements of a view in row-major order: k the output index, pos the
+    /// element's position in the storage (offset plus Σ index·stride, stepped without multiplying).
+    static func walk(shape: [Int], strides: [Int], offset: Int, count n: Int, _ body: (Int, Int) throws -> Void) rethrows {
+        var idx = [Int](repeating: 0, count: shape.count), pos = offset
         for k in 0..<n {
-            guard pos >= 0, (pos + 1) * lanes <= src.count else { throw FormatError(.bounds, "strided view reads outside its storage") }
-            for l in 0..<lanes { out[k * lanes + l] = src[pos * lanes + l] }
+            try body(k, pos)
             var d = shape.count - 1
             while d >= 0 {
                 idx[d] += 1; pos += strides[d]
                 if idx[d] < shape[d] { break }
                 pos -= strides[d] * shape[d]; idx[d] = 0; d -= 1
             }
+        }
+    }
+
+    static func gather(_ src: [Float], shape: [Int], strides: [Int], offset: Int, lanes: Int) throws -> [Float] {
+        let n = elementCount(shape) ?? 0
+        var out = [Float](repeating: 0, count: n * lanes)
+        if n == 0 { return out }
+        try walk(shape: shape, strides: strides, offset: offset, count: n) { k, pos in
+            guard pos >= 0, (pos + 1) * lanes <= src.count else { throw FormatError(.bounds, "strided view reads outside its storage") }
+            for l in 0..<lanes { out[k * lanes + l] = src[pos * lanes + l] }
         }
         return out
     }

@@ -13,6 +13,17 @@ public enum UntrustedText {
     }
 }
 
+/// Human-readable counts: 999,999 → "1.00M", 12,345 → "12.3K", units chosen after rounding (not "1000.0K").
+public enum CountFormat {
+    public static func format(_ n: Int) -> String {
+        let d = Double(n)
+        if d >= 999_995_000 { return String(format: "%.2fB", d / 1e9) }
+        if d >= 999_950 { return String(format: "%.2fM", d / 1e6) }
+        if d >= 1e4 { return String(format: "%.1fK", d / 1e3) }
+        return "\(n)"
+    }
+}
+
 /// Human-readable byte sizes, both ways (binary multiples).
 public enum ByteSize {
     /// 1536 → "1.50 KiB".

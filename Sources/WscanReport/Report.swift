@@ -232,14 +232,7 @@ public final class ReportWriter {
         while v >= 1024 && i < 4 { v /= 1024; i += 1 }
         return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, u[i])
     }
-    static func count(_ n: Int) -> String {
-        let d = Double(n)
-        // units chosen after rounding: 999,999 is "1.00M", not "1000.0K"
-        if d >= 999_995_000 { return String(format: "%.2fB", d / 1e9) }
-        if d >= 999_950 { return String(format: "%.2fM", d / 1e6) }
-        if d >= 1e4 { return String(format: "%.1fK", d / 1e3) }
-        return "\(n)"
-    }
+    static func count(_ n: Int) -> String { CountFormat.format(n) }
     public static func slugName(_ s: String) -> String { slug(s.replacingOccurrences(of: ".safetensors", with: "").replacingOccurrences(of: ".npz", with: "")) }
     /// Lower-case letters and digits, other characters as "-"; a long name (tensor names can run to hundreds of
     /// bytes) is cut and ends with a hash of the whole, so a file name stays well under the 255-byte limit.

@@ -84,7 +84,7 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = fals
         let p = try checkpointFile(ref)
         // A FIFO, a device or a socket is no checkpoint: said without leaving a record in the catalog.
         do { try FileRef.requireRegularFile(p) } catch let e as FormatError { throw CLIError("\(p): \(e.message)") }
-        let ix = Indexer(catalog: catalog, options: { var o = Indexer.Options(); o.trust = trust; return o }())
+        let ix = Indexer(catalog: catalog, options: .init(trust: trust))
         if case let .failed(path, reason) = ix.indexOne(p) {
             // `show` reports a file that failed (its status and error are in the catalog); the analyses refuse it.
             if allowFailed, let row = try? catalog.resolve(p) { return row }
@@ -98,7 +98,7 @@ func resolveCheckpoint(_ ref: String, catalog: Catalog, allowFailed: Bool = fals
         // first, as a path would be: stored results must never outlive the bytes they describe. A file that is
         // gone keeps its catalog entry (show still works; reading it fails with its own one-line error).
         if FileRef.isRegularFile(row.path), !(try catalog.isUpToDate(path: row.path, needSHA: false)) {
-            let ix = Indexer(catalog: catalog, options: { var o = Indexer.Options(); o.trust = trust; return o }())
+            let ix = Indexer(catalog: catalog, options: .init(trust: trust))
             if case let .failed(path, reason) = ix.indexOne(row.path) {
                 if allowFailed, let again = try? catalog.resolve(row.path) { return again }
                 throw CLIError("\(path): \(reason)")

@@ -11,14 +11,7 @@ enum Fmt {
     /// A fraction as a percentage with the digits it has: 0.01 → "1%", 0.005 → "0.5%", 1e-9 → "1e-07%".
     static func percent(_ f: Double) -> String { String(format: "%.4g%%", f * 100) }
 
-    static func count(_ n: Int) -> String {
-        let a = Double(n)
-        // units chosen after rounding: 999,999 is "1.00M", not "1000.0K"
-        if a >= 999_995_000 { return String(format: "%.2fB", a / 1e9) }
-        if a >= 999_950 { return String(format: "%.2fM", a / 1e6) }
-        if a >= 1e4 { return String(format: "%.1fK", a / 1e3) }
-        return "\(n)"
-    }
+    static func count(_ n: Int) -> String { CountFormat.format(n) }
 
     static func num(_ v: Double?, _ digits: Int = 4) -> String {
         guard let v else { return "-" }
