@@ -224,6 +224,8 @@ public enum CompareRunner {
             let (fa, na) = finite(sa, "A"), (fb, nb) = finite(sb, "B")
             notes += na + nb
             ind = try IndependenceTest.run(fa, fb, spec: spec)
+            // (the layers read may still be uninformative or too narrow: then no test, and the verdict says why)
+            if ind == nil { untested = narrowLayers(chosen.count) + " (within the memory budget, --memory)"; notes.append("no independence test: " + untested!) }
             if chosen.count < eligible.count {
                 notes.append("the independence test ran on the first \(chosen.count) of \(eligible.count) feed-forward groups (those whose tensors fit the memory budget, whole chains at a time)")
             }

@@ -244,6 +244,28 @@ final class CompareTests: XCTestCase {
         XCTAssertTrue((v["summary"] as? String ?? "").contains("hidden units permuted"), "\(v)")
     }
 
+    /// Bounded, when the groups that fit are read but give the test nothing (all-zero hidden layers match any way):
+    /// no test, and the verdict says the layers are why, not the architecture.
+    func testBoundedUninformativeLayersSayWhy() throws {
+        let a = tmp.path("z_a.safetensors"), b = tmp.path("z_b.safetensors"), db = tmp.path("z.db")
+        _ = try runPython("""
+        import numpy as np; from safetensors.numpy import save_file
+        r = np.random.default_rng(0)
+        A = {"fc1.weight": np.zeros((64, 64), np.float32), "fc2.weight": np.zeros((32, 64), np.float32),
+             "fc3.weight": r.standard_normal((10, 32)).astype(np.float32), "fc3.bias": r.standard_normal(10).astype(np.float32)}
+        save_file(A, "\(a)"); save_file({k: v + 0.01 * r.standard_normal(v.shape).astype(np.float32) if k.startswith("fc3") else v for k, v in A.items()}, "\(b)")
+        """)
+        let cat = try Catalog(path: db)
+        for p in [a, b] { XCTAssertEqual(try runWscan(["index", p, "--db", db]).status, 0) }
+        var o = CompareRunner.Options(); o.connectivity = false
+        let full = try CompareRunner.compare(catalog: cat, a: try cat.resolve(a), b: try cat.resolve(b), options: o, store: false)
+        o.memoryBudget = full.tensors.reduce(0) { $0 + 8 * $1.shape.reduce(1, *) } - 1
+        let r = try CompareRunner.compare(catalog: cat, a: try cat.resolve(a), b: try cat.resolve(b), options: o, store: false)
+        XCTAssertNil(r.independence)
+        XCTAssertTrue(r.verdict.summary.contains("too few or too narrow"), r.verdict.summary)
+        XCTAssertTrue(full.verdict.summary.contains("too few or too narrow"), full.verdict.summary)
+    }
+
     /// The CLI: --memory takes a size; a bounded run says so on stderr; --align over the budget is exit 1, one line.
     func testCompareMemoryOption() throws {
         let db = tmp.path("mem.db")
